@@ -1,0 +1,282 @@
+"""Training and test-time-dropout evaluation, and the ``python -m subnet.train`` command.
+
+    python -m subnet.train --dataset mnist --epochs 5 --seed 0 --out seed.keras
+
+trains the blog's network (:func:`subnet.models.seed_cnn`), prints the test accuracy with dropout
+off and with dropout on (the blog's measurement: the mean accuracy of single passes with random
+dropout), saves the model atomically, and ends with one JSON line of the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from subnet._cli import run_main
+from subnet._io import atomic_path
+from subnet.models import seed_cnn, with_dropout
+
+__all__ = ["fit", "main", "mc_dropout_accuracy", "outputs_probabilities"]
+
+
+def outputs_probabilities(model) -> bool:
+    """Whether a classifier's output is a softmax (probabilities) rather than logits.
+
+    Reads the output layer's activation; a model ending in a ``Softmax`` layer counts too.
+
+    Args:
+        model: A ``keras.Model`` classifier.
+
+    Returns:
+        True for probabilities, False for logits.
+    """
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
+        examples: int | None = None, batch_size: int = 128, learning_rate: float = 1e-3,
+        seed: int = 0, progress: bool = True) -> dict:
+    """Trains a classifier with Adam and cross-entropy, reproducibly.
+
+    The shuffling order is drawn from ``seed`` (a fresh permutation each epoch), so with a
+    seeded model the result is the same on every run on the same machine.
+
+    Args:
+        model: A ``keras.Model`` classifier (softmax or logits output); compiled here.
+        x: Training images, float32 NHWC.
+        y: Integer labels, shape (n,).
+        epochs: Passes over ``x``. Give this or ``examples``.
+        examples: Number of training examples to show in total (may end mid-epoch).
+        batch_size: Examples per gradient step.
+        learning_rate: Adam's learning rate.
+        seed: Seeds the shuffling order.
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        A dict with ``loss`` and ``accuracy`` per epoch, ``examples_seen`` and ``seconds``.
+
+    Raises:
+        ValueError: If the budget or the data are invalid.
+    """
+    if (epochs is None) == (examples is None):
+        raise ValueError("Give exactly one training budget: `epochs` or `examples`. "
+                         f"Received: epochs={epochs!r}, examples={examples!r}")
+    n = len(x)
+    if n == 0 or len(y) != n:
+        raise ValueError(f"Training data must be non-empty with one label per image. Received "
+                         f"{n} images and {len(y)} labels.")
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"Invalid value for argument `epochs`: expected an int >= 1. "
+                             f"Received: epochs={epochs!r}")
+        examples = int(epochs) * n
+    elif isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or examples < 1:
+        raise ValueError(f"Invalid value for argument `examples`: expected an int >= 1. "
+                         f"Received: examples={examples!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"Invalid value for argument `batch_size`: expected an int >= 1. "
+                         f"Received: batch_size={batch_size!r}")
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=not outputs_probabilities(model)),
+        metrics=["accuracy"],
+    )
+    rng = np.random.default_rng(seed)
+    n_epochs = -(-examples // n)
+    sizes = [min(n, examples - e * n) for e in range(n_epochs)]
+    steps = sum(-(-size // batch_size) for size in sizes)
+    history: dict = {"loss": [], "accuracy": []}
+    start = time.perf_counter()
+    with tqdm(total=steps, desc="training", unit="step", disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        callback = _ProgressCallback(bar)
+        for epoch, size in enumerate(sizes):
+            bar.set_description(f"training, epoch {epoch + 1}/{n_epochs}")
+            order = rng.permutation(n)[:size]
+            h = model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False,
+                          verbose=0, callbacks=[callback])
+            history["loss"].append(float(h.history["loss"][-1]))
+            history["accuracy"].append(float(h.history["accuracy"][-1]))
+    history["examples_seen"] = int(examples)
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    """Advances a tqdm bar by one step per batch and shows the running loss and accuracy."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if logs and batch % 20 == 0:
+            self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}",
+                                 acc=f"{logs.get('accuracy', float('nan')):.4f}", refresh=False)
+
+
+def mc_dropout_accuracy(model, x: np.ndarray, y: np.ndarray, *, samples: int = 10,
+                        seed: int = 0, batch_size: int = 1000) -> dict:
+    """Test accuracy with dropout on at test time, the blog's measurement.
+
+    Each of ``samples`` passes runs every example once with fresh random dropout, exactly as
+    Keras ``Dropout(training=True)`` applies it (independent per element and per example).
+
+    Args:
+        model: A ``keras.Model`` classifier with ``Dropout`` layers.
+        x: Images, float32 NHWC.
+        y: Integer labels.
+        samples: Number of passes (the blog's figure is one pass; the mean of >= 10 is stabler).
+        seed: Seeds the dropout draws.
+        batch_size: Examples per call.
+
+    Returns:
+        A dict: ``pass_accuracy`` (list, one per pass), ``accuracy`` (their mean, a fraction),
+        ``accuracy_std``, ``loss`` (mean cross-entropy of single passes) and
+        ``ensemble_accuracy`` (accuracy of the mean probability over passes).
+
+    Raises:
+        ValueError: If ``samples`` < 1 or the data do not match.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"Invalid value for argument `samples`: expected an int >= 1. "
+                         f"Received: samples={samples!r}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"Expected as many labels as images (and at least one). Received "
+                         f"{len(x)} images and {len(y)} labels.")
+    noisy = with_dropout(model, True, seed=seed)
+    probabilities = outputs_probabilities(model)
+    y = np.asarray(y)
+    mean_prob = None
+    accuracies, losses = [], []
+    for _ in range(samples):
+        outputs = []
+        for start in range(0, len(x), batch_size):
+            out = noisy(x[start:start + batch_size])
+            out = out if probabilities else keras.ops.softmax(out)
+            outputs.append(keras.ops.convert_to_numpy(out))
+        prob = np.concatenate(outputs).astype(np.float64)
+        accuracies.append(float(np.mean(prob.argmax(axis=1) == y)))
+        losses.append(float(-np.mean(np.log(np.clip(prob[np.arange(len(y)), y], 1e-12, 1)))))
+        mean_prob = prob if mean_prob is None else mean_prob + prob
+    return {
+        "pass_accuracy": accuracies,
+        "accuracy": float(np.mean(accuracies)),
+        "accuracy_std": float(np.std(accuracies, ddof=1)) if samples > 1 else 0.0,
+        "loss": float(np.mean(losses)),
+        "ensemble_accuracy": float(np.mean(mean_prob.argmax(axis=1) == y)),
+    }
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m subnet.train",
+        description="Train the blog's LeNet-style CNN and measure its accuracy with test-time "
+                    "dropout on and off. The last line printed is a JSON object of the results.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", default="mnist",
+                        help="'mnist', 'fashion_mnist' or a path to an .npz file")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four IDX files, tried before subnet's own cache")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds initial weights, dropout and shuffling")
+    parser.add_argument("--out", default="seed.keras",
+                        help="where to save the model (.keras or .h5); written atomically")
+    parser.add_argument("--dense-units", type=int, default=500, help="width of the dense layer")
+    parser.add_argument("--rates", type=float, nargs=3, default=(0.5, 0.5, 0.5),
+                        metavar=("CONV1", "CONV2", "DENSE"), help="dropout rates")
+    parser.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--mc-samples", type=int, default=10,
+                        help="passes with test-time dropout on, averaged")
+    parser.add_argument("--train-examples", type=int, default=None,
+                        help="use only the first N training examples (for quick runs)")
+    parser.add_argument("--test-examples", type=int, default=None,
+                        help="evaluate on only the first N test examples")
+    parser.add_argument("--always-on-dropout", action="store_true",
+                        help="save the model with dropout baked on at inference, as the blog did")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from subnet.data import load_dataset
+
+    out = Path(args.out)
+    if out.suffix not in (".keras", ".h5"):
+        raise ValueError(f"Invalid value for --out: the model file must end in .keras or .h5. "
+                         f"Received: {args.out!r}")
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    if args.train_examples is not None or args.test_examples is not None:
+        data = data.subset(n_train=args.train_examples, n_test=args.test_examples)
+    if data.x_train is None:
+        raise ValueError(f"Dataset '{args.dataset}' has no training examples (x_train, y_train).")
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"data: {data.name} from {data.source}: {len(data.x_train)} train, "
+        f"{len(data.x_test)} test examples, input {data.input_shape}")
+    model = seed_cnn(args.dense_units, tuple(args.rates), input_shape=data.input_shape,
+                     num_classes=data.num_classes, always_on_dropout=args.always_on_dropout,
+                     seed=args.seed)
+    log(f"model: {model.name}, {model.count_params():,} parameters")
+    history = fit(model, data.x_train, data.y_train, epochs=args.epochs,
+                  batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                  progress=not args.quiet)
+    loss, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
+    log(f"test accuracy, dropout off: {accuracy:.4f} (loss {loss:.4f})")
+    mc = mc_dropout_accuracy(model, data.x_test, data.y_test, samples=args.mc_samples,
+                             seed=args.seed)
+    log(f"test accuracy, dropout on:  {mc['accuracy']:.4f} ± {mc['accuracy_std']:.4f} "
+        f"(mean of {args.mc_samples} passes; loss {mc['loss']:.4f}; "
+        f"averaged prediction {mc['ensemble_accuracy']:.4f})")
+    with atomic_path(out) as tmp:
+        model.save(tmp)
+    log(f"saved: {out}")
+    result = {
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint(),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "dense_units": args.dense_units,
+        "rates": list(args.rates),
+        "params": int(model.count_params()),
+        "train_examples": len(data.x_train),
+        "test_examples": len(data.x_test),
+        "train_seconds": round(history["seconds"], 1),
+        "test_accuracy": float(accuracy),
+        "test_loss": float(loss),
+        "mc_test_accuracy": mc["accuracy"],
+        "mc_test_accuracy_std": mc["accuracy_std"],
+        "mc_test_loss": mc["loss"],
+        "mc_ensemble_accuracy": mc["ensemble_accuracy"],
+        "mc_samples": args.mc_samples,
+        "out": str(out),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m subnet.train`` and ``subnet-train``; returns the exit code."""
+    args = _parse_args(argv)
+    return run_main(lambda: _train(args), prog="subnet.train")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
