@@ -7,7 +7,7 @@ tools turn them into one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "ModelFileError", "UntrustedModelError"]
+__all__ = ["DataError", "ModelFileError", "RecordError", "UntrustedModelError"]
 
 
 class DataError(ValueError):
@@ -20,3 +20,7 @@ class ModelFileError(ValueError):
 
 class UntrustedModelError(ModelFileError):
     """Loading the model would run code stored in the file, and the user has not trusted it."""
+
+
+class RecordError(ValueError):
+    """A mask record folder is missing, corrupt, or does not match what it is used with."""

@@ -38,9 +38,11 @@ from subnet.errors import ModelFileError, UntrustedModelError
 
 __all__ = [
     "AlwaysOnDropout",
+    "check_examples",
     "DropoutInfo",
     "dropout_layers",
     "load_model",
+    "outputs_probabilities",
     "seed_cnn",
     "with_dropout",
 ]
@@ -171,7 +173,7 @@ def dropout_layers(model) -> list[DropoutInfo]:
     ]
 
 
-def with_dropout(model, on: bool, *, seed: int | None = 0):
+def with_dropout(model, on: bool, *, seed: int | None = 0, rates: dict | None = None):
     """Returns a copy of ``model`` whose dropout is on, or off, in every call.
 
     Only the dropout layers change: called without ``training=True``, other layers
@@ -183,6 +185,7 @@ def with_dropout(model, on: bool, *, seed: int | None = 0):
         on: If True, every Dropout layer drops at its own rate in every call; if False none does.
         seed: With ``on=True``, seeds the dropout layers: the copy's sequence of calls is then
             reproducible. ``None`` draws fresh randomness.
+        rates: With ``on=True``, {dropout layer name: rate} to use instead of the layers' own.
 
     Returns:
         A new ``keras.Model`` sharing no state with ``model``; weights are copied.
@@ -199,7 +202,8 @@ def with_dropout(model, on: bool, *, seed: int | None = 0):
             if not on:
                 return keras.layers.Identity(name=layer.name)
             layer_seed = None if seed is None else seed * 1000 + next(counter)
-            return AlwaysOnDropout(layer.rate, seed=layer_seed, name=layer.name)
+            rate = (rates or {}).get(layer.name, layer.rate)
+            return AlwaysOnDropout(rate, seed=layer_seed, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -239,6 +243,60 @@ class AlwaysOnDropout(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def outputs_probabilities(model) -> bool:
+    """Whether a classifier's output is a softmax (probabilities) rather than logits.
+
+    Reads the output layer's activation; a model ending in a ``Softmax`` layer counts too.
+
+    Args:
+        model: A ``keras.Model`` classifier.
+
+    Returns:
+        True for probabilities, False for logits.
+    """
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "") == "softmax"
+
+
+def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validates examples and labels against a classifier.
+
+    Args:
+        model: A ``keras.Model`` classifier with one input and one output.
+        x: Examples, float array of shape (n, *model input shape).
+        y: True classes, int array of shape (n,), in [0, number of classes).
+
+    Returns:
+        ``(x as float32, y as int64, number of classes)``.
+
+    Raises:
+        ValueError: If shapes, dtypes, lengths or label values do not fit the model.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"Input `x` has shape {x.shape}, but the model expects examples of "
+                         f"shape {expected} (x of shape (n, {', '.join(map(str, expected))})).")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"Input `x` must be floating point (images scaled to [0, 1]). "
+                         f"Received dtype {x.dtype}.")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"Labels `y` must be a 1-D array with one label per example. Received "
+                         f"shape {y.shape} for {len(x)} examples.")
+    if len(x) == 0:
+        raise ValueError("Received no examples: `x` and `y` are empty.")
+    n_classes = int(model.outputs[0].shape[-1])
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"Labels `y` must be integers in [0, {n_classes}) for this model's "
+                         f"{n_classes} classes. Received values in [{y.min()}, {y.max()}] "
+                         f"(dtype {y.dtype}).")
+    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False), n_classes
 
 
 # --------------------------------------------------------------------------------------------

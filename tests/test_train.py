@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from subnet.data import load_dataset
-from subnet.models import load_model, seed_cnn
-from subnet.train import fit, main, mc_dropout_accuracy, outputs_probabilities
+from subnet.engine.mc import mc_dropout
+from subnet.models import load_model, outputs_probabilities, seed_cnn
+from subnet.train import fit, main
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +66,18 @@ def test_fit_rejects_bad_budgets(kwargs, match):
         fit(_tiny_dense(), x, np.zeros(4, int), progress=False, **kwargs)
 
 
-def test_mc_dropout_accuracy_is_seeded_and_consistent(mnist_slice):
+def test_mc_dropout_is_seeded_and_consistent(mnist_slice):
     model = _tiny_dense()
     fit(model, mnist_slice.x_train, mnist_slice.y_train, epochs=1, progress=False)
     x, y = mnist_slice.x_test, mnist_slice.y_test
-    a = mc_dropout_accuracy(model, x, y, samples=4, seed=1)
-    b = mc_dropout_accuracy(model, x, y, samples=4, seed=1)
+    a = mc_dropout(model, x, y, samples=4, seed=1).summary()
+    b = mc_dropout(model, x, y, samples=4, seed=1).summary()
     assert a == b
     assert len(a["pass_accuracy"]) == 4
     assert a["accuracy"] == pytest.approx(np.mean(a["pass_accuracy"]))
     assert len(set(a["pass_accuracy"])) > 1  # every pass draws new dropout
     with pytest.raises(ValueError, match="samples"):
-        mc_dropout_accuracy(model, x, y, samples=0)
+        mc_dropout(model, x, y, samples=0)
 
 
 @pytest.mark.slow

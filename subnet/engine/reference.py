@@ -1,0 +1,100 @@
+"""The reference backend: the Keras model itself, with a channel-mask multiply at each site.
+
+Slow and obviously correct: every (mask, example) pair runs the whole model once. The fast
+backend is tested against it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+
+from subnet.engine.chain import Chain
+
+__all__ = ["ReferenceBackend"]
+
+
+class ChannelMask(keras.layers.Layer):
+    """Multiplies the last (channel) axis by a per-example vector: ``x * mask[:, None, ..., :]``."""
+
+    def call(self, values, mask_values):
+        shape = keras.ops.shape(mask_values)
+        extra = len(values.shape) - 2
+        return values * keras.ops.reshape(mask_values, (shape[0],) + (1,) * extra + (shape[1],))
+
+    def compute_output_shape(self, values_shape, mask_values_shape):
+        return values_shape
+
+
+def _call_copy(layer, tensor):
+    """Calls a copy of ``layer`` (same config and weights) in inference mode: dropout off,
+    BatchNormalization on its moving statistics. Copies keep the model's own graph untouched."""
+    copy = layer.__class__.from_config(layer.get_config())
+    copy.build(layer.input.shape)
+    copy.set_weights(layer.get_weights())
+    if "training" in inspect.signature(copy.call).parameters:
+        return copy(tensor, training=False)
+    return copy(tensor)
+
+
+class ReferenceBackend:
+    """Masked evaluation by running the Keras model with channel masks multiplied in.
+
+    Args:
+        chain: The model split at its sites (:func:`subnet.engine.chain.analyse_chain`).
+        rescale: Multiply kept units by 1 / keep, as inverted dropout does.
+        batch_size: (mask, example) rows per Keras call.
+    """
+
+    name = "reference"
+
+    def __init__(self, chain: Chain, *, rescale: bool = True, batch_size: int = 4096):
+        self.chain = chain
+        self.rescale = rescale
+        self.batch_size = int(batch_size)
+        table = chain.table
+        image = keras.Input(shape=chain.model.inputs[0].shape[1:], name="image")
+        masks = [keras.Input(shape=(site.units,), name=f"mask_{i}") for i, site in
+                 enumerate(table)]
+        prefix = chain.prefix_model()
+        prefix_copy = keras.models.clone_model(prefix)
+        prefix_copy.set_weights(prefix.get_weights())
+        h = prefix_copy(image)
+        h = ChannelMask()(h, masks[0])
+        for k, segment in enumerate(chain.segments):
+            for layer in segment:
+                h = _call_copy(layer, h)
+            if k + 1 < len(table):
+                h = ChannelMask()(h, masks[k + 1])
+        if not chain.probabilities:
+            h = keras.layers.Softmax()(h)
+        self._model = keras.Model([image, *masks], h)
+        scales = [1.0 / site.keep if rescale else 1.0 for site in table]
+        self._unit_scale = np.repeat(scales, table.units).astype(np.float32)
+
+    def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """Class probabilities of every example under every mask.
+
+        Args:
+            x: Images, float32, shape (n_examples, *input_shape).
+            masks: Keep bits, bool, shape (n_masks, n_units).
+
+        Returns:
+            float32 array of shape (n_masks, n_examples, n_classes).
+        """
+        masks = np.asarray(masks, dtype=bool)
+        n_masks, n_examples = len(masks), len(x)
+        values = masks.astype(np.float32) * self._unit_scale
+        per_site = self.chain.table.split(values)
+        rows_per_mask = max(1, self.batch_size // max(1, n_examples))
+        out = []
+        for start in range(0, n_masks, rows_per_mask):
+            stop = min(n_masks, start + rows_per_mask)
+            tiled_x = np.tile(x, (stop - start,) + (1,) * (x.ndim - 1))
+            tiled_masks = [np.repeat(v[start:stop], n_examples, axis=0)
+                           for v in per_site.values()]
+            prob = self._model.predict_on_batch([tiled_x, *tiled_masks])
+            out.append(np.asarray(prob, dtype=np.float32).reshape(stop - start, n_examples, -1))
+        return np.concatenate(out) if out else np.zeros((0, n_examples, 0), np.float32)

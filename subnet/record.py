@@ -1,0 +1,187 @@
+"""Recording which random subnetworks (masks) predict which examples correctly.
+
+:func:`record_masks` draws masks over a model's sites, evaluates every example under every mask
+with one of the engine's backends, and streams the outcomes into a :class:`MaskRecord` folder,
+chunk by chunk, so that memory stays bounded and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+import subnet
+from subnet.engine.chain import Chain, analyse_chain
+from subnet.engine.fast import FastBackend
+from subnet.engine.reference import ReferenceBackend
+from subnet.masks import MaskRecord, sample_masks
+from subnet.models import check_examples
+
+__all__ = ["BACKENDS", "make_backend", "model_fingerprint", "record_masks"]
+
+BACKENDS = ("auto", "fast", "reference")
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 (hex) of a model's weights: their names' order, shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{value.shape}{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64)):
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
+    """Builds a masked-evaluation backend for a model.
+
+    Args:
+        chain: The model split at its sites (:func:`subnet.engine.chain.analyse_chain`).
+        backend: ``"fast"``, ``"reference"`` or ``"auto"`` (fast where it supports the model).
+        rescale: Multiply kept units by 1 / keep, as inverted dropout does.
+
+    Returns:
+        An object with ``name`` and ``probabilities(x, masks) -> (n_masks, n_examples,
+        n_classes)``.
+
+    Raises:
+        ValueError: If ``backend`` is unknown, or ``"fast"`` cannot run the model.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Invalid value received for argument `backend`. Expected one of "
+                         f"{list(BACKENDS)}. Received: backend={backend!r}")
+    if backend == "reference":
+        return ReferenceBackend(chain, rescale=rescale)
+    try:
+        return FastBackend(chain, rescale=rescale)
+    except ValueError:
+        if backend == "fast":
+            raise
+        return ReferenceBackend(chain, rescale=rescale)
+
+
+def _versions() -> dict:
+    import tensorflow as tf
+
+    return {"subnet": subnet.__version__, "keras": keras.__version__,
+            "tensorflow": tf.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def record_masks(model, x, y, n_masks: int, seed: int = 0,
+                 rate: float | Mapping[str, float] | None = None, backend: str = "auto",
+                 out: str | os.PathLike | None = None, resume: bool = False, *,
+                 masks: range | None = None, antithetic: bool = False, rescale: bool = True,
+                 chunk_size: int = 64, example_indices=None,
+                 progress: bool = True) -> MaskRecord:
+    """Evaluates every example under ``n_masks`` random masks and records the outcomes.
+
+    Mask i keeps each unit of each site independently with the site's keep probability (1 - its
+    dropout rate) and is a pure function of (seed, i), so records can be sharded, resumed and
+    merged bit-identically. For every mask and example the record holds the predicted class and
+    the probability of the true class, plus the masks, labels, site table, seed, fingerprints of
+    the weights and data, and library versions.
+
+    Args:
+        model: A ``keras.Model`` classifier (see :func:`subnet.sites` for what can be masked).
+        x: Examples, float array of shape (n_examples, *model input shape).
+        y: True classes, int array of shape (n_examples,).
+        n_masks: Number of masks, >= 1.
+        seed: Seeds the masks.
+        rate: Dropout rate(s) to mask with (see :func:`subnet.sites`); None uses the model's.
+        backend: ``"fast"``, ``"reference"`` or ``"auto"``.
+        out: Record folder. None writes to a new temporary folder (its path is ``record.path``).
+        resume: Continue the record in ``out``: masks already there are not recomputed. A record
+            made from other weights, data, seed or sites is refused.
+        masks: The mask indices to compute, a ``range`` within [0, n_masks): one shard of the
+            record, for sharding across processes or machines (join shards with
+            :meth:`MaskRecord.merge`). None computes all of them.
+        antithetic: Draw masks in antithetic pairs (mask 2j+1 mirrors mask 2j).
+        rescale: Multiply kept units by 1 / keep, as inverted dropout does (the model was
+            trained that way); False zeroes dropped units only.
+        chunk_size: Masks per chunk file (and per unit of resumption).
+        example_indices: Index of each example in its data set, for the record (default
+            0..n-1).
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        The :class:`MaskRecord`, loaded from ``out``.
+
+    Raises:
+        ValueError: If an argument is invalid, the model cannot be masked, or ``out`` holds a
+            record that does not match (or any record, without ``resume``).
+    """
+    if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
+        raise ValueError(f"Invalid value received for argument `n_masks`. Expected an int >= 1. "
+                         f"Received: n_masks={n_masks!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or \
+            chunk_size < 1:
+        raise ValueError(f"Invalid value received for argument `chunk_size`. Expected an int "
+                         f">= 1. Received: chunk_size={chunk_size!r}")
+    if masks is None:
+        masks = range(int(n_masks))
+    if not isinstance(masks, range) or masks.step != 1 or masks.start < 0 or \
+            masks.stop > n_masks or len(masks) == 0:
+        raise ValueError(f"Invalid value received for argument `masks`. Expected a non-empty "
+                         f"range(a, b) with 0 <= a < b <= n_masks={n_masks}. Received: "
+                         f"masks={masks!r}")
+    x, y, n_classes = check_examples(model, x, y)
+    chain = analyse_chain(model, rate)
+    engine = make_backend(chain, backend, rescale=rescale)
+    if example_indices is None:
+        example_indices = np.arange(len(x), dtype=np.int64)
+    meta = {
+        "seed": int(seed),
+        "antithetic": bool(antithetic),
+        "n_masks": int(n_masks),
+        "rescale": bool(rescale),
+        "sites": chain.table.to_list(),
+        "model_name": model.name,
+        "model_fingerprint": model_fingerprint(model),
+        "data_fingerprint": _data_fingerprint(x, y),
+        "backend": engine.name,
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if out is None:
+        out = tempfile.mkdtemp(prefix="subnet-record-")
+    out = Path(out)
+    if resume:
+        writer = MaskRecord.resume(out, meta, y, example_indices, num_classes=n_classes)
+    else:
+        writer = MaskRecord.create(out, meta, y, example_indices, num_classes=n_classes,
+                                   exist_ok=True)
+    todo = [range(max(r.start, masks.start), min(r.stop, masks.stop))
+            for r in writer.missing(int(n_masks), int(chunk_size))]
+    todo = [r for r in todo if len(r)]
+    keep = chain.table.unit_keep()
+    remaining = sum(len(r) for r in todo)
+    rows = np.arange(len(y))
+    with tqdm(total=len(masks), initial=len(masks) - remaining, unit="mask",
+              desc=f"recording {len(y)} examples", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for chunk in todo:
+            bits = sample_masks(keep, int(seed), chunk, antithetic=antithetic)
+            probabilities = engine.probabilities(x, bits)
+            writer.write_chunk(chunk.start, bits, probabilities.argmax(axis=-1),
+                               np.clip(probabilities[:, rows, y], 0.0, 1.0))
+            bar.update(len(chunk))
+    return writer.close()

@@ -1,0 +1,383 @@
+"""Sites, the two masked-evaluation backends, record_masks and mc_dropout, on real trained models.
+
+The models are small and trained for one epoch on a slice of MNIST, so that their outputs are
+those of real networks (confident, saturated softmax) rather than of random weights.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import subnet
+from subnet import MaskRecord, RecordError, record_masks, sample_masks, sites
+from subnet.engine.chain import analyse_chain
+from subnet.engine.fast import FastBackend
+from subnet.engine.reference import ReferenceBackend
+from subnet.models import seed_cnn
+from subnet.train import fit
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    try:
+        data = subnet.load_dataset("mnist")
+    except ValueError as err:
+        pytest.skip(f"MNIST is not available here: {err}")
+    return data.subset(n_train=3000, n_test=96)
+
+
+def _init(i):
+    return keras.initializers.GlorotUniform(seed=i)
+
+
+def _dense_only(logits=False):
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(32, activation="relu", kernel_initializer=_init(1), name="d1")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(16, activation="relu", kernel_initializer=_init(2), name="d2")(x)
+    x = keras.layers.Dropout(0.25)(x)
+    outputs = keras.layers.Dense(10, activation=None if logits else "softmax",
+                                 kernel_initializer=_init(3), name="out")(x)
+    return keras.Model(inputs, outputs, name="dense_only")
+
+
+def _conv_bn():
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(6, 3, kernel_initializer=_init(4), name="c1")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.8, name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer=_init(5),
+                            name="c2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.8, name="bn2")(x)
+    x = keras.layers.Activation("elu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(10, kernel_initializer=_init(6), name="logits")(x)
+    return keras.Model(inputs, x, name="conv_bn")
+
+
+def _conv1d():
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Reshape((28, 28))(inputs)  # prefix: any layers before the first site
+    x = keras.layers.Conv1D(5, 3, strides=2, activation="relu", kernel_initializer=_init(7),
+                            name="k1")(x)
+    x = keras.layers.SpatialDropout1D(0.3)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(7, activation="tanh", kernel_initializer=_init(8), name="k2")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(10, activation="softmax", kernel_initializer=_init(9))(x)
+    return keras.Model(inputs, outputs, name="conv1d")
+
+
+@pytest.fixture(scope="module")
+def trained(mnist):
+    models = {
+        "dense": _dense_only(),
+        "dense_logits": _dense_only(logits=True),
+        "conv": seed_cnn(16, conv_filters=(4, 6), seed=1),
+        "conv_bn": _conv_bn(),
+        "conv1d": _conv1d(),
+    }
+    for model in models.values():
+        fit(model, mnist.x_train, mnist.y_train, epochs=4, optimizer="adam", learning_rate=3e-3,
+            progress=False, seed=0)
+    return models
+
+
+RATES = {"dense": None, "dense_logits": None, "conv": None, "conv_bn": 0.5, "conv1d": None}
+
+
+# ---------------------------------------------------------------------------- sites
+
+def test_seed_cnn_sites():
+    table = sites(seed_cnn())
+    assert table.names == ["conv1", "conv2", "dense"]
+    assert list(table.units) == [20, 50, 500] and table.n_units == 570
+    assert [s.keep for s in table] == [0.5, 0.5, 0.5]
+    # The mask point is after the per-channel layers: dropout and pooling.
+    assert [s.mask_layer for s in table] == ["pool1", "pool2", "drop3"]
+    assert [s.kind for s in table] == ["conv2d", "conv2d", "dense"]
+    assert list(table.offsets) == [0, 20, 70, 570]
+    assert table.split(np.arange(570))["conv2"].tolist() == list(range(20, 70))
+
+
+def test_sites_reads_rates_and_always_on():
+    table = sites(seed_cnn(32, (0.1, 0.2, 0.9), always_on_dropout=True))
+    assert [s.keep for s in table] == pytest.approx([0.9, 0.8, 0.1])
+    assert all(s.always_on for s in table)
+    assert [s.dropout_rate for s in table] == pytest.approx([0.1, 0.2, 0.9])
+
+
+def test_sites_rate_overrides():
+    model = seed_cnn(32)
+    assert [s.keep for s in sites(model, rate=0.25)] == [0.75, 0.75, 0.75]
+    assert [s.keep for s in sites(model, rate={"dense": 0.9})] == pytest.approx([0.5, 0.5, 0.1])
+
+
+def test_sites_need_a_rate_where_no_dropout_follows():
+    with pytest.raises(ValueError, match=r"Site 'c1' has no Dropout.*rate=R"):
+        sites(_conv_bn())
+    assert [s.keep for s in sites(_conv_bn(), rate=0.5)] == [0.5, 0.5]
+    assert [s.mask_layer for s in sites(_conv_bn(), rate=0.5)][0].startswith("max_pooling2d")
+
+
+@pytest.mark.parametrize("rate, match", [
+    (1.0, r"\[0, 1\)"), (-0.1, r"\[0, 1\)"), ({"nope": 0.5}, "not sites"), ("0.5", "rate"),
+])
+def test_sites_rejects_bad_rates(rate, match):
+    with pytest.raises(ValueError, match=match):
+        sites(seed_cnn(16), rate=rate)
+
+
+def test_model_without_sites():
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match="no maskable site"):
+        sites(model)
+
+
+def test_unsupported_layer_between_sites_is_named():
+    inputs = keras.Input((20,))
+    x = keras.layers.Dense(8)(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    with pytest.raises(ValueError, match=r"'ln' \(LayerNormalization\).*cannot be masked"):
+        sites(model, rate=0.5)
+
+
+def test_residual_model_is_refused():
+    inputs = keras.Input((20,))
+    a = keras.layers.Dense(20, name="a")(inputs)
+    b = keras.layers.Dense(20, name="b")(a)
+    x = keras.layers.Add(name="add")([a, b])
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    with pytest.raises(ValueError, match="'add'.*2 inputs"):
+        sites(model, rate=0.5)
+
+
+def test_softmax_between_sites_is_refused():
+    inputs = keras.Input((20,))
+    x = keras.layers.Dense(8)(inputs)
+    x = keras.layers.Activation("softmax", name="soft")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    with pytest.raises(ValueError, match="'soft'.*mixes channels"):
+        sites(model, rate=0.5)
+
+
+# ---------------------------------------------------------------------------- backends
+
+@pytest.mark.parametrize("name", list(RATES))
+def test_fast_and_reference_backends_agree(trained, mnist, name):
+    chain = analyse_chain(trained[name], RATES[name])
+    masks = sample_masks(chain.table.unit_keep(), seed=1, indices=range(24))
+    masks[0] = True  # the full network ...
+    masks[1] = False  # ... and the empty one
+    x = mnist.x_test[:40]
+    reference = ReferenceBackend(chain).probabilities(x, masks)
+    fast = FastBackend(chain).probabilities(x, masks)
+    assert reference.shape == (24, 40, 10)
+    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(reference.sum(axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["conv", "conv_bn"])
+def test_full_mask_without_rescale_is_the_model(trained, mnist, name):
+    chain = analyse_chain(trained[name], RATES[name])
+    masks = np.ones((1, chain.table.n_units), bool)
+    x = mnist.x_test[:16]
+    expected = trained[name].predict(x, verbose=0)
+    if not chain.probabilities:
+        expected = keras.ops.convert_to_numpy(keras.ops.softmax(expected))
+    for backend in (ReferenceBackend(chain, rescale=False), FastBackend(chain, rescale=False)):
+        np.testing.assert_allclose(backend.probabilities(x, masks)[0], expected, atol=1e-5)
+
+
+def test_masking_a_dense_unit_equals_zeroing_its_weights(trained, mnist):
+    """An independent check of the reference: dropping unit j of d1 is deleting its weights."""
+    model = trained["dense"]
+    chain = analyse_chain(model)
+    mask = np.ones(chain.table.n_units, bool)
+    dropped = [0, 3, 7]
+    mask[dropped] = False
+    zeroed = keras.models.clone_model(model)
+    zeroed.set_weights(model.get_weights())
+    kernel, bias = zeroed.get_layer("d1").get_weights()
+    kernel[:, dropped] = 0.0
+    bias[dropped] = 0.0
+    zeroed.get_layer("d1").set_weights([kernel, bias])
+    x = mnist.x_test[:16]
+    got = ReferenceBackend(chain, rescale=False).probabilities(x, mask[None])[0]
+    np.testing.assert_allclose(got, zeroed.predict(x, verbose=0), atol=1e-6)
+
+
+def test_fast_backend_does_not_depend_on_example_batch(trained, mnist):
+    chain = analyse_chain(trained["conv"])
+    masks = sample_masks(chain.table.unit_keep(), seed=2, indices=range(5))
+    a = FastBackend(chain, example_batch=96).probabilities(mnist.x_test, masks)
+    b = FastBackend(chain, example_batch=7).probabilities(mnist.x_test, masks)
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------- record_masks
+
+def _chunks(record):
+    return [(c.start, c.stop, c.masks, c.predicted, c.true_prob) for c in record.iter_chunks()]
+
+
+def _assert_same_outcomes(a, b):
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.predicted, b.predicted)
+    np.testing.assert_array_equal(a.true_prob, b.true_prob)
+
+
+def test_record_contents_match_the_reference(trained, mnist, tmp_path):
+    model = trained["conv"]
+    record = record_masks(model, mnist.x_test, mnist.y_test, 10, seed=4, out=tmp_path / "r",
+                          backend="fast", chunk_size=4, progress=False)
+    assert record.n_masks == 10 and record.n_examples == 96 and record.is_complete
+    chain = analyse_chain(model)
+    expected_masks = sample_masks(chain.table.unit_keep(), 4, range(10))
+    np.testing.assert_array_equal(record.masks, expected_masks)
+    prob = ReferenceBackend(chain).probabilities(mnist.x_test, expected_masks)
+    np.testing.assert_array_equal(record.predicted, prob.argmax(-1))
+    true = prob[:, np.arange(96), mnist.y_test].astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(record.true_prob, true, atol=1e-3)
+    np.testing.assert_array_equal(record.correct, prob.argmax(-1) == mnist.y_test)
+    np.testing.assert_allclose(record.mask_accuracy(), record.correct.mean(axis=1))
+    np.testing.assert_allclose(record.example_accuracy(), record.correct.mean(axis=0))
+    meta = record.meta
+    assert meta["sites"][0]["name"] == "conv1" and meta["backend"] == "fast"
+    assert len(meta["model_fingerprint"]) == 64 and len(meta["data_fingerprint"]) == 64
+    assert {"subnet", "keras", "tensorflow", "numpy"} <= set(meta["versions"])
+
+
+def test_record_is_deterministic_and_chunking_invariant(trained, mnist, tmp_path):
+    model = trained["dense"]
+    args = (model, mnist.x_test, mnist.y_test, 12)
+    a = record_masks(*args, seed=7, out=tmp_path / "a", chunk_size=5, progress=False)
+    b = record_masks(*args, seed=7, out=tmp_path / "b", chunk_size=5, progress=False)
+    c = record_masks(*args, seed=7, out=tmp_path / "c", chunk_size=12, progress=False)
+    d = record_masks(*args, seed=8, out=tmp_path / "d", chunk_size=12, progress=False)
+    for x, y in zip(_chunks(a), _chunks(b), strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)
+    _assert_same_outcomes(a, c)
+    assert not np.array_equal(a.masks, d.masks)
+
+
+def test_record_interrupted_then_resumed_equals_uninterrupted(trained, mnist, tmp_path,
+                                                              monkeypatch):
+    model = trained["conv"]
+    args = (model, mnist.x_test, mnist.y_test, 20)
+    full = record_masks(*args, seed=3, out=tmp_path / "full", chunk_size=4, progress=False)
+
+    calls = {"n": 0}
+    original = FastBackend.probabilities
+
+    def crash_on_third_chunk(self, x, masks):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, x, masks)
+
+    monkeypatch.setattr(FastBackend, "probabilities", crash_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        record_masks(*args, seed=3, out=tmp_path / "cut", chunk_size=4, progress=False)
+    monkeypatch.setattr(FastBackend, "probabilities", original)
+    assert MaskRecord.load(tmp_path / "cut").n_masks == 8  # two chunks survived
+    with pytest.raises(ValueError, match="resume=True"):
+        record_masks(*args, seed=3, out=tmp_path / "cut", chunk_size=4, progress=False)
+    resumed = record_masks(*args, seed=3, out=tmp_path / "cut", chunk_size=4, resume=True,
+                           progress=False)
+    _assert_same_outcomes(resumed, full)
+    for name in ("chunk_0000000008_0000000012.npz", "chunk_0000000016_0000000020.npz"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+
+
+def test_record_shards_merge_into_the_whole(trained, mnist, tmp_path):
+    model = trained["dense_logits"]
+    args = (model, mnist.x_test, mnist.y_test, 16)
+    whole = record_masks(*args, seed=5, out=tmp_path / "whole", chunk_size=4, progress=False)
+    first = record_masks(*args, seed=5, out=tmp_path / "s1", masks=range(0, 8), chunk_size=4,
+                         progress=False)
+    second = record_masks(*args, seed=5, out=tmp_path / "s2", masks=range(8, 16), chunk_size=4,
+                          progress=False)
+    assert not first.is_complete
+    merged = MaskRecord.merge([first, second], tmp_path / "merged")
+    assert merged.is_complete
+    _assert_same_outcomes(merged, whole)
+
+
+def test_resume_refuses_a_record_of_another_model(trained, mnist, tmp_path):
+    args = (mnist.x_test, mnist.y_test, 8)
+    record_masks(trained["dense"], *args, out=tmp_path / "r", progress=False)
+    with pytest.raises(RecordError, match="model"):
+        record_masks(trained["dense_logits"], *args, out=tmp_path / "r", resume=True,
+                     progress=False)
+    with pytest.raises(RecordError, match="seed"):
+        record_masks(trained["dense"], *args, seed=9, out=tmp_path / "r", resume=True,
+                     progress=False)
+
+
+def test_record_with_the_reference_backend_and_antithetic_masks(trained, mnist, tmp_path):
+    record = record_masks(trained["conv1d"], mnist.x_test[:20], mnist.y_test[:20], 6,
+                          backend="reference", antithetic=True, out=tmp_path / "r",
+                          progress=False)
+    assert record.meta["backend"] == "reference"
+    # At keep 0.5 (the dense site) the two masks of a pair are complements.
+    dense = record.masks[:, 5:]
+    np.testing.assert_array_equal(dense[0], ~dense[1])
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"y": np.zeros(95, int)}, "one label per example"),
+    ({"x": np.zeros((96, 28, 28), np.float32)}, r"expects examples of shape \(28, 28, 1\)"),
+    ({"y": np.full(96, 10)}, r"integers in \[0, 10\)"),
+    ({"x": np.zeros((96, 28, 28, 1), np.uint8)}, "floating point"),
+    ({"n_masks": 0}, "n_masks"),
+    ({"n_masks": 2.5}, "n_masks"),
+    ({"rate": 1.0}, r"\[0, 1\)"),
+    ({"backend": "gpu"}, "backend"),
+    ({"masks": range(5, 50)}, "masks"),
+])
+def test_record_masks_bad_input(trained, mnist, tmp_path, change, match):
+    kwargs = {"x": mnist.x_test, "y": mnist.y_test, "n_masks": 4, "out": tmp_path / "r",
+              "progress": False}
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        record_masks(trained["dense"], **kwargs)
+
+
+# ---------------------------------------------------------------------------- mc_dropout
+
+def test_mc_dropout_matches_keras_dropout_statistics(trained, mnist):
+    model = trained["dense"]
+    result = subnet.mc_dropout(model, mnist.x_test, mnist.y_test, samples=6, seed=0)
+    assert result.probabilities.shape == (6, 96, 10)
+    deterministic = np.mean(model.predict(mnist.x_test, verbose=0).argmax(-1) == mnist.y_test)
+    assert 0.3 < result.accuracy <= deterministic + 0.05
+    assert len(set(result.pass_accuracy)) > 1
+    assert result.summary()["samples"] == 6
+    assert result.rates == {"dropout": 0.5, "dropout_1": 0.25}
+    # Rate 0 everywhere: every pass is the deterministic model.
+    quiet = subnet.mc_dropout(model, mnist.x_test, mnist.y_test, samples=2, rates=0.0)
+    np.testing.assert_allclose(quiet.probabilities[0], model.predict(mnist.x_test, verbose=0),
+                               atol=1e-6)
+    assert np.all(quiet.probability_spread < 1e-6)
+    assert quiet.ensemble_accuracy == pytest.approx(np.mean(
+        model.predict(mnist.x_test, verbose=0).argmax(-1) == mnist.y_test))
+
+
+def test_mc_dropout_bad_input(trained, mnist):
+    with pytest.raises(ValueError, match="not Dropout layers"):
+        subnet.mc_dropout(trained["dense"], mnist.x_test, mnist.y_test, rates={"d1": 0.5})
+    with pytest.raises(ValueError, match="no Dropout layer"):
+        subnet.mc_dropout(trained["conv_bn"], mnist.x_test, mnist.y_test)
+
+
+def test_fixture_models_are_trained(trained, mnist):
+    """The agreement tests above mean something only on trained networks (chance is 0.1)."""
+    for name, model in trained.items():
+        accuracy = np.mean(model.predict(mnist.x_test, verbose=0).argmax(-1) == mnist.y_test)
+        assert accuracy > 0.45, name
