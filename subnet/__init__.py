@@ -5,44 +5,52 @@ The public API, one function or class per stage of the data flow::
     model file ──load_model──► Keras model ──sites──► SiteTable
     load_dataset ──► x, y ──record_masks(model, x, y, n_masks, seed)──► MaskRecord
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
+
+Names are imported on first use, so ``python -m subnet.data`` and friends start quickly.
 """
 
-import os as _os
+from __future__ import annotations
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+import importlib
+
+from subnet._quiet import import_tensorflow_quietly
 
 __version__ = "0.1.0"
 
-from subnet.data import Dataset, load_dataset  # noqa: E402
-from subnet.engine.chain import Site, SiteTable, sites  # noqa: E402
-from subnet.engine.mc import MCDropoutResult, mc_dropout  # noqa: E402
-from subnet.errors import (  # noqa: E402
-    DataError,
-    ModelFileError,
-    RecordError,
-    UntrustedModelError,
-)
-from subnet.masks import MaskRecord, sample_masks  # noqa: E402
-from subnet.models import dropout_layers, load_model, seed_cnn, with_dropout  # noqa: E402
-from subnet.record import record_masks  # noqa: E402
+import_tensorflow_quietly()
 
-__all__ = [
-    "DataError",
-    "Dataset",
-    "MCDropoutResult",
-    "MaskRecord",
-    "ModelFileError",
-    "RecordError",
-    "Site",
-    "SiteTable",
-    "UntrustedModelError",
-    "dropout_layers",
-    "load_dataset",
-    "load_model",
-    "mc_dropout",
-    "record_masks",
-    "sample_masks",
-    "seed_cnn",
-    "sites",
-    "with_dropout",
-]
+_EXPORTS = {
+    "DataError": "subnet.errors",
+    "Dataset": "subnet.data",
+    "MCDropoutResult": "subnet.engine.mc",
+    "MaskRecord": "subnet.masks",
+    "ModelFileError": "subnet.errors",
+    "RecordError": "subnet.errors",
+    "Site": "subnet.engine.chain",
+    "SiteTable": "subnet.engine.chain",
+    "UntrustedModelError": "subnet.errors",
+    "dropout_layers": "subnet.models",
+    "load_dataset": "subnet.data",
+    "load_model": "subnet.models",
+    "mc_dropout": "subnet.engine.mc",
+    "record_masks": "subnet.record",
+    "sample_masks": "subnet.masks",
+    "seed_cnn": "subnet.models",
+    "sites": "subnet.engine.chain",
+    "with_dropout": "subnet.models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

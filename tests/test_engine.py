@@ -109,6 +109,16 @@ def test_sites_reads_rates_and_always_on():
     assert [s.dropout_rate for s in table] == pytest.approx([0.1, 0.2, 0.9])
 
 
+def test_sites_of_the_blogs_keras2_models(keras2_dir):
+    lambda_model = subnet.load_model(keras2_dir / "blog_lambda.h5", trust=True)
+    table = sites(lambda_model)
+    assert [s.keep for s in table] == [0.5, 0.75, 0.5]
+    assert all(s.always_on for s in table)
+    baked = sites(subnet.load_model(keras2_dir / "blog_training_true.h5"))
+    assert [(s.units, s.keep, s.always_on) for s in baked] == [(4, 0.5, True), (6, 0.5, True),
+                                                               (32, 0.5, True)]
+
+
 def test_sites_rate_overrides():
     model = seed_cnn(32)
     assert [s.keep for s in sites(model, rate=0.25)] == [0.75, 0.75, 0.75]

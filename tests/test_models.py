@@ -1,10 +1,7 @@
 """The blog's network, safe loading of every supported format, and dropout bookkeeping."""
 
 import gzip
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import h5py
 import keras
@@ -13,18 +10,6 @@ import pytest
 
 from subnet.errors import ModelFileError, UntrustedModelError
 from subnet.models import DropoutInfo, dropout_layers, load_model, seed_cnn, with_dropout
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def keras2_dir(tmp_path_factory):
-    """Keras 2 (tf_keras) .h5 files built the blog's ways, made in a child process."""
-    pytest.importorskip("tf_keras", reason="tf_keras is installed with subnet's [tfmot] extra")
-    out = tmp_path_factory.mktemp("keras2")
-    subprocess.run([sys.executable, str(FIXTURES / "make_keras2_models.py"), str(out)],
-                   check=True, capture_output=True, timeout=300)
-    return out
 
 
 @pytest.fixture(scope="module")

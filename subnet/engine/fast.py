@@ -183,6 +183,41 @@ class FastBackend:
                 out[m, a:b] = self._run(h, kept, scales)
         return out
 
+    def flops(self, masks: np.ndarray, n_examples: int) -> int:
+        """FLOPs (2 per multiply-accumulate) of the Conv/Dense work one call of
+        :meth:`probabilities` does: the prefix once per example, then for each mask the channel
+        selection and the kept-channel layers. Element-wise work is not counted.
+
+        Args:
+            masks: Keep bits, bool (n_masks, n_units).
+            n_examples: Number of examples evaluated.
+
+        Returns:
+            The FLOP count, an int.
+        """
+        n_sites = len(self.table)
+        positions = int(np.prod(self.chain.prefix_output.output.shape[1:-1]))
+        per_example = sum(_full_flops(layer) for layer in self._prefix.layers)
+        for mask in np.asarray(masks, bool):
+            kept, _ = self._kept(mask)
+            per_example += 2 * positions * self._prefix_channels * len(kept[0])
+            for k, segment in enumerate(self._segments):
+                k_in = len(kept[k])
+                k_out = len(kept[k + 1]) if k + 1 < n_sites else self.n_classes
+                flattened = 1
+                for op in segment:
+                    if op.kind == "flatten":
+                        flattened = int(np.prod(op.layer.input.shape[1:-1]))
+                    elif op.kind == "conv":
+                        window = int(np.prod(op.kernel.shape[:-2]))
+                        per_example += 2 * int(np.prod(op.layer.output.shape[1:-1])) * \
+                            window * k_in * k_out
+                        k_in = k_out
+                    elif op.kind == "dense":
+                        per_example += 2 * flattened * k_in * k_out
+                        k_in, flattened = k_out, 1
+        return int(n_examples) * per_example
+
     def _kept(self, mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Kept channels per site, and the factor each is multiplied by at its mask point.
 
@@ -220,3 +255,13 @@ class FastBackend:
         if not self.chain.probabilities:
             h = tf.nn.softmax(h, axis=-1)
         return h.numpy()
+
+
+
+def _full_flops(layer) -> int:
+    """FLOPs per example of a whole Conv/Dense layer (0 for other layers)."""
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        return 2 * int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
+    return 0

@@ -1,0 +1,43 @@
+"""Importing TensorFlow without its start-up chatter on the terminal.
+
+TensorFlow's native libraries log a few lines to file descriptor 2 when they load ("All log
+messages before absl::InitializeLog() is called are written to STDERR", oneDNN and CUDA notices),
+and ``TF_CPP_MIN_LOG_LEVEL`` no longer silences all of them. subnet imports TensorFlow once, with
+descriptor 2 pointed at a temporary file; if the import fails, what it wrote is replayed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+__all__ = ["import_tensorflow_quietly"]
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow (if not imported yet) with its native start-up logging captured.
+
+    Set ``SUBNET_TF_LOGS=1`` to see that logging.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("SUBNET_TF_LOGS") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters)
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
