@@ -16,7 +16,8 @@ __all__ = ["import_tensorflow_quietly"]
 
 
 def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow (if not imported yet) with its native start-up logging captured.
+    """Imports TensorFlow (if not imported yet) and discovers its devices, with the native
+    start-up logging captured.
 
     Set ``SUBNET_TF_LOGS=1`` to see that logging.
     """
@@ -32,7 +33,9 @@ def import_tensorflow_quietly() -> None:
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device discovery logs too
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -59,6 +59,9 @@ def test_fit_example_budget_counts_examples(mnist_slice):
     ({"epochs": 0}, "epochs"),
     ({"examples": -5}, "examples"),
     ({"epochs": 1, "batch_size": 0}, "batch_size"),
+    ({"epochs": 1, "optimizer": "sgd"}, "optimizer"),
+    ({"epochs": 1, "schedule": "step"}, "schedule"),
+    ({"epochs": 1, "learning_rate": -1.0}, "learning_rate"),
 ])
 def test_fit_rejects_bad_budgets(kwargs, match):
     x = np.zeros((4, 28, 28, 1), np.float32)
