@@ -1,0 +1,462 @@
+"""Classical pruning criteria: importance read from a model's weights, activations or gradients.
+
+Each criterion is an :class:`~subnet.importance.core.Estimator` with ``source = "model"``: its
+``score`` takes ``(model, x, y)`` and returns an :class:`~subnet.importance.core.Importance` whose
+scores run over all units (the output channels of the model's sites) in site order, larger
+meaning more important. Activations are always read at each site's *mask point* (the output of
+``site.mask_layer``: after bias, BatchNormalization, activation, dropout and pooling) with the
+model in inference mode (dropout off, even dropout the model bakes on at test time).
+
+==============  ==========================================================  ===========
+name            score of a unit                                             reads
+==============  ==========================================================  ===========
+``magnitude``   L1 (or L2) norm of its incoming kernel weights              weights
+``activation``  mean |activation| over examples and positions               x
+``apoz``        1 - fraction of its activations that are zero               x
+``taylor``      mean over examples of |mean over positions of a·∂loss/∂a|   x, y
+``random``      i.i.d. uniform in [0, 1): a control                         nothing
+==============  ==========================================================  ===========
+
+Every criterion still validates the whole ``(model, x, y)`` source, so all estimators share one
+call. Every constructor takes ``rate``, the dropout rate(s) the site table's keep probabilities
+come from, as in :func:`subnet.engine.chain.analyse_chain`: models without a Dropout layer after
+each site need it. It does not change any criterion's scores.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from subnet.engine.chain import Chain, analyse_chain
+from subnet.importance.core import Estimator, Importance, check_model_source, register
+
+__all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
+
+
+# --------------------------------------------------------------------------------------------
+# Option checks
+
+
+def _check_rate(rate):
+    """Validates the ``rate`` option; returns it JSON-ready (None, a float or a dict)."""
+    def one(value, label):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)) \
+                or not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"Invalid value received for argument `rate`{label}. Expected a "
+                             f"float in [0, 1). Received: {value!r}")
+        return float(value)
+
+    if rate is None:
+        return None
+    if isinstance(rate, Mapping):
+        for key in rate:
+            if not isinstance(key, str):
+                raise TypeError("Invalid key received in argument `rate`. Expected site names "
+                                f"(str). Received: {key!r}")
+        return {key: one(value, f"[{key!r}]") for key, value in rate.items()}
+    return one(rate, "")
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError("Invalid value received for argument `batch_size`. Expected a positive "
+                         f"int. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Invalid value received for argument `{name}`. Expected a bool. "
+                        f"Received: {name}={value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Running the model to its mask points
+
+
+def _positions(chain: Chain) -> dict[str, int]:
+    """Number of positions (product of the non-batch, non-channel axes) at each mask point."""
+    model = chain.model
+    return {site.name: int(math.prod(int(d) for d in
+                                     model.get_layer(site.mask_layer).output.shape[1:-1]))
+            for site in chain.table}
+
+
+def _mask_point_batches(chain: Chain, x: np.ndarray, batch_size: int
+                        ) -> Iterator[list[np.ndarray]]:
+    """Activations at every site's mask point, batch by batch, in inference mode.
+
+    Args:
+        chain: The analysed model.
+        x: float32 examples, shape (n, *input shape).
+        batch_size: Examples per model call.
+
+    Yields:
+        For each batch of b examples, one float32 array per site in site order, of shape
+        (b, positions, units): the mask point's output with its spatial axes flattened.
+    """
+    model = chain.model
+    outputs = [model.get_layer(site.mask_layer).output for site in chain.table]
+    sub = keras.Model(model.inputs, outputs)
+    for a in range(0, len(x), batch_size):
+        values = sub([x[a:a + batch_size]], training=False)
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        yield [_flat(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32), site.units)
+               for v, site in zip(values, chain.table, strict=True)]
+
+
+def _call(layer, tensor):
+    """Calls ``layer`` eagerly in inference mode (``training=False`` where it takes it)."""
+    if "training" in inspect.signature(layer.call).parameters:
+        return layer(tensor, training=False)
+    return layer(tensor)
+
+
+def _flat(values: np.ndarray, units: int) -> np.ndarray:
+    """(b, *positions, units) → (b, prod(positions), units)."""
+    return values.reshape(values.shape[0], -1, units)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimators
+
+
+@register
+class Magnitude(Estimator):
+    """Norm of each unit's incoming kernel weights (Li et al. 2017, "Pruning filters").
+
+    For a Conv2D kernel of shape (kh, kw, c_in, c_out) (Conv1D: (k, c_in, c_out)) the norm is
+    taken over all axes but the last; for a Dense kernel (n_in, n_out) over axis 0. Biases are
+    not counted. Needs no data (``x``, ``y`` are validated only) and is deterministic.
+
+    Args:
+        norm: ``"l1"`` (sum of |w|, the paper's choice) or ``"l2"`` (sqrt of the sum of w²).
+        normalize: Make layers comparable by their fan-in (the number of incoming weights per
+            unit, prod of the kernel shape but the last axis): L1 becomes the mean |w|, L2 the
+            root-mean-square sqrt(Σw² / fan-in).
+        rate: Dropout rate(s) for the site table, as for
+            :func:`~subnet.engine.chain.analyse_chain`.
+
+    Raises:
+        ValueError: If ``norm`` is not ``"l1"`` or ``"l2"``, or ``rate`` is invalid.
+        TypeError: If ``normalize`` is not a bool.
+    """
+
+    name = "magnitude"
+    source = "model"
+
+    def __init__(self, *, norm: str = "l1", normalize: bool = False, rate=None):
+        if norm not in ("l1", "l2"):
+            raise ValueError("Invalid value received for argument `norm`. Expected 'l1' or "
+                             f"'l2'. Received: norm={norm!r}")
+        self.norm = norm
+        self.normalize = _check_bool(normalize, "normalize")
+        self.rate = _check_rate(rate)
+
+    def score(self, source) -> Importance:
+        """Scores each unit by the norm of its incoming weights.
+
+        Args:
+            source: ``(model, x, y)``: a Keras classifier, float examples (n, *input shape)
+                and int labels (n,).
+
+        Returns:
+            An :class:`Importance` with float64 scores (n_units,), all >= 0; ``details`` holds
+            ``norm``, ``normalize``, ``rate`` and ``fan_in`` ({site name: incoming weights per
+            unit}).
+
+        Raises:
+            TypeError, ValueError: If the source is not a valid ``(model, x, y)``, or the model
+                cannot be split into sites.
+        """
+        model, _, _ = check_model_source(source, self.name)
+        chain = analyse_chain(model, self.rate)
+        parts, fan_in = [], {}
+        for site in chain.table:
+            kernel = np.asarray(keras.ops.convert_to_numpy(model.get_layer(site.name).kernel),
+                                dtype=np.float64)
+            flat = kernel.reshape(-1, kernel.shape[-1])
+            fan_in[site.name] = int(flat.shape[0])
+            if self.norm == "l1":
+                values = np.abs(flat).sum(axis=0)
+                if self.normalize:
+                    values = values / flat.shape[0]
+            else:
+                values = np.sqrt(np.square(flat).sum(axis=0) / (
+                    flat.shape[0] if self.normalize else 1))
+            parts.append(values)
+        return Importance(method=self.name, scores=np.concatenate(parts), sites=chain.table,
+                          details={"norm": self.norm, "normalize": self.normalize,
+                                   "rate": self.rate, "fan_in": fan_in})
+
+
+@register
+class Activation(Estimator):
+    """Mean absolute activation of each unit at its mask point.
+
+    score(unit) = mean over examples n and positions m of |a[n, m, unit]|, with the model in
+    inference mode.
+
+    Args:
+        batch_size: Examples per model call; a positive int. Does not change the result beyond
+            float rounding.
+        rate: Dropout rate(s) for the site table, as for
+            :func:`~subnet.engine.chain.analyse_chain`.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``rate`` is invalid.
+    """
+
+    name = "activation"
+    source = "model"
+
+    def __init__(self, *, batch_size: int = 256, rate=None):
+        self.batch_size = _check_batch_size(batch_size)
+        self.rate = _check_rate(rate)
+
+    def score(self, source) -> Importance:
+        """Scores each unit by its mean absolute activation on ``x``.
+
+        Args:
+            source: ``(model, x, y)``: a Keras classifier, float examples (n, *input shape)
+                and int labels (n,); ``y`` is validated but not used.
+
+        Returns:
+            An :class:`Importance` with float64 scores (n_units,), all >= 0; ``details`` holds
+            ``n_examples``, ``batch_size``, ``rate`` and ``positions`` ({site name: positions
+            averaged over per example}).
+
+        Raises:
+            TypeError, ValueError: If the source is not a valid ``(model, x, y)``, or the model
+                cannot be split into sites.
+        """
+        model, x, _ = check_model_source(source, self.name)
+        chain = analyse_chain(model, self.rate)
+        positions = _positions(chain)
+        sums = [np.zeros(site.units) for site in chain.table]
+        for batch in _mask_point_batches(chain, x, self.batch_size):
+            for k, values in enumerate(batch):
+                sums[k] += np.abs(values, dtype=np.float64).sum(axis=(0, 1))
+        scores = np.concatenate([s / (len(x) * positions[site.name])
+                                 for s, site in zip(sums, chain.table, strict=True)])
+        return Importance(method=self.name, scores=scores, sites=chain.table,
+                          details={"n_examples": len(x), "batch_size": self.batch_size,
+                                   "rate": self.rate, "positions": positions})
+
+
+@register
+class APoZ(Estimator):
+    """One minus the Average Percentage of Zeros of each unit (Hu et al. 2016, "Network
+    trimming").
+
+    APoZ(unit) = fraction of (example, position) entries of the unit's activation at its mask
+    point with |a| <= ``tol``; the score is 1 - APoZ, a fraction in [0, 1], so that larger means
+    more important. APoZ is meaningful where the mask point follows a ReLU-like activation, whose
+    zeros say the unit is off; a unit whose activation can be negative (a linear convolution, a
+    tanh) is rarely exactly zero and scores near 1 whatever its role. ``details["nonnegative"]``
+    says, per site, whether every activation observed on ``x`` was >= 0.
+
+    Args:
+        tol: Activations with absolute value <= ``tol`` count as zero; a finite float >= 0.
+        batch_size: Examples per model call; a positive int.
+        rate: Dropout rate(s) for the site table, as for
+            :func:`~subnet.engine.chain.analyse_chain`.
+
+    Raises:
+        ValueError: If ``tol``, ``batch_size`` or ``rate`` is invalid.
+    """
+
+    name = "apoz"
+    source = "model"
+
+    def __init__(self, *, tol: float = 0.0, batch_size: int = 256, rate=None):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(tol)) or tol < 0:
+            raise ValueError("Invalid value received for argument `tol`. Expected a finite "
+                             f"float >= 0. Received: tol={tol!r}")
+        self.tol = float(tol)
+        self.batch_size = _check_batch_size(batch_size)
+        self.rate = _check_rate(rate)
+
+    def score(self, source) -> Importance:
+        """Scores each unit by the fraction of its activations on ``x`` that are not zero.
+
+        Args:
+            source: ``(model, x, y)``: a Keras classifier, float examples (n, *input shape)
+                and int labels (n,); ``y`` is validated but not used.
+
+        Returns:
+            An :class:`Importance` with float64 scores (n_units,) in [0, 1]; ``details`` holds
+            ``n_examples``, ``batch_size``, ``tol``, ``rate``, ``positions`` and
+            ``nonnegative`` ({site name: bool}).
+
+        Raises:
+            TypeError, ValueError: If the source is not a valid ``(model, x, y)``, or the model
+                cannot be split into sites.
+        """
+        model, x, _ = check_model_source(source, self.name)
+        chain = analyse_chain(model, self.rate)
+        positions = _positions(chain)
+        zeros = [np.zeros(site.units, dtype=np.int64) for site in chain.table]
+        lowest = [np.inf] * len(chain.table)
+        for batch in _mask_point_batches(chain, x, self.batch_size):
+            for k, values in enumerate(batch):
+                zeros[k] += (np.abs(values) <= self.tol).sum(axis=(0, 1))
+                lowest[k] = min(lowest[k], float(values.min()))
+        scores = np.concatenate([1.0 - z / (len(x) * positions[site.name])
+                                 for z, site in zip(zeros, chain.table, strict=True)])
+        nonnegative = {site.name: bool(low >= 0.0)
+                       for site, low in zip(chain.table, lowest, strict=True)}
+        return Importance(method=self.name, scores=scores, sites=chain.table,
+                          details={"n_examples": len(x), "batch_size": self.batch_size,
+                                   "tol": self.tol, "rate": self.rate, "positions": positions,
+                                   "nonnegative": nonnegative})
+
+
+@register
+class Taylor(Estimator):
+    """First-order Taylor criterion (Molchanov et al. 2017, "Pruning convolutional neural
+    networks for resource efficient inference").
+
+    For example n with activation a[n, m, unit] at the unit's mask point (M positions m) and
+    loss ℓ_n, the sparse categorical cross-entropy of the model's output for label y_n::
+
+        Θ_n(unit) = | (1/M) Σ_m a[n, m, unit] · ∂ℓ_n/∂a[n, m, unit] |
+        score(unit) = (1/N) Σ_n Θ_n(unit)
+
+    The absolute value is taken per example, of the spatial mean, before the mean over
+    examples, as in the paper. Each example's gradient is that of its own loss (not of a batch
+    mean), so the scores do not depend on ``batch_size``. (M Θ_n is the magnitude of the
+    first-order change of ℓ_n when the unit is removed.) The model runs in inference mode;
+    ``from_logits`` follows whether the model outputs a softmax.
+
+    Args:
+        batch_size: Examples per gradient computation; a positive int.
+        normalize: Divide each site's scores by their L2 norm over the site's units, the
+            paper's layer-wise normalisation for ranking across layers (a site whose scores
+            are all 0 stays 0).
+        rate: Dropout rate(s) for the site table, as for
+            :func:`~subnet.engine.chain.analyse_chain`.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``rate`` is invalid.
+        TypeError: If ``normalize`` is not a bool.
+    """
+
+    name = "taylor"
+    source = "model"
+
+    def __init__(self, *, batch_size: int = 256, normalize: bool = False, rate=None):
+        self.batch_size = _check_batch_size(batch_size)
+        self.normalize = _check_bool(normalize, "normalize")
+        self.rate = _check_rate(rate)
+
+    def score(self, source) -> Importance:
+        """Scores each unit by the first-order Taylor estimate of its effect on the loss.
+
+        Args:
+            source: ``(model, x, y)``: a Keras classifier, float examples (n, *input shape)
+                and int labels (n,).
+
+        Returns:
+            An :class:`Importance` with float64 scores (n_units,), all >= 0; ``details`` holds
+            ``n_examples``, ``batch_size``, ``normalize``, ``rate``, ``positions``, ``loss`` and
+            ``from_logits``.
+
+        Raises:
+            TypeError, ValueError: If the source is not a valid ``(model, x, y)``, or the model
+                cannot be split into sites.
+        """
+        model, x, y = check_model_source(source, self.name)
+        chain = analyse_chain(model, self.rate)
+        table = chain.table
+        prefix = chain.prefix_model()
+        from_logits = not chain.probabilities
+        sums = [np.zeros(site.units) for site in table]
+        for a in range(0, len(x), self.batch_size):
+            xb, yb = x[a:a + self.batch_size], y[a:a + self.batch_size]
+            h = tf.convert_to_tensor(prefix([xb], training=False))
+            points = [h]
+            with tf.GradientTape() as tape:
+                tape.watch(h)
+                for k, segment in enumerate(chain.segments):
+                    for layer in segment:
+                        h = _call(layer, h)
+                    if k + 1 < len(table):
+                        tape.watch(h)
+                        points.append(h)
+                # Summed per-example losses: each example's gradient is that of its own loss.
+                loss = tf.reduce_sum(keras.ops.sparse_categorical_crossentropy(
+                    tf.constant(yb), h, from_logits=from_logits))
+            grads = tape.gradient(loss, points)
+            for k, (value, grad, site) in enumerate(zip(points, grads, table, strict=True)):
+                if grad is None:  # the loss does not depend on this mask point
+                    continue
+                product = _flat(value.numpy().astype(np.float64) * grad.numpy(), site.units)
+                sums[k] += np.abs(product.mean(axis=1)).sum(axis=0)
+        parts = [s / len(x) for s in sums]
+        if self.normalize:
+            parts = [p / np.linalg.norm(p) if np.linalg.norm(p) > 0 else p for p in parts]
+        return Importance(method=self.name, scores=np.concatenate(parts), sites=table,
+                          details={"n_examples": len(x), "batch_size": self.batch_size,
+                                   "normalize": self.normalize, "rate": self.rate,
+                                   "positions": _positions(chain),
+                                   "loss": "sparse_categorical_crossentropy",
+                                   "from_logits": from_logits})
+
+
+@register
+class RandomScores(Estimator):
+    """A control: i.i.d. uniform scores in [0, 1), one per unit.
+
+    Reproducible: the scores are ``numpy.random.default_rng(seed).random(n_units)``.
+
+    Args:
+        seed: A non-negative int.
+        rate: Dropout rate(s) for the site table, as for
+            :func:`~subnet.engine.chain.analyse_chain`.
+
+    Raises:
+        ValueError: If ``seed`` is not a non-negative int, or ``rate`` is invalid.
+    """
+
+    name = "random"
+    source = "model"
+
+    def __init__(self, *, seed: int = 0, rate=None):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError("Invalid value received for argument `seed`. Expected a "
+                             f"non-negative int. Received: seed={seed!r}")
+        self.seed = int(seed)
+        self.rate = _check_rate(rate)
+
+    def score(self, source) -> Importance:
+        """Draws one uniform score per unit of the model's sites.
+
+        Args:
+            source: ``(model, x, y)``; only the model's site table is used.
+
+        Returns:
+            An :class:`Importance` with float64 scores (n_units,) in [0, 1); ``details`` holds
+            ``seed``, ``rate`` and ``distribution``.
+
+        Raises:
+            TypeError, ValueError: If the source is not a valid ``(model, x, y)``, or the model
+                cannot be split into sites.
+        """
+        model, _, _ = check_model_source(source, self.name)
+        table = analyse_chain(model, self.rate).table
+        scores = np.random.default_rng(self.seed).random(table.n_units)
+        return Importance(method=self.name, scores=scores, sites=table,
+                          details={"seed": self.seed, "rate": self.rate,
+                                   "distribution": "uniform[0, 1)"})
