@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 import_tensorflow_quietly()
 
 _EXPORTS = {
+    "AdaptiveStop": "subnet.record",
     "DataError": "subnet.errors",
     "Dataset": "subnet.data",
     "MCDropoutResult": "subnet.engine.mc",

@@ -719,6 +719,28 @@ class RecordWriter:
         self._covered.sort()
         return dest
 
+    def annotate(self, key: str, value: Any) -> None:
+        """Adds or replaces one descriptive entry of ``meta.json`` (atomically).
+
+        Args:
+            key: The entry's name; not one that defines the record's identity (seed,
+                antithetic, sites, fingerprints) or one of the record's own.
+            value: A JSON-serialisable value.
+
+        Raises:
+            ValueError: If ``key`` is protected or ``value`` is not JSON-serialisable.
+        """
+        protected = {"seed", "antithetic", "sites", "model_fingerprint", "data_fingerprint",
+                     *_RESERVED}
+        if not isinstance(key, str) or key in protected:
+            raise ValueError(f"Cannot annotate the record with key {key!r}: it is not a string "
+                             f"or it defines the record ({sorted(protected)}).")
+        meta = dict(self._meta)
+        meta[key] = value
+        meta = _check_meta(meta)
+        atomic_write_text(self.path / _META, json.dumps(meta, indent=2, sort_keys=True))
+        self._meta = meta
+
     def close(self) -> MaskRecord:
         """Finishes writing and returns the record, loaded and validated from disk."""
         return MaskRecord.load(self.path)

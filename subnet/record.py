@@ -7,6 +7,7 @@ chunk by chunk, so that memory stays bounded and an interrupted run resumes wher
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import platform
@@ -27,9 +28,70 @@ from subnet.engine.reference import ReferenceBackend
 from subnet.masks import MaskRecord, sample_masks
 from subnet.models import check_examples
 
-__all__ = ["BACKENDS", "make_backend", "model_fingerprint", "record_masks"]
+__all__ = ["BACKENDS", "AdaptiveStop", "make_backend", "model_fingerprint", "record_masks"]
 
 BACKENDS = ("auto", "fast", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveStop:
+    """Stops :func:`record_masks` once a unit budget's keep/drop boundary is resolved.
+
+    After each chunk (from ``min_masks`` on), the units' Banzhaf values are estimated from the
+    record so far and ranked; the threshold is midway between the ``keep_units``-th and the next
+    score. The boundary is resolved when no unit's 95 % interval straddles it: every unit in the
+    top ``keep_units`` has its lower bound at or above ``threshold - tolerance``, and every other
+    unit its upper bound at or below ``threshold + tolerance``. ``tolerance`` is an indifference
+    zone: units closer than that to the boundary are equally good choices.
+
+    Args:
+        keep_units: The budget: how many units (over all sites) a subnetwork keeps, >= 1 and
+            below the number of units.
+        metric: ``"accuracy"`` or ``"log_prob"``.
+        tolerance: Indifference zone in units of the metric (>= 0).
+        min_masks: Masks recorded before the first check (>= 2).
+    """
+
+    keep_units: int
+    metric: str = "accuracy"
+    tolerance: float = 0.0
+    min_masks: int = 256
+
+    def __post_init__(self):
+        if isinstance(self.keep_units, bool) or not isinstance(self.keep_units, int) or \
+                self.keep_units < 1:
+            raise ValueError(f"Invalid value received for argument `keep_units`. Expected an "
+                             f"int >= 1. Received: keep_units={self.keep_units!r}")
+        if self.metric not in ("accuracy", "log_prob"):
+            raise ValueError(f"Invalid value received for argument `metric`. Expected "
+                             f"'accuracy' or 'log_prob'. Received: metric={self.metric!r}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"Invalid value received for argument `tolerance`. Expected a "
+                             f"float >= 0. Received: tolerance={self.tolerance!r}")
+        if isinstance(self.min_masks, bool) or not isinstance(self.min_masks, int) or \
+                self.min_masks < 2:
+            raise ValueError(f"Invalid value received for argument `min_masks`. Expected an "
+                             f"int >= 2. Received: min_masks={self.min_masks!r}")
+
+    def check(self, record) -> dict:
+        """Whether the boundary is resolved in ``record``; a JSON-ready summary."""
+        from subnet.importance.from_record import BanzhafEstimator
+
+        if self.keep_units >= record.n_units:
+            raise ValueError(f"`keep_units`={self.keep_units} must be below the number of units "
+                             f"({record.n_units}).")
+        importance = BanzhafEstimator(metric=self.metric).score(record)
+        order = importance.rank()
+        scores = importance.scores
+        k = self.keep_units
+        threshold = float((scores[order[k - 1]] + scores[order[k]]) / 2)
+        low = np.nan_to_num(importance.ci_low, nan=-np.inf)
+        high = np.nan_to_num(importance.ci_high, nan=np.inf)
+        unresolved = int(np.sum(low[order[:k]] < threshold - self.tolerance) +
+                         np.sum(high[order[k:]] > threshold + self.tolerance))
+        return {"keep_units": k, "masks": int(record.n_masks), "threshold": threshold,
+                "tolerance": float(self.tolerance), "unresolved_units": unresolved,
+                "resolved": unresolved == 0}
 
 
 def model_fingerprint(model) -> str:
@@ -90,7 +152,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
                  rate: float | Mapping[str, float] | None = None, backend: str = "auto",
                  out: str | os.PathLike | None = None, resume: bool = False, *,
                  masks: range | None = None, antithetic: bool = False, rescale: bool = True,
-                 chunk_size: int = 64, example_indices=None,
+                 chunk_size: int = 64, example_indices=None, stop: AdaptiveStop | None = None,
                  progress: bool = True) -> MaskRecord:
     """Evaluates every example under ``n_masks`` random masks and records the outcomes.
 
@@ -120,6 +182,9 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         chunk_size: Masks per chunk file (and per unit of resumption).
         example_indices: Index of each example in its data set, for the record (default
             0..n-1).
+        stop: An :class:`AdaptiveStop`: stop before ``n_masks`` once the keep/drop boundary of
+            its unit budget is resolved. The outcome (masks used, whether it was resolved) is
+            stored in ``record.meta["adaptive"]``.
         progress: Show a progress bar on stderr.
 
     Returns:
@@ -143,8 +208,13 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         raise ValueError(f"Invalid value received for argument `masks`. Expected a non-empty "
                          f"range(a, b) with 0 <= a < b <= n_masks={n_masks}. Received: "
                          f"masks={masks!r}")
+    if stop is not None and not isinstance(stop, AdaptiveStop):
+        raise TypeError(f"`stop` must be an AdaptiveStop or None. Received: {type(stop)!r}")
     x, y, n_classes = check_examples(model, x, y)
     chain = analyse_chain(model, rate)
+    if stop is not None and stop.keep_units >= chain.table.n_units:
+        raise ValueError(f"AdaptiveStop.keep_units={stop.keep_units} must be below the number of "
+                         f"units ({chain.table.n_units}).")
     engine = make_backend(chain, backend, rescale=rescale)
     if example_indices is None:
         example_indices = np.arange(len(x), dtype=np.int64)
@@ -184,4 +254,13 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             writer.write_chunk(chunk.start, bits, probabilities.argmax(axis=-1),
                                np.clip(probabilities[:, rows, y], 0.0, 1.0))
             bar.update(len(chunk))
+            if stop is not None and chunk.stop >= stop.min_masks:
+                outcome = stop.check(writer.close())
+                bar.set_postfix(unresolved=outcome["unresolved_units"], refresh=False)
+                if outcome["resolved"]:
+                    break
+    if stop is not None:
+        record = writer.close()
+        outcome = stop.check(record) if record.n_masks >= 2 else {"resolved": False}
+        writer.annotate("adaptive", {**outcome, "stopped_early": record.n_masks < len(masks)})
     return writer.close()

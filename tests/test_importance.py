@@ -246,6 +246,42 @@ def test_exact_banzhaf_refuses_large_models():
                       np.zeros(2, int))
 
 
+def test_adaptive_recording_stops_once_the_boundary_is_resolved(small_model, tmp_path):
+    model, x, y = small_model
+    stop = subnet.AdaptiveStop(keep_units=6, tolerance=0.01, min_masks=64)
+    record = record_masks(model, x, y, 5000, out=tmp_path / "r", chunk_size=64, stop=stop,
+                          progress=False)
+    outcome = record.meta["adaptive"]
+    assert outcome["resolved"] and outcome["stopped_early"]
+    assert outcome["masks"] == record.n_masks < 5000 and record.n_masks % 64 == 0
+    importance = estimate(record, "banzhaf")
+    top = importance.top(6)
+    rest = np.setdiff1d(np.arange(12), top)
+    assert importance.ci_low[top].min() >= outcome["threshold"] - 0.01
+    assert importance.ci_high[rest].max() <= outcome["threshold"] + 0.01
+    # Stopping is a function of the masks seen: the same run stops at the same mask.
+    again = record_masks(model, x, y, 5000, out=tmp_path / "r2", chunk_size=64, stop=stop,
+                         progress=False)
+    assert again.n_masks == record.n_masks
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"keep_units": 0}, "keep_units"), ({"keep_units": 3, "metric": "f1"}, "metric"),
+    ({"keep_units": 3, "tolerance": -1.0}, "tolerance"), ({"keep_units": 3, "min_masks": 1},
+                                                          "min_masks"),
+])
+def test_adaptive_stop_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        subnet.AdaptiveStop(**kwargs)
+
+
+def test_adaptive_stop_budget_must_leave_units_out(small_model, tmp_path):
+    model, x, y = small_model
+    with pytest.raises(ValueError, match="below the number of units"):
+        record_masks(model, x, y, 100, out=tmp_path / "r", stop=subnet.AdaptiveStop(12),
+                     progress=False)
+
+
 # ---------------------------------------------------------------------------- the contract
 
 def _source_for(name, record, small_model):
