@@ -85,8 +85,12 @@ class ReferenceBackend:
             float32 array of shape (n_masks, n_examples, n_classes).
         """
         masks = np.asarray(masks, dtype=bool)
-        n_masks, n_examples = len(masks), len(x)
-        values = masks.astype(np.float32) * self._unit_scale
+        return self._probabilities_from_values(x, masks.astype(np.float32) * self._unit_scale)
+
+    def _probabilities_from_values(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Like :meth:`probabilities`, with any float multiplier per unit instead of keep bits
+        (no rescaling applied)."""
+        n_masks, n_examples = len(values), len(x)
         per_site = self.chain.table.split(values)
         rows_per_mask = max(1, self.batch_size // max(1, n_examples))
         out = []

@@ -1,0 +1,596 @@
+"""From importance to a physically smaller network: budgets, keep-sets, extraction, fine-tuning.
+
+:func:`keep_sets` turns per-unit importance and a budget (units, parameters or FLOPs) into the
+units each site keeps, with exact accounting of the parameters and FLOPs that result.
+:func:`extract` builds that subnetwork as a new, smaller Keras model (fewer filters and units,
+the next layers' kernels sliced on their input side) and checks, on every extraction, that it
+computes exactly what the full model computes with the other units masked.
+:func:`finetune` trains it further; :func:`measure` reports its size and speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import inspect
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from subnet.engine.chain import (
+    _MIXING,
+    Chain,
+    SiteTable,
+    _chain_from_output,
+    _inbound_graph,
+    analyse_chain,
+)
+from subnet.models import check_examples
+
+__all__ = ["Budget", "KeepSet", "extract", "finetune", "keep_sets", "measure", "model_cost"]
+
+_SKIP = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+         keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
+         keras.layers.ActivityRegularization)
+
+
+# --------------------------------------------------------------------------------- accounting
+
+@dataclasses.dataclass(frozen=True)
+class _LayerCost:
+    """How one Conv/Dense layer's parameters and FLOPs depend on its kept inputs and outputs."""
+
+    name: str
+    per_in_out: int      # weights per (input channel, output channel) pair
+    flops_per_in_out: int  # FLOPs per (input channel, output channel) pair
+    bias: bool
+    per_out_extra: int   # parameters per output channel of per-channel layers (BatchNorm, ...)
+    site: int | None     # index of the site this layer is, None for the classifier
+    fixed_in: int        # input channels when the input is not a site (the first site)
+    fixed_out: int       # output channels when the layer is the classifier
+
+
+class _Cost:
+    """Exact parameter and FLOP counts of a chain model as functions of units kept per site."""
+
+    def __init__(self, chain: Chain):
+        self.table = chain.table
+        order = _chain_from_output(chain.model)
+        names = {site.name: i for i, site in enumerate(self.table)}
+        self.layers: list[_LayerCost] = []
+        spatial = 1
+        for i, layer in enumerate(order):
+            if isinstance(layer, keras.layers.Flatten):
+                spatial = int(np.prod(layer.input.shape[1:-1]))
+                continue
+            if not isinstance(layer, _MIXING):
+                continue
+            extra = 0
+            for later in order[i + 1:]:
+                if isinstance(later, _MIXING):
+                    break
+                if isinstance(later, (keras.layers.BatchNormalization, keras.layers.PReLU)):
+                    per_layer = sum(int(np.prod(w.shape)) for w in later.weights)
+                    extra += per_layer // int(later.output.shape[-1])
+            if isinstance(layer, keras.layers.Dense):
+                per_in_out, flops = spatial, 2 * spatial
+                in_channels = int(layer.kernel.shape[0]) // spatial
+                spatial = 1
+            else:
+                window = int(np.prod(layer.kernel.shape[:-2]))
+                per_in_out = window
+                flops = 2 * window * int(np.prod(layer.output.shape[1:-1]))
+                in_channels = int(layer.kernel.shape[-2])
+            self.layers.append(_LayerCost(
+                name=layer.name, per_in_out=per_in_out, flops_per_in_out=flops,
+                bias=bool(layer.use_bias), per_out_extra=extra, site=names.get(layer.name),
+                fixed_in=in_channels, fixed_out=int(layer.kernel.shape[-1])))
+        per_channel = (keras.layers.BatchNormalization, keras.layers.PReLU)
+        variable = sum(int(np.prod(w.shape)) for layer in order
+                       if isinstance(layer, _MIXING + per_channel) for w in layer.weights)
+        self.constant_params = chain.model.count_params() - variable
+        self.constant_flops = sum(_layer_flops(layer) for layer in chain.model.layers
+                                  if layer not in order)
+
+    def __call__(self, counts) -> tuple[int, int]:
+        """(parameters, FLOPs per example) with ``counts[k]`` units kept at site k."""
+        params, flops = self.constant_params, self.constant_flops
+        previous = None
+        for layer in self.layers:
+            k_in = layer.fixed_in if previous is None else int(counts[previous])
+            k_out = layer.fixed_out if layer.site is None else int(counts[layer.site])
+            params += layer.per_in_out * k_in * k_out + (k_out if layer.bias else 0) + \
+                layer.per_out_extra * k_out
+            flops += layer.flops_per_in_out * k_in * k_out
+            previous = layer.site
+        return int(params), int(flops)
+
+
+def _layer_flops(layer) -> int:
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        return 2 * int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
+    return 0
+
+
+def model_cost(model) -> dict:
+    """Parameters and FLOPs per example (2 per multiply-accumulate of Conv/Dense layers).
+
+    Args:
+        model: A ``keras.Model``.
+
+    Returns:
+        {"params": int, "flops": int, "nonzero_params": int}.
+    """
+    weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    return {"params": int(model.count_params()),
+            "flops": int(sum(_layer_flops(layer) for layer in model.layers)),
+            "nonzero_params": int(sum(np.count_nonzero(w) for w in weights))}
+
+
+# ------------------------------------------------------------------------------------ budgets
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What a subnetwork may keep.
+
+    Args:
+        kind: ``"units"``, ``"params"`` or ``"flops"``.
+        amount: A float in (0, 1]: a fraction of the dense model's units, parameters or FLOPs;
+            or an int >= 1: an absolute number.
+    """
+
+    kind: str
+    amount: float | int
+
+    def __post_init__(self):
+        if self.kind not in ("units", "params", "flops"):
+            raise ValueError(f"Invalid budget kind {self.kind!r}. Expected 'units', 'params' or "
+                             "'flops'.")
+        a = self.amount
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
+            raise ValueError(f"Invalid budget amount {a!r}: expected a fraction in (0, 1] or an "
+                             "int >= 1.")
+        if isinstance(a, (float, np.floating)) and not 0 < a <= 1:
+            raise ValueError(f"Invalid budget amount {a!r}: a float budget is a fraction of the "
+                             "dense model and must be in (0, 1]; give an int for an absolute "
+                             "count.")
+        if isinstance(a, (int, np.integer)) and a < 1:
+            raise ValueError(f"Invalid budget amount {a!r}: must be >= 1 (or a fraction in "
+                             "(0, 1]).")
+
+    @classmethod
+    def units(cls, amount) -> Budget:
+        """A budget in units (a fraction of all units, or a count)."""
+        return cls("units", amount)
+
+    @classmethod
+    def params(cls, amount) -> Budget:
+        """A budget in parameters (a fraction of the dense model's, or a count)."""
+        return cls("params", amount)
+
+    @classmethod
+    def flops(cls, amount) -> Budget:
+        """A budget in FLOPs per example (a fraction of the dense model's, or a count)."""
+        return cls("flops", amount)
+
+    def target(self, dense: float) -> float:
+        """The absolute limit for a dense model whose total is ``dense``."""
+        limit = self.amount * dense if isinstance(self.amount, (float, np.floating)) \
+            else float(self.amount)
+        if limit > dense:
+            raise ValueError(f"Budget of {self.amount} {self.kind} is larger than the dense "
+                             f"model's {int(dense)}.")
+        return limit
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"kind": self.kind, "amount": self.amount}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepSet(Mapping):
+    """Which units each site keeps, with the exact cost of the subnetwork.
+
+    Behaves as a read-only mapping {site name: bool array over the site's units}.
+
+    Attributes:
+        keep: The mapping.
+        sites: The :class:`~subnet.engine.chain.SiteTable`.
+        params: Parameters of the extracted subnetwork.
+        flops: Its FLOPs per example.
+        dense_params: Parameters of the full model.
+        dense_flops: FLOPs per example of the full model.
+        budget: The budget it was made for (or None).
+    """
+
+    keep: dict
+    sites: SiteTable
+    params: int
+    flops: int
+    dense_params: int
+    dense_flops: int
+    budget: Budget | None = None
+
+    def __getitem__(self, name):
+        return self.keep[name]
+
+    def __iter__(self):
+        return iter(self.keep)
+
+    def __len__(self):
+        return len(self.keep)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Units kept per site."""
+        return {name: int(bits.sum()) for name, bits in self.keep.items()}
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The keep bits over all units in site order, bool (n_units,)."""
+        return np.concatenate([self.keep[name] for name in self.sites.names])
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (widths, costs, ratios, budget, kept unit indices)."""
+        return {"widths": self.widths, "params": self.params, "flops": self.flops,
+                "dense_params": self.dense_params, "dense_flops": self.dense_flops,
+                "params_fraction": self.params / self.dense_params,
+                "flops_fraction": self.flops / self.dense_flops,
+                "budget": None if self.budget is None else self.budget.to_dict(),
+                "kept": {k: np.flatnonzero(v).tolist() for k, v in self.keep.items()}}
+
+
+def _keep_set(cost: _Cost, table: SiteTable, bits: dict, budget) -> KeepSet:
+    counts = [int(bits[name].sum()) for name in table.names]
+    params, flops = cost(counts)
+    dense_params, dense_flops = cost(list(table.units))
+    return KeepSet(keep=bits, sites=table, params=params, flops=flops, dense_params=dense_params,
+                   dense_flops=dense_flops, budget=budget)
+
+
+def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
+              min_units: int = 1) -> KeepSet:
+    """Chooses the units to keep under a budget, most important first.
+
+    Args:
+        importance: An :class:`~subnet.importance.Importance` over the model's units.
+        budget: A :class:`Budget` in units, parameters or FLOPs.
+        model: The ``keras.Model`` the importance is about (for exact accounting).
+        allocation: ``"global"``: add units in order of score over all sites while they fit
+            (scores must be comparable across sites, as mask statistics are); ``"uniform"``:
+            keep the same fraction of every site, each site's best units (for per-layer criteria
+            such as weight magnitude).
+        min_units: Units every site keeps at least, so that no layer collapses (>= 1).
+
+    Returns:
+        A :class:`KeepSet` whose cost is within the budget.
+
+    Raises:
+        ValueError: If the budget is smaller than the minimum widths allow, larger than the
+            model, or the importance does not match the model.
+    """
+    chain = analyse_chain(model, rate=dict.fromkeys(importance.sites.names, 0.0))
+    table = importance.sites
+    if chain.table.names != table.names or list(chain.table.units) != list(table.units):
+        raise ValueError(f"The importance is about sites {table.names} with units "
+                         f"{list(table.units)}, but the model has {chain.table.names} with "
+                         f"{list(chain.table.units)}.")
+    if not isinstance(budget, Budget):
+        raise TypeError(f"`budget` must be a Budget. Received: {type(budget)!r}")
+    if isinstance(min_units, bool) or not isinstance(min_units, int) or \
+            not 1 <= min_units <= int(min(table.units)):
+        raise ValueError(f"Invalid value received for argument `min_units`. Expected an int in "
+                         f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
+    if allocation not in ("global", "uniform"):
+        raise ValueError(f"Invalid value received for argument `allocation`. Expected 'global' "
+                         f"or 'uniform'. Received: allocation={allocation!r}")
+    scores = np.asarray(importance.scores, np.float64)
+    if scores.ndim != 1:
+        raise ValueError("keep_sets needs one score per unit; for class-conditional scores use "
+                         "importance.for_class(c).")
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    cost = _Cost(chain)
+    units = list(table.units)
+    dense = {"units": sum(units), "params": cost(units)[0], "flops": cost(units)[1]}
+    limit = budget.target(dense[budget.kind])
+
+    def spend(counts):
+        if budget.kind == "units":
+            return sum(counts)
+        params, flops = cost(counts)
+        return params if budget.kind == "params" else flops
+
+    per_site = table.split(scores)
+    orders = {name: np.argsort(-s, kind="stable") for name, s in per_site.items()}
+    counts = [min_units] * len(table)
+    if spend(counts) > limit:
+        raise ValueError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
+                         f"than a subnetwork with {min_units} unit(s) per site costs "
+                         f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
+    if allocation == "global":
+        offsets = table.offsets
+        site_of = table.unit_site()
+        taken = {name: set(orders[name][:min_units].tolist()) for name in table.names}
+        for unit in np.argsort(-scores, kind="stable"):
+            s = int(site_of[unit])
+            name = table.names[s]
+            local = int(unit - offsets[s])
+            if local in taken[name]:
+                continue
+            trial = list(counts)
+            trial[s] += 1
+            if spend(trial) <= limit:
+                counts = trial
+                taken[name].add(local)
+        bits = {name: np.isin(np.arange(table[name].units), sorted(taken[name]))
+                for name in table.names}
+    else:
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            trial = [max(min_units, int(round(mid * u))) for u in units]
+            lo, hi = (mid, hi) if spend(trial) <= limit else (lo, mid)
+        counts = [max(min_units, int(round(lo * u))) for u in units]
+        bits = {}
+        for name, count in zip(table.names, counts, strict=True):
+            site_bits = np.zeros(table[name].units, bool)
+            site_bits[orders[name][:count]] = True
+            bits[name] = site_bits
+    return _keep_set(cost, table, bits, budget)
+
+
+def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
+    """Normalises a KeepSet or {site: bool array} against the model."""
+    names = list(keep) if isinstance(keep, Mapping) else None
+    if names is None:
+        raise TypeError(f"`keep` must be a KeepSet or a mapping {{site name: bool array}}. "
+                        f"Received: {type(keep)!r}")
+    chain = analyse_chain(model, rate=0.0)
+    table = chain.table
+    unknown = sorted(set(names) - set(table.names))
+    if unknown:
+        raise ValueError(f"`keep` names {unknown}, which are not sites; the sites are "
+                         f"{table.names}.")
+    bits = {}
+    for site in table:
+        value = np.ones(site.units, bool) if site.name not in keep else \
+            np.asarray(keep[site.name])
+        if value.dtype != bool or value.shape != (site.units,):
+            raise ValueError(f"keep[{site.name!r}] must be a bool array of shape ({site.units},)."
+                             f" Received dtype {value.dtype}, shape {value.shape}.")
+        if not value.any():
+            raise ValueError(f"keep[{site.name!r}] keeps no unit: a site cannot be emptied (the "
+                             "network would be cut in two). Keep at least one unit per site.")
+        bits[site.name] = value
+    if isinstance(keep, KeepSet):
+        return chain, keep
+    return chain, _keep_set(_Cost(chain), table, bits, None)
+
+
+# --------------------------------------------------------------------------------- extraction
+
+def _copy_layer(layer, **changes):
+    config = layer.get_config()
+    config.update(changes)
+    return layer.__class__.from_config(config)
+
+
+def _call(layer, tensor):
+    if "training" in inspect.signature(layer.call).parameters:
+        return layer(tensor, training=False)
+    return layer(tensor)
+
+
+def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=None,
+            atol: float = 1e-5):
+    """Builds the subnetwork that keeps only the given units, as a new, smaller Keras model.
+
+    Each site gets fewer filters or units; the layers after it have their kernels sliced on the
+    input side (Flatten → Dense row blocks included) and per-channel layers (BatchNormalization,
+    PReLU) their parameters sliced. Dropout layers are left out, so the model is deterministic.
+    Layer names are kept. On every extraction the new model's outputs are compared with the full
+    model's with the other units masked (on ``check_x``, or on random inputs); a difference
+    above ``atol`` is an error.
+
+    Args:
+        model: A ``keras.Model`` classifier (see :func:`subnet.sites`).
+        keep: A :class:`KeepSet` (from :func:`keep_sets`) or {site name: bool array}; sites
+            not named keep every unit.
+        scale: Optional {site name: factor} multiplying the kept units' outputs (folded into the
+            next layer's kernel), e.g. to compensate for the units removed.
+        check_x: Examples for the equality check (default: 16 random inputs in [0, 1]).
+        atol: Largest allowed absolute difference of output probabilities.
+
+    Returns:
+        ``(subnetwork, keep_set)``: the new ``keras.Model`` and the :class:`KeepSet` with its
+        exact cost.
+
+    Raises:
+        ValueError: If ``keep`` empties a site, names unknown sites, the model cannot be masked,
+            or the extracted model does not match the masked model.
+    """
+    chain, keep_set = _as_keep(model, keep)
+    scale = dict(scale or {})
+    unknown = sorted(set(scale) - set(keep_set.sites.names))
+    if unknown:
+        raise ValueError(f"`scale` names {unknown}, which are not sites.")
+    order = _chain_from_output(model)
+    first = order[0]
+    before = _layers_before(model, first)
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], name=model.inputs[0].name
+                         if isinstance(model.inputs[0].name, str) else None)
+    h = inputs
+    for layer in before:
+        copy = _copy_layer(layer)
+        h = _call(copy, h)
+        copy.set_weights(layer.get_weights())
+    site_index = {name: i for i, name in enumerate(keep_set.sites.names)}
+    kept_channels = None     # indices of the running tensor's channels, None = all
+    channel_scale = None     # factor per kept channel, folded into the next mixing layer
+    spatial = None
+    pending = []
+    for layer in order:
+        if isinstance(layer, _SKIP):
+            continue
+        weights = layer.get_weights()
+        if isinstance(layer, _MIXING):
+            out = np.flatnonzero(keep_set[layer.name]) if layer.name in site_index else \
+                np.arange(int(layer.kernel.shape[-1]))
+            kernel = weights[0]
+            if kept_channels is not None:
+                rows = kept_channels if spatial is None else (
+                    np.arange(spatial)[:, None] * (kernel.shape[0] // spatial)
+                    + kept_channels[None, :]).ravel()
+                factor = channel_scale if spatial is None else np.tile(channel_scale, spatial)
+                if isinstance(layer, keras.layers.Dense):
+                    kernel = kernel[rows] * factor[:, None]
+                else:
+                    kernel = kernel[..., rows, :] * factor[:, None]
+            kernel = kernel[..., out]
+            new_weights = [kernel] + ([weights[1][out]] if layer.use_bias else [])
+            size = {"units": len(out)} if isinstance(layer, keras.layers.Dense) else \
+                {"filters": len(out)}
+            copy = _copy_layer(layer, **size)
+            kept_channels, spatial = out, None
+            factor = float(scale.get(layer.name, 1.0))
+            channel_scale = np.full(len(out), factor, np.float32)
+        elif isinstance(layer, keras.layers.Flatten):
+            spatial = int(np.prod(layer.input.shape[1:-1]))
+            copy, new_weights = _copy_layer(layer), []
+        elif isinstance(layer, (keras.layers.BatchNormalization, keras.layers.PReLU)) and \
+                kept_channels is not None:
+            new_weights = [w[..., kept_channels] for w in weights]
+            copy = _copy_layer(layer)
+        else:
+            copy, new_weights = _copy_layer(layer), weights
+        h = _call(copy, h)
+        pending.append((copy, new_weights))
+    for copy, new_weights in pending:
+        copy.set_weights(new_weights)
+    subnetwork = keras.Model(inputs, h, name=f"{model.name}_subnetwork")
+    _verify(chain, model, subnetwork, keep_set, scale, check_x, atol)
+    return subnetwork, keep_set
+
+
+def _layers_before(model, first) -> list:
+    """The layers between the input and ``first`` (which must be reached by a chain)."""
+    if isinstance(model, keras.Sequential):
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        return layers[:layers.index(first)]
+    graph = _inbound_graph(model)
+    layers, current = [], first.name
+    while True:
+        parents = graph.get(current, [])
+        if len(parents) != 1:
+            raise ValueError(f"extract supports models whose layers before the first site form "
+                             f"a chain; layer {current!r} has {len(parents)} inputs.")
+        parent = model.get_layer(parents[0])
+        if isinstance(parent, keras.layers.InputLayer):
+            return layers[::-1]
+        layers.append(parent)
+        current = parent.name
+
+
+def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
+    from subnet.engine.reference import ReferenceBackend
+
+    if check_x is None:
+        rng = np.random.default_rng(0)
+        check_x = rng.random((16,) + tuple(model.inputs[0].shape[1:]), dtype=np.float32)
+    check_x = np.asarray(check_x, np.float32)
+    values = np.concatenate([
+        keep_set[name].astype(np.float32) * float(scale.get(name, 1.0))
+        for name in keep_set.sites.names])
+    reference = ReferenceBackend(chain, rescale=False)._probabilities_from_values(
+        check_x, values[None])[0]
+    got = np.asarray(subnetwork.predict(check_x, verbose=0), np.float32)
+    if not chain.probabilities:
+        got = keras.ops.convert_to_numpy(keras.ops.softmax(got))
+    difference = float(np.max(np.abs(got - reference)))
+    if not difference <= atol:
+        raise ValueError(f"The extracted subnetwork does not compute what the masked model "
+                         f"computes: output probabilities differ by {difference:.3g} > "
+                         f"{atol:g}. This is a bug in subnet (or an unsupported layer); please "
+                         "report it with the model.")
+
+
+# ------------------------------------------------------------------------------- fine-tuning
+
+def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
+             batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
+             progress: bool = True) -> dict:
+    """Trains a (sub)network further and reports its test accuracy before and after.
+
+    Args:
+        model: The ``keras.Model`` to train (in place).
+        dataset: A :class:`~subnet.data.Dataset` with training and test data.
+        epochs: Budget in passes over the training data; or
+        examples: Budget in training examples (exactly one of the two).
+        batch_size: Examples per step.
+        learning_rate: Adam's initial learning rate, decayed along a cosine to 0.
+        seed: Seeds the shuffling.
+        progress: Show a progress bar.
+
+    Returns:
+        {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}.
+
+    Raises:
+        ValueError: If the budget is invalid or the dataset has no training data.
+    """
+    from subnet.train import fit
+
+    if dataset.x_train is None:
+        raise ValueError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
+    before = _accuracy(model, dataset.x_test, dataset.y_test)
+    history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
+                  batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                  progress=progress)
+    return {"accuracy_before": before,
+            "accuracy_after": _accuracy(model, dataset.x_test, dataset.y_test),
+            "examples_seen": history["examples_seen"], "seconds": history["seconds"],
+            "loss": history["loss"]}
+
+
+def _accuracy(model, x, y) -> float:
+    x, y, _ = check_examples(model, x, y)
+    prediction = model.predict(x, batch_size=1000, verbose=0)
+    return float(np.mean(prediction.argmax(axis=-1) == y))
+
+
+def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
+    """Size and speed of a model, measured the same way for every model.
+
+    Args:
+        model: A ``keras.Model``.
+        batch_size: Examples per timed call (the same for all models compared).
+        repeats: Timed calls; the median is reported.
+
+    Returns:
+        {"params", "nonzero_params", "flops", "file_bytes", "gzip_bytes",
+        "latency_ms_per_example", "batch_size"}: sizes of the saved ``.keras`` file raw and
+        gzipped (level 9), and the median CPU time per example of ``predict_on_batch``.
+    """
+    result = model_cost(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        raw = path.read_bytes()
+    result["file_bytes"] = len(raw)
+    result["gzip_bytes"] = len(gzip.compress(raw, compresslevel=9))
+    x = np.random.default_rng(0).random((batch_size,) + tuple(model.inputs[0].shape[1:]),
+                                        dtype=np.float32)
+    model.predict_on_batch(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(x)
+        times.append(time.perf_counter() - start)
+    result["latency_ms_per_example"] = float(np.median(times) / batch_size * 1000)
+    result["batch_size"] = batch_size
+    return result

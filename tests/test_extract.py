@@ -1,0 +1,185 @@
+"""Budgets, keep-sets with exact accounting, extraction equal to masking, fine-tuning."""
+
+import keras
+import numpy as np
+import pytest
+
+import subnet
+from subnet.engine.chain import analyse_chain
+from subnet.engine.reference import ReferenceBackend
+from subnet.extract import Budget, KeepSet, extract, finetune, keep_sets, measure, model_cost
+from subnet.importance import estimate
+from subnet.models import seed_cnn
+from tests.conftest import RATES
+
+
+def _random_keep(model, seed, rate=None):
+    table = subnet.sites(model, rate=rate if rate is not None else 0.5)
+    rng = np.random.default_rng(seed)
+    keep = {}
+    for site in table:
+        bits = rng.random(site.units) < 0.5
+        bits[rng.integers(site.units)] = True  # never empty a site
+        keep[site.name] = bits
+    return table, keep
+
+
+@pytest.mark.parametrize("name", list(RATES))
+def test_extracted_model_equals_the_masked_model(trained, mnist, name):
+    model = trained[name]
+    table, keep = _random_keep(model, seed=3, rate=RATES[name])
+    subnetwork, keep_set = extract(model, keep, check_x=mnist.x_test[:32])
+    # extract() checks this itself; check again independently, on other examples.
+    chain = analyse_chain(model, RATES[name])
+    mask = np.concatenate([keep[s] for s in table.names])
+    masked = ReferenceBackend(chain, rescale=False).probabilities(mnist.x_test[32:96], mask[None])
+    out = subnetwork.predict(mnist.x_test[32:96], verbose=0)
+    if not chain.probabilities:
+        out = keras.ops.convert_to_numpy(keras.ops.softmax(out))
+    np.testing.assert_allclose(out, masked[0], atol=1e-5)
+    # Physically smaller, with exactly the accounted parameters and FLOPs, and deterministic.
+    assert subnetwork.count_params() == keep_set.params < model.count_params()
+    assert model_cost(subnetwork)["flops"] == keep_set.flops
+    widths = {s: int(b.sum()) for s, b in keep.items()}
+    assert keep_set.widths == widths
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in subnetwork.layers)
+    x = mnist.x_test[:8]
+    np.testing.assert_array_equal(np.asarray(subnetwork(x)), np.asarray(subnetwork(x)))
+    # The subnetwork is itself analysable, with the same site names.
+    assert subnet.sites(subnetwork, rate=0.5).names == table.names
+
+
+def test_scale_is_folded_into_the_next_layer(trained, mnist):
+    model = trained["conv"]
+    table, keep = _random_keep(model, seed=4)
+    subnetwork, _ = extract(model, keep, scale={"conv2": 2.0, "dense": 0.5},
+                            check_x=mnist.x_test[:16])
+    assert subnetwork.count_params() > 0
+
+
+def test_keep_set_accounting_by_hand():
+    model = seed_cnn()
+    keep = {"conv1": np.arange(20) < 10, "conv2": np.arange(50) < 25,
+            "dense": np.arange(500) < 250}
+    _, keep_set = extract(model, keep)
+    conv1 = 25 * 1 * 10 + 10
+    conv2 = 25 * 10 * 25 + 25
+    dense = 16 * 25 * 250 + 250
+    classifier = 250 * 10 + 10
+    assert keep_set.params == conv1 + conv2 + dense + classifier == 109_295
+    flops = 2 * (24 * 24 * 25 * 1 * 10 + 8 * 8 * 25 * 10 * 25 + 16 * 25 * 250 + 250 * 10)
+    assert keep_set.flops == flops
+    assert keep_set.dense_params == 431_080 and keep_set.dense_flops == 4_586_000
+
+
+def test_keep_sets_respect_budgets_and_minimum_widths(trained, mnist):
+    model = trained["conv"]
+    source = (model, mnist.x_test, mnist.y_test)
+    importance = estimate(source, "magnitude")
+    previous = 0
+    for fraction in (0.3, 0.5, 0.75, 1.0):
+        for kind in ("units", "params", "flops"):
+            for allocation in ("global", "uniform"):
+                keep_set = keep_sets(importance, Budget(kind, fraction), model,
+                                     allocation=allocation, min_units=1)
+                dense = {"units": importance.n_units, "params": keep_set.dense_params,
+                         "flops": keep_set.dense_flops}[kind]
+                spent = {"units": int(keep_set.mask.sum()), "params": keep_set.params,
+                         "flops": keep_set.flops}[kind]
+                assert spent <= fraction * dense + 1e-9
+                assert min(keep_set.widths.values()) >= 1
+        flops_keep = keep_sets(importance, Budget.flops(fraction), model)
+        assert flops_keep.flops >= previous
+        previous = flops_keep.flops
+    assert keep_sets(importance, Budget.flops(1.0), model).mask.all()
+
+
+def test_global_allocation_takes_the_best_units(trained, mnist):
+    model = trained["dense"]
+    importance = estimate((model, mnist.x_test, mnist.y_test), "random", seed=1)
+    keep_set = keep_sets(importance, Budget.units(20), model)
+    assert keep_set.mask.sum() == 20
+    best = np.sort(importance.top(20))
+    np.testing.assert_array_equal(np.flatnonzero(keep_set.mask), best)
+
+
+@pytest.mark.parametrize("budget, match", [
+    (lambda: Budget.flops(0.0), r"\(0, 1\]"),
+    (lambda: Budget.flops(-3), ">= 1"),
+    (lambda: Budget.flops(1.5), r"\(0, 1\]"),
+    (lambda: Budget("bytes", 0.5), "kind"),
+])
+def test_invalid_budgets(budget, match):
+    with pytest.raises(ValueError, match=match):
+        budget()
+
+
+def test_budget_larger_than_the_model_or_below_the_minimum(trained, mnist):
+    model = trained["dense"]
+    importance = estimate((model, mnist.x_test, mnist.y_test), "magnitude")
+    with pytest.raises(ValueError, match="larger than the dense model"):
+        keep_sets(importance, Budget.params(10**9), model)
+    with pytest.raises(ValueError, match="smaller than a subnetwork with 4 unit"):
+        keep_sets(importance, Budget.units(5), model, min_units=4)
+    with pytest.raises(ValueError, match="allocation"):
+        keep_sets(importance, Budget.units(5), model, allocation="greedy")
+
+
+def test_a_keep_set_that_empties_a_site_is_refused(trained):
+    model = trained["dense"]
+    with pytest.raises(ValueError, match="keeps no unit"):
+        extract(model, {"d1": np.zeros(32, bool)})
+    with pytest.raises(ValueError, match="not sites"):
+        extract(model, {"nope": np.ones(3, bool)})
+    with pytest.raises(ValueError, match=r"shape \(32,\)"):
+        extract(model, {"d1": np.ones(31, bool)})
+    with pytest.raises(TypeError, match="KeepSet"):
+        extract(model, [True, False])
+
+
+def test_a_mismatch_is_an_error(trained, monkeypatch):
+    """The equality check runs on every extraction and fails loudly."""
+    model = trained["dense"]
+    original = keras.Model.predict
+
+    def wrong(self, x, **kwargs):
+        return original(self, x, **kwargs) * 0.5
+
+    monkeypatch.setattr(keras.Model, "predict", wrong)
+    with pytest.raises(ValueError, match="does not compute what the masked model computes"):
+        extract(model, {"d1": np.arange(32) < 16})
+
+
+def test_finetune_improves_and_is_seeded(trained, mnist):
+    model = trained["conv"]
+    importance = estimate((model, mnist.x_test, mnist.y_test), "magnitude")
+    keep_set = keep_sets(importance, Budget.flops(0.3), model, allocation="uniform")
+    results, weights = [], []
+    for _ in range(2):
+        subnetwork, _ = extract(model, keep_set)
+        results.append(finetune(subnetwork, mnist, examples=2000, seed=5, progress=False))
+        weights.append(subnetwork.get_weights())
+    assert results[0]["examples_seen"] == 2000
+    assert results[0]["accuracy_after"] == results[1]["accuracy_after"]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert results[0]["accuracy_after"] >= results[0]["accuracy_before"] - 0.05
+    with pytest.raises(ValueError, match="exactly one training budget"):
+        finetune(subnetwork, mnist, progress=False)
+
+
+def test_measure_reports_sizes_and_latency(trained):
+    model = trained["conv"]
+    result = measure(model, batch_size=32, repeats=3)
+    assert result["params"] == model.count_params() == result["nonzero_params"]
+    assert 0 < result["gzip_bytes"] < result["file_bytes"]
+    assert result["latency_ms_per_example"] > 0 and result["batch_size"] == 32
+
+
+def test_keep_set_is_a_mapping(trained, mnist):
+    model = trained["dense"]
+    importance = estimate((model, mnist.x_test, mnist.y_test), "magnitude")
+    keep_set = keep_sets(importance, Budget.units(0.5), model)
+    assert isinstance(keep_set, KeepSet) and set(keep_set) == {"d1", "d2"}
+    summary = keep_set.to_dict()
+    assert summary["widths"] == keep_set.widths and summary["budget"]["kind"] == "units"
