@@ -1,0 +1,95 @@
+"""Child process of the TFMOT baseline: rebuild in tf_keras, prune, fine-tune, strip.
+
+Run as ``python _tfmot_worker.py JOB_DIR`` by :mod:`subnet.baselines.tfmot`, as a script so that
+the child imports nothing from subnet (TFMOT needs tf_keras and ``TF_USE_LEGACY_KERAS`` for the
+whole process). JOB_DIR holds ``spec.json`` (layers, training settings, target sparsity),
+``weights.npz`` (the model's weights in order) and ``data.npz`` (x_train, y_train); the worker
+writes ``pruned.npz`` (the stripped weights, same order) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _clean_config(cls, config: dict) -> dict:
+    """Keeps the constructor arguments tf_keras understands; drops Keras 3 serialized objects
+    (dtype policies, initializers), which the copied weights make irrelevant."""
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    out = {}
+    for key, value in config.items():
+        if key not in accepted and key != "name":
+            continue
+        if isinstance(value, dict) and ("class_name" in value or "module" in value):
+            continue
+        out[key] = value
+    return out
+
+
+def build(spec: dict):
+    import tf_keras
+
+    model = tf_keras.Sequential(name="rebuilt")
+    model.add(tf_keras.Input(shape=tuple(spec["input_shape"])))
+    for layer in spec["layers"]:
+        cls = getattr(tf_keras.layers, layer["class_name"])
+        model.add(cls(**_clean_config(cls, layer["config"])))
+    return model
+
+
+def main(job: Path) -> int:
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    spec = json.loads((job / "spec.json").read_text())
+    with np.load(job / "weights.npz") as data:
+        weights = [data[f"w{i}"] for i in range(len(data.files))]
+    with np.load(job / "data.npz") as data:
+        x, y = data["x"], data["y"]
+    model = build(spec)
+    model.set_weights(weights)
+    examples = int(spec["examples"])
+    batch = int(spec["batch_size"])
+    n = len(x)
+    sizes = [min(n, examples - e * n) for e in range(-(-examples // n))]
+    steps = sum(-(-s // batch) for s in sizes)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=float(spec["sparsity"]), begin_step=0,
+        end_step=max(1, int(steps * spec["prune_fraction"])), frequency=max(1, steps // 50))
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    rate = tf_keras.optimizers.schedules.CosineDecay(float(spec["learning_rate"]), steps)
+    pruned.compile(optimizer=tf_keras.optimizers.Adam(rate),
+                   loss=tf_keras.losses.SparseCategoricalCrossentropy(
+                       from_logits=not spec["probabilities"]),
+                   metrics=["accuracy"])
+    rng = np.random.default_rng(int(spec["seed"]))
+    start = time.perf_counter()
+    for size in sizes:
+        order = rng.permutation(n)[:size]
+        pruned.fit(x[order], y[order], batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    out = stripped.get_weights()
+    np.savez(job / "pruned.npz", **{f"w{i}": w for i, w in enumerate(out)})
+    kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1]
+               if hasattr(layer, "kernel")]
+    result = {"seconds": time.perf_counter() - start, "steps": steps,
+              "target_sparsity": float(spec["sparsity"]),
+              "kernel_sparsity": float(1 - sum(np.count_nonzero(k) for k in kernels) /
+                                       sum(k.size for k in kernels)),
+              "nonzero_params": int(sum(np.count_nonzero(w) for w in out))}
+    (job / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
