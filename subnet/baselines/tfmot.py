@@ -56,7 +56,8 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
         model: A ``keras.Model`` whose layers form a chain of built-in layers.
         dataset: A :class:`~subnet.data.Dataset` with training data.
         nonzero: Target number of nonzero parameters in the whole model (e.g. an extracted
-            subnetwork's parameter count); or
+            subnetwork's parameter count; TFMOT rounds each layer's pruned count on its own, so
+            small models can land a few weights off); or
         sparsity: Target fraction of kernel weights set to zero, in [0, 1) (one of the two).
         epochs: Fine-tuning budget in passes over the training data; or
         examples: Fine-tuning budget in examples (one of the two).

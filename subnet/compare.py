@@ -1,0 +1,281 @@
+"""Fair comparison of subnetworks: budgets × methods × seeds, one-shot and fine-tuned.
+
+Following Blalock et al. (2020), every method gets the same budgets (a curve, not a point), the
+same fine-tuning budget and several seeds, and the comparison always includes a random-units
+control and magnitude baselines: structured (L1 filter/neuron magnitude, extracted the same way)
+and unstructured (TFMOT, pruned to the same number of nonzero weights, keeping its shape). Units
+are chosen on held-out *training* examples, never on the test set the accuracies are reported on.
+
+Results stream into a JSON file cell by cell, written atomically; a rerun skips finished cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from subnet._io import atomic_write_text
+from subnet.extract import Budget, _accuracy, extract, finetune, keep_sets, measure, model_cost
+
+__all__ = ["ALLOCATION", "Comparison", "compare"]
+
+# How each structured method spreads a budget over sites: scores of mask statistics and of
+# ablation are in the metric's units, comparable across layers; weight magnitudes, activations
+# and Taylor scores are not, so those methods keep the same fraction of every layer.
+ALLOCATION = {"banzhaf": "global", "ablation": "global", "magnitude": "uniform",
+              "random": "uniform", "taylor": "uniform", "apoz": "uniform",
+              "activation": "uniform"}
+STRUCTURED = tuple(ALLOCATION)
+UNSTRUCTURED = ("tfmot",)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The results of :func:`compare`: one row per (method, budget, seed).
+
+    Attributes:
+        rows: Dicts with at least ``method``, ``budget_flops_fraction``, ``seed``, ``params``,
+            ``flops``, ``accuracy_oneshot`` and ``accuracy_finetuned`` (fractions).
+        dense: The dense model's accuracy, parameters, FLOPs, size and latency.
+        config: The settings that produced the rows.
+    """
+
+    rows: list
+    dense: dict
+    config: dict
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"dense": self.dense, "config": self.config, "rows": self.rows}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the comparison as JSON, atomically."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Comparison:
+        """Reads what :meth:`save` wrote.
+
+        Raises:
+            ValueError: If the file is missing or not a comparison.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(rows=list(data["rows"]), dense=dict(data["dense"]),
+                       config=dict(data["config"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"Could not read a comparison from '{path}': {err}") from err
+
+    def summary(self) -> list[dict]:
+        """Mean and standard deviation over seeds of each (method, budget)."""
+        groups: dict = {}
+        for row in self.rows:
+            groups.setdefault((row["method"], row["budget_flops_fraction"]), []).append(row)
+        out = []
+        for (method, budget), rows in sorted(groups.items(), key=lambda item: (item[0][0],
+                                                                               -item[0][1])):
+            entry = {"method": method, "budget_flops_fraction": budget, "seeds": len(rows),
+                     "params": int(np.mean([r["params"] for r in rows])),
+                     "flops": int(np.mean([r["flops"] for r in rows]))}
+            for key in ("accuracy_oneshot", "accuracy_finetuned"):
+                values = [r[key] for r in rows if r.get(key) is not None]
+                entry[f"{key}_mean"] = float(np.mean(values)) if values else None
+                entry[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out.append(entry)
+        return out
+
+
+def _cell_key(method: str, budget: float, seed: int) -> str:
+    return f"{method}|{budget:.10g}|{seed}"
+
+
+def _magnitude_oneshot(model, sparsity: float):
+    """Sets the smallest-magnitude fraction of every Conv/Dense kernel to zero (no training):
+    the one-shot counterpart of TFMOT's schedule."""
+    import keras
+
+    from subnet.engine.chain import _MIXING
+
+    pruned = keras.models.clone_model(model)
+    pruned.set_weights(model.get_weights())
+    for layer in pruned.layers:
+        if isinstance(layer, _MIXING):
+            weights = layer.get_weights()
+            kernel = weights[0]
+            k = int(round(sparsity * kernel.size))
+            if k:
+                threshold = np.partition(np.abs(kernel).ravel(), k - 1)[k - 1]
+                kernel = np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
+            layer.set_weights([kernel, *weights[1:]])
+    return pruned
+
+
+def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "random", "tfmot"),
+            budgets: Sequence[float] = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
+            seeds: Sequence[int] = (0, 1, 2), *, finetune_epochs: float = 1.0,
+            selection_examples: int = 2000, n_masks: int = 2000,
+            rate=None, reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
+            measure_latency: bool = True, progress: bool = True) -> Comparison:
+    """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
+
+    For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
+    scores the units (mask statistics from a record of ``n_masks`` masks drawn with that seed;
+    the other criteria on the same held-out examples), keeps the best units within the budget
+    (:func:`~subnet.extract.keep_sets`), extracts the subnetwork, measures its test accuracy
+    (one-shot), fine-tunes it for ``finetune_epochs`` and measures again. ``tfmot`` prunes the
+    dense model by magnitude to the same number of nonzero weights as ``reference_method``'s
+    subnetwork, with the same fine-tuning budget.
+
+    Args:
+        model: The trained ``keras.Model``.
+        dataset: A :class:`~subnet.data.Dataset` with training and test data.
+        methods: Any of ``banzhaf``, ``ablation``, ``magnitude``, ``random``, ``taylor``,
+            ``apoz``, ``activation`` and ``tfmot``.
+        budgets: FLOP fractions in (0, 1].
+        seeds: Seeds (record, random scores, fine-tuning order).
+        finetune_epochs: Fine-tuning budget in epochs of the training data (fractions allowed);
+            0 skips fine-tuning.
+        selection_examples: Training examples (the last ones) used to choose units.
+        n_masks: Masks recorded for the mask-statistics methods.
+        rate: Dropout rate(s) for masks, where the model's sites have no Dropout after them.
+        reference_method: The structured method whose parameter count TFMOT matches.
+        out: JSON file the results stream into; an existing one is resumed.
+        measure_latency: Measure size and latency of each subnetwork (first seed only).
+        progress: Print one line per finished cell to stderr.
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        ValueError: If a method or budget is invalid, or the dataset has no training data.
+    """
+    from subnet.importance import estimate
+    from subnet.record import record_masks
+
+    unknown = sorted(set(methods) - set(STRUCTURED) - set(UNSTRUCTURED))
+    if unknown:
+        raise ValueError(f"Unknown comparison methods {unknown}. Known: "
+                         f"{sorted(STRUCTURED + UNSTRUCTURED)}.")
+    budgets = [float(b) for b in budgets]
+    if not budgets or any(not 0 < b <= 1 for b in budgets):
+        raise ValueError(f"Budgets must be FLOP fractions in (0, 1]. Received: {budgets}")
+    if not seeds:
+        raise ValueError("Give at least one seed.")
+    if dataset.x_train is None or len(dataset.x_train) <= selection_examples:
+        raise ValueError(f"The dataset needs more than {selection_examples} training examples "
+                         "(units are chosen on held-out training examples).")
+    if "tfmot" in methods and reference_method not in methods:
+        raise ValueError(f"`tfmot` matches the parameters of `reference_method`="
+                         f"{reference_method!r}, which is not among the methods {list(methods)}.")
+    x_sel = dataset.x_train[-selection_examples:]
+    y_sel = dataset.y_train[-selection_examples:]
+    n_train = len(dataset.x_train)
+    tune_examples = int(round(finetune_epochs * n_train))
+    config = {"methods": list(methods), "budgets": budgets, "seeds": [int(s) for s in seeds],
+              "finetune_epochs": finetune_epochs, "selection_examples": selection_examples,
+              "n_masks": n_masks, "reference_method": reference_method,
+              "allocation": {m: ALLOCATION[m] for m in methods if m in ALLOCATION}}
+    previous = None
+    if out is not None and Path(out).exists():
+        previous = Comparison.load(out)
+        if previous.config != config:
+            raise ValueError(f"{out} holds a comparison with other settings; choose another "
+                             "file or delete it to start again.")
+    dense = previous.dense if previous else {
+        "accuracy": _accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
+        **({"measure": measure(model)} if measure_latency else {})}
+    comparison = Comparison(rows=list(previous.rows) if previous else [], dense=dense,
+                            config=config)
+    done = {_cell_key(r["method"], r["budget_flops_fraction"], r["seed"]) for r in
+            comparison.rows}
+
+    def log(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    def add(row: dict) -> None:
+        comparison.rows.append(row)
+        if out is not None:
+            comparison.save(out)
+        log(f"[{len(comparison.rows)}] {row['method']} flops {row['budget_flops_fraction']:.4g}"
+            f" seed {row['seed']}: one-shot {row['accuracy_oneshot']:.4f}, fine-tuned "
+            f"{row['accuracy_finetuned'] if row['accuracy_finetuned'] is None else round(row['accuracy_finetuned'], 4)}")
+
+    for seed in seeds:
+        importances = {}
+        for method in methods:
+            if method in UNSTRUCTURED or all(_cell_key(method, b, seed) in done
+                                             for b in budgets):
+                continue
+            start = time.perf_counter()
+            if method == "banzhaf":
+                record = record_masks(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
+                                      progress=progress)
+                importances[method] = estimate(record, "banzhaf")
+            else:
+                options = {"rate": rate, **({"seed": seed} if method == "random" else {})}
+                importances[method] = estimate((model, x_sel, y_sel), method, **options)
+            log(f"{method}: importance in {time.perf_counter() - start:.1f} s")
+        reference_params = {}
+        for budget in budgets:
+            for method in [m for m in methods if m in STRUCTURED]:
+                key = _cell_key(method, budget, seed)
+                if key in done:
+                    row = next(r for r in comparison.rows if _cell_key(
+                        r["method"], r["budget_flops_fraction"], r["seed"]) == key)
+                    reference_params[method] = row["params"]
+                    continue
+                keep = keep_sets(importances[method], Budget.flops(budget), model,
+                                 allocation=ALLOCATION[method])
+                subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32])
+                row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
+                       "params": keep.params, "flops": keep.flops, "widths": keep.widths,
+                       "allocation": ALLOCATION[method],
+                       "accuracy_oneshot": _accuracy(subnetwork, dataset.x_test,
+                                                     dataset.y_test)}
+                row["accuracy_finetuned"] = None
+                if tune_examples > 0:
+                    tuned = finetune(subnetwork, dataset, examples=tune_examples, seed=seed,
+                                     progress=False)
+                    row["accuracy_finetuned"] = tuned["accuracy_after"]
+                    row["finetune_seconds"] = round(tuned["seconds"], 1)
+                if measure_latency and seed == seeds[0]:
+                    row["measure"] = measure(subnetwork)
+                reference_params[method] = keep.params
+                add(row)
+            if "tfmot" in methods and _cell_key("tfmot", budget, seed) not in done:
+                add(_tfmot_row(model, dataset, budget, seed, reference_params[reference_method],
+                               tune_examples, measure_latency and seed == seeds[0]))
+    return comparison
+
+
+def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:
+    from subnet.baselines import magnitude_prune
+    from subnet.baselines.tfmot import _prunable_kernels
+
+    kernels = _prunable_kernels(model)
+    sparsity = 1.0 - (nonzero - (model.count_params() - kernels)) / kernels
+    oneshot = _magnitude_oneshot(model, sparsity)
+    row = {"method": "tfmot", "budget_flops_fraction": budget, "seed": int(seed),
+           "params": int(nonzero), "flops": int(model_cost(model)["flops"]),
+           "dense_shape_params": int(model.count_params()), "sparsity": float(sparsity),
+           "accuracy_oneshot": _accuracy(oneshot, dataset.x_test, dataset.y_test),
+           "accuracy_finetuned": None}
+    if tune_examples > 0:
+        pruned, info = magnitude_prune(model, dataset, nonzero=int(nonzero),
+                                       examples=tune_examples, seed=seed)
+        row["accuracy_finetuned"] = _accuracy(pruned, dataset.x_test, dataset.y_test)
+        row["nonzero_params"] = info["nonzero_params"]
+        row["finetune_seconds"] = round(info["seconds"], 1)
+        if with_measure:
+            row["measure"] = measure(pruned)
+    return row

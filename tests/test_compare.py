@@ -1,0 +1,76 @@
+"""compare(): budgets x methods x seeds, fair settings, saved, reloaded and resumed."""
+
+import json
+
+import pytest
+
+from subnet import compare as compare_module
+from subnet.baselines import tfmot_available
+from subnet.compare import Comparison, compare
+
+SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
+                selection_examples=500, n_masks=200, measure_latency=False, progress=False)
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
+    methods = ("banzhaf", "magnitude", "random") + (("tfmot",) if tfmot_available() else ())
+    model = trained["conv"]
+    out = tmp_path / "comparison.json"
+
+    calls = {"n": 0}
+    original = compare_module.finetune
+
+    def interrupt_after_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "finetune", interrupt_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        compare(model, mnist, methods, out=out, **SETTINGS)
+    # Five fine-tuned structured cells survived (and TFMOT's cell of the first budget, if any).
+    assert len(Comparison.load(out).rows) == 5 + ("tfmot" in methods)
+    monkeypatch.setattr(compare_module, "finetune", original)
+    result = compare(model, mnist, methods, out=out, **SETTINGS)
+    assert len(result.rows) == len(methods) * 2 * 2
+    keys = {(r["method"], r["budget_flops_fraction"], r["seed"]) for r in result.rows}
+    assert len(keys) == len(result.rows)  # nothing computed twice
+    for row in result.rows:
+        assert 0 <= row["accuracy_oneshot"] <= 1 and 0 <= row["accuracy_finetuned"] <= 1
+        if row["method"] != "tfmot":
+            assert row["flops"] <= row["budget_flops_fraction"] * result.dense["flops"]
+    if "tfmot" in methods:
+        for row in result.rows:
+            if row["method"] == "tfmot":
+                twin = next(r for r in result.rows if r["method"] == "banzhaf" and
+                            r["seed"] == row["seed"] and
+                            r["budget_flops_fraction"] == row["budget_flops_fraction"])
+                assert row["params"] == twin["params"]
+                # TFMOT rounds each layer's count of pruned weights on its own.
+                assert abs(row["nonzero_params"] - row["params"]) <= 0.01 * row["params"]
+    # Rerunning a finished comparison computes nothing and returns the same rows.
+    monkeypatch.setattr(compare_module, "finetune", lambda *a, **k: pytest.fail("recomputed"))
+    again = compare(model, mnist, methods, out=out, **SETTINGS)
+    assert again.rows == result.rows
+    summary = result.summary()
+    assert {s["seeds"] for s in summary} == {2}
+    json.dumps(result.to_dict())  # JSON-ready
+
+
+def test_compare_bad_input(trained, mnist, tmp_path):
+    model = trained["conv"]
+    with pytest.raises(ValueError, match="Unknown comparison methods"):
+        compare(model, mnist, ("banzhaf", "lottery"), **SETTINGS)
+    with pytest.raises(ValueError, match="FLOP fractions"):
+        compare(model, mnist, ("random",), **{**SETTINGS, "budgets": (0.5, 0.0)})
+    with pytest.raises(ValueError, match="reference_method"):
+        compare(model, mnist, ("random", "tfmot"), **SETTINGS)
+    with pytest.raises(ValueError, match="more than 5000 training examples"):
+        compare(model, mnist, ("random",), **{**SETTINGS, "selection_examples": 5000})
+    out = tmp_path / "c.json"
+    compare(model, mnist, ("random",), out=out, **{**SETTINGS, "finetune_epochs": 0.0,
+                                                   "budgets": (0.5,), "seeds": (0,)})
+    with pytest.raises(ValueError, match="other settings"):
+        compare(model, mnist, ("magnitude",), out=out, **{**SETTINGS, "budgets": (0.5,)})
