@@ -206,9 +206,10 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         comparison.rows.append(row)
         if out is not None:
             comparison.save(out)
+        tuned = row["accuracy_finetuned"]
         log(f"[{len(comparison.rows)}] {row['method']} flops {row['budget_flops_fraction']:.4g}"
             f" seed {row['seed']}: one-shot {row['accuracy_oneshot']:.4f}, fine-tuned "
-            f"{row['accuracy_finetuned'] if row['accuracy_finetuned'] is None else round(row['accuracy_finetuned'], 4)}")
+            f"{'-' if tuned is None else format(tuned, '.4f')}")
 
     for seed in seeds:
         importances = {}
