@@ -4,6 +4,9 @@ The public API, one function or class per stage of the data flow::
 
     model file ──load_model──► Keras model ──sites──► SiteTable
     load_dataset ──► x, y ──record_masks(model, x, y, n_masks, seed)──► MaskRecord
+    estimate(record | (model, x, y), method) ──► Importance
+    keep_sets(importance, Budget, model) ──► KeepSet ──extract──► smaller model ──finetune──►
+    compare(model, dataset, methods, budgets, seeds) ──► Comparison
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
 
 Names are imported on first use, so ``python -m subnet.data`` and friends start quickly.
@@ -21,8 +24,12 @@ import_tensorflow_quietly()
 
 _EXPORTS = {
     "AdaptiveStop": "subnet.record",
+    "Budget": "subnet.extract",
+    "Comparison": "subnet.compare",
     "DataError": "subnet.errors",
     "Dataset": "subnet.data",
+    "Importance": "subnet.importance.core",
+    "KeepSet": "subnet.extract",
     "MCDropoutResult": "subnet.engine.mc",
     "MaskRecord": "subnet.masks",
     "ModelFileError": "subnet.errors",
@@ -30,10 +37,16 @@ _EXPORTS = {
     "Site": "subnet.engine.chain",
     "SiteTable": "subnet.engine.chain",
     "UntrustedModelError": "subnet.errors",
+    "compare": "subnet.compare",
     "dropout_layers": "subnet.models",
+    "estimate": "subnet.importance.core",
+    "extract": "subnet.extract",
+    "finetune": "subnet.extract",
+    "keep_sets": "subnet.extract",
     "load_dataset": "subnet.data",
     "load_model": "subnet.models",
     "mc_dropout": "subnet.engine.mc",
+    "measure": "subnet.extract",
     "record_masks": "subnet.record",
     "sample_masks": "subnet.masks",
     "seed_cnn": "subnet.models",
@@ -44,7 +57,13 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_SUBPACKAGES = ("baselines", "data", "engine", "importance", "masks", "models", "record",
+                "train")
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"subnet.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'subnet' has no attribute {name!r}")

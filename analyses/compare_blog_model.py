@@ -1,0 +1,97 @@
+"""Subnetworks of the blog's model vs magnitude pruning, at equal FLOP budgets. Prints JSON.
+
+    python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 3]
+        [--methods banzhaf magnitude random taylor apoz tfmot] [--seeds 0 1 2]
+        [--out out/compare/comparison.json]
+
+Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
+held-out training examples, the subnetwork is extracted and fine-tuned, and accuracies are
+measured on the MNIST test set. TFMOT prunes the dense model by magnitude to the same number of
+nonzero weights as the mask-statistics subnetwork. The results stream into ``--out`` (resumed
+when rerun). The last line printed is one JSON object with ``dense_accuracy``, ``results`` (one
+row per method, budget and seed), a per-(method, budget) summary, the smallest subnetwork found
+at <= 1.0 % error, and size/latency ratios of the extracted subnetworks to TFMOT's models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import subnet
+from subnet.compare import compare
+
+BUDGETS = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
+KEYS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_oneshot",
+        "accuracy_finetuned")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="out/demo/seed.keras")
+    parser.add_argument("--finetune-epochs", type=float, default=3.0)
+    parser.add_argument("--methods", nargs="+",
+                        default=["banzhaf", "magnitude", "random", "taylor", "apoz", "tfmot"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--masks", type=int, default=2000)
+    parser.add_argument("--out", default="out/compare/comparison.json")
+    args = parser.parse_args(argv)
+    start = time.time()
+    model_path = Path(args.model)
+    if not model_path.exists():
+        print(f"{model_path} is missing: run `make demo` first", file=sys.stderr)
+        return 2
+    model = subnet.load_model(model_path)
+    data = subnet.load_dataset("mnist")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    result = compare(model, data, args.methods, BUDGETS, args.seeds,
+                     finetune_epochs=args.finetune_epochs, n_masks=args.masks, out=args.out)
+    dense_accuracy = result.dense["accuracy"]
+    rows = [{k: r[k] for k in KEYS} | {"widths": r.get("widths")} for r in result.rows]
+    summary = result.summary()
+    smallest = None
+    for entry in sorted(summary, key=lambda e: e["flops"]):
+        if entry["method"] != "tfmot" and entry["accuracy_finetuned_mean"] is not None and \
+                1 - entry["accuracy_finetuned_mean"] <= 0.01:
+            widths = [r["widths"] for r in result.rows if r["method"] == entry["method"] and
+                      r["budget_flops_fraction"] == entry["budget_flops_fraction"]]
+            smallest = {**entry, "widths_per_seed": widths,
+                        "flops_reduction": result.dense["flops"] / entry["flops"]}
+            break
+    ratios = []
+    for r in result.rows:
+        if r["method"] == "tfmot" and "measure" in r:
+            twin = next((t for t in result.rows if t["method"] == args.methods[0] and
+                         t["seed"] == r["seed"] and "measure" in t and
+                         t["budget_flops_fraction"] == r["budget_flops_fraction"]), None)
+            if twin:
+                ratios.append({
+                    "budget_flops_fraction": r["budget_flops_fraction"],
+                    "nonzero_params": r.get("nonzero_params"),
+                    "latency_ratio_extracted_to_tfmot": twin["measure"]["latency_ms_per_example"]
+                    / r["measure"]["latency_ms_per_example"],
+                    "gzip_ratio_extracted_to_tfmot": twin["measure"]["gzip_bytes"] /
+                    r["measure"]["gzip_bytes"],
+                    "accuracy_extracted": twin["accuracy_finetuned"],
+                    "accuracy_tfmot": r["accuracy_finetuned"]})
+    print(json.dumps({"dense_accuracy": dense_accuracy, "dense_flops": result.dense["flops"],
+                      "dense_params": result.dense["params"], "config": result.config,
+                      "summary": summary, "smallest_within_1pct_error": smallest,
+                      "extracted_vs_tfmot": ratios, "seconds": round(time.time() - start, 1),
+                      "results": rows}, default=_json_default))
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
