@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet.engine.chain import analyse_chain
+from subnet.engine.chain import analyse_chain, layer_flops
 from subnet.engine.fast import FastBackend
 from subnet.masks import sample_masks
 
@@ -139,9 +139,7 @@ def main(argv=None) -> int:
         "matmul_gflops_per_second": round(peak_flops / 1e9, 2),
         "fast_fraction_of_matmul_peak": round(fast_flops / fast_seconds / peak_flops, 3),
         "fast_flops_per_evaluation": round(fast_flops / n_fast),
-        "naive_flops_per_evaluation": int(sum(
-            2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
-            for layer in model.layers if hasattr(layer, "kernel"))),
+        "naive_flops_per_evaluation": int(sum(layer_flops(layer) for layer in model.layers)),
         "record_mean_mask_accuracy": round(float(np.mean(mask_accuracy)), 4),
         "naive_mean_pass_accuracy": round(naive_correct / (passes * len(x)), 4),
         "peak_rss_mb": round(_peak_rss_mb(), 1),

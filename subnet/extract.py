@@ -28,6 +28,7 @@ from subnet.engine.chain import (
     _chain_from_output,
     _inbound_graph,
     analyse_chain,
+    layer_flops,
 )
 from subnet.models import check_examples
 
@@ -93,7 +94,7 @@ class _Cost:
         variable = sum(int(np.prod(w.shape)) for layer in order
                        if isinstance(layer, _MIXING + per_channel) for w in layer.weights)
         self.constant_params = chain.model.count_params() - variable
-        self.constant_flops = sum(_layer_flops(layer) for layer in chain.model.layers
+        self.constant_flops = sum(layer_flops(layer) for layer in chain.model.layers
                                   if layer not in order)
 
     def __call__(self, counts) -> tuple[int, int]:
@@ -110,14 +111,6 @@ class _Cost:
         return int(params), int(flops)
 
 
-def _layer_flops(layer) -> int:
-    if isinstance(layer, keras.layers.Dense):
-        return 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        return 2 * int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
-    return 0
-
-
 def model_cost(model) -> dict:
     """Parameters and FLOPs per example (2 per multiply-accumulate of Conv/Dense layers).
 
@@ -129,7 +122,7 @@ def model_cost(model) -> dict:
     """
     weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
     return {"params": int(model.count_params()),
-            "flops": int(sum(_layer_flops(layer) for layer in model.layers)),
+            "flops": int(sum(layer_flops(layer) for layer in model.layers)),
             "nonzero_params": int(sum(np.count_nonzero(w) for w in weights))}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from subnet.models import dropout_layers, outputs_probabilities
 
-__all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "sites"]
+__all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "layer_flops", "sites"]
 
 # Layers that mix channels: the sites, and the classifier.
 _MIXING = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
@@ -198,6 +198,22 @@ class Chain:
     def prefix_model(self) -> keras.Model:
         """A sub-model from the model's input to the first site's mask point."""
         return keras.Model(self.model.inputs, self.prefix_output.output)
+
+
+def layer_flops(layer) -> int:
+    """FLOPs per example of a whole Conv/Dense layer, 2 per multiply-accumulate (0 for others).
+
+    Args:
+        layer: A built Keras layer.
+
+    Returns:
+        The FLOP count, an int.
+    """
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        return 2 * int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
+    return 0
 
 
 def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:

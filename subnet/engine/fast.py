@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from subnet.engine.chain import Chain
+from subnet.engine.chain import Chain, layer_flops
 
 __all__ = ["FastBackend"]
 
@@ -197,7 +197,7 @@ class FastBackend:
         """
         n_sites = len(self.table)
         positions = int(np.prod(self.chain.prefix_output.output.shape[1:-1]))
-        per_example = sum(_full_flops(layer) for layer in self._prefix.layers)
+        per_example = sum(layer_flops(layer) for layer in self._prefix.layers)
         for mask in np.asarray(masks, bool):
             kept, _ = self._kept(mask)
             per_example += 2 * positions * self._prefix_channels * len(kept[0])
@@ -255,13 +255,3 @@ class FastBackend:
         if not self.chain.probabilities:
             h = tf.nn.softmax(h, axis=-1)
         return h.numpy()
-
-
-
-def _full_flops(layer) -> int:
-    """FLOPs per example of a whole Conv/Dense layer (0 for other layers)."""
-    if isinstance(layer, keras.layers.Dense):
-        return 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:-1]))
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        return 2 * int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
-    return 0
