@@ -6,12 +6,22 @@ import sys
 import traceback
 from collections.abc import Callable
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "run_main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "progress_bar", "run_main"]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):
+    """A tqdm progress bar on stderr: redrawn often on a terminal, every 30 s in a log file."""
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
+                file=sys.stderr, dynamic_ncols=interactive,
+                mininterval=0.2 if interactive else 30.0)
 
 
 def run_main(body: Callable[[], int | None], prog: str,

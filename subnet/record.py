@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 import subnet
+from subnet._cli import progress_bar
 from subnet.engine.chain import Chain, analyse_chain
 from subnet.engine.fast import FastBackend
 from subnet.engine.reference import ReferenceBackend
@@ -245,9 +244,8 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     keep = chain.table.unit_keep()
     remaining = sum(len(r) for r in todo)
     rows = np.arange(len(y))
-    with tqdm(total=len(masks), initial=len(masks) - remaining, unit="mask",
-              desc=f"recording {len(y)} examples", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with progress_bar(len(masks), f"recording {len(y)} examples", "mask", progress,
+                      initial=len(masks) - remaining) as bar:
         for chunk in todo:
             bits = sample_masks(keep, int(seed), chunk, antithetic=antithetic)
             probabilities = engine.probabilities(x, bits)

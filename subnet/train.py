@@ -18,9 +18,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
-from subnet._cli import run_main
+from subnet._cli import progress_bar, run_main
 from subnet._io import atomic_path
 from subnet.engine.mc import mc_dropout
 from subnet.models import outputs_probabilities, seed_cnn
@@ -93,8 +92,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
     rng = np.random.default_rng(seed)
     history: dict = {"loss": [], "accuracy": []}
     start = time.perf_counter()
-    with tqdm(total=steps, desc="training", unit="step", disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(steps, "training", "step", progress) as bar:
         callback = _ProgressCallback(bar)
         for epoch, size in enumerate(sizes):
             bar.set_description(f"training, epoch {epoch + 1}/{n_epochs}")
