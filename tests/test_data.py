@@ -41,7 +41,7 @@ def _real_mnist_dirs() -> list[Path]:
     env = os.environ.get("SUBNET_DATA_DIR")
     if env:
         candidates += [Path(env) / "mnist", Path(env)]
-    candidates += [data._subnet_cache_dir() / "mnist", Path("/tmp/mn/package/data")]
+    candidates += [data._subnet_cache_dir() / "mnist"]
     return [c for c in candidates if _is_idx_dir(c)]
 
 
@@ -51,7 +51,7 @@ REAL_FASHION_DIR = Path(data.FASHION_MNIST_SYSTEM_DIR)
 MNIST_FP = data._KNOWN_TEST_FINGERPRINTS["mnist"]
 FASHION_FP = data._KNOWN_TEST_FINGERPRINTS["fashion_mnist"]
 NO_REAL_MNIST = (
-    "no local MNIST files (no Keras cache, SUBNET_DATA_DIR, subnet cache or /tmp/mn); run "
+    "no local MNIST files (no Keras cache, SUBNET_DATA_DIR or subnet cache); run "
     "`python -m subnet.data fetch mnist` to make them available"
 )
 
