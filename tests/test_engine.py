@@ -14,7 +14,7 @@ from subnet.engine.chain import analyse_chain
 from subnet.engine.fast import FastBackend
 from subnet.engine.reference import ReferenceBackend
 from subnet.models import seed_cnn
-from tests.conftest import RATES, conv_bn_model
+from tests.helpers import RATES, conv_bn_model
 
 # ---------------------------------------------------------------------------- sites
 

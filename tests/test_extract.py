@@ -10,7 +10,7 @@ from subnet.engine.reference import ReferenceBackend
 from subnet.extract import Budget, KeepSet, extract, finetune, keep_sets, measure, model_cost
 from subnet.importance import estimate
 from subnet.models import seed_cnn
-from tests.conftest import RATES
+from tests.helpers import RATES
 
 
 def _random_keep(model, seed, rate=None):
