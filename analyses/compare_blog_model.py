@@ -1,7 +1,7 @@
 """Subnetworks of the blog's model vs magnitude pruning, at equal FLOP budgets. Prints JSON.
 
     python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 3]
-        [--methods banzhaf magnitude random taylor apoz tfmot] [--seeds 0 1 2]
+        [--methods banzhaf banzhaf_budget magnitude random taylor apoz tfmot] [--seeds 0 1 2]
         [--out out/compare/comparison.json]
 
 Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet.compare import compare
+from subnet.comparison import compare
 
 BUDGETS = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
 KEYS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_oneshot",
@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="out/demo/seed.keras")
     parser.add_argument("--finetune-epochs", type=float, default=3.0)
     parser.add_argument("--methods", nargs="+",
-                        default=["banzhaf", "magnitude", "random", "taylor", "apoz", "tfmot"])
+                        default=["banzhaf", "banzhaf_budget", "magnitude", "random", "taylor",
+                                 "apoz", "tfmot"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--masks", type=int, default=2000)
     parser.add_argument("--out", default="out/compare/comparison.json")

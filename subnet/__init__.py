@@ -24,12 +24,12 @@ import_tensorflow_quietly()
 
 _EXPORTS = {
     "AdaptiveStop": "subnet.record",
-    "Budget": "subnet.extract",
-    "Comparison": "subnet.compare",
+    "Budget": "subnet.extraction",
+    "Comparison": "subnet.comparison",
     "DataError": "subnet.errors",
     "Dataset": "subnet.data",
     "Importance": "subnet.importance.core",
-    "KeepSet": "subnet.extract",
+    "KeepSet": "subnet.extraction",
     "MCDropoutResult": "subnet.engine.mc",
     "MaskRecord": "subnet.masks",
     "ModelFileError": "subnet.errors",
@@ -37,16 +37,16 @@ _EXPORTS = {
     "Site": "subnet.engine.chain",
     "SiteTable": "subnet.engine.chain",
     "UntrustedModelError": "subnet.errors",
-    "compare": "subnet.compare",
+    "compare": "subnet.comparison",
     "dropout_layers": "subnet.models",
     "estimate": "subnet.importance.core",
-    "extract": "subnet.extract",
-    "finetune": "subnet.extract",
-    "keep_sets": "subnet.extract",
+    "extract": "subnet.extraction",
+    "finetune": "subnet.extraction",
+    "keep_sets": "subnet.extraction",
     "load_dataset": "subnet.data",
     "load_model": "subnet.models",
     "mc_dropout": "subnet.engine.mc",
-    "measure": "subnet.extract",
+    "measure": "subnet.extraction",
     "record_masks": "subnet.record",
     "sample_masks": "subnet.masks",
     "seed_cnn": "subnet.models",
@@ -57,8 +57,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-_SUBPACKAGES = ("baselines", "data", "engine", "importance", "masks", "models", "record",
-                "train")
+_SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance", "masks",
+                "models", "record", "train")
 
 
 def __getattr__(name: str):

@@ -1,5 +1,6 @@
 """The public surface: every exported name exists, is documented, and is importable cheaply."""
 
+import importlib.util
 import inspect
 
 import pytest
@@ -33,3 +34,12 @@ def test_all_is_sorted_and_unique():
 
 def test_version():
     assert subnet.__version__.count(".") == 2
+
+
+def test_public_functions_are_not_shadowed_by_modules():
+    """A submodule named like a public function would replace it once imported."""
+    for name in subnet.__all__:
+        assert importlib.util.find_spec(f"subnet.{name}") is None, name
+    importlib.import_module("subnet.comparison")
+    importlib.import_module("subnet.extraction")
+    assert callable(subnet.compare) and callable(subnet.extract)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from subnet import compare as compare_module
+from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
-from subnet.compare import Comparison, compare
+from subnet.comparison import Comparison, compare
 
 SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
                 selection_examples=500, n_masks=200, measure_latency=False, progress=False)
@@ -14,7 +14,8 @@ SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
 
 @pytest.mark.slow
 def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
-    methods = ("banzhaf", "magnitude", "random") + (("tfmot",) if tfmot_available() else ())
+    methods = ("banzhaf", "banzhaf_budget", "magnitude", "random") + (
+        ("tfmot",) if tfmot_available() else ())
     model = trained["conv"]
     out = tmp_path / "comparison.json"
 
@@ -30,7 +31,8 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "finetune", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         compare(model, mnist, methods, out=out, **SETTINGS)
-    # Five fine-tuned structured cells survived (and TFMOT's cell of the first budget, if any).
+    # Five fine-tuned structured cells survived (four of the first budget, one of the second,
+    # and TFMOT's cell of the first budget, if any).
     assert len(Comparison.load(out).rows) == 5 + ("tfmot" in methods)
     monkeypatch.setattr(compare_module, "finetune", original)
     result = compare(model, mnist, methods, out=out, **SETTINGS)

@@ -7,7 +7,7 @@ import pytest
 import subnet
 from subnet.engine.chain import analyse_chain
 from subnet.engine.reference import ReferenceBackend
-from subnet.extract import Budget, KeepSet, extract, finetune, keep_sets, measure, model_cost
+from subnet.extraction import Budget, KeepSet, extract, finetune, keep_sets, measure, model_cost
 from subnet.importance import estimate
 from subnet.models import seed_cnn
 from tests.helpers import RATES

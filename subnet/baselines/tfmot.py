@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from subnet.engine.chain import _MIXING, _chain_from_output
-from subnet.extract import _layers_before
+from subnet.extraction import _layers_before
 from subnet.models import outputs_probabilities
 
 __all__ = ["magnitude_prune", "tfmot_available"]

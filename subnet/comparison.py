@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from subnet._io import atomic_write_text
-from subnet.extract import Budget, _accuracy, extract, finetune, keep_sets, measure, model_cost
+from subnet.extraction import Budget, _accuracy, extract, finetune, keep_sets, measure, model_cost
 
 __all__ = ["ALLOCATION", "Comparison", "compare"]
 
 # How each structured method spreads a budget over sites: scores of mask statistics and of
 # ablation are in the metric's units, comparable across layers; weight magnitudes, activations
 # and Taylor scores are not, so those methods keep the same fraction of every layer.
-ALLOCATION = {"banzhaf": "global", "ablation": "global", "magnitude": "uniform",
-              "random": "uniform", "taylor": "uniform", "apoz": "uniform",
-              "activation": "uniform"}
+ALLOCATION = {"banzhaf": "global", "banzhaf_budget": "uniform", "ablation": "global",
+              "magnitude": "uniform", "random": "uniform", "taylor": "uniform",
+              "apoz": "uniform", "activation": "uniform"}
 STRUCTURED = tuple(ALLOCATION)
 UNSTRUCTURED = ("tfmot",)
 
@@ -130,7 +130,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
     scores the units (mask statistics from a record of ``n_masks`` masks drawn with that seed;
     the other criteria on the same held-out examples), keeps the best units within the budget
-    (:func:`~subnet.extract.keep_sets`), extracts the subnetwork, measures its test accuracy
+    (:func:`~subnet.extraction.keep_sets`), extracts the subnetwork, measures its test accuracy
     (one-shot), fine-tunes it for ``finetune_epochs`` and measures again. ``tfmot`` prunes the
     dense model by magnitude to the same number of nonzero weights as ``reference_method``'s
     subnetwork, with the same fine-tuning budget.
@@ -138,8 +138,10 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     Args:
         model: The trained ``keras.Model``.
         dataset: A :class:`~subnet.data.Dataset` with training and test data.
-        methods: Any of ``banzhaf``, ``ablation``, ``magnitude``, ``random``, ``taylor``,
-            ``apoz``, ``activation`` and ``tfmot``.
+        methods: Any of ``banzhaf``, ``banzhaf_budget`` (Banzhaf values re-measured for each
+            budget: masks keep each site's units with the budget's kept fraction and no
+            rescaling, the coalition the subnetwork will be), ``ablation``, ``magnitude``,
+            ``random``, ``taylor``, ``apoz``, ``activation`` and ``tfmot``.
         budgets: FLOP fractions in (0, 1].
         seeds: Seeds (record, random scores, fine-tuning order).
         finetune_epochs: Fine-tuning budget in epochs of the training data (fractions allowed);
@@ -214,8 +216,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     for seed in seeds:
         importances = {}
         for method in methods:
-            if method in UNSTRUCTURED or all(_cell_key(method, b, seed) in done
-                                             for b in budgets):
+            if method in UNSTRUCTURED + ("banzhaf_budget",) or all(
+                    _cell_key(method, b, seed) in done for b in budgets):
                 continue
             start = time.perf_counter()
             if method == "banzhaf":
@@ -235,7 +237,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                         r["method"], r["budget_flops_fraction"], r["seed"]) == key)
                     reference_params[method] = row["params"]
                     continue
-                keep = keep_sets(importances[method], Budget.flops(budget), model,
+                importance = importances.get(method) or _budget_importance(
+                    model, x_sel, y_sel, budget, n_masks, seed, progress)
+                keep = keep_sets(importance, Budget.flops(budget), model,
                                  allocation=ALLOCATION[method])
                 subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32])
                 row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
@@ -257,6 +261,25 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                 add(_tfmot_row(model, dataset, budget, seed, reference_params[reference_method],
                                tune_examples, measure_latency and seed == seeds[0]))
     return comparison
+
+
+def _budget_importance(model, x, y, budget: float, n_masks: int, seed: int, progress: bool):
+    """Banzhaf values in the coalition a budget's subnetwork is: masks keep each site's units
+    with probability equal to the fraction the budget keeps (uniform widths), and kept units
+    are not rescaled, as in the extracted subnetwork. Antithetic masks."""
+    from subnet.engine.chain import analyse_chain
+    from subnet.importance import Importance, estimate
+    from subnet.record import record_masks
+
+    table = analyse_chain(model, rate=0.0).table
+    flat = Importance(method="flat", scores=np.zeros(table.n_units), sites=table)
+    widths = keep_sets(flat, Budget.flops(budget), model, allocation="uniform").widths
+    rate = {site.name: 1.0 - widths[site.name] / site.units for site in table}
+    if all(r == 0.0 for r in rate.values()):
+        return flat
+    record = record_masks(model, x, y, n_masks, seed=seed, rate=rate, rescale=False,
+                          antithetic=True, progress=progress)
+    return estimate(record, "banzhaf")
 
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:
