@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import inspect
 import tempfile
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from subnet.engine.chain import (
     _chain_from_output,
     _inbound_graph,
     analyse_chain,
+    call_inference,
     layer_flops,
 )
 from subnet.models import check_examples
@@ -374,12 +374,6 @@ def _copy_layer(layer, **changes):
     return layer.__class__.from_config(config)
 
 
-def _call(layer, tensor):
-    if "training" in inspect.signature(layer.call).parameters:
-        return layer(tensor, training=False)
-    return layer(tensor)
-
-
 def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=None,
             atol: float = 1e-5):
     """Builds the subnetwork that keeps only the given units, as a new, smaller Keras model.
@@ -421,7 +415,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
     h = inputs
     for layer in before:
         copy = _copy_layer(layer)
-        h = _call(copy, h)
+        h = call_inference(copy, h)
         copy.set_weights(layer.get_weights())
     site_index = {name: i for i, name in enumerate(keep_set.sites.names)}
     kept_channels = None     # indices of the running tensor's channels, None = all
@@ -462,7 +456,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
             copy = _copy_layer(layer)
         else:
             copy, new_weights = _copy_layer(layer), weights
-        h = _call(copy, h)
+        h = call_inference(copy, h)
         pending.append((copy, new_weights))
     for copy, new_weights in pending:
         copy.set_weights(new_weights)

@@ -16,6 +16,7 @@ for every mask and is run as a sub-model.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 
 import keras
@@ -23,7 +24,8 @@ import numpy as np
 
 from subnet.models import dropout_layers, outputs_probabilities
 
-__all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "layer_flops", "sites"]
+__all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "call_inference", "layer_flops",
+           "sites"]
 
 # Layers that mix channels: the sites, and the classifier.
 _MIXING = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
@@ -198,6 +200,14 @@ class Chain:
     def prefix_model(self) -> keras.Model:
         """A sub-model from the model's input to the first site's mask point."""
         return keras.Model(self.model.inputs, self.prefix_output.output)
+
+
+def call_inference(layer, tensor):
+    """Calls ``layer`` on ``tensor`` in inference mode: ``training=False`` where the layer takes
+    it (dropout off, BatchNormalization on its moving statistics)."""
+    if "training" in inspect.signature(layer.call).parameters:
+        return layer(tensor, training=False)
+    return layer(tensor)
 
 
 def layer_flops(layer) -> int:

@@ -6,12 +6,10 @@ backend is tested against it.
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 import numpy as np
 
-from subnet.engine.chain import Chain
+from subnet.engine.chain import Chain, call_inference
 
 __all__ = ["ReferenceBackend"]
 
@@ -34,9 +32,7 @@ def _call_copy(layer, tensor):
     copy = layer.__class__.from_config(layer.get_config())
     copy.build(layer.input.shape)
     copy.set_weights(layer.get_weights())
-    if "training" in inspect.signature(copy.call).parameters:
-        return copy(tensor, training=False)
-    return copy(tensor)
+    return call_inference(copy, tensor)
 
 
 class ReferenceBackend:

@@ -25,7 +25,6 @@ each site need it. It does not change any criterion's scores.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator, Mapping
 
@@ -33,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from subnet.engine.chain import Chain, analyse_chain
+from subnet.engine.chain import Chain, analyse_chain, call_inference
 from subnet.importance.core import Estimator, Importance, check_model_source, register
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
@@ -113,13 +112,6 @@ def _mask_point_batches(chain: Chain, x: np.ndarray, batch_size: int
             values = [values]
         yield [_flat(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32), site.units)
                for v, site in zip(values, chain.table, strict=True)]
-
-
-def _call(layer, tensor):
-    """Calls ``layer`` eagerly in inference mode (``training=False`` where it takes it)."""
-    if "training" in inspect.signature(layer.call).parameters:
-        return layer(tensor, training=False)
-    return layer(tensor)
 
 
 def _flat(values: np.ndarray, units: int) -> np.ndarray:
@@ -391,7 +383,7 @@ class Taylor(Estimator):
                 tape.watch(h)
                 for k, segment in enumerate(chain.segments):
                     for layer in segment:
-                        h = _call(layer, h)
+                        h = call_inference(layer, h)
                     if k + 1 < len(table):
                         tape.watch(h)
                         points.append(h)
