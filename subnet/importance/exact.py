@@ -9,13 +9,12 @@ import numpy as np
 
 from subnet.engine.chain import analyse_chain
 from subnet.importance.core import Estimator, Importance, check_model_source, register
+from subnet.importance.from_record import _LOG_FLOOR, METRICS
 from subnet.models import check_examples
 
 __all__ = ["AblationEstimator", "ablation", "exact_banzhaf", "metric_from_probabilities"]
 
 MAX_EXACT_UNITS = 16
-_METRICS = ("accuracy", "log_prob")
-_LOG_FLOOR = 2.0 ** -24  # the floor mask records use (true-class probability in float16)
 
 
 def metric_from_probabilities(probabilities: np.ndarray, y: np.ndarray,
@@ -37,7 +36,7 @@ def metric_from_probabilities(probabilities: np.ndarray, y: np.ndarray,
         true = probabilities[:, np.arange(len(y)), y].astype(np.float16).astype(np.float64)
         return np.mean(np.log(np.maximum(true, _LOG_FLOOR)), axis=1)
     raise ValueError(f"Invalid value received for argument `metric`. Expected one of "
-                     f"{list(_METRICS)}. Received: metric={metric!r}")
+                     f"{list(METRICS)}. Received: metric={metric!r}")
 
 
 def _backend(model, rate, backend: str, rescale: bool):
@@ -147,9 +146,9 @@ class AblationEstimator(Estimator):
     source = "model"
 
     def __init__(self, metric: str = "accuracy", rate=None, backend: str = "auto"):
-        if metric not in _METRICS:
+        if metric not in METRICS:
             raise ValueError(f"Invalid value received for argument `metric`. Expected one of "
-                             f"{list(_METRICS)}. Received: metric={metric!r}")
+                             f"{list(METRICS)}. Received: metric={metric!r}")
         self.metric, self.rate, self.backend = metric, rate, backend
 
     def score(self, source) -> Importance:

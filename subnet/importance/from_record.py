@@ -94,7 +94,8 @@ def least_squares(masks: np.ndarray, values: np.ndarray, alpha: float = 0.0):
     intercept), with HC1 heteroscedasticity-robust standard errors.
 
     Args:
-        masks: bool (n_masks, n_units).
+        masks: bool (n_masks, n_units), or any float design matrix (n_masks, n_columns), such
+            as mask bits with product terms.
         values: Per-mask metric, (n_masks,) or (n_masks, k) for k metrics at once.
         alpha: Ridge penalty on the unit coefficients (0 for ordinary least squares).
 
@@ -436,7 +437,7 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
                          f"more than {len(main) + len(pairs) + 1} masks; the record has "
                          f"{len(masks)}. Record more masks or lower k.")
     x = np.hstack([_centered(masks[:, main], keep[main]), products])
-    beta, stderr, dof = _ols_columns(x, values)
+    beta, stderr, dof = least_squares(x, values)
     coef, se = beta[len(main):], stderr[len(main):]
     _, _, pvalue = normal_intervals(coef, se, dof)
     qvalue = benjamini_hochberg(pvalue)
@@ -454,20 +455,6 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
             graph.add_edge(int(a), int(b), weight=float(w), stderr=float(e), pvalue=float(p),
                            qvalue=float(q), kind="synergy" if w > 0 else "redundancy")
     return graph
-
-
-def _ols_columns(x: np.ndarray, y: np.ndarray):
-    """OLS of y on centered columns x (plus intercept) with HC1 errors."""
-    t, p = x.shape
-    yc = y - y.mean()
-    xc = x - x.mean(axis=0)
-    inverse = np.linalg.pinv(xc.T @ xc, hermitian=True)
-    beta = inverse @ (xc.T @ yc)
-    residuals = yc - xc @ beta
-    dof = t - p - 1
-    meat = (xc * residuals[:, None] ** 2).T @ xc
-    cov = inverse @ meat @ inverse * (t / max(dof, 1))
-    return beta, np.sqrt(np.clip(np.diag(cov), 0, None)), dof
 
 
 def save_graphml(graph: nx.Graph, path: str | os.PathLike) -> Path:
