@@ -1,7 +1,7 @@
 """Subnetworks of the blog's model vs magnitude pruning, at equal FLOP budgets. Prints JSON.
 
     python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 3]
-        [--methods banzhaf banzhaf_budget magnitude random taylor apoz tfmot] [--seeds 0 1 2]
+        [--methods banzhaf banzhaf_single magnitude random taylor apoz tfmot] [--seeds 0 1 2]
         [--out out/compare/comparison.json]
 
 Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="out/demo/seed.keras")
     parser.add_argument("--finetune-epochs", type=float, default=3.0)
     parser.add_argument("--methods", nargs="+",
-                        default=["banzhaf", "banzhaf_budget", "magnitude", "random", "taylor",
+                        default=["banzhaf", "banzhaf_single", "magnitude", "random", "taylor",
                                  "apoz", "tfmot"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--masks", type=int, default=2000)

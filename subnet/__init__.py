@@ -6,6 +6,7 @@ The public API, one function or class per stage of the data flow::
     load_dataset ──► x, y ──record_masks(model, x, y, n_masks, seed)──► MaskRecord
     estimate(record | (model, x, y), method) ──► Importance
     keep_sets(importance, Budget, model) ──► KeepSet ──extract──► smaller model ──finetune──►
+    iterative_keep_sets(model, x, y, budgets) ──► {budget: KeepSet} (pruned in re-measured steps)
     compare(model, dataset, methods, budgets, seeds) ──► Comparison
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
 
@@ -42,6 +43,7 @@ _EXPORTS = {
     "estimate": "subnet.importance.core",
     "extract": "subnet.extraction",
     "finetune": "subnet.extraction",
+    "iterative_keep_sets": "subnet.iterative",
     "keep_sets": "subnet.extraction",
     "load_dataset": "subnet.data",
     "load_model": "subnet.models",
@@ -57,8 +59,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-_SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance", "masks",
-                "models", "record", "train")
+_SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
+                "iterative", "masks", "models", "record", "train")
 
 
 def __getattr__(name: str):

@@ -26,10 +26,13 @@ from subnet.extraction import Budget, _accuracy, extract, finetune, keep_sets, m
 
 __all__ = ["ALLOCATION", "Comparison", "compare"]
 
-# How each structured method spreads a budget over sites: scores of mask statistics and of
-# ablation are in the metric's units, comparable across layers; weight magnitudes, activations
-# and Taylor scores are not, so those methods keep the same fraction of every layer.
-ALLOCATION = {"banzhaf": "global", "banzhaf_budget": "uniform", "ablation": "global",
+# How each structured method spreads a budget over sites. ``banzhaf`` prunes in re-measured
+# steps (subnet.iterative), the same fraction of every site at each step; ``banzhaf_single``
+# keeps the top units of one record at keep 0.5 over all sites at once (scores of mask statistics
+# and of ablation are in the metric's units, comparable across layers); weight magnitudes,
+# activations and Taylor scores are not comparable across layers, so those methods keep the same
+# fraction of every layer.
+ALLOCATION = {"banzhaf": "iterative", "banzhaf_single": "global", "ablation": "global",
               "magnitude": "uniform", "random": "uniform", "taylor": "uniform",
               "apoz": "uniform", "activation": "uniform"}
 STRUCTURED = tuple(ALLOCATION)
@@ -122,32 +125,37 @@ def _magnitude_oneshot(model, sparsity: float):
 def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "random", "tfmot"),
             budgets: Sequence[float] = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
             seeds: Sequence[int] = (0, 1, 2), *, finetune_epochs: float = 1.0,
-            selection_examples: int = 2000, n_masks: int = 2000,
-            rate=None, reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
+            selection_examples: int = 2000, n_masks: int = 2000, steps_per_halving: int = 4,
+            step_masks: int = 1000, compensate: bool = True, rate=None,
+            reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
             measure_latency: bool = True, progress: bool = True) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
-    scores the units (mask statistics from a record of ``n_masks`` masks drawn with that seed;
-    the other criteria on the same held-out examples), keeps the best units within the budget
-    (:func:`~subnet.extraction.keep_sets`), extracts the subnetwork, measures its test accuracy
-    (one-shot), fine-tunes it for ``finetune_epochs`` and measures again. ``tfmot`` prunes the
+    chooses units on the same held-out training examples (``banzhaf``: pruning in re-measured
+    steps, :func:`~subnet.iterative.iterative_keep_sets`; the others: scores, then
+    :func:`~subnet.extraction.keep_sets`), the subnetwork is extracted (kept units rescaled by
+    units/kept when ``compensate``, the same rule for every method), its test accuracy measured
+    (one-shot), fine-tuned for ``finetune_epochs`` and measured again. ``tfmot`` prunes the
     dense model by magnitude to the same number of nonzero weights as ``reference_method``'s
     subnetwork, with the same fine-tuning budget.
 
     Args:
         model: The trained ``keras.Model``.
         dataset: A :class:`~subnet.data.Dataset` with training and test data.
-        methods: Any of ``banzhaf``, ``banzhaf_budget`` (Banzhaf values re-measured for each
-            budget: masks keep each site's units with the budget's kept fraction and no
-            rescaling, the coalition the subnetwork will be), ``ablation``, ``magnitude``,
-            ``random``, ``taylor``, ``apoz``, ``activation`` and ``tfmot``.
+        methods: Any of ``banzhaf`` (iterative mask statistics), ``banzhaf_single`` (the top
+            units of one record at the sites' dropout rates, global allocation),
+            ``ablation``, ``magnitude``, ``random``, ``taylor``, ``apoz``, ``activation`` and
+            ``tfmot``.
         budgets: FLOP fractions in (0, 1].
         seeds: Seeds (record, random scores, fine-tuning order).
         finetune_epochs: Fine-tuning budget in epochs of the training data (fractions allowed);
             0 skips fine-tuning.
         selection_examples: Training examples (the last ones) used to choose units.
-        n_masks: Masks recorded for the mask-statistics methods.
+        n_masks: Masks recorded for ``banzhaf_single``.
+        steps_per_halving: Steps per halving of the FLOPs for ``banzhaf``.
+        step_masks: Masks recorded at each of those steps.
+        compensate: Rescale kept units by units/kept at extraction (all methods alike).
         rate: Dropout rate(s) for masks, where the model's sites have no Dropout after them.
         reference_method: The structured method whose parameter count TFMOT matches.
         out: JSON file the results stream into; an existing one is resumed.
@@ -161,6 +169,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         ValueError: If a method or budget is invalid, or the dataset has no training data.
     """
     from subnet.importance import estimate
+    from subnet.iterative import iterative_keep_sets
     from subnet.record import record_masks
 
     unknown = sorted(set(methods) - set(STRUCTURED) - set(UNSTRUCTURED))
@@ -184,7 +193,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     tune_examples = int(round(finetune_epochs * n_train))
     config = {"methods": list(methods), "budgets": budgets, "seeds": [int(s) for s in seeds],
               "finetune_epochs": finetune_epochs, "selection_examples": selection_examples,
-              "n_masks": n_masks, "reference_method": reference_method,
+              "n_masks": n_masks, "steps_per_halving": steps_per_halving,
+              "step_masks": step_masks, "compensate": compensate,
+              "reference_method": reference_method,
               "allocation": {m: ALLOCATION[m] for m in methods if m in ALLOCATION}}
     previous = None
     if out is not None and Path(out).exists():
@@ -214,20 +225,24 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             f"{'-' if tuned is None else format(tuned, '.4f')}")
 
     for seed in seeds:
-        importances = {}
+        importances, chosen = {}, {}
         for method in methods:
-            if method in UNSTRUCTURED + ("banzhaf_budget",) or all(
-                    _cell_key(method, b, seed) in done for b in budgets):
+            todo = [b for b in budgets if _cell_key(method, b, seed) not in done]
+            if method in UNSTRUCTURED or not todo:
                 continue
             start = time.perf_counter()
             if method == "banzhaf":
+                chosen[method] = iterative_keep_sets(
+                    model, x_sel, y_sel, todo, steps_per_halving=steps_per_halving,
+                    n_masks=step_masks, seed=seed, progress=progress)
+            elif method == "banzhaf_single":
                 record = record_masks(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
                                       progress=progress)
                 importances[method] = estimate(record, "banzhaf")
             else:
                 options = {"rate": rate, **({"seed": seed} if method == "random" else {})}
                 importances[method] = estimate((model, x_sel, y_sel), method, **options)
-            log(f"{method}: importance in {time.perf_counter() - start:.1f} s")
+            log(f"{method}: units chosen in {time.perf_counter() - start:.1f} s")
         reference_params = {}
         for budget in budgets:
             for method in [m for m in methods if m in STRUCTURED]:
@@ -237,11 +252,11 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                         r["method"], r["budget_flops_fraction"], r["seed"]) == key)
                     reference_params[method] = row["params"]
                     continue
-                importance = importances.get(method) or _budget_importance(
-                    model, x_sel, y_sel, budget, n_masks, seed, progress)
-                keep = keep_sets(importance, Budget.flops(budget), model,
-                                 allocation=ALLOCATION[method])
-                subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32])
+                keep = chosen[method][budget] if method in chosen else keep_sets(
+                    importances[method], Budget.flops(budget), model,
+                    allocation=ALLOCATION[method])
+                subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
+                                           scale=keep.compensation if compensate else None)
                 row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                        "params": keep.params, "flops": keep.flops, "widths": keep.widths,
                        "allocation": ALLOCATION[method],
@@ -261,25 +276,6 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                 add(_tfmot_row(model, dataset, budget, seed, reference_params[reference_method],
                                tune_examples, measure_latency and seed == seeds[0]))
     return comparison
-
-
-def _budget_importance(model, x, y, budget: float, n_masks: int, seed: int, progress: bool):
-    """Banzhaf values in the coalition a budget's subnetwork is: masks keep each site's units
-    with probability equal to the fraction the budget keeps (uniform widths), and kept units
-    are not rescaled, as in the extracted subnetwork. Antithetic masks."""
-    from subnet.engine.chain import analyse_chain
-    from subnet.importance import Importance, estimate
-    from subnet.record import record_masks
-
-    table = analyse_chain(model, rate=0.0).table
-    flat = Importance(method="flat", scores=np.zeros(table.n_units), sites=table)
-    widths = keep_sets(flat, Budget.flops(budget), model, allocation="uniform").widths
-    rate = {site.name: 1.0 - widths[site.name] / site.units for site in table}
-    if all(r == 0.0 for r in rate.values()):
-        return flat
-    record = record_masks(model, x, y, n_masks, seed=seed, rate=rate, rescale=False,
-                          antithetic=True, progress=progress)
-    return estimate(record, "banzhaf")
 
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:

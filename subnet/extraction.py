@@ -225,6 +225,12 @@ class KeepSet(Mapping):
         return {name: int(bits.sum()) for name, bits in self.keep.items()}
 
     @property
+    def compensation(self) -> dict[str, float]:
+        """{site: units / kept}: the factor that keeps each site's summed output at the dense
+        model's scale, as inverted dropout does (pass as ``extract(..., scale=...)``)."""
+        return {site.name: site.units / int(self.keep[site.name].sum()) for site in self.sites}
+
+    @property
     def mask(self) -> np.ndarray:
         """The keep bits over all units in site order, bool (n_units,)."""
         return np.concatenate([self.keep[name] for name in self.sites.names])

@@ -14,7 +14,7 @@ SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
 
 @pytest.mark.slow
 def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
-    methods = ("banzhaf", "banzhaf_budget", "magnitude", "random") + (
+    methods = ("banzhaf", "banzhaf_single", "magnitude", "random") + (
         ("tfmot",) if tfmot_available() else ())
     model = trained["conv"]
     out = tmp_path / "comparison.json"
