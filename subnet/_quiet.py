@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-__all__ = ["import_tensorflow_quietly"]
+__all__ = ["import_tensorflow_quietly", "quiet_tensorflow_warnings"]
 
 
 def import_tensorflow_quietly() -> None:
@@ -44,3 +44,16 @@ def import_tensorflow_quietly() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def quiet_tensorflow_warnings() -> None:
+    """For command-line tools: TensorFlow's Python warnings (such as the tf.function retracing
+    notice that predicting with many small models triggers) are not for their users.
+
+    Set ``SUBNET_TF_LOGS=1`` to keep them.
+    """
+    if os.environ.get("SUBNET_TF_LOGS") == "1":
+        return
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")

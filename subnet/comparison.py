@@ -128,7 +128,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             selection_examples: int = 2000, n_masks: int = 2000, steps_per_halving: int = 4,
             step_masks: int = 1000, compensate: bool = True, rate=None,
             reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
-            measure_latency: bool = True, progress: bool = True) -> Comparison:
+            measure_latency: bool = True, models_dir: str | os.PathLike | None = None,
+            progress: bool = True) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
@@ -160,6 +161,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         reference_method: The structured method whose parameter count TFMOT matches.
         out: JSON file the results stream into; an existing one is resumed.
         measure_latency: Measure size and latency of each subnetwork (first seed only).
+        models_dir: If given, the first seed's structured subnetworks (fine-tuned, if they were)
+            are saved there as ``{method}_{budget}_{seed}.keras``, atomically.
         progress: Print one line per finished cell to stderr.
 
     Returns:
@@ -270,12 +273,30 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     row["finetune_seconds"] = round(tuned["seconds"], 1)
                 if measure_latency and seed == seeds[0]:
                     row["measure"] = measure(subnetwork)
+                if models_dir is not None and seed == seeds[0]:
+                    row["model_file"] = str(_save_model(subnetwork, models_dir, key))
                 reference_params[method] = keep.params
                 add(row)
             if "tfmot" in methods and _cell_key("tfmot", budget, seed) not in done:
                 add(_tfmot_row(model, dataset, budget, seed, reference_params[reference_method],
                                tune_examples, measure_latency and seed == seeds[0]))
     return comparison
+
+
+def model_file_name(method: str, budget: float, seed: int) -> str:
+    """The file name :func:`compare` saves a cell's subnetwork under in ``models_dir``."""
+    return f"{method}_{budget:.6g}_{seed}.keras"
+
+
+def _save_model(model, models_dir, key: str) -> Path:
+    from subnet._io import atomic_path
+
+    method, budget, seed = key.split("|")
+    path = Path(models_dir) / model_file_name(method, float(budget), int(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
 
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:

@@ -238,7 +238,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m subnet.train`` and ``subnet-train``; returns the exit code."""
+    from subnet._quiet import quiet_tensorflow_warnings
+
     args = _parse_args(argv)
+    quiet_tensorflow_warnings()
     return run_main(lambda: _train(args), prog="subnet.train")
 
 

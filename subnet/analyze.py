@@ -1,0 +1,779 @@
+"""``python -m subnet.analyze MODEL``: the whole pipeline in one command, with HTML and PDF reports.
+
+It answers the blog's question for one trained classifier: how accuracy behaves under test-time
+dropout, which units matter and how sure we are, how small a subnetwork can be and still match the
+whole, and how that compares with magnitude pruning. Stages, each resumable with ``--resume``:
+
+1. ``blog``: test accuracy with dropout off and on (element-wise, as Keras applies it), the class
+   probabilities of a few test images across passes;
+2. ``record``: random unit masks at the sites' dropout rates on test examples
+   (:func:`subnet.record_masks`), per-mask and per-example accuracy;
+3. ``importance``: Banzhaf values with 95 % intervals and FDR-controlled significance,
+   class-conditional importance and the interaction graph of the top units;
+4. ``comparison``: subnetworks chosen by mask statistics, magnitude, random units and TFMOT at
+   several FLOP budgets and seeds, one-shot and fine-tuned (:func:`subnet.compare`);
+5. ``answer``: the smallest subnetwork within ``--tolerance`` of the whole, in sentences.
+
+Outputs in ``--out``: ``results.json`` (every number, the config, seeds, versions and input
+fingerprints), ``report.html``, ``report.pdf``, ``record/``, ``comparison.json``,
+``subnetwork.keras`` (the answer's subnetwork) and ``models/``; each appears atomically.
+
+Exit codes: 0 success; 2 bad input (one line, no traceback); 1 internal error (the traceback is
+saved to ``DIR/analyze-error.log``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from subnet._cli import run_main
+from subnet._io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["Settings", "analyze", "main"]
+
+DATASETS = ("mnist", "fashion_mnist")
+METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz", "activation",
+           "ablation", "tfmot")
+FORMATS = ("html", "pdf", "json")
+STAGES = ("blog", "record", "importance", "comparison")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that decides an analysis' numbers (``--quick`` swaps in :meth:`quick`).
+
+    Attributes:
+        dataset: ``mnist``, ``fashion_mnist`` or a ``.npz`` path; None infers it.
+        masks: Random masks recorded on the test examples.
+        examples: Test examples the masks are evaluated on.
+        rate: Dropout rate for sites with no Dropout after them (None: the model's rates only).
+        seed: Base seed; comparison seeds are ``seed, seed + 1, ...``.
+        repeats: Seeds of the comparison.
+        budgets: FLOP fractions of the comparison.
+        methods: Comparison methods.
+        finetune_epochs: Fine-tuning budget of every subnetwork, in epochs.
+        tolerance: Accuracy (a fraction) the answer's subnetwork may lose against the whole.
+        passes: Passes with test-time dropout on, for the blog's experiment.
+        selection_examples: Training examples the comparison chooses units on.
+        steps_per_halving: Steps per halving of the FLOPs of iterative mask-statistics pruning.
+        step_masks: Masks per step of it.
+        quick: Whether these are the ``--quick`` settings.
+    """
+
+    dataset: str | None = None
+    masks: int = 2000
+    examples: int = 2000
+    rate: float | None = None
+    seed: int = 0
+    repeats: int = 3
+    budgets: tuple = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    methods: tuple = ("banzhaf", "magnitude", "random", "tfmot")
+    finetune_epochs: float = 0.5
+    tolerance: float = 0.005
+    passes: int = 10
+    selection_examples: int = 1000
+    steps_per_halving: int = 2
+    step_masks: int = 400
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls, **changes) -> Settings:
+        """Small settings for a first look in about a minute on two cores."""
+        base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 2, 1 / 4, 1 / 8),
+                    methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
+                    selection_examples=500, steps_per_halving=1, step_masks=150, quick=True)
+        return cls(**{**base, **changes})
+
+    def __post_init__(self):
+        def check(name, ok, expected):
+            if not ok:
+                raise ValueError(f"Invalid value for --{name.replace('_', '-')}: expected "
+                                 f"{expected}. Received: {getattr(self, name)!r}")
+
+        check("masks", _is_int(self.masks) and self.masks >= 20, "an int >= 20")
+        check("examples", _is_int(self.examples) and self.examples >= 10, "an int >= 10")
+        check("rate", self.rate is None or 0 < self.rate < 1, "a dropout rate in (0, 1)")
+        check("seed", _is_int(self.seed) and self.seed >= 0, "an int >= 0")
+        check("repeats", _is_int(self.repeats) and self.repeats >= 1, "an int >= 1")
+        check("budgets", len(self.budgets) >= 1 and all(0 < b < 1 for b in self.budgets),
+              "FLOP fractions in (0, 1), e.g. 0.5 0.25 0.125")
+        check("methods", len(self.methods) >= 1 and set(self.methods) <= set(METHODS),
+              f"names among {', '.join(METHODS)}")
+        check("finetune_epochs", 0 <= self.finetune_epochs <= 100, "a number of epochs in [0, 100]")
+        check("tolerance", 0 <= self.tolerance < 1, "a fraction in [0, 1)")
+        check("passes", _is_int(self.passes) and self.passes >= 1, "an int >= 1")
+        if "tfmot" in self.methods and "banzhaf" not in self.methods:
+            raise ValueError("Invalid value for --methods: tfmot prunes to the parameters of the "
+                             "banzhaf subnetwork, so it needs banzhaf among the methods.")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.repeats)]
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "budgets": list(self.budgets),
+                "methods": list(self.methods), "seeds": self.seeds}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------- the pipeline
+
+def analyze(model_path: str | Path, out: str | Path, settings: Settings | None = None, *,
+            formats: Sequence[str] = FORMATS, resume: bool = False, trust_model: bool = False,
+            data_dir: str | Path | None = None, progress: bool = True,
+            command: Sequence[str] | None = None) -> dict:
+    """Runs the whole analysis of one model file and writes results and reports.
+
+    Args:
+        model_path: A ``.keras`` or ``.h5`` classifier.
+        out: Output folder (created).
+        settings: A :class:`Settings` (default: the defaults).
+        formats: Any of ``html``, ``pdf``, ``json`` (``results.json`` is always written).
+        resume: Reuse the stages a previous run with the same settings, model and data finished.
+        trust_model: Allow Lambda layers (code inside the model file) to run.
+        data_dir: Folder with the dataset's IDX files, tried first.
+        progress: Progress bars and stage lines on stderr.
+        command: The command line, recorded in the results.
+
+    Returns:
+        The results dict (as written to ``results.json``).
+
+    Raises:
+        ValueError: Bad input: missing or corrupt model, untrusted code, no maskable layer, a
+            dataset that does not fit the model, bad settings.
+    """
+    from subnet.models import load_model
+
+    settings = settings or Settings()
+    formats = tuple(formats)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Invalid value for --formats: {unknown}; expected names among "
+                         f"{', '.join(FORMATS)}, e.g. html,pdf,json.")
+    model_path = Path(model_path)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder.")
+    log = _Log(progress)
+    started = time.perf_counter()
+    model = load_model(model_path, trust=trust_model)
+    rate = _site_rates(model, settings.rate)  # model problems first, before loading data
+    data, inferred = _dataset(model, settings, data_dir, log)
+    settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
+    log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
+        f"examples, from {data.source})")
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    state = _State(out, key, resume)
+    timings: dict = {}
+
+    def stage(name, compute):
+        start = time.perf_counter()
+        value = state.get(name)
+        if value is None:
+            log(f"stage {name} ...")
+            value = compute()
+            state.put(name, value)
+            timings[name] = round(time.perf_counter() - start, 1)
+            log(f"stage {name}: done in {timings[name]:.1f} s")
+        else:
+            log(f"stage {name}: reused from an earlier run (--resume)")
+            timings[name] = 0.0
+        return value
+
+    from subnet.models import with_dropout
+
+    deterministic = with_dropout(model, on=False)
+    blog = stage("blog", lambda: _blog(model, deterministic, data, settings, rate))
+    record_dir = out / "record"
+    recorded = stage("record", lambda: _record(deterministic, data, settings, rate, record_dir,
+                                                progress))
+    importance = stage("importance", lambda: _importance(record_dir))
+    comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
+                                                         out, progress))
+    answer = _answer(comparison, settings, blog)
+    answer["subnetwork"] = _save_subnetwork(answer.pop("model_file"), comparison, out)
+    blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
+    if blog.get("accuracy_dropout_on_mean") is None:  # no Dropout layer: unit masks stand in
+        accuracy = np.asarray(recorded["mask_accuracy"])
+        blog.update(accuracy_dropout_on_mean=float(accuracy.mean()),
+                    accuracy_dropout_on_std=float(accuracy.std(ddof=1)),
+                    passes=len(accuracy), ensemble_accuracy=recorded["vote_accuracy"])
+    results = {
+        "subnet_version": _version(), "created": datetime.datetime.now(
+            datetime.UTC).isoformat(timespec="seconds"),
+        "command": list(command) if command is not None else [],
+        "config": {**settings.to_dict(), "formats": list(formats), "resume": resume,
+                   "trust_model": trust_model, "rates": rate, "key": key},
+        "versions": _versions(),
+        "inputs": {"model": {"path": str(model_path), "sha256": model_sha,
+                             "bytes": model_path.stat().st_size},
+                   "dataset": {"name": data.name, "source": str(data.source),
+                               "fingerprint": data.fingerprint(),
+                               "n_train": 0 if data.x_train is None else len(data.x_train),
+                               "n_test": len(data.x_test)}},
+        "timings": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "model": _model_summary(deterministic, rate),
+        "blog": blog,
+        "robustness": recorded["robustness"],
+        "importance": importance,
+        "comparison": comparison,
+        "answer": answer,
+    }
+    results = _jsonable(results)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    wanted = [f for f in formats if f in ("html", "pdf")]
+    if wanted:
+        from subnet.report import write_reports
+
+        log("writing reports ...")
+        write_reports(results, out, formats=wanted)
+    log(f"done in {time.perf_counter() - started:.0f} s: " + ", ".join(
+        str(out / name) for name in ["results.json"] + [f"report.{f}" for f in wanted]))
+    return results
+
+
+class _Log:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(f"subnet.analyze: {message}", file=sys.stderr, flush=True)
+
+
+class _State:
+    """Finished stages as JSON files under ``DIR/state``, valid for one settings key."""
+
+    def __init__(self, out: Path, key: str, resume: bool):
+        self.dir = out / "state"
+        self.key = key
+        if not resume:
+            for name in ("state", "record", "models"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / "comparison.json").unlink(missing_ok=True)
+        elif (self.dir / "key").exists() and (self.dir / "key").read_text() != key:
+            raise ValueError(f"--resume: {out} holds an analysis with other settings, model or "
+                             "data; drop --resume to start again, or choose another --out.")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "key", key)
+
+    def get(self, name: str):
+        path = self.dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, name: str, value) -> None:
+        atomic_write_text(self.dir / f"{name}.json", json.dumps(_jsonable(value)))
+
+
+def _dataset(model, settings: Settings, data_dir, log):
+    """Loads the dataset, inferring it from the model when not given; checks that it fits."""
+    from subnet.data import load_dataset
+
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if settings.dataset is not None:
+        data = load_dataset(settings.dataset, data_dir=data_dir)
+        _check_fits(model, data, settings.dataset)
+        return data, data.name
+    candidates = []
+    for name in DATASETS:
+        try:
+            data = load_dataset(name, data_dir=data_dir)
+        except ValueError:
+            continue
+        if tuple(data.input_shape) == shape:
+            candidates.append(data)
+    if not candidates:
+        raise ValueError(f"No known dataset fits the model's input shape {shape} (known: "
+                         f"{', '.join(DATASETS)}, 28x28x1); give --dataset PATH.npz.")
+    if len(candidates) == 1:
+        return candidates[0], candidates[0].name
+    # Several datasets share the shape: the one the model classifies well is the one it was
+    # trained on. Decided on 500 test examples; anything unclear asks the user.
+    scores = {}
+    for data in candidates:
+        _check_fits(model, data, data.name)
+        from subnet.extraction import _accuracy
+
+        scores[data.name] = _accuracy(model, data.x_test[:500], data.y_test[:500])
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    best, second = ranked[0], ranked[1]
+    if scores[best] < 0.5 or scores[best] - scores[second] < 0.2:
+        raise ValueError(f"Cannot tell which dataset the model was trained on (accuracy on 500 "
+                         f"test examples: {', '.join(f'{k} {v:.1%}' for k, v in scores.items())})"
+                         f"; give --dataset.")
+    log(f"dataset inferred: {best} (accuracy on 500 test examples: " + ", ".join(
+        f"{k} {v:.1%}" for k, v in scores.items()) + ")")
+    return next(d for d in candidates if d.name == best), best
+
+
+def _check_fits(model, data, name) -> None:
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if tuple(data.input_shape) != shape:
+        raise ValueError(f"The model takes inputs of shape {shape}, but dataset {name!r} has "
+                         f"examples of shape {tuple(data.input_shape)}; choose the dataset the "
+                         "model was trained on with --dataset.")
+    classes = int(model.outputs[0].shape[-1])
+    if classes < data.num_classes:
+        raise ValueError(f"The model has {classes} outputs, but dataset {name!r} has "
+                         f"{data.num_classes} classes; choose the dataset the model was trained "
+                         "on with --dataset.")
+
+
+def _site_rates(model, rate: float | None) -> dict:
+    """{site: dropout rate to draw masks with}: the model's own, and ``rate`` for sites with none.
+
+    Raises:
+        ValueError: If the model cannot be masked, or a site has no rate and ``rate`` is None.
+    """
+    from subnet.engine.chain import analyse_chain
+
+    rates = {}
+    for site in analyse_chain(model, rate=0.5).table:  # the model's own rate is dropout_rate
+        if site.dropout_rate > 0:
+            rates[site.name] = float(site.dropout_rate)
+        elif rate is None:
+            raise ValueError(f"Site {site.name!r} has no Dropout layer after it, so there is no "
+                             "rate to draw masks with; give --rate R (e.g. --rate 0.5).")
+        else:
+            rates[site.name] = float(rate)
+    return rates
+
+
+def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
+    """Test accuracy with dropout off and on; probability spread of a few test images."""
+    from subnet.engine.mc import mc_dropout
+    from subnet.extraction import _accuracy
+    from subnet.models import dropout_layers
+
+    result = {"accuracy_dropout_off": _accuracy(deterministic, data.x_test, data.y_test),
+              "n_test": len(data.x_test), "accuracy_dropout_on_mean": None,
+              "accuracy_dropout_on_std": None, "passes": settings.passes,
+              "ensemble_accuracy": None, "dropout": "element-wise (Keras Dropout)"}
+    picks = _example_picks(data.y_test)
+    if dropout_layers(model):
+        mc = mc_dropout(model, data.x_test, data.y_test, samples=settings.passes,
+                        seed=settings.seed)
+        summary = mc.summary()
+        result.update(accuracy_dropout_on_mean=summary["accuracy"],
+                      accuracy_dropout_on_std=summary["accuracy_std"],
+                      ensemble_accuracy=summary["ensemble_accuracy"])
+        probabilities = mc.probabilities[:, picks]
+    else:
+        from subnet.engine.chain import analyse_chain
+        from subnet.masks import sample_masks
+        from subnet.record import make_backend
+
+        result["dropout"] = "unit masks at the sites' rates (the model has no Dropout layer)"
+        chain = analyse_chain(deterministic, rate)
+        masks = sample_masks(chain.table, 200, seed=settings.seed)
+        probabilities = make_backend(chain).probabilities(data.x_test[picks], masks)
+    result["examples"] = [
+        {"index": int(i), "label": int(data.y_test[i]), "image": _image(data.x_test[i]),
+         "prob_mean": probabilities[:, k].mean(axis=0).tolist(),
+         "prob_std": probabilities[:, k].std(axis=0).tolist()}
+        for k, i in enumerate(picks)]
+    return result
+
+
+def _example_picks(labels: np.ndarray, count: int = 4) -> list[int]:
+    """The first test example of the first ``count`` classes, starting with a 7 (the blog's)."""
+    order = [7] + [c for c in range(int(labels.max()) + 1) if c != 7]
+    picks = []
+    for c in order:
+        hits = np.flatnonzero(labels == c)
+        if len(hits):
+            picks.append(int(hits[0]))
+        if len(picks) == count:
+            break
+    return picks
+
+
+def _image(x: np.ndarray):
+    """An example as a nested list for the report (images only), rounded to 2 decimals."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] not in (1, 3) or x.shape[0] * x.shape[1] > 64 * 64:
+        return None
+    image = x[..., 0] if x.shape[-1] == 1 else x
+    return np.round(np.clip(image, 0, 1), 2).tolist()
+
+
+def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Path,
+            progress: bool) -> dict:
+    from subnet.record import record_masks
+
+    n = min(settings.examples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    record = record_masks(deterministic, x, y, settings.masks, seed=settings.seed, rate=rate,
+                          out=record_dir, resume=True, progress=progress)
+    share = record.example_accuracy()
+    predicted = record.predicted
+    classes = int(deterministic.outputs[0].shape[-1])
+    votes = np.stack([np.bincount(predicted[:, j], minlength=classes)
+                      for j in range(predicted.shape[1])])
+    mode = votes.argmax(axis=1)
+    hardest = np.argsort(share, kind="stable")[:12]
+    return {
+        "mask_accuracy": record.mask_accuracy().tolist(),
+        "vote_accuracy": float(np.mean(mode == y)),
+        "record": {"n_masks": record.n_masks, "n_examples": record.n_examples,
+                   "seed": settings.seed, "path": "record"},
+        "robustness": {
+            "share_correct": share.tolist(),
+            "always_right": float(np.mean(share == 1.0)),
+            "never_right": float(np.mean(share == 0.0)),
+            "hardest": [{"index": int(i), "label": int(y[i]), "share_correct": float(share[i]),
+                         "predicted_mode": int(mode[i]), "image": _image(x[i])}
+                        for i in hardest]},
+    }
+
+
+def _importance(record_dir: Path, alpha: float = 0.05, top: int = 30) -> dict:
+    from subnet.importance import estimate
+    from subnet.importance.from_record import class_importance, interactions
+    from subnet.masks import MaskRecord
+
+    record = MaskRecord.load(record_dir)
+    importance = estimate(record, "banzhaf")
+    significant = (importance.qvalue < alpha) if importance.qvalue is not None else \
+        np.zeros(importance.n_units, bool)
+    sites = {}
+    scores = importance.sites.split(importance.scores)
+    lows = importance.sites.split(importance.ci_low)
+    highs = importance.sites.split(importance.ci_high)
+    flags = importance.sites.split(significant)
+    for name in importance.sites.names:
+        sites[name] = {"scores": scores[name].tolist(), "low": lows[name].tolist(),
+                       "high": highs[name].tolist(),
+                       "significant": [bool(v) for v in flags[name]]}
+    labels = _unit_labels(importance.sites)
+    result = {"method": "banzhaf", "metric": importance.details.get("metric", "accuracy"),
+              "estimator": importance.details.get("estimator"), "n_masks": record.n_masks,
+              "alpha": alpha, "sites": sites, "n_significant": int(significant.sum()),
+              "class_conditional": None, "interactions": None, "notes": []}
+    chosen = importance.top(min(top, importance.n_units))
+    try:
+        by_class = class_importance(record)
+        result["class_conditional"] = {
+            "classes": [int(c) for c in by_class.details.get(
+                "classes", range(by_class.scores.shape[0]))],
+            "units": [labels[u] for u in chosen],
+            "matrix": by_class.scores[:, chosen].tolist()}
+    except ValueError as err:
+        result["notes"].append(f"class-conditional importance not computed: {err}")
+    try:
+        graph = interactions(record, k=min(20, importance.n_units), importance=importance)
+        result["interactions"] = {
+            "nodes": [{"id": labels[n], "site": d["site"], "unit": d["unit"],
+                       "score": d["score"]} for n, d in graph.nodes(data=True)],
+            "edges": [{"source": labels[a], "target": labels[b], "weight": d["weight"],
+                       "qvalue": d["qvalue"], "kind": d["kind"]}
+                      for a, b, d in graph.edges(data=True)]}
+    except ValueError as err:
+        result["notes"].append(f"interactions not computed: {err}")
+    return result
+
+
+def _unit_labels(table) -> list[str]:
+    return [f"{site.name}:{i}" for site in table for i in range(site.units)]
+
+
+def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
+                progress: bool) -> dict | None:
+    from subnet.baselines import tfmot_available
+    from subnet.comparison import compare
+
+    if data.x_train is None:
+        return None
+    methods = list(settings.methods)
+    if "tfmot" in methods and not tfmot_available():
+        raise ValueError("Method tfmot needs tensorflow-model-optimization and tf-keras: "
+                         "pip install 'subnet[tfmot]', or leave tfmot out of --methods.")
+    result = compare(deterministic, data, methods, settings.budgets, settings.seeds,
+                     finetune_epochs=settings.finetune_epochs,
+                     selection_examples=settings.selection_examples, n_masks=settings.masks,
+                     steps_per_halving=settings.steps_per_halving,
+                     step_masks=settings.step_masks, rate=rate,
+                     reference_method="banzhaf" if "banzhaf" in methods else methods[0],
+                     out=out / "comparison.json", models_dir=out / "models",
+                     progress=progress)
+    return {**result.to_dict(), "summary": result.summary()}
+
+
+def _answer(comparison: dict | None, settings: Settings, blog: dict) -> dict:
+    """The smallest subnetwork within the tolerance, per method and overall, in sentences.
+
+    The bar is the whole network's better test accuracy, with dropout off or on (mean of single
+    passes), so a subnetwork only counts as "as good" if it matches the whole at its best.
+    """
+    tol = settings.tolerance
+    off, on = blog["accuracy_dropout_off"], blog.get("accuracy_dropout_on_mean")
+    reference = max(off, on) if on is not None else off
+    basis = "with test-time dropout on (mean of single passes)" if on is not None and on > off \
+        else "with dropout off"
+    if not comparison:
+        return {"tolerance": tol, "dense_accuracy": reference, "smallest": None,
+                "smallest_by_method": {}, "sentences": [
+                    "No comparison was run (the dataset has no training data to fine-tune on)."]}
+    dense = comparison["dense"]
+    key = "accuracy_finetuned_mean" if settings.finetune_epochs > 0 else "accuracy_oneshot_mean"
+    by_method: dict = {}
+    for entry in comparison["summary"]:
+        value = entry.get(key)
+        if value is None or value < reference - tol:
+            continue
+        best = by_method.get(entry["method"])
+        size = "params" if entry["method"] == "tfmot" else "budget_flops_fraction"
+        if best is None or (entry[size], -value) < (best[size], -best[key]):
+            by_method[entry["method"]] = entry
+    smallest_by_method = {m: (_describe(by_method[m], comparison, key) if m in by_method else
+                              None) for m in settings.methods}
+    structured = [v for m, v in smallest_by_method.items() if v and m != "tfmot"]
+    smallest = min(structured, key=lambda e: (e["budget_flops_fraction"], -e["accuracy_mean"]),
+                   default=None)
+    return {"tolerance": tol, "dense_accuracy": reference, "dense_accuracy_basis": basis,
+            "dense_accuracy_dropout_off": off, "comparison_dense_accuracy": dense["accuracy"],
+            "smallest": smallest, "smallest_by_method": smallest_by_method,
+            "measured_after": "fine-tuning" if key == "accuracy_finetuned_mean" else "one-shot",
+            "model_file": smallest.get("model_file") if smallest else None,
+            "sentences": _sentences(reference, basis, blog["n_test"], smallest,
+                                    smallest_by_method, settings, key)}
+
+
+def _save_subnetwork(chosen: str | None, comparison: dict | None, out: Path) -> dict | None:
+    """Copies the answer's subnetwork (or, if none met the tolerance, the most accurate one of
+    the first structured method at the largest budget) to ``out/subnetwork.keras``."""
+    within = chosen is not None
+    if not within:
+        rows = [r for r in (comparison or {}).get("rows", []) if r.get("model_file")]
+        if not rows:
+            return None
+        largest = max(r["budget_flops_fraction"] for r in rows)
+        row = rows[[r["budget_flops_fraction"] for r in rows].index(largest)]
+        chosen = f"models/{Path(row['model_file']).name}"
+    _copy_atomic(out / chosen, out / "subnetwork.keras")
+    method, budget, seed = Path(chosen).stem.rsplit("_", 2)
+    return {"file": "subnetwork.keras", "method": method, "budget_flops_fraction": float(budget),
+            "seed": int(seed), "within_tolerance": within}
+
+
+def _describe(entry: dict, comparison: dict, key: str) -> dict:
+    rows = [r for r in comparison["rows"] if r["method"] == entry["method"] and
+            r["budget_flops_fraction"] == entry["budget_flops_fraction"]]
+    first = min(rows, key=lambda r: r["seed"])
+    return {"method": entry["method"], "budget_flops_fraction": entry["budget_flops_fraction"],
+            "params": entry["params"], "flops": entry["flops"], "widths": first.get("widths"),
+            "widths_per_seed": [r.get("widths") for r in rows],
+            "accuracy_mean": entry[key], "accuracy_std": entry[key.replace("_mean", "_std")],
+            "seeds": entry["seeds"],
+            "flops_reduction": comparison["dense"]["flops"] / entry["flops"],
+            "params_reduction": comparison["dense"]["params"] / entry["params"],
+            "model_file": f"models/{Path(first['model_file']).name}"
+            if first.get("model_file") else None}
+
+
+def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings,
+               key) -> list[str]:
+    when = (f"after fine-tuning for {settings.finetune_epochs:g} epoch(s)"
+            if key == "accuracy_finetuned_mean" else "without fine-tuning")
+    tol = f"{settings.tolerance * 100:.2f} points"
+    out = [f"The full network scores {reference:.2%} on {n_test:,} test examples {basis}."]
+    if smallest is None:
+        low = min(settings.budgets)
+        out.append(f"No subnetwork at the budgets tried (down to {low:.3g} of the FLOPs) stayed "
+                   f"within {tol} of it {when}; the network could not be trimmed that far here.")
+    else:
+        widths = ", ".join(f"{k} {v}" for k, v in (smallest["widths"] or {}).items())
+        out.append(
+            f"The smallest subnetwork within {tol} of it {when} was found by "
+            f"{smallest['method']}: {smallest['flops_reduction']:.1f}x fewer FLOPs and "
+            f"{smallest['params_reduction']:.1f}x fewer parameters ({widths}), at "
+            f"{smallest['accuracy_mean']:.2%} ± {smallest['accuracy_std'] * 100:.2f} points over "
+            f"{smallest['seeds']} seed(s).")
+    for method in ("magnitude", "random", "tfmot"):
+        if method not in by_method:
+            continue
+        entry = by_method[method]
+        if entry is None:
+            out.append(f"{_NAMES[method]} reached no budget within {tol}.")
+        elif method == "tfmot":
+            out.append(f"{_NAMES[method]} kept that accuracy down to {entry['params']:,} nonzero "
+                       "weights, but its model keeps the dense shape (no fewer FLOPs).")
+        else:
+            out.append(f"{_NAMES[method]} reached {entry['flops_reduction']:.1f}x fewer FLOPs at "
+                       f"{entry['accuracy_mean']:.2%}.")
+    if smallest is not None:
+        out.append("So yes: this network contains much smaller subnetworks that are (nearly) as "
+                   "good as the whole" + (", and mask statistics find them" if
+                                          smallest["method"].startswith("banzhaf") else "") + ".")
+    return out
+
+
+_NAMES = {"magnitude": "Structured L1 magnitude pruning", "random": "Random units (the control)",
+          "tfmot": "TFMOT magnitude pruning (unstructured)"}
+
+
+def _model_summary(model, rate: dict) -> dict:
+    from subnet.engine.chain import analyse_chain
+    from subnet.extraction import model_cost
+
+    table = analyse_chain(model, rate).table
+    cost = model_cost(model)
+    return {"name": model.name, "params": int(model.count_params()), "flops": int(cost["flops"]),
+            "input_shape": [int(d) for d in model.inputs[0].shape[1:]],
+            "classes": int(model.outputs[0].shape[-1]),
+            "sites": [{"name": s.name, "kind": s.kind, "units": int(s.units),
+                       "keep": float(s.keep), "dropout_rate": float(1 - s.keep),
+                       "mask_layer": s.mask_layer} for s in table]}
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    atomic_write_bytes(dest, source.read_bytes())
+
+
+def _version() -> str:
+    import subnet
+
+    return subnet.__version__
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "subnet": _version()}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        out = {str(k): _jsonable(v) for k, v in value.items()}
+        if "file_bytes" in out and "raw_bytes" not in out:
+            out["raw_bytes"] = out["file_bytes"]
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    d = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m subnet.analyze",
+        description="Do equally good subnetworks exist inside this trained classifier? Records "
+                    "random dropout subnetworks, estimates each unit's importance, extracts and "
+                    "fine-tunes pruned subnetworks, compares them with magnitude pruning, and "
+                    "writes results.json, report.html and report.pdf.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
+    parser.add_argument("--dataset", default=None,
+                        help="mnist, fashion_mnist or PATH.npz; default: inferred from the "
+                             "model (input shape, then which dataset it classifies)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the dataset's IDX files, tried first")
+    parser.add_argument("--masks", type=int, default=d.masks,
+                        help="random masks (subnetworks) recorded on the test examples")
+    parser.add_argument("--examples", type=int, default=d.examples,
+                        help="test examples each mask is evaluated on")
+    parser.add_argument("--rate", type=float, default=d.rate,
+                        help="dropout rate for sites with no Dropout layer after them "
+                             "(default: the model's own rates only)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="base seed (masks, fine-tuning; comparison seeds count up from it)")
+    parser.add_argument("--repeats", type=int, default=d.repeats,
+                        help="seeds of the comparison (spread over seeds)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(d.budgets),
+                        help="FLOP fractions of the dense model to prune to")
+    parser.add_argument("--methods", nargs="+", default=list(d.methods),
+                        help=f"comparison methods among: {', '.join(METHODS)}")
+    parser.add_argument("--finetune-epochs", type=float, default=d.finetune_epochs,
+                        help="fine-tuning budget of every subnetwork, in epochs")
+    parser.add_argument("--tolerance", type=float, default=d.tolerance * 100,
+                        help="accuracy points the answer's subnetwork may lose")
+    parser.add_argument("--passes", type=int, default=d.passes,
+                        help="passes with test-time dropout on (the blog's experiment)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: MODEL's name + '_analysis', beside it)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help="comma-separated outputs among html, pdf, json")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the stages an interrupted run with the same settings finished")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="allow code inside the model file (Lambda layers) to run")
+    parser.add_argument("--quick", action="store_true",
+                        help="small settings for a first look (~1-2 minutes); options given "
+                             "explicitly still apply")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
+    given = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    fields = {"dataset": args.dataset, "masks": args.masks, "examples": args.examples,
+              "rate": args.rate, "seed": args.seed, "repeats": args.repeats,
+              "budgets": tuple(args.budgets), "methods": tuple(args.methods),
+              "finetune_epochs": args.finetune_epochs, "tolerance": args.tolerance / 100,
+              "passes": args.passes}
+    if args.quick:
+        explicit = {k: v for k, v in fields.items() if k in given or k == "dataset"}
+        return Settings.quick_settings(**explicit)
+    return Settings(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m subnet.analyze`` and ``subnet-analyze``; returns the exit code."""
+    from subnet._quiet import quiet_tensorflow_warnings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse_args(argv)
+    quiet_tensorflow_warnings()
+    model = Path(args.model)
+    out = Path(args.out) if args.out else model.with_name(model.stem + "_analysis")
+
+    def log_internal(trace: str) -> str | None:
+        try:
+            path = out / "analyze-error.log"
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, trace)
+            return str(path)
+        except OSError:
+            return None
+
+    def body() -> int:
+        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+        analyze(model, out, _settings(args, argv), formats=formats, resume=args.resume,
+                trust_model=args.trust_model, data_dir=args.data_dir, progress=not args.quiet,
+                command=["python", "-m", "subnet.analyze", *argv])
+        return 0
+
+    return run_main(body, prog="subnet.analyze", log_internal=log_internal)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
