@@ -8,6 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.subnet-installed
 DEMO   ?= out/demo
+ANALYZE_FLAGS ?=
 
 .PHONY: all install data system-deps test test-fast demo lint clean distclean
 
@@ -42,11 +43,11 @@ $(DEMO)/seed.keras: | $(STAMP) data
 	$(BIN)/python -m subnet.train --dataset mnist --epochs 5 --seed 0 --out $@ \
 		| tee $(DEMO)/train.json.tmp && mv $(DEMO)/train.json.tmp $(DEMO)/train.json
 
+# Then the whole analysis: results.json, report.html and report.pdf in $(DEMO)/analysis.
 demo: $(STAMP) data $(DEMO)/seed.keras
-	@$(BIN)/python -c "import json; r = json.loads(open('$(DEMO)/train.json').read().splitlines()[-1]); \
-	print(f\"blog model on MNIST: test accuracy {r['test_accuracy']:.2%} with dropout off, \" \
-	      f\"{r['mc_test_accuracy']:.2%} with test-time dropout on (mean of {r['mc_samples']} passes); \" \
-	      f\"model: $(DEMO)/seed.keras\")"
+	$(BIN)/python -m subnet.analyze $(DEMO)/seed.keras --dataset mnist --out $(DEMO)/analysis \
+		$(ANALYZE_FLAGS)
+	@echo "report: $(DEMO)/analysis/report.html and $(DEMO)/analysis/report.pdf"
 
 lint: $(STAMP)
 	$(BIN)/ruff check subnet tests analyses
