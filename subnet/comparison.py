@@ -22,7 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from subnet._io import atomic_write_text
-from subnet.extraction import Budget, _accuracy, extract, finetune, keep_sets, measure, model_cost
+from subnet.extraction import (
+    Budget,
+    _accuracy,
+    extract,
+    finetune,
+    keep_sets,
+    measure,
+    model_cost,
+    recalibrate_batchnorm,
+)
 
 __all__ = ["ALLOCATION", "Comparison", "compare"]
 
@@ -136,8 +145,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     chooses units on the same held-out training examples (``banzhaf``: pruning in re-measured
     steps, :func:`~subnet.iterative.iterative_keep_sets`; the others: scores, then
     :func:`~subnet.extraction.keep_sets`), the subnetwork is extracted (kept units rescaled by
-    units/kept when ``compensate``, the same rule for every method), its test accuracy measured
-    (one-shot), fine-tuned for ``finetune_epochs`` and measured again. ``tfmot`` prunes the
+    units/kept when ``compensate``, the same rule for every method), BatchNormalization
+    statistics are re-estimated on the held-out examples, its test accuracy measured (one-shot),
+    fine-tuned for ``finetune_epochs`` and measured again. ``tfmot`` prunes the
     dense model by magnitude to the same number of nonzero weights as ``reference_method``'s
     subnetwork, with the same fine-tuning budget.
 
@@ -260,6 +270,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     allocation=ALLOCATION[method])
                 subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
                                            scale=keep.compensation if compensate else None)
+                recalibrate_batchnorm(subnetwork, x_sel)
                 row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                        "params": keep.params, "flops": keep.flops, "widths": keep.widths,
                        "allocation": ALLOCATION[method],

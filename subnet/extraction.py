@@ -517,7 +517,7 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
 
 def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
              batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
-             progress: bool = True) -> dict:
+             recalibrate: bool = True, progress: bool = True) -> dict:
     """Trains a (sub)network further and reports its test accuracy before and after.
 
     Args:
@@ -528,6 +528,9 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
         batch_size: Examples per step.
         learning_rate: Adam's initial learning rate, decayed along a cosine to 0.
         seed: Seeds the shuffling.
+        recalibrate: Afterwards, re-estimate BatchNormalization statistics on (up to) 5,000
+            training examples (:func:`recalibrate_batchnorm`); short fine-tunings leave them
+            lagging behind the weights.
         progress: Show a progress bar.
 
     Returns:
@@ -544,10 +547,48 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
     history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                   progress=progress)
+    if recalibrate:
+        recalibrate_batchnorm(model, dataset.x_train[:5000])
     return {"accuracy_before": before,
             "accuracy_after": _accuracy(model, dataset.x_test, dataset.y_test),
             "examples_seen": history["examples_seen"], "seconds": history["seconds"],
             "loss": history["loss"]}
+
+
+def recalibrate_batchnorm(model, x, *, batch_size: int = 500) -> int:
+    """Re-estimates every BatchNormalization layer's moving mean and variance on ``x``, in place.
+
+    After units are removed (or after a short fine-tuning, whose momentum updates lag behind),
+    the statistics a BatchNormalization layer stored no longer describe its inputs. Each layer's
+    inputs are computed with the layers before it already recalibrated, and its statistics set to
+    their exact mean and (biased) variance over ``x`` and every position. Nothing is trained.
+
+    Args:
+        model: A functional or Sequential ``keras.Model``.
+        x: Examples, float32 (n, *input shape); a few thousand suffice.
+        batch_size: Examples per forward call.
+
+    Returns:
+        The number of layers recalibrated (0 if the model has no BatchNormalization).
+    """
+    layers = [layer for layer in model.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        probe = keras.Model(model.inputs, layer.input)
+        axes = tuple(i for i in range(len(layer.input.shape)) if i != layer.axis % len(
+            layer.input.shape))
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(x), batch_size):
+            h = keras.ops.convert_to_numpy(probe(x[start:start + batch_size], training=False))
+            h = h.astype(np.float64)
+            total = total + h.sum(axis=axes)
+            total_sq = total_sq + (h * h).sum(axis=axes)
+            count += h.size // h.shape[layer.axis]
+        mean = total / count
+        variance = np.maximum(total_sq / count - mean * mean, 0.0)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))
+    return len(layers)
 
 
 def _accuracy(model, x, y) -> float:

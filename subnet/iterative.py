@@ -6,8 +6,9 @@ worse than k random units below a quarter of the FLOPs: the top units of adjacen
 chosen in other contexts and are redundant with one another). So the path to a small subnetwork
 is walked in steps: at each step masks drop a little of the *current* subnetwork (each site's
 units with the probability the step removes), mask statistics rank its units in that context,
-the least valuable are removed and the survivors rescaled by units/kept, as inverted dropout
-does. Every budget on the path is a nested subnetwork of the one before.
+the least valuable are removed, the survivors rescaled by units/kept, as inverted dropout
+does, and BatchNormalization statistics re-estimated. Every budget on the path is a nested
+subnetwork of the one before.
 
     keep = subnet.iterative_keep_sets(model, x_held_out, y_held_out, [0.5, 0.25, 0.125])
     small, _ = subnet.extract(model, keep[0.125], scale=keep[0.125].compensation)
@@ -21,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from subnet._cli import progress_bar
-from subnet.extraction import Budget, _as_keep, extract, keep_sets, model_cost
+from subnet.extraction import (
+    Budget,
+    _as_keep,
+    extract,
+    keep_sets,
+    model_cost,
+    recalibrate_batchnorm,
+)
 
 __all__ = ["iterative_keep_sets"]
 
@@ -150,4 +158,5 @@ def _step(current, x, y, budget: Budget, *, n_masks, seed, estimator, metric, ma
     for name in table.names:
         index[name] = index[name][keep[name]]
     smaller, _ = extract(current, keep, scale=keep.compensation, check_x=x[:16])
+    recalibrate_batchnorm(smaller, x)
     return smaller

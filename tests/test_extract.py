@@ -183,3 +183,25 @@ def test_keep_set_is_a_mapping(trained, mnist):
     assert isinstance(keep_set, KeepSet) and set(keep_set) == {"d1", "d2"}
     summary = keep_set.to_dict()
     assert summary["widths"] == keep_set.widths and summary["budget"]["kind"] == "units"
+
+
+def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist):
+    from subnet.extraction import recalibrate_batchnorm
+
+    model = keras.models.clone_model(trained["conv_bn"])
+    model.set_weights(trained["conv_bn"].get_weights())
+    x = mnist.x_train[:700]
+    assert recalibrate_batchnorm(model, x, batch_size=300) == 2
+    bn1 = model.get_layer("bn1")
+    inputs = keras.ops.convert_to_numpy(keras.Model(model.inputs, bn1.input)(x)).astype(
+        np.float64)
+    np.testing.assert_allclose(bn1.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(bn1.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    # The second layer's statistics are those of its inputs *after* the first was recalibrated.
+    bn2 = model.get_layer("bn2")
+    inputs2 = keras.ops.convert_to_numpy(keras.Model(model.inputs, bn2.input)(x))
+    np.testing.assert_allclose(bn2.moving_mean.numpy(), inputs2.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-5)
+    assert recalibrate_batchnorm(trained["dense"], x) == 0
