@@ -574,7 +574,7 @@ def recalibrate_batchnorm(model, x, *, batch_size: int = 500) -> int:
     layers = [layer for layer in model.layers
               if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
-        probe = keras.Model(model.inputs, layer.input)
+        probe = keras.Model(model.inputs[0], layer.input)
         axes = tuple(i for i in range(len(layer.input.shape)) if i != layer.axis % len(
             layer.input.shape))
         total, total_sq, count = 0.0, 0.0, 0
