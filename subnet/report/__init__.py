@@ -1,0 +1,66 @@
+"""Reports of an analysis: a self-contained HTML page and a PDF, from a results dict.
+
+    write_reports(results, "out/")        # out/report.html and out/report.pdf
+    python -m subnet.report out/results.json --formats html,pdf
+
+``results`` is what ``python -m subnet.analyze`` writes as results.json. The required keys (all
+others are ignored) are ``subnet_version``, ``created`` (ISO 8601), ``command``, ``config``,
+``versions``, ``inputs`` (``model``: path, sha256, bytes; ``dataset``: name, source, fingerprint,
+n_train, n_test), ``timings``, ``model`` (name, params, flops, input_shape, classes, sites with
+name, kind, units, keep, dropout_rate), ``blog`` (accuracy_dropout_off, accuracy_dropout_on_mean,
+accuracy_dropout_on_std, passes, ensemble_accuracy, n_test, mask_accuracy, record: n_masks,
+n_examples, seed), ``robustness`` (share_correct, hardest), ``importance`` (method, metric,
+n_masks, alpha, sites: scores, low, high, significant) and ``answer`` (tolerance,
+dense_accuracy, smallest, smallest_by_method, sentences). Accuracies and shares are fractions.
+
+Optional parts may be missing or null; the report then says "not computed" there:
+``comparison``, ``importance.class_conditional``, ``importance.interactions``,
+``blog.examples`` and each example's ``image``. :func:`validate_results` names the key path of
+anything missing or mistyped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from subnet.report.html import write_html
+from subnet.report.pdf import write_pdf
+from subnet.report.schema import validate_results
+
+__all__ = ["FORMATS", "validate_results", "write_html", "write_pdf", "write_reports"]
+
+FORMATS = {"html": write_html, "pdf": write_pdf}
+
+
+def write_reports(results: Mapping, out_dir: str | os.PathLike,
+                  formats: Sequence[str] = ("html", "pdf")) -> dict[str, Path]:
+    """Writes the reports of a results dict as ``report.html`` and ``report.pdf``.
+
+    Each file is written atomically; the results are validated before anything is written.
+
+    Args:
+        results: The results dict (the contents of results.json).
+        out_dir: The directory to write to (created if needed).
+        formats: Which reports to write: ``"html"`` and/or ``"pdf"``, as a sequence or as
+            one comma-separated string.
+
+    Returns:
+        {format: path written}, in the order of ``formats``.
+
+    Raises:
+        TypeError: If ``results`` is not a dict.
+        ValueError: If ``formats`` names an unknown or no format, or ``results`` lacks a
+            required key or has a value of the wrong type (the message names the key path).
+    """
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Invalid value for argument `formats`: expected one or more of "
+                         f"{sorted(FORMATS)}. Received: formats={formats!r}")
+    validate_results(results)
+    out_dir = Path(out_dir)
+    return {name: FORMATS[name](results, out_dir / f"report.{name}") for name in formats}

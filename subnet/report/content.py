@@ -1,0 +1,586 @@
+"""What the report says, independent of its format: sections of figures, tables and text.
+
+:func:`build` turns a validated results dict into a :class:`Document`. The HTML and the PDF
+writers render the same document, so both reports carry the same numbers, figures and readings.
+Every figure comes with a one-sentence reading computed from the numbers it shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+import numpy as np
+
+from subnet.report import figures
+
+__all__ = ["Document", "Figure", "Note", "Section", "Table", "Text", "build", "percent"]
+
+MAX_EXAMPLES = 6
+MAX_HARDEST = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A figure: ``draw(fig)`` draws it onto a matplotlib figure.
+
+    Attributes:
+        key: A stable identifier (used for anchors).
+        title: A short title.
+        reading: One sentence saying what the figure shows, with its numbers.
+        draw: Draws the figure onto the ``matplotlib.figure.Figure`` it is given.
+        size: The figure's (width, height) in inches when drawn on its own (HTML).
+    """
+
+    key: str
+    title: str
+    reading: str
+    draw: Callable
+    size: tuple[float, float] = (8.0, 4.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A table of formatted strings.
+
+    Attributes:
+        key: A stable identifier.
+        title: A short title.
+        header: Column names, or None for a two-column key/value list.
+        rows: The cells, already formatted.
+        numeric: Per column, whether it holds numbers (aligned right).
+        reading: An optional sentence shown under the table.
+    """
+
+    key: str
+    title: str
+    header: tuple[str, ...] | None
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...] = ()
+    reading: str = ""
+
+    def is_numeric(self, column: int) -> bool:
+        """Whether ``column`` holds numbers (aligned right)."""
+        return column < len(self.numeric) and self.numeric[column]
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """Paragraphs; ``emphasis`` marks the answer sentences."""
+
+    paragraphs: tuple[str, ...]
+    emphasis: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """A part of the report that the results do not contain: shown as "<what>: not computed."."""
+
+    what: str
+
+    @property
+    def text(self) -> str:
+        """The sentence shown."""
+        return f"{self.what}: not computed."
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A numbered section of the report."""
+
+    key: str
+    title: str
+    items: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """The whole report.
+
+    Attributes:
+        title: The report's title.
+        subject: One sentence on what the report is about (PDF metadata).
+        facts: (label, value) pairs for the title block: model, dataset, date, version.
+        answer: The answer sentences, shown first.
+        sections: The numbered sections.
+    """
+
+    title: str
+    subject: str
+    facts: tuple[tuple[str, str], ...]
+    answer: tuple[str, ...]
+    sections: tuple[Section, ...]
+
+    @property
+    def figures(self) -> list[Figure]:
+        """Every figure, in order."""
+        return [item for s in self.sections for item in s.items if isinstance(item, Figure)]
+
+
+# ---- formatting: one function per kind of number, used by both formats ----
+
+def percent(value: float | None) -> str:
+    """An accuracy or share as a percentage with 2 decimals: ``0.98634`` -> ``"98.63 %"``."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2f} %"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if std is None or not math.isfinite(std):
+        return percent(mean)
+    return f"{100 * mean:.2f} ± {100 * std:.2f} %"
+
+
+def _count(value: int) -> str:
+    return f"{int(value):,}"
+
+
+def _score(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3g}"
+
+
+def _budget(value: float) -> str:
+    return f"{100 * value:g} %"
+
+
+def _points(tolerance: float) -> str:
+    return f"{100 * tolerance:.2f} percentage points"
+
+
+def _seconds(value: float) -> str:
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for factor, unit in ((1 << 20, "MiB"), (1 << 10, "KiB")):
+        if value >= factor:
+            return f"{value / factor:.1f} {unit}"
+    return f"{value} B"
+
+
+def _value(value) -> str:
+    """A config or version value as text: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _date(created: str) -> str:
+    text = created[:-1] + "+00:00" if created.endswith("Z") else created
+    moment = datetime.fromisoformat(text)
+    zone = moment.strftime(" %Z") if moment.tzinfo is not None else ""
+    return moment.strftime("%Y-%m-%d %H:%M") + zone
+
+
+# ---- sections ----
+
+def build(results: Mapping) -> Document:
+    """Builds the report's content from a results dict that passed ``validate_results``.
+
+    Args:
+        results: The validated results dict.
+
+    Returns:
+        The :class:`Document` both writers render.
+    """
+    model, dataset = results["model"], results["inputs"]["dataset"]
+    title = f"subnet report: {model['name']} on {dataset['name']}"
+    subject = ("Does the trained network contain smaller subnetworks as good as the whole? "
+               "Random dropout masks, unit importance, extracted subnetworks and magnitude "
+               "pruning compared.")
+    facts = (("Model", model["name"]), ("Dataset", dataset["name"]),
+             ("Date", _date(results["created"])), ("subnet", results["subnet_version"]))
+    sections = (
+        _summary(results),
+        _model_section(results),
+        _blog_section(results),
+        _robustness_section(results),
+        _importance_section(results),
+        _comparison_section(results),
+        _answer_section(results),
+        _provenance_section(results),
+    )
+    return Document(title=title, subject=subject, facts=facts,
+                    answer=tuple(results["answer"]["sentences"]), sections=sections)
+
+
+def _summary(results) -> Section:
+    blog = results["blog"]
+    items: list = []
+    if not results["answer"]["sentences"]:
+        items.append(Note("The answer sentences"))
+    model, dataset = results["model"], results["inputs"]["dataset"]
+    dropout_on = _pm(blog["accuracy_dropout_on_mean"], blog["accuracy_dropout_on_std"])
+    items.append(Text((
+        f"{model['name']} ({_count(model['params'])} parameters, {len(model['sites'])} maskable "
+        f"sites) on {dataset['name']}: {percent(blog['accuracy_dropout_off'])} test accuracy "
+        f"with dropout off, {dropout_on} with dropout on ({blog['passes']} passes), "
+        f"{percent(blog['ensemble_accuracy'])} for the ensemble of those passes.",)))
+    smallest, answer = results["answer"]["smallest"], results["answer"]
+    if smallest is not None:
+        items.append(Text((
+            f"Smallest subnetwork within {_points(answer['tolerance'])} of the dense accuracy: "
+            f"{smallest['method']} at {_budget(smallest['budget_flops_fraction'])} of the FLOPs, "
+            f"{_count(smallest['params'])} parameters, "
+            f"{_pm(smallest['accuracy_mean'], smallest['accuracy_std'])}.",)))
+    return Section("summary", "Summary", tuple(items))
+
+
+def _model_section(results) -> Section:
+    model, data = results["model"], results["inputs"]["dataset"]
+    sites = Table(
+        "sites", "Maskable sites",
+        ("site", "kind", "units", "mask keep probability", "model's dropout rate", "mask layer"),
+        tuple((s["name"], s["kind"], _count(s["units"]), f"{s['keep']:g}",
+               f"{s['dropout_rate']:g}", s.get("mask_layer") or "—") for s in model["sites"]),
+        (False, False, True, True, True, False))
+    units = sum(s["units"] for s in model["sites"])
+    facts = Table("model", "Model", None, (
+        ("name", model["name"]),
+        ("input shape", " × ".join(str(d) for d in model["input_shape"])),
+        ("classes", str(model["classes"])),
+        ("parameters", _count(model["params"])),
+        ("FLOPs per example", f"{_count(model['flops'])} ({figures.si(model['flops'])})"),
+        ("maskable units", f"{_count(units)} in {len(model['sites'])} sites"),
+    ))
+    data_table = Table("data", "Data", None, (
+        ("dataset", data["name"]),
+        ("source", data["source"]),
+        ("fingerprint", data["fingerprint"]),
+        ("training examples", _count(data["n_train"])),
+        ("test examples", _count(data["n_test"])),
+    ))
+    return Section("model", "The model and the data", (facts, sites, data_table))
+
+
+def _blog_section(results) -> Section:
+    blog, record = results["blog"], results["blog"]["record"]
+    table = Table("blog-accuracy", "Test accuracy", ("measurement", "accuracy"), (
+        ("dropout off (the full network)", percent(blog["accuracy_dropout_off"])),
+        (f"dropout on, one pass (mean ± std over {blog['passes']} passes)",
+         _pm(blog["accuracy_dropout_on_mean"], blog["accuracy_dropout_on_std"])),
+        (f"dropout on, ensemble of the {blog['passes']} passes (mean probability)",
+         percent(blog["ensemble_accuracy"])),
+    ), (False, True), reading=f"On the {_count(blog['n_test'])} test examples.")
+    accuracies = np.asarray(blog["mask_accuracy"], dtype=float)
+    keeps = sorted({s["keep"] for s in results["model"]["sites"]})
+    keep = (f"keeping each unit with probability {keeps[0]:g}" if len(keeps) == 1
+            else "keeping units with each site's keep probability")
+    reading = (f"Across {_count(len(accuracies))} random masks ({keep}), accuracy on the "
+               f"record's {_count(record['n_examples'])} examples ranged from "
+               f"{percent(np.min(accuracies))} to {percent(np.max(accuracies))} (median "
+               f"{percent(np.median(accuracies))}); the full network with dropout off scores "
+               f"{percent(blog['accuracy_dropout_off'])} on the {_count(blog['n_test'])} test "
+               "examples.")
+    items: list = [table, Figure(
+        "mask-accuracy", "Accuracy of random subnetworks", reading,
+        functools.partial(figures.mask_accuracy_histogram, accuracies=blog["mask_accuracy"],
+                          dropout_off=blog["accuracy_dropout_off"],
+                          dropout_on_mean=blog["accuracy_dropout_on_mean"]))]
+    examples = (blog.get("examples") or [])[:MAX_EXAMPLES]
+    if examples:
+        true = [ex["prob_mean"][ex["label"]] for ex in examples]
+        spread = [ex["prob_std"][ex["label"]] for ex in examples]
+        widest = examples[int(np.argmax(spread))]
+        reading = (f"Across the {len(examples)} test examples shown, the mean probability of the "
+                   f"true class over masks ranged from {percent(min(true))} to "
+                   f"{percent(max(true))}; example #{widest['index']} (label {widest['label']}) "
+                   f"varies most between masks (std {percent(max(spread))} for its true class).")
+        if all(ex.get("image") is None for ex in examples):
+            reading += " (The images were not recorded.)"
+        rows = -(-len(examples) // 2)
+        items.append(Figure("class-probabilities", "Class probabilities under random masks",
+                            reading, functools.partial(figures.class_probabilities,
+                                                       examples=examples),
+                            (8.0, 1.7 * rows + 0.5)))
+    else:
+        items.append(Note("Per-example class probabilities"))
+    return Section("blog", "The blog's experiment: random dropout at test time", tuple(items))
+
+
+def _robustness_section(results) -> Section:
+    robustness, record = results["robustness"], results["blog"]["record"]
+    shares = np.asarray(robustness["share_correct"], dtype=float)
+    n = len(shares)
+    always = int(np.sum(shares >= 1.0 - 1e-12))
+    never = int(np.sum(shares <= 1e-12))
+    half = int(np.sum(shares >= 0.5))
+    reading = (f"Of the {_count(n)} examples in the record, {_count(always)} "
+               f"({percent(always / n)}) are classified correctly by every one of the "
+               f"{_count(record['n_masks'])} masks, {_count(half)} ({percent(half / n)}) by at "
+               f"least half of them and {_count(never)} ({percent(never / n)}) by none.")
+    items: list = [Figure("share-correct", "How many masks get each example right", reading,
+                          functools.partial(figures.share_correct_histogram,
+                                            shares=robustness["share_correct"],
+                                            n_masks=record["n_masks"]), (8.0, 3.6))]
+    hardest = robustness["hardest"][:MAX_HARDEST]
+    if hardest:
+        wrong = sum(ex["predicted_mode"] != ex["label"] for ex in hardest)
+        low = min(ex["share_correct"] for ex in hardest)
+        high = max(ex["share_correct"] for ex in hardest)
+        reading = (f"The {len(hardest)} hardest examples are classified correctly by "
+                   f"{percent(low)} to {percent(high)} of the masks; for {wrong} of them the most "
+                   "frequent prediction is a wrong class.")
+        if any(ex.get("image") is not None for ex in hardest):
+            rows = -(-len(hardest) // 6)
+            items.append(Figure("hardest", "The hardest examples", reading,
+                                functools.partial(figures.hardest_examples, examples=hardest),
+                                (8.0, 1.75 * rows + 0.3)))
+            reading = ""
+        else:
+            items.append(Note("Images of the hardest examples"))
+        items.append(Table(
+            "hardest-table", "The hardest examples",
+            ("example", "label", "share of masks correct", "most frequent prediction"),
+            tuple((f"#{ex['index']}", str(ex["label"]), percent(ex["share_correct"]),
+                   str(ex["predicted_mode"])) for ex in hardest),
+            (True, True, True, True), reading=reading))
+    else:
+        items.append(Note("The hardest examples"))
+    return Section("robustness", "Per-example robustness", tuple(items))
+
+
+def _site_order(results) -> list[str]:
+    names = [s["name"] for s in results["model"]["sites"]]
+    scored = results["importance"]["sites"]
+    return [n for n in names if n in scored] + [n for n in scored if n not in names]
+
+
+def _importance_section(results) -> Section:
+    importance = results["importance"]
+    metric, alpha = importance["metric"], importance["alpha"]
+    items: list = [Text((
+        f"Unit importance by the {importance['method']} estimator from "
+        f"{_count(importance['n_masks'])} masks, measured in {metric}; a unit is significant at "
+        f"alpha = {alpha:g}. Error bars are confidence intervals.",))]
+    for name in _site_order(results):
+        site = importance["sites"][name]
+        scores = np.asarray(site["scores"], dtype=float)
+        n, significant = len(scores), int(sum(site["significant"]))
+        top = int(np.argmax(scores))
+        ci = ""
+        if site["low"][top] is not None and site["high"][top] is not None:
+            ci = f", CI {_score(site['low'][top])} to {_score(site['high'][top])}"
+        reading = (f"In {name} ({n} units), {significant} of {n} units are significant; scores "
+                   f"range from {_score(np.min(scores))} to {_score(np.max(scores))} and the "
+                   f"top unit, {top}, scores {_score(scores[top])}{ci}.")
+        items.append(Figure(
+            f"importance-{len(items)}", f"Importance of the units of {name}", reading,
+            functools.partial(figures.unit_importance, scores=site["scores"], low=site["low"],
+                              high=site["high"], significant=site["significant"],
+                              metric=metric),
+            (8.0, 3.4)))
+    table = importance.get("class_conditional")
+    if table is not None:
+        matrix = np.asarray(table["matrix"], dtype=float)
+        c, u = np.unravel_index(int(np.nanargmax(np.abs(matrix))), matrix.shape)
+        reading = (f"Across {len(table['classes'])} classes and the {len(table['units'])} units "
+                   f"shown, the largest class-specific score is unit {table['units'][u]} for "
+                   f"class {table['classes'][c]} ({_score(matrix[c, u])}).")
+        height = min(6.0, 1.6 + 0.28 * len(table["classes"]))
+        items.append(Figure("class-conditional", "Class-conditional importance", reading,
+                            functools.partial(figures.class_heatmap, classes=table["classes"],
+                                              units=table["units"], matrix=table["matrix"],
+                                              metric=metric), (8.0, height)))
+    else:
+        items.append(Note("Class-conditional importance"))
+    graph = importance.get("interactions")
+    if graph is not None and graph["nodes"]:
+        edges = graph["edges"]
+        synergy = sum(e["weight"] > 0 for e in edges)
+        if edges:
+            strongest = max(edges, key=lambda e: abs(e["weight"]))
+            tail = (f"; the strongest is between {strongest['source']} and "
+                    f"{strongest['target']} (weight {_score(strongest['weight'])})")
+        else:
+            tail = ""
+        reading = (f"{len(graph['nodes'])} top units and {len(edges)} interactions between them: "
+                   f"{synergy} synergies (positive weight) and {len(edges) - synergy} "
+                   f"redundancies (negative){tail}.")
+        items.append(Figure("interactions", "Interactions between top units", reading,
+                            functools.partial(figures.interaction_graph, nodes=graph["nodes"],
+                                              edges=edges), (8.0, 5.0)))
+    elif graph is not None:
+        items.append(Text(("The interaction graph has no nodes.",)))
+    else:
+        items.append(Note("Interactions between units"))
+    return Section("importance", "Unit importance", tuple(items))
+
+
+def _best(row: Mapping) -> tuple[float, float, str]:
+    """A summary row's best accuracy: (mean, std, "fine-tuned" or "one-shot")."""
+    if row.get("accuracy_finetuned_mean") is not None:
+        return row["accuracy_finetuned_mean"], row.get("accuracy_finetuned_std") or 0.0, \
+            "fine-tuned"
+    return row["accuracy_oneshot_mean"], row["accuracy_oneshot_std"], "one-shot"
+
+
+def _cost_reading(summary: Sequence[Mapping], dense: Mapping, cost: str, tolerance: float) -> str:
+    noun = "FLOPs" if cost == "flops" else "parameters"
+    within = [r for r in summary if _best(r)[0] >= dense["accuracy"] - tolerance - 1e-12]
+    head = (f"The dense model scores {percent(dense['accuracy'])} with {_count(dense[cost])} "
+            f"{noun}; ")
+    if not within:
+        best = max(summary, key=lambda r: _best(r)[0])
+        mean, _, kind = _best(best)
+        return head + (f"no method comes within {_points(tolerance)} of it, the closest is "
+                       f"{best['method']} at {_budget(best['budget_flops_fraction'])} of the "
+                       f"FLOPs ({percent(mean)}, {kind}).")
+    small = min(within, key=lambda r: (r[cost], -_best(r)[0]))
+    mean, std, kind = _best(small)
+    return head + (f"{len(within)} of {len(summary)} method/budget points come within "
+                   f"{_points(tolerance)} of it, the one with the fewest {noun} being "
+                   f"{small['method']} at {_budget(small['budget_flops_fraction'])} of the FLOPs "
+                   f"({_count(small[cost])} {noun}, {_pm(mean, std)} {kind}).")
+
+
+def _measure(entry: Mapping | None) -> tuple[str, str, str]:
+    entry = entry or {}
+    raw = entry.get("raw_bytes", entry.get("file_bytes"))
+    latency = entry.get("latency_ms_per_example")
+    return (_bytes(raw), _bytes(entry.get("gzip_bytes")),
+            "—" if latency is None else f"{latency * 1000:.1f}")
+
+
+def _comparison_section(results) -> Section:
+    comparison = results.get("comparison")
+    if comparison is None:
+        return Section("comparison", "Comparison with pruning",
+                       (Note("The comparison with pruning methods"),))
+    dense, summary = comparison["dense"], comparison["summary"]
+    tolerance = results["answer"]["tolerance"]
+    items: list = []
+    if summary:
+        for cost, title in (("flops", "Accuracy against FLOPs"),
+                            ("params", "Accuracy against parameters")):
+            items.append(Figure(
+                f"accuracy-vs-{cost}", title, _cost_reading(summary, dense, cost, tolerance),
+                functools.partial(figures.accuracy_vs_cost, summary=summary, cost=cost,
+                                  dense_accuracy=dense["accuracy"], dense_cost=dense[cost],
+                                  tolerance=tolerance), (8.0, 4.2)))
+    else:
+        items.append(Note("Comparison summary rows"))
+    rows = sorted(summary, key=lambda r: (-r["budget_flops_fraction"], r["method"]))
+    items.append(Table(
+        "summary", "Accuracy by method and budget (mean ± std over seeds)",
+        ("method", "FLOPs budget", "seeds", "parameters", "FLOPs", "one-shot", "fine-tuned"),
+        (("dense", "100 %", "—", _count(dense["params"]), _count(dense["flops"]),
+          percent(dense["accuracy"]), "—"),) + tuple(
+            (r["method"], _budget(r["budget_flops_fraction"]), str(r["seeds"]),
+             _count(r["params"]), _count(r["flops"]),
+             _pm(r["accuracy_oneshot_mean"], r["accuracy_oneshot_std"]),
+             _pm(r.get("accuracy_finetuned_mean"), r.get("accuracy_finetuned_std")))
+            for r in rows),
+        (False, True, True, True, True, True, True),
+        reading="tfmot keeps the dense model's shape: its FLOPs are the dense model's and its "
+                "parameters are its nonzero weights."))
+    measured = [r for r in comparison["rows"] if r.get("measure")]
+    if measured or dense.get("measure"):
+        measured.sort(key=lambda r: (-r["budget_flops_fraction"], r["method"] != "tfmot",
+                                     r["method"], r["seed"]))
+        items.append(Table(
+            "size-latency", "Size and latency",
+            ("model", "FLOPs budget", "parameters", "file", "file, gzip", "latency, µs/example"),
+            (("dense", "100 %", _count(dense["params"])) + _measure(dense.get("measure")),)
+            + tuple((r["method"], _budget(r["budget_flops_fraction"]), _count(r["params"]))
+                    + _measure(r["measure"]) for r in measured),
+            (False, True, True, True, True, True),
+            reading="Sizes of the saved model files; latency is the median CPU time per "
+                    "example. Each budget's tfmot row is listed first for comparison."))
+    else:
+        items.append(Note("Model sizes and latency"))
+    return Section("comparison", "Comparison with pruning", tuple(items))
+
+
+def _smallest_row(method: str, entry: Mapping | None) -> tuple[str, ...]:
+    if entry is None:
+        return (method, "none within tolerance", "—", "—", "—", "—", "—")
+    return (method, _budget(entry["budget_flops_fraction"]), _count(entry["params"]),
+            _count(entry["flops"]), _pm(entry["accuracy_mean"], entry["accuracy_std"]),
+            percent(entry["flops_reduction"]), percent(entry["params_reduction"]))
+
+
+def _answer_section(results) -> Section:
+    answer = results["answer"]
+    items: list = []
+    if answer["sentences"]:
+        items.append(Text(tuple(answer["sentences"]), emphasis=True))
+    smallest = answer["smallest"]
+    tolerance = _points(answer["tolerance"])
+    if smallest is None:
+        items.append(Text((f"No subnetwork came within {tolerance} of the dense accuracy "
+                           f"({percent(answer['dense_accuracy'])}).",)))
+    else:
+        items.append(Text((
+            f"The smallest subnetwork within {tolerance} of the dense accuracy "
+            f"({percent(answer['dense_accuracy'])}) is {smallest['method']} at "
+            f"{_budget(smallest['budget_flops_fraction'])} of the FLOPs: "
+            f"{_count(smallest['params'])} parameters ({percent(smallest['params_reduction'])} "
+            f"fewer) and {_count(smallest['flops'])} FLOPs "
+            f"({percent(smallest['flops_reduction'])} fewer), accuracy "
+            f"{_pm(smallest['accuracy_mean'], smallest['accuracy_std'])}.",)))
+    by_method = answer["smallest_by_method"]
+    if by_method:
+        items.append(Table(
+            "smallest-by-method", "The smallest model within the tolerance, by method",
+            ("method", "FLOPs budget", "parameters", "FLOPs", "accuracy", "FLOPs removed",
+             "parameters removed"),
+            tuple(_smallest_row(m, by_method[m]) for m in sorted(by_method)),
+            (False, True, True, True, True, True, True)))
+    if smallest is not None and smallest.get("widths"):
+        units = {s["name"]: s["units"] for s in results["model"]["sites"]}
+        items.append(Table(
+            "smallest-widths", f"Units kept by the smallest subnetwork ({smallest['method']})",
+            ("site", "units in the dense model", "units kept"),
+            tuple((site, _count(units[site]) if site in units else "—", _count(kept))
+                  for site, kept in smallest["widths"].items()),
+            (False, True, True)))
+    return Section("answer", "The answer", tuple(items))
+
+
+def _provenance_section(results) -> Section:
+    config, inputs = results["config"], results["inputs"]
+    seeds = [(key, _value(config[key])) for key in ("seed", "seeds") if key in config]
+    seeds.append(("record seed", str(results["blog"]["record"]["seed"])))
+    model = inputs["model"]
+    timings = results["timings"]
+    items = (
+        Table("command", "Command", None, (
+            ("command", shlex.join(results["command"]) or "—"),
+            ("created", results["created"]),
+            ("subnet", results["subnet_version"]),
+        )),
+        Table("config", "Configuration", ("option", "value"),
+              tuple((key, _value(value)) for key, value in sorted(config.items()))),
+        Table("seeds", "Seeds", None, tuple(seeds)),
+        Table("versions", "Versions", ("package", "version"),
+              tuple((k, "—" if v is None else v) for k, v in sorted(results["versions"].items()))),
+        Table("inputs", "Inputs", None, (
+            ("model file", model["path"]),
+            ("model SHA-256", model["sha256"]),
+            ("model file size", f"{_count(model['bytes'])} bytes"),
+            ("dataset", inputs["dataset"]["name"]),
+            ("dataset source", inputs["dataset"]["source"]),
+            ("dataset fingerprint", inputs["dataset"]["fingerprint"]),
+        )),
+        Table("timings", "Timings", ("stage", "time"),
+              tuple((stage, _seconds(seconds)) for stage, seconds in timings.items())
+              + (("total", _seconds(sum(timings.values()))),), (False, True)),
+    )
+    return Section("provenance", "Provenance", items)

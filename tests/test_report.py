@@ -1,0 +1,391 @@
+"""The HTML and PDF reports: schema checks, optional parts, escaping, atomic writes, the PDF
+read back with poppler and the HTML loaded in headless Chromium."""
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import markupsafe
+import pytest
+
+from subnet.report import content, figures, validate_results, write_html, write_pdf, write_reports
+from subnet.report.__main__ import main
+from tests.report_example import (
+    DENSE_ACCURACY,
+    FULL_FIGURES,
+    METHODS,
+    MINIMAL_FIGURES,
+    example_results,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+EVIL_MODEL = "<script>alert(1)</script>"
+EVIL_SITE = 'a&b"<img src=x>'
+DOLLAR_UNIT = r"odd$\notacommand{$:3"  # invalid mathtext: drawing it as math would raise
+
+
+@pytest.fixture(scope="module")
+def full_results():
+    return example_results()
+
+
+@pytest.fixture(scope="module")
+def reports(full_results, tmp_path_factory):
+    """Both reports of the full example, written once for the module."""
+    return write_reports(full_results, tmp_path_factory.mktemp("reports"))
+
+
+def _img_tags(html: str) -> int:
+    return len(re.findall(r"<img\b", html))
+
+
+# ---- the schema ----
+
+def _delete(path):
+    def change(results):
+        *parents, last = path
+        target = results
+        for key in parents:
+            target = target[key]
+        del target[last]
+    return change
+
+
+def _set(path, value):
+    def change(results):
+        *parents, last = path
+        target = results
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+SCHEMA_ERRORS = [
+    (_delete(["model"]), r"results\['model'\] is required but missing"),
+    (_delete(["blog", "mask_accuracy"]), r"results\['blog'\]\['mask_accuracy'\] is required"),
+    (_set(["blog", "mask_accuracy"], "0.98"),
+     r"results\['blog'\]\['mask_accuracy'\] must be a list of numbers in \[0, 1\] with at least "
+     r"1 item\. Received: str"),
+    (_set(["blog", "mask_accuracy"], [0.98, "x"]),
+     r"results\['blog'\]\['mask_accuracy'\] must be a list of numbers .* at index 1"),
+    (_set(["blog", "mask_accuracy"], [98.6]), r"in \[0, 1\].*98\.6"),
+    (_set(["model", "sites", 1, "units"], "64"),
+     r"results\['model'\]\['sites'\]\[1\]\['units'\] must be an integer >= 1\. Received: str"),
+    (_set(["model", "params"], True), r"results\['model'\]\['params'\] must be an integer"),
+    (_set(["command"], "python -m subnet.analyze"), r"results\['command'\] must be a list"),
+    (_set(["created"], "yesterday"), r"results\['created'\] must be an ISO-8601"),
+    (_set(["importance", "sites", "dense", "low"], [0.0]),
+     r"results\['importance'\]\['sites'\]\['dense'\]\['low'\] must have one value per unit"),
+    (_set(["importance", "class_conditional", "matrix"], [[0.0]]),
+     r"results\['importance'\]\['class_conditional'\]\['matrix'\] must have one row per class"),
+    (_set(["importance", "interactions", "edges", 0, "target"], "nowhere"),
+     r"results\['importance'\]\['interactions'\]\['edges'\]\[0\]\['target'\] must be the id"),
+    (_set(["blog", "examples", 0, "label"], 10), r"\['label'\] must be a class index < 10"),
+    (_set(["blog", "examples", 0, "image"], [[2.0]]), r"\['image'\] must be an image"),
+    (_set(["comparison", "summary", 0, "accuracy_oneshot_mean"], 98.6),
+     r"results\['comparison'\]\['summary'\]\[0\]\['accuracy_oneshot_mean'\] must be a number "
+     r"in \[0, 1\]"),
+    (_delete(["comparison", "dense"]), r"results\['comparison'\]\['dense'\] is required"),
+    (_set(["answer", "smallest", "flops_reduction"], 4.0),
+     r"results\['answer'\]\['smallest'\]\['flops_reduction'\] must be a number in \[0, 1\]"),
+    (_set(["answer", "sentences"], [1]),
+     r"results\['answer'\]\['sentences'\]\[0\] must be a string\. Received: int 1"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), SCHEMA_ERRORS,
+                         ids=[str(i) for i in range(len(SCHEMA_ERRORS))])
+def test_schema_errors_name_the_key_path(full_results, change, message, tmp_path):
+    results = copy.deepcopy(full_results)
+    change(results)
+    with pytest.raises(ValueError, match=message):
+        validate_results(results)
+    with pytest.raises(ValueError, match=message):
+        write_reports(results, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_must_be_a_dict():
+    with pytest.raises(TypeError, match="`results` must be a dict"):
+        validate_results([1, 2])
+
+
+def test_the_example_is_valid_and_unknown_keys_are_ignored(full_results):
+    results = copy.deepcopy(full_results)
+    results["something_new"] = {"x": 1}
+    results["model"]["sites"][0]["extra"] = [1, 2]
+    validate_results(results)
+
+
+# ---- readings: sentences computed from the numbers ----
+
+def test_readings_quote_the_numbers(full_results):
+    results = copy.deepcopy(full_results)
+    results["blog"]["mask_accuracy"] = [0.979, 0.986, 0.991]
+    results["robustness"]["share_correct"] = [1.0, 1.0, 0.5, 0.25, 0.0]
+    doc = content.build(results)
+    readings = {f.key: f.reading for f in doc.figures}
+    assert ("Across 3 random masks (keeping each unit with probability 0.5), accuracy on the "
+            "record's 600 examples ranged from 97.90 % to 99.10 % (median 98.60 %); the full "
+            "network with dropout off scores 99.12 % on the 10,000 test examples."
+            == readings["mask-accuracy"])
+    assert ("Of the 5 examples in the record, 2 (40.00 %) are classified correctly by every one "
+            "of the 400 masks, 3 (60.00 %) by at least half of them and 1 (20.00 %) by none."
+            == readings["share-correct"])
+    # banzhaf at 25 % is the fewest-FLOPs point within 0.1 points of the dense accuracy.
+    assert "fewest FLOPs being banzhaf at 25 % of the FLOPs" in readings["accuracy-vs-flops"]
+    assert content.percent(DENSE_ACCURACY) == "99.12 %"
+
+
+# ---- optional parts ----
+
+@pytest.mark.parametrize("how", ["null", "absent"])
+def test_optional_parts_say_not_computed(how, tmp_path):
+    results = example_results(optional=False, images=False)
+    if how == "absent":
+        del results["comparison"]
+        del results["blog"]["examples"]
+        del results["importance"]["class_conditional"]
+        del results["importance"]["interactions"]
+        for example in results["robustness"]["hardest"]:
+            del example["image"]
+    paths = write_reports(results, tmp_path, formats=["html"])
+    html = paths["html"].read_text()
+    for what in ("Per-example class probabilities", "Images of the hardest examples",
+                 "Class-conditional importance", "Interactions between units",
+                 "The comparison with pruning methods"):
+        assert f"{what}: not computed." in html
+    assert _img_tags(html) == MINIMAL_FIGURES
+    assert "No subnetwork came within 0.10 percentage points" in html
+
+
+# ---- escaping ----
+
+def _evil(results: dict) -> dict:
+    results = copy.deepcopy(results)
+    results["model"]["name"] = EVIL_MODEL
+    old = results["model"]["sites"][1]["name"]
+    results["model"]["sites"][1]["name"] = EVIL_SITE
+    results["importance"]["sites"][EVIL_SITE] = results["importance"]["sites"].pop(old)
+    results["answer"]["smallest"]["widths"][EVIL_SITE] = \
+        results["answer"]["smallest"]["widths"].pop(old)
+    results["inputs"]["model"]["path"] = "models/<b>x</b>.keras"
+    results["command"].append("--note=<i>hi</i>")
+    results["config"]["dataset"] = "<style>body{display:none}</style>"
+    graph = results["importance"]["interactions"]
+    first = graph["nodes"][0]["id"]
+    graph["nodes"][0]["id"] = graph["nodes"][0]["site"] = DOLLAR_UNIT
+    for edge in graph["edges"]:
+        for key in ("source", "target"):
+            if edge[key] == first:
+                edge[key] = DOLLAR_UNIT
+    results["importance"]["class_conditional"]["units"][0] = DOLLAR_UNIT
+    return results
+
+
+@pytest.fixture(scope="module")
+def evil_html(full_results, tmp_path_factory):
+    """The HTML report of results whose names are markup and mathtext."""
+    return write_html(_evil(full_results), tmp_path_factory.mktemp("evil") / "report.html")
+
+
+def test_strings_from_models_and_files_are_escaped(evil_html):
+    html = evil_html.read_text()
+    for raw in (EVIL_MODEL, EVIL_SITE, "<b>x</b>", "<i>hi</i>", "<style>body"):
+        assert raw not in html
+        assert str(markupsafe.escape(raw)) in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "a&amp;b&#34;&lt;img src=x&gt;" in html
+    assert "<script" not in html.lower()
+    assert _img_tags(html) == FULL_FIGURES  # no <img> smuggled in by a name
+
+
+def test_html_is_self_contained(reports):
+    html = reports["html"].read_text()
+    assert ('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            'img-src data:; style-src \'unsafe-inline\'">') in html
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
+    assert not re.search(r"//|url\(|@import", text, re.IGNORECASE)
+    assert {href[0] for href in re.findall(r'href="([^"]*)"', text)} == {"#"}
+    assert re.findall(r'<img src="([a-z]+:[a-z/]+)', html) == ["data:image/png"] * FULL_FIGURES
+    assert "@media print" in html and "break-before: page" in html
+    assert reports["html"].stat().st_size < 2_000_000
+
+
+# ---- atomic writes ----
+
+@pytest.mark.parametrize("writer", [write_html, write_pdf])
+def test_no_partial_file_when_rendering_fails(writer, full_results, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(figures, "share_correct_histogram", broken)
+    target = tmp_path / "new" / "report.out"
+    with pytest.raises(RuntimeError, match="figure failed"):
+        writer(full_results, target)
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("the previous report")
+    with pytest.raises(RuntimeError, match="figure failed"):
+        writer(full_results, target)
+    assert target.read_text() == "the previous report"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_write_reports_formats(full_results, tmp_path):
+    with pytest.raises(ValueError, match=r"argument `formats`.*Received: formats=\['docx'\]"):
+        write_reports(full_results, tmp_path, formats=["docx"])
+    with pytest.raises(ValueError, match="argument `formats`"):
+        write_reports(full_results, tmp_path, formats=[])
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- the command ----
+
+def test_command_writes_the_reports(tmp_path, capsys):
+    results = example_results(optional=False, images=False)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert main([str(path), "--formats", "html"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "report.html")]
+    assert _img_tags((tmp_path / "report.html").read_text()) == MINIMAL_FIGURES
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "Could not read results from"),
+    ("{not json", "Could not read results from"),
+    ("[1, 2]", "must hold a JSON object"),
+    (json.dumps({"subnet_version": "0.1.0"}), r"results\['created'\] is required but missing"),
+])
+def test_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "results.json"
+    if text is not None:
+        path.write_text(text)
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("python -m subnet.report: error: ")
+    assert re.search(message, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_rejects_unknown_formats(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(example_results(optional=False, images=False)))
+    assert main([str(path), "--formats", "html,txt"]) == 2
+    assert "Received: formats=['html', 'txt']" in capsys.readouterr().err
+
+
+# ---- the PDF, read back with poppler ----
+
+def _poppler(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
+                    "`make test` installs it as root)")
+    return path
+
+
+def test_pdf_pages_metadata_and_text(reports, full_results):
+    info = subprocess.run([_poppler("pdfinfo"), str(reports["pdf"])], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    pages = int(fields["Pages"])
+    # A title page, one page per figure, and pages of tables and text.
+    assert pages >= 1 + FULL_FIGURES + 4
+    assert fields["Title"] == "subnet report: blog_cnn on mnist"
+    assert fields["Author"] == "subnet"
+    assert fields["Subject"].startswith("Does the trained network contain smaller subnetworks")
+
+    text = subprocess.run([_poppler("pdftotext"), "-layout", str(reports["pdf"]), "-"],
+                          check=True, capture_output=True, text=True, timeout=60).stdout
+    assert sorted({int(k) for k, n in re.findall(r"page (\d+) of (\d+)", text)
+                   if int(n) == pages}) == list(range(1, pages + 1))
+    assert "page 1 of" in text
+    assert content.percent(DENSE_ACCURACY) in text  # "99.12 %"
+    for method in METHODS:
+        assert method in text
+    for sentence in full_results["answer"]["sentences"]:
+        assert sentence.split(":")[0] in text
+    assert "ab" * 32 in text.replace("\n", "").replace(" ", "")  # the model's SHA-256
+
+
+def test_pdf_shows_names_literally(full_results, tmp_path):
+    path = write_pdf(_evil(full_results), tmp_path / "report.pdf")
+    text = subprocess.run([_poppler("pdftotext"), str(path), "-"], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert EVIL_MODEL in text
+    assert EVIL_SITE in text
+    assert DOLLAR_UNIT in text  # drawn as written, not as (broken) mathtext
+
+
+# ---- the HTML in headless Chromium ----
+
+_IMAGES = """() => Array.from(document.images, im => ({
+    src: im.getAttribute("src").slice(0, 22), complete: im.complete,
+    width: im.naturalWidth, height: im.naturalHeight}))"""
+
+
+def _load(browser, path: Path) -> dict:
+    """Opens a file in a new page, recording console messages, errors and requests; every
+    request except the file itself is aborted."""
+    url = path.as_uri()
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    seen: dict = {"page": page, "url": url, "console": [], "errors": [], "requests": []}
+    page.on("console", lambda m: seen["console"].append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("request", lambda r: seen["requests"].append(r.url))
+    page.route("**/*", lambda route: route.continue_() if route.request.url == url
+               else route.abort())
+    page.goto(url, wait_until="load")
+    return seen
+
+
+def test_html_in_headless_chromium(reports, evil_html, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium; `make test` installs it "
+                    "as root)")
+    from playwright.sync_api import sync_playwright
+
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(reports["html"].read_text().replace(
+        "<main>", '<main><img src="http://192.0.2.1/pixel.png" alt="">', 1))
+    screenshot = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--headless"])
+        try:
+            report = _load(browser, reports["html"])
+            images = report["page"].evaluate(_IMAGES)
+            report["page"].screenshot(path=str(screenshot), full_page=True)
+            title = report["page"].title()
+            bad = _load(browser, evil_html)
+            scripts = bad["page"].evaluate("() => document.scripts.length")
+            heading = bad["page"].evaluate("() => document.querySelector('h1').textContent")
+            leak = _load(browser, leaky)
+        finally:
+            browser.close()
+    print(f"screenshot of the HTML report: {screenshot}")
+
+    assert report["errors"] == [] and report["console"] == []
+    assert [u for u in report["requests"] if u != report["url"]
+            and not u.startswith("data:")] == []
+    assert title == "subnet report: blog_cnn on mnist"
+    assert len(images) == FULL_FIGURES
+    for image in images:
+        assert image["src"] == "data:image/png;base64,"
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 50_000
+
+    # Names are text, not markup: nothing ran, nothing was added.
+    assert scripts == 0 and bad["errors"] == [] and bad["console"] == []
+    assert heading == f"subnet report: {EVIL_MODEL} on mnist"
+    # The check above can fail: an external image is blocked by the policy and reported.
+    assert any("Content Security Policy" in m for m in leak["console"])
