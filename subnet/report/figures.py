@@ -233,20 +233,20 @@ def hardest_examples(fig, examples: Sequence[Mapping], *, columns: int = 6) -> N
         ax.set_axis_off()
 
 
-def unit_importance(fig, *, scores: Sequence[float], low: Sequence[float | None],
+def unit_importance(fig, *, scores: Sequence[float | None], low: Sequence[float | None],
                     high: Sequence[float | None], significant: Sequence[bool],
                     metric: str) -> None:
     """A site's units sorted by score, with confidence intervals; significant units filled.
 
     Args:
         fig: The figure to draw on.
-        scores: Score of each unit.
+        scores: Score of each unit (None or NaN: undefined, not drawn).
         low: Lower confidence bound of each unit (None or NaN: none).
         high: Upper confidence bound of each unit (None or NaN: none).
         significant: Whether each unit's score is significant.
         metric: What the scores measure (axis label).
     """
-    scores = np.asarray(scores, dtype=float)
+    scores = np.array([np.nan if v is None else v for v in scores], dtype=float)
     low = np.array([np.nan if v is None else v for v in low], dtype=float)
     high = np.array([np.nan if v is None else v for v in high], dtype=float)
     significant = np.asarray(significant, dtype=bool)
@@ -275,17 +275,17 @@ def unit_importance(fig, *, scores: Sequence[float], low: Sequence[float | None]
 
 
 def class_heatmap(fig, *, classes: Sequence[int], units: Sequence[str],
-                  matrix: Sequence[Sequence[float]], metric: str) -> None:
+                  matrix: Sequence[Sequence[float | None]], metric: str) -> None:
     """Class-conditional importance: classes (rows) by top units (columns), diverging colours.
 
     Args:
         fig: The figure to draw on.
         classes: The class of each row.
         units: The label of each column (e.g. ``"dense:12"``).
-        matrix: Scores, one row per class.
+        matrix: Scores, one row per class (None: undefined, left blank).
         metric: What the scores measure (colour bar label).
     """
-    values = np.asarray(matrix, dtype=float)
+    values = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     finite = _finite(values)
     limit = float(np.max(np.abs(finite))) if finite.size else 1.0
     limit = limit or 1.0

@@ -78,9 +78,12 @@ class _Int(_Spec):
 class _Num(_Spec):
     """A real number (not a bool); with bounds, a finite number between them."""
 
-    def __init__(self, low: float | None = None, high: float | None = None):
-        self.low, self.high = low, high
-        if low is not None and high is not None:
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 positive: bool = False):
+        self.low, self.high, self.positive = low, high, positive
+        if positive:
+            bound = " > 0"
+        elif low is not None and high is not None:
             bound = f" in [{low:g}, {high:g}]"
         elif low is not None:
             bound = f" >= {low:g}"
@@ -92,10 +95,11 @@ class _Num(_Spec):
         """Whether ``value`` fits (the check without the error)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.low is None and self.high is None:
+        if self.low is None and self.high is None and not self.positive:
             return True
         return (math.isfinite(value) and (self.low is None or value >= self.low)
-                and (self.high is None or value <= self.high))
+                and (self.high is None or value <= self.high)
+                and (not self.positive or value > 0))
 
     def check(self, value, path):
         if not self.ok(value):
@@ -108,7 +112,14 @@ class _Nullable(_Spec):
         self.expected, self.plural = f"{spec.expected} or null", f"{spec.plural} or nulls"
 
     def check(self, value, path):
-        if value is not None:
+        if value is None:
+            return
+        if isinstance(self.spec, (_Str, _Bool, _Int, _Num)):  # say "... or null"
+            try:
+                self.spec.check(value, path)
+            except ValueError:
+                raise _fail(path, self.expected, value) from None
+        else:  # a structure: its own message names the deeper key
             self.spec.check(value, path)
 
 
@@ -186,14 +197,14 @@ class _Image(_Spec):
 
 
 _STR, _INT, _COUNT, _NUM = _Str(), _Int(), _Int(0), _Num()
-_FRACTION, _NONNEG = _Num(0.0, 1.0), _Num(0.0)
+_FRACTION, _NONNEG, _POSITIVE = _Num(0.0, 1.0), _Num(0.0), _Num(positive=True)
 
 _MEASURE = _Record({}, {"latency_ms_per_example": _NONNEG, "raw_bytes": _COUNT,
                         "file_bytes": _COUNT, "gzip_bytes": _COUNT})
 _SMALLEST = _Record(
     {"method": _STR, "budget_flops_fraction": _FRACTION, "params": _COUNT, "flops": _COUNT,
-     "accuracy_mean": _FRACTION, "accuracy_std": _NONNEG, "flops_reduction": _FRACTION,
-     "params_reduction": _FRACTION},
+     "accuracy_mean": _FRACTION, "accuracy_std": _NONNEG, "flops_reduction": _POSITIVE,
+     "params_reduction": _POSITIVE},
     {"widths": _Dict(_COUNT)})
 
 _SCHEMA = _Record({
@@ -233,11 +244,12 @@ _SCHEMA = _Record({
     }),
     "importance": _Record({
         "method": _STR, "metric": _STR, "n_masks": _COUNT, "alpha": _FRACTION,
-        "sites": _Dict(_Record({"scores": _List(_NUM, 1), "low": _List(_Nullable(_NUM)),
+        "sites": _Dict(_Record({"scores": _List(_Nullable(_NUM), 1),
+                                "low": _List(_Nullable(_NUM)),
                                 "high": _List(_Nullable(_NUM)), "significant": _List(_Bool())})),
     }, {
         "class_conditional": _Record({"classes": _List(_COUNT, 1), "units": _List(_STR, 1),
-                                      "matrix": _List(_List(_NUM, 1), 1)}),
+                                      "matrix": _List(_List(_Nullable(_NUM), 1), 1)}),
         "interactions": _Record({
             "nodes": _List(_Record({"id": _STR, "site": _STR, "unit": _COUNT, "score": _NUM})),
             "edges": _List(_Record({"source": _STR, "target": _STR, "weight": _NUM})),
