@@ -11,7 +11,8 @@ name, kind, units, keep, dropout_rate), ``blog`` (accuracy_dropout_off, accuracy
 accuracy_dropout_on_std, passes, ensemble_accuracy, n_test, mask_accuracy, record: n_masks,
 n_examples, seed), ``robustness`` (share_correct, hardest), ``importance`` (method, metric,
 n_masks, alpha, sites: scores, low, high, significant) and ``answer`` (tolerance,
-dense_accuracy, smallest, smallest_by_method, sentences). Accuracies and shares are fractions.
+dense_accuracy, smallest, smallest_by_method, sentences). Accuracies and shares are fractions;
+``flops_reduction`` and ``params_reduction`` are factors (dense / subnetwork, e.g. 4.0).
 
 Optional parts may be missing or null; the report then says "not computed" there:
 ``comparison``, ``importance.class_conditional``, ``importance.interactions``,
