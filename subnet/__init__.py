@@ -60,7 +60,7 @@ __all__ = sorted(_EXPORTS)
 
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
-                "iterative", "masks", "models", "record", "train")
+                "iterative", "masks", "models", "record", "report", "train")
 
 
 def __getattr__(name: str):

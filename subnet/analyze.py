@@ -606,8 +606,7 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
             f"The smallest subnetwork within {tol} of it {when} was found by "
             f"{smallest['method']}: {smallest['flops_reduction']:.1f}x fewer FLOPs and "
             f"{smallest['params_reduction']:.1f}x fewer parameters ({widths}), at "
-            f"{smallest['accuracy_mean']:.2%} ± {smallest['accuracy_std'] * 100:.2f} points over "
-            f"{smallest['seeds']} seed(s).")
+            f"{_spread(smallest)}.")
     for method in ("magnitude", "random", "tfmot"):
         if method not in by_method:
             continue
@@ -619,12 +618,32 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
                        "weights, but its model keeps the dense shape (no fewer FLOPs).")
         else:
             out.append(f"{_NAMES[method]} reached {entry['flops_reduction']:.1f}x fewer FLOPs at "
-                       f"{entry['accuracy_mean']:.2%}.")
+                       f"{_spread(entry)}.")
     if smallest is not None:
-        out.append("So yes: this network contains much smaller subnetworks that are (nearly) as "
-                   "good as the whole" + (", and mask statistics find them" if
-                                          smallest["method"].startswith("banzhaf") else "") + ".")
+        verdict = (f"So, for this network: subnetworks with {smallest['flops_reduction']:.1f}x "
+                   f"fewer FLOPs are as good as the whole, within {tol}")
+        mask, magnitude = by_method.get("banzhaf"), by_method.get("magnitude")
+        if "banzhaf" in by_method and "magnitude" in by_method:
+            if mask is not None and (magnitude is None or mask["budget_flops_fraction"] <
+                                     magnitude["budget_flops_fraction"]):
+                verdict += "; mask statistics found smaller ones than magnitude pruning did"
+            elif mask is not None and mask["budget_flops_fraction"] == \
+                    magnitude["budget_flops_fraction"]:
+                verdict += "; mask statistics and magnitude pruning reached the same budget"
+            else:
+                verdict += "; magnitude pruning found smaller ones than mask statistics did"
+        low = min(settings.budgets)
+        if smallest["budget_flops_fraction"] == low:
+            verdict += f" (the smallest budget tried, {low:.3g} of the FLOPs: smaller may work)"
+        out.append(verdict + ".")
     return out
+
+
+def _spread(entry: dict) -> str:
+    if entry["seeds"] > 1:
+        return (f"{entry['accuracy_mean']:.2%} ± {entry['accuracy_std'] * 100:.2f} points over "
+                f"{entry['seeds']} seeds")
+    return f"{entry['accuracy_mean']:.2%} (one seed)"
 
 
 _NAMES = {"magnitude": "Structured L1 magnitude pruning", "random": "Random units (the control)",

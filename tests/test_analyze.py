@@ -1,6 +1,8 @@
 """python -m subnet.analyze: the pipeline end to end on a small real model, resume, exit codes."""
 
+import html
 import json
+import shutil
 import subprocess
 import sys
 
@@ -26,7 +28,7 @@ def model_file(trained, tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysis(model_file, mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis") / "run"
-    code = main([str(model_file), "--out", str(out), "--formats", "json", *TINY])
+    code = main([str(model_file), "--out", str(out), "--formats", "html,pdf,json", *TINY])
     assert code == 0
     return out
 
@@ -34,7 +36,8 @@ def analysis(model_file, mnist, tmp_path_factory):
 @pytest.mark.slow
 def test_outputs_are_present_and_consistent(analysis):
     results = json.loads((analysis / "results.json").read_text())
-    for name in ("record", "comparison.json", "subnetwork.keras", "state"):
+    for name in ("record", "comparison.json", "subnetwork.keras", "state", "report.html",
+                 "report.pdf"):
         assert (analysis / name).exists(), name
     assert not list(analysis.glob("**/*.tmp*"))
     assert results["config"]["masks"] == 60 and results["config"]["seeds"] == [0]
@@ -62,6 +65,15 @@ def test_outputs_are_present_and_consistent(analysis):
     assert answer["dense_accuracy"] == max(blog["accuracy_dropout_off"],
                                            blog["accuracy_dropout_on_mean"])
     assert answer["sentences"] and f"{answer['dense_accuracy']:.2%}" in answer["sentences"][0]
+    # The reports show the same numbers.
+    page = (analysis / "report.html").read_text()
+    assert html.escape(answer["sentences"][0], quote=False) in page
+    assert page.count('src="data:image/png;base64,') >= 8
+    assert "http://" not in page and "https://" not in page
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-layout", str(analysis / "report.pdf"), "-"],
+                              capture_output=True, text=True, check=True).stdout
+        assert f"{answer['dense_accuracy']:.2%}" in text and "page 1 of" in text
     if answer["smallest"] is not None:
         smallest = answer["smallest"]
         assert smallest["accuracy_mean"] >= answer["dense_accuracy"] - answer["tolerance"]
