@@ -45,6 +45,22 @@ def build(spec: dict):
     return model
 
 
+def prune_kernels(model, tfmot, tf_keras, schedule):
+    """A copy of ``model`` whose Conv/Dense layers (those with a kernel) are wrapped in
+    ``prune_low_magnitude``, with the model's weights. The other layers (pooling, Flatten,
+    Identity, ...) stay as they are: TFMOT refuses to wrap layers it has no pruning rule for."""
+    def wrap(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if hasattr(layer, "kernel"):
+            return tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
+        return clone
+
+    pruned = tf_keras.models.clone_model(model, clone_function=wrap)
+    for source, target in zip(model.layers, pruned.layers, strict=True):
+        getattr(target, "layer", target).set_weights(source.get_weights())
+    return pruned
+
+
 def main(job: Path) -> int:
     import numpy as np
     import tensorflow_model_optimization as tfmot
@@ -65,7 +81,7 @@ def main(job: Path) -> int:
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=float(spec["sparsity"]), begin_step=0,
         end_step=max(1, int(steps * spec["prune_fraction"])), frequency=max(1, steps // 50))
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    pruned = prune_kernels(model, tfmot, tf_keras, schedule)
     rate = tf_keras.optimizers.schedules.CosineDecay(float(spec["learning_rate"]), steps)
     pruned.compile(optimizer=tf_keras.optimizers.Adam(rate),
                    loss=tf_keras.losses.SparseCategoricalCrossentropy(

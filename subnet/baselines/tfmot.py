@@ -72,8 +72,8 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
         with the target and achieved sparsity, nonzero parameters and seconds.
 
     Raises:
-        ValueError: If TFMOT is not installed, the targets or budgets are invalid, or the child
-            fails.
+        ValueError: If TFMOT is not installed or the targets or budgets are invalid.
+        RuntimeError: If the child process fails or runs past ``timeout``.
     """
     if not tfmot_available():
         raise ValueError("The magnitude-pruning baseline needs tensorflow-model-optimization and "
@@ -122,10 +122,10 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
             done = subprocess.run([sys.executable, str(_WORKER), str(job)], env=env,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as err:
-            raise ValueError(f"The TFMOT child process ran past its {timeout} s limit.") from err
+            raise RuntimeError(f"The TFMOT child process ran past its {timeout} s limit.") from err
         if done.returncode != 0 or not (job / "pruned.npz").exists():
             tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-            raise ValueError(f"The TFMOT child process failed (exit {done.returncode}): {tail}")
+            raise RuntimeError(f"The TFMOT child process failed (exit {done.returncode}): {tail}")
         with np.load(job / "pruned.npz") as data:
             weights = [data[f"w{i}"] for i in range(len(data.files))]
         info = json.loads((job / "result.json").read_text())
