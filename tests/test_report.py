@@ -11,7 +11,15 @@ from pathlib import Path
 import markupsafe
 import pytest
 
-from subnet.report import content, figures, validate_results, write_html, write_pdf, write_reports
+from subnet.report import (
+    content,
+    figures,
+    validate_results,
+    write_document,
+    write_html,
+    write_pdf,
+    write_reports,
+)
 from subnet.report.__main__ import main
 from tests.report_example import (
     DENSE_ACCURACY,
@@ -254,6 +262,27 @@ def test_write_reports_formats(full_results, tmp_path):
     with pytest.raises(ValueError, match="argument `formats`"):
         write_reports(full_results, tmp_path, formats=[])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_document_of_an_analysis_script(tmp_path):
+    """Any Document (as analyses/ builds them) becomes both reports, strings escaped."""
+    doc = content.Document(
+        title="A study", subject="s", facts=(("Dataset", "mnist"),), answer=("Yes, 2 of 3.",),
+        sections=(content.Section("one", "One", (
+            content.Table("t", "Numbers", ("name", "value"), ((EVIL_MODEL, "0.99"),),
+                          (False, True)),
+            content.Figure("f", "A line", "It rises.", lambda fig: fig.subplots().plot([0, 1]),
+                           (4.0, 2.0)),
+            content.Text(("Plain words.",)))),))
+    written = write_document(doc, tmp_path / "study", created="2026-12-01T00:00:00+00:00")
+    assert set(written) == {"html", "pdf"} and all(p.exists() for p in written.values())
+    page = written["html"].read_text()
+    assert EVIL_MODEL not in page and markupsafe.escape(EVIL_MODEL) in page
+    assert page.count('src="data:image/png;base64,') == 1 and "Yes, 2 of 3." in page
+    assert written["pdf"].read_bytes().startswith(b"%PDF")
+    with pytest.raises(ValueError, match="argument `formats`"):
+        write_document(doc, tmp_path / "other", created="x", formats=["docx"])
+    assert not (tmp_path / "other").exists()
 
 
 # ---- the command ----

@@ -26,13 +26,25 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from subnet.report.html import write_html
-from subnet.report.pdf import write_pdf
+from subnet.report.html import write_html, write_html_document
+from subnet.report.pdf import write_pdf, write_pdf_document
 from subnet.report.schema import validate_results
 
-__all__ = ["FORMATS", "validate_results", "write_html", "write_pdf", "write_reports"]
+__all__ = ["FORMATS", "validate_results", "write_document", "write_html", "write_pdf",
+           "write_reports"]
 
 FORMATS = {"html": write_html, "pdf": write_pdf}
+
+
+def _formats(formats) -> list[str]:
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Invalid value for argument `formats`: expected one or more of "
+                         f"{sorted(FORMATS)}. Received: formats={formats!r}")
+    return formats
 
 
 def write_reports(results: Mapping, out_dir: str | os.PathLike,
@@ -55,13 +67,34 @@ def write_reports(results: Mapping, out_dir: str | os.PathLike,
         ValueError: If ``formats`` names an unknown or no format, or ``results`` lacks a
             required key or has a value of the wrong type (the message names the key path).
     """
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    formats = list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"Invalid value for argument `formats`: expected one or more of "
-                         f"{sorted(FORMATS)}. Received: formats={formats!r}")
+    formats = _formats(formats)
     validate_results(results)
     out_dir = Path(out_dir)
     return {name: FORMATS[name](results, out_dir / f"report.{name}") for name in formats}
+
+
+def write_document(doc, out_dir: str | os.PathLike, *, created: str,
+                   formats: Sequence[str] = ("html", "pdf")) -> dict[str, Path]:
+    """Writes any :class:`~subnet.report.content.Document` (as the analyses build them) as
+    ``report.html`` and ``report.pdf``, atomically, in the same style as analysis reports.
+
+    Args:
+        doc: The document: sections of :class:`~subnet.report.content.Figure`,
+            :class:`~subnet.report.content.Table` and :class:`~subnet.report.content.Text`.
+        out_dir: The directory to write to (created if needed).
+        created: When the results were made (ISO 8601), shown in the footer.
+        formats: ``"html"`` and/or ``"pdf"``.
+
+    Returns:
+        {format: path written}.
+
+    Raises:
+        ValueError: If ``formats`` names an unknown or no format.
+    """
+    import subnet
+
+    writers = {"html": lambda path: write_html_document(doc, path, created=created,
+                                                        version=subnet.__version__),
+               "pdf": lambda path: write_pdf_document(doc, path, version=subnet.__version__)}
+    out_dir = Path(out_dir)
+    return {name: writers[name](out_dir / f"report.{name}") for name in _formats(formats)}

@@ -20,7 +20,7 @@ from subnet.report import content
 from subnet.report.figures import render_png
 from subnet.report.schema import validate_results
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["render_html", "write_html", "write_html_document"]
 
 DPI = 100
 
@@ -78,8 +78,13 @@ def write_html(results: Mapping, path: str | os.PathLike) -> Path:
             message names the key path.
     """
     validate_results(results)
-    doc = content.build(results)
-    text = render_html(doc, created=results["created"], version=results["subnet_version"])
+    return write_html_document(content.build(results), path, created=results["created"],
+                               version=results["subnet_version"])
+
+
+def write_html_document(doc: content.Document, path: str | os.PathLike, *, created: str,
+                        version: str) -> Path:
+    """Writes a report document as HTML (see :func:`render_html`), atomically; returns the path."""
     path = Path(path)
-    atomic_write_text(path, text)
+    atomic_write_text(path, render_html(doc, created=created, version=version))
     return path

@@ -23,7 +23,7 @@ from subnet.report import content
 from subnet.report.figures import ACCENT, style
 from subnet.report.schema import validate_results
 
-__all__ = ["render_pdf", "write_pdf"]
+__all__ = ["render_pdf", "write_pdf", "write_pdf_document"]
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 _LEFT, _RIGHT = 0.05, 0.95  # page margins as fractions of the width
@@ -297,8 +297,12 @@ def write_pdf(results: Mapping, path: str | os.PathLike) -> Path:
             message names the key path.
     """
     validate_results(results)
-    doc = content.build(results)
+    return write_pdf_document(content.build(results), path, version=results["subnet_version"])
+
+
+def write_pdf_document(doc: content.Document, path: str | os.PathLike, *, version: str) -> Path:
+    """Writes a report document as PDF (see :func:`render_pdf`), atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        render_pdf(doc, tmp, version=results["subnet_version"])
+        render_pdf(doc, tmp, version=version)
     return path
