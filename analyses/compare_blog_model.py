@@ -2,7 +2,7 @@
 
     python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 3]
         [--methods banzhaf banzhaf_single magnitude random taylor apoz tfmot] [--seeds 0 1 2]
-        [--out out/compare/comparison.json]
+        [--steps-per-halving 2] [--step-masks 500] [--out out/compare/comparison.json]
 
 Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
 held-out training examples, the subnetwork is extracted and fine-tuned, and accuracies are
@@ -39,7 +39,14 @@ def main(argv=None) -> int:
                         default=["banzhaf", "banzhaf_single", "magnitude", "random", "taylor",
                                  "apoz", "tfmot"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--masks", type=int, default=2000)
+    parser.add_argument("--masks", type=int, default=2000,
+                        help="masks of the one-record ranking (banzhaf_single)")
+    parser.add_argument("--steps-per-halving", type=int, default=2,
+                        help="steps per halving of the FLOPs of iterative pruning (banzhaf)")
+    parser.add_argument("--step-masks", type=int, default=500,
+                        help="masks recorded at each of those steps")
+    parser.add_argument("--selection-examples", type=int, default=2000,
+                        help="held-out training examples the units are chosen on")
     parser.add_argument("--out", default="out/compare/comparison.json")
     args = parser.parse_args(argv)
     start = time.time()
@@ -51,7 +58,9 @@ def main(argv=None) -> int:
     data = subnet.load_dataset("mnist")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     result = compare(model, data, args.methods, BUDGETS, args.seeds,
-                     finetune_epochs=args.finetune_epochs, n_masks=args.masks, out=args.out)
+                     finetune_epochs=args.finetune_epochs, n_masks=args.masks,
+                     steps_per_halving=args.steps_per_halving, step_masks=args.step_masks,
+                     selection_examples=args.selection_examples, out=args.out)
     dense_accuracy = result.dense["accuracy"]
     rows = [{k: r[k] for k in KEYS} | {"widths": r.get("widths")} for r in result.rows]
     summary = result.summary()
@@ -80,12 +89,46 @@ def main(argv=None) -> int:
                     r["measure"]["gzip_bytes"],
                     "accuracy_extracted": twin["accuracy_finetuned"],
                     "accuracy_tfmot": r["accuracy_finetuned"]})
-    print(json.dumps({"dense_accuracy": dense_accuracy, "dense_flops": result.dense["flops"],
+    mc = subnet.mc_dropout(model, data.x_test, data.y_test, samples=10, seed=0).summary()
+    references = {"dense_dropout_off": dense_accuracy,
+                  "dense_dropout_on_mean_of_10_passes": mc["accuracy"],
+                  "dense_finetuned_same_budget": (result.dense.get("finetuned") or {}).get(
+                      "accuracy_mean")}
+    print(json.dumps({"dense_accuracy": dense_accuracy, "references": references,
+                      "targets": targets(summary, references, result.dense["flops"],
+                                         args.methods[0]),
+                      "dense_flops": result.dense["flops"],
                       "dense_params": result.dense["params"], "config": result.config,
                       "summary": summary, "smallest_within_1pct_error": smallest,
                       "extracted_vs_tfmot": ratios, "seconds": round(time.time() - start, 1),
                       "results": rows}, default=_json_default))
     return 0
+
+
+def targets(summary: list[dict], references: dict, dense_flops: int, method: str) -> dict:
+    """The issue's targets, checked: ``method`` (mask statistics) one-shot against magnitude and
+    random at every budget, and fine-tuned at >= 10x fewer FLOPs against each reference."""
+    cells = {(e["method"], e["budget_flops_fraction"]): e for e in summary}
+    oneshot = {}
+    for (name, budget), entry in sorted(cells.items(), key=lambda item: -item[0][1]):
+        if name != method:
+            continue
+        others = {o: cells[(o, budget)]["accuracy_oneshot_mean"] for o in ("magnitude", "random")
+                  if (o, budget) in cells}
+        oneshot[f"{budget:.6g}"] = {"mask_statistics": entry["accuracy_oneshot_mean"], **others,
+                                    "beats_all": all(entry["accuracy_oneshot_mean"] > v
+                                                     for v in others.values())}
+    small = [e for (name, _), e in cells.items() if name == method and
+             dense_flops / e["flops"] >= 10 and e["accuracy_finetuned_mean"] is not None]
+    best = max(small, key=lambda e: e["accuracy_finetuned_mean"], default=None)
+    within = None
+    if best is not None:
+        within = {"budget_flops_fraction": best["budget_flops_fraction"],
+                  "flops_reduction": dense_flops / best["flops"],
+                  "accuracy_finetuned_mean": best["accuracy_finetuned_mean"],
+                  **{f"within_0.1_points_of_{k}": best["accuracy_finetuned_mean"] >= v - 0.001
+                     for k, v in references.items() if v is not None}}
+    return {"oneshot_beats_magnitude_and_random": oneshot, "ten_x_fewer_flops": within}
 
 
 def _json_default(value):

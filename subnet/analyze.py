@@ -45,7 +45,7 @@ __all__ = ["Settings", "analyze", "main"]
 
 DATASETS = ("mnist", "fashion_mnist")
 METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz", "activation",
-           "ablation", "tfmot")
+           "ablation", "tfmot", "reinit")
 FORMATS = ("html", "pdf", "json")
 STAGES = ("blog", "record", "importance", "comparison")
 
@@ -114,9 +114,11 @@ class Settings:
         check("finetune_epochs", 0 <= self.finetune_epochs <= 100, "a number of epochs in [0, 100]")
         check("tolerance", 0 <= self.tolerance < 1, "a fraction in [0, 1)")
         check("passes", _is_int(self.passes) and self.passes >= 1, "an int >= 1")
-        if "tfmot" in self.methods and "banzhaf" not in self.methods:
-            raise ValueError("Invalid value for --methods: tfmot prunes to the parameters of the "
-                             "banzhaf subnetwork, so it needs banzhaf among the methods.")
+        for method in ("tfmot", "reinit"):
+            if method in self.methods and "banzhaf" not in self.methods:
+                raise ValueError(f"Invalid value for --methods: {method} is built on the banzhaf "
+                                 "subnetwork (its nonzero weights or its widths), so it needs "
+                                 "banzhaf among the methods.")
 
     @property
     def seeds(self) -> list[int]:
@@ -546,7 +548,8 @@ def _answer(comparison: dict | None, settings: Settings, blog: dict) -> dict:
             by_method[entry["method"]] = entry
     smallest_by_method = {m: (_describe(by_method[m], comparison, key) if m in by_method else
                               None) for m in settings.methods}
-    structured = [v for m, v in smallest_by_method.items() if v and m != "tfmot"]
+    # tfmot keeps the dense shape and reinit is not a part of the model: neither is a subnetwork.
+    structured = [v for m, v in smallest_by_method.items() if v and m not in ("tfmot", "reinit")]
     smallest = min(structured, key=lambda e: (e["budget_flops_fraction"], -e["accuracy_mean"]),
                    default=None)
     return {"tolerance": tol, "dense_accuracy": reference, "dense_accuracy_basis": basis,
@@ -554,8 +557,9 @@ def _answer(comparison: dict | None, settings: Settings, blog: dict) -> dict:
             "smallest": smallest, "smallest_by_method": smallest_by_method,
             "measured_after": "fine-tuning" if key == "accuracy_finetuned_mean" else "one-shot",
             "model_file": smallest.get("model_file") if smallest else None,
+            "dense_finetuned": dense.get("finetuned"),
             "sentences": _sentences(reference, basis, blog["n_test"], smallest,
-                                    smallest_by_method, settings, key)}
+                                    smallest_by_method, settings, key, dense.get("finetuned"))}
 
 
 def _save_subnetwork(chosen: str | None, comparison: dict | None, out: Path) -> dict | None:
@@ -591,7 +595,7 @@ def _describe(entry: dict, comparison: dict, key: str) -> dict:
 
 
 def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings,
-               key) -> list[str]:
+               key, dense_tuned: dict | None = None) -> list[str]:
     when = (f"after fine-tuning for {settings.finetune_epochs:g} epoch(s)"
             if key == "accuracy_finetuned_mean" else "without fine-tuning")
     tol = f"{settings.tolerance * 100:.2f} points"
@@ -607,7 +611,18 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
             f"{smallest['method']}: {smallest['flops_reduction']:.1f}x fewer FLOPs and "
             f"{smallest['params_reduction']:.1f}x fewer parameters ({widths}), at "
             f"{_spread(smallest)}.")
-    for method in ("magnitude", "random", "tfmot"):
+    if dense_tuned and key == "accuracy_finetuned_mean":
+        gap = smallest["accuracy_mean"] - dense_tuned["accuracy_mean"] if smallest else None
+        out.append(
+            f"The whole network given the same fine-tuning scores "
+            f"{dense_tuned['accuracy_mean']:.2%}" + (
+                f" ± {dense_tuned['accuracy_std'] * 100:.2f} points over "
+                f"{len(dense_tuned['accuracy'])} seeds" if len(dense_tuned["accuracy"]) > 1
+                else "") + (
+                "" if gap is None else
+                f"; the subnetwork is {abs(gap) * 100:.2f} points "
+                f"{'above' if gap >= 0 else 'below'} it") + ".")
+    for method in ("magnitude", "random", "tfmot", "reinit"):
         if method not in by_method:
             continue
         entry = by_method[method]
@@ -647,7 +662,8 @@ def _spread(entry: dict) -> str:
 
 
 _NAMES = {"magnitude": "Structured L1 magnitude pruning", "random": "Random units (the control)",
-          "tfmot": "TFMOT magnitude pruning (unstructured)"}
+          "tfmot": "TFMOT magnitude pruning (unstructured)",
+          "reinit": "A network of the mask-statistics widths trained from a fresh start"}
 
 
 def _model_summary(model, rate: dict) -> dict:

@@ -25,6 +25,7 @@ from subnet._io import atomic_write_text
 from subnet.extraction import (
     Budget,
     _accuracy,
+    _as_keep,
     extract,
     finetune,
     keep_sets,
@@ -45,7 +46,10 @@ ALLOCATION = {"banzhaf": "iterative", "banzhaf_single": "global", "ablation": "g
               "magnitude": "uniform", "random": "uniform", "taylor": "uniform",
               "apoz": "uniform", "activation": "uniform"}
 STRUCTURED = tuple(ALLOCATION)
-UNSTRUCTURED = ("tfmot",)
+# Methods built on ``reference_method``'s subnetwork: TFMOT prunes the dense model to its number
+# of nonzero weights; ``reinit`` trains a network of its widths from a fresh initialisation
+# (is the subnetwork special, or only its shape?).
+REFERENCED = ("tfmot", "reinit")
 
 
 @dataclasses.dataclass
@@ -138,7 +142,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             step_masks: int = 1000, compensate: bool = True, rate=None,
             reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
             measure_latency: bool = True, models_dir: str | os.PathLike | None = None,
-            progress: bool = True) -> Comparison:
+            dense_finetuned: bool = True, progress: bool = True) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
@@ -173,6 +177,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         measure_latency: Measure size and latency of each subnetwork (first seed only).
         models_dir: If given, the first seed's structured subnetworks (fine-tuned, if they were)
             are saved there as ``{method}_{budget}_{seed}.keras``, atomically.
+        dense_finetuned: Also fine-tune a copy of the whole model with the same budget and
+            seeds (``dense["finetuned"]``): the fair reference for the fine-tuned subnetworks,
+            which have had that much more training than the model they came from.
         progress: Print one line per finished cell to stderr.
 
     Returns:
@@ -185,10 +192,10 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     from subnet.iterative import iterative_keep_sets
     from subnet.record import record_masks
 
-    unknown = sorted(set(methods) - set(STRUCTURED) - set(UNSTRUCTURED))
+    unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
     if unknown:
         raise ValueError(f"Unknown comparison methods {unknown}. Known: "
-                         f"{sorted(STRUCTURED + UNSTRUCTURED)}.")
+                         f"{sorted(STRUCTURED + REFERENCED)}.")
     budgets = [float(b) for b in budgets]
     if not budgets or any(not 0 < b <= 1 for b in budgets):
         raise ValueError(f"Budgets must be FLOP fractions in (0, 1]. Received: {budgets}")
@@ -197,9 +204,11 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     if dataset.x_train is None or len(dataset.x_train) <= selection_examples:
         raise ValueError(f"The dataset needs more than {selection_examples} training examples "
                          "(units are chosen on held-out training examples).")
-    if "tfmot" in methods and reference_method not in methods:
-        raise ValueError(f"`tfmot` matches the parameters of `reference_method`="
-                         f"{reference_method!r}, which is not among the methods {list(methods)}.")
+    for method in set(REFERENCED) & set(methods):
+        if reference_method not in methods or reference_method not in STRUCTURED:
+            raise ValueError(f"`{method}` is built on the subnetwork of `reference_method`="
+                             f"{reference_method!r}, which is not among the structured methods "
+                             f"{[m for m in methods if m in STRUCTURED]}.")
     x_sel = dataset.x_train[-selection_examples:]
     y_sel = dataset.y_train[-selection_examples:]
     n_train = len(dataset.x_train)
@@ -208,7 +217,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
               "finetune_epochs": finetune_epochs, "selection_examples": selection_examples,
               "n_masks": n_masks, "steps_per_halving": steps_per_halving,
               "step_masks": step_masks, "compensate": compensate,
-              "reference_method": reference_method,
+              "reference_method": reference_method, "dense_finetuned": dense_finetuned,
               "allocation": {m: ALLOCATION[m] for m in methods if m in ALLOCATION}}
     previous = None
     if out is not None and Path(out).exists():
@@ -219,8 +228,13 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     dense = previous.dense if previous else {
         "accuracy": _accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
         **({"measure": measure(model)} if measure_latency else {})}
+    if tune_examples > 0 and dense_finetuned and "finetuned" not in dense:
+        dense["finetuned"] = _dense_finetuned(model, dataset, seeds, tune_examples,
+                                              dense["accuracy"])
     comparison = Comparison(rows=list(previous.rows) if previous else [], dense=dense,
                             config=config)
+    if out is not None:
+        comparison.save(out)
     done = {_cell_key(r["method"], r["budget_flops_fraction"], r["seed"]) for r in
             comparison.rows}
 
@@ -241,7 +255,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         importances, chosen = {}, {}
         for method in methods:
             todo = [b for b in budgets if _cell_key(method, b, seed) not in done]
-            if method in UNSTRUCTURED or not todo:
+            if method in REFERENCED or not todo:
                 continue
             start = time.perf_counter()
             if method == "banzhaf":
@@ -256,14 +270,14 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                 options = {"rate": rate, **({"seed": seed} if method == "random" else {})}
                 importances[method] = estimate((model, x_sel, y_sel), method, **options)
             log(f"{method}: units chosen in {time.perf_counter() - start:.1f} s")
-        reference_params = {}
+        reference = {}  # method -> (params, widths) of this budget's subnetwork
         for budget in budgets:
             for method in [m for m in methods if m in STRUCTURED]:
                 key = _cell_key(method, budget, seed)
                 if key in done:
                     row = next(r for r in comparison.rows if _cell_key(
                         r["method"], r["budget_flops_fraction"], r["seed"]) == key)
-                    reference_params[method] = row["params"]
+                    reference[method] = row["params"], row["widths"]
                     continue
                 keep = chosen[method][budget] if method in chosen else keep_sets(
                     importances[method], Budget.flops(budget), model,
@@ -279,6 +293,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                 row["accuracy_finetuned"] = None
                 if tune_examples > 0:
                     tuned = finetune(subnetwork, dataset, examples=tune_examples, seed=seed,
+                                     accuracy_before=row["accuracy_oneshot"],
                                      progress=False)
                     row["accuracy_finetuned"] = tuned["accuracy_after"]
                     row["finetune_seconds"] = round(tuned["seconds"], 1)
@@ -286,12 +301,31 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     row["measure"] = measure(subnetwork)
                 if models_dir is not None and seed == seeds[0]:
                     row["model_file"] = str(_save_model(subnetwork, models_dir, key))
-                reference_params[method] = keep.params
+                reference[method] = keep.params, keep.widths
                 add(row)
+            params, widths = reference[reference_method]
             if "tfmot" in methods and _cell_key("tfmot", budget, seed) not in done:
-                add(_tfmot_row(model, dataset, budget, seed, reference_params[reference_method],
-                               tune_examples, measure_latency and seed == seeds[0]))
+                add(_tfmot_row(model, dataset, budget, seed, params, tune_examples,
+                               measure_latency and seed == seeds[0]))
+            if "reinit" in methods and _cell_key("reinit", budget, seed) not in done:
+                add(_reinit_row(model, dataset, budget, seed, widths, tune_examples))
     return comparison
+
+
+def _dense_finetuned(model, dataset, seeds, tune_examples, accuracy: float) -> dict:
+    """Test accuracy of copies of the whole model fine-tuned exactly as the subnetworks are."""
+    import keras
+
+    accuracies = []
+    for seed in seeds:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        tuned = finetune(copy, dataset, examples=tune_examples, seed=seed, progress=False,
+                         accuracy_before=accuracy)
+        accuracies.append(tuned["accuracy_after"])
+    return {"seeds": [int(s) for s in seeds], "accuracy": accuracies,
+            "accuracy_mean": float(np.mean(accuracies)),
+            "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0}
 
 
 def model_file_name(method: str, budget: float, seed: int) -> str:
@@ -308,6 +342,52 @@ def _save_model(model, models_dir, key: str) -> Path:
     with atomic_path(path) as tmp:
         model.save(tmp)
     return path
+
+
+def reinitialized(model, seed: int):
+    """A copy of ``model`` with fresh weights: Glorot-uniform kernels, zero biases,
+    BatchNormalization reset (gamma and moving variance 1, beta and moving mean 0), drawn from
+    ``numpy.random.default_rng(seed)``."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    fresh = keras.models.clone_model(model)
+    for layer in fresh.layers:
+        values = []
+        for weight in layer.weights:
+            shape, name = tuple(weight.shape), weight.name.split("/")[-1]
+            if name in ("kernel", "depthwise_kernel") and len(shape) >= 2:
+                receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+                limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+                values.append(rng.uniform(-limit, limit, shape))
+            elif name in ("gamma", "moving_variance"):
+                values.append(np.ones(shape))
+            else:
+                values.append(np.zeros(shape))
+        if values:
+            layer.set_weights([v.astype(w.dtype) for v, w in zip(values, layer.weights,
+                                                                  strict=True)])
+    return fresh
+
+
+def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
+    """A network of the reference subnetwork's widths, re-initialised and trained with the same
+    budget: one-shot is its accuracy at initialisation."""
+    _, whole = _as_keep(model, {})
+    bits = {site.name: np.arange(site.units) < widths[site.name] for site in whole.sites}
+    shaped, keep = extract(model, bits)
+    fresh = reinitialized(shaped, seed)
+    row = {"method": "reinit", "budget_flops_fraction": budget, "seed": int(seed),
+           "params": keep.params, "flops": keep.flops, "widths": keep.widths,
+           "allocation": "reference", "accuracy_oneshot": _accuracy(fresh, dataset.x_test,
+                                                                      dataset.y_test),
+           "accuracy_finetuned": None}
+    if tune_examples > 0:
+        tuned = finetune(fresh, dataset, examples=tune_examples, seed=seed, progress=False,
+                         accuracy_before=row["accuracy_oneshot"])
+        row["accuracy_finetuned"] = tuned["accuracy_after"]
+        row["finetune_seconds"] = round(tuned["seconds"], 1)
+    return row
 
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:

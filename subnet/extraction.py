@@ -517,7 +517,8 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
 
 def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
              batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
-             recalibrate: bool = True, progress: bool = True) -> dict:
+             recalibrate: bool = True, accuracy_before: float | None = None,
+             progress: bool = True) -> dict:
     """Trains a (sub)network further and reports its test accuracy before and after.
 
     Args:
@@ -531,6 +532,8 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
         recalibrate: Afterwards, re-estimate BatchNormalization statistics on (up to) 5,000
             training examples (:func:`recalibrate_batchnorm`); short fine-tunings leave them
             lagging behind the weights.
+        accuracy_before: The model's test accuracy, if already measured (saves a pass over the
+            test set); None measures it.
         progress: Show a progress bar.
 
     Returns:
@@ -543,7 +546,8 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
 
     if dataset.x_train is None:
         raise ValueError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
-    before = _accuracy(model, dataset.x_test, dataset.y_test)
+    before = _accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \
+        float(accuracy_before)
     history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                   progress=progress)

@@ -185,8 +185,9 @@ def test_internal_error_exits_1_and_keeps_the_traceback(model_file, tmp_path, ca
 def test_settings_validate_and_quick_keeps_explicit_options():
     with pytest.raises(ValueError, match="--repeats"):
         Settings(repeats=0)
-    with pytest.raises(ValueError, match="tfmot prunes"):
-        Settings(methods=("magnitude", "tfmot"))
+    for method in ("tfmot", "reinit"):
+        with pytest.raises(ValueError, match=f"{method} is built on the banzhaf subnetwork"):
+            Settings(methods=("magnitude", method))
     quick = analyze_module._settings(analyze_module._parse_args(["m.keras", "--quick",
                                                                  "--masks", "77"]),
                                      ["m.keras", "--quick", "--masks", "77"])

@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
-from subnet.comparison import Comparison, compare
+from subnet.comparison import Comparison, compare, reinitialized
 
 SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
                 selection_examples=500, n_masks=200, measure_latency=False, progress=False)
@@ -22,9 +23,9 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = compare_module.finetune
 
-    def interrupt_after_five(*args, **kwargs):
+    def interrupt_after_five(*args, **kwargs):  # cells; the first two calls tune the dense copies
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == 8:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
@@ -33,7 +34,9 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
         compare(model, mnist, methods, out=out, **SETTINGS)
     # Five fine-tuned structured cells survived (four of the first budget, one of the second,
     # and TFMOT's cell of the first budget, if any).
-    assert len(Comparison.load(out).rows) == 5 + ("tfmot" in methods)
+    interrupted = Comparison.load(out)
+    assert len(interrupted.rows) == 5 + ("tfmot" in methods)
+    assert interrupted.dense["finetuned"]["seeds"] == [0, 1]
     monkeypatch.setattr(compare_module, "finetune", original)
     result = compare(model, mnist, methods, out=out, **SETTINGS)
     assert len(result.rows) == len(methods) * 2 * 2
@@ -58,7 +61,45 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     assert again.rows == result.rows
     summary = result.summary()
     assert {s["seeds"] for s in summary} == {2}
+    # The whole model, fine-tuned with the same budget and seeds: the fair reference.
+    tuned = result.dense["finetuned"]
+    assert tuned == interrupted.dense["finetuned"] and len(tuned["accuracy"]) == 2
+    assert all(0 <= a <= 1 for a in tuned["accuracy"])
+    assert tuned["accuracy_mean"] == pytest.approx(sum(tuned["accuracy"]) / 2)
     json.dumps(result.to_dict())  # JSON-ready
+
+
+@pytest.mark.slow
+def test_reinit_trains_the_reference_shape_from_scratch(trained, mnist):
+    result = compare(trained["conv_bn"], mnist, ("magnitude", "reinit"),
+                     reference_method="magnitude", dense_finetuned=False,
+                     **{**SETTINGS, "budgets": (0.5,), "seeds": (3,)})
+    magnitude, reinit = sorted(result.rows, key=lambda r: r["method"])
+    assert (reinit["widths"], reinit["params"], reinit["flops"]) == (
+        magnitude["widths"], magnitude["params"], magnitude["flops"])
+    assert reinit["accuracy_oneshot"] < 0.3  # fresh weights: near chance before training
+    assert reinit["accuracy_finetuned"] > reinit["accuracy_oneshot"]
+
+
+def test_reinitialized_draws_fresh_weights_from_the_seed(trained):
+    model = trained["conv_bn"]
+    a, b, c = (reinitialized(model, s) for s in (0, 0, 1))
+    for layer_a, layer_b, layer_c, original in zip(a.layers, b.layers, c.layers, model.layers,
+                                                   strict=True):
+        for wa, wb, wc, wo, weight in zip(layer_a.get_weights(), layer_b.get_weights(),
+                                          layer_c.get_weights(), original.get_weights(),
+                                          layer_a.weights, strict=True):
+            np.testing.assert_array_equal(wa, wb)
+            assert wa.shape == wo.shape and wa.dtype == wo.dtype
+            name = weight.name.split("/")[-1]
+            if name == "kernel":
+                assert not np.array_equal(wa, wc) and not np.array_equal(wa, wo)
+                fan = np.prod(wa.shape[:-2], dtype=int) * (wa.shape[-2] + wa.shape[-1])
+                assert np.abs(wa).max() <= np.sqrt(6 / fan)
+            elif name in ("gamma", "moving_variance"):
+                np.testing.assert_array_equal(wa, 1)
+            else:
+                np.testing.assert_array_equal(wa, 0)
 
 
 def test_compare_bad_input(trained, mnist, tmp_path):
@@ -69,6 +110,8 @@ def test_compare_bad_input(trained, mnist, tmp_path):
         compare(model, mnist, ("random",), **{**SETTINGS, "budgets": (0.5, 0.0)})
     with pytest.raises(ValueError, match="reference_method"):
         compare(model, mnist, ("random", "tfmot"), **SETTINGS)
+    with pytest.raises(ValueError, match="`reinit` is built on"):
+        compare(model, mnist, ("random", "reinit"), **SETTINGS)
     with pytest.raises(ValueError, match="more than 5000 training examples"):
         compare(model, mnist, ("random",), **{**SETTINGS, "selection_examples": 5000})
     out = tmp_path / "c.json"

@@ -155,10 +155,12 @@ def test_finetune_improves_and_is_seeded(trained, mnist):
     importance = estimate((model, mnist.x_test, mnist.y_test), "magnitude")
     keep_set = keep_sets(importance, Budget.flops(0.3), model, allocation="uniform")
     results, weights = [], []
-    for _ in range(2):
+    for known in (None, 0.123):  # a known accuracy before is reported, not measured again
         subnetwork, _ = extract(model, keep_set)
-        results.append(finetune(subnetwork, mnist, examples=2000, seed=5, progress=False))
+        results.append(finetune(subnetwork, mnist, examples=2000, seed=5, progress=False,
+                                accuracy_before=known))
         weights.append(subnetwork.get_weights())
+    assert results[1]["accuracy_before"] == 0.123
     assert results[0]["examples_seen"] == 2000
     assert results[0]["accuracy_after"] == results[1]["accuracy_after"]
     for a, b in zip(*weights, strict=True):
