@@ -52,7 +52,12 @@ STAGES = ("blog", "record", "importance", "comparison")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything that decides an analysis' numbers (``--quick`` swaps in :meth:`quick`).
+    """Everything that decides an analysis' numbers (``--quick`` swaps in :meth:`quick_settings`).
+
+    The defaults are sized for about ten minutes on two CPU cores (the blog's network: three
+    budgets from 2x to 32x fewer FLOPs, one seed). For claims, give ``--repeats 3`` (spread over
+    seeds), more budgets and a larger fine-tuning budget, as ``analyses/compare_blog_model.py``
+    does.
 
     Attributes:
         dataset: ``mnist``, ``fashion_mnist`` or a ``.npz`` path; None infers it.
@@ -74,13 +79,13 @@ class Settings:
 
     dataset: str | None = None
     masks: int = 2000
-    examples: int = 2000
+    examples: int = 1000
     rate: float | None = None
     seed: int = 0
-    repeats: int = 3
-    budgets: tuple = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    repeats: int = 1
+    budgets: tuple = (1 / 2, 1 / 8, 1 / 32)
     methods: tuple = ("banzhaf", "magnitude", "random", "tfmot")
-    finetune_epochs: float = 0.5
+    finetune_epochs: float = 0.25
     tolerance: float = 0.005
     passes: int = 10
     selection_examples: int = 1000
@@ -91,7 +96,7 @@ class Settings:
     @classmethod
     def quick_settings(cls, **changes) -> Settings:
         """Small settings for a first look in about a minute on two cores."""
-        base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 2, 1 / 4, 1 / 8),
+        base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 4, 1 / 16),
                     methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
                     selection_examples=500, steps_per_halving=1, step_masks=150, quick=True)
         return cls(**{**base, **changes})

@@ -8,6 +8,7 @@ import pytest
 from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
 from subnet.comparison import Comparison, compare, reinitialized
+from tests.helpers import RATES
 
 SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
                 selection_examples=500, n_masks=200, measure_latency=False, progress=False)
@@ -72,13 +73,14 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_reinit_trains_the_reference_shape_from_scratch(trained, mnist):
     result = compare(trained["conv_bn"], mnist, ("magnitude", "reinit"),
-                     reference_method="magnitude", dense_finetuned=False,
-                     **{**SETTINGS, "budgets": (0.5,), "seeds": (3,)})
+                     reference_method="magnitude", dense_finetuned=False, rate=RATES["conv_bn"],
+                     **{**SETTINGS, "budgets": (0.5,), "seeds": (3,), "finetune_epochs": 1.0})
     magnitude, reinit = sorted(result.rows, key=lambda r: r["method"])
     assert (reinit["widths"], reinit["params"], reinit["flops"]) == (
         magnitude["widths"], magnitude["params"], magnitude["flops"])
     assert reinit["accuracy_oneshot"] < 0.3  # fresh weights: near chance before training
-    assert reinit["accuracy_finetuned"] > reinit["accuracy_oneshot"]
+    # and it learns (3,000 examples from scratch: far from converged, well above chance)
+    assert reinit["accuracy_finetuned"] > max(0.2, reinit["accuracy_oneshot"])
 
 
 def test_reinitialized_draws_fresh_weights_from_the_seed(trained):
