@@ -303,7 +303,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     row["model_file"] = str(_save_model(subnetwork, models_dir, key))
                 reference[method] = keep.params, keep.widths
                 add(row)
-            params, widths = reference[reference_method]
+            params, widths = reference.get(reference_method, (None, None))
             if "tfmot" in methods and _cell_key("tfmot", budget, seed) not in done:
                 add(_tfmot_row(model, dataset, budget, seed, params, tune_examples,
                                measure_latency and seed == seeds[0]))
