@@ -1,7 +1,7 @@
 """Subnetworks of the blog's model vs magnitude pruning, at equal FLOP budgets. Prints JSON.
 
-    python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 3]
-        [--methods banzhaf banzhaf_single magnitude random taylor apoz tfmot] [--seeds 0 1 2]
+    python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 1]
+        [--methods banzhaf magnitude random taylor tfmot reinit] [--seeds 0 1 2]
         [--steps-per-halving 2] [--step-masks 500] [--out out/compare/comparison.json]
 
 Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
@@ -9,8 +9,9 @@ held-out training examples, the subnetwork is extracted and fine-tuned, and accu
 measured on the MNIST test set. TFMOT prunes the dense model by magnitude to the same number of
 nonzero weights as the mask-statistics subnetwork. The results stream into ``--out`` (resumed
 when rerun). The last line printed is one JSON object with ``dense_accuracy``, ``results`` (one
-row per method, budget and seed), a per-(method, budget) summary, the smallest subnetwork found
-at <= 1.0 % error, and size/latency ratios of the extracted subnetworks to TFMOT's models.
+row per method, budget and seed), a per-(method, budget) summary, the smallest network each
+method reached at <= 1.0 % error, the issue's targets checked, and size/latency ratios of the
+extracted subnetworks to TFMOT's models.
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ KEYS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="out/demo/seed.keras")
-    parser.add_argument("--finetune-epochs", type=float, default=3.0)
+    parser.add_argument("--finetune-epochs", type=float, default=1.0)
     parser.add_argument("--methods", nargs="+",
-                        default=["banzhaf", "banzhaf_single", "magnitude", "random", "taylor",
-                                 "apoz", "tfmot"])
+                        default=["banzhaf", "magnitude", "random", "taylor", "tfmot", "reinit"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--masks", type=int, default=2000,
                         help="masks of the one-record ranking (banzhaf_single)")
@@ -64,15 +64,16 @@ def main(argv=None) -> int:
     dense_accuracy = result.dense["accuracy"]
     rows = [{k: r[k] for k in KEYS} | {"widths": r.get("widths")} for r in result.rows]
     summary = result.summary()
-    smallest = None
+    smallest = {}  # per method: the fewest FLOPs at <= 1.0 % error (mean of the seeds)
     for entry in sorted(summary, key=lambda e: e["flops"]):
-        if entry["method"] != "tfmot" and entry["accuracy_finetuned_mean"] is not None and \
-                1 - entry["accuracy_finetuned_mean"] <= 0.01:
-            widths = [r["widths"] for r in result.rows if r["method"] == entry["method"] and
-                      r["budget_flops_fraction"] == entry["budget_flops_fraction"]]
-            smallest = {**entry, "widths_per_seed": widths,
-                        "flops_reduction": result.dense["flops"] / entry["flops"]}
-            break
+        if entry["method"] in smallest or entry["method"] == "tfmot" or \
+                entry["accuracy_finetuned_mean"] is None or \
+                1 - entry["accuracy_finetuned_mean"] > 0.01:
+            continue
+        widths = [r["widths"] for r in result.rows if r["method"] == entry["method"] and
+                  r["budget_flops_fraction"] == entry["budget_flops_fraction"]]
+        smallest[entry["method"]] = {**entry, "widths_per_seed": widths,
+                                     "flops_reduction": result.dense["flops"] / entry["flops"]}
     ratios = []
     for r in result.rows:
         if r["method"] == "tfmot" and "measure" in r:
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
                                          args.methods[0]),
                       "dense_flops": result.dense["flops"],
                       "dense_params": result.dense["params"], "config": result.config,
-                      "summary": summary, "smallest_within_1pct_error": smallest,
+                      "summary": summary, "smallest_within_1pct_error_by_method": smallest,
                       "extracted_vs_tfmot": ratios, "seconds": round(time.time() - start, 1),
                       "results": rows}, default=_json_default))
     return 0
