@@ -612,12 +612,17 @@ def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
     Returns:
         {"params", "nonzero_params", "flops", "file_bytes", "gzip_bytes",
         "latency_ms_per_example", "batch_size"}: sizes of the saved ``.keras`` file raw and
-        gzipped (level 9), and the median CPU time per example of ``predict_on_batch``.
+        gzipped (level 9), and the median CPU time per example of ``predict_on_batch``. The file
+        holds the architecture and weights only: a trained model's optimizer state (two more
+        copies of the weights, for Adam) is left out, so that trained and untrained models are
+        measured alike.
     """
     result = model_cost(model)
+    bare = keras.models.clone_model(model)  # uncompiled: no optimizer state in the file
+    bare.set_weights(model.get_weights())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
-        model.save(path)
+        bare.save(path)
         raw = path.read_bytes()
     result["file_bytes"] = len(raw)
     result["gzip_bytes"] = len(gzip.compress(raw, compresslevel=9))
