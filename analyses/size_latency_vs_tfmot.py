@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 import subnet
-from subnet.baselines.tfmot import _prunable_kernels
+from subnet.baselines.tfmot import kernel_sparsity
 from subnet.comparison import Comparison, _magnitude_oneshot
 from subnet.extraction import _as_keep
 
@@ -42,13 +42,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     _, whole = _as_keep(model, {})
-    kernels = _prunable_kernels(model)
     out = []
     for row in sorted(rows, key=lambda r: -r["budget_flops_fraction"]):
         bits = {s.name: np.arange(s.units) < row["widths"][s.name] for s in whole.sites}
         small, keep = subnet.extract(model, bits)
-        sparsity = 1.0 - (keep.params - (model.count_params() - kernels)) / kernels
-        shaped = _magnitude_oneshot(model, sparsity)
+        shaped = _magnitude_oneshot(model, kernel_sparsity(model, keep.params))
         a = subnet.measure(small, repeats=args.repeats)
         b = subnet.measure(shaped, repeats=args.repeats)
         out.append({"budget_flops_fraction": row["budget_flops_fraction"],

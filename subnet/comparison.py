@@ -392,10 +392,9 @@ def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:
     from subnet.baselines import magnitude_prune
-    from subnet.baselines.tfmot import _prunable_kernels
+    from subnet.baselines.tfmot import kernel_sparsity
 
-    kernels = _prunable_kernels(model)
-    sparsity = 1.0 - (nonzero - (model.count_params() - kernels)) / kernels
+    sparsity = kernel_sparsity(model, nonzero)
     oneshot = _magnitude_oneshot(model, sparsity)
     row = {"method": "tfmot", "budget_flops_fraction": budget, "seed": int(seed),
            "params": int(nonzero), "flops": int(model_cost(model)["flops"]),

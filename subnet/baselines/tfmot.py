@@ -25,7 +25,7 @@ from subnet.engine.chain import _MIXING, _chain_from_output
 from subnet.extraction import _layers_before
 from subnet.models import outputs_probabilities
 
-__all__ = ["magnitude_prune", "tfmot_available"]
+__all__ = ["kernel_sparsity", "magnitude_prune", "tfmot_available"]
 
 _WORKER = Path(__file__).with_name("_tfmot_worker.py")
 
@@ -39,6 +39,13 @@ def tfmot_available() -> bool:
 def _prunable_kernels(model) -> int:
     return int(sum(np.prod(layer.kernel.shape) for layer in model.layers
                    if isinstance(layer, _MIXING)))
+
+
+def kernel_sparsity(model, nonzero: int) -> float:
+    """The fraction of Conv/Dense kernel weights to zero so that ``model`` keeps ``nonzero``
+    nonzero parameters (biases and other weights are not pruned)."""
+    kernels = _prunable_kernels(model)
+    return 1.0 - (int(nonzero) - (model.count_params() - kernels)) / kernels
 
 
 def magnitude_prune(model, dataset, *, nonzero: int | None = None,
@@ -95,7 +102,7 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
             raise ValueError(f"Invalid value received for argument `nonzero`. Expected an int "
                              f"in ({others}, {model.count_params()}] (the weights TFMOT does not "
                              f"prune, up to the whole model). Received: nonzero={nonzero!r}")
-        sparsity = 1.0 - (int(nonzero) - others) / kernels
+        sparsity = kernel_sparsity(model, nonzero)
     if not 0 <= sparsity < 1:
         raise ValueError(f"Invalid value received for argument `sparsity`. Expected a float in "
                          f"[0, 1). Received: sparsity={sparsity!r}")
