@@ -78,7 +78,7 @@ class Settings:
     """
 
     dataset: str | None = None
-    masks: int = 2000
+    masks: int = 1500
     examples: int = 1000
     rate: float | None = None
     seed: int = 0
@@ -90,7 +90,7 @@ class Settings:
     passes: int = 10
     selection_examples: int = 1000
     steps_per_halving: int = 2
-    step_masks: int = 400
+    step_masks: int = 300
     quick: bool = False
 
     @classmethod
