@@ -26,6 +26,7 @@ from subnet.extraction import (
     Budget,
     _accuracy,
     _as_keep,
+    _copy,
     extract,
     finetune,
     keep_sets,
@@ -117,12 +118,10 @@ def _cell_key(method: str, budget: float, seed: int) -> str:
 def _magnitude_oneshot(model, sparsity: float):
     """Sets the smallest-magnitude fraction of every Conv/Dense kernel to zero (no training):
     the one-shot counterpart of TFMOT's schedule."""
-    import keras
 
     from subnet.engine.chain import _MIXING
 
-    pruned = keras.models.clone_model(model)
-    pruned.set_weights(model.get_weights())
+    pruned = _copy(model)
     for layer in pruned.layers:
         if isinstance(layer, _MIXING):
             weights = layer.get_weights()
@@ -290,13 +289,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                        "allocation": ALLOCATION[method],
                        "accuracy_oneshot": _accuracy(subnetwork, dataset.x_test,
                                                      dataset.y_test)}
-                row["accuracy_finetuned"] = None
-                if tune_examples > 0:
-                    tuned = finetune(subnetwork, dataset, examples=tune_examples, seed=seed,
-                                     accuracy_before=row["accuracy_oneshot"],
-                                     progress=False)
-                    row["accuracy_finetuned"] = tuned["accuracy_after"]
-                    row["finetune_seconds"] = round(tuned["seconds"], 1)
+                _finetune_into(row, subnetwork, dataset, tune_examples, seed)
                 if measure_latency and seed == seeds[0]:
                     row["measure"] = measure(subnetwork)
                 if models_dir is not None and seed == seeds[0]:
@@ -314,13 +307,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
 
 def _dense_finetuned(model, dataset, seeds, tune_examples, accuracy: float) -> dict:
     """Test accuracy of copies of the whole model fine-tuned exactly as the subnetworks are."""
-    import keras
-
     accuracies = []
     for seed in seeds:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        tuned = finetune(copy, dataset, examples=tune_examples, seed=seed, progress=False,
+        tuned = finetune(_copy(model), dataset, examples=tune_examples, seed=seed, progress=False,
                          accuracy_before=accuracy)
         accuracies.append(tuned["accuracy_after"])
     return {"seeds": [int(s) for s in seeds], "accuracy": accuracies,
@@ -380,14 +369,20 @@ def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
     row = {"method": "reinit", "budget_flops_fraction": budget, "seed": int(seed),
            "params": keep.params, "flops": keep.flops, "widths": keep.widths,
            "allocation": "reference", "accuracy_oneshot": _accuracy(fresh, dataset.x_test,
-                                                                      dataset.y_test),
-           "accuracy_finetuned": None}
+                                                                      dataset.y_test)}
+    _finetune_into(row, fresh, dataset, tune_examples, seed)
+    return row
+
+
+def _finetune_into(row: dict, model, dataset, tune_examples: int, seed: int) -> None:
+    """Fine-tunes ``model`` (one-shot accuracy in ``row``) and records the result in ``row``;
+    ``accuracy_finetuned`` is None when there is no fine-tuning budget."""
+    row["accuracy_finetuned"] = None
     if tune_examples > 0:
-        tuned = finetune(fresh, dataset, examples=tune_examples, seed=seed, progress=False,
+        tuned = finetune(model, dataset, examples=tune_examples, seed=seed, progress=False,
                          accuracy_before=row["accuracy_oneshot"])
         row["accuracy_finetuned"] = tuned["accuracy_after"]
         row["finetune_seconds"] = round(tuned["seconds"], 1)
-    return row
 
 
 def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:

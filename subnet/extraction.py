@@ -601,6 +601,13 @@ def _accuracy(model, x, y) -> float:
     return float(np.mean(prediction.argmax(axis=-1) == y))
 
 
+def _copy(model):
+    """An uncompiled copy of ``model`` with the same weights."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
     """Size and speed of a model, measured the same way for every model.
 
@@ -618,8 +625,7 @@ def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
         measured alike.
     """
     result = model_cost(model)
-    bare = keras.models.clone_model(model)  # uncompiled: no optimizer state in the file
-    bare.set_weights(model.get_weights())
+    bare = _copy(model)  # uncompiled: no optimizer state in the file
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         bare.save(path)
