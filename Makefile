@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.subnet-installed
 DEMO   ?= out/demo
 ANALYZE_FLAGS ?=
 
-.PHONY: all install data system-deps test test-fast demo lint clean distclean
+.PHONY: all install data system-deps test test-fast demo analyses lint clean distclean
 
 all: test
 
@@ -40,7 +40,7 @@ test-fast: $(STAMP) data
 # The main job on the default example: the blog's network on MNIST.
 $(DEMO)/seed.keras: | $(STAMP) data
 	@mkdir -p $(DEMO)
-	$(BIN)/python -m subnet.train --dataset mnist --epochs 5 --seed 0 --out $@ \
+	$(BIN)/python -m subnet.train --dataset mnist --epochs 5 --seed 0 --mc-samples 5 --out $@ \
 		| tee $(DEMO)/train.json.tmp && mv $(DEMO)/train.json.tmp $(DEMO)/train.json
 
 # Then the whole analysis: results.json, report.html and report.pdf in $(DEMO)/analysis.
@@ -48,6 +48,14 @@ demo: $(STAMP) data $(DEMO)/seed.keras
 	$(BIN)/python -m subnet.analyze $(DEMO)/seed.keras --dataset mnist --out $(DEMO)/analysis \
 		$(ANALYZE_FLAGS)
 	@echo "report: $(DEMO)/analysis/report.html and $(DEMO)/analysis/report.pdf"
+
+# The evidence in reports/: the blog reproduced, the width x dropout sweep, the subnetworks on
+# MNIST and Fashion-MNIST. Trained models and per-model results are cached under out/analyses/,
+# so a second run (or one after an interruption) only redoes what is missing.
+analyses: $(STAMP) data system-deps
+	$(BIN)/python analyses/blog_reproduction.py
+	$(BIN)/python analyses/width_dropout_sweep.py
+	$(BIN)/python analyses/subnetworks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check subnet tests analyses

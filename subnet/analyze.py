@@ -87,10 +87,10 @@ class Settings:
     methods: tuple = ("banzhaf", "magnitude", "random", "tfmot")
     finetune_epochs: float = 0.25
     tolerance: float = 0.005
-    passes: int = 10
+    passes: int = 5
     selection_examples: int = 1000
-    steps_per_halving: int = 2
-    step_masks: int = 300
+    steps_per_halving: int = 1
+    step_masks: int = 250
     quick: bool = False
 
     @classmethod

@@ -1,0 +1,60 @@
+"""Trained blog networks shared by the analyses: trained once, cached, reused.
+
+A model file is named by everything that made it (dataset, dense units, training dropout rates,
+epochs, seed), so two scripts asking for the same network share one file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import subnet
+from subnet._io import atomic_path
+from subnet.train import fit
+
+CACHE = Path("out/analyses/models")
+FULL = {"mnist": 60_000, "fashion_mnist": 60_000}
+
+
+def path_of(data, units: int, rates=(0.5, 0.5, 0.5), *, epochs: int, seed: int,
+            cache: Path = CACHE) -> Path:
+    """Where :func:`trained` keeps that network (a subset of the training data is named)."""
+    tag = "-".join(f"{r:g}" for r in rates)
+    part = "" if len(data.x_train) == FULL.get(data.name) else f"_n{len(data.x_train)}"
+    return Path(cache) / f"{data.name}{part}_seed_cnn_{units}_r{tag}_e{epochs}_s{seed}.keras"
+
+
+def trained(data, units: int, rates=(0.5, 0.5, 0.5), *, epochs: int, seed: int,
+            cache: Path = CACHE, log=None):
+    """The blog's network with ``units`` dense units trained on ``data`` (cached)."""
+    path = path_of(data, units, rates, epochs=epochs, seed=seed, cache=cache)
+    if path.exists():
+        return subnet.load_model(path)
+    start = time.perf_counter()
+    model = subnet.seed_cnn(units, rates=tuple(rates), seed=seed)
+    fit(model, data.x_train, data.y_train, epochs=epochs, seed=seed, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    if log:
+        log(f"trained {path.name} in {time.perf_counter() - start:.0f} s")
+    return model
+
+
+def load(name: str, train_subset: int | None = None):
+    """The data set ``name``, or its first ``train_subset`` training examples (quick checks)."""
+    data = subnet.load_dataset(name)
+    return data if train_subset is None else data.subset(n_train=train_subset)
+
+
+def versions() -> dict:
+    """The versions a report records beside its numbers."""
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "subnet": subnet.__version__}

@@ -1,0 +1,102 @@
+"""The analyses/ scripts' own logic on made-up measurements: thresholds, references, caching."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
+
+import _trained  # noqa: E402
+import subnetworks  # noqa: E402
+import width_dropout_sweep as sweep  # noqa: E402
+
+RATES = [0, 0.5, 0.9]
+
+
+def _row(width, seed, dense, conv=(0.9, 0.9, 0.9), off=0.9):
+    return {"dataset": "mnist", "width": width, "seed": seed, "off": off,
+            "sites": {"dense": dict(zip(("0", "0.5", "0.9"), dense, strict=True)),
+                      "conv": dict(zip(("0", "0.5", "0.9"), conv, strict=True))}}
+
+
+def test_sweep_threshold_is_the_width_from_which_every_wider_network_matches():
+    args = argparse.Namespace(widths=[32, 64, 128], rates=RATES)
+    # at 0.9: 32 fails, 64 matches, 128 matches -> from 64. At 0.5 a dip at 64 -> from 128.
+    rows = [_row(32, s, (0.98, 0.978, 0.90)) for s in (0, 1)]
+    rows += [_row(64, s, (0.98, 0.97, 0.978)) for s in (0, 1)]
+    rows += [_row(128, s, (0.98, 0.979, 0.976)) for s in (0, 1)]
+    summary = sweep.summarize(rows, args)
+    assert summary["matching_from_width"]["mnist/dense"] == {"0": 32, "0.5": 128, "0.9": 64}
+    cell = summary["cells"]["mnist/dense"][0]
+    assert cell["width"] == 32 and cell["seeds"] == 2
+    assert np.allclose(cell["mean"], [0.98, 0.978, 0.90]) and np.allclose(cell["std"], 0)
+
+
+def test_sweep_whole_is_the_better_of_rate_0_and_the_training_rate():
+    args = argparse.Namespace(widths=[32], rates=RATES)
+    # conv dropout off is worse than on (0.95 vs 0.98): the whole is 0.98, so 0.9 (0.976) matches
+    # and rate 0 itself falls 3 points short.
+    rows = [_row(32, s, (0.98, 0.98, 0.98), conv=(0.95, 0.98, 0.976)) for s in (0, 1, 2)]
+    summary = sweep.summarize(rows, args)
+    assert summary["matching_from_width"]["mnist/conv"] == {"0": None, "0.5": 32, "0.9": 32}
+
+
+def _results(summary, off=0.98, on=0.985, finetuned=0.99):
+    return {"blog": {"accuracy_dropout_off": off, "accuracy_dropout_on_mean": on},
+            "comparison": {"dense": {"params": 1000, "flops": 8000, "finetuned": {
+                "accuracy_mean": finetuned, "accuracy_std": 0.001}},
+                "summary": summary,
+                "rows": [{"method": e["method"], "budget_flops_fraction":
+                          e["budget_flops_fraction"], "widths": {"a": 1}} for e in summary]}}
+
+
+def _entry(method, budget, accuracy, params=None):
+    return {"method": method, "budget_flops_fraction": budget,
+            "params": params or int(1000 * budget), "flops": int(8000 * budget),
+            "accuracy_finetuned_mean": accuracy, "accuracy_finetuned_std": 0.002, "seeds": 3}
+
+
+def test_smallest_within_tolerance_per_method_against_each_reference():
+    summary = [_entry("banzhaf", 0.5, 0.986), _entry("banzhaf", 0.25, 0.981),
+               _entry("magnitude", 0.5, 0.983), _entry("magnitude", 0.25, 0.95),
+               _entry("random", 0.5, 0.90), _entry("tfmot", 0.5, 0.99, params=400),
+               _entry("tfmot", 0.25, 0.985, params=260)]
+    found = subnetworks.tables(_results(summary))
+    refs = found["references"]
+    assert refs == {"whole_best_of_dropout_off_and_on": 0.985, "whole_finetuned_same_budget": 0.99}
+    best = found["smallest"]["whole_best_of_dropout_off_and_on"]
+    assert best["0.1_points"]["banzhaf"]["budget_flops_fraction"] == 0.5
+    assert best["0.5_points"]["banzhaf"]["budget_flops_fraction"] == 0.25
+    assert best["0.5_points"]["banzhaf"]["flops_reduction"] == pytest.approx(4.0)
+    assert best["0.1_points"]["magnitude"] is None
+    assert best["0.5_points"]["magnitude"]["budget_flops_fraction"] == 0.5
+    assert best["0.5_points"]["random"] is None and best["0.5_points"]["reinit"] is None
+    assert best["0.1_points"]["tfmot"]["params"] == 260  # tfmot: the fewest nonzero weights
+    alike = found["smallest"]["whole_finetuned_same_budget"]
+    assert alike["0.1_points"]["tfmot"]["params"] == 400
+    assert alike["0.5_points"]["banzhaf"]["budget_flops_fraction"] == 0.5
+    assert "none of the budgets" == subnetworks._cell(None)
+    assert "nonzero weights (dense shape" in subnetworks._cell(
+        best["0.1_points"]["tfmot"], "tfmot")
+
+
+def test_trained_models_are_named_by_everything_that_made_them(mnist):
+    small = mnist.subset(n_train=100)
+    a = _trained.path_of(small, 32, epochs=1, seed=0)
+    assert a.name == "mnist_n100_seed_cnn_32_r0.5-0.5-0.5_e1_s0.keras"
+    assert _trained.path_of(small, 32, (0.5, 0.5, 0.9), epochs=1, seed=1).name == \
+        "mnist_n100_seed_cnn_32_r0.5-0.5-0.9_e1_s1.keras"
+
+
+@pytest.mark.slow
+def test_trained_is_cached(mnist, tmp_path):
+    small = mnist.subset(n_train=64)
+    first = _trained.trained(small, 8, epochs=1, seed=0, cache=tmp_path)
+    path = _trained.path_of(small, 8, epochs=1, seed=0, cache=tmp_path)
+    assert path.exists()
+    again = _trained.trained(small, 8, epochs=1, seed=0, cache=tmp_path)
+    for w1, w2 in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(w1, w2)
