@@ -172,9 +172,14 @@ def write_report(result: dict, out: Path) -> None:
                           f"below the whole (the better of rate 0 and {TRAINED_RATE:g} there)."),
         )))
         if site == "dense":
-            answers.append(f"{name}: with the dense layer's dropout at 0.9, random subnetworks "
-                           f"match the whole (within {MATCH_POINTS:g} points) from "
-                           f"{'no width tested' if r9 is None else f'{r9} dense units'} up.")
+            full, blog = widest["mean"][0], widest["mean"][j9]
+            found = (f"no width up to {widest['width']} units matches the whole (within "
+                     f"{MATCH_POINTS:g} points); the widest keeps {blog:.2%} against {full:.2%} "
+                     "with every dense unit kept"
+                     if r9 is None else f"networks from {r9} dense units up match the whole "
+                     f"(within {MATCH_POINTS:g} points)")
+            answers.append(f"{name}, the dense layer's test-time dropout at {rates[j9]:g}: "
+                           f"{found}.")
     sections.append(Section("provenance", "Provenance", (
         Text((f"Trained {config['epochs']} epoch(s) each (Adam, cosine, batch 128, dropout 0.5 "
               f"at every site); tested on the first {config['examples']} test images, "

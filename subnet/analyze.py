@@ -89,7 +89,7 @@ class Settings:
     tolerance: float = 0.005
     passes: int = 5
     selection_examples: int = 1000
-    steps_per_halving: int = 1
+    steps_per_halving: int = 2
     step_masks: int = 250
     quick: bool = False
 
