@@ -49,12 +49,5 @@ def load(name: str, train_subset: int | None = None):
 
 
 def versions() -> dict:
-    """The versions a report records beside its numbers."""
-    import platform
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "subnet": subnet.__version__}
+    """The versions a report records beside its numbers (:func:`subnet.versions`)."""
+    return subnet.versions()

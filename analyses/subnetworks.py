@@ -1,11 +1,15 @@
 """Subnetworks as good as the whole, on MNIST and on Fashion-MNIST, by every method.
 
-    python analyses/subnetworks.py [--datasets mnist fashion_mnist] [--epochs 6]
-        [--seeds 0 1 2] [--budgets 0.5 0.25 0.125] [--finetune-epochs 0.25]
-        [--out reports/subnetworks]
+    python analyses/subnetworks.py [--datasets mnist fashion_mnist] [--epochs 12]
+        [--convergence-epochs 3 6] [--seeds 0 1 2] [--budgets 0.5 0.25 0.125]
+        [--finetune-epochs 0.25] [--out reports/subnetworks]
 
 For each dataset, the blog's network (conv 20 - conv 50 - dense 500, dropout 0.5) is trained for
-``--epochs`` (Adam, cosine decay to 0; cached in ``out/analyses/models/``), then the full
+``--epochs`` (Adam, cosine decay to 0; cached in ``out/analyses/models/``). Whether that is
+training to convergence is measured, not assumed: the same network is also trained for
+``--convergence-epochs`` and the whole network's test accuracy is compared along the epochs
+(converged: going from the second-longest training to the longest gained less than 0.1
+point). Then the full
 ``subnet.analyze`` pipeline runs on it (record, importance, comparison, report) with the
 methods banzhaf (mask statistics, iterative), magnitude (L1, structured), random, tfmot
 (unstructured magnitude at the same nonzero weights) and reinit (banzhaf's widths, freshly
@@ -37,6 +41,7 @@ from subnet.analyze import Settings, analyze
 METHODS = ("banzhaf", "magnitude", "random", "tfmot", "reinit")
 STRUCTURED = ("banzhaf", "magnitude", "random")  # the methods that give a smaller network
 TOLERANCES = (0.001, 0.005)
+CONVERGED = 0.001  # the longest training gained less than this over the next: converged
 PUBLISHED = (  # DESIGN.md's reference numbers on this architecture (LeNet-5-Caffe, MNIST)
     ("Neklyudov et al. 2017 (SBP)", "3-18-284 (dense 283)", "0.86 %", "10.5x fewer FLOPs"),
     ("Louizos et al. 2018 (L0)", "9-18-65 (dense 25)", "1.0 %", ""),
@@ -44,6 +49,35 @@ PUBLISHED = (  # DESIGN.md's reference numbers on this architecture (LeNet-5-Caf
     ("Louizos et al. 2017 (Bayesian Compression)", "5-10-76 (dense 16)", "1.0 %", ""),
     ("Han et al. 2015 (magnitude, unstructured)", "431K -> 36K weights", "0.77 %", "12x fewer"),
 )
+
+
+def convergence(data, epochs: list[int], log) -> dict:
+    """The whole network's test accuracy (dropout off; on: mean of 5 passes) for each training
+    length in ``epochs`` (seed 0), and whether the longest still gained over the next longest."""
+    import numpy as np
+
+    import subnet
+
+    rows = []
+    for length in sorted(set(epochs)):
+        model = trained(data, 500, epochs=length, seed=0, log=log)
+        off = float(np.mean(subnet.with_dropout(model, on=False).predict(
+            data.x_test, batch_size=1000, verbose=0).argmax(-1) == data.y_test))
+        on = subnet.mc_dropout(model, data.x_test, data.y_test, samples=5, seed=0).summary()
+        rows.append({"epochs": length, "accuracy_dropout_off": off,
+                     "accuracy_dropout_on": on["accuracy"],
+                     "accuracy_dropout_on_std": on["accuracy_std"],
+                     "best": max(off, on["accuracy"])})
+    return {"seed": 0, **trend(rows)}
+
+
+def trend(rows: list[dict]) -> dict:
+    """``rows`` (by increasing ``epochs``, each with its ``best`` accuracy) with the gain of the
+    longest training over the next longest, and whether that gain is below :data:`CONVERGED`."""
+    gain = rows[-1]["best"] - rows[-2]["best"] if len(rows) > 1 else None
+    return {"rows": rows, "last_gain": gain,
+            "last_step": [rows[-2]["epochs"], rows[-1]["epochs"]] if len(rows) > 1 else None,
+            "converged": None if gain is None else bool(gain < CONVERGED)}
 
 
 def smallest(results: dict, reference: float, tolerance: float) -> dict:
@@ -88,6 +122,16 @@ def tables(results: dict) -> dict:
             "curve": results["comparison"]["summary"]}
 
 
+def _convergence_reading(trend: dict) -> str:
+    if trend["last_gain"] is None:
+        return "One training length only: convergence not measured."
+    short, long = trend["last_step"]
+    verdict = "converged (less than 0.1 point)" if trend["converged"] else \
+        "not converged (0.1 point or more)"
+    return (f"From {short} to {long} epochs the better of dropout off and on changed by "
+            f"{trend['last_gain'] * 100:+.2f} points: {verdict}; seed 0.")
+
+
 def _cell(entry, method: str = "") -> str:
     if entry is None:
         return "none of the budgets"
@@ -115,6 +159,15 @@ def write_report(result: dict, out: Path) -> None:
                        f"(mean of single passes), {dense['finetuned']['accuracy_mean']:.2%}"
                        f" ± {dense['finetuned']['accuracy_std'] * 100:.2f} fine-tuned "
                        f"with the subnetworks' budget. Full report: {name}/report.html.",))]
+        trend = found["convergence"]
+        if trend["rows"]:
+            items.append(Table(
+                f"{name}-convergence", "The whole network's test accuracy by training length",
+                ("epochs", "dropout off", "dropout on (mean of 5 passes)"),
+                tuple((str(r["epochs"]), f"{r['accuracy_dropout_off']:.2%}",
+                       f"{r['accuracy_dropout_on']:.2%} ± {r['accuracy_dropout_on_std'] * 100:.2f}")
+                      for r in trend["rows"]),
+                reading=_convergence_reading(trend)))
         for ref, label in (("whole_best_of_dropout_off_and_on", "the whole at its best"),
                            ("whole_finetuned_same_budget", "the whole fine-tuned alike")):
             per = found["smallest"][ref]
@@ -163,14 +216,17 @@ def write_report(result: dict, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="training epochs of the network analysed (default 12)")
+    parser.add_argument("--convergence-epochs", nargs="*", type=int, default=[3, 6],
+                        help="shorter trainings the whole network's accuracy is compared with, "
+                             "to show whether --epochs trains to convergence (default 3 6)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.25, 0.125])
     parser.add_argument("--finetune-epochs", type=float, default=0.25)
-    parser.add_argument("--steps-per-halving", type=int, default=1,
+    parser.add_argument("--steps-per-halving", type=int, default=2,
                         help="steps of iterative mask-statistics pruning per halving of the "
-                             "FLOPs (the committed reports used 1; subnet.analyze's default, 2, "
-                             "is better one-shot and slower)")
+                             "FLOPs (default 2, as subnet.analyze's)")
     parser.add_argument("--work", default="out/analyses/subnetworks")
     parser.add_argument("--out", default="reports/subnetworks")
     parser.add_argument("--train-subset", type=int, default=None,
@@ -202,13 +258,15 @@ def main(argv=None) -> int:
         (out / data.name).mkdir(parents=True, exist_ok=True)
         for file in ("report.html", "report.pdf", "results.json"):
             shutil.copyfile(work / file, out / data.name / file)
-        found[data.name] = tables(results)
+        found[data.name] = {**tables(results), "convergence": convergence(
+            data, [*args.convergence_epochs, args.epochs], log)}
         log(f"{data.name}: done")
     if args.no_report:
         return 0
     result = {"command": ["python", "analyses/subnetworks.py",
                           *(sys.argv[1:] if argv is None else argv)],
-              "config": {"datasets": args.datasets, "epochs": args.epochs, "seeds": args.seeds,
+              "config": {"datasets": args.datasets, "epochs": args.epochs,
+                         "convergence_epochs": args.convergence_epochs, "seeds": args.seeds,
                          "budgets": args.budgets, "finetune_epochs": args.finetune_epochs,
                          "steps_per_halving": args.steps_per_halving,
                          "methods": METHODS},

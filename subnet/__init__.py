@@ -56,7 +56,24 @@ _EXPORTS = {
     "with_dropout": "subnet.models",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "versions"])
+
+
+def versions() -> dict:
+    """The versions of Python, TensorFlow, Keras, NumPy and subnet: what every record, result
+    file and report stores beside its numbers.
+
+    Returns:
+        ``{"python", "tensorflow", "keras", "numpy", "subnet"}`` as strings.
+    """
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "subnet": __version__}
 
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",

@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import platform
 import shutil
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+import subnet
 from subnet._cli import run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 
@@ -225,12 +225,12 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
                     accuracy_dropout_on_std=float(accuracy.std(ddof=1)),
                     passes=len(accuracy), ensemble_accuracy=recorded["vote_accuracy"])
     results = {
-        "subnet_version": _version(), "created": datetime.datetime.now(
+        "subnet_version": subnet.__version__, "created": datetime.datetime.now(
             datetime.UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else [],
         "config": {**settings.to_dict(), "formats": list(formats), "resume": resume,
                    "trust_model": trust_model, "rates": rate, "key": key},
-        "versions": _versions(),
+        "versions": subnet.versions(),
         "inputs": {"model": {"path": str(model_path), "sha256": model_sha,
                              "bytes": model_path.stat().st_size},
                    "dataset": {"name": data.name, "source": str(data.source),
@@ -687,20 +687,6 @@ def _model_summary(model, rate: dict) -> dict:
 
 def _copy_atomic(source: Path, dest: Path) -> None:
     atomic_write_bytes(dest, source.read_bytes())
-
-
-def _version() -> str:
-    import subnet
-
-    return subnet.__version__
-
-
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "subnet": _version()}
 
 
 def _jsonable(value):

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -262,47 +263,74 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     model, x_sel, y_sel, todo, steps_per_halving=steps_per_halving,
                     n_masks=step_masks, seed=seed, progress=progress)
             elif method == "banzhaf_single":
-                record = record_masks(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
-                                      progress=progress)
-                importances[method] = estimate(record, "banzhaf")
+                with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:
+                    record = record_masks(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
+                                          out=folder, progress=progress)
+                    importances[method] = estimate(record, "banzhaf")
             else:
                 options = {"rate": rate, **({"seed": seed} if method == "random" else {})}
                 importances[method] = estimate((model, x_sel, y_sel), method, **options)
             log(f"{method}: units chosen in {time.perf_counter() - start:.1f} s")
-        reference = {}  # method -> (params, widths) of this budget's subnetwork
-        for budget in budgets:
-            for method in [m for m in methods if m in STRUCTURED]:
-                key = _cell_key(method, budget, seed)
-                if key in done:
-                    row = next(r for r in comparison.rows if _cell_key(
-                        r["method"], r["budget_flops_fraction"], r["seed"]) == key)
-                    reference[method] = row["params"], row["widths"]
-                    continue
-                keep = chosen[method][budget] if method in chosen else keep_sets(
-                    importances[method], Budget.flops(budget), model,
-                    allocation=ALLOCATION[method])
-                subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
-                                           scale=keep.compensation if compensate else None)
-                recalibrate_batchnorm(subnetwork, x_sel)
-                row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
-                       "params": keep.params, "flops": keep.flops, "widths": keep.widths,
-                       "allocation": ALLOCATION[method],
-                       "accuracy_oneshot": _accuracy(subnetwork, dataset.x_test,
-                                                     dataset.y_test)}
-                _finetune_into(row, subnetwork, dataset, tune_examples, seed)
-                if measure_latency and seed == seeds[0]:
-                    row["measure"] = measure(subnetwork)
-                if models_dir is not None and seed == seeds[0]:
-                    row["model_file"] = str(_save_model(subnetwork, models_dir, key))
-                reference[method] = keep.params, keep.widths
-                add(row)
-            params, widths = reference.get(reference_method, (None, None))
-            if "tfmot" in methods and _cell_key("tfmot", budget, seed) not in done:
-                add(_tfmot_row(model, dataset, budget, seed, params, tune_examples,
+        keeps = {(m, b): chosen[m][b] if m in chosen else keep_sets(
+                     importances[m], Budget.flops(b), model, allocation=ALLOCATION[m])
+                 for m in methods if m in STRUCTURED for b in budgets
+                 if _cell_key(m, b, seed) not in done}
+        reference = {}  # budget -> (params, widths) of reference_method's subnetwork
+        if set(REFERENCED) & set(methods):
+            for budget in budgets:
+                keep = keeps.get((reference_method, budget))
+                if keep is None:  # its row is done: an earlier run's
+                    keep = _find_row(comparison.rows, reference_method, budget, seed)
+                    reference[budget] = keep["params"], keep["widths"]
+                else:
+                    reference[budget] = keep.params, keep.widths
+        # TFMOT needs only the reference subnetwork's parameter count, known once the units are
+        # chosen: its rows prune in a child process while this one extracts and fine-tunes.
+        tfmot_todo = [b for b in budgets if "tfmot" in methods and
+                      _cell_key("tfmot", b, seed) not in done]
+        pending = _start_tfmot(model, dataset, [reference[b][0] for b in tfmot_todo], seed,
+                               tune_examples) if tfmot_todo else None
+        if pending is not None:
+            log(f"tfmot: pruning at {len(tfmot_todo)} budget(s) in a child process, meanwhile "
+                "the structured rows")
+        try:
+            for budget in budgets:
+                for method in [m for m in methods if m in STRUCTURED]:
+                    key = _cell_key(method, budget, seed)
+                    if key in done:
+                        continue
+                    keep = keeps[method, budget]
+                    subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
+                                               scale=keep.compensation if compensate else None)
+                    recalibrate_batchnorm(subnetwork, x_sel)
+                    row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
+                           "params": keep.params, "flops": keep.flops, "widths": keep.widths,
+                           "allocation": ALLOCATION[method],
+                           "accuracy_oneshot": _accuracy(subnetwork, dataset.x_test,
+                                                         dataset.y_test)}
+                    _finetune_into(row, subnetwork, dataset, tune_examples, seed)
+                    if measure_latency and seed == seeds[0]:
+                        row["measure"] = measure(subnetwork)
+                    if models_dir is not None and seed == seeds[0]:
+                        row["model_file"] = str(_save_model(subnetwork, models_dir, key))
+                    add(row)
+                if "reinit" in methods and _cell_key("reinit", budget, seed) not in done:
+                    add(_reinit_row(model, dataset, budget, seed, reference[budget][1],
+                                    tune_examples))
+            pruned = pending.result() if pending is not None else [None] * len(tfmot_todo)
+            for budget, tuned in zip(tfmot_todo, pruned, strict=True):
+                add(_tfmot_row(model, dataset, budget, seed, reference[budget][0], tuned,
                                measure_latency and seed == seeds[0]))
-            if "reinit" in methods and _cell_key("reinit", budget, seed) not in done:
-                add(_reinit_row(model, dataset, budget, seed, widths, tune_examples))
+        finally:
+            if pending is not None:
+                pending.cancel()
     return comparison
+
+
+def _find_row(rows: list, method: str, budget: float, seed: int) -> dict:
+    key = _cell_key(method, budget, seed)
+    return next(r for r in rows if _cell_key(r["method"], r["budget_flops_fraction"],
+                                              r["seed"]) == key)
 
 
 def _dense_finetuned(model, dataset, seeds, tune_examples, accuracy: float) -> dict:
@@ -385,8 +413,20 @@ def _finetune_into(row: dict, model, dataset, tune_examples: int, seed: int) -> 
         row["finetune_seconds"] = round(tuned["seconds"], 1)
 
 
-def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measure) -> dict:
-    from subnet.baselines import magnitude_prune
+def _start_tfmot(model, dataset, nonzero: list[int], seed: int, tune_examples: int):
+    """TFMOT's pruning with fine-tuning for each parameter count, started in one child process;
+    None when there is no fine-tuning budget (the one-shot rows need no child)."""
+    from subnet.baselines.tfmot import start_magnitude_prune
+
+    if tune_examples <= 0:
+        return None
+    return start_magnitude_prune(model, dataset, nonzero=[int(n) for n in nonzero],
+                                 examples=tune_examples, seed=seed)
+
+
+def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, with_measure) -> dict:
+    """The TFMOT row: one-shot magnitude pruning to ``nonzero`` weights, and ``tuned`` (the
+    child's ``(pruned model, info)``, or None without fine-tuning)."""
     from subnet.baselines.tfmot import kernel_sparsity
 
     sparsity = kernel_sparsity(model, nonzero)
@@ -396,9 +436,8 @@ def _tfmot_row(model, dataset, budget, seed, nonzero, tune_examples, with_measur
            "dense_shape_params": int(model.count_params()), "sparsity": float(sparsity),
            "accuracy_oneshot": _accuracy(oneshot, dataset.x_test, dataset.y_test),
            "accuracy_finetuned": None}
-    if tune_examples > 0:
-        pruned, info = magnitude_prune(model, dataset, nonzero=int(nonzero),
-                                       examples=tune_examples, seed=seed)
+    if tuned is not None:
+        pruned, info = tuned
         row["accuracy_finetuned"] = _accuracy(pruned, dataset.x_test, dataset.y_test)
         row["nonzero_params"] = info["nonzero_params"]
         row["finetune_seconds"] = round(info["seconds"], 1)

@@ -17,6 +17,7 @@ subnetwork of the one before.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -151,9 +152,10 @@ def _step(current, x, y, budget: Budget, *, n_masks, seed, estimator, metric, ma
     widths = keep_sets(flat, budget, current, allocation="uniform", min_units=min_units).widths
     rate = {site.name: float(np.clip(1.0 - widths[site.name] / site.units, 0.05, max_rate))
             for site in table}
-    record = record_masks(current, x, y, n_masks, seed=seed, rate=rate, antithetic=True,
-                          progress=False)
-    importance = estimate(record, estimator, metric=metric)
+    with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:  # the step's record
+        record = record_masks(current, x, y, n_masks, seed=seed, rate=rate, antithetic=True,
+                              out=folder, progress=False)
+        importance = estimate(record, estimator, metric=metric)
     keep = keep_sets(importance, budget, current, allocation="uniform", min_units=min_units)
     for name in table.names:
         index[name] = index[name][keep[name]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Mapping
@@ -139,14 +138,6 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         return ReferenceBackend(chain, rescale=rescale)
 
 
-def _versions() -> dict:
-    import tensorflow as tf
-
-    return {"subnet": subnet.__version__, "keras": keras.__version__,
-            "tensorflow": tf.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def record_masks(model, x, y, n_masks: int, seed: int = 0,
                  rate: float | Mapping[str, float] | None = None, backend: str = "auto",
                  out: str | os.PathLike | None = None, resume: bool = False, *,
@@ -227,7 +218,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": _data_fingerprint(x, y),
         "backend": engine.name,
-        "versions": _versions(),
+        "versions": subnet.versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is None:

@@ -100,3 +100,14 @@ def test_trained_is_cached(mnist, tmp_path):
     again = _trained.trained(small, 8, epochs=1, seed=0, cache=tmp_path)
     for w1, w2 in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(w1, w2)
+
+
+def test_convergence_compares_the_longest_training_with_the_next():
+    rows = [{"epochs": e, "best": b} for e, b in ((3, 0.980), (6, 0.9885), (12, 0.9891))]
+    found = subnetworks.trend(rows)
+    assert found["last_step"] == [6, 12] and found["last_gain"] == pytest.approx(0.0006)
+    assert found["converged"] is True
+    assert subnetworks.trend(rows[:2])["converged"] is False  # 3 -> 6 gained 0.85 points
+    assert subnetworks.trend(rows[:1])["converged"] is None
+    assert "+0.06 points: converged" in subnetworks._convergence_reading(found)
+    assert "not converged" in subnetworks._convergence_reading(subnetworks.trend(rows[:2]))

@@ -2,9 +2,11 @@
 
 Run as ``python _tfmot_worker.py JOB_DIR`` by :mod:`subnet.baselines.tfmot`, as a script so that
 the child imports nothing from subnet (TFMOT needs tf_keras and ``TF_USE_LEGACY_KERAS`` for the
-whole process). JOB_DIR holds ``spec.json`` (layers, training settings, target sparsity),
-``weights.npz`` (the model's weights in order) and ``data.npz`` (x_train, y_train); the worker
-writes ``pruned.npz`` (the stripped weights, same order) and ``result.json``.
+whole process). JOB_DIR holds ``spec.json`` (layers, training settings, target sparsities),
+``weights.npz`` (the model's weights in order) and ``data.npz`` (x_train, y_train). For the i-th
+target sparsity the worker prunes a fresh copy of the model and writes ``pruned{i}.npz`` (the
+stripped weights, same order), then ``result{i}.json`` (renamed into place last, so its presence
+means target i is complete).
 """
 
 from __future__ import annotations
@@ -63,14 +65,27 @@ def prune_kernels(model, tfmot, tf_keras, schedule):
 
 def main(job: Path) -> int:
     import numpy as np
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
 
     spec = json.loads((job / "spec.json").read_text())
     with np.load(job / "weights.npz") as data:
         weights = [data[f"w{i}"] for i in range(len(data.files))]
     with np.load(job / "data.npz") as data:
         x, y = data["x"], data["y"]
+    for i, sparsity in enumerate(spec["sparsities"]):
+        result, out = prune_one(spec, float(sparsity), weights, x, y)
+        np.savez(job / f"pruned{i}.npz", **{f"w{k}": w for k, w in enumerate(out)})
+        (job / f"result{i}.json.tmp").write_text(json.dumps(result))
+        os.replace(job / f"result{i}.json.tmp", job / f"result{i}.json")
+    return 0
+
+
+def prune_one(spec: dict, sparsity: float, weights, x, y):
+    """Prunes a fresh copy of the model to ``sparsity`` while fine-tuning it; returns the result
+    dict and the stripped weights."""
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
     model = build(spec)
     model.set_weights(weights)
     examples = int(spec["examples"])
@@ -79,7 +94,7 @@ def main(job: Path) -> int:
     sizes = [min(n, examples - e * n) for e in range(-(-examples // n))]
     steps = sum(-(-s // batch) for s in sizes)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(spec["sparsity"]), begin_step=0,
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
         end_step=max(1, int(steps * spec["prune_fraction"])), frequency=max(1, steps // 50))
     pruned = prune_kernels(model, tfmot, tf_keras, schedule)
     rate = tf_keras.optimizers.schedules.CosineDecay(float(spec["learning_rate"]), steps)
@@ -95,16 +110,14 @@ def main(job: Path) -> int:
                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     out = stripped.get_weights()
-    np.savez(job / "pruned.npz", **{f"w{i}": w for i, w in enumerate(out)})
     kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1]
                if hasattr(layer, "kernel")]
     result = {"seconds": time.perf_counter() - start, "steps": steps,
-              "target_sparsity": float(spec["sparsity"]),
+              "target_sparsity": sparsity,
               "kernel_sparsity": float(1 - sum(np.count_nonzero(k) for k in kernels) /
                                        sum(k.size for k in kernels)),
               "nonzero_params": int(sum(np.count_nonzero(w) for w in out))}
-    (job / "result.json").write_text(json.dumps(result))
-    return 0
+    return result, out
 
 
 if __name__ == "__main__":

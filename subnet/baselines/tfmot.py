@@ -1,10 +1,11 @@
 """Unstructured magnitude pruning with the TensorFlow Model Optimization Toolkit, in a child.
 
 TFMOT works only with tf_keras models and needs ``TF_USE_LEGACY_KERAS`` for the whole process,
-so it never runs in subnet's process: :func:`magnitude_prune` writes the model's layers and
-weights to a temporary folder, runs ``_tfmot_worker.py`` in a child Python that rebuilds the model
-in tf_keras, applies ``prune_low_magnitude`` with a ``PolynomialDecay`` schedule while
-fine-tuning, calls ``strip_pruning``, and hands the weights back. This is the only module that
+so it never runs in subnet's process: :func:`start_magnitude_prune` writes the model's layers and
+weights to a temporary folder and starts ``_tfmot_worker.py`` in a child Python that, for each
+target, rebuilds the model in tf_keras, applies ``prune_low_magnitude`` with a
+``PolynomialDecay`` schedule while fine-tuning, calls ``strip_pruning``, and hands the weights
+back; :func:`magnitude_prune` does that for one target and waits. This is the only module that
 knows TFMOT exists.
 """
 
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -25,7 +27,8 @@ from subnet.engine.chain import _MIXING, _chain_from_output
 from subnet.extraction import _layers_before
 from subnet.models import outputs_probabilities
 
-__all__ = ["kernel_sparsity", "magnitude_prune", "tfmot_available"]
+__all__ = ["PendingPrune", "kernel_sparsity", "magnitude_prune", "start_magnitude_prune",
+           "tfmot_available"]
 
 _WORKER = Path(__file__).with_name("_tfmot_worker.py")
 
@@ -82,6 +85,42 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
         ValueError: If TFMOT is not installed or the targets or budgets are invalid.
         RuntimeError: If the child process fails or runs past ``timeout``.
     """
+    if (nonzero is None) == (sparsity is None):
+        raise ValueError("Give exactly one pruning target: `nonzero` or `sparsity`.")
+    targets = {"nonzero": None if nonzero is None else [nonzero],
+               "sparsity": None if sparsity is None else [sparsity]}
+    with start_magnitude_prune(model, dataset, **targets, epochs=epochs, examples=examples,
+                               batch_size=batch_size, learning_rate=learning_rate,
+                               prune_fraction=prune_fraction, seed=seed) as pending:
+        return pending.result(timeout=timeout)[0]
+
+
+def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = None,
+                          sparsity: Sequence[float] | None = None, epochs: int | None = None,
+                          examples: int | None = None, batch_size: int = 128,
+                          learning_rate: float = 1e-3, prune_fraction: float = 0.7,
+                          seed: int = 0) -> PendingPrune:
+    """Starts :func:`magnitude_prune` for several targets in one child process, and returns at once.
+
+    The child prunes a fresh copy of ``model`` for each target in turn, with the same settings
+    and seed, while this process goes on with other work: on a machine with more than one core
+    the two overlap (the comparison fine-tunes its subnetworks meanwhile). One child for all
+    targets pays TensorFlow's start-up and the copy of the training data once.
+
+    Args:
+        model, dataset, epochs, examples, batch_size, learning_rate, prune_fraction, seed: As
+            for :func:`magnitude_prune`.
+        nonzero: Target numbers of nonzero parameters, one pruned model each; or
+        sparsity: Target kernel sparsities (one of the two).
+
+    Returns:
+        A :class:`PendingPrune`; its :meth:`~PendingPrune.result` waits for the child. Use it as
+        a context manager (or call :meth:`~PendingPrune.cancel`) so that an error in between
+        does not leave the child running.
+
+    Raises:
+        ValueError: As :func:`magnitude_prune`, for any of the targets.
+    """
     if not tfmot_available():
         raise ValueError("The magnitude-pruning baseline needs tensorflow-model-optimization and "
                          "tf-keras; install them with: pip install 'subnet[tfmot]'.")
@@ -94,53 +133,110 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
     if not 0 < prune_fraction <= 1:
         raise ValueError(f"Invalid value received for argument `prune_fraction`. Expected a "
                          f"float in (0, 1]. Received: prune_fraction={prune_fraction!r}")
-    kernels = _prunable_kernels(model)
-    others = model.count_params() - kernels
-    if sparsity is None:
-        if isinstance(nonzero, bool) or not isinstance(nonzero, (int, np.integer)) or \
-                not others < nonzero <= model.count_params():
-            raise ValueError(f"Invalid value received for argument `nonzero`. Expected an int "
-                             f"in ({others}, {model.count_params()}] (the weights TFMOT does not "
-                             f"prune, up to the whole model). Received: nonzero={nonzero!r}")
-        sparsity = kernel_sparsity(model, nonzero)
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"Invalid value received for argument `sparsity`. Expected a float in "
-                         f"[0, 1). Received: sparsity={sparsity!r}")
+    targets = list(nonzero if sparsity is None else sparsity)
+    if not targets:
+        raise ValueError("Give at least one pruning target.")
+    sparsities = [_sparsity(model, value) for value in targets] if sparsity is None else \
+        [_checked_sparsity(value) for value in targets]
     n = len(dataset.x_train)
     total = int(epochs) * n if epochs is not None else int(examples)
     if total < 1:
         raise ValueError(f"The fine-tuning budget must be at least one example. Received "
                          f"epochs={epochs!r}, examples={examples!r}.")
     layers = _layers_before(model, _chain_from_output(model)[0]) + _chain_from_output(model)
-    spec_layers = []
-    for layer in layers:
-        spec_layers.append({"class_name": type(layer).__name__, "config": layer.get_config()})
-    spec = {"input_shape": list(model.inputs[0].shape[1:]), "layers": spec_layers,
-            "sparsity": float(sparsity), "examples": total, "batch_size": int(batch_size),
+    spec = {"input_shape": list(model.inputs[0].shape[1:]),
+            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                       for layer in layers],
+            "sparsities": sparsities, "examples": total, "batch_size": int(batch_size),
             "learning_rate": float(learning_rate), "prune_fraction": float(prune_fraction),
             "seed": int(seed), "probabilities": outputs_probabilities(model)}
-    with tempfile.TemporaryDirectory(prefix="subnet-tfmot-") as tmp:
-        job = Path(tmp)
-        (job / "spec.json").write_text(json.dumps(spec, default=_json_default))
-        np.savez(job / "weights.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
-        np.savez(job / "data.npz", x=dataset.x_train, y=dataset.y_train)
+    job = tempfile.TemporaryDirectory(prefix="subnet-tfmot-")
+    try:
+        folder = Path(job.name)
+        (folder / "spec.json").write_text(json.dumps(spec, default=_json_default))
+        np.savez(folder / "weights.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+        np.savez(folder / "data.npz", x=dataset.x_train, y=dataset.y_train)
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+        with open(folder / "child.log", "wb") as log:
+            child = subprocess.Popen([sys.executable, str(_WORKER), str(folder)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    except BaseException:
+        job.cleanup()
+        raise
+    return PendingPrune(model, job, child, len(sparsities),
+                        {"examples": total, "prune_fraction": float(prune_fraction)})
+
+
+class PendingPrune:
+    """TFMOT pruning running in a child process (from :func:`start_magnitude_prune`)."""
+
+    def __init__(self, model, job: tempfile.TemporaryDirectory, child: subprocess.Popen,
+                 count: int, settings: dict):
+        self._model, self._job, self._child = model, job, child
+        self._count, self._settings = count, settings
+
+    def result(self, timeout: float | None = None) -> list[tuple[keras.Model, dict]]:
+        """Waits for the child and returns ``(pruned model, info)`` per target, in order.
+
+        Raises:
+            RuntimeError: If the child failed or ran past ``timeout`` seconds (it is stopped).
+        """
+        folder = Path(self._job.name)
         try:
-            done = subprocess.run([sys.executable, str(_WORKER), str(job)], env=env,
-                                  capture_output=True, text=True, timeout=timeout)
+            code = self._child.wait(timeout=timeout)
         except subprocess.TimeoutExpired as err:
+            self.cancel()
             raise RuntimeError(f"The TFMOT child process ran past its {timeout} s limit.") from err
-        if done.returncode != 0 or not (job / "pruned.npz").exists():
-            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-            raise RuntimeError(f"The TFMOT child process failed (exit {done.returncode}): {tail}")
-        with np.load(job / "pruned.npz") as data:
-            weights = [data[f"w{i}"] for i in range(len(data.files))]
-        info = json.loads((job / "result.json").read_text())
-    pruned = keras.models.clone_model(model)
-    pruned.set_weights(weights)
-    info.update(params=int(pruned.count_params()),
-                examples=total, prune_fraction=float(prune_fraction))
-    return pruned, info
+        try:
+            missing = [i for i in range(self._count) if not (folder / f"result{i}.json").exists()]
+            if code != 0 or missing:
+                log = (folder / "child.log").read_text(errors="replace").strip().splitlines()
+                tail = "\n".join(log[-5:])
+                raise RuntimeError(f"The TFMOT child process failed (exit {code}): {tail}")
+            out = []
+            for i in range(self._count):
+                with np.load(folder / f"pruned{i}.npz") as data:
+                    weights = [data[f"w{k}"] for k in range(len(data.files))]
+                info = json.loads((folder / f"result{i}.json").read_text())
+                pruned = keras.models.clone_model(self._model)
+                pruned.set_weights(weights)
+                info.update(params=int(pruned.count_params()), **self._settings)
+                out.append((pruned, info))
+            return out
+        finally:
+            self._job.cleanup()
+
+    def cancel(self) -> None:
+        """Stops the child, if it still runs, and removes its files."""
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        self._job.cleanup()
+
+    def __enter__(self) -> PendingPrune:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+
+def _sparsity(model, nonzero) -> float:
+    kernels = _prunable_kernels(model)
+    others = model.count_params() - kernels
+    if isinstance(nonzero, bool) or not isinstance(nonzero, (int, np.integer)) or \
+            not others < nonzero <= model.count_params():
+        raise ValueError(f"Invalid value received for argument `nonzero`. Expected an int "
+                         f"in ({others}, {model.count_params()}] (the weights TFMOT does not "
+                         f"prune, up to the whole model). Received: nonzero={nonzero!r}")
+    return _checked_sparsity(kernel_sparsity(model, nonzero))
+
+
+def _checked_sparsity(sparsity) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.number)) or \
+            not 0 <= sparsity < 1:
+        raise ValueError(f"Invalid value received for argument `sparsity`. Expected a float in "
+                         f"[0, 1). Received: sparsity={sparsity!r}")
+    return float(sparsity)
 
 
 def _json_default(value):
