@@ -121,8 +121,6 @@ def verdicts(rows) -> list[dict]:
 
 def write_report(result: dict, out: Path) -> None:
     """report.html and report.pdf: the verdicts, the accuracies, the blog's 7."""
-    import datetime
-
     from subnet.report import figures as fig_lib
     from subnet.report import write_document
     from subnet.report.content import Document, Figure, Section, Table, Text
@@ -183,8 +181,7 @@ def write_report(result: dict, out: Path) -> None:
                     ("data fingerprint", result["dataset"]["fingerprint"]),
                     ("seconds", str(result["seconds"])))),)),
         ))
-    write_document(doc, out, created=datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"))
+    write_document(doc, out)
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,8 @@ point). Then the full
 methods banzhaf (mask statistics, iterative), magnitude (L1, structured), random, tfmot
 (unstructured magnitude at the same nonzero weights) and reinit (banzhaf's widths, freshly
 initialised), each fine-tuned with the same budget, over ``--seeds``. Its report lands in
-``--out/DATASET/`` (the record and models stay in ``out/analyses/subnetworks/``).
+``--out/DATASET/`` (the record and models stay in ``out/analyses/subnetworks/``, one folder
+per network and settings).
 
 This script then reads the comparison and lists, per dataset and method, the smallest
 subnetwork within 0.1 and within 0.5 points of the whole network (mean over seeds), against two
@@ -26,7 +27,7 @@ object last.
 from __future__ import annotations
 
 import argparse
-import datetime
+import hashlib
 import json
 import shutil
 import sys
@@ -209,8 +210,7 @@ def write_report(result: dict, out: Path) -> None:
                           ("Training epochs", str(result["config"]["epochs"])),
                           ("Fine-tuning epochs", str(result["config"]["finetune_epochs"]))),
                    answer=tuple(answer), sections=tuple(sections))
-    write_document(doc, out, created=datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"))
+    write_document(doc, out)
 
 
 def main(argv=None) -> int:
@@ -251,10 +251,13 @@ def main(argv=None) -> int:
                       finetune_epochs=args.finetune_epochs,
                       steps_per_halving=args.steps_per_halving)
         settings = Settings.quick_settings(**chosen) if args.quick else Settings(**chosen)
-        work = Path(args.work) / data.name
+        model_path = path_of(data, 500, epochs=args.epochs, seed=0)
+        # One work folder per network and settings: a rerun resumes it, other settings start
+        # their own.
+        digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
+        work = Path(args.work) / f"{model_path.stem}_{digest.hexdigest()[:8]}"
         command = ["python", "analyses/subnetworks.py", *(sys.argv[1:] if argv is None else argv)]
-        results = analyze(path_of(data, 500, epochs=args.epochs, seed=0), work, settings,
-                          resume=True, command=command)
+        results = analyze(model_path, work, settings, resume=True, command=command)
         (out / data.name).mkdir(parents=True, exist_ok=True)
         for file in ("report.html", "report.pdf", "results.json"):
             shutil.copyfile(work / file, out / data.name / file)

@@ -25,7 +25,6 @@ printed is one JSON object; ``results.json``, ``report.html`` and ``report.pdf``
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -195,8 +194,7 @@ def write_report(result: dict, out: Path) -> None:
                ("Widths", ", ".join(map(str, config["widths"]))),
                ("Seeds", str(len(config["seeds"]))), ("Epochs", str(config["epochs"]))),
         answer=tuple(answers), sections=tuple(sections))
-    write_document(doc, out, created=datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"))
+    write_document(doc, out)
 
 
 def main(argv=None) -> int:

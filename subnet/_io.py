@@ -8,7 +8,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "publish_mode"]
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it later could race with other threads
+
+
+def publish_mode(directory: bool = False) -> int:
+    """The mode a new file (or directory) gets from the process's umask, as ``open`` would give:
+    temporary files are created private (0600), and are given this mode before they take their
+    final name, so that reports are as readable as any other file the user writes."""
+    return (0o777 if directory else 0o666) & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -16,7 +32,8 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``dest``; on success it is renamed onto ``dest``.
 
     The temporary file keeps ``dest``'s suffix (Keras chooses the format by suffix) and lives in
-    the same directory, so the final ``os.replace`` is atomic. On error it is removed and
+    the same directory, so the final ``os.replace`` is atomic. Before the rename it gets the mode
+    a plain ``open`` would have given it (:func:`publish_mode`). On error it is removed and
     ``dest`` is untouched. Parent directories are created.
 
     Args:
@@ -33,6 +50,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, publish_mode())
         os.replace(tmp_path, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text
+from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text, publish_mode
 from subnet.errors import RecordError
 
 __all__ = [
@@ -1004,6 +1004,7 @@ class MaskRecord:
             for c in kept:
                 shutil.copyfile(c.path, tmp / c.path.name)
             atomic_write_text(tmp / _META, json.dumps(meta, indent=2, sort_keys=True))
+            os.chmod(tmp, publish_mode(directory=True))  # mkdtemp made it private
             if out.exists():
                 out.rmdir()  # empty, checked above
             os.rename(tmp, out)

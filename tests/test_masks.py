@@ -356,6 +356,8 @@ def test_merge_of_disjoint_shards_equals_the_whole_record(tmp_path):
     np.testing.assert_array_equal(merged.masks, whole.masks)
     np.testing.assert_array_equal(merged.labels, whole.labels)
     assert merged.meta == whole.meta
+    # the merged folder is as readable as the shards (not the 0700 of its temporary name)
+    assert os.stat(tmp_path / "merged").st_mode & 0o777 == os.stat(tmp_path / "s1").st_mode & 0o777
     del shard2
 
 

@@ -73,7 +73,7 @@ def write_reports(results: Mapping, out_dir: str | os.PathLike,
     return {name: FORMATS[name](results, out_dir / f"report.{name}") for name in formats}
 
 
-def write_document(doc, out_dir: str | os.PathLike, *, created: str,
+def write_document(doc, out_dir: str | os.PathLike, *, created: str | None = None,
                    formats: Sequence[str] = ("html", "pdf")) -> dict[str, Path]:
     """Writes any :class:`~subnet.report.content.Document` (as the analyses build them) as
     ``report.html`` and ``report.pdf``, atomically, in the same style as analysis reports.
@@ -82,7 +82,8 @@ def write_document(doc, out_dir: str | os.PathLike, *, created: str,
         doc: The document: sections of :class:`~subnet.report.content.Figure`,
             :class:`~subnet.report.content.Table` and :class:`~subnet.report.content.Text`.
         out_dir: The directory to write to (created if needed).
-        created: When the results were made (ISO 8601), shown in the footer.
+        created: When the results were made (ISO 8601), shown in the footer; None: now (UTC,
+            to the second).
         formats: ``"html"`` and/or ``"pdf"``.
 
     Returns:
@@ -91,8 +92,12 @@ def write_document(doc, out_dir: str | os.PathLike, *, created: str,
     Raises:
         ValueError: If ``formats`` names an unknown or no format.
     """
+    import datetime
+
     import subnet
 
+    if created is None:
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     writers = {"html": lambda path: write_html_document(doc, path, created=created,
                                                         version=subnet.__version__),
                "pdf": lambda path: write_pdf_document(doc, path, version=subnet.__version__)}

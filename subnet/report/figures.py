@@ -363,7 +363,8 @@ def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accura
         fig: The figure to draw on.
         summary: Dicts as in ``results['comparison']['summary']``.
         cost: ``"flops"`` or ``"params"``: the x axis.
-        dense_accuracy: The dense model's accuracy (fraction).
+        dense_accuracy: The whole model's accuracy the subnetworks are held to (fraction): the
+            answer's bar, with dropout off or on, whichever is higher.
         dense_cost: The dense model's FLOPs or parameters.
         tolerance: Accuracy tolerance (fraction), or None to draw no tolerance line.
     """
