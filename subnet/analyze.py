@@ -191,6 +191,8 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
                                     sort_keys=True).encode()).hexdigest()[:16]
     state = _State(out, key, resume)
     timings: dict = {}
+    earlier = state.get("timings") or {}  # seconds of the stages an earlier run finished
+    reused: list = []
 
     def stage(name, compute):
         start = time.perf_counter()
@@ -200,10 +202,12 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
             value = compute()
             state.put(name, value)
             timings[name] = round(time.perf_counter() - start, 1)
+            state.put("timings", {**earlier, **timings})
             log(f"stage {name}: done in {timings[name]:.1f} s")
         else:
             log(f"stage {name}: reused from an earlier run (--resume)")
-            timings[name] = 0.0
+            timings[name] = float(earlier.get(name, 0.0))
+            reused.append(name)
         return value
 
     from subnet.models import with_dropout
@@ -237,7 +241,11 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
                                "fingerprint": data.fingerprint(),
                                "n_train": 0 if data.x_train is None else len(data.x_train),
                                "n_test": len(data.x_test)}},
-        "timings": {**timings, "total": round(time.perf_counter() - started, 1)},
+        # Each stage's seconds as computed, also when this run reused it; the total is the
+        # computation behind these results: this run's plus the reused stages'.
+        "timings": {**timings, "total": round(time.perf_counter() - started + sum(
+            timings[name] for name in reused), 1)},
+        "reused_stages": reused,
         "model": _model_summary(deterministic, rate),
         "blog": blog,
         "robustness": recorded["robustness"],

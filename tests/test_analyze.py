@@ -94,6 +94,11 @@ def test_resume_reuses_finished_stages(analysis, model_file, monkeypatch):
     after = json.loads((analysis / "results.json").read_text())
     assert after["comparison"] == before["comparison"]
     assert after["answer"] == before["answer"]
+    # The reused stages keep the seconds they took; the total is the computation behind them.
+    stages = ("blog", "record", "importance", "comparison")
+    assert after["reused_stages"] == list(stages) and before["reused_stages"] == []
+    assert {k: after["timings"][k] for k in stages} == {k: before["timings"][k] for k in stages}
+    assert after["timings"]["total"] >= sum(before["timings"][k] for k in stages) > 0
     # Other settings cannot resume this folder.
     code = main([str(model_file), "--out", str(analysis), "--formats", "json", "--resume",
                  *TINY[:-1], "--seed", "5", "--quiet"])
