@@ -1,15 +1,15 @@
 """Subnetworks as good as the whole, on MNIST and on Fashion-MNIST, by every method.
 
     python analyses/subnetworks.py [--datasets mnist fashion_mnist] [--epochs 12]
-        [--convergence-epochs 3 6] [--seeds 0 1 2] [--budgets 0.5 0.25 0.125]
+        [--convergence-epochs 3 6 24] [--seeds 0 1 2] [--budgets 0.5 0.25 0.125]
         [--finetune-epochs 0.25] [--out reports/subnetworks]
 
 For each dataset, the blog's network (conv 20 - conv 50 - dense 500, dropout 0.5) is trained for
 ``--epochs`` (Adam, cosine decay to 0; cached in ``out/analyses/models/``). Whether that is
 training to convergence is measured, not assumed: the same network is also trained for
-``--convergence-epochs`` and the whole network's test accuracy is compared along the epochs
-(converged: going from the second-longest training to the longest gained less than 0.1
-point). Then the full
+``--convergence-epochs`` (shorter and longer) and the whole network's test accuracy is compared
+along the epochs (converged at A epochs: the longest training, B, gained less than 0.1 point
+over the next longest, A). Then the full
 ``subnet.analyze`` pipeline runs on it (record, importance, comparison, report) with the
 methods banzhaf (mask statistics, iterative), magnitude (L1, structured), random, tfmot
 (unstructured magnitude at the same nonzero weights) and reinit (banzhaf's widths, freshly
@@ -127,8 +127,8 @@ def _convergence_reading(trend: dict) -> str:
     if trend["last_gain"] is None:
         return "One training length only: convergence not measured."
     short, long = trend["last_step"]
-    verdict = "converged (less than 0.1 point)" if trend["converged"] else \
-        "not converged (0.1 point or more)"
+    verdict = f"converged at {short} epochs (less than 0.1 point)" if trend["converged"] else \
+        f"not converged at {short} epochs (0.1 point or more)"
     return (f"From {short} to {long} epochs the better of dropout off and on changed by "
             f"{trend['last_gain'] * 100:+.2f} points: {verdict}; seed 0.")
 
@@ -218,9 +218,10 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
     parser.add_argument("--epochs", type=int, default=12,
                         help="training epochs of the network analysed (default 12)")
-    parser.add_argument("--convergence-epochs", nargs="*", type=int, default=[3, 6],
-                        help="shorter trainings the whole network's accuracy is compared with, "
-                             "to show whether --epochs trains to convergence (default 3 6)")
+    parser.add_argument("--convergence-epochs", nargs="*", type=int, default=[3, 6, 24],
+                        help="other training lengths the whole network's accuracy is compared "
+                             "with, to show whether --epochs trains to convergence (default "
+                             "3 6 24)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.25, 0.125])
     parser.add_argument("--finetune-epochs", type=float, default=0.25)

@@ -109,5 +109,6 @@ def test_convergence_compares_the_longest_training_with_the_next():
     assert found["converged"] is True
     assert subnetworks.trend(rows[:2])["converged"] is False  # 3 -> 6 gained 0.85 points
     assert subnetworks.trend(rows[:1])["converged"] is None
-    assert "+0.06 points: converged" in subnetworks._convergence_reading(found)
-    assert "not converged" in subnetworks._convergence_reading(subnetworks.trend(rows[:2]))
+    assert "+0.06 points: converged at 6 epochs" in subnetworks._convergence_reading(found)
+    assert "not converged at 3 epochs" in subnetworks._convergence_reading(
+        subnetworks.trend(rows[:2]))
