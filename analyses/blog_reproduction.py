@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _trained import CACHE, trained, versions
+from _trained import CACHE, accuracy_dropout_off, trained
 
 import subnet
 
@@ -57,8 +57,7 @@ def measure(seeds, epochs: int, cache: Path, log) -> dict:
             start = time.perf_counter()
             model = trained(data, units, (0.5, 0.5, train_rate), epochs=epochs, seed=seed,
                             cache=cache, log=log)
-            off = float(np.mean(subnet.with_dropout(model, on=False).predict(
-                data.x_test, batch_size=1000, verbose=0).argmax(-1) == data.y_test))
+            off = accuracy_dropout_off(model, data.x_test, data.y_test)
             result = subnet.mc_dropout(model, data.x_test, data.y_test, samples=PASSES,
                                        rates={"drop3": test_rate}, seed=seed)
             summary = result.summary()
@@ -200,7 +199,7 @@ def main(argv=None) -> int:
     result = {"command": ["python", "analyses/blog_reproduction.py", *(argv or sys.argv[1:])],
               "config": {"seeds": args.seeds, "epochs": args.epochs, "passes": PASSES,
                          "variants": VARIANTS},
-              "versions": versions(), "blog": BLOG,
+              "versions": subnet.versions(), "blog": BLOG,
               "verdicts": verdicts(measured["rows"]), **measured,
               "seconds": round(time.time() - start, 1)}
     out = Path(args.out)

@@ -34,13 +34,16 @@ import sys
 import time
 from pathlib import Path
 
-from _trained import load, path_of, trained, versions
+from _trained import accuracy_dropout_off, load, path_of, trained
 
+import subnet
+from subnet import comparison
 from subnet._io import atomic_write_text
 from subnet.analyze import Settings, analyze
 
 METHODS = ("banzhaf", "magnitude", "random", "tfmot", "reinit")
-STRUCTURED = ("banzhaf", "magnitude", "random")  # the methods that give a smaller network
+# the methods that give a smaller network (tfmot keeps the dense shape, reinit is not cut out)
+STRUCTURED = tuple(m for m in METHODS if m in comparison.STRUCTURED)
 TOLERANCES = (0.001, 0.005)
 CONVERGED = 0.001  # the longest training gained less than this over the next: converged
 PUBLISHED = (  # DESIGN.md's reference numbers on this architecture (LeNet-5-Caffe, MNIST)
@@ -55,15 +58,10 @@ PUBLISHED = (  # DESIGN.md's reference numbers on this architecture (LeNet-5-Caf
 def convergence(data, epochs: list[int], log) -> dict:
     """The whole network's test accuracy (dropout off; on: mean of 5 passes) for each training
     length in ``epochs`` (seed 0), and whether the longest still gained over the next longest."""
-    import numpy as np
-
-    import subnet
-
     rows = []
     for length in sorted(set(epochs)):
         model = trained(data, 500, epochs=length, seed=0, log=log)
-        off = float(np.mean(subnet.with_dropout(model, on=False).predict(
-            data.x_test, batch_size=1000, verbose=0).argmax(-1) == data.y_test))
+        off = accuracy_dropout_off(model, data.x_test, data.y_test)
         on = subnet.mc_dropout(model, data.x_test, data.y_test, samples=5, seed=0).summary()
         rows.append({"epochs": length, "accuracy_dropout_off": off,
                      "accuracy_dropout_on": on["accuracy"],
@@ -274,7 +272,7 @@ def main(argv=None) -> int:
                          "budgets": args.budgets, "finetune_epochs": args.finetune_epochs,
                          "steps_per_halving": args.steps_per_halving,
                          "methods": METHODS},
-              "versions": versions(), "datasets": found,
+              "versions": subnet.versions(), "datasets": found,
               "seconds": round(time.time() - start, 1)}
     atomic_write_text(out / "results.json", json.dumps(result, indent=1))
     write_report(result, out)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _trained import load, trained, versions
+from _trained import accuracy_dropout_off, load, trained
 
 import subnet
 from subnet._io import atomic_write_text
@@ -49,8 +49,7 @@ def evaluate(model, x, y, rates, passes: int, seed: int) -> dict:
     shifts what the next layer sees, so "off everywhere" is recorded separately (``off``).
     """
     trained_rates = {info.name: info.rate for info in subnet.dropout_layers(model)}
-    off = float(np.mean(subnet.with_dropout(model, on=False).predict(
-        x, batch_size=1000, verbose=0).argmax(-1) == y))
+    off = accuracy_dropout_off(model, x, y)
     out = {}
     for site, layers in SITES.items():
         out[site] = {}
@@ -227,7 +226,7 @@ def main(argv=None) -> int:
                           *(sys.argv[1:] if argv is None else argv)],
               "config": {k: getattr(args, k) for k in ("datasets", "widths", "rates", "seeds",
                                                        "epochs", "examples", "passes")},
-              "versions": versions(), **summarize(rows, args), "rows": rows,
+              "versions": subnet.versions(), **summarize(rows, args), "rows": rows,
               "seconds": round(time.time() - start, 1),
               "model_seconds": round(sum(r["seconds"] for r in rows), 1)}
     if not args.no_report:

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,7 +189,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     """
     from subnet.importance import estimate
     from subnet.iterative import iterative_keep_sets
-    from subnet.record import record_masks
+    from subnet.record import temporary_record
 
     unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
     if unknown:
@@ -263,9 +262,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     model, x_sel, y_sel, todo, steps_per_halving=steps_per_halving,
                     n_masks=step_masks, seed=seed, progress=progress)
             elif method == "banzhaf_single":
-                with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:
-                    record = record_masks(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
-                                          out=folder, progress=progress)
+                with temporary_record(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
+                                      progress=progress) as record:
                     importances[method] = estimate(record, "banzhaf")
             else:
                 options = {"rate": rate, **({"seed": seed} if method == "random" else {})}

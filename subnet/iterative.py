@@ -17,7 +17,6 @@ subnetwork of the one before.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,7 +83,7 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
         ValueError: If an argument is out of range or a budget cannot be met.
     """
     from subnet.importance import estimate
-    from subnet.record import record_masks
+    from subnet.record import temporary_record
 
     budgets = _as_budgets(budgets)
     if isinstance(steps_per_halving, bool) or not isinstance(steps_per_halving, int) or \
@@ -122,7 +121,8 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
                 current = _step(current, x, y, Budget(kind, min(1.0, target / cost)),
                                 n_masks=n_masks, seed=seed * 1000 + step, estimator=estimator,
                                 metric=metric, max_rate=max_rate, min_units=min_units,
-                                index=index, record_masks=record_masks, estimate=estimate)
+                                index=index, temporary_record=temporary_record,
+                                estimate=estimate)
             if target in wanted:
                 bits = {name: np.isin(np.arange(site.units), index[name])
                         for name, site in zip(start.sites.names, start.sites, strict=True)}
@@ -142,7 +142,7 @@ def _current_cost(model, kind: str) -> float:
 
 
 def _step(current, x, y, budget: Budget, *, n_masks, seed, estimator, metric, max_rate,
-          min_units, index, record_masks, estimate):
+          min_units, index, temporary_record, estimate):
     """One pruning step: record masks around ``current``, rank, keep, extract; updates index."""
     from subnet.importance import Importance
 
@@ -152,9 +152,8 @@ def _step(current, x, y, budget: Budget, *, n_masks, seed, estimator, metric, ma
     widths = keep_sets(flat, budget, current, allocation="uniform", min_units=min_units).widths
     rate = {site.name: float(np.clip(1.0 - widths[site.name] / site.units, 0.05, max_rate))
             for site in table}
-    with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:  # the step's record
-        record = record_masks(current, x, y, n_masks, seed=seed, rate=rate, antithetic=True,
-                              out=folder, progress=False)
+    with temporary_record(current, x, y, n_masks, seed=seed, rate=rate, antithetic=True,
+                          progress=False) as record:
         importance = estimate(record, estimator, metric=metric)
     keep = keep_sets(importance, budget, current, allocation="uniform", min_units=min_units)
     for name in table.names:

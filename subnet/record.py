@@ -7,12 +7,13 @@ chunk by chunk, so that memory stays bounded and an interrupted run resumes wher
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import keras
@@ -136,6 +137,22 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         if backend == "fast":
             raise
         return ReferenceBackend(chain, rescale=rescale)
+
+
+@contextlib.contextmanager
+def temporary_record(model, x, y, n_masks: int, **options) -> Iterator[MaskRecord]:
+    """:func:`record_masks` into a temporary folder that is removed on exit, for a record needed
+    only while its statistics are estimated (``out=None`` keeps the folder, for the caller).
+
+    Args:
+        model, x, y, n_masks: As for :func:`record_masks`.
+        **options: Any other argument of :func:`record_masks` but ``out`` and ``resume``.
+
+    Yields:
+        The :class:`~subnet.masks.MaskRecord`.
+    """
+    with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:
+        yield record_masks(model, x, y, n_masks, out=folder, **options)
 
 
 def record_masks(model, x, y, n_masks: int, seed: int = 0,

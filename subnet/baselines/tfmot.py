@@ -85,11 +85,9 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
         ValueError: If TFMOT is not installed or the targets or budgets are invalid.
         RuntimeError: If the child process fails or runs past ``timeout``.
     """
-    if (nonzero is None) == (sparsity is None):
-        raise ValueError("Give exactly one pruning target: `nonzero` or `sparsity`.")
-    targets = {"nonzero": None if nonzero is None else [nonzero],
-               "sparsity": None if sparsity is None else [sparsity]}
-    with start_magnitude_prune(model, dataset, **targets, epochs=epochs, examples=examples,
+    with start_magnitude_prune(model, dataset, nonzero=None if nonzero is None else [nonzero],
+                               sparsity=None if sparsity is None else [sparsity],
+                               epochs=epochs, examples=examples,
                                batch_size=batch_size, learning_rate=learning_rate,
                                prune_fraction=prune_fraction, seed=seed) as pending:
         return pending.result(timeout=timeout)[0]
