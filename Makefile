@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.subnet-installed
 DEMO   ?= out/demo
 ANALYZE_FLAGS ?=
 
-.PHONY: all install data system-deps test test-fast demo analyses lint clean distclean
+.PHONY: all install data system-deps test test-fast demo analyses analyses-reports \
+	analyses-subnetworks analyses-blog analyses-sweep lint clean distclean
 
 all: test
 
@@ -50,12 +51,44 @@ demo: $(STAMP) data $(DEMO)/seed.keras
 	@echo "report: $(DEMO)/analysis/report.html and $(DEMO)/analysis/report.pdf"
 
 # The evidence in reports/: the blog reproduced, the width x dropout sweep, the subnetworks on
-# MNIST and Fashion-MNIST. Trained models and per-model results are cached under out/analyses/,
-# so a second run (or one after an interruption) only redoes what is missing.
+# MNIST and Fashion-MNIST. Every network is trained by its own process into out/analyses/models/
+# (named by what made it), JOBS processes at once with THREADS threads each; the scripts then
+# measure them and write the reports. Trained models and per-model results are cached, so a second
+# run (or one after an interruption) only redoes what is missing.
+JOBS    ?= $(shell nproc 2>/dev/null || echo 1)
+THREADS ?= 1
+NETS    := out/analyses/models
+RUN     := TF_NUM_INTRAOP_THREADS=$(THREADS) TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=$(THREADS) \
+           $(BIN)/python
+SETS    := mnist fashion_mnist
+# The subnetworks' networks (12 epochs), then the other lengths of the convergence check.
+CONVERGENCE_NETS := $(foreach e,24 6 3,$(foreach d,$(SETS),$(NETS)/$(d)_seed_cnn_500_r0.5-0.5-0.5_e$(e)_s0.keras))
+BLOG_NETS  := $(foreach s,0 1 2,$(foreach v,500_r0.5-0.5-0.5 500_r0.5-0.5-0.9 128_r0.5-0.5-0.9,\
+              $(NETS)/mnist_seed_cnn_$(v)_e5_s$(s).keras))
+SWEEP_NETS := $(foreach w,1000 500 256 128 64 32,$(foreach d,$(SETS),$(foreach s,0 1 2,\
+              $(NETS)/$(d)_seed_cnn_$(w)_r0.5-0.5-0.5_e1_s$(s).keras)))
+
 analyses: $(STAMP) data system-deps
-	$(BIN)/python analyses/blog_reproduction.py
-	$(BIN)/python analyses/width_dropout_sweep.py
-	$(BIN)/python analyses/subnetworks.py
+	$(MAKE) --no-print-directory -j$(JOBS) analyses-reports
+
+analyses-reports: analyses-subnetworks analyses-blog analyses-sweep
+
+.PRECIOUS: $(NETS)/%.keras
+$(NETS)/%.keras:
+	$(RUN) analyses/_trained.py $@
+
+# One process per dataset for the long part (subnet.analyze); the last run only gathers.
+analyses-subnetworks-%: $(NETS)/%_seed_cnn_500_r0.5-0.5-0.5_e12_s0.keras
+	$(RUN) analyses/subnetworks.py --datasets $* --convergence-epochs --no-report
+
+analyses-subnetworks: $(foreach d,$(SETS),analyses-subnetworks-$(d)) $(CONVERGENCE_NETS)
+	$(RUN) analyses/subnetworks.py
+
+analyses-blog: $(BLOG_NETS)
+	$(RUN) analyses/blog_reproduction.py
+
+analyses-sweep: $(SWEEP_NETS)
+	$(RUN) analyses/width_dropout_sweep.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check subnet tests analyses
