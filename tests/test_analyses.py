@@ -91,6 +91,28 @@ def test_trained_models_are_named_by_everything_that_made_them(mnist):
         "mnist_n100_seed_cnn_32_r0.5-0.5-0.9_e1_s1.keras"
 
 
+def test_a_network_file_name_says_what_made_it(mnist):
+    for rates, n, units, epochs, seed in (((0.5, 0.5, 0.5), 200, 500, 12, 0),
+                                          ((0.5, 0.5, 0.9), 100, 32, 1, 2)):
+        path = _trained.path_of(mnist.subset(n_train=n), units, rates, epochs=epochs, seed=seed)
+        assert _trained.parse(path) == {"dataset": "mnist", "train_subset": n, "units": units,
+                                        "rates": rates, "epochs": epochs, "seed": seed}
+    assert _trained.parse("fashion_mnist_seed_cnn_64_r0.5-0.5-0.5_e1_s1.keras") == {
+        "dataset": "fashion_mnist", "train_subset": None, "units": 64, "rates": (0.5, 0.5, 0.5),
+        "epochs": 1, "seed": 1}
+    with pytest.raises(ValueError, match="not a trained-network name"):
+        _trained.parse("model.keras")
+
+
+def test_training_a_named_network_rejects_bad_names(capsys, mnist):
+    with pytest.raises(SystemExit) as exit_:
+        _trained.main(["out/model.h5"])
+    assert exit_.value.code == 2 and "not a trained-network name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # the full set is named without its size
+        _trained.main(["mnist_n60000_seed_cnn_8_r0.5-0.5-0.5_e1_s0.keras"])
+    assert exit_.value.code == 2 and "does not match the name" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_trained_is_cached(mnist, tmp_path):
     small = mnist.subset(n_train=64)
