@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     for path, spec in wanted:
+        if path.exists():  # nothing to train: no need to load the data or the model
+            continue
         data = load(spec["dataset"], spec["train_subset"])
         if path_of(data, spec["units"], spec["rates"], epochs=spec["epochs"], seed=spec["seed"],
                    cache=path.parent) != path:
