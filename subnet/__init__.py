@@ -10,18 +10,15 @@ The public API, one function or class per stage of the data flow::
     compare(model, dataset, methods, budgets, seeds) ──► Comparison
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
 
-Names are imported on first use, so ``python -m subnet.data`` and friends start quickly.
+Names are imported on first use, and TensorFlow only with the first name that computes, so
+``import subnet``, ``python -m subnet.analyze --help`` and argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from subnet._quiet import import_tensorflow_quietly
-
 __version__ = "0.1.0"
-
-import_tensorflow_quietly()
 
 _EXPORTS = {
     "AdaptiveStop": "subnet.record",
@@ -68,9 +65,9 @@ def versions() -> dict:
     """
     import platform
 
-    import keras
     import numpy as np
-    import tensorflow as tf
+
+    from subnet._tf import keras, tf
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__, "subnet": __version__}

@@ -1,17 +1,46 @@
-"""Shared plumbing for subnet's command-line tools: one-line errors and exit codes."""
+"""Shared plumbing for subnet's command-line tools: one-line errors and exit codes.
+
+Kept free of TensorFlow (and of any subnet module that imports it), so that ``--help``,
+``--version`` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
+import argparse
+import errno
 import sys
 import traceback
 from collections.abc import Callable
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "progress_bar", "run_main"]
+from subnet.errors import InputError, clean
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "ArgumentParser", "progress_bar", "run_main"]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+
+# Failures of the user's file system rather than of subnet: named in one line, exit 2.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP,
+                       errno.EMFILE, errno.ENFILE}
+_ENVIRONMENT_HINTS = {errno.ENOSPC: "free some space or choose another folder",
+                      errno.EDQUOT: "free some space or choose another folder",
+                      errno.EROFS: "choose a writable folder",
+                      errno.EACCES: "check its permissions or choose another folder",
+                      errno.EPERM: "check its permissions or choose another folder",
+                      errno.ENOTDIR: "a part of the path is a file; choose another path",
+                      errno.EISDIR: "it is a folder; give a file",
+                      errno.ENAMETOOLONG: "choose a shorter path"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (``prog: error: ...``, exit 2) instead of the
+    whole usage block, and a pointer to ``--help``."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {clean(message)} (see --help)\n")
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):
@@ -24,13 +53,26 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial
                 mininterval=0.2 if interactive else 30.0)
 
 
+def environment_message(err: OSError) -> str | None:
+    """One line for an ``OSError`` caused by the user's file system (full disk, read-only,
+    permissions, a file where a folder should be), naming the path; None for any other."""
+    if err.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or errno.errorcode.get(err.errno, str(err.errno))
+    hint = _ENVIRONMENT_HINTS.get(err.errno, "check the path")
+    return f"cannot write or read {clean(where)!s}: {reason}; {hint}."
+
+
 def run_main(body: Callable[[], int | None], prog: str,
              log_internal: Callable[[str], str | None] | None = None) -> int:
     """Runs a CLI body and maps what it raises to an exit code.
 
-    ``ValueError`` and ``TypeError`` are bad input: one line on stderr, exit 2, no traceback.
-    ``KeyboardInterrupt`` exits 130. Anything else is an internal error: exit 1, with the
-    traceback written by ``log_internal`` (which returns where it wrote it) or printed.
+    :class:`subnet.errors.InputError` (subnet's own validation) is bad input, and so is an
+    ``OSError`` from the user's file system (full disk, read-only folder, permissions): one line on
+    stderr, exit 2, no traceback. ``KeyboardInterrupt`` exits 130. Anything else, a plain
+    ``ValueError`` included, is an internal error: exit 1, with the traceback written by
+    ``log_internal`` (which returns where it wrote it) or printed.
 
     Args:
         body: The command's work; returns an exit code or None for 0.
@@ -44,19 +86,37 @@ def run_main(body: Callable[[], int | None], prog: str,
     try:
         code = body()
         return EXIT_OK if code is None else int(code)
-    except (ValueError, TypeError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
+    except InputError as err:
+        message = " ".join(clean(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:
+        message = environment_message(err)
+        if message is None:
+            return _internal(err, prog, log_internal)
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as err:  # the last resort of a command-line tool
-        trace = traceback.format_exc()
-        where = log_internal(trace) if log_internal is not None else None
-        if where:
-            print(f"{prog}: internal error: {err!r}; traceback saved to {where}", file=sys.stderr)
-        else:
-            print(trace, file=sys.stderr)
-            print(f"{prog}: internal error: {err!r}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal(err, prog, log_internal)
+
+
+def _internal(err: BaseException, prog: str,
+              log_internal: Callable[[str], str | None] | None) -> int:
+    trace = traceback.format_exc()
+    where = None
+    if log_internal is not None:
+        try:
+            where = log_internal(trace)
+        except Exception:  # the log itself could not be written: print the traceback instead
+            where = None
+    summary = clean(repr(err), limit=500)
+    if where:
+        print(f"{prog}: internal error (a bug in subnet): {summary}; traceback saved to "
+              f"{clean(where)}", file=sys.stderr)
+    else:
+        print(trace, file=sys.stderr)
+        print(f"{prog}: internal error (a bug in subnet): {summary}", file=sys.stderr)
+    return EXIT_INTERNAL

@@ -40,6 +40,7 @@ import numpy as np
 import subnet
 from subnet._cli import run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
+from subnet.errors import InputError
 
 __all__ = ["Settings", "analyze", "main"]
 
@@ -104,7 +105,7 @@ class Settings:
     def __post_init__(self):
         def check(name, ok, expected):
             if not ok:
-                raise ValueError(f"Invalid value for --{name.replace('_', '-')}: expected "
+                raise InputError(f"Invalid value for --{name.replace('_', '-')}: expected "
                                  f"{expected}. Received: {getattr(self, name)!r}")
 
         check("masks", _is_int(self.masks) and self.masks >= 20, "an int >= 20")
@@ -121,7 +122,7 @@ class Settings:
         check("passes", _is_int(self.passes) and self.passes >= 1, "an int >= 1")
         for method in ("tfmot", "reinit"):
             if method in self.methods and "banzhaf" not in self.methods:
-                raise ValueError(f"Invalid value for --methods: {method} is built on the banzhaf "
+                raise InputError(f"Invalid value for --methods: {method} is built on the banzhaf "
                                  "subnetwork (its nonzero weights or its widths), so it needs "
                                  "banzhaf among the methods.")
 
@@ -170,12 +171,12 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     formats = tuple(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(f"Invalid value for --formats: {unknown}; expected names among "
+        raise InputError(f"Invalid value for --formats: {unknown}; expected names among "
                          f"{', '.join(FORMATS)}, e.g. html,pdf,json.")
     model_path = Path(model_path)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder.")
+        raise InputError(f"--out {str(out)!r} exists and is not a folder.")
     log = _Log(progress)
     started = time.perf_counter()
     model = load_model(model_path, trust=trust_model)
@@ -286,7 +287,7 @@ class _State:
                 shutil.rmtree(out / name, ignore_errors=True)
             (out / "comparison.json").unlink(missing_ok=True)
         elif (self.dir / "key").exists() and (self.dir / "key").read_text() != key:
-            raise ValueError(f"--resume: {out} holds an analysis with other settings, model or "
+            raise InputError(f"--resume: {out} holds an analysis with other settings, model or "
                              "data; drop --resume to start again, or choose another --out.")
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "key", key)
@@ -317,7 +318,7 @@ def _dataset(model, settings: Settings, data_dir, log):
         if tuple(data.input_shape) == shape:
             candidates.append(data)
     if not candidates:
-        raise ValueError(f"No known dataset fits the model's input shape {shape} (known: "
+        raise InputError(f"No known dataset fits the model's input shape {shape} (known: "
                          f"{', '.join(DATASETS)}, 28x28x1); give --dataset PATH.npz.")
     if len(candidates) == 1:
         return candidates[0], candidates[0].name
@@ -332,7 +333,7 @@ def _dataset(model, settings: Settings, data_dir, log):
     ranked = sorted(scores, key=scores.get, reverse=True)
     best, second = ranked[0], ranked[1]
     if scores[best] < 0.5 or scores[best] - scores[second] < 0.2:
-        raise ValueError(f"Cannot tell which dataset the model was trained on (accuracy on 500 "
+        raise InputError(f"Cannot tell which dataset the model was trained on (accuracy on 500 "
                          f"test examples: {', '.join(f'{k} {v:.1%}' for k, v in scores.items())})"
                          f"; give --dataset.")
     log(f"dataset inferred: {best} (accuracy on 500 test examples: " + ", ".join(
@@ -343,12 +344,12 @@ def _dataset(model, settings: Settings, data_dir, log):
 def _check_fits(model, data, name) -> None:
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if tuple(data.input_shape) != shape:
-        raise ValueError(f"The model takes inputs of shape {shape}, but dataset {name!r} has "
+        raise InputError(f"The model takes inputs of shape {shape}, but dataset {name!r} has "
                          f"examples of shape {tuple(data.input_shape)}; choose the dataset the "
                          "model was trained on with --dataset.")
     classes = int(model.outputs[0].shape[-1])
     if classes < data.num_classes:
-        raise ValueError(f"The model has {classes} outputs, but dataset {name!r} has "
+        raise InputError(f"The model has {classes} outputs, but dataset {name!r} has "
                          f"{data.num_classes} classes; choose the dataset the model was trained "
                          "on with --dataset.")
 
@@ -366,7 +367,7 @@ def _site_rates(model, rate: float | None) -> dict:
         if site.dropout_rate > 0:
             rates[site.name] = float(site.dropout_rate)
         elif rate is None:
-            raise ValueError(f"Site {site.name!r} has no Dropout layer after it, so there is no "
+            raise InputError(f"Site {site.name!r} has no Dropout layer after it, so there is no "
                              "rate to draw masks with; give --rate R (e.g. --rate 0.5).")
         else:
             rates[site.name] = float(rate)
@@ -520,7 +521,7 @@ def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
         return None
     methods = list(settings.methods)
     if "tfmot" in methods and not tfmot_available():
-        raise ValueError("Method tfmot needs tensorflow-model-optimization and tf-keras: "
+        raise InputError("Method tfmot needs tensorflow-model-optimization and tf-keras: "
                          "pip install 'subnet[tfmot]', or leave tfmot out of --methods.")
     result = compare(deterministic, data, methods, settings.budgets, settings.seeds,
                      finetune_epochs=settings.finetune_epochs,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet._io import atomic_write_text
+from subnet.errors import InputError
 from subnet.extraction import (
     Budget,
     _accuracy,
@@ -90,7 +91,7 @@ class Comparison:
             return cls(rows=list(data["rows"]), dense=dict(data["dense"]),
                        config=dict(data["config"]))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"Could not read a comparison from '{path}': {err}") from err
+            raise InputError(f"Could not read a comparison from '{path}': {err}") from err
 
     def summary(self) -> list[dict]:
         """Mean and standard deviation over seeds of each (method, budget)."""
@@ -193,19 +194,19 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
 
     unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
     if unknown:
-        raise ValueError(f"Unknown comparison methods {unknown}. Known: "
+        raise InputError(f"Unknown comparison methods {unknown}. Known: "
                          f"{sorted(STRUCTURED + REFERENCED)}.")
     budgets = [float(b) for b in budgets]
     if not budgets or any(not 0 < b <= 1 for b in budgets):
-        raise ValueError(f"Budgets must be FLOP fractions in (0, 1]. Received: {budgets}")
+        raise InputError(f"Budgets must be FLOP fractions in (0, 1]. Received: {budgets}")
     if not seeds:
-        raise ValueError("Give at least one seed.")
+        raise InputError("Give at least one seed.")
     if dataset.x_train is None or len(dataset.x_train) <= selection_examples:
-        raise ValueError(f"The dataset needs more than {selection_examples} training examples "
+        raise InputError(f"The dataset needs more than {selection_examples} training examples "
                          "(units are chosen on held-out training examples).")
     for method in set(REFERENCED) & set(methods):
         if reference_method not in methods or reference_method not in STRUCTURED:
-            raise ValueError(f"`{method}` is built on the subnetwork of `reference_method`="
+            raise InputError(f"`{method}` is built on the subnetwork of `reference_method`="
                              f"{reference_method!r}, which is not among the structured methods "
                              f"{[m for m in methods if m in STRUCTURED]}.")
     x_sel = dataset.x_train[-selection_examples:]
@@ -222,7 +223,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     if out is not None and Path(out).exists():
         previous = Comparison.load(out)
         if previous.config != config:
-            raise ValueError(f"{out} holds a comparison with other settings; choose another "
+            raise InputError(f"{out} holds a comparison with other settings; choose another "
                              "file or delete it to start again.")
     dense = previous.dense if previous else {
         "accuracy": _accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
@@ -363,7 +364,7 @@ def reinitialized(model, seed: int):
     """A copy of ``model`` with fresh weights: Glorot-uniform kernels, zero biases,
     BatchNormalization reset (gamma and moving variance 1, beta and moving mean 0), drawn from
     ``numpy.random.default_rng(seed)``."""
-    import keras
+    from subnet._tf import keras
 
     rng = np.random.default_rng(seed)
     fresh = keras.models.clone_model(model)

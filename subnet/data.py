@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet.errors import DataError
+from subnet.errors import DataError, InputError, InputTypeError
 
 __all__ = [
     "FASHION_MNIST_SYSTEM_DIR",
@@ -178,11 +178,13 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"Dataset `name` must be a non-empty str. Received: name={self.name!r}")
+            raise InputTypeError(f"Dataset `name` must be a non-empty str. "
+                                 f"Received: name={self.name!r}")
         if not isinstance(self.source, str):
-            raise TypeError(f"Dataset `source` must be a str. Received: source={self.source!r}")
+            raise InputTypeError(f"Dataset `source` must be a str. "
+                                 f"Received: source={self.source!r}")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral):
-            raise TypeError(
+            raise InputTypeError(
                 "Dataset `num_classes` must be an int. "
                 f"Received: num_classes={self.num_classes!r} "
                 f"of type {type(self.num_classes).__name__}"
@@ -220,7 +222,7 @@ class Dataset:
         xn, yn = f"x_{split}", f"y_{split}"
         for key, arr in ((xn, x), (yn, y)):
             if not isinstance(arr, np.ndarray):
-                raise TypeError(
+                raise InputTypeError(
                     f"Dataset {self.name!r}: `{key}` must be a numpy array. "
                     f"Received: {type(arr).__name__}"
                 )
@@ -317,15 +319,16 @@ class Dataset:
                 continue
             arg = f"n_{split}"
             if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-                raise TypeError(f"`{arg}` must be a positive int or None. Received: {arg}={n!r}")
+                raise InputTypeError(f"`{arg}` must be a positive int or None. "
+                                     f"Received: {arg}={n!r}")
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x is None:
-                raise ValueError(
+                raise InputError(
                     f"`{arg}` was given, but data set {self.name!r} has no {split}ing data. "
                     f"Received: {arg}={n}. Leave it None for a test-only data set."
                 )
             if not 0 < n <= len(x):
-                raise ValueError(
+                raise InputError(
                     f"`{arg}` must be between 1 and the {len(x)} {split} examples available. "
                     f"Received: {arg}={n}"
                 )
@@ -900,7 +903,7 @@ def _keras_download(
     name: str,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Calls Keras's downloader for ``name`` (imports Keras only now)."""
-    import keras  # lazy: importing Keras starts TensorFlow
+    from subnet._tf import keras  # lazy: importing Keras starts TensorFlow
 
     return getattr(keras.datasets, name).load_data()
 
@@ -1108,12 +1111,12 @@ def load_dataset(
         ValueError: If ``data_dir`` is given together with a path.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(
+        raise InputTypeError(
             "`name_or_path` must be a data set name or a path. "
             f"Received: {name_or_path!r} of type {type(name_or_path).__name__}"
         )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(
+        raise InputTypeError(
             f"`data_dir` must be a path or None. Received: {data_dir!r} of type "
             f"{type(data_dir).__name__}"
         )
@@ -1124,7 +1127,7 @@ def load_dataset(
             return _load_named(key, data_path)
     path = Path(os.fspath(name_or_path)).expanduser()
     if data_dir is not None:
-        raise ValueError(
+        raise InputError(
             f"`data_dir` only applies to the named data sets {', '.join(KNOWN_DATASETS)}; it "
             f"cannot be combined with the path {str(path)!r}. Received: data_dir={str(data_dir)!r}"
         )

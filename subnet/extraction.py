@@ -17,9 +17,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from subnet._tf import keras
 from subnet.engine.chain import (
     _MIXING,
     Chain,
@@ -30,6 +30,7 @@ from subnet.engine.chain import (
     call_inference,
     layer_flops,
 )
+from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples
 
 __all__ = ["Budget", "KeepSet", "extract", "finetune", "keep_sets", "measure", "model_cost"]
@@ -143,18 +144,18 @@ class Budget:
 
     def __post_init__(self):
         if self.kind not in ("units", "params", "flops"):
-            raise ValueError(f"Invalid budget kind {self.kind!r}. Expected 'units', 'params' or "
+            raise InputError(f"Invalid budget kind {self.kind!r}. Expected 'units', 'params' or "
                              "'flops'.")
         a = self.amount
         if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
-            raise ValueError(f"Invalid budget amount {a!r}: expected a fraction in (0, 1] or an "
+            raise InputError(f"Invalid budget amount {a!r}: expected a fraction in (0, 1] or an "
                              "int >= 1.")
         if isinstance(a, (float, np.floating)) and not 0 < a <= 1:
-            raise ValueError(f"Invalid budget amount {a!r}: a float budget is a fraction of the "
+            raise InputError(f"Invalid budget amount {a!r}: a float budget is a fraction of the "
                              "dense model and must be in (0, 1]; give an int for an absolute "
                              "count.")
         if isinstance(a, (int, np.integer)) and a < 1:
-            raise ValueError(f"Invalid budget amount {a!r}: must be >= 1 (or a fraction in "
+            raise InputError(f"Invalid budget amount {a!r}: must be >= 1 (or a fraction in "
                              "(0, 1]).")
 
     @classmethod
@@ -177,7 +178,7 @@ class Budget:
         limit = self.amount * dense if isinstance(self.amount, (float, np.floating)) \
             else float(self.amount)
         if limit > dense:
-            raise ValueError(f"Budget of {self.amount} {self.kind} is larger than the dense "
+            raise InputError(f"Budget of {self.amount} {self.kind} is larger than the dense "
                              f"model's {int(dense)}.")
         return limit
 
@@ -277,21 +278,21 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     chain = analyse_chain(model, rate=dict.fromkeys(importance.sites.names, 0.0))
     table = importance.sites
     if chain.table.names != table.names or list(chain.table.units) != list(table.units):
-        raise ValueError(f"The importance is about sites {table.names} with units "
+        raise InputError(f"The importance is about sites {table.names} with units "
                          f"{list(table.units)}, but the model has {chain.table.names} with "
                          f"{list(chain.table.units)}.")
     if not isinstance(budget, Budget):
-        raise TypeError(f"`budget` must be a Budget. Received: {type(budget)!r}")
+        raise InputTypeError(f"`budget` must be a Budget. Received: {type(budget)!r}")
     if isinstance(min_units, bool) or not isinstance(min_units, int) or \
             not 1 <= min_units <= int(min(table.units)):
-        raise ValueError(f"Invalid value received for argument `min_units`. Expected an int in "
+        raise InputError(f"Invalid value received for argument `min_units`. Expected an int in "
                          f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
     if allocation not in ("global", "uniform"):
-        raise ValueError(f"Invalid value received for argument `allocation`. Expected 'global' "
+        raise InputError(f"Invalid value received for argument `allocation`. Expected 'global' "
                          f"or 'uniform'. Received: allocation={allocation!r}")
     scores = np.asarray(importance.scores, np.float64)
     if scores.ndim != 1:
-        raise ValueError("keep_sets needs one score per unit; for class-conditional scores use "
+        raise InputError("keep_sets needs one score per unit; for class-conditional scores use "
                          "importance.for_class(c).")
     scores = np.where(np.isnan(scores), -np.inf, scores)
     cost = _Cost(chain)
@@ -309,7 +310,7 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     orders = {name: np.argsort(-s, kind="stable") for name, s in per_site.items()}
     counts = [min_units] * len(table)
     if spend(counts) > limit:
-        raise ValueError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
+        raise InputError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
                          f"than a subnetwork with {min_units} unit(s) per site costs "
                          f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
     if allocation == "global":
@@ -348,23 +349,23 @@ def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
     """Normalises a KeepSet or {site: bool array} against the model."""
     names = list(keep) if isinstance(keep, Mapping) else None
     if names is None:
-        raise TypeError(f"`keep` must be a KeepSet or a mapping {{site name: bool array}}. "
+        raise InputTypeError(f"`keep` must be a KeepSet or a mapping {{site name: bool array}}. "
                         f"Received: {type(keep)!r}")
     chain = analyse_chain(model, rate=0.0)
     table = chain.table
     unknown = sorted(set(names) - set(table.names))
     if unknown:
-        raise ValueError(f"`keep` names {unknown}, which are not sites; the sites are "
+        raise InputError(f"`keep` names {unknown}, which are not sites; the sites are "
                          f"{table.names}.")
     bits = {}
     for site in table:
         value = np.ones(site.units, bool) if site.name not in keep else \
             np.asarray(keep[site.name])
         if value.dtype != bool or value.shape != (site.units,):
-            raise ValueError(f"keep[{site.name!r}] must be a bool array of shape ({site.units},)."
+            raise InputError(f"keep[{site.name!r}] must be a bool array of shape ({site.units},)."
                              f" Received dtype {value.dtype}, shape {value.shape}.")
         if not value.any():
-            raise ValueError(f"keep[{site.name!r}] keeps no unit: a site cannot be emptied (the "
+            raise InputError(f"keep[{site.name!r}] keeps no unit: a site cannot be emptied (the "
                              "network would be cut in two). Keep at least one unit per site.")
         bits[site.name] = value
     if isinstance(keep, KeepSet):
@@ -412,7 +413,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
     scale = dict(scale or {})
     unknown = sorted(set(scale) - set(keep_set.sites.names))
     if unknown:
-        raise ValueError(f"`scale` names {unknown}, which are not sites.")
+        raise InputError(f"`scale` names {unknown}, which are not sites.")
     order = _chain_from_output(model)
     first = order[0]
     before = _layers_before(model, first)
@@ -481,7 +482,7 @@ def _layers_before(model, first) -> list:
     while True:
         parents = graph.get(current, [])
         if len(parents) != 1:
-            raise ValueError(f"extract supports models whose layers before the first site form "
+            raise InputError(f"extract supports models whose layers before the first site form "
                              f"a chain; layer {current!r} has {len(parents)} inputs.")
         parent = model.get_layer(parents[0])
         if isinstance(parent, keras.layers.InputLayer):
@@ -507,7 +508,7 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
         got = keras.ops.convert_to_numpy(keras.ops.softmax(got))
     difference = float(np.max(np.abs(got - reference)))
     if not difference <= atol:
-        raise ValueError(f"The extracted subnetwork does not compute what the masked model "
+        raise InputError(f"The extracted subnetwork does not compute what the masked model "
                          f"computes: output probabilities differ by {difference:.3g} > "
                          f"{atol:g}. This is a bug in subnet (or an unsupported layer); please "
                          "report it with the model.")
@@ -545,7 +546,7 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
     from subnet.train import fit
 
     if dataset.x_train is None:
-        raise ValueError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
+        raise InputError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
     before = _accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \
         float(accuracy_before)
     history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,

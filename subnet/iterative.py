@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from subnet._cli import progress_bar
+from subnet.errors import InputError
 from subnet.extraction import (
     Budget,
     _as_keep,
@@ -39,10 +40,10 @@ def _as_budgets(budgets) -> list[Budget]:
         budgets = [budgets]
     out = [b if isinstance(b, Budget) else Budget.flops(b) for b in budgets]
     if not out:
-        raise ValueError("Give at least one budget.")
+        raise InputError("Give at least one budget.")
     kinds = {b.kind for b in out}
     if len(kinds) > 1:
-        raise ValueError(f"All budgets must be of one kind; received kinds {sorted(kinds)}.")
+        raise InputError(f"All budgets must be of one kind; received kinds {sorted(kinds)}.")
     return out
 
 
@@ -88,16 +89,16 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
     budgets = _as_budgets(budgets)
     if isinstance(steps_per_halving, bool) or not isinstance(steps_per_halving, int) or \
             steps_per_halving < 1:
-        raise ValueError(f"Invalid value received for argument `steps_per_halving`. Expected an "
+        raise InputError(f"Invalid value received for argument `steps_per_halving`. Expected an "
                          f"int >= 1. Received: {steps_per_halving!r}")
     if isinstance(n_masks, bool) or not isinstance(n_masks, int) or n_masks < 20:
-        raise ValueError(f"Invalid value received for argument `n_masks`. Expected an int >= 20."
+        raise InputError(f"Invalid value received for argument `n_masks`. Expected an int >= 20."
                          f" Received: {n_masks!r}")
     if not 0 < max_rate <= 0.5:
-        raise ValueError(f"Invalid value received for argument `max_rate`. Expected a float in "
+        raise InputError(f"Invalid value received for argument `max_rate`. Expected a float in "
                          f"(0, 0.5]. Received: {max_rate!r}")
     if estimator not in ("banzhaf", "regression"):
-        raise ValueError(f"Invalid value received for argument `estimator`. Expected 'banzhaf' "
+        raise InputError(f"Invalid value received for argument `estimator`. Expected 'banzhaf' "
                          f"or 'regression'. Received: {estimator!r}")
     kind = budgets[0].kind
     _, start = _as_keep(model, {})

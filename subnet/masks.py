@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text, publish_mode
-from subnet.errors import RecordError
+from subnet.errors import InputError, InputTypeError, RecordError
 
 __all__ = [
     "Chunk",
@@ -78,11 +78,11 @@ _SEED_LIMIT = 1 << 64
 
 def _check_seed(seed: Any, what: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"`{what}` must be a non-negative int. Received: {what}={seed!r} "
+        raise InputTypeError(f"`{what}` must be a non-negative int. Received: {what}={seed!r} "
                         f"of type {type(seed).__name__}")
     seed = int(seed)
     if not 0 <= seed < _SEED_LIMIT:
-        raise ValueError(f"`{what}` must be a non-negative int below 2**64. "
+        raise InputError(f"`{what}` must be a non-negative int below 2**64. "
                          f"Received: {what}={seed}")
     return seed
 
@@ -91,15 +91,15 @@ def _check_keep(keep: Any) -> np.ndarray:
     try:
         arr = np.asarray(keep, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"`keep` must be a 1-D array of floats in (0, 1]. "
+        raise InputTypeError(f"`keep` must be a 1-D array of floats in (0, 1]. "
                         f"Received: keep of type {type(keep).__name__}") from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"`keep` must be a non-empty 1-D array (one keep probability per unit). "
+        raise InputError(f"`keep` must be a non-empty 1-D array (one keep probability per unit). "
                          f"Received: keep with shape {arr.shape}")
     bad = ~(np.isfinite(arr) & (arr > 0.0) & (arr <= 1.0))
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"`keep` must hold keep probabilities in (0, 1]. Received: keep[{j}]="
+        raise InputError(f"`keep` must hold keep probabilities in (0, 1]. Received: keep[{j}]="
                          f"{float(arr[j])!r} ({int(bad.sum())} of {arr.size} values out of range)")
     return arr
 
@@ -109,16 +109,16 @@ def _check_indices(indices: Any) -> np.ndarray:
         indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
     arr = np.asarray(indices)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise TypeError(f"`indices` must be a range or a 1-D array of ints. "
+        raise InputTypeError(f"`indices` must be a range or a 1-D array of ints. "
                         f"Received: indices with dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise ValueError(f"`indices` must be a range or a 1-D array of ints. "
+        raise InputError(f"`indices` must be a range or a 1-D array of ints. "
                          f"Received: indices with shape {arr.shape}")
     if arr.size and arr.min() < 0:
-        raise ValueError(f"`indices` must be non-negative mask indices. "
+        raise InputError(f"`indices` must be non-negative mask indices. "
                          f"Received: indices with a negative index, {int(arr.min())}")
     if arr.size and np.issubdtype(arr.dtype, np.unsignedinteger) and arr.max() > 2 ** 62:
-        raise ValueError(f"`indices` must be below 2**62. Received: {int(arr.max())}")
+        raise InputError(f"`indices` must be below 2**62. Received: {int(arr.max())}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -191,7 +191,7 @@ def sample_masks(keep: Any, seed: int, indices: range | Sequence[int] | np.ndarr
     keep = _check_keep(keep)
     seed = _check_seed(seed)
     if not isinstance(antithetic, bool | np.bool_):
-        raise TypeError(f"`antithetic` must be a bool. Received: antithetic={antithetic!r}")
+        raise InputTypeError(f"`antithetic` must be a bool. Received: antithetic={antithetic!r}")
     idx = _check_indices(indices)
     n_units = keep.size
     threshold = _thresholds(keep)
@@ -254,16 +254,16 @@ def _is_int(x: Any) -> bool:
 def _check_meta(meta: Any) -> dict:
     """Validates the caller's metadata; returns a JSON-normalised deep copy."""
     if not isinstance(meta, Mapping):
-        raise TypeError(f"`meta` must be a dict. Received: meta of type {type(meta).__name__}")
+        raise InputTypeError(f"`meta` must be a dict. Received: meta of type {type(meta).__name__}")
     def numpy_scalar(obj: Any) -> Any:
         if isinstance(obj, np.generic):
             return obj.item()
-        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+        raise InputTypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
     try:
         text = json.dumps(dict(meta), allow_nan=False, default=numpy_scalar)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"`meta` must be JSON-serialisable (str keys; str, int, float, bool, "
+        raise InputTypeError(f"`meta` must be JSON-serialisable (str keys; str, int, float, bool, "
                         f"None, list and dict values; no NaN). Received an error: {err}") from None
     meta = json.loads(text)
     required: dict[str, tuple[type, ...]] = {
@@ -272,44 +272,44 @@ def _check_meta(meta: Any) -> dict:
     }
     missing = [k for k in required if k not in meta]
     if missing:
-        raise ValueError(f"`meta` must have the keys {sorted(required)}. "
+        raise InputError(f"`meta` must have the keys {sorted(required)}. "
                          f"Received: meta without {missing}")
     for key, types in required.items():
         value = meta[key]
         ok = isinstance(value, types) and (types == (bool,) or not isinstance(value, bool))
         if not ok:
-            raise TypeError(f"`meta['{key}']` must be of type {types[0].__name__}. "
+            raise InputTypeError(f"`meta['{key}']` must be of type {types[0].__name__}. "
                             f"Received: meta['{key}']={value!r}")
     _check_seed(meta["seed"], "meta['seed']")
     if meta["n_masks"] < 0:
-        raise ValueError(f"`meta['n_masks']` must be a non-negative int (the planned number of "
+        raise InputError(f"`meta['n_masks']` must be a non-negative int (the planned number of "
                          f"masks). Received: meta['n_masks']={meta['n_masks']}")
     sites = meta["sites"]
     if not sites:
-        raise ValueError("`meta['sites']` must be a non-empty list of sites. Received: []")
+        raise InputError("`meta['sites']` must be a non-empty list of sites. Received: []")
     names = set()
     for j, site in enumerate(sites):
         where = f"meta['sites'][{j}]"
         if not isinstance(site, dict):
-            raise TypeError(f"`{where}` must be a dict with `name`, `units` and `keep`. "
+            raise InputTypeError(f"`{where}` must be a dict with `name`, `units` and `keep`. "
                             f"Received: {site!r}")
         for key in ("name", "units", "keep"):
             if key not in site:
-                raise ValueError(f"`{where}` must have the key '{key}'. Received: {site!r}")
+                raise InputError(f"`{where}` must have the key '{key}'. Received: {site!r}")
         if not isinstance(site["name"], str) or not site["name"]:
-            raise TypeError(f"`{where}['name']` must be a non-empty str. "
+            raise InputTypeError(f"`{where}['name']` must be a non-empty str. "
                             f"Received: {site['name']!r}")
         if site["name"] in names:
-            raise ValueError(f"`meta['sites']` must have unique names. "
+            raise InputError(f"`meta['sites']` must have unique names. "
                              f"Received: '{site['name']}' twice")
         names.add(site["name"])
         if not _is_int(site["units"]) or site["units"] < 1:
-            raise ValueError(f"`{where}['units']` must be a positive int. "
+            raise InputError(f"`{where}['units']` must be a positive int. "
                              f"Received: {site['units']!r}")
         q = site["keep"]
         if not (isinstance(q, numbers.Real) and not isinstance(q, bool)
                 and math.isfinite(q) and 0.0 < q <= 1.0):
-            raise ValueError(f"`{where}['keep']` must be a keep probability in (0, 1]. "
+            raise InputError(f"`{where}['keep']` must be a keep probability in (0, 1]. "
                              f"Received: {q!r}")
         site["keep"] = float(q)
     return meta
@@ -321,9 +321,9 @@ def _expand_keep(sites: Sequence[Mapping]) -> np.ndarray:
 
 def _check_num_classes(num_classes: Any) -> int:
     if not _is_int(num_classes):
-        raise TypeError(f"`num_classes` must be an int. Received: num_classes={num_classes!r}")
+        raise InputTypeError(f"`num_classes` must be an int. Received: num_classes={num_classes!r}")
     if not 2 <= num_classes <= _MAX_CLASSES:
-        raise ValueError(f"`num_classes` must be between 2 and {_MAX_CLASSES}. "
+        raise InputError(f"`num_classes` must be between 2 and {_MAX_CLASSES}. "
                          f"Received: num_classes={num_classes}")
     return int(num_classes)
 
@@ -331,13 +331,13 @@ def _check_num_classes(num_classes: Any) -> int:
 def _check_int_vector(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"`{name}` must be a 1-D int array. Received: {name} with dtype "
+        raise InputTypeError(f"`{name}` must be a 1-D int array. Received: {name} with dtype "
                         f"{arr.dtype}")
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"`{name}` must be a non-empty 1-D int array. Received: {name} with "
+        raise InputError(f"`{name}` must be a non-empty 1-D int array. Received: {name} with "
                          f"shape {arr.shape}")
     if arr.min() < 0:
-        raise ValueError(f"`{name}` must be non-negative. Received: {name} with min "
+        raise InputError(f"`{name}` must be non-negative. Received: {name} with min "
                          f"{int(arr.min())}")
     return arr.astype(np.int64)
 
@@ -347,10 +347,10 @@ def _check_examples(labels: Any, example_indices: Any,
     labels = _check_int_vector(labels, "labels")
     example_indices = _check_int_vector(example_indices, "example_indices")
     if example_indices.shape != labels.shape:
-        raise ValueError(f"`example_indices` must have one entry per label, shape "
+        raise InputError(f"`example_indices` must have one entry per label, shape "
                          f"{labels.shape}. Received: shape {example_indices.shape}")
     if num_classes is not None and labels.max() >= num_classes:
-        raise ValueError(f"`labels` must be classes in [0, num_classes={num_classes}). "
+        raise InputError(f"`labels` must be classes in [0, num_classes={num_classes}). "
                          f"Received: a label {int(labels.max())}")
     return labels, example_indices
 
@@ -630,9 +630,9 @@ class RecordWriter:
             ValueError: If ``n_masks`` is negative or ``chunk_size`` not positive.
         """
         if not _is_int(n_masks) or n_masks < 0:
-            raise ValueError(f"`n_masks` must be a non-negative int. Received: n_masks={n_masks!r}")
+            raise InputError(f"`n_masks` must be a non-negative int. Received: n_masks={n_masks!r}")
         if not _is_int(chunk_size) or chunk_size < 1:
-            raise ValueError(f"`chunk_size` must be a positive int. "
+            raise InputError(f"`chunk_size` must be a positive int. "
                              f"Received: chunk_size={chunk_size!r}")
         # Gaps of [0, n_masks) between covered intervals, then cut at aligned boundaries.
         gaps, pos = [], 0
@@ -672,43 +672,45 @@ class RecordWriter:
                 the record.
         """
         if not _is_int(start) or start < 0:
-            raise ValueError(f"`start` must be a non-negative int. Received: start={start!r}")
+            raise InputError(f"`start` must be a non-negative int. Received: start={start!r}")
         start = int(start)
         masks = np.asarray(masks)
         predicted = np.asarray(predicted)
         true_prob = np.asarray(true_prob)
         if masks.dtype != np.bool_:
-            raise TypeError(f"`masks` must be a bool array. Received: masks with dtype "
+            raise InputTypeError(f"`masks` must be a bool array. Received: masks with dtype "
                             f"{masks.dtype}")
         if masks.ndim != 2 or masks.shape[0] < 1 or masks.shape[1] != self.n_units:
-            raise ValueError(f"`masks` must have shape (k, n_units={self.n_units}) with k >= 1. "
+            raise InputError(f"`masks` must have shape (k, n_units={self.n_units}) with k >= 1. "
                              f"Received: masks with shape {masks.shape}")
         k = masks.shape[0]
         if predicted.dtype == np.bool_ or not np.issubdtype(predicted.dtype, np.integer):
-            raise TypeError(f"`predicted` must be an int array. Received: predicted with dtype "
+            raise InputTypeError(f"`predicted` must be an int array. "
+                                 f"Received: predicted with dtype "
                             f"{predicted.dtype}")
         if predicted.shape != (k, self.n_examples):
-            raise ValueError(f"`predicted` must have shape (k={k}, n_examples={self.n_examples})."
+            raise InputError(f"`predicted` must have shape (k={k}, n_examples={self.n_examples})."
                              f" Received: predicted with shape {predicted.shape}")
         if predicted.size and (predicted.min() < 0 or predicted.max() >= self.num_classes):
             bad = predicted.min() if predicted.min() < 0 else predicted.max()
-            raise ValueError(f"`predicted` must hold classes in [0, num_classes="
+            raise InputError(f"`predicted` must hold classes in [0, num_classes="
                              f"{self.num_classes}). Received: a value {int(bad)}")
         if not np.issubdtype(true_prob.dtype, np.floating):
-            raise TypeError(f"`true_prob` must be a float array. Received: true_prob with dtype "
+            raise InputTypeError(f"`true_prob` must be a float array. "
+                                 f"Received: true_prob with dtype "
                             f"{true_prob.dtype}")
         if true_prob.shape != (k, self.n_examples):
-            raise ValueError(f"`true_prob` must have shape (k={k}, n_examples={self.n_examples})."
+            raise InputError(f"`true_prob` must have shape (k={k}, n_examples={self.n_examples})."
                              f" Received: true_prob with shape {true_prob.shape}")
         bad = ~((true_prob >= 0.0) & (true_prob <= 1.0))  # also catches NaN
         if bad.any():
             j = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
-            raise ValueError(f"`true_prob` must hold probabilities in [0, 1]. Received: "
+            raise InputError(f"`true_prob` must hold probabilities in [0, 1]. Received: "
                              f"true_prob[{j[0]}, {j[1]}]={float(true_prob[j])!r}")
         stop = start + k
         for a, b in self._covered:
             if a < stop and start < b:
-                raise ValueError(f"Masks [{start}, {stop}) overlap masks [{a}, {b}) already in "
+                raise InputError(f"Masks [{start}, {stop}) overlap masks [{a}, {b}) already in "
                                  f"the record at {self.path} ({_chunk_name(a, b)}). Use "
                                  f"`missing()` to find the masks still to do.")
         dest = self.path / _chunk_name(start, stop)
@@ -733,7 +735,7 @@ class RecordWriter:
         protected = {"seed", "antithetic", "sites", "model_fingerprint", "data_fingerprint",
                      *_RESERVED}
         if not isinstance(key, str) or key in protected:
-            raise ValueError(f"Cannot annotate the record with key {key!r}: it is not a string "
+            raise InputError(f"Cannot annotate the record with key {key!r}: it is not a string "
                              f"or it defines the record ({sorted(protected)}).")
         meta = dict(self._meta)
         meta[key] = value
@@ -898,7 +900,7 @@ class MaskRecord:
                 raise RecordError(f"Folder {path} holds chunk files but no {_META}: it is not a "
                                   f"complete mask record. Choose another folder.")
             if num_classes is None:
-                raise ValueError(f"`num_classes` is needed to start a new record at {path}. "
+                raise InputError(f"`num_classes` is needed to start a new record at {path}. "
                                  f"Received: num_classes=None")
             return MaskRecord._start(path, meta, labels, example_indices, num_classes)
         new = _check_meta(meta)
@@ -927,10 +929,10 @@ class MaskRecord:
         num_classes = _check_num_classes(num_classes)
         for key in _RESERVED:
             if key in meta and key != "num_classes":
-                raise ValueError(f"`meta` must not have the key '{key}' (the record's own). "
+                raise InputError(f"`meta` must not have the key '{key}' (the record's own). "
                                  f"Received: meta['{key}']={meta[key]!r}")
         if "num_classes" in meta and meta["num_classes"] != num_classes:
-            raise ValueError(f"`meta['num_classes']` must equal `num_classes`. Received: "
+            raise InputError(f"`meta['num_classes']` must equal `num_classes`. Received: "
                              f"{meta['num_classes']!r} and {num_classes}")
         labels, example_indices = _check_examples(labels, example_indices, num_classes)
         meta["format"] = FORMAT
@@ -969,7 +971,7 @@ class MaskRecord:
         records = [r if isinstance(r, MaskRecord) else MaskRecord.load(r)
                    for r in records_or_paths]
         if not records:
-            raise ValueError("`records_or_paths` must name at least one record. Received: none")
+            raise InputError("`records_or_paths` must name at least one record. Received: none")
         out = Path(out)
         if out.exists() and not _is_empty_dir(out):
             raise RecordError(f"Merge output {out} already exists and is not empty; choose a new "
@@ -1160,7 +1162,7 @@ class MaskRecord:
             ValueError: If the record has no masks.
         """
         if self.n_masks == 0:
-            raise ValueError(f"The record at {self.path} has no masks yet; example accuracy is "
+            raise InputError(f"The record at {self.path} has no masks yet; example accuracy is "
                              f"undefined.")
         hits = np.zeros(self.n_examples, dtype=np.int64)
         for predicted in self._iter_predicted():
@@ -1180,7 +1182,7 @@ class MaskRecord:
         """
         acc = self.mask_accuracy()
         if acc.size == 0:
-            raise ValueError(f"The record at {self.path} has no masks yet; there is no accuracy "
+            raise InputError(f"The record at {self.path} has no masks yet; there is no accuracy "
                              f"to summarise.")
         pcts = (1, 5, 25, 50, 75, 95, 99)
         q = np.percentile(acc, pcts)

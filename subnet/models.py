@@ -31,10 +31,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
-from subnet.errors import ModelFileError, UntrustedModelError
+from subnet._tf import keras
+from subnet.errors import InputError, InputTypeError, ModelFileError, UntrustedModelError
 
 __all__ = [
     "AlwaysOnDropout",
@@ -92,23 +92,23 @@ def seed_cnn(
     dense_units = _positive_int(dense_units, "dense_units")
     num_classes = _positive_int(num_classes, "num_classes")
     if num_classes < 2:
-        raise ValueError(f"Invalid value for argument `num_classes`: expected an int >= 2. "
+        raise InputError(f"Invalid value for argument `num_classes`: expected an int >= 2. "
                          f"Received: num_classes={num_classes}")
     rates = tuple(rates)
     if len(rates) != 3:
-        raise ValueError("Invalid value for argument `rates`: expected three dropout rates "
+        raise InputError("Invalid value for argument `rates`: expected three dropout rates "
                          f"(conv1, conv2, dense). Received: rates={rates!r}")
     for r in rates:
         if not isinstance(r, (int, float)) or not 0.0 <= float(r) < 1.0:
-            raise ValueError("Invalid value for argument `rates`: each rate must be a float in "
+            raise InputError("Invalid value for argument `rates`: each rate must be a float in "
                              f"[0, 1). Received: rates={rates!r}")
     filters = tuple(_positive_int(f, "conv_filters") for f in conv_filters)
     if len(filters) != 2:
-        raise ValueError("Invalid value for argument `conv_filters`: expected two ints. "
+        raise InputError("Invalid value for argument `conv_filters`: expected two ints. "
                          f"Received: conv_filters={tuple(conv_filters)!r}")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape[:2]) < 16 or shape[2] < 1:
-        raise ValueError("Invalid value for argument `input_shape`: expected (height, width, "
+        raise InputError("Invalid value for argument `input_shape`: expected (height, width, "
                          f"channels) with both sides >= 16. Received: input_shape={shape!r}")
 
     def init(i: int):
@@ -164,7 +164,8 @@ def dropout_layers(model) -> list[DropoutInfo]:
         TypeError: If ``model`` is not a Keras model.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model for argument `model`. Received: {type(model)!r}")
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
     baked = _layers_called_with_training_true(model)
     return [
         DropoutInfo(layer.name, float(layer.rate), layer.name in baked)
@@ -194,7 +195,8 @@ def with_dropout(model, on: bool, *, seed: int | None = 0, rates: dict | None = 
         TypeError: If ``model`` is not a Keras model.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model for argument `model`. Received: {type(model)!r}")
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
     counter = iter(range(1_000_000))
 
     def clone(layer):
@@ -227,7 +229,7 @@ class AlwaysOnDropout(keras.layers.Layer):
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(rate) < 1.0:
-            raise ValueError("Invalid value received for argument `rate`. Expected a float in "
+            raise InputError("Invalid value received for argument `rate`. Expected a float in "
                              f"[0, 1). Received: rate={rate!r}")
         self.rate = float(rate)
         self.seed = seed
@@ -281,19 +283,19 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
     y = np.asarray(y)
     expected = tuple(model.inputs[0].shape[1:])
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        raise ValueError(f"Input `x` has shape {x.shape}, but the model expects examples of "
+        raise InputError(f"Input `x` has shape {x.shape}, but the model expects examples of "
                          f"shape {expected} (x of shape (n, {', '.join(map(str, expected))})).")
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"Input `x` must be floating point (images scaled to [0, 1]). "
+        raise InputError(f"Input `x` must be floating point (images scaled to [0, 1]). "
                          f"Received dtype {x.dtype}.")
     if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"Labels `y` must be a 1-D array with one label per example. Received "
+        raise InputError(f"Labels `y` must be a 1-D array with one label per example. Received "
                          f"shape {y.shape} for {len(x)} examples.")
     if len(x) == 0:
-        raise ValueError("Received no examples: `x` and `y` are empty.")
+        raise InputError("Received no examples: `x` and `y` are empty.")
     n_classes = int(model.outputs[0].shape[-1])
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"Labels `y` must be integers in [0, {n_classes}) for this model's "
+        raise InputError(f"Labels `y` must be integers in [0, {n_classes}) for this model's "
                          f"{n_classes} classes. Received values in [{y.min()}, {y.max()}] "
                          f"(dtype {y.dtype}).")
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False), n_classes
@@ -574,6 +576,6 @@ def _flat_layers(model) -> list:
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"Invalid value for argument `{name}`: expected a positive int. "
+        raise InputError(f"Invalid value for argument `{name}`: expected a positive int. "
                          f"Received: {name}={value!r}")
     return int(value)

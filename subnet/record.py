@@ -16,14 +16,15 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import keras
 import numpy as np
 
 import subnet
 from subnet._cli import progress_bar
+from subnet._tf import keras
 from subnet.engine.chain import Chain, analyse_chain
 from subnet.engine.fast import FastBackend
 from subnet.engine.reference import ReferenceBackend
+from subnet.errors import InputError, InputTypeError
 from subnet.masks import MaskRecord, sample_masks
 from subnet.models import check_examples
 
@@ -59,17 +60,17 @@ class AdaptiveStop:
     def __post_init__(self):
         if isinstance(self.keep_units, bool) or not isinstance(self.keep_units, int) or \
                 self.keep_units < 1:
-            raise ValueError(f"Invalid value received for argument `keep_units`. Expected an "
+            raise InputError(f"Invalid value received for argument `keep_units`. Expected an "
                              f"int >= 1. Received: keep_units={self.keep_units!r}")
         if self.metric not in ("accuracy", "log_prob"):
-            raise ValueError(f"Invalid value received for argument `metric`. Expected "
+            raise InputError(f"Invalid value received for argument `metric`. Expected "
                              f"'accuracy' or 'log_prob'. Received: metric={self.metric!r}")
         if not self.tolerance >= 0:
-            raise ValueError(f"Invalid value received for argument `tolerance`. Expected a "
+            raise InputError(f"Invalid value received for argument `tolerance`. Expected a "
                              f"float >= 0. Received: tolerance={self.tolerance!r}")
         if isinstance(self.min_masks, bool) or not isinstance(self.min_masks, int) or \
                 self.min_masks < 2:
-            raise ValueError(f"Invalid value received for argument `min_masks`. Expected an "
+            raise InputError(f"Invalid value received for argument `min_masks`. Expected an "
                              f"int >= 2. Received: min_masks={self.min_masks!r}")
 
     def check(self, record) -> dict:
@@ -77,7 +78,7 @@ class AdaptiveStop:
         from subnet.importance.from_record import BanzhafEstimator
 
         if self.keep_units >= record.n_units:
-            raise ValueError(f"`keep_units`={self.keep_units} must be below the number of units "
+            raise InputError(f"`keep_units`={self.keep_units} must be below the number of units "
                              f"({record.n_units}).")
         importance = BanzhafEstimator(metric=self.metric).score(record)
         order = importance.rank()
@@ -127,7 +128,7 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         ValueError: If ``backend`` is unknown, or ``"fast"`` cannot run the model.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"Invalid value received for argument `backend`. Expected one of "
+        raise InputError(f"Invalid value received for argument `backend`. Expected one of "
                          f"{list(BACKENDS)}. Received: backend={backend!r}")
     if backend == "reference":
         return ReferenceBackend(chain, rescale=rescale)
@@ -202,25 +203,25 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             record that does not match (or any record, without ``resume``).
     """
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-        raise ValueError(f"Invalid value received for argument `n_masks`. Expected an int >= 1. "
+        raise InputError(f"Invalid value received for argument `n_masks`. Expected an int >= 1. "
                          f"Received: n_masks={n_masks!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or \
             chunk_size < 1:
-        raise ValueError(f"Invalid value received for argument `chunk_size`. Expected an int "
+        raise InputError(f"Invalid value received for argument `chunk_size`. Expected an int "
                          f">= 1. Received: chunk_size={chunk_size!r}")
     if masks is None:
         masks = range(int(n_masks))
     if not isinstance(masks, range) or masks.step != 1 or masks.start < 0 or \
             masks.stop > n_masks or len(masks) == 0:
-        raise ValueError(f"Invalid value received for argument `masks`. Expected a non-empty "
+        raise InputError(f"Invalid value received for argument `masks`. Expected a non-empty "
                          f"range(a, b) with 0 <= a < b <= n_masks={n_masks}. Received: "
                          f"masks={masks!r}")
     if stop is not None and not isinstance(stop, AdaptiveStop):
-        raise TypeError(f"`stop` must be an AdaptiveStop or None. Received: {type(stop)!r}")
+        raise InputTypeError(f"`stop` must be an AdaptiveStop or None. Received: {type(stop)!r}")
     x, y, n_classes = check_examples(model, x, y)
     chain = analyse_chain(model, rate)
     if stop is not None and stop.keep_units >= chain.table.n_units:
-        raise ValueError(f"AdaptiveStop.keep_units={stop.keep_units} must be below the number of "
+        raise InputError(f"AdaptiveStop.keep_units={stop.keep_units} must be below the number of "
                          f"units ({chain.table.n_units}).")
     engine = make_backend(chain, backend, rescale=rescale)
     if example_indices is None:

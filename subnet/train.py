@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from subnet._cli import progress_bar, run_main
 from subnet._io import atomic_path
+from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
+from subnet.errors import InputError
 from subnet.models import outputs_probabilities, seed_cnn
 
 __all__ = ["fit", "main"]
@@ -62,22 +63,22 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
         ValueError: If the budget or the data are invalid.
     """
     if (epochs is None) == (examples is None):
-        raise ValueError("Give exactly one training budget: `epochs` or `examples`. "
+        raise InputError("Give exactly one training budget: `epochs` or `examples`. "
                          f"Received: epochs={epochs!r}, examples={examples!r}")
     n = len(x)
     if n == 0 or len(y) != n:
-        raise ValueError(f"Training data must be non-empty with one label per image. Received "
+        raise InputError(f"Training data must be non-empty with one label per image. Received "
                          f"{n} images and {len(y)} labels.")
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"Invalid value for argument `epochs`: expected an int >= 1. "
+            raise InputError(f"Invalid value for argument `epochs`: expected an int >= 1. "
                              f"Received: epochs={epochs!r}")
         examples = int(epochs) * n
     elif isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or examples < 1:
-        raise ValueError(f"Invalid value for argument `examples`: expected an int >= 1. "
+        raise InputError(f"Invalid value for argument `examples`: expected an int >= 1. "
                          f"Received: examples={examples!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"Invalid value for argument `batch_size`: expected an int >= 1. "
+        raise InputError(f"Invalid value for argument `batch_size`: expected an int >= 1. "
                          f"Received: batch_size={batch_size!r}")
 
     n_epochs = -(-examples // n)
@@ -109,16 +110,16 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
 def _optimizer(name: str, learning_rate: float | None, schedule: str, steps: int):
     defaults = {"adam": 2e-3, "adadelta": 1.0}
     if name not in defaults:
-        raise ValueError(f"Invalid value received for argument `optimizer`. Expected 'adam' or "
+        raise InputError(f"Invalid value received for argument `optimizer`. Expected 'adam' or "
                          f"'adadelta'. Received: optimizer={name!r}")
     rate = defaults[name] if learning_rate is None else float(learning_rate)
     if not rate > 0:
-        raise ValueError(f"Invalid value received for argument `learning_rate`. Expected a "
+        raise InputError(f"Invalid value received for argument `learning_rate`. Expected a "
                          f"positive float. Received: learning_rate={learning_rate!r}")
     if schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
     elif schedule != "constant":
-        raise ValueError(f"Invalid value received for argument `schedule`. Expected 'cosine' or "
+        raise InputError(f"Invalid value received for argument `schedule`. Expected 'cosine' or "
                          f"'constant'. Received: schedule={schedule!r}")
     if name == "adam":
         return keras.optimizers.Adam(rate)
@@ -182,13 +183,13 @@ def _train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix not in (".keras", ".h5"):
-        raise ValueError(f"Invalid value for --out: the model file must end in .keras or .h5. "
+        raise InputError(f"Invalid value for --out: the model file must end in .keras or .h5. "
                          f"Received: {args.out!r}")
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     if args.train_examples is not None or args.test_examples is not None:
         data = data.subset(n_train=args.train_examples, n_test=args.test_examples)
     if data.x_train is None:
-        raise ValueError(f"Dataset '{args.dataset}' has no training examples (x_train, y_train).")
+        raise InputError(f"Dataset '{args.dataset}' has no training examples (x_train, y_train).")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     log(f"data: {data.name} from {data.source}: {len(data.x_train)} train, "
         f"{len(data.x_test)} test examples, input {data.input_shape}")

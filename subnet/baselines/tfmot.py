@@ -20,10 +20,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from subnet._tf import keras
 from subnet.engine.chain import _MIXING, _chain_from_output
+from subnet.errors import InputError
 from subnet.extraction import _layers_before
 from subnet.models import outputs_probabilities
 
@@ -120,26 +121,26 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
         ValueError: As :func:`magnitude_prune`, for any of the targets.
     """
     if not tfmot_available():
-        raise ValueError("The magnitude-pruning baseline needs tensorflow-model-optimization and "
+        raise InputError("The magnitude-pruning baseline needs tensorflow-model-optimization and "
                          "tf-keras; install them with: pip install 'subnet[tfmot]'.")
     if (nonzero is None) == (sparsity is None):
-        raise ValueError("Give exactly one pruning target: `nonzero` or `sparsity`.")
+        raise InputError("Give exactly one pruning target: `nonzero` or `sparsity`.")
     if (epochs is None) == (examples is None):
-        raise ValueError("Give exactly one fine-tuning budget: `epochs` or `examples`.")
+        raise InputError("Give exactly one fine-tuning budget: `epochs` or `examples`.")
     if dataset.x_train is None:
-        raise ValueError(f"Dataset {dataset.name!r} has no training data to fine-tune on.")
+        raise InputError(f"Dataset {dataset.name!r} has no training data to fine-tune on.")
     if not 0 < prune_fraction <= 1:
-        raise ValueError(f"Invalid value received for argument `prune_fraction`. Expected a "
+        raise InputError(f"Invalid value received for argument `prune_fraction`. Expected a "
                          f"float in (0, 1]. Received: prune_fraction={prune_fraction!r}")
     targets = list(nonzero if sparsity is None else sparsity)
     if not targets:
-        raise ValueError("Give at least one pruning target.")
+        raise InputError("Give at least one pruning target.")
     sparsities = [_sparsity(model, value) for value in targets] if sparsity is None else \
         [_checked_sparsity(value) for value in targets]
     n = len(dataset.x_train)
     total = int(epochs) * n if epochs is not None else int(examples)
     if total < 1:
-        raise ValueError(f"The fine-tuning budget must be at least one example. Received "
+        raise InputError(f"The fine-tuning budget must be at least one example. Received "
                          f"epochs={epochs!r}, examples={examples!r}.")
     layers = _layers_before(model, _chain_from_output(model)[0]) + _chain_from_output(model)
     spec = {"input_shape": list(model.inputs[0].shape[1:]),
@@ -223,7 +224,7 @@ def _sparsity(model, nonzero) -> float:
     others = model.count_params() - kernels
     if isinstance(nonzero, bool) or not isinstance(nonzero, (int, np.integer)) or \
             not others < nonzero <= model.count_params():
-        raise ValueError(f"Invalid value received for argument `nonzero`. Expected an int "
+        raise InputError(f"Invalid value received for argument `nonzero`. Expected an int "
                          f"in ({others}, {model.count_params()}] (the weights TFMOT does not "
                          f"prune, up to the whole model). Received: nonzero={nonzero!r}")
     return _checked_sparsity(kernel_sparsity(model, nonzero))
@@ -232,7 +233,7 @@ def _sparsity(model, nonzero) -> float:
 def _checked_sparsity(sparsity) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.number)) or \
             not 0 <= sparsity < 1:
-        raise ValueError(f"Invalid value received for argument `sparsity`. Expected a float in "
+        raise InputError(f"Invalid value received for argument `sparsity`. Expected a float in "
                          f"[0, 1). Received: sparsity={sparsity!r}")
     return float(sparsity)
 

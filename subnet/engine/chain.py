@@ -19,9 +19,10 @@ import dataclasses
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
 
-import keras
 import numpy as np
 
+from subnet._tf import keras
+from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers, outputs_probabilities
 
 __all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "call_inference", "layer_flops",
@@ -72,14 +73,14 @@ class Site:
 
     def __post_init__(self):
         if self.kind not in ("conv1d", "conv2d", "dense"):
-            raise ValueError(f"Invalid site kind {self.kind!r} for site {self.name!r}: expected "
+            raise InputError(f"Invalid site kind {self.kind!r} for site {self.name!r}: expected "
                              "'conv1d', 'conv2d' or 'dense'.")
         if isinstance(self.units, bool) or not isinstance(self.units, (int, np.integer)) \
                 or self.units < 1:
-            raise ValueError(f"Site {self.name!r} must have at least one unit. "
+            raise InputError(f"Site {self.name!r} must have at least one unit. "
                              f"Received: units={self.units!r}")
         if not 0.0 < float(self.keep) <= 1.0:
-            raise ValueError(f"Keep probability of site {self.name!r} must be in (0, 1]. "
+            raise InputError(f"Keep probability of site {self.name!r} must be in (0, 1]. "
                              f"Received: keep={self.keep!r}")
 
     def to_dict(self) -> dict:
@@ -100,10 +101,10 @@ class SiteTable(Sequence):
     def __init__(self, sites: Iterable[Site]):
         self._sites = tuple(sites)
         if not self._sites:
-            raise ValueError("A site table needs at least one site.")
+            raise InputError("A site table needs at least one site.")
         names = [s.name for s in self._sites]
         if len(set(names)) != len(names):
-            raise ValueError(f"Site names must be unique. Received: {names}")
+            raise InputError(f"Site names must be unique. Received: {names}")
         self._offsets = np.concatenate([[0], np.cumsum([s.units for s in self._sites])])
 
     def __getitem__(self, index):
@@ -159,7 +160,7 @@ class SiteTable(Sequence):
         """Splits an array over all units (last axis) into one array per site name."""
         values = np.asarray(values)
         if values.shape[-1] != self.n_units:
-            raise ValueError(f"Expected a last axis of {self.n_units} units (all sites). "
+            raise InputError(f"Expected a last axis of {self.n_units} units (all sites). "
                              f"Received shape {values.shape}.")
         return {s.name: values[..., a:b]
                 for s, a, b in zip(self._sites, self._offsets[:-1], self._offsets[1:],
@@ -263,19 +264,20 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
         ValueError: As for :func:`sites`.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model for argument `model`. Received: {type(model)!r}")
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError("subnet analyses classifiers with one input and one output; the model "
+        raise InputError("subnet analyses classifiers with one input and one output; the model "
                          f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs.")
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            raise ValueError(
+            raise InputError(
                 f"Layer {layer.name!r} is a nested model; subnet needs a flat model. Rebuild it "
                 "with the nested model's layers inline.")
     order = _chain_from_output(model)
     mixing = [i for i, layer in enumerate(order) if isinstance(layer, _MIXING)]
     if len(mixing) < 2:
-        raise ValueError(
+        raise InputError(
             f"Model {model.name!r} has no maskable site: subnet masks the output channels of "
             "hidden Conv1D, Conv2D or Dense layers, and this model has "
             f"{len(mixing)} such layer(s) in all (the last one is the classifier).")
@@ -294,7 +296,7 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
             if isinstance(between, _PER_CHANNEL) and mask_at == j - 1:
                 mask_at = j
             elif not isinstance(between, _LAYOUT + _DROPOUT):
-                raise ValueError(
+                raise InputError(
                     f"Layer {between.name!r} ({type(between).__name__}) between sites "
                     f"{layer.name!r} and {order[stop].name!r} cannot be masked correctly: subnet "
                     "supports per-channel layers (BatchNormalization, activations, dropout, "
@@ -305,7 +307,7 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
         model_rate = 1.0 - float(np.prod([1.0 - d.rate for d in dropout])) if dropout else 0.0
         chosen = rates.get(layer.name, model_rate if dropout else None)
         if chosen is None:
-            raise ValueError(
+            raise InputError(
                 f"Site {layer.name!r} has no Dropout after it, so subnet does not know at what "
                 "rate to drop its units. Pass rate=R (command line: --rate R), a float in [0, 1), "
                 "or a mapping {site name: rate}.")
@@ -340,7 +342,7 @@ def _chain_from_output(model) -> list:
             parents = graph.get(current, [])
             if len(parents) > 1:
                 if any(isinstance(layer, _MIXING) for layer in chain):
-                    raise ValueError(
+                    raise InputError(
                         f"Layer {current!r} ({type(chain[-1]).__name__}) has {len(parents)} "
                         "inputs; subnet masks models whose layers from the first Conv/Dense on "
                         "form a chain (no branches or residual connections between sites).")
@@ -362,7 +364,7 @@ def _output_layer_name(model) -> str:
     while isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], (list, tuple)):
         outputs = outputs[0]
     if not isinstance(outputs, (list, tuple)) or not outputs or not isinstance(outputs[0], str):
-        raise ValueError(f"Could not read the output layer of model {model.name!r}.")
+        raise InputError(f"Could not read the output layer of model {model.name!r}.")
     return outputs[0]
 
 
@@ -388,7 +390,7 @@ def _inbound_graph(model) -> dict[str, list[str]]:
         name = layer.get("name") or layer.get("config", {}).get("name")
         nodes = layer.get("inbound_nodes") or []
         if len(nodes) > 1:
-            raise ValueError(f"Layer {name!r} is used {len(nodes)} times (shared weights); "
+            raise InputError(f"Layer {name!r} is used {len(nodes)} times (shared weights); "
                              "subnet needs each layer used once.")
         parents: list[str] = []
         for node in nodes:
@@ -402,12 +404,12 @@ def _check_classifier_tail(order: list, classifier_index: int) -> None:
     classifier = order[classifier_index]
     for layer in order[classifier_index + 1:]:
         if not isinstance(layer, (keras.layers.Activation, keras.layers.Softmax) + _DROPOUT):
-            raise ValueError(
+            raise InputError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) after the classifier "
                 f"{classifier.name!r} is not supported; subnet expects the classifier to end in "
                 "an optional softmax.")
     if isinstance(classifier, keras.layers.Conv2D | keras.layers.Conv1D):
-        raise ValueError(
+        raise InputError(
             f"The last Conv/Dense layer {classifier.name!r} is a convolution; subnet expects a "
             "Dense classifier (add Flatten or global pooling and a Dense layer).")
 
@@ -416,17 +418,17 @@ def _check_per_channel_layer(layer) -> None:
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Activation) and \
             getattr(activation, "__name__", "") in ("softmax", "log_softmax"):
-        raise ValueError(f"Activation layer {layer.name!r} ({activation.__name__}) mixes "
+        raise InputError(f"Activation layer {layer.name!r} ({activation.__name__}) mixes "
                          "channels; subnet supports it only at the classifier's output.")
     if isinstance(layer, keras.layers.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
         if axis not in (-1, [-1]) and axis != len(layer.input.shape) - 1 and \
                 axis != [len(layer.input.shape) - 1]:
-            raise ValueError(f"BatchNormalization layer {layer.name!r} normalises axis "
+            raise InputError(f"BatchNormalization layer {layer.name!r} normalises axis "
                              f"{layer.axis}; subnet supports channels-last (axis=-1).")
     data_format = getattr(layer, "data_format", "channels_last")
     if data_format != "channels_last":
-        raise ValueError(f"Layer {layer.name!r} uses data_format={data_format!r}; subnet supports "
+        raise InputError(f"Layer {layer.name!r} uses data_format={data_format!r}; subnet supports "
                          "channels_last models.")
 
 
@@ -434,10 +436,10 @@ def _kind(layer) -> str:
     if isinstance(layer, keras.layers.Dense):
         return "dense"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise ValueError(f"Layer {layer.name!r} uses data_format={layer.data_format!r}; subnet "
+        raise InputError(f"Layer {layer.name!r} uses data_format={layer.data_format!r}; subnet "
                          "supports channels_last models.")
     if getattr(layer, "groups", 1) != 1:
-        raise ValueError(f"Convolution {layer.name!r} has groups={layer.groups}; subnet supports "
+        raise InputError(f"Convolution {layer.name!r} has groups={layer.groups}; subnet supports "
                          "ungrouped convolutions.")
     return "conv2d" if isinstance(layer, keras.layers.Conv2D) else "conv1d"
 
@@ -450,7 +452,7 @@ def _normalise_rate(rate, names: list[str]) -> dict[str, float]:
     def check(value, label):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
                 not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"Invalid value received for argument `rate`{label}. Expected a "
+            raise InputError(f"Invalid value received for argument `rate`{label}. Expected a "
                              f"float in [0, 1). Received: {value!r}")
         return float(value)
 
@@ -459,7 +461,7 @@ def _normalise_rate(rate, names: list[str]) -> dict[str, float]:
     if isinstance(rate, Mapping):
         unknown = sorted(set(rate) - set(names))
         if unknown:
-            raise ValueError(f"Invalid keys in argument `rate`: {unknown} are not sites. The "
+            raise InputError(f"Invalid keys in argument `rate`: {unknown} are not sites. The "
                              f"sites are {names}.")
         return {name: check(value, f"[{name!r}]") for name, value in rate.items()}
     value = check(rate, "")

@@ -21,11 +21,11 @@ padding and Flatten, channels-last (what :func:`subnet.engine.chain.analyse_chai
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, layer_flops
+from subnet.errors import InputError
 
 __all__ = ["FastBackend"]
 
@@ -67,7 +67,7 @@ class _Op:
             self.dilation = tuple(layer.dilation_rate)
             self.padding = layer.padding.upper()
             if self.padding == "CAUSAL":
-                raise ValueError(f"Layer {layer.name!r} uses causal padding, which the fast "
+                raise InputError(f"Layer {layer.name!r} uses causal padding, which the fast "
                                  "backend does not support; use backend='reference'.")
         elif isinstance(layer, keras.layers.BatchNormalization):
             self.kind = "affine"
@@ -83,7 +83,7 @@ class _Op:
         elif isinstance(layer, _STATELESS):
             self.kind = "stateless"
         elif not isinstance(layer, _IDENTITY):
-            raise ValueError(f"The fast backend cannot run layer {layer.name!r} "
+            raise InputError(f"The fast backend cannot run layer {layer.name!r} "
                              f"({type(layer).__name__}); use backend='reference'.")
 
     def run(self, h, kept_in, kept_out, layout):
@@ -138,7 +138,7 @@ class FastBackend:
 
     def __init__(self, chain: Chain, *, rescale: bool = True, example_batch: int | None = None):
         if keras.backend.backend() != "tensorflow":
-            raise ValueError("The fast backend needs Keras's TensorFlow backend (KERAS_BACKEND="
+            raise InputError("The fast backend needs Keras's TensorFlow backend (KERAS_BACKEND="
                              f"tensorflow); this process uses {keras.backend.backend()!r}. Use "
                              "backend='reference'.")
         self.chain = chain

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 
+from subnet._tf import keras
+from subnet.errors import InputError
 from subnet.models import check_examples, dropout_layers, outputs_probabilities, with_dropout
 
 __all__ = ["MCDropoutResult", "mc_dropout"]
@@ -102,12 +103,12 @@ def mc_dropout(model, x, y, samples: int = 10, rates: float | Mapping[str, float
             Dropout layer, or ``rates`` is invalid.
     """
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"Invalid value received for argument `samples`. Expected an int >= 1. "
+        raise InputError(f"Invalid value received for argument `samples`. Expected an int >= 1. "
                          f"Received: samples={samples!r}")
     x, y, _ = check_examples(model, x, y)
     infos = dropout_layers(model)
     if not infos:
-        raise ValueError(f"Model {model.name!r} has no Dropout layer, so there is no dropout to "
+        raise InputError(f"Model {model.name!r} has no Dropout layer, so there is no dropout to "
                          "switch on at test time; give it Dropout layers or use record_masks "
                          "with rate=R.")
     chosen = {info.name: info.rate for info in infos}
@@ -115,7 +116,7 @@ def mc_dropout(model, x, y, samples: int = 10, rates: float | Mapping[str, float
         if isinstance(rates, Mapping):
             unknown = sorted(set(rates) - set(chosen))
             if unknown:
-                raise ValueError(f"Invalid keys in argument `rates`: {unknown} are not Dropout "
+                raise InputError(f"Invalid keys in argument `rates`: {unknown} are not Dropout "
                                  f"layers. The Dropout layers are {sorted(chosen)}.")
             chosen.update(rates)
         else:
@@ -123,7 +124,7 @@ def mc_dropout(model, x, y, samples: int = 10, rates: float | Mapping[str, float
         for name, value in chosen.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"Invalid rate for Dropout layer {name!r}: expected a float in "
+                raise InputError(f"Invalid rate for Dropout layer {name!r}: expected a float in "
                                  f"[0, 1). Received: {value!r}")
     noisy = with_dropout(model, True, seed=seed, rates=chosen)
     softmax = not outputs_probabilities(model)

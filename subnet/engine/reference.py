@@ -6,9 +6,9 @@ backend is tested against it.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
+from subnet._tf import keras
 from subnet.engine.chain import Chain, call_inference
 
 __all__ = ["ReferenceBackend"]

@@ -15,6 +15,7 @@ from scipy import stats
 
 from subnet._io import atomic_path, atomic_write_text
 from subnet.engine.chain import SiteTable
+from subnet.errors import InputError, InputTypeError
 
 __all__ = ["ESTIMATORS", "Estimator", "Importance", "benjamini_hochberg", "estimate",
            "normal_intervals", "register"]
@@ -78,10 +79,10 @@ class Importance:
 
     def __post_init__(self):
         if not isinstance(self.sites, SiteTable):
-            raise TypeError(f"`sites` must be a SiteTable. Received: {type(self.sites)!r}")
+            raise InputTypeError(f"`sites` must be a SiteTable. Received: {type(self.sites)!r}")
         scores = np.asarray(self.scores, dtype=np.float64)
         if scores.ndim not in (1, 2) or scores.shape[-1] != self.sites.n_units:
-            raise ValueError(f"`scores` must have shape (n_units={self.sites.n_units},) or "
+            raise InputError(f"`scores` must have shape (n_units={self.sites.n_units},) or "
                              f"(n_classes, n_units). Received shape {scores.shape}.")
         object.__setattr__(self, "scores", scores)
         for name in _ARRAYS[1:]:
@@ -90,7 +91,7 @@ class Importance:
                 continue
             value = np.asarray(value, dtype=np.float64)
             if value.shape != scores.shape:
-                raise ValueError(f"`{name}` must have the shape of `scores` {scores.shape}. "
+                raise InputError(f"`{name}` must have the shape of `scores` {scores.shape}. "
                                  f"Received shape {value.shape}.")
             object.__setattr__(self, name, value)
         if self.pvalue is not None and self.qvalue is None:
@@ -130,7 +131,7 @@ class Importance:
             ValueError: For class-conditional scores (rank one class: ``for_class(c)``).
         """
         if self.scores.ndim != 1:
-            raise ValueError("Class-conditional scores have one ranking per class; call "
+            raise InputError("Class-conditional scores have one ranking per class; call "
                              "for_class(c).rank() for class c.")
         if per_site:
             return {name: _descending(part) for name, part in self.sites.split(self.scores).items()}
@@ -145,7 +146,7 @@ class Importance:
         """
         limit = int(min(self.sites.units)) if per_site else self.n_units
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= limit:
-            raise ValueError(f"Invalid value received for argument `k`. Expected an int in "
+            raise InputError(f"Invalid value received for argument `k`. Expected an int in "
                              f"[1, {limit}] (the number of units{' per site' if per_site else ''}"
                              f"). Received: k={k!r}")
         ranking = self.rank(per_site)
@@ -156,10 +157,10 @@ class Importance:
     def for_class(self, label: int) -> Importance:
         """The 1-D importance for one class of class-conditional scores."""
         if self.scores.ndim != 2:
-            raise ValueError("These scores are not class-conditional.")
+            raise InputError("These scores are not class-conditional.")
         classes = self.details.get("classes", list(range(self.scores.shape[0])))
         if label not in classes:
-            raise ValueError(f"Class {label!r} is not among the estimated classes {classes}.")
+            raise InputError(f"Class {label!r} is not among the estimated classes {classes}.")
         i = classes.index(label)
         kwargs = {f: None if getattr(self, f) is None else getattr(self, f)[i] for f in _ARRAYS}
         return Importance(method=self.method, sites=self.sites,
@@ -207,7 +208,7 @@ class Importance:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"Could not read importance from '{path}': {err}. Save it with "
+            raise InputError(f"Could not read importance from '{path}': {err}. Save it with "
                              "Importance.save().") from err
         return cls(method=meta["method"], sites=SiteTable.from_list(meta["sites"]),
                    details=meta.get("details", {}), **arrays)
@@ -272,7 +273,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {}
 def register(cls: type[Estimator]) -> type[Estimator]:
     """Class decorator: adds an estimator to the registry under its ``name``."""
     if not cls.name or cls.name in ESTIMATORS:
-        raise ValueError(f"Estimator name {cls.name!r} is empty or already registered.")
+        raise InputError(f"Estimator name {cls.name!r} is empty or already registered.")
     ESTIMATORS[cls.name] = cls
     return cls
 
@@ -297,7 +298,7 @@ def estimate(source, method: str = "banzhaf", **options) -> Importance:
     """
     cls = ESTIMATORS.get(method)
     if cls is None:
-        raise ValueError(f"Unknown importance method {method!r}. Known methods: "
+        raise InputError(f"Unknown importance method {method!r}. Known methods: "
                          f"{sorted(ESTIMATORS)}.")
     estimator = cls(**options)
     return estimator.score(source)
@@ -308,10 +309,10 @@ def check_record(source, estimator: str):
     from subnet.masks import MaskRecord
 
     if not isinstance(source, MaskRecord):
-        raise TypeError(f"Estimator {estimator!r} reads a MaskRecord (from record_masks). "
+        raise InputTypeError(f"Estimator {estimator!r} reads a MaskRecord (from record_masks). "
                         f"Received: {type(source).__name__}")
     if source.n_masks < 2:
-        raise ValueError(f"Estimator {estimator!r} needs at least 2 masks in the record; it has "
+        raise InputError(f"Estimator {estimator!r} needs at least 2 masks in the record; it has "
                          f"{source.n_masks}. Record more masks with record_masks(..., resume=True)."
                          )
     return source
@@ -319,15 +320,14 @@ def check_record(source, estimator: str):
 
 def check_model_source(source, estimator: str):
     """Validates a ``(model, x, y)`` source; returns (model, x float32, y int64)."""
-    import keras
-
+    from subnet._tf import keras
     from subnet.models import check_examples
 
     if isinstance(source, Mapping):
         source = (source.get("model"), source.get("x"), source.get("y"))
     if not isinstance(source, (tuple, list)) or len(source) != 3 or \
             not isinstance(source[0], keras.Model):
-        raise TypeError(f"Estimator {estimator!r} reads a model and data: pass (model, x, y). "
+        raise InputTypeError(f"Estimator {estimator!r} reads a model and data: pass (model, x, y). "
                         f"Received: {type(source).__name__}")
     model, x, y = source
     x, y, _ = check_examples(model, x, y)

@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, analyse_chain, call_inference
+from subnet.errors import InputError, InputTypeError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
@@ -48,7 +48,7 @@ def _check_rate(rate):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
                                                              np.floating)) \
                 or not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"Invalid value received for argument `rate`{label}. Expected a "
+            raise InputError(f"Invalid value received for argument `rate`{label}. Expected a "
                              f"float in [0, 1). Received: {value!r}")
         return float(value)
 
@@ -57,7 +57,7 @@ def _check_rate(rate):
     if isinstance(rate, Mapping):
         for key in rate:
             if not isinstance(key, str):
-                raise TypeError("Invalid key received in argument `rate`. Expected site names "
+                raise InputTypeError("Invalid key received in argument `rate`. Expected site names "
                                 f"(str). Received: {key!r}")
         return {key: one(value, f"[{key!r}]") for key, value in rate.items()}
     return one(rate, "")
@@ -66,14 +66,14 @@ def _check_rate(rate):
 def _check_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise ValueError("Invalid value received for argument `batch_size`. Expected a positive "
+        raise InputError("Invalid value received for argument `batch_size`. Expected a positive "
                          f"int. Received: batch_size={batch_size!r}")
     return int(batch_size)
 
 
 def _check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Invalid value received for argument `{name}`. Expected a bool. "
+        raise InputTypeError(f"Invalid value received for argument `{name}`. Expected a bool. "
                         f"Received: {name}={value!r}")
     return bool(value)
 
@@ -149,7 +149,7 @@ class Magnitude(Estimator):
 
     def __init__(self, *, norm: str = "l1", normalize: bool = False, rate=None):
         if norm not in ("l1", "l2"):
-            raise ValueError("Invalid value received for argument `norm`. Expected 'l1' or "
+            raise InputError("Invalid value received for argument `norm`. Expected 'l1' or "
                              f"'l2'. Received: norm={norm!r}")
         self.norm = norm
         self.normalize = _check_bool(normalize, "normalize")
@@ -274,7 +274,7 @@ class APoZ(Estimator):
     def __init__(self, *, tol: float = 0.0, batch_size: int = 256, rate=None):
         if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(tol)) or tol < 0:
-            raise ValueError("Invalid value received for argument `tol`. Expected a finite "
+            raise InputError("Invalid value received for argument `tol`. Expected a finite "
                              f"float >= 0. Received: tol={tol!r}")
         self.tol = float(tol)
         self.batch_size = _check_batch_size(batch_size)
@@ -427,7 +427,7 @@ class RandomScores(Estimator):
 
     def __init__(self, *, seed: int = 0, rate=None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError("Invalid value received for argument `seed`. Expected a "
+            raise InputError("Invalid value received for argument `seed`. Expected a "
                              f"non-negative int. Received: seed={seed!r}")
         self.seed = int(seed)
         self.rate = _check_rate(rate)

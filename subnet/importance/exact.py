@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from subnet.engine.chain import analyse_chain
+from subnet.errors import InputError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
 from subnet.importance.from_record import _LOG_FLOOR, METRICS
 from subnet.models import check_examples
@@ -35,7 +36,7 @@ def metric_from_probabilities(probabilities: np.ndarray, y: np.ndarray,
     if metric == "log_prob":
         true = probabilities[:, np.arange(len(y)), y].astype(np.float16).astype(np.float64)
         return np.mean(np.log(np.maximum(true, _LOG_FLOOR)), axis=1)
-    raise ValueError(f"Invalid value received for argument `metric`. Expected one of "
+    raise InputError(f"Invalid value received for argument `metric`. Expected one of "
                      f"{list(METRICS)}. Received: metric={metric!r}")
 
 
@@ -77,7 +78,7 @@ def exact_banzhaf(model, x, y, metric: str = "accuracy",
     chain, engine = _backend(model, rate, backend, rescale)
     n = chain.table.n_units
     if n > MAX_EXACT_UNITS:
-        raise ValueError(f"exact_banzhaf enumerates all 2^n masks and allows n <= "
+        raise InputError(f"exact_banzhaf enumerates all 2^n masks and allows n <= "
                          f"{MAX_EXACT_UNITS} units; this model has {n}. Use a smaller model, or "
                          "estimate(record, 'banzhaf') from sampled masks.")
     masks = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).astype(bool)
@@ -147,7 +148,7 @@ class AblationEstimator(Estimator):
 
     def __init__(self, metric: str = "accuracy", rate=None, backend: str = "auto"):
         if metric not in METRICS:
-            raise ValueError(f"Invalid value received for argument `metric`. Expected one of "
+            raise InputError(f"Invalid value received for argument `metric`. Expected one of "
                              f"{list(METRICS)}. Received: metric={metric!r}")
         self.metric, self.rate, self.backend = metric, rate, backend
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from subnet._io import atomic_path
 from subnet.engine.chain import SiteTable
+from subnet.errors import InputError
 from subnet.importance.core import (
     Estimator,
     Importance,
@@ -63,7 +64,7 @@ def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
         ValueError: If ``metric`` is unknown or a class has no example.
     """
     if metric not in METRICS:
-        raise ValueError(f"Invalid value received for argument `metric`. Expected one of "
+        raise InputError(f"Invalid value received for argument `metric`. Expected one of "
                          f"{list(METRICS)}. Received: metric={metric!r}")
     labels = record.labels
     groups = None
@@ -71,7 +72,7 @@ def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
         groups = [labels == c for c in classes]
         empty = [c for c, g in zip(classes, groups, strict=True) if not g.any()]
         if empty:
-            raise ValueError(f"Classes {empty} have no example in the record.")
+            raise InputError(f"Classes {empty} have no example in the record.")
     parts = []
     for chunk in record.iter_chunks():
         if metric == "accuracy":
@@ -161,7 +162,7 @@ def _estimate_effects(record, values: np.ndarray, estimator: str, name: str):
     n_masks, n_units = masks.shape
     varies = masks.any(axis=0) & ~masks.all(axis=0)
     if not varies.any():
-        raise ValueError(f"Estimator {name!r}: every unit is kept in every mask (or dropped in "
+        raise InputError(f"Estimator {name!r}: every unit is kept in every mask (or dropped in "
                          "every mask), so no effect can be estimated. Record masks with a "
                          "keep probability below 1 (rate > 0).")
     if estimator == "auto":
@@ -171,13 +172,13 @@ def _estimate_effects(record, values: np.ndarray, estimator: str, name: str):
         dof = None
     elif estimator == "least_squares":
         if n_masks <= n_units + 1:
-            raise ValueError(f"Estimator {name!r}: least squares needs more masks than units + 1 "
+            raise InputError(f"Estimator {name!r}: least squares needs more masks than units + 1 "
                              f"({n_units + 1}); the record has {n_masks}. Record more masks or "
                              "use estimator='difference'.")
         scores, stderr, dof = least_squares(masks[:, varies], values)
         scores, stderr = _expand(scores, varies), _expand(stderr, varies)
     else:
-        raise ValueError(f"Invalid value received for argument `estimator`. Expected 'auto', "
+        raise InputError(f"Invalid value received for argument `estimator`. Expected 'auto', "
                          f"'least_squares' or 'difference'. Received: estimator={estimator!r}")
     if not varies.all():
         warn_nan(np.where(varies, 0.0, np.nan), "these units are kept (or dropped) in every mask "
@@ -204,7 +205,7 @@ def _importance(method, record, scores, stderr, dof, details) -> Importance:
 
 def _check_choice(value, name: str, choices) -> str:
     if value not in choices:
-        raise ValueError(f"Invalid value received for argument `{name}`. Expected one of "
+        raise InputError(f"Invalid value received for argument `{name}`. Expected one of "
                          f"{list(choices)}. Received: {name}={value!r}")
     return value
 
@@ -251,7 +252,7 @@ class RegressionEstimator(Estimator):
     def __init__(self, metric: str = "accuracy", alpha: float = 0.0):
         self.metric = _check_choice(metric, "metric", METRICS)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ValueError(f"Invalid value received for argument `alpha`. Expected a float "
+            raise InputError(f"Invalid value received for argument `alpha`. Expected a float "
                              f">= 0. Received: alpha={alpha!r}")
         self.alpha = float(alpha)
 
@@ -289,7 +290,7 @@ class LogisticEstimator(Estimator):
 
     def __init__(self, max_iter: int = 50, tol: float = 1e-8):
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"Invalid value received for argument `max_iter`. Expected an int "
+            raise InputError(f"Invalid value received for argument `max_iter`. Expected an int "
                              f">= 1. Received: max_iter={max_iter!r}")
         self.max_iter = max_iter
         self.tol = float(tol)
@@ -304,7 +305,7 @@ class LogisticEstimator(Estimator):
         x = np.hstack([np.ones((len(masks), 1)), _centered(masks[:, varies],
                                                             record.keep[varies])])
         if len(masks) <= x.shape[1]:
-            raise ValueError(f"Estimator 'logistic' needs more masks than units + 1 "
+            raise InputError(f"Estimator 'logistic' needs more masks than units + 1 "
                              f"({x.shape[1]}); the record has {len(masks)}.")
         p_hat = np.clip(successes / n, 0.5 / n, 1 - 0.5 / n)
         beta = np.zeros(x.shape[1])
@@ -414,10 +415,10 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
     record = check_record(record, "interactions")
     n_units = record.n_units
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= n_units:
-        raise ValueError(f"Invalid value received for argument `k`. Expected an int in "
+        raise InputError(f"Invalid value received for argument `k`. Expected an int in "
                          f"[2, {n_units}] (the number of units). Received: k={k!r}")
     if not 0 < alpha < 1:
-        raise ValueError(f"Invalid value received for argument `alpha`. Expected a float in "
+        raise InputError(f"Invalid value received for argument `alpha`. Expected a float in "
                          f"(0, 1). Received: alpha={alpha!r}")
     if importance is None:
         importance = BanzhafEstimator(metric=metric).score(record)
@@ -433,7 +434,7 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
     if len(masks) <= len(main) + len(pairs) + 1:
         main = np.array(sorted(set(top.tolist()) & set(main.tolist())))
     if len(masks) <= len(main) + len(pairs) + 1:
-        raise ValueError(f"interactions: {len(pairs)} pairs and {len(main)} main effects need "
+        raise InputError(f"interactions: {len(pairs)} pairs and {len(main)} main effects need "
                          f"more than {len(main) + len(pairs) + 1} masks; the record has "
                          f"{len(masks)}. Record more masks or lower k.")
     x = np.hstack([_centered(masks[:, main], keep[main]), products])

@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from subnet.errors import InputError
 from subnet.report.html import write_html, write_html_document
 from subnet.report.pdf import write_pdf, write_pdf_document
 from subnet.report.schema import validate_results
@@ -42,7 +43,7 @@ def _formats(formats) -> list[str]:
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"Invalid value for argument `formats`: expected one or more of "
+        raise InputError(f"Invalid value for argument `formats`: expected one or more of "
                          f"{sorted(FORMATS)}. Received: formats={formats!r}")
     return formats
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from subnet._cli import run_main
+from subnet.errors import InputError
 from subnet.report import FORMATS, write_reports
 
 PROG = "python -m subnet.report"
@@ -46,9 +47,9 @@ def load_results(path: Path) -> dict:
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"Could not read results from '{path}': {err}") from err
+        raise InputError(f"Could not read results from '{path}': {err}") from err
     if not isinstance(results, dict):
-        raise ValueError(f"'{path}' must hold a JSON object (a results dict). Received: "
+        raise InputError(f"'{path}' must hold a JSON object (a results dict). Received: "
                          f"{type(results).__name__}")
     return results
 

@@ -15,6 +15,8 @@ from datetime import datetime
 
 import numpy as np
 
+from subnet.errors import InputError, InputTypeError
+
 __all__ = ["validate_results"]
 
 
@@ -138,7 +140,7 @@ class _List(_Spec):
         if isinstance(self.item, _Num):
             for i, item in enumerate(value):
                 if not self.item.ok(item):
-                    raise ValueError(f"{_where(path)} must be {self.expected}. Received: "
+                    raise InputError(f"{_where(path)} must be {self.expected}. Received: "
                                      f"{_describe(item)} at index {i}")
             return
         for i, item in enumerate(value):
@@ -174,7 +176,7 @@ class _Record(_Spec):
             raise _fail(path, self.expected, value)
         for key, spec in self.fields.items():
             if key not in value:
-                raise ValueError(f"{_where(path + (key,))} is required but missing.")
+                raise InputError(f"{_where(path + (key,))} is required but missing.")
             spec.check(value[key], path + (key,))
         for key, spec in self.optional.items():
             if value.get(key) is not None:
@@ -292,7 +294,7 @@ def validate_results(results) -> None:
             the message names the key path, e.g. ``results['blog']['mask_accuracy']``.
     """
     if not isinstance(results, Mapping):
-        raise TypeError(f"`results` must be a dict (the contents of results.json). Received: "
+        raise InputTypeError(f"`results` must be a dict (the contents of results.json). Received: "
                         f"{type(results).__name__}")
     _SCHEMA.check(results, ())
     created = results["created"]
@@ -305,7 +307,7 @@ def validate_results(results) -> None:
     for i, example in enumerate(results["blog"].get("examples") or []):
         path = ("blog", "examples", i)
         if len(example["prob_mean"]) != classes or len(example["prob_std"]) != classes:
-            raise ValueError(f"{_where(path)}: 'prob_mean' and 'prob_std' must have one value per "
+            raise InputError(f"{_where(path)}: 'prob_mean' and 'prob_std' must have one value per "
                              f"class ({classes}). Received lengths {len(example['prob_mean'])} and "
                              f"{len(example['prob_std'])}")
         if example["label"] >= classes:
@@ -320,14 +322,14 @@ def validate_results(results) -> None:
         n = len(site["scores"])
         for key in ("low", "high", "significant"):
             if len(site[key]) != n:
-                raise ValueError(f"{_where(('importance', 'sites', name, key))} must have one "
+                raise InputError(f"{_where(('importance', 'sites', name, key))} must have one "
                                  f"value per unit ({n}, as 'scores'). Received {len(site[key])}")
     table = results["importance"].get("class_conditional")
     if table is not None:
         shape = (len(table["classes"]), len(table["units"]))
         matrix = table["matrix"]
         if len(matrix) != shape[0] or any(len(row) != shape[1] for row in matrix):
-            raise ValueError(f"{_where(('importance', 'class_conditional', 'matrix'))} must have "
+            raise InputError(f"{_where(('importance', 'class_conditional', 'matrix'))} must have "
                              f"one row per class and one column per unit, {shape[0]} x "
                              f"{shape[1]}. Received {len(matrix)} rows of lengths "
                              f"{sorted({len(row) for row in matrix})}")
