@@ -54,6 +54,7 @@ def quiet_tensorflow_warnings() -> None:
     """
     if os.environ.get("SUBNET_TF_LOGS") == "1":
         return
+    import_tensorflow_quietly()
     import tensorflow
 
     tensorflow.get_logger().setLevel("ERROR")

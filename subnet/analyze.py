@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -38,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet._cli import run_main
+from subnet._cli import ArgumentParser, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
-from subnet.errors import InputError
+from subnet._outdir import MARKER, claim
+from subnet.errors import InputError, InputTypeError, clean
 
 __all__ = ["Settings", "analyze", "main"]
 
@@ -49,6 +49,15 @@ METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz",
            "ablation", "tfmot", "reinit")
 FORMATS = ("html", "pdf", "json")
 STAGES = ("blog", "record", "importance", "comparison")
+# What a run writes in --out, and so all that a new run there may delete (see subnet._outdir).
+_FINAL_OUTPUTS = ("results.json", "report.html", "report.pdf", "subnetwork.keras",
+                  "analyze-error.log")
+OUTPUTS = ("state", "record", "models", "comparison.json", *_FINAL_OUTPUTS)
+# Upper bounds of the counts a user gives: far above any sensible run, low enough that a typo
+# (an extra zero or ten) is refused before memory or hours are spent on it.
+LIMITS = {"masks": 10_000_000, "examples": 1_000_000, "repeats": 100, "passes": 10_000,
+          "seed": 2**32 - 1, "selection_examples": 1_000_000, "steps_per_halving": 100,
+          "step_masks": 1_000_000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,23 +112,46 @@ class Settings:
         return cls(**{**base, **changes})
 
     def __post_init__(self):
+        for name in ("budgets", "methods"):  # lists are welcome; stored as tuples (hashable)
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
         def check(name, ok, expected):
             if not ok:
-                raise InputError(f"Invalid value for --{name.replace('_', '-')}: expected "
-                                 f"{expected}. Received: {getattr(self, name)!r}")
+                where = f"--{name.replace('_', '-')}" if name in _CLI_SETTINGS else \
+                    f"Settings.{name}"
+                raise InputError(f"Invalid value for {where}: expected {expected}. Received: "
+                                 f"{clean(repr(getattr(self, name)), limit=200)}")
 
-        check("masks", _is_int(self.masks) and self.masks >= 20, "an int >= 20")
-        check("examples", _is_int(self.examples) and self.examples >= 10, "an int >= 10")
-        check("rate", self.rate is None or 0 < self.rate < 1, "a dropout rate in (0, 1)")
-        check("seed", _is_int(self.seed) and self.seed >= 0, "an int >= 0")
-        check("repeats", _is_int(self.repeats) and self.repeats >= 1, "an int >= 1")
-        check("budgets", len(self.budgets) >= 1 and all(0 < b < 1 for b in self.budgets),
-              "FLOP fractions in (0, 1), e.g. 0.5 0.25 0.125")
-        check("methods", len(self.methods) >= 1 and set(self.methods) <= set(METHODS),
+        def count(name, low):
+            high = LIMITS[name]
+            check(name, _is_int(getattr(self, name)) and low <= getattr(self, name) <= high,
+                  f"an int in [{low}, {high:,}]")
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+                and bool(np.isfinite(value))
+
+        count("masks", 20)
+        count("examples", 10)
+        check("rate", self.rate is None or (number(self.rate) and 0 < self.rate < 1),
+              "a dropout rate in (0, 1)")
+        count("seed", 0)
+        count("repeats", 1)
+        count("passes", 1)
+        check("budgets", isinstance(self.budgets, tuple) and len(self.budgets) >= 1 and all(
+            number(b) and 0 < b < 1 for b in self.budgets),
+              "FLOP fractions in (0, 1), e.g. 0.5,0.25,0.125")
+        check("methods", isinstance(self.methods, tuple) and len(self.methods) >= 1 and all(
+            isinstance(m, str) for m in self.methods) and set(self.methods) <= set(METHODS),
               f"names among {', '.join(METHODS)}")
-        check("finetune_epochs", 0 <= self.finetune_epochs <= 100, "a number of epochs in [0, 100]")
-        check("tolerance", 0 <= self.tolerance < 1, "a fraction in [0, 1)")
-        check("passes", _is_int(self.passes) and self.passes >= 1, "an int >= 1")
+        check("finetune_epochs", number(self.finetune_epochs) and
+              0 <= self.finetune_epochs <= 100, "a number of epochs in [0, 100]")
+        check("tolerance", number(self.tolerance) and 0 <= self.tolerance < 1,
+              "a fraction in [0, 1) (on the command line: points in [0, 100))")
+        count("selection_examples", 10)
+        count("steps_per_halving", 1)
+        count("step_masks", 20)
         for method in ("tfmot", "reinit"):
             if method in self.methods and "banzhaf" not in self.methods:
                 raise InputError(f"Invalid value for --methods: {method} is built on the banzhaf "
@@ -133,6 +165,11 @@ class Settings:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "budgets": list(self.budgets),
                 "methods": list(self.methods), "seeds": self.seeds}
+
+
+# The settings the command line sets (an error about another names the Settings field).
+_CLI_SETTINGS = {"dataset", "masks", "examples", "rate", "seed", "repeats", "budgets", "methods",
+                 "finetune_epochs", "tolerance", "passes", "quick"}
 
 
 def _is_int(value) -> bool:
@@ -168,6 +205,9 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     from subnet.models import load_model
 
     settings = settings or Settings()
+    if not isinstance(settings, Settings):
+        raise InputTypeError(f"`settings` must be a subnet.analyze.Settings. Received: "
+                             f"{type(settings).__name__}")
     formats = tuple(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -176,17 +216,29 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     model_path = Path(model_path)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {str(out)!r} exists and is not a folder.")
+        raise InputError(f"--out {clean(str(out))!r} exists and is not a folder; choose a "
+                         "folder.")
     log = _Log(progress)
     started = time.perf_counter()
+    # Everything that can be wrong with the input is found before any work or any write.
     model = load_model(model_path, trust=trust_model)
     rate = _site_rates(model, settings.rate)  # model problems first, before loading data
+    _check_budgets(model, rate, settings.budgets)
     data, inferred = _dataset(model, settings, data_dir, log)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
+    settings = _fit_to_data(settings, data, log)
     log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
         f"examples, from {data.source})")
 
-    out.mkdir(parents=True, exist_ok=True)
+    with claim(out, "subnet.analyze", OUTPUTS, fresh=not resume):
+        return _run(model, model_path, out, settings, data, rate, formats=formats,
+                    resume=resume, trust_model=trust_model, progress=progress,
+                    command=command, log=log, started=started)
+
+
+def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
+         resume: bool, trust_model: bool, progress: bool, command, log, started: float) -> dict:
+    """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
                                     sort_keys=True).encode()).hexdigest()[:16]
@@ -222,7 +274,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
                                                          out, progress))
     answer = _answer(comparison, settings, blog)
-    answer["subnetwork"] = _save_subnetwork(answer.pop("model_file"), comparison, out)
+    answer["subnetwork"] = _save_subnetwork(answer.pop("model_file", None), comparison, out)
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
     if blog.get("accuracy_dropout_on_mean") is None:  # no Dropout layer: unit masks stand in
         accuracy = np.asarray(recorded["mask_accuracy"])
@@ -272,8 +324,8 @@ class _Log:
         self.enabled = enabled
 
     def __call__(self, message: str) -> None:
-        if self.enabled:
-            print(f"subnet.analyze: {message}", file=sys.stderr, flush=True)
+        if self.enabled:  # names and paths come from files: no control characters reach the tty
+            print(f"subnet.analyze: {clean(message)}", file=sys.stderr, flush=True)
 
 
 class _State:
@@ -282,13 +334,14 @@ class _State:
     def __init__(self, out: Path, key: str, resume: bool):
         self.dir = out / "state"
         self.key = key
-        if not resume:
-            for name in ("state", "record", "models"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            (out / "comparison.json").unlink(missing_ok=True)
-        elif (self.dir / "key").exists() and (self.dir / "key").read_text() != key:
-            raise InputError(f"--resume: {out} holds an analysis with other settings, model or "
-                             "data; drop --resume to start again, or choose another --out.")
+        # A run that does not resume found its folder emptied of subnet's outputs by claim().
+        if resume and (self.dir / "key").exists() and (self.dir / "key").read_text() != key:
+            raise InputError(f"--resume: {clean(str(out))!r} holds an analysis with other "
+                             "settings, model or data; drop --resume to start again, or choose "
+                             "another --out.")
+        if resume:  # the results of the run being resumed no longer describe this folder
+            for name in _FINAL_OUTPUTS:
+                (out / name).unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "key", key)
 
@@ -339,6 +392,52 @@ def _dataset(model, settings: Settings, data_dir, log):
     log(f"dataset inferred: {best} (accuracy on 500 test examples: " + ", ".join(
         f"{k} {v:.1%}" for k, v in scores.items()) + ")")
     return next(d for d in candidates if d.name == best), best
+
+
+def _check_budgets(model, rate: dict, budgets: Sequence[float]) -> None:
+    """Refuses FLOP budgets below what one unit per site costs, before any work."""
+    from subnet.engine.chain import sites
+    from subnet.extraction import _as_keep
+
+    table = sites(model, rate)
+    _, smallest = _as_keep(model, {s.name: np.arange(s.units) == 0 for s in table})
+    floor = smallest.flops / smallest.dense_flops
+    low = [b for b in budgets if b < floor]
+    if low:
+        raise InputError(f"Invalid value for --budgets: {', '.join(f'{b:g}' for b in low)} "
+                         f"{'is' if len(low) == 1 else 'are'} below {floor:.3g}, the FLOP "
+                         "fraction of a subnetwork that keeps one unit per site; give budgets "
+                         f"in [{floor:.3g}, 1).")
+
+
+def _fit_to_data(settings: Settings, data, log) -> Settings:
+    """Settings as they will run on ``data``: checked against it, with what had to be changed
+    said in the log and stored in the settings (so results.json tells what ran)."""
+    from subnet.baselines import tfmot_available
+
+    changes = {}
+    if settings.examples > len(data.x_test):
+        log(f"--examples {settings.examples:,} is more than the {len(data.x_test):,} test "
+            f"examples of {data.name}; using {len(data.x_test):,}")
+        changes["examples"] = len(data.x_test)
+    if data.x_train is None:
+        log(f"{data.name} has no training split: the comparison (which fine-tunes and chooses "
+            "units on training examples) is skipped")
+    else:
+        n_train = len(data.x_train)
+        if n_train <= settings.selection_examples:
+            chosen = n_train // 5
+            if chosen < 10:
+                raise InputError(f"Dataset {data.name!r} has {n_train} training examples; the "
+                                 "comparison needs at least 50 (it chooses units on a held-out "
+                                 "fifth of them). Give a larger training split.")
+            log(f"{data.name} has {n_train:,} training examples: units are chosen on the last "
+                f"{chosen:,} (a fifth) instead of {settings.selection_examples:,}")
+            changes["selection_examples"] = chosen
+        if "tfmot" in settings.methods and not tfmot_available():
+            raise InputError("Method tfmot needs tensorflow-model-optimization and tf-keras: "
+                             "pip install 'subnet[tfmot]', or leave tfmot out of --methods.")
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def _check_fits(model, data, name) -> None:
@@ -400,7 +499,7 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
 
         result["dropout"] = "unit masks at the sites' rates (the model has no Dropout layer)"
         chain = analyse_chain(deterministic, rate)
-        masks = sample_masks(chain.table, 200, seed=settings.seed)
+        masks = sample_masks(chain.table.unit_keep(), settings.seed, range(200))
         probabilities = make_backend(chain).probabilities(data.x_test[picks], masks)
     result["examples"] = [
         {"index": int(i), "label": int(data.y_test[i]), "image": _image(data.x_test[i]),
@@ -514,15 +613,11 @@ def _unit_labels(table) -> list[str]:
 
 def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
                 progress: bool) -> dict | None:
-    from subnet.baselines import tfmot_available
     from subnet.comparison import compare
 
     if data.x_train is None:
         return None
     methods = list(settings.methods)
-    if "tfmot" in methods and not tfmot_available():
-        raise InputError("Method tfmot needs tensorflow-model-optimization and tf-keras: "
-                         "pip install 'subnet[tfmot]', or leave tfmot out of --methods.")
     result = compare(deterministic, data, methods, settings.budgets, settings.seeds,
                      finetune_epochs=settings.finetune_epochs,
                      selection_examples=settings.selection_examples, n_masks=settings.masks,
@@ -717,21 +812,57 @@ def _jsonable(value):
 
 # --------------------------------------------------------------------------------------- CLI
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" where the help does not already say it and there is a default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or \
+                not action.option_strings:
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return f"{text} (default: {default})"
+
+
+def _comma_list(kind, name: str):
+    """An argparse type: a comma-separated list (``0.5,0.25``) of ``kind``."""
+    def parse(text: str):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{name} needs at least one value, comma-separated")
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} takes comma-separated {'numbers' if kind is float else 'names'} "
+                f"(e.g. {'0.5,0.25' if kind is float else 'banzhaf,magnitude'}); received "
+                f"{clean(text, limit=100)!r}") from None
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     d = Settings()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m subnet.analyze",
         description="Do equally good subnetworks exist inside this trained classifier? Records "
                     "random dropout subnetworks, estimates each unit's importance, extracts and "
                     "fine-tunes pruned subnetworks, compares them with magnitude pruning, and "
                     "writes results.json, report.html and report.pdf.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="Lists are comma-separated (--budgets 0.5,0.25 --methods banzhaf,magnitude). "
+               "Exit codes: 0 done, 2 bad input (one line), 1 internal error (traceback saved), "
+               "130 interrupted.",
+        formatter_class=_HelpFormatter)
     parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
+    parser.add_argument("--version", action="version", version=f"subnet {subnet.__version__}")
     parser.add_argument("--dataset", default=None,
                         help="mnist, fashion_mnist or PATH.npz; default: inferred from the "
                              "model (input shape, then which dataset it classifies)")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with the dataset's IDX files, tried first")
+                        help="folder with the dataset's IDX files; when given, the data is "
+                             "read from there or not at all")
     parser.add_argument("--masks", type=int, default=d.masks,
                         help="random masks (subnetworks) recorded on the test examples")
     parser.add_argument("--examples", type=int, default=d.examples,
@@ -743,10 +874,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="base seed (masks, fine-tuning; comparison seeds count up from it)")
     parser.add_argument("--repeats", type=int, default=d.repeats,
                         help="seeds of the comparison (spread over seeds)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=list(d.budgets),
-                        help="FLOP fractions of the dense model to prune to")
-    parser.add_argument("--methods", nargs="+", default=list(d.methods),
-                        help=f"comparison methods among: {', '.join(METHODS)}")
+    parser.add_argument("--budgets", type=_comma_list(float, "--budgets"),
+                        default=list(d.budgets),
+                        help="FLOP fractions of the dense model to prune to, comma-separated")
+    parser.add_argument("--methods", type=_comma_list(str, "--methods"),
+                        default=list(d.methods),
+                        help=f"comparison methods, comma-separated, among: {', '.join(METHODS)}")
     parser.add_argument("--finetune-epochs", type=float, default=d.finetune_epochs,
                         help="fine-tuning budget of every subnetwork, in epochs")
     parser.add_argument("--tolerance", type=float, default=d.tolerance * 100,
@@ -754,9 +887,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, default=d.passes,
                         help="passes with test-time dropout on (the blog's experiment)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: MODEL's name + '_analysis', beside it)")
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help="comma-separated outputs among html, pdf, json")
+                        help="output folder, new or empty or made by subnet.analyze (default: "
+                             "MODEL's name + '_analysis', beside it)")
+    parser.add_argument("--formats", type=_comma_list(str, "--formats"),
+                        default=list(FORMATS),
+                        help="outputs, comma-separated, among html, pdf, json")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the stages an interrupted run with the same settings finished")
     parser.add_argument("--trust-model", action="store_true",
@@ -786,23 +921,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from subnet._quiet import quiet_tensorflow_warnings
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parse_args(argv)
+    try:
+        args = _parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
+        return int(exit_.code or 0)
     quiet_tensorflow_warnings()
     model = Path(args.model)
     out = Path(args.out) if args.out else model.with_name(model.stem + "_analysis")
 
     def log_internal(trace: str) -> str | None:
-        try:
+        # Into --out only when subnet owns it; otherwise beside the other temporary files.
+        if (out / MARKER).is_file():
             path = out / "analyze-error.log"
-            out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, trace)
             return str(path)
-        except OSError:
-            return None
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="subnet-analyze-error-", suffix=".log")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(trace)
+        return name
 
     def body() -> int:
-        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-        analyze(model, out, _settings(args, argv), formats=formats, resume=args.resume,
+        analyze(model, out, _settings(args, argv), formats=args.formats, resume=args.resume,
                 trust_model=args.trust_model, data_dir=args.data_dir, progress=not args.quiet,
                 command=["python", "-m", "subnet.analyze", *argv])
         return 0
