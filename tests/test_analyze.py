@@ -13,8 +13,8 @@ import pytest
 from subnet import analyze as analyze_module
 from subnet.analyze import Settings, main
 
-TINY = ["--dataset", "mnist", "--masks", "60", "--examples", "80", "--budgets", "0.5", "0.25",
-        "--methods", "banzhaf", "magnitude", "random", "--repeats", "1",
+TINY = ["--dataset", "mnist", "--masks", "60", "--examples", "80", "--budgets", "0.5,0.25",
+        "--methods", "banzhaf,magnitude,random", "--repeats", "1",
         "--finetune-epochs", "0.02", "--passes", "2", "--quiet"]
 
 
