@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from subnet.errors import InputError, clean
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "ArgumentParser", "progress_bar", "run_main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "ArgumentParser", "HelpFormatter", "progress_bar",
+           "run_main"]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -41,6 +42,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {clean(message)} (see --help)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" where the help does not already say it and there is a default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or \
+                not action.option_strings:
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return f"{text} (default: {default})"
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet._cli import ArgumentParser, run_main
+from subnet._cli import ArgumentParser, HelpFormatter, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
@@ -812,20 +812,6 @@ def _jsonable(value):
 
 # --------------------------------------------------------------------------------------- CLI
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Adds "(default: X)" where the help does not already say it and there is a default."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or \
-                not action.option_strings:
-            return text
-        default = action.default
-        if isinstance(default, (list, tuple)):
-            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
-        return f"{text} (default: {default})"
-
-
 def _comma_list(kind, name: str):
     """An argparse type: a comma-separated list (``0.5,0.25``) of ``kind``."""
     def parse(text: str):
@@ -854,7 +840,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="Lists are comma-separated (--budgets 0.5,0.25 --methods banzhaf,magnitude). "
                "Exit codes: 0 done, 2 bad input (one line), 1 internal error (traceback saved), "
                "130 interrupted.",
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
     parser.add_argument("--version", action="version", version=f"subnet {subnet.__version__}")
     parser.add_argument("--dataset", default=None,

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._cli import progress_bar, run_main
+import subnet
+from subnet._cli import ArgumentParser, HelpFormatter, progress_bar, run_main
 from subnet._io import atomic_path
 from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
-from subnet.errors import InputError
+from subnet.errors import InputError, clean
 from subnet.models import outputs_probabilities, seed_cnn
 
 __all__ = ["fit", "main"]
@@ -141,12 +142,13 @@ class _ProgressCallback(keras.callbacks.Callback):
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m subnet.train",
         description="Train the blog's LeNet-style CNN and measure its accuracy with test-time "
                     "dropout on and off. The last line printed is a JSON object of the results.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"subnet {subnet.__version__}")
     parser.add_argument("--dataset", default="mnist",
                         help="'mnist', 'fashion_mnist' or a path to an .npz file")
     parser.add_argument("--data-dir", default=None,
@@ -155,7 +157,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds initial weights, dropout and shuffling")
     parser.add_argument("--out", default="seed.keras",
-                        help="where to save the model (.keras or .h5); written atomically")
+                        help="where to save the model (.keras or .h5); written atomically; an "
+                             "existing file is refused unless --overwrite is given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the --out file if it exists")
     parser.add_argument("--dense-units", type=int, default=500, help="width of the dense layer")
     parser.add_argument("--rates", type=float, nargs=3, default=(0.5, 0.5, 0.5),
                         metavar=("CONV1", "CONV2", "DENSE"), help="dropout rates")
@@ -178,13 +183,41 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Bounds of the numbers the command line takes: far above any sensible run.
+_LIMITS = {"epochs": (1, 10_000), "seed": (0, 2**32 - 1), "dense_units": (1, 1_000_000),
+           "batch_size": (1, 1_000_000), "mc_samples": (1, 100_000),
+           "train_examples": (1, 100_000_000), "test_examples": (1, 100_000_000)}
+
+
+def _check_args(args: argparse.Namespace, out: Path) -> None:
+    """Every option checked before data is loaded or anything is written."""
+    for name, (low, high) in _LIMITS.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            raise InputError(f"Invalid value for --{name.replace('_', '-')}: expected an int in "
+                             f"[{low}, {high:,}]. Received: {value}")
+    if not all(0 <= r < 1 for r in args.rates):
+        raise InputError(f"Invalid value for --rates: expected three dropout rates in [0, 1). "
+                         f"Received: {' '.join(f'{r:g}' for r in args.rates)}")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1e3:
+        raise InputError(f"Invalid value for --learning-rate: expected a number in (0, 1000). "
+                         f"Received: {args.learning_rate:g}")
+    if out.suffix not in (".keras", ".h5"):
+        raise InputError(f"Invalid value for --out: the model file must end in .keras or .h5. "
+                         f"Received: {clean(args.out)!r}")
+    if out.is_dir():
+        raise InputError(f"--out {clean(args.out)!r} is a folder; give a file name ending in "
+                         ".keras or .h5.")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"--out {clean(args.out)!r} exists; give --overwrite to replace it, or "
+                         "another --out.")
+
+
 def _train(args: argparse.Namespace) -> int:
     from subnet.data import load_dataset
 
     out = Path(args.out)
-    if out.suffix not in (".keras", ".h5"):
-        raise InputError(f"Invalid value for --out: the model file must end in .keras or .h5. "
-                         f"Received: {args.out!r}")
+    _check_args(args, out)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     if args.train_examples is not None or args.test_examples is not None:
         data = data.subset(n_train=args.train_examples, n_test=args.test_examples)
@@ -241,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m subnet.train`` and ``subnet-train``; returns the exit code."""
     from subnet._quiet import quiet_tensorflow_warnings
 
-    args = _parse_args(argv)
+    try:
+        args = _parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
+        return int(exit_.code or 0)
     quiet_tensorflow_warnings()
     return run_main(lambda: _train(args), prog="subnet.train")
 

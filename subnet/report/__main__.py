@@ -12,17 +12,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from subnet._cli import run_main
-from subnet.errors import InputError
+import subnet
+from subnet._cli import ArgumentParser, HelpFormatter, run_main
+from subnet._outdir import MARKER
+from subnet.errors import InputError, clean
 from subnet.report import FORMATS, write_reports
 
 PROG = "python -m subnet.report"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description="Write the HTML and PDF reports of a results.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"subnet {subnet.__version__}")
     parser.add_argument("results", type=Path, help="the results.json file")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for report.html and report.pdf (default: the "
@@ -54,6 +57,17 @@ def load_results(path: Path) -> dict:
     return results
 
 
+def _check_not_foreign(out: Path, formats: Sequence[str]) -> None:
+    """subnet replaces a report only in a folder it made (marked by subnet.analyze)."""
+    if (out / MARKER).is_file():
+        return
+    existing = [f"report.{f}" for f in formats if (out / f"report.{f}").exists()]
+    if existing:
+        raise InputError(f"{clean(str(out / existing[0]))!r} exists and was not written by "
+                         "subnet (the folder has no subnet marker); give --out a new or empty "
+                         "folder.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command.
 
@@ -63,13 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code: 0, 2 for bad input, 1 for an internal error.
     """
-    args = _parse_args(argv)
+    try:
+        args = _parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
+        return int(exit_.code or 0)
 
     def body() -> None:
         results = load_results(args.results)
         out = args.out if args.out is not None else args.results.parent
-        for path in write_reports(results, out, args.formats).values():
-            print(path)
+        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+        _check_not_foreign(out, formats)
+        for path in write_reports(results, out, formats).values():
+            print(clean(str(path)))
 
     return run_main(body, PROG)
 

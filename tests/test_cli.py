@@ -1,0 +1,65 @@
+"""The smaller command-line tools (subnet.train, subnet.report): bad input in one line, before any
+work, and no file that subnet did not write is replaced."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from subnet.report.__main__ import main as report_main
+from subnet.train import main as train_main
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--epochs", "0"], ["--epochs"]),
+    (["--seed", "-1"], ["--seed"]),
+    (["--mc-samples", "1000000000"], ["--mc-samples"]),
+    (["--rates", "0.5", "1.5", "0.5"], ["--rates"]),
+    (["--out", "model.txt"], ["--out", ".keras"]),
+])
+def test_train_checks_options_before_loading_data(argv, words, capsys, monkeypatch, tmp_path):
+    import subnet.data
+
+    def never(*args, **kwargs):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.setattr(subnet.data, "load_dataset", never)
+    monkeypatch.chdir(tmp_path)
+    assert train_main([*argv, "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("subnet.train: error:")
+    for word in words:
+        assert word in line
+
+
+def test_train_does_not_replace_an_existing_file(tmp_path, capsys):
+    mine = tmp_path / "mine.keras"
+    mine.write_bytes(b"precious")
+    assert train_main(["--out", str(mine), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert mine.read_bytes() == b"precious"
+
+
+def test_train_usage_errors_are_one_line():
+    result = subprocess.run([sys.executable, "-m", "subnet.train", "--epochs", "two"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--help" in result.stderr
+
+
+def test_report_does_not_replace_a_report_it_did_not_write(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"not": "checked yet"}))
+    foreign = tmp_path / "site"
+    foreign.mkdir()
+    (foreign / "report.html").write_text("<p>my own page</p>")
+    assert report_main([str(results), "--out", str(foreign), "--formats", "html"]) == 2
+    assert "was not written by subnet" in capsys.readouterr().err
+    assert (foreign / "report.html").read_text() == "<p>my own page</p>"
+
+
+def test_report_cli_has_a_version():
+    result = subprocess.run([sys.executable, "-m", "subnet.report", "--version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("subnet ")
