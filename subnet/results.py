@@ -187,12 +187,18 @@ _IMAGE = "an image: a nested list H x W or H x W x C (C in 1, 3, 4) of numbers i
 
 
 def _resolve(node: dict) -> dict:
-    """``node`` with a local ``$ref`` merged in (the node's own keywords win)."""
+    """``node`` with a local ``$ref`` merged in: ``required`` and ``properties`` of both, the
+    node's own other keywords over the definition's (how this schema uses ``$ref``)."""
     ref = node.get("$ref")
     if not ref:
         return node
     target = _resolve(schema()["$defs"][ref.rsplit("/", 1)[-1]])
-    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    if "required" in target and "required" in node:
+        merged["required"] = list(dict.fromkeys(target["required"] + node["required"]))
+    if "properties" in target and "properties" in node:
+        merged["properties"] = {**target["properties"], **node["properties"]}
+    return merged
 
 
 def _describe(node: dict, plural: bool = False) -> str:
