@@ -27,9 +27,12 @@ _EXPORTS = {
     "DataError": "subnet.errors",
     "Dataset": "subnet.data",
     "Importance": "subnet.importance.core",
+    "InputError": "subnet.errors",
+    "InputTypeError": "subnet.errors",
     "KeepSet": "subnet.extraction",
     "MCDropoutResult": "subnet.engine.mc",
     "MaskRecord": "subnet.masks",
+    "PairedTest": "subnet.stats",
     "ModelFileError": "subnet.errors",
     "RecordError": "subnet.errors",
     "Site": "subnet.engine.chain",
@@ -45,7 +48,9 @@ _EXPORTS = {
     "load_dataset": "subnet.data",
     "load_model": "subnet.models",
     "mc_dropout": "subnet.engine.mc",
+    "mcnemar": "subnet.stats",
     "measure": "subnet.extraction",
+    "paired_bootstrap": "subnet.stats",
     "record_masks": "subnet.record",
     "sample_masks": "subnet.masks",
     "seed_cnn": "subnet.models",
@@ -74,7 +79,7 @@ def versions() -> dict:
 
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
-                "iterative", "masks", "models", "record", "report", "train")
+                "iterative", "masks", "models", "record", "report", "stats", "train")
 
 
 def __getattr__(name: str):

@@ -41,6 +41,7 @@ from subnet._cli import ArgumentParser, HelpFormatter, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.results import SCHEMA_VERSION
 
 __all__ = ["Settings", "analyze", "main"]
 
@@ -282,8 +283,8 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
                     accuracy_dropout_on_std=float(accuracy.std(ddof=1)),
                     passes=len(accuracy), ensemble_accuracy=recorded["vote_accuracy"])
     results = {
-        "subnet_version": subnet.__version__, "created": datetime.datetime.now(
-            datetime.UTC).isoformat(timespec="seconds"),
+        "schema_version": SCHEMA_VERSION, "subnet_version": subnet.__version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else [],
         "config": {**settings.to_dict(), "formats": list(formats), "resume": resume,
                    "trust_model": trust_model, "rates": rate, "key": key},
@@ -795,10 +796,7 @@ def _copy_atomic(source: Path, dest: Path) -> None:
 
 def _jsonable(value):
     if isinstance(value, dict):
-        out = {str(k): _jsonable(v) for k, v in value.items()}
-        if "file_bytes" in out and "raw_bytes" not in out:
-            out["raw_bytes"] = out["file_bytes"]
-        return out
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
