@@ -19,13 +19,17 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import dataclasses
 import json
 import marshal
 import os
+import re
 import shutil
+import stat
 import tempfile
 import types
+import weakref
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,14 +38,16 @@ from typing import Any
 import numpy as np
 
 from subnet._tf import keras
-from subnet.errors import InputError, InputTypeError, ModelFileError, UntrustedModelError
+from subnet.errors import InputError, InputTypeError, ModelFileError, UntrustedModelError, clean
 
 __all__ = [
     "AlwaysOnDropout",
     "check_examples",
+    "deserialization_scope",
     "DropoutInfo",
     "dropout_layers",
     "load_model",
+    "original_names",
     "outputs_probabilities",
     "seed_cnn",
     "with_dropout",
@@ -50,8 +56,8 @@ __all__ = [
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
-# Layer classes whose deserialization runs code stored in the file.
-_CODE_LAYERS = frozenset({"Lambda"})
+# Keras's scope for deserializing code (`safe_mode`); not exported by `keras`.
+_SafeModeScope = keras.src.saving.serialization_lib.SafeModeScope
 
 
 def seed_cnn(
@@ -189,7 +195,8 @@ def with_dropout(model, on: bool, *, seed: int | None = 0, rates: dict | None = 
         rates: With ``on=True``, {dropout layer name: rate} to use instead of the layers' own.
 
     Returns:
-        A new ``keras.Model`` sharing no state with ``model``; weights are copied.
+        A new ``keras.Model`` sharing no state with ``model``; weights are copied. Its
+        :func:`original_names` are ``model``'s.
 
     Raises:
         TypeError: If ``model`` is not a Keras model.
@@ -208,9 +215,12 @@ def with_dropout(model, on: bool, *, seed: int | None = 0, rates: dict | None = 
             return AlwaysOnDropout(rate, seed=layer_seed, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    with deserialization_scope(model):  # a trusted model's Lambda layers are rebuilt too
+        copied = keras.models.clone_model(model, clone_function=clone)
+    copied.set_weights(model.get_weights())
+    if model in _ORIGINAL_NAMES:
+        _ORIGINAL_NAMES[copied] = dict(_ORIGINAL_NAMES[model])
+    return copied
 
 
 @keras.saving.register_keras_serializable(package="subnet")
@@ -304,69 +314,235 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
 # --------------------------------------------------------------------------------------------
 # Loading
 
+#: Largest architecture JSON read from a model file (``config.json`` in a ``.keras`` archive, the
+#: ``model_config`` attribute of an ``.h5`` file), in bytes. Real architectures are kilobytes to a
+#: few megabytes; parsing this many bytes of JSON stays well under 1 GB of memory.
+MAX_CONFIG_BYTES = 64 * 2**20
+#: Deepest nesting of JSON lists and objects accepted in an architecture (a Keras model nested in
+#: models ten times deep is about 60 levels).
+MAX_CONFIG_DEPTH = 100
+#: A zip member or HDF5 dataset that declares more than this many bytes must not expand more than
+#: :data:`MAX_EXPANSION` times its stored size (Keras stores both uncompressed).
+EXPANSION_FLOOR_BYTES = 64 * 2**20
+#: Largest ratio of declared (uncompressed) to stored bytes above :data:`EXPANSION_FLOOR_BYTES`.
+MAX_EXPANSION = 100
+#: Most parameters (weights) a model may declare, counted from its architecture before Keras
+#: allocates them; the weights an ``.h5`` file stores are bounded by 8 bytes per parameter.
+MAX_PARAMETERS = 2**31
+#: Most objects (groups, datasets, attributes) examined in an HDF5 file.
+MAX_H5_OBJECTS = 100_000
+#: Most code objects examined when reading a trusted dropout ``Lambda``.
+_MAX_CODE_OBJECTS = 10_000
+
+# Layer classes whose deserialization runs code stored in, or named by, the file.
+_CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
+# Class names of serialized Python code (a lambda used as a function, activation, initializer...).
+_CODE_CLASS_NAMES = frozenset({"__lambda__"})
+# Keys under which a wrapper layer (TimeDistributed, Bidirectional) stores the layer it wraps.
+_WRAPPED_LAYER_KEYS = ("layer", "forward_layer", "backward_layer")
+# Keys whose values refer to layers by name: [name, node index, tensor index].
+_REFERENCE_KEYS = frozenset({"inbound_nodes", "input_layers", "output_layers"})
+# Marshalled code objects start with the byte 0x63 or 0xE3; base64 turns those into these.
+_CODE_B64_PREFIXES = frozenset({"Yw", "Yx", "Yy", "Yz", "4w", "4x", "4y", "4z"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+\Z")
+# Names TensorFlow accepts as a name scope (a root scope, the stricter of the two rules).
+_VALID_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*\Z")
+
+# {model: {internal name: original name}} for models whose names load_model changed.
+_ORIGINAL_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def load_model(path: str | os.PathLike, *, trust: bool = False):
     """Loads a Keras classifier from a ``.keras`` or ``.h5`` file without running its code.
 
     Reads Keras 3 ``.keras`` archives, Keras 3 ``.h5`` files and ``.h5`` files written by Keras 2
-    (tf.keras, tf_keras), the blog's functional models included. The architecture is read and
-    checked before anything is deserialized.
+    (tf.keras, tf_keras), the blog's functional models included. Before anything is deserialized,
+    the file is checked: it must be a regular file of one format (a file that is both a zip and an
+    HDF5 file is refused), the sizes it declares must fit :data:`MAX_CONFIG_BYTES`,
+    :data:`MAX_EXPANSION` and :data:`MAX_PARAMETERS`, and its architecture must not nest deeper
+    than :data:`MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True.
+
+    Model and layer names that TensorFlow cannot use as name scopes (spaces, non-ASCII letters,
+    ``<``, quotes, ``$``...) are renamed (``my layer`` becomes ``my_layer``, with a ``_2``-style
+    suffix where that name is taken); :func:`original_names` maps the new names back.
 
     Args:
         path: The model file.
-        trust: Allow layers whose deserialization runs code stored in the file (``Lambda``).
-            Only pass True for files whose source you trust. With True, a ``Lambda`` that applies
-            dropout at a readable rate is rebuilt as an always-on Keras ``Dropout`` at that rate;
-            other ``Lambda`` layers are deserialized by Keras with its safe mode off.
+        trust: Allow code stored in the file: ``Lambda`` layers and Python functions serialized
+            as activations, initializers or other settings. Only pass True for files whose source
+            you trust. With True, a ``Lambda`` that applies dropout at a readable rate is rebuilt
+            as an always-on Keras ``Dropout`` at that rate; other code is deserialized by Keras
+            with its safe mode off, and :func:`deserialization_scope` lets copies of the model be
+            made.
 
     Returns:
         The uncompiled ``keras.Model``.
 
     Raises:
-        ModelFileError: If the file is missing, empty, truncated, not a Keras model, or holds
-            layers Keras cannot build.
-        UntrustedModelError: If the file holds ``Lambda`` layers and ``trust`` is False.
+        ModelFileError: If the file is missing, not a regular file, empty, truncated, not a
+            Keras model, of ambiguous format, too large or too deeply nested for the limits
+            above, or holds layers Keras cannot build.
+        UntrustedModelError: If the file holds code and ``trust`` is False.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"Model file not found: '{path}'. Check the path.")
-    if path.is_dir():
-        raise ModelFileError(
-            f"'{path}' is a directory; subnet loads a single .keras or .h5 file. A TensorFlow "
-            "SavedModel can be converted by loading it in TensorFlow and saving with "
-            "model.save('model.keras').")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head:
-        raise ModelFileError(f"Model file '{path}' is empty.")
-    if head.startswith(_HDF5_MAGIC):
-        fmt = "h5"
-    elif head.startswith(_ZIP_MAGIC):
-        fmt = "keras"
-    else:
-        raise ModelFileError(
-            f"'{path}' is not a Keras model file: expected a .keras archive (zip) or an .h5 "
-            f"(HDF5) file, but its first bytes are {head!r}.")
-
+    fmt = _model_format(path)
     config = _read_config(path, fmt)
-    code_layers = [(cls, name) for cls, name, _ in _walk_layer_configs(config)
-                   if cls in _CODE_LAYERS]
-    if code_layers and not trust:
-        listed = ", ".join(f"{name!r} ({cls})" for cls, name in code_layers)
+    _check_depth(config, path)
+    code = _code_in_config(config)
+    if code and not trust:
         raise UntrustedModelError(
-            f"Model file '{path}' contains layers that run code stored in the file: {listed}. "
-            "Loading them could execute arbitrary code. If you trust the file's source, pass "
-            "trust=True (command line: --trust-model).")
+            f"Model file '{clean(path)}' contains code that Keras would run when loading it, in "
+            f"{', '.join(code)}. Loading it could execute arbitrary code. If you trust the file's "
+            "source, pass trust=True (command line: --trust-model).")
+    changed = bool(code) and _rewrite_dropout_lambdas(config)
+    renamed = _rename_invalid(config)
+    changed = changed or bool(renamed)
+    _check_parameter_count(config, fmt, path, trust=bool(code))
 
     with contextlib.ExitStack() as stack:
-        load_path = path
-        if code_layers:
-            rewritten = _rewrite_dropout_lambdas(config)
-            if rewritten:
-                load_path = stack.enter_context(_with_config(path, fmt, config))
-        model = _keras_load(load_path, display=path, safe_mode=not trust)
+        if changed:
+            load_path = stack.enter_context(_with_config(path, fmt, config))
+        else:
+            load_path = stack.enter_context(_with_suffix(path, fmt))
+        model = _keras_load(load_path, display=path, safe_mode=not code)
     _check_classifier(model, path)
+    if renamed:
+        _ORIGINAL_NAMES[model] = renamed
     return model
+
+
+def original_names(model) -> dict[str, str]:
+    """The names :func:`load_model` changed, so that reports can show the file's own names.
+
+    Args:
+        model: A ``keras.Model``, as returned by :func:`load_model` or :func:`with_dropout`.
+
+    Returns:
+        {name in ``model``: name in the file} for the model and each layer that was renamed;
+        empty if nothing was renamed. The original names are as the file has them: pass them
+        through :func:`subnet.errors.clean` (or HTML escaping) before showing them.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras model.
+    """
+    if not isinstance(model, keras.Model):
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
+    return dict(_ORIGINAL_NAMES.get(model, {}))
+
+
+@contextlib.contextmanager
+def deserialization_scope(model) -> Iterator[None]:
+    """Lets Keras rebuild ``model``'s own code while copies of it are made.
+
+    Copying a model (``keras.models.clone_model``, ``layer.__class__.from_config``,
+    ``keras.models.model_from_json``) rebuilds each ``Lambda`` layer, and each Python function
+    used as an activation or initializer, from its serialized bytecode, which Keras refuses
+    outside an unsafe scope. Inside this scope Keras allows it if, and only if, ``model`` holds
+    such code; that code is the model's own, already loaded in this process (by
+    :func:`load_model` with ``trust=True``, or built in Python), so nothing from a file runs that
+    was not already trusted. Anything else deserialized inside the scope is treated the same way:
+    keep the scope around the copy only. The scope is per thread.
+
+    Args:
+        model: The ``keras.Model`` about to be copied.
+
+    Yields:
+        Nothing; copy the model inside the ``with`` block.
+
+    Raises:
+        TypeError: If ``model`` is not a Keras model.
+    """
+    if not isinstance(model, keras.Model):
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
+    with _SafeModeScope(not _holds_code(model)):
+        yield
+
+
+def _holds_code(model) -> bool:
+    if any(isinstance(layer, keras.layers.Lambda) for layer in _all_layers(model)):
+        return True
+    try:
+        config = model.get_config()
+    except Exception:  # subclassed models may not serialize: nothing to rebuild from a config
+        return False
+    return bool(_code_in_config({"config": config}))
+
+
+def _all_layers(model) -> Iterator:
+    """Every layer of ``model``, those of nested models and wrappers included (iteratively)."""
+    stack = list(reversed(model.layers))
+    seen: set[int] = set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        if isinstance(layer, keras.Model):
+            stack.extend(reversed(layer.layers))
+        for key in _WRAPPED_LAYER_KEYS:
+            inner = getattr(layer, key, None)
+            if isinstance(inner, keras.layers.Layer):
+                stack.append(inner)
+
+
+def _model_format(path: Path) -> str:
+    """Checks that ``path`` is a regular, non-empty file of one model format; returns the format
+    ("keras" or "h5"). Nothing is opened that could block (a FIFO, a device)."""
+    shown = clean(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"Model file not found: '{shown}'. Check the path.") from None
+    except OSError as err:
+        raise ModelFileError(f"Cannot read model file '{shown}': {clean(err.strerror)}. Check "
+                             "the path and its permissions.") from err
+    if stat.S_ISDIR(info.st_mode):
+        raise ModelFileError(
+            f"'{shown}' is a directory; subnet loads a single .keras or .h5 file. A TensorFlow "
+            "SavedModel can be converted by loading it in TensorFlow and saving with "
+            "model.save('model.keras').")
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(
+            f"'{shown}' is not a regular file (it is a {_file_kind(info.st_mode)}); subnet loads "
+            "a .keras or .h5 file from disk. Save the model to a file and pass its path.")
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO since the check, do not wait on it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ModelFileError(f"'{shown}' is not a regular file; pass a .keras or .h5 "
+                                     "file.")
+            head = f.read(8)
+    except OSError as err:
+        raise ModelFileError(f"Cannot read model file '{shown}': {clean(err.strerror)}. Check "
+                             "the path and its permissions.") from err
+    if not head:
+        raise ModelFileError(f"Model file '{shown}' is empty.")
+    import h5py
+
+    if head.startswith(_HDF5_MAGIC):
+        fmt, other = "h5", zipfile.is_zipfile(path)
+    elif head.startswith(_ZIP_MAGIC):
+        fmt, other = "keras", h5py.is_hdf5(path)
+    else:
+        raise ModelFileError(
+            f"'{shown}' is not a Keras model file: expected a .keras archive (zip) or an .h5 "
+            f"(HDF5) file, but its first bytes are {head!r}.")
+    if other:
+        raise ModelFileError(
+            f"'{shown}' is both a zip archive and an HDF5 file, so which model it holds depends "
+            "on the program reading it; subnet refuses such files. Re-save the model with "
+            "model.save('model.keras') from the code that made it.")
+    return fmt
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")]
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _keras_load(path: Path, *, display: Path, safe_mode: bool):
@@ -375,66 +551,349 @@ def _keras_load(path: Path, *, display: Path, safe_mode: bool):
     except Exception as err:  # Keras raises many types for broken files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
-            f"Could not load model file '{display}': {reason[:300]}. The file may be truncated or "
-            "hold layers this Keras version cannot build; re-save it with model.save() from the "
-            "code that made it.") from err
+            f"Could not load model file '{clean(display)}': {clean(reason, 300)}. The file may "
+            "be truncated or hold layers this Keras version cannot build; re-save it with "
+            "model.save() from the code that made it.") from err
 
 
 def _check_classifier(model, path: Path) -> None:
     if not isinstance(model, keras.Model):
-        raise ModelFileError(f"'{path}' does not hold a Keras model (got {type(model).__name__}).")
+        raise ModelFileError(f"'{clean(path)}' does not hold a Keras model "
+                             f"(got {type(model).__name__}).")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFileError(
-            f"Model in '{path}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "subnet analyses classifiers with one image input and one class output.")
+            f"Model in '{clean(path)}' has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; subnet analyses classifiers with one image input and one class output.")
+
+
+# Errors the zip, HDF5 and JSON readers raise for broken or hostile files.
+_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+                UnicodeDecodeError, ValueError, KeyError, RuntimeError)
 
 
 def _read_config(path: Path, fmt: str) -> dict:
-    """Reads the architecture JSON of a model file without deserializing anything."""
+    """Reads the architecture JSON of a model file without deserializing anything, after
+    checking the sizes the file declares."""
+    shown = clean(path)
     try:
         if fmt == "h5":
             import h5py
 
             with h5py.File(path, "r") as f:
-                raw = f.attrs.get("model_config")
-            if raw is None:
-                raise ModelFileError(
-                    f"'{path}' is an HDF5 file without a model architecture (a weights-only "
-                    "file?). Save the whole model with model.save('model.h5') or '.keras'.")
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8")
+                _check_h5(f, path)
+                raw = _read_h5_config(f, path)
         else:
             with zipfile.ZipFile(path) as z:
-                if "config.json" not in z.namelist():
-                    raise ModelFileError(
-                        f"'{path}' is a zip archive but not a Keras model (no config.json).")
-                raw = z.read("config.json").decode("utf-8")
+                raw = _read_zip_config(z, path)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise _too_large(path, "architecture", len(raw))
         config = json.loads(raw)
     except ModelFileError:
         raise
-    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError as err:
+        raise _too_deep(path) from err
+    except _READ_ERRORS as err:
         raise ModelFileError(
-            f"Could not read model file '{path}': {err}. The file may be truncated or corrupt."
-        ) from err
+            f"Could not read model file '{shown}': {clean(err, 300)}. The file may be truncated "
+            "or corrupt.") from err
     if not isinstance(config, dict) or "class_name" not in config:
-        raise ModelFileError(f"'{path}' has no readable model architecture.")
+        raise ModelFileError(f"'{shown}' has no readable model architecture.")
     return config
 
 
+def _too_large(path: Path, what: str, size: int) -> ModelFileError:
+    return ModelFileError(
+        f"Model file '{clean(path)}' declares a {what} of {size:,} bytes, more than subnet reads "
+        f"({MAX_CONFIG_BYTES:,} bytes; subnet.models.MAX_CONFIG_BYTES). The file is corrupt or "
+        "hostile; re-save the model with model.save() from the code that made it.")
+
+
+def _too_deep(path: Path) -> ModelFileError:
+    return ModelFileError(
+        f"Model file '{clean(path)}' has an architecture nested more than {MAX_CONFIG_DEPTH} "
+        "levels deep (subnet.models.MAX_CONFIG_DEPTH); no real Keras model is. The file is "
+        "corrupt or hostile.")
+
+
+def _bomb(path: Path, what: str, declared: int, stored: int) -> ModelFileError:
+    return ModelFileError(
+        f"Model file '{clean(path)}' is a decompression bomb: {clean(what)} declares "
+        f"{declared:,} bytes but stores {stored:,} (more than {MAX_EXPANSION}x; "
+        "subnet.models.MAX_EXPANSION). Refusing to read it.")
+
+
+def _read_zip_config(z: zipfile.ZipFile, path: Path) -> str:
+    members = z.infolist()
+    for info in members:
+        if (info.file_size > EXPANSION_FLOOR_BYTES
+                and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)):
+            raise _bomb(path, f"zip member '{info.filename}'", info.file_size, info.compress_size)
+    names = {info.filename: info for info in members}
+    if "config.json" not in names:
+        raise ModelFileError(
+            f"'{clean(path)}' is a zip archive but not a Keras model (no config.json).")
+    info = names["config.json"]
+    if info.file_size > MAX_CONFIG_BYTES:
+        raise _too_large(path, "config.json", info.file_size)
+    with z.open(info) as f:  # read no more than the limit, whatever the header says
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _too_large(path, "config.json", len(data))
+    weights = names.get("model.weights.h5")
+    if weights is not None:
+        import h5py
+
+        with z.open(weights) as fobj, h5py.File(fobj, "r") as f:
+            _check_h5(f, path, where="model.weights.h5: ")
+    return data.decode("utf-8")
+
+
+def _read_h5_config(f, path: Path) -> str:
+    if "model_config" not in f.attrs:
+        raise ModelFileError(
+            f"'{clean(path)}' is an HDF5 file without a model architecture (a weights-only "
+            "file?). Save the whole model with model.save('model.h5') or '.keras'.")
+    raw = f.attrs["model_config"]  # bounded: _check_h5 checked its size
+    if isinstance(raw, np.ndarray) and raw.size == 1:
+        raw = raw.reshape(-1)[0]
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    if not isinstance(raw, str):
+        raise ModelFileError(f"'{clean(path)}' has a model_config attribute that is not text "
+                             f"(got {type(raw).__name__}).")
+    return raw
+
+
+def _check_h5(f, path: Path, where: str = "") -> None:
+    """Checks what an HDF5 file declares before Keras reads it: no links to other files or
+    objects, no external or virtual datasets, attributes within :data:`MAX_CONFIG_BYTES`, no
+    dataset expanding more than :data:`MAX_EXPANSION` times, at most 8 bytes per
+    :data:`MAX_PARAMETERS` in all, and at most :data:`MAX_H5_OBJECTS` objects."""
+    import h5py
+
+    count = 0
+    total = 0
+    stack = [("/", f["/"])]
+    while stack:
+        name, obj = stack.pop()
+        count += 1 + len(obj.attrs)
+        if count > MAX_H5_OBJECTS:
+            raise ModelFileError(
+                f"Model file '{clean(path)}' holds more than {MAX_H5_OBJECTS:,} HDF5 objects "
+                "(subnet.models.MAX_H5_OBJECTS); no real Keras model does.")
+        for attr in obj.attrs:
+            # Attributes are stored uncompressed, so no attribute expands beyond the file's
+            # size; variable-length strings (Keras's model_config) are checked once read.
+            attr_id = h5py.h5a.open(obj.id, attr.encode("utf-8"))
+            numel = int(np.prod(attr_id.shape, dtype=object)) if attr_id.shape else 1
+            size = numel * attr_id.get_type().get_size()
+            if size > MAX_CONFIG_BYTES or numel > 10**6:
+                raise _too_large(path, f"HDF5 attribute '{where}{name}@{attr}'", size)
+        if isinstance(obj, h5py.Dataset):
+            if obj.external or obj.is_virtual:
+                raise ModelFileError(
+                    f"Model file '{clean(path)}' has an HDF5 dataset '{clean(where + name)}' "
+                    "stored in other files; subnet reads only self-contained model files.")
+            declared = int(np.prod(obj.shape, dtype=object)) * obj.dtype.itemsize
+            stored = obj.id.get_storage_size()
+            if declared > EXPANSION_FLOOR_BYTES and declared > MAX_EXPANSION * max(stored, 1):
+                raise _bomb(path, f"HDF5 dataset '{where}{name}'", declared, stored)
+            total += declared
+            if total > 8 * MAX_PARAMETERS:
+                raise ModelFileError(
+                    f"Model file '{clean(path)}' declares more than {8 * MAX_PARAMETERS:,} bytes "
+                    f"of weights (8 bytes per subnet.models.MAX_PARAMETERS={MAX_PARAMETERS:,}).")
+        elif isinstance(obj, h5py.Group):
+            for key in obj:
+                link = obj.get(key, getlink=True)
+                if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+                    raise ModelFileError(
+                        f"Model file '{clean(path)}' has an HDF5 link '{clean(where + name)}/"
+                        f"{clean(key)}' to another object or file; subnet reads only "
+                        "self-contained model files.")
+                stack.append((f"{name.rstrip('/')}/{key}", obj[key]))
+
+
+def _check_depth(config: dict, path: Path) -> None:
+    """Refuses JSON nested deeper than :data:`MAX_CONFIG_DEPTH` (iteratively)."""
+    stack = [(config, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise _too_deep(path)
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+
+
+def _layer_label(layer: dict) -> str:
+    cls = layer.get("class_name")
+    lcfg = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+    name = layer.get("name") or lcfg.get("name") or "?"
+    return f"'{clean(name, 200)}' ({clean(cls, 100)})"
+
+
+def _code_in_config(config: dict) -> list[str]:
+    """Labels ("'name' (Class)") of the layers whose configuration holds code, at any depth:
+    code layers (``Lambda``, ``TFSMLayer``), serialized Python lambdas (``__lambda__``) and any
+    string that is a base64 marshalled code object. The model itself is labelled if code sits
+    outside every layer."""
+    found: dict[str, None] = {}
+    stack: list[tuple[Any, str, bool]] = [(config, _layer_label(config), True)]
+    while stack:
+        node, label, is_layer = stack.pop()
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if is_layer:
+                label = _layer_label(node)
+                if cls in _CODE_LAYERS:
+                    found[label] = None
+            if cls in _CODE_CLASS_NAMES:
+                found[label] = None
+            for key, value in node.items():
+                if key == "layers" and isinstance(value, list):
+                    stack.extend((item, label, True) for item in value)
+                else:
+                    stack.append((value, label, key in _WRAPPED_LAYER_KEYS))
+        elif isinstance(node, list):
+            stack.extend((item, label, False) for item in node)
+        elif isinstance(node, str) and _looks_like_code(node):
+            found[label] = None
+    return list(found)
+
+
+def _looks_like_code(text: str) -> bool:
+    """Whether ``text`` is base64 of a marshalled Python code object (how Keras stores a lambda);
+    decided from its first bytes, without unmarshalling anything."""
+    return len(text) >= 40 and text[:2] in _CODE_B64_PREFIXES and bool(_BASE64.match(text))
+
+
 def _walk_layer_configs(config: dict) -> Iterator[tuple[str, str, dict]]:
-    """Yields (class_name, layer name, layer config dict) for every layer, nested ones too."""
-    inner = config.get("config", {})
-    layers = inner.get("layers") if isinstance(inner, dict) else None
-    if not isinstance(layers, list):
-        return
-    for layer in layers:
-        if not isinstance(layer, dict):
+    """Yields (class_name, layer name, layer config dict) for every layer, nested ones too, in
+    model order; iterative, so that no nesting depth exhausts the stack."""
+    stack: list[Iterator] = [iter(_sublayers(config))]
+    while stack:
+        layer = next(stack[-1], None)
+        if layer is None:
+            stack.pop()
             continue
         cls = str(layer.get("class_name", ""))
         lcfg = layer.get("config", {}) if isinstance(layer.get("config"), dict) else {}
         name = str(layer.get("name") or lcfg.get("name") or "?")
         yield cls, name, layer
-        yield from _walk_layer_configs(layer)
+        stack.append(iter(_sublayers(layer)))
+
+
+def _sublayers(config: dict) -> list[dict]:
+    inner = config.get("config", {})
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return []
+    return [layer for layer in layers if isinstance(layer, dict)]
+
+
+def _rename_invalid(config: dict) -> dict[str, str]:
+    """Renames, in place, the model and layers whose names TensorFlow refuses as name scopes.
+
+    Each invalid name becomes its valid characters with ``_`` for the others (prefixed with
+    ``n`` if it would not start with a letter, digit or dot), plus ``_2``, ``_3``... if that name
+    is taken; the same original name gets the same new name everywhere. References to layers
+    (inbound nodes, input and output layers) follow. Returns {new name: original name}.
+    """
+    holders: list[dict] = []  # dicts whose "name" and config "name" are layer or model names
+    stack: list[tuple[Any, bool]] = [(config, True)]
+    while stack:
+        node, is_layer = stack.pop()
+        if isinstance(node, dict):
+            if is_layer:
+                holders.append(node)
+            for key, value in node.items():
+                if key == "layers" and isinstance(value, list):
+                    stack.extend((item, True) for item in reversed(value))
+                elif key not in _REFERENCE_KEYS:
+                    stack.append((value, key in _WRAPPED_LAYER_KEYS))
+        elif isinstance(node, list):
+            stack.extend((item, False) for item in reversed(node))
+
+    def names_of(holder: dict) -> list[str]:
+        inner = holder.get("config") if isinstance(holder.get("config"), dict) else {}
+        return [n for n in (holder.get("name"), inner.get("name")) if isinstance(n, str)]
+
+    all_names = [n for holder in holders for n in names_of(holder)]
+    used = {n for n in all_names if _VALID_NAME.match(n)}
+    new_of: dict[str, str] = {}
+    for name in all_names:
+        if name in used or name in new_of:
+            continue
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "layer"
+        if not _VALID_NAME.match(base):
+            base = "n" + base
+        new, k = base, 1
+        while new in used:
+            k += 1
+            new = f"{base}_{k}"
+        used.add(new)
+        new_of[name] = new
+    if not new_of:
+        return {}
+    for holder in holders:
+        if holder.get("name") in new_of:
+            holder["name"] = new_of[holder["name"]]
+        inner = holder.get("config")
+        if isinstance(inner, dict) and inner.get("name") in new_of:
+            inner["name"] = new_of[inner["name"]]
+    _rename_references(config, new_of)
+    return {new: old for old, new in new_of.items()}
+
+
+def _rename_references(config: dict, new_of: dict[str, str]) -> None:
+    """Renames [layer name, node index, tensor index] references under the reference keys."""
+    stack: list[tuple[Any, bool]] = [(config, False)]
+    while stack:
+        node, in_refs = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((value, in_refs or key in _REFERENCE_KEYS) for key, value in node.items())
+        elif isinstance(node, list):
+            if (in_refs and len(node) >= 3 and isinstance(node[0], str) and node[0] in new_of
+                    and all(isinstance(i, int) for i in node[1:3])):
+                node[0] = new_of[node[0]]
+            stack.extend((item, in_refs) for item in node)
+
+
+def _check_parameter_count(config: dict, fmt: str, path: Path, *, trust: bool) -> None:
+    """Builds the architecture without allocating its weights (a Keras ``StatelessScope`` that
+    defers initialization) and refuses it if it has more than :data:`MAX_PARAMETERS`
+    parameters. A config Keras cannot build is left for the real load to report."""
+    pending = _uninitialized_variables()
+    n_pending = len(pending)
+    try:
+        with _SafeModeScope(not trust), keras.StatelessScope(initialize_variables=False):
+            if fmt == "h5":
+                with keras.src.saving.saving_options.keras_option_scope(use_legacy_config=True):
+                    model = keras.src.legacy.saving.saving_utils.model_from_config(
+                        copy.deepcopy(config))
+            else:
+                with keras.src.saving.serialization_lib.ObjectSharingScope():
+                    model = keras.saving.deserialize_keras_object(copy.deepcopy(config))
+            sizes = [(int(np.prod(w.shape, dtype=object)), w.path) for w in model.weights]
+    except Exception:  # noqa: BLE001 - the real load reports why the file cannot be built
+        return
+    finally:
+        del pending[n_pending:]  # never initialize the dry run's variables
+    total = sum(size for size, _ in sizes)
+    if total > MAX_PARAMETERS:
+        size, where = max(sizes)
+        raise ModelFileError(
+            f"Model file '{clean(path)}' declares {total:,} parameters, more than subnet loads "
+            f"({MAX_PARAMETERS:,}; subnet.models.MAX_PARAMETERS); the largest weight is "
+            f"'{clean(where, 200)}' with {size:,}. The file is corrupt or hostile.")
+
+
+def _uninitialized_variables() -> list:
+    """Keras's list of variables whose initialization a ``StatelessScope`` deferred."""
+    state = keras.src.backend.common.global_state
+    return state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
 
 
 def _rewrite_dropout_lambdas(config: dict) -> bool:
@@ -444,7 +903,7 @@ def _rewrite_dropout_lambdas(config: dict) -> bool:
     (never runs it). Returns True if anything was rewritten.
     """
     changed = False
-    for cls, name, layer in _walk_layer_configs(config):
+    for cls, name, layer in list(_walk_layer_configs(config)):
         if cls != "Lambda":
             continue
         rate = _dropout_lambda_rate(layer.get("config", {}))
@@ -479,9 +938,12 @@ def _set_training_true(layer: dict) -> None:
 
 def _dropout_lambda_rate(lcfg: dict) -> float | None:
     """Reads the rate of a Lambda that calls a ``dropout`` function, or None if it is not one."""
+    if not isinstance(lcfg, dict):
+        return None
     fn = lcfg.get("function")
     if isinstance(fn, dict) and fn.get("class_name") == "__lambda__":  # Keras 3
         inner = fn.get("config", {})
+        inner = inner if isinstance(inner, dict) else {}
         code_b64, defaults, closure = inner.get("code"), inner.get("defaults"), inner.get("closure")
     elif isinstance(fn, list) and len(fn) == 3:  # Keras 2: [code, defaults, closure]
         code_b64, defaults, closure = fn
@@ -491,35 +953,53 @@ def _dropout_lambda_rate(lcfg: dict) -> float | None:
         return None
     try:
         code = marshal.loads(base64.b64decode(code_b64.encode("ascii")))
-    except (ValueError, EOFError, TypeError, binascii.Error):
-        return None  # bytecode from another Python version: cannot be read
-    if not isinstance(code, types.CodeType) or not _calls_dropout(code):
+    except (ValueError, EOFError, TypeError, binascii.Error, RecursionError):
+        return None  # bytecode from another Python version, or nested too deeply: not read
+    if not isinstance(code, types.CodeType):
+        return None
+    codes = _code_objects(code)
+    if not any("dropout" in c.co_names for c in codes):
         return None
     args = lcfg.get("arguments") or {}
     candidates: list[Any] = []
     if isinstance(args, dict):
         candidates += [args.get("level"), args.get("rate")]
-    candidates += list(closure or []) + list(defaults or []) + list(_float_consts(code))
+    for extra in (closure, defaults):
+        candidates += list(extra) if isinstance(extra, (list, tuple)) else []
+    candidates += [const for c in codes for const in c.co_consts if isinstance(const, float)]
     for value in candidates:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
             return float(value)
     return None
 
 
-def _calls_dropout(code: types.CodeType) -> bool:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType) and _calls_dropout(const):
-            return True
-    return "dropout" in names
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    """``code`` and the code objects nested in its constants, in pre-order, iteratively; at
+    most ``_MAX_CODE_OBJECTS`` of them."""
+    out: list[types.CodeType] = []
+    stack = [code]
+    while stack and len(out) < _MAX_CODE_OBJECTS:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(reversed([c for c in current.co_consts if isinstance(c, types.CodeType)]))
+    return out
 
 
-def _float_consts(code: types.CodeType) -> Iterator[float]:
-    for const in code.co_consts:
-        if isinstance(const, float):
-            yield const
-        elif isinstance(const, types.CodeType):
-            yield from _float_consts(const)
+@contextlib.contextmanager
+def _with_suffix(path: Path, fmt: str) -> Iterator[Path]:
+    """Yields ``path``, or a link to it whose suffix makes Keras read the format subnet checked
+    (Keras chooses the format from the file name)."""
+    suffixes = (".keras",) if fmt == "keras" else (".h5", ".hdf5")
+    if path.name.endswith(suffixes):
+        yield path
+        return
+    tmpdir = tempfile.mkdtemp(prefix="subnet-model-")
+    try:
+        link = Path(tmpdir) / ("model.keras" if fmt == "keras" else "model.h5")
+        os.symlink(path.resolve(), link)
+        yield link
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -527,20 +1007,23 @@ def _with_config(path: Path, fmt: str, config: dict) -> Iterator[Path]:
     """Yields a temporary copy of the model file whose architecture is ``config``."""
     tmpdir = tempfile.mkdtemp(prefix="subnet-model-")
     try:
-        copy = Path(tmpdir) / ("model.h5" if fmt == "h5" else "model.keras")
+        copy_path = Path(tmpdir) / ("model.h5" if fmt == "h5" else "model.keras")
         raw = json.dumps(config)
         if fmt == "h5":
             import h5py
 
-            shutil.copyfile(path, copy)
-            with h5py.File(copy, "r+") as f:
+            shutil.copyfile(path, copy_path)
+            with h5py.File(copy_path, "r+") as f:
                 f.attrs["model_config"] = raw
         else:
-            with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w") as dst:
+            with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy_path, "w") as dst:
                 for item in src.infolist():
-                    data = raw.encode() if item.filename == "config.json" else src.read(item)
-                    dst.writestr(item, data)
-        yield copy
+                    if item.filename == "config.json":
+                        dst.writestr(item, raw.encode())
+                        continue
+                    with src.open(item) as fin, dst.open(item, "w", force_zip64=True) as fout:
+                        shutil.copyfileobj(fin, fout, 2**20)  # streamed: weights may be large
+        yield copy_path
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
