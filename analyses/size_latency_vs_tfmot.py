@@ -21,9 +21,9 @@ import sys
 import numpy as np
 
 import subnet
-from subnet.baselines.tfmot import kernel_sparsity
-from subnet.comparison import Comparison, _magnitude_oneshot
-from subnet.extraction import _as_keep
+from subnet.baselines.tfmot import kernel_sparsity, magnitude_oneshot
+from subnet.comparison import Comparison
+from subnet.extraction import as_keep_set
 
 
 def main(argv=None) -> int:
@@ -41,12 +41,12 @@ def main(argv=None) -> int:
         print(f"{args.comparison} has no rows of method {args.method!r} and seed {args.seed}",
               file=sys.stderr)
         return 2
-    _, whole = _as_keep(model, {})
+    whole = as_keep_set(model, {})
     out = []
     for row in sorted(rows, key=lambda r: -r["budget_flops_fraction"]):
         bits = {s.name: np.arange(s.units) < row["widths"][s.name] for s in whole.sites}
         small, keep = subnet.extract(model, bits)
-        shaped = _magnitude_oneshot(model, kernel_sparsity(model, keep.params))
+        shaped = magnitude_oneshot(model, kernel_sparsity(model, keep.params))
         a = subnet.measure(small, repeats=args.repeats)
         b = subnet.measure(shaped, repeats=args.repeats)
         out.append({"budget_flops_fraction": row["budget_flops_fraction"],

@@ -21,19 +21,21 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.engine.chain import (
-    _MIXING,
+    MIXING_LAYERS,
     Chain,
     SiteTable,
-    _chain_from_output,
-    _inbound_graph,
     analyse_chain,
     call_inference,
+    chain_layers,
     layer_flops,
+    layers_before,
 )
+from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples
 
-__all__ = ["Budget", "KeepSet", "extract", "finetune", "keep_sets", "measure", "model_cost"]
+__all__ = ["Budget", "KeepSet", "accuracy", "as_keep_set", "copy_model", "extract", "finetune",
+           "keep_sets", "measure", "model_cost", "recalibrate_batchnorm"]
 
 _SKIP = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
          keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
@@ -61,7 +63,7 @@ class _Cost:
 
     def __init__(self, chain: Chain):
         self.table = chain.table
-        order = _chain_from_output(chain.model)
+        order = chain_layers(chain.model)
         names = {site.name: i for i, site in enumerate(self.table)}
         self.layers: list[_LayerCost] = []
         spatial = 1
@@ -69,11 +71,11 @@ class _Cost:
             if isinstance(layer, keras.layers.Flatten):
                 spatial = int(np.prod(layer.input.shape[1:-1]))
                 continue
-            if not isinstance(layer, _MIXING):
+            if not isinstance(layer, MIXING_LAYERS):
                 continue
             extra = 0
             for later in order[i + 1:]:
-                if isinstance(later, _MIXING):
+                if isinstance(later, MIXING_LAYERS):
                     break
                 if isinstance(later, (keras.layers.BatchNormalization, keras.layers.PReLU)):
                     per_layer = sum(int(np.prod(w.shape)) for w in later.weights)
@@ -93,7 +95,7 @@ class _Cost:
                 fixed_in=in_channels, fixed_out=int(layer.kernel.shape[-1])))
         per_channel = (keras.layers.BatchNormalization, keras.layers.PReLU)
         variable = sum(int(np.prod(w.shape)) for layer in order
-                       if isinstance(layer, _MIXING + per_channel) for w in layer.weights)
+                       if isinstance(layer, MIXING_LAYERS + per_channel) for w in layer.weights)
         self.constant_params = chain.model.count_params() - variable
         self.constant_flops = sum(layer_flops(layer) for layer in chain.model.layers
                                   if layer not in order)
@@ -345,6 +347,24 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     return _keep_set(cost, table, bits, budget)
 
 
+def as_keep_set(model, keep) -> KeepSet:
+    """The :class:`KeepSet` (with its exact parameter and FLOP counts) of given units.
+
+    Args:
+        model: A ``keras.Model`` classifier (see :func:`subnet.sites`).
+        keep: A :class:`KeepSet`, or {site name: bool array of shape (units,)}; sites not named
+            keep every unit (so ``{}`` is the whole model).
+
+    Returns:
+        The :class:`KeepSet` (``keep`` itself if it is one).
+
+    Raises:
+        InputError: If ``keep`` names unknown sites, has arrays of the wrong dtype or shape, or
+            empties a site.
+    """
+    return _as_keep(model, keep)[1]
+
+
 def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
     """Normalises a KeepSet or {site: bool array} against the model."""
     names = list(keep) if isinstance(keep, Mapping) else None
@@ -414,9 +434,9 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
     unknown = sorted(set(scale) - set(keep_set.sites.names))
     if unknown:
         raise InputError(f"`scale` names {unknown}, which are not sites.")
-    order = _chain_from_output(model)
+    order = chain_layers(model)
     first = order[0]
-    before = _layers_before(model, first)
+    before = layers_before(model, first)
     inputs = keras.Input(shape=model.inputs[0].shape[1:], name=model.inputs[0].name
                          if isinstance(model.inputs[0].name, str) else None)
     h = inputs
@@ -433,7 +453,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
         if isinstance(layer, _SKIP):
             continue
         weights = layer.get_weights()
-        if isinstance(layer, _MIXING):
+        if isinstance(layer, MIXING_LAYERS):
             out = np.flatnonzero(keep_set[layer.name]) if layer.name in site_index else \
                 np.arange(int(layer.kernel.shape[-1]))
             kernel = weights[0]
@@ -472,28 +492,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
     return subnetwork, keep_set
 
 
-def _layers_before(model, first) -> list:
-    """The layers between the input and ``first`` (which must be reached by a chain)."""
-    if isinstance(model, keras.Sequential):
-        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        return layers[:layers.index(first)]
-    graph = _inbound_graph(model)
-    layers, current = [], first.name
-    while True:
-        parents = graph.get(current, [])
-        if len(parents) != 1:
-            raise InputError(f"extract supports models whose layers before the first site form "
-                             f"a chain; layer {current!r} has {len(parents)} inputs.")
-        parent = model.get_layer(parents[0])
-        if isinstance(parent, keras.layers.InputLayer):
-            return layers[::-1]
-        layers.append(parent)
-        current = parent.name
-
-
 def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
-    from subnet.engine.reference import ReferenceBackend
-
     if check_x is None:
         rng = np.random.default_rng(0)
         check_x = rng.random((16,) + tuple(model.inputs[0].shape[1:]), dtype=np.float32)
@@ -501,7 +500,7 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
     values = np.concatenate([
         keep_set[name].astype(np.float32) * float(scale.get(name, 1.0))
         for name in keep_set.sites.names])
-    reference = ReferenceBackend(chain, rescale=False)._probabilities_from_values(
+    reference = ReferenceBackend(chain, rescale=False).probabilities_from_values(
         check_x, values[None])[0]
     got = np.asarray(subnetwork.predict(check_x, verbose=0), np.float32)
     if not chain.probabilities:
@@ -547,7 +546,7 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
 
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
-    before = _accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \
+    before = accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \
         float(accuracy_before)
     history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -555,7 +554,7 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
     if recalibrate:
         recalibrate_batchnorm(model, dataset.x_train[:5000])
     return {"accuracy_before": before,
-            "accuracy_after": _accuracy(model, dataset.x_test, dataset.y_test),
+            "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
             "examples_seen": history["examples_seen"], "seconds": history["seconds"],
             "loss": history["loss"]}
 
@@ -596,37 +595,82 @@ def recalibrate_batchnorm(model, x, *, batch_size: int = 500) -> int:
     return len(layers)
 
 
-def _accuracy(model, x, y) -> float:
+def accuracy(model, x, y, *, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of a classifier (dropout off, as ``predict`` runs it).
+
+    Args:
+        model: A ``keras.Model`` classifier.
+        x: Examples, float array of shape (n, *model input shape).
+        y: True classes, int array of shape (n,).
+        batch_size: Examples per forward call.
+
+    Returns:
+        The fraction of examples whose highest output is the true class, in [0, 1].
+
+    Raises:
+        InputError: If ``x`` or ``y`` do not fit the model.
+    """
     x, y, _ = check_examples(model, x, y)
-    prediction = model.predict(x, batch_size=1000, verbose=0)
+    prediction = model.predict(x, batch_size=batch_size, verbose=0)
     return float(np.mean(prediction.argmax(axis=-1) == y))
 
 
-def _copy(model):
-    """An uncompiled copy of ``model`` with the same weights."""
-    copy = keras.models.clone_model(model)
+def copy_model(model):
+    """A bare copy of ``model``: the same architecture and weights, not compiled.
+
+    What a model file should hold and a latency measurement should run: no optimizer (whose
+    state, for Adam, is two more copies of the weights in a saved file), no loss or metrics.
+    (``keras.models.clone_model`` compiles its copy like the original, and a compiled model saves
+    its optimizer's variables, even unused ones.)
+
+    Args:
+        model: A functional or Sequential ``keras.Model``.
+
+    Returns:
+        A new, uncompiled ``keras.Model``.
+    """
+    copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 
 
-def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
+# TODO(remove): the old private names, until subnet/comparison.py and subnet/analyze.py switch.
+_accuracy = accuracy
+_copy = copy_model
+
+
+def measure(model, *, batch_size: int = 256, repeats: int = 20, reference=None) -> dict:
     """Size and speed of a model, measured the same way for every model.
+
+    Both are measured on the model's bare copy (:func:`copy_model`): the saved file holds the
+    architecture and weights only (a trained model's optimizer state is left out, so that
+    trained and untrained models are measured alike), and every model runs the same
+    uncompiled inference path. Latency on a shared machine drifts with the load; give
+    ``reference`` (e.g. the dense model) to time the two models in alternation and report
+    their ratio, which the drift mostly cancels out of.
 
     Args:
         model: A ``keras.Model``.
         batch_size: Examples per timed call (the same for all models compared).
-        repeats: Timed calls; the median is reported.
+        repeats: Timed calls (per model); medians are reported.
+        reference: Optional ``keras.Model`` with the same input shape, timed in alternation.
 
     Returns:
         {"params", "nonzero_params", "flops", "file_bytes", "gzip_bytes",
         "latency_ms_per_example", "batch_size"}: sizes of the saved ``.keras`` file raw and
-        gzipped (level 9), and the median CPU time per example of ``predict_on_batch``. The file
-        holds the architecture and weights only: a trained model's optimizer state (two more
-        copies of the weights, for Adam) is left out, so that trained and untrained models are
-        measured alike.
+        gzipped (level 9), and the median time per example of ``predict_on_batch``. With
+        ``reference``, also "reference_latency_ms_per_example" and "latency_ratio" (the median
+        over repeats of this model's time / the reference's time in the same repeat).
+
+    Raises:
+        InputError: If ``repeats`` or ``batch_size`` is not a positive int.
     """
+    for name, value in (("batch_size", batch_size), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"Invalid value received for argument `{name}`. Expected an int "
+                             f">= 1. Received: {name}={value!r}")
     result = model_cost(model)
-    bare = _copy(model)  # uncompiled: no optimizer state in the file
+    bare = copy_model(model)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         bare.save(path)
@@ -635,12 +679,20 @@ def measure(model, *, batch_size: int = 256, repeats: int = 20) -> dict:
     result["gzip_bytes"] = len(gzip.compress(raw, compresslevel=9))
     x = np.random.default_rng(0).random((batch_size,) + tuple(model.inputs[0].shape[1:]),
                                         dtype=np.float32)
-    model.predict_on_batch(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict_on_batch(x)
-        times.append(time.perf_counter() - start)
-    result["latency_ms_per_example"] = float(np.median(times) / batch_size * 1000)
-    result["batch_size"] = batch_size
+    timed = [bare] if reference is None else [bare, copy_model(reference)]
+    for m in timed:
+        m.predict_on_batch(x)  # traces the inference function
+    times = np.zeros((repeats, len(timed)))
+    for r in range(repeats):
+        order = range(len(timed)) if r % 2 == 0 else reversed(range(len(timed)))
+        for i in order:
+            start = time.perf_counter()
+            timed[i].predict_on_batch(x)
+            times[r, i] = time.perf_counter() - start
+    result["latency_ms_per_example"] = float(np.median(times[:, 0]) / batch_size * 1000)
+    result["batch_size"] = int(batch_size)
+    if reference is not None:
+        result["reference_latency_ms_per_example"] = float(np.median(times[:, 1]) /
+                                                           batch_size * 1000)
+        result["latency_ratio"] = float(np.median(times[:, 0] / times[:, 1]))
     return result

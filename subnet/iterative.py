@@ -25,12 +25,14 @@ from subnet._cli import progress_bar
 from subnet.errors import InputError
 from subnet.extraction import (
     Budget,
-    _as_keep,
+    as_keep_set,
     extract,
     keep_sets,
     model_cost,
     recalibrate_batchnorm,
 )
+from subnet.importance import Importance, estimate
+from subnet.record import temporary_record
 
 __all__ = ["iterative_keep_sets"]
 
@@ -83,9 +85,6 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
     Raises:
         ValueError: If an argument is out of range or a budget cannot be met.
     """
-    from subnet.importance import estimate
-    from subnet.record import temporary_record
-
     budgets = _as_budgets(budgets)
     if isinstance(steps_per_halving, bool) or not isinstance(steps_per_halving, int) or \
             steps_per_halving < 1:
@@ -101,7 +100,7 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
         raise InputError(f"Invalid value received for argument `estimator`. Expected 'banzhaf' "
                          f"or 'regression'. Received: {estimator!r}")
     kind = budgets[0].kind
-    _, start = _as_keep(model, {})
+    start = as_keep_set(model, {})
     dense = {"units": sum(start.sites.units), "params": start.dense_params,
              "flops": start.dense_flops}[kind]
     wanted = {float(b.target(dense)): b for b in budgets}
@@ -122,12 +121,11 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
                 current = _step(current, x, y, Budget(kind, min(1.0, target / cost)),
                                 n_masks=n_masks, seed=seed * 1000 + step, estimator=estimator,
                                 metric=metric, max_rate=max_rate, min_units=min_units,
-                                index=index, temporary_record=temporary_record,
-                                estimate=estimate)
+                                index=index)
             if target in wanted:
                 bits = {name: np.isin(np.arange(site.units), index[name])
                         for name, site in zip(start.sites.names, start.sites, strict=True)}
-                _, keep = _as_keep(model, bits)
+                keep = as_keep_set(model, bits)
                 found[target] = dataclasses.replace(keep, budget=wanted[target])
             bar.update(1)
     finally:
@@ -137,17 +135,15 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
 
 def _current_cost(model, kind: str) -> float:
     if kind == "units":
-        _, keep = _as_keep(model, {})
+        keep = as_keep_set(model, {})
         return float(sum(keep.sites.units))
     return float(model_cost(model)[kind])
 
 
 def _step(current, x, y, budget: Budget, *, n_masks, seed, estimator, metric, max_rate,
-          min_units, index, temporary_record, estimate):
+          min_units, index):
     """One pruning step: record masks around ``current``, rank, keep, extract; updates index."""
-    from subnet.importance import Importance
-
-    _, whole = _as_keep(current, {})
+    whole = as_keep_set(current, {})
     table = whole.sites
     flat = Importance(method="flat", scores=np.zeros(table.n_units), sites=table)
     widths = keep_sets(flat, budget, current, allocation="uniform", min_units=min_units).widths

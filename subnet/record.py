@@ -21,16 +21,16 @@ import numpy as np
 import subnet
 from subnet._cli import progress_bar
 from subnet._tf import keras
-from subnet.engine.chain import Chain, analyse_chain
-from subnet.engine.fast import FastBackend
-from subnet.engine.reference import ReferenceBackend
+from subnet.engine import BACKENDS, make_backend
+from subnet.engine.chain import analyse_chain
 from subnet.errors import InputError, InputTypeError
+from subnet.importance.from_record import BanzhafEstimator
 from subnet.masks import MaskRecord, sample_masks
 from subnet.models import check_examples
 
+# make_backend and BACKENDS live in subnet.engine; they are importable from here until every
+# caller imports them from there (TODO(remove) from __all__ then).
 __all__ = ["BACKENDS", "AdaptiveStop", "make_backend", "model_fingerprint", "record_masks"]
-
-BACKENDS = ("auto", "fast", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +75,6 @@ class AdaptiveStop:
 
     def check(self, record) -> dict:
         """Whether the boundary is resolved in ``record``; a JSON-ready summary."""
-        from subnet.importance.from_record import BanzhafEstimator
-
         if self.keep_units >= record.n_units:
             raise InputError(f"`keep_units`={self.keep_units} must be below the number of units "
                              f"({record.n_units}).")
@@ -112,34 +110,6 @@ def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
-    """Builds a masked-evaluation backend for a model.
-
-    Args:
-        chain: The model split at its sites (:func:`subnet.engine.chain.analyse_chain`).
-        backend: ``"fast"``, ``"reference"`` or ``"auto"`` (fast where it supports the model).
-        rescale: Multiply kept units by 1 / keep, as inverted dropout does.
-
-    Returns:
-        An object with ``name`` and ``probabilities(x, masks) -> (n_masks, n_examples,
-        n_classes)``.
-
-    Raises:
-        ValueError: If ``backend`` is unknown, or ``"fast"`` cannot run the model.
-    """
-    if backend not in BACKENDS:
-        raise InputError(f"Invalid value received for argument `backend`. Expected one of "
-                         f"{list(BACKENDS)}. Received: backend={backend!r}")
-    if backend == "reference":
-        return ReferenceBackend(chain, rescale=rescale)
-    try:
-        return FastBackend(chain, rescale=rescale)
-    except ValueError:
-        if backend == "fast":
-            raise
-        return ReferenceBackend(chain, rescale=rescale)
-
-
 @contextlib.contextmanager
 def temporary_record(model, x, y, n_masks: int, **options) -> Iterator[MaskRecord]:
     """:func:`record_masks` into a temporary folder that is removed on exit, for a record needed
@@ -168,7 +138,10 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     dropout rate) and is a pure function of (seed, i), so records can be sharded, resumed and
     merged bit-identically. For every mask and example the record holds the predicted class and
     the probability of the true class, plus the masks, labels, site table, seed, fingerprints of
-    the weights and data, and library versions.
+    the weights and data, and library versions. ``record.meta["backend"]`` says which backend
+    ran (``"fast"`` or ``"reference"``), ``"backend_requested"`` which was asked for, and
+    ``"backend_fallback"`` why the fast one could not (None if it did not have to); a fallback
+    is also warned about (:func:`subnet.engine.make_backend`).
 
     Args:
         model: A ``keras.Model`` classifier (see :func:`subnet.sites` for what can be masked).
@@ -236,6 +209,8 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": _data_fingerprint(x, y),
         "backend": engine.name,
+        "backend_requested": backend,
+        "backend_fallback": engine.fallback_reason,
         "versions": subnet.versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -1,9 +1,30 @@
-"""Small real networks of every architecture the engine supports, for the tests."""
+"""Small real networks of every architecture the engine supports, and test utilities."""
+
+import os
 
 import keras
+import pytest
 
 # Dropout rate to mask with, for the models whose sites have no Dropout after them.
 RATES = {"dense": None, "dense_logits": None, "conv": None, "conv_bn": 0.5, "conv1d": None}
+
+
+def skip_or_fail(reason: str):
+    """Skips the calling test, or fails it under CI, where nothing may be silently missing.
+
+    CI sets the environment variable ``CI`` (to ``true``); there a missing data set or tool is a
+    broken set-up, not a reason to run fewer tests. Call it where ``pytest.skip`` would be.
+
+    Args:
+        reason: Why the test cannot run, e.g. "MNIST is not available here: ...".
+
+    Raises:
+        pytest.fail.Exception: Under CI.
+        pytest.skip.Exception: Elsewhere.
+    """
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _init(i):

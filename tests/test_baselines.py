@@ -8,9 +8,14 @@ import pytest
 from subnet.baselines import magnitude_prune, tfmot_available
 from subnet.baselines import tfmot as tfmot_module
 from subnet.models import with_dropout
+from tests.helpers import skip_or_fail
 
-pytestmark = pytest.mark.skipif(not tfmot_available(),
-                                reason="tensorflow-model-optimization / tf-keras not installed")
+
+@pytest.fixture(autouse=True)
+def _needs_tfmot():
+    if not tfmot_available():
+        skip_or_fail("tensorflow-model-optimization / tf-keras is not installed (subnet's "
+                     "[tfmot] extra)")
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from subnet.importance import (
 )
 from subnet.importance.from_record import save_graphml
 from subnet.train import fit
+from tests.helpers import skip_or_fail
 
 SITES = SiteTable([Site("a", "dense", 4, 0.5, "a"), Site("b", "dense", 2, 0.5, "b")])
 
@@ -171,7 +172,7 @@ def small_model():
     try:
         data = subnet.load_dataset("mnist").subset(n_train=3000, n_test=300)
     except ValueError as err:
-        pytest.skip(f"MNIST is not available here: {err}")
+        skip_or_fail(f"MNIST is not available here: {err}")
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Flatten()(inputs)
     x = keras.layers.Dense(8, activation="relu",

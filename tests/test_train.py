@@ -10,6 +10,7 @@ from subnet.data import load_dataset
 from subnet.engine.mc import mc_dropout
 from subnet.models import load_model, outputs_probabilities, seed_cnn
 from subnet.train import fit, main
+from tests.helpers import skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def mnist_slice():
     try:
         data = load_dataset("mnist")
     except ValueError as err:
-        pytest.skip(f"MNIST is not available here: {err}")
+        skip_or_fail(f"MNIST is not available here: {err}")
     return data.subset(n_train=2000, n_test=500)
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from subnet._tf import keras
-from subnet.engine.chain import _MIXING, _chain_from_output
+from subnet.engine.chain import MIXING_LAYERS, chain_layers, layers_before
 from subnet.errors import InputError
-from subnet.extraction import _layers_before
+from subnet.extraction import copy_model
 from subnet.models import outputs_probabilities
 
-__all__ = ["PendingPrune", "kernel_sparsity", "magnitude_prune", "start_magnitude_prune",
-           "tfmot_available"]
+__all__ = ["PendingPrune", "kernel_sparsity", "magnitude_oneshot", "magnitude_prune",
+           "start_magnitude_prune", "tfmot_available"]
 
 _WORKER = Path(__file__).with_name("_tfmot_worker.py")
 
@@ -42,7 +42,7 @@ def tfmot_available() -> bool:
 
 def _prunable_kernels(model) -> int:
     return int(sum(np.prod(layer.kernel.shape) for layer in model.layers
-                   if isinstance(layer, _MIXING)))
+                   if isinstance(layer, MIXING_LAYERS)))
 
 
 def kernel_sparsity(model, nonzero: int) -> float:
@@ -50,6 +50,39 @@ def kernel_sparsity(model, nonzero: int) -> float:
     nonzero parameters (biases and other weights are not pruned)."""
     kernels = _prunable_kernels(model)
     return 1.0 - (int(nonzero) - (model.count_params() - kernels)) / kernels
+
+
+def magnitude_oneshot(model, sparsity: float):
+    """Sets the smallest-magnitude fraction of every Conv/Dense kernel to zero, without training:
+    the one-shot counterpart of TFMOT's schedule, and a model of TFMOT's shape (dense kernels
+    holding zeros) for size and latency comparisons.
+
+    Args:
+        model: A ``keras.Model``; it is not changed.
+        sparsity: Fraction of each kernel's weights to zero, in [0, 1] (ties at the threshold
+            are zeroed too).
+
+    Returns:
+        A pruned, uncompiled copy (:func:`subnet.extraction.copy_model`).
+
+    Raises:
+        InputError: If ``sparsity`` is not in [0, 1].
+    """
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or \
+            not 0.0 <= float(sparsity) <= 1.0:
+        raise InputError(f"Invalid value received for argument `sparsity`. Expected a float in "
+                         f"[0, 1]. Received: sparsity={sparsity!r}")
+    pruned = copy_model(model)
+    for layer in pruned.layers:
+        if isinstance(layer, MIXING_LAYERS):
+            weights = layer.get_weights()
+            kernel = weights[0]
+            k = int(round(float(sparsity) * kernel.size))
+            if k:
+                threshold = np.partition(np.abs(kernel).ravel(), k - 1)[k - 1]
+                kernel = np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
+            layer.set_weights([kernel, *weights[1:]])
+    return pruned
 
 
 def magnitude_prune(model, dataset, *, nonzero: int | None = None,
@@ -142,7 +175,8 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
     if total < 1:
         raise InputError(f"The fine-tuning budget must be at least one example. Received "
                          f"epochs={epochs!r}, examples={examples!r}.")
-    layers = _layers_before(model, _chain_from_output(model)[0]) + _chain_from_output(model)
+    chain = chain_layers(model)
+    layers = layers_before(model, chain[0]) + chain
     spec = {"input_shape": list(model.inputs[0].shape[1:]),
             "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
                        for layer in layers],

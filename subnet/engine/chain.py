@@ -25,11 +25,12 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers, outputs_probabilities
 
-__all__ = ["Chain", "Site", "SiteTable", "analyse_chain", "call_inference", "layer_flops",
-           "sites"]
+__all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteTable", "analyse_chain", "call_inference",
+           "chain_layers", "layer_flops", "layers_before", "sites"]
 
-# Layers that mix channels: the sites, and the classifier.
-_MIXING = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
+#: Layer classes that mix channels: the sites, and the classifier.
+MIXING_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
+_MIXING = MIXING_LAYERS  # TODO(remove): old private name, until subnet/comparison.py switches
 # Layers that act on each channel separately and map an all-zero channel to zero (or are the
 # identity at inference): allowed between a site and its mask point.
 _PER_CHANNEL = (
@@ -274,8 +275,8 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
             raise InputError(
                 f"Layer {layer.name!r} is a nested model; subnet needs a flat model. Rebuild it "
                 "with the nested model's layers inline.")
-    order = _chain_from_output(model)
-    mixing = [i for i, layer in enumerate(order) if isinstance(layer, _MIXING)]
+    order = chain_layers(model)
+    mixing = [i for i, layer in enumerate(order) if isinstance(layer, MIXING_LAYERS)]
     if len(mixing) < 2:
         raise InputError(
             f"Model {model.name!r} has no maskable site: subnet masks the output channels of "
@@ -330,8 +331,19 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
                  segments=segments, probabilities=outputs_probabilities(model))
 
 
-def _chain_from_output(model) -> list:
-    """The layers from the first Conv/Dense to the output, checked to form a chain."""
+def chain_layers(model) -> list:
+    """The layers from the first Conv/Dense layer to the output, checked to form a chain.
+
+    Args:
+        model: A functional or Sequential ``keras.Model``.
+
+    Returns:
+        The layers in order (empty if the model has no Conv/Dense layer).
+
+    Raises:
+        InputError: If a layer after the first Conv/Dense one has several inputs, or a layer is
+            used more than once.
+    """
     if isinstance(model, keras.Sequential):
         chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     else:
@@ -341,7 +353,7 @@ def _chain_from_output(model) -> list:
         while True:
             parents = graph.get(current, [])
             if len(parents) > 1:
-                if any(isinstance(layer, _MIXING) for layer in chain):
+                if any(isinstance(layer, MIXING_LAYERS) for layer in chain):
                     raise InputError(
                         f"Layer {current!r} ({type(chain[-1]).__name__}) has {len(parents)} "
                         "inputs; subnet masks models whose layers from the first Conv/Dense on "
@@ -355,8 +367,39 @@ def _chain_from_output(model) -> list:
             chain.append(parent)
             current = parent.name
         chain.reverse()
-    first = next((i for i, layer in enumerate(chain) if isinstance(layer, _MIXING)), None)
+    first = next((i for i, layer in enumerate(chain) if isinstance(layer, MIXING_LAYERS)), None)
     return [] if first is None else chain[first:]
+
+
+def layers_before(model, first) -> list:
+    """The layers between the model's input and ``first``, in order (the *prefix* of a chain).
+
+    Args:
+        model: A functional or Sequential ``keras.Model``.
+        first: One of its layers, reached from the input by a chain (usually
+            ``chain_layers(model)[0]``).
+
+    Returns:
+        The layers from the input (exclusive) to ``first`` (exclusive).
+
+    Raises:
+        InputError: If a layer before ``first`` has more than one input.
+    """
+    if isinstance(model, keras.Sequential):
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        return layers[:layers.index(first)]
+    graph = _inbound_graph(model)
+    layers, current = [], first.name
+    while True:
+        parents = graph.get(current, [])
+        if len(parents) != 1:
+            raise InputError(f"subnet supports models whose layers before the first site form "
+                             f"a chain; layer {current!r} has {len(parents)} inputs.")
+        parent = model.get_layer(parents[0])
+        if isinstance(parent, keras.layers.InputLayer):
+            return layers[::-1]
+        layers.append(parent)
+        current = parent.name
 
 
 def _output_layer_name(model) -> str:

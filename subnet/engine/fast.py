@@ -16,7 +16,8 @@ took 5x the full convolution, and the mixing product is memory-bound, so the dir
 of the kept channels was as fast per mask.)
 
 Supported between sites: Conv1D/Conv2D/Dense, BatchNormalization, activations, dropout, pooling,
-padding and Flatten, channels-last (what :func:`subnet.engine.chain.analyse_chain` accepts).
+padding and Flatten, channels-last (what :func:`subnet.engine.chain.analyse_chain` accepts); after
+the classifier, a softmax activation or ``Softmax`` layer over the classes.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ class _Op:
             self.scale = np.broadcast_to(inv, layer.moving_mean.shape).astype(np.float32)
             self.shift = np.broadcast_to(beta - _np(layer.moving_mean) * inv,
                                          layer.moving_mean.shape).astype(np.float32)
+        elif isinstance(layer, keras.layers.Softmax):
+            # analyse_chain allows a Softmax layer only after the classifier, where every class
+            # is computed: it runs as it is, over the last axis.
+            last = len(layer.output.shape) - 1
+            axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+            if axis not in (-1, (-1,), last, (last,)):
+                raise InputError(f"Softmax layer {layer.name!r} normalises axis {layer.axis}; "
+                                 "the fast backend supports the class axis (-1).")
+            self.kind = "stateless"
         elif isinstance(layer, keras.layers.PReLU):
             self.kind = "prelu"
             self.alpha = _np(layer.alpha)
@@ -135,6 +145,9 @@ class FastBackend:
     """
 
     name = "fast"
+    #: Why :func:`subnet.engine.make_backend` chose this backend over the one asked for (None:
+    #: it was the one asked for, or the best for ``"auto"``).
+    fallback_reason: str | None = None
 
     def __init__(self, chain: Chain, *, rescale: bool = True, example_batch: int | None = None):
         if keras.backend.backend() != "tensorflow":

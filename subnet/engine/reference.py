@@ -45,6 +45,9 @@ class ReferenceBackend:
     """
 
     name = "reference"
+    #: Why :func:`subnet.engine.make_backend` chose this backend over the one asked for (None:
+    #: it was the one asked for, or the best for ``"auto"``).
+    fallback_reason: str | None = None
 
     def __init__(self, chain: Chain, *, rescale: bool = True, batch_size: int = 4096):
         self.chain = chain
@@ -81,11 +84,19 @@ class ReferenceBackend:
             float32 array of shape (n_masks, n_examples, n_classes).
         """
         masks = np.asarray(masks, dtype=bool)
-        return self._probabilities_from_values(x, masks.astype(np.float32) * self._unit_scale)
+        return self.probabilities_from_values(x, masks.astype(np.float32) * self._unit_scale)
 
-    def _probabilities_from_values(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Like :meth:`probabilities`, with any float multiplier per unit instead of keep bits
-        (no rescaling applied)."""
+    def probabilities_from_values(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Like :meth:`probabilities`, with any float multiplier per unit instead of keep bits.
+
+        Args:
+            x: Images, float32, shape (n_examples, *input_shape).
+            values: Multiplier of each unit's output, float32 (n_masks, n_units); no rescaling
+                is applied on top.
+
+        Returns:
+            float32 array of shape (n_masks, n_examples, n_classes).
+        """
         n_masks, n_examples = len(values), len(x)
         per_site = self.chain.table.split(values)
         rows_per_mask = max(1, self.batch_size // max(1, n_examples))

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from subnet.engine import make_backend
 from subnet.engine.chain import analyse_chain
 from subnet.errors import InputError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
-from subnet.importance.from_record import _LOG_FLOOR, METRICS
+from subnet.importance.from_record import LOG_FLOOR, METRICS
 from subnet.models import check_examples
 
 __all__ = ["AblationEstimator", "ablation", "exact_banzhaf", "metric_from_probabilities"]
@@ -35,14 +36,12 @@ def metric_from_probabilities(probabilities: np.ndarray, y: np.ndarray,
         return np.mean(probabilities.argmax(axis=-1) == y, axis=1)
     if metric == "log_prob":
         true = probabilities[:, np.arange(len(y)), y].astype(np.float16).astype(np.float64)
-        return np.mean(np.log(np.maximum(true, _LOG_FLOOR)), axis=1)
+        return np.mean(np.log(np.maximum(true, LOG_FLOOR)), axis=1)
     raise InputError(f"Invalid value received for argument `metric`. Expected one of "
                      f"{list(METRICS)}. Received: metric={metric!r}")
 
 
 def _backend(model, rate, backend: str, rescale: bool):
-    from subnet.record import make_backend
-
     chain = analyse_chain(model, rate)
     return chain, make_backend(chain, backend, rescale=rescale)
 

@@ -39,12 +39,14 @@ from subnet.importance.core import (
     warn_nan,
 )
 
-__all__ = ["BanzhafEstimator", "ClassConditionalEstimator", "LogisticEstimator",
-           "RegressionEstimator", "class_importance", "interactions", "mask_metric",
-           "save_graphml"]
+__all__ = ["LOG_FLOOR", "METRICS", "BanzhafEstimator", "ClassConditionalEstimator",
+           "LogisticEstimator", "RegressionEstimator", "class_importance", "interactions",
+           "mask_metric", "save_graphml"]
 
 METRICS = ("accuracy", "log_prob")
-_LOG_FLOOR = 2.0 ** -24  # smallest positive float16: true_prob is stored as float16
+#: Floor of the true-class probability before its log (``log_prob`` metric): the smallest positive
+#: float16, as records store ``true_prob`` in float16.
+LOG_FLOOR = 2.0 ** -24
 
 
 def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
@@ -78,7 +80,7 @@ def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
         if metric == "accuracy":
             values = (chunk.predicted == labels).astype(np.float64)
         else:
-            values = np.log(np.maximum(chunk.true_prob.astype(np.float64), _LOG_FLOOR))
+            values = np.log(np.maximum(chunk.true_prob.astype(np.float64), LOG_FLOOR))
         if groups is None:
             parts.append(values.mean(axis=1))
         else:
