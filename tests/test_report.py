@@ -150,8 +150,10 @@ def test_readings_quote_the_numbers(full_results):
     assert ("Of the 5 examples in the record, 2 (40.00 %) are classified correctly by every one "
             "of the 400 masks, 3 (60.00 %) by at least half of them and 1 (20.00 %) by none."
             == readings["share-correct"])
-    # banzhaf at 25 % is the fewest-FLOPs point within 0.1 points of the dense accuracy.
-    assert "fewest FLOPs being banzhaf at 25 % of the FLOPs" in readings["accuracy-vs-flops"]
+    # banzhaf at 25 % is the fewest-FLOPs point within 0.1 points of the dense accuracy; the
+    # prose calls it by its display name.
+    assert ("fewest FLOPs being mask statistics at 25 % of the FLOPs"
+            in readings["accuracy-vs-flops"])
     assert content.percent(DENSE_ACCURACY) == "99.12 %"
     # The figures hold the subnetworks to the answer's bar (the whole at its best), not to the
     # comparison's dropout-off accuracy.
@@ -165,6 +167,86 @@ def test_readings_quote_the_numbers(full_results):
     tables = {t.key: t for s in doc.sections for t in s.items if isinstance(t, content.Table)}
     assert tables["timings"].rows[-1] == ("total", "32 min 24 s")  # given, not summed again
     assert tables["smallest-by-method"].rows[0][-2:] == ("4.00×", "4.00×")
+
+
+# ---- one name per method ----
+
+def test_methods_have_one_display_name_everywhere(full_results):
+    doc = content.build(full_results)
+    tables = {t.key: t for s in doc.sections for t in s.items if isinstance(t, content.Table)}
+    names = [content.method_name(m) for m in METHODS]
+    assert names == ["mask statistics", "L1 magnitude", "random units", "TFMOT (unstructured)"]
+    assert {row[0] for row in tables["summary"].rows} == {"dense", *names}
+    assert {row[0] for row in tables["smallest-by-method"].rows} == set(names)
+    assert {row[0] for row in tables["size-latency"].rows} == {"dense", *names}
+    assert tables["smallest-widths"].title.endswith("(mask statistics)")
+    # The keys appear only where the key legend pairs them with their names.
+    prose = [p for s in doc.sections for item in s.items if isinstance(item, content.Text)
+             for p in item.paragraphs] + [f.reading for f in doc.figures]
+    prose += [t.reading for t in tables.values()]
+    legend = [p for p in prose if p.startswith("Methods as named here")]
+    assert len(legend) == 1
+    for method, name in zip(METHODS, names, strict=True):
+        assert f"{name} ({method})" in legend[0]
+    # ("magnitude" and "random" are English words too: "largest in magnitude", "random masks".)
+    raw = re.compile(r"\b(banzhaf|tfmot)\b(?!\))|\b(banzhaf|magnitude|tfmot|random) at \d")
+    assert [p for p in prose if raw.search(p)] == []
+    # The figures' legends use the same mapping.
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    with figures.style():
+        figures.accuracy_vs_cost(fig, full_results["comparison"]["summary"], cost="flops",
+                                 dense_accuracy=0.99, dense_cost=1000, tolerance=0.001,
+                                 names=content.METHOD_NAMES)
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend()
+              for t in ax.get_legend().get_texts()]
+    assert set(names) <= set(labels) and not set(METHODS) & set(labels)
+
+
+# ---- figures ----
+
+def _unit_importance_axes(n: int):
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    scores = [0.01 * (i % 7) - 0.02 for i in range(n)]
+    fig = Figure()
+    with figures.style():
+        figures.unit_importance(fig, scores=scores, low=[v - 0.01 for v in scores],
+                                high=[v + 0.01 for v in scores],
+                                significant=[v > 0.01 for v in scores], metric="accuracy")
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    return ax, bars, bands
+
+
+def test_importance_of_many_units_is_a_band_not_error_bars():
+    ax, bars, bands = _unit_importance_axes(500)
+    assert bars == [] and len(bands) == 1
+    line = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 500]
+    assert len(line) == 1 and list(line[0].get_ydata()) == sorted(line[0].get_ydata(),
+                                                                  reverse=True)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "significant (213 of 500)" in labels and "confidence interval" in labels
+    ax, bars, bands = _unit_importance_axes(20)
+    assert len(bars) == 1 and bands == []
+
+
+def test_figures_are_svg_with_readable_text(full_results):
+    import matplotlib
+
+    svg = figures.render_svg(content.build(full_results).figures[0].draw, (8.0, 4.0))
+    assert svg.startswith(b"<?xml") and b"<svg" in svg
+    assert svg == figures.render_svg(content.build(full_results).figures[0].draw, (8.0, 4.0))
+    with figures.style():
+        sizes = [matplotlib.rcParams[k] for k in ("xtick.labelsize", "ytick.labelsize",
+                                                  "axes.labelsize", "legend.fontsize")]
+    # An 8-inch figure is shown at least 38 rem (608 CSS px) wide (narrower screens scroll
+    # it), so a point is at least 608 / (8 * 72) CSS px; every label is >= 10 px there.
+    assert min(sizes) * 608 / (8 * 72) >= 10
 
 
 # ---- optional parts ----
@@ -234,12 +316,47 @@ def test_html_is_self_contained(reports):
     html = reports["html"].read_text()
     assert ('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
             'img-src data:; style-src \'unsafe-inline\'">') in html
-    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
+    text = re.sub(r"data:image/svg\+xml;base64,[A-Za-z0-9+/=]+", "data:", html)
     assert not re.search(r"//|url\(|@import", text, re.IGNORECASE)
     assert {href[0] for href in re.findall(r'href="([^"]*)"', text)} == {"#"}
-    assert re.findall(r'<img src="([a-z]+:[a-z/]+)', html) == ["data:image/png"] * FULL_FIGURES
+    assert re.findall(r'<img src="([a-z]+:[a-z/+]+)', html) == ["data:image/svg+xml"] * FULL_FIGURES
     assert "@media print" in html and "break-before: page" in html
     assert reports["html"].stat().st_size < 2_000_000
+
+
+def test_html_layout_reads_on_any_screen(reports):
+    html = reports["html"].read_text()
+    assert "break-all" not in html and "word-break" not in html
+    # Every table sits in its own sideways-scrolling box.
+    assert html.count("<table") == len(re.findall(
+        r'<div class="table-scroll" role="region" aria-labelledby="[^"]+" tabindex="0">\n'
+        r'<table', html)) > 5
+    assert ".table-scroll { overflow-x: auto;" in html
+    # Only cells with a long token (a path, a hash) may break inside a word.
+    wrapped = re.findall(r'<td class="wrap( code)?">([^<]*)</td>', html)
+    assert wrapped and all(max(len(t) for t in cell.split()) >= 25 for _, cell in wrapped)
+    assert ("wrap code", "ab" * 32) in [(f"wrap{c}", cell) for c, cell in wrapped]
+    assert "td.wrap { overflow-wrap: anywhere;" in html
+    # A number keeps its unit: "99.12 %" and "± 0.11 %" do not break.
+    assert "99.12\u00a0%" in html and "99.12 %" not in html
+    assert re.search("\\d\u00a0±\u00a0\\d", html)
+
+
+def test_links_are_relative_and_escaped(tmp_path):
+    evil = 'mnist <b>&"/report.html'
+    doc = content.Document(
+        title="Two data sets", subject="s", facts=(), answer=(),
+        sections=(content.Section("mnist", "mnist", (content.Text((
+            ("Full report: ", content.Link(evil, evil), "."), "Plain.")),)),))
+    page = write_document(doc, tmp_path, created="2026-12-01T00:00:00+00:00")["html"]
+    html = page.read_text()
+    assert ('<p>Full report: <a href="mnist%20%3Cb%3E%26%22/report.html">'
+            'mnist &lt;b&gt;&amp;&#34;/report.html</a>.</p>') in html
+    assert "<p>Plain.</p>" in html
+    for bad in ("http://example.com/r.html", "/etc/passwd", "javascript:alert(1)",
+                "//host/x", "file:///x", ""):
+        with pytest.raises(ValueError, match=r"argument `href`.*Received: href="):
+            content.Link("x", bad)
 
 
 # ---- atomic writes ----
@@ -285,7 +402,7 @@ def test_write_document_of_an_analysis_script(tmp_path):
     assert set(written) == {"html", "pdf"} and all(p.exists() for p in written.values())
     page = written["html"].read_text()
     assert EVIL_MODEL not in page and markupsafe.escape(EVIL_MODEL) in page
-    assert page.count('src="data:image/png;base64,') == 1 and "Yes, 2 of 3." in page
+    assert page.count('src="data:image/svg+xml;base64,') == 1 and "Yes, 2 of 3." in page
     assert written["pdf"].read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="argument `formats`"):
         write_document(doc, tmp_path / "other", created="x", formats=["docx"])
@@ -426,7 +543,7 @@ def test_html_in_headless_chromium(reports, evil_html, tmp_path):
     assert title == "subnet report: blog_cnn on mnist"
     assert len(images) == FULL_FIGURES
     for image in images:
-        assert image["src"] == "data:image/png;base64,"
+        assert image["src"] == "data:image/svg+xml;bas"
         assert image["complete"] and image["width"] > 0 and image["height"] > 0
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 50_000

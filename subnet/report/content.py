@@ -12,17 +12,45 @@ import functools
 import json
 import math
 import shlex
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
 
+from subnet.errors import InputError
 from subnet.report import figures
 
-__all__ = ["Document", "Figure", "Note", "Section", "Table", "Text", "build", "percent"]
+__all__ = ["METHOD_NAMES", "Document", "Figure", "Link", "Note", "Section", "Table", "Text",
+           "build", "method_name", "percent"]
 
 MAX_EXAMPLES = 6
 MAX_HARDEST = 12
+
+# The one name each method goes by in figures, tables and prose; the key (what ``--methods``
+# and results.json say) is listed next to it once, in the comparison section.
+METHOD_NAMES = {
+    "banzhaf": "mask statistics",
+    "banzhaf_single": "mask statistics (one record)",
+    "exact_banzhaf": "exact Banzhaf values",
+    "regression": "regression on masks",
+    "logistic": "logistic regression on masks",
+    "class_conditional": "class-conditional mask statistics",
+    "ablation": "ablation",
+    "magnitude": "L1 magnitude",
+    "random": "random units",
+    "taylor": "Taylor",
+    "apoz": "APoZ",
+    "activation": "mean activation",
+    "tfmot": "TFMOT (unstructured)",
+    "reinit": "reinitialised widths",
+}
+
+
+def method_name(method: str) -> str:
+    """The display name of a method key (``"banzhaf"`` -> ``"mask statistics"``); an unknown key
+    is shown as it is."""
+    return METHOD_NAMES.get(method, method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +98,53 @@ class Table:
 
 
 @dataclasses.dataclass(frozen=True)
-class Text:
-    """Paragraphs; ``emphasis`` marks the answer sentences."""
+class Link:
+    """A link to a file next to the report, inside a :class:`Text` paragraph.
 
-    paragraphs: tuple[str, ...]
+    Attributes:
+        text: The text shown.
+        href: A relative path (``"mnist/report.html"``), resolved against the report's folder.
+
+    Raises:
+        ValueError: If ``href`` is empty, absolute or has a scheme (``http:``, ``file:``): a
+            report links only to files that travel with it.
+    """
+
+    text: str
+    href: str
+
+    def __post_init__(self):
+        parts = urllib.parse.urlsplit(self.href)
+        if not self.href or parts.scheme or parts.netloc or self.href.startswith(("/", "\\")):
+            raise InputError("Invalid value for argument `href`: expected a relative path such "
+                             f"as 'mnist/report.html'. Received: href={self.href!r}")
+
+    @property
+    def url(self) -> str:
+        """The href, percent-encoded (spaces, ``#``, ``?`` and non-ASCII stay part of the path)."""
+        return urllib.parse.quote(self.href.replace("\\", "/"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """Paragraphs; ``emphasis`` marks the answer sentences.
+
+    Each paragraph is a string, or a tuple of strings and :class:`Link` s that run together
+    (``("Full report: ", Link("mnist/report.html", "mnist/report.html"), ".")``).
+    """
+
+    paragraphs: tuple[str | tuple[str | Link, ...], ...]
     emphasis: bool = False
+
+    @staticmethod
+    def parts(paragraph) -> tuple[str | Link, ...]:
+        """A paragraph as a tuple of strings and links."""
+        return (paragraph,) if isinstance(paragraph, str) else tuple(paragraph)
+
+    @staticmethod
+    def plain(paragraph) -> str:
+        """A paragraph's text, links as their text."""
+        return "".join(p.text if isinstance(p, Link) else p for p in Text.parts(paragraph))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +310,8 @@ def _summary(results) -> Section:
     if smallest is not None:
         items.append(Text((
             f"Smallest subnetwork within {_points(answer['tolerance'])} of the dense accuracy: "
-            f"{smallest['method']} at {_budget(smallest['budget_flops_fraction'])} of the FLOPs, "
+            f"{method_name(smallest['method'])} at {_budget(smallest['budget_flops_fraction'])} of "
+            f"the FLOPs, "
             f"{_count(smallest['params'])} parameters, "
             f"{_pm(smallest['accuracy_mean'], smallest['accuracy_std'])}.",)))
     return Section("summary", "Summary", tuple(items))
@@ -370,9 +441,10 @@ def _importance_section(results) -> Section:
     importance = results["importance"]
     metric, alpha = importance["metric"], importance["alpha"]
     items: list = [Text((
-        f"Unit importance by the {importance['method']} estimator from "
+        f"Unit importance by {method_name(importance['method'])} ({importance['method']}) from "
         f"{_count(importance['n_masks'])} masks, measured in {metric}; a unit is significant at "
-        f"alpha = {alpha:g}. Error bars are confidence intervals.",))]
+        f"alpha = {alpha:g}. Bars (or, for sites with many units, the band) are confidence "
+        "intervals.",))]
     for number, name in enumerate(_site_order(results), start=1):
         site = importance["sites"][name]
         scores = np.asarray(site["scores"], dtype=float)  # null (undefined) -> NaN
@@ -456,13 +528,15 @@ def _cost_reading(summary: Sequence[Mapping], reference: float, basis: str, dens
         best = max(summary, key=lambda r: _best(r)[0])
         mean, _, kind = _best(best)
         return head + (f"no method comes within {_points(tolerance)} of it, the closest is "
-                       f"{best['method']} at {_budget(best['budget_flops_fraction'])} of the "
-                       f"FLOPs ({percent(mean)}, {kind}).")
+                       f"{method_name(best['method'])} at "
+                       f"{_budget(best['budget_flops_fraction'])} of the FLOPs "
+                       f"({percent(mean)}, {kind}).")
     small = min(within, key=lambda r: (r[cost], -_best(r)[0]))
     mean, std, kind = _best(small)
     return head + (f"{len(within)} of {len(summary)} method/budget points come within "
                    f"{_points(tolerance)} of it, the one with the fewest {noun} being "
-                   f"{small['method']} at {_budget(small['budget_flops_fraction'])} of the FLOPs "
+                   f"{method_name(small['method'])} at "
+                   f"{_budget(small['budget_flops_fraction'])} of the FLOPs "
                    f"({_count(small[cost])} {noun}, {_pm(mean, std)} {kind}).")
 
 
@@ -485,7 +559,10 @@ def _comparison_section(results) -> Section:
     # The bar the answer uses: the whole network at its best, dropout off or on.
     reference = answer.get("dense_accuracy", dense["accuracy"])
     basis = answer.get("dense_accuracy_basis", "with dropout off")
-    items: list = []
+    methods = sorted({r["method"] for r in summary} | {r["method"] for r in comparison["rows"]})
+    items: list = [Text(("Methods as named here, with the name --methods and results.json use: "
+                         + "; ".join(f"{method_name(m)} ({m})" for m in methods) + ".",))
+                   ] if methods else []
     if summary:
         for cost, title in (("flops", "Accuracy against FLOPs"),
                             ("params", "Accuracy against parameters")):
@@ -494,7 +571,7 @@ def _comparison_section(results) -> Section:
                 _cost_reading(summary, reference, basis, dense[cost], cost, tolerance),
                 functools.partial(figures.accuracy_vs_cost, summary=summary, cost=cost,
                                   dense_accuracy=reference, dense_cost=dense[cost],
-                                  tolerance=tolerance), (8.0, 4.2)))
+                                  tolerance=tolerance, names=METHOD_NAMES), (8.0, 4.2)))
     else:
         items.append(Note("Comparison summary rows"))
     rows = sorted(summary, key=lambda r: (-r["budget_flops_fraction"], r["method"]))
@@ -505,16 +582,16 @@ def _comparison_section(results) -> Section:
         (("dense", "100 %", str(len(tuned["accuracy"])) if tuned else "—",
           _count(dense["params"]), _count(dense["flops"]), percent(dense["accuracy"]),
           _pm(tuned["accuracy_mean"], tuned["accuracy_std"]) if tuned else "—"),) + tuple(
-            (r["method"], _budget(r["budget_flops_fraction"]), str(r["seeds"]),
+            (method_name(r["method"]), _budget(r["budget_flops_fraction"]), str(r["seeds"]),
              _count(r["params"]), _count(r["flops"]),
              _pm(r["accuracy_oneshot_mean"], r["accuracy_oneshot_std"]),
              _pm(r.get("accuracy_finetuned_mean"), r.get("accuracy_finetuned_std")))
             for r in rows),
         (False, True, True, True, True, True, True),
-        reading="tfmot keeps the dense model's shape: its FLOPs are the dense model's and its "
-                "parameters are its nonzero weights. The dense row's fine-tuned accuracy is the "
-                "whole model trained with the same extra budget and seeds as every subnetwork "
-                "(dropout off, as in the subnetworks)."))
+        reading=f"{method_name('tfmot')} keeps the dense model's shape: its FLOPs are the dense "
+                "model's and its parameters are its nonzero weights. The dense row's fine-tuned "
+                "accuracy is the whole model trained with the same extra budget and seeds as "
+                "every subnetwork (dropout off, as in the subnetworks)."))
     measured = [r for r in comparison["rows"] if r.get("measure")]
     if measured or dense.get("measure"):
         measured.sort(key=lambda r: (-r["budget_flops_fraction"], r["method"] != "tfmot",
@@ -523,11 +600,13 @@ def _comparison_section(results) -> Section:
             "size-latency", "Size and latency",
             ("model", "FLOPs budget", "parameters", "file", "file, gzip", "latency, µs/example"),
             (("dense", "100 %", _count(dense["params"])) + _measure(dense.get("measure")),)
-            + tuple((r["method"], _budget(r["budget_flops_fraction"]), _count(r["params"]))
+            + tuple((method_name(r["method"]), _budget(r["budget_flops_fraction"]),
+                     _count(r["params"]))
                     + _measure(r["measure"]) for r in measured),
             (False, True, True, True, True, True),
             reading="Sizes of the saved model files; latency is the median CPU time per "
-                    "example. Each budget's tfmot row is listed first for comparison."))
+                    f"example. Each budget's {method_name('tfmot')} row is listed first for "
+                    "comparison."))
     else:
         items.append(Note("Model sizes and latency"))
     return Section("comparison", "Comparison with pruning", tuple(items))
@@ -535,8 +614,8 @@ def _comparison_section(results) -> Section:
 
 def _smallest_row(method: str, entry: Mapping | None) -> tuple[str, ...]:
     if entry is None:
-        return (method, "none within tolerance", "—", "—", "—", "—", "—")
-    return (method, _budget(entry["budget_flops_fraction"]), _count(entry["params"]),
+        return (method_name(method), "none within tolerance", "—", "—", "—", "—", "—")
+    return (method_name(method), _budget(entry["budget_flops_fraction"]), _count(entry["params"]),
             _count(entry["flops"]), _pm(entry["accuracy_mean"], entry["accuracy_std"]),
             _factor(entry["flops_reduction"]), _factor(entry["params_reduction"]))
 
@@ -554,7 +633,7 @@ def _answer_section(results) -> Section:
     else:
         items.append(Text((
             f"The smallest subnetwork within {tolerance} of the dense accuracy "
-            f"({percent(answer['dense_accuracy'])}) is {smallest['method']} at "
+            f"({percent(answer['dense_accuracy'])}) is {method_name(smallest['method'])} at "
             f"{_budget(smallest['budget_flops_fraction'])} of the FLOPs: "
             f"{_count(smallest['params'])} parameters ({_factor(smallest['params_reduction'])} "
             f"fewer) and {_count(smallest['flops'])} FLOPs "
@@ -571,7 +650,8 @@ def _answer_section(results) -> Section:
     if smallest is not None and smallest.get("widths"):
         units = {s["name"]: s["units"] for s in results["model"]["sites"]}
         items.append(Table(
-            "smallest-widths", f"Units kept by the smallest subnetwork ({smallest['method']})",
+            "smallest-widths", "Units kept by the smallest subnetwork "
+            f"({method_name(smallest['method'])})",
             ("site", "units in the dense model", "units kept"),
             tuple((site, _count(units[site]) if site in units else "—", _count(kept))
                   for site, kept in smallest["widths"].items()),

@@ -1,8 +1,9 @@
 """The report's figures, drawn with matplotlib's object API onto a figure they are given.
 
 Every function here takes a ``matplotlib.figure.Figure`` (or ``SubFigure``) and plain numbers,
-and draws one figure; it never touches pyplot's global state. :func:`render_png` turns a drawing
-into PNG bytes for the HTML report; the PDF report draws the same functions onto its pages.
+and draws one figure; it never touches pyplot's global state. :func:`render_svg` turns a drawing
+into SVG for the HTML report (:func:`render_png` into PNG); the PDF report draws the same
+functions onto its pages.
 Text that came from a model or a file (site and unit names) is shown literally: drawing happens
 inside :func:`style`, where mathtext is off, so a ``$`` in a name is just a dollar sign.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -24,7 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 __all__ = ["accuracy_vs_cost", "class_heatmap", "class_probabilities", "hardest_examples",
            "interaction_graph", "mask_accuracy_histogram", "method_colors", "render_png",
-           "share_correct_histogram", "si", "style", "unit_importance"]
+           "render_svg", "share_correct_histogram", "si", "style", "unit_importance"]
 
 ACCENT = "#1f5fa8"
 MUTED = "#9aa5b1"
@@ -40,16 +42,21 @@ _RC = {
     "text.usetex": False,
     "axes.formatter.use_mathtext": False,
     "pdf.fonttype": 42,
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "legend.fontsize": 8,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10.5,
+    "legend.fontsize": 9.5,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "svg.fonttype": "none",
+    "svg.fonttype": "path",
+    "svg.hashsalt": "subnet",
 }
+
+# Above this many units, a site's importance is drawn as a sorted line with a confidence band
+# rather than one error bar per unit (which would overlap into a grey block).
+MAX_ERROR_BARS = 60
 
 
 @contextlib.contextmanager
@@ -81,6 +88,28 @@ def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: i
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None},
                     pil_kwargs={"optimize": True})
+    return buffer.getvalue()
+
+
+def render_svg(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
+    """Draws a figure and returns it as SVG bytes (text as paths, so it looks the same in every
+    browser; images inside it, such as digits and heat maps, stay raster).
+
+    The output is deterministic: no date, and element ids from a fixed salt.
+
+    Args:
+        draw: A function that draws onto the ``Figure`` it is given.
+        size: Figure (width, height) in inches.
+
+    Returns:
+        The SVG file's bytes.
+    """
+    with style():
+        fig = Figure(figsize=size, layout="constrained")
+        FigureCanvasSVG(fig)
+        draw(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
 
 
@@ -175,7 +204,7 @@ def class_probabilities(fig, examples: Sequence[Mapping], *, columns: int = 2) -
         r, c = divmod(i, columns)
         image_ax = fig.add_subplot(grid[r, 2 * c])
         _show_image(image_ax, example.get("image"))
-        image_ax.set_title(f"#{example['index']}, label {example['label']}", fontsize=8)
+        image_ax.set_title(f"#{example['index']}, label {example['label']}", fontsize=9.5)
         ax = fig.add_subplot(grid[r, 2 * c + 1])
         mean = np.asarray(example["prob_mean"], dtype=float)
         std = np.asarray(example["prob_std"], dtype=float)
@@ -228,7 +257,7 @@ def hardest_examples(fig, examples: Sequence[Mapping], *, columns: int = 6) -> N
         _show_image(ax, example.get("image"))
         ax.set_title(f"#{example['index']} label {example['label']}\n"
                      f"{100 * example['share_correct']:.1f} % right, "
-                     f"mostly {example['predicted_mode']}", fontsize=8)
+                     f"mostly {example['predicted_mode']}", fontsize=9)
     for ax in axes[n:]:
         ax.set_axis_off()
 
@@ -236,7 +265,11 @@ def hardest_examples(fig, examples: Sequence[Mapping], *, columns: int = 6) -> N
 def unit_importance(fig, *, scores: Sequence[float | None], low: Sequence[float | None],
                     high: Sequence[float | None], significant: Sequence[bool],
                     metric: str) -> None:
-    """A site's units sorted by score, with confidence intervals; significant units filled.
+    """A site's units sorted by score, with confidence intervals; significant units in colour.
+
+    Up to :data:`MAX_ERROR_BARS` units, each unit is a point with an error bar (significant ones
+    filled). Above that, the sorted scores are a line inside a band of their confidence
+    intervals, and the significant units are marked on the line.
 
     Args:
         fig: The figure to draw on.
@@ -254,15 +287,25 @@ def unit_importance(fig, *, scores: Sequence[float | None], low: Sequence[float 
     x = np.arange(len(order))
     s, lo, hi, sig = scores[order], low[order], high[order], significant[order]
     has_ci = np.isfinite(lo) & np.isfinite(hi)
+    n_sig = int(sig.sum())
     ax = fig.subplots()
-    if has_ci.any():
-        err = np.vstack([np.clip(s - lo, 0, None), np.clip(hi - s, 0, None)])[:, has_ci]
-        ax.errorbar(x[has_ci], s[has_ci], yerr=err, fmt="none", ecolor=MUTED, elinewidth=0.8,
-                    capsize=0 if len(x) > 60 else 1.5)
-    size = 6 if len(x) > 100 else 14
-    ax.scatter(x[~sig], s[~sig], s=size, facecolor="white", edgecolor=MUTED, linewidth=0.8,
-               label="not significant", zorder=3)
-    ax.scatter(x[sig], s[sig], s=size, color=ACCENT, label="significant", zorder=3)
+    if len(x) > MAX_ERROR_BARS:
+        if has_ci.any():
+            ax.fill_between(x, np.where(has_ci, lo, np.nan), np.where(has_ci, hi, np.nan),
+                            color=MUTED, alpha=0.45, linewidth=0, step="mid",
+                            label="confidence interval")
+        ax.plot(x, s, color="black", linewidth=1.2, label="score (sorted)", zorder=2)
+        ax.scatter(x[sig], s[sig], s=16, color=ACCENT, zorder=3,
+                   label=f"significant ({n_sig} of {len(x)})")
+    else:
+        if has_ci.any():
+            err = np.vstack([np.clip(s - lo, 0, None), np.clip(hi - s, 0, None)])[:, has_ci]
+            ax.errorbar(x[has_ci], s[has_ci], yerr=err, fmt="none", ecolor=MUTED,
+                        elinewidth=1.0, capsize=0 if len(x) > 30 else 2)
+        ax.scatter(x[~sig], s[~sig], s=22, facecolor="white", edgecolor=MUTED, linewidth=1.0,
+                   label=f"not significant ({len(x) - n_sig})", zorder=3)
+        ax.scatter(x[sig], s[sig], s=22, color=ACCENT, label=f"significant ({n_sig})",
+                   zorder=3)
     ax.axhline(0.0, color="black", linewidth=0.6)
     if len(x) <= 40:
         ax.set_xticks(x, [str(u) for u in order], rotation=90 if len(x) > 16 else 0)
@@ -341,7 +384,7 @@ def interaction_graph(fig, *, nodes: Sequence[Mapping], edges: Sequence[Mapping]
                edgecolor="white", linewidth=0.8, zorder=2)
     for (x, y), node in zip(xy, nodes, strict=True):
         ax.annotate(node["id"], (x, y), xytext=(0, 9), textcoords="offset points",
-                    ha="center", fontsize=7, zorder=3)
+                    ha="center", fontsize=9, zorder=3)
     ax.margins(0.12)
     handles = [Line2D([], [], marker="o", linestyle="", color=color, label=f"site {site}")
                for site, color in site_colors.items()]
@@ -351,7 +394,8 @@ def interaction_graph(fig, *, nodes: Sequence[Mapping], edges: Sequence[Mapping]
 
 
 def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accuracy: float,
-                     dense_cost: float, tolerance: float | None = None) -> None:
+                     dense_cost: float, tolerance: float | None = None,
+                     names: Mapping[str, str] | None = None) -> None:
     """Accuracy against FLOPs or parameters (log x) for every method, ± std over seeds.
 
     Two panels share the x axis: every point (left) and the band near the dense accuracy
@@ -367,7 +411,10 @@ def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accura
             answer's bar, with dropout off or on, whichever is higher.
         dense_cost: The dense model's FLOPs or parameters.
         tolerance: Accuracy tolerance (fraction), or None to draw no tolerance line.
+        names: The display name of each method key in the legend (a key not in it is shown
+            as it is); the report passes :data:`subnet.report.content.METHOD_NAMES`.
     """
+    names = names or {}
     overview, zoom = fig.subplots(1, 2, sharex=True)
     colors = method_colors([row["method"] for row in summary])
     highest = dense_accuracy
@@ -398,7 +445,7 @@ def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accura
     _percent_axis(overview.yaxis, 1)
     _percent_axis(zoom.yaxis, 2)
     overview.set_ylabel("test accuracy")
-    handles = [Line2D([], [], color=color, linewidth=2, label=method)
+    handles = [Line2D([], [], color=color, linewidth=2, label=names.get(method, method))
                for method, color in colors.items()]
     handles += [Line2D([], [], color="black", linestyle="--", marker="o", markersize=3.5,
                        label="one-shot"),

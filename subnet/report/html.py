@@ -1,28 +1,55 @@
 """The HTML report: one self-contained file, no scripts, nothing loaded from the network.
 
-Figures are embedded as PNG ``data:`` URIs; the style sheet is inline; a Content-Security-Policy
-forbids every other source, so a stray external reference would be blocked (and reported in the
-browser's console) rather than loaded. Every string from the results is escaped by Jinja2.
+Figures are embedded as SVG ``data:`` URIs in ``<img>`` elements (so they cannot run anything),
+with their text drawn as paths; the style sheet is inline; a Content-Security-Policy forbids every
+other source, so a stray external reference would be blocked (and reported in the browser's
+console) rather than loaded. The only links are to the page's own sections and, where a document
+has a :class:`~subnet.report.content.Link`, to a relative path next to the report. Every string
+from the results is escaped by Jinja2.
+
+Layout for reading on any screen: every table sits in a container that scrolls sideways, so a
+wide table never widens the page; a figure keeps a minimum width at which its tick labels are at
+least 10 CSS pixels (on a phone it scrolls sideways too); words and numbers break only at spaces,
+except long tokens such as paths and hashes, which may break anywhere; a number and its unit
+("98.69 %", "2.1 MiB") never part.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import struct
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from subnet._io import atomic_write_text
 from subnet.report import content
-from subnet.report.figures import render_png
+from subnet.report.figures import render_svg
 from subnet.report.schema import validate_results
 
 __all__ = ["render_html", "write_html", "write_html_document"]
 
-DPI = 100
+CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, as CSS defines an inch
+LONG_TOKEN = 25  # a cell with a token this long (a path, a hash) may break inside it
+# A number and what follows it stay on one line: "98.69 %", "4.00×", "2.1 MiB", "1.2 s", and
+# the two sides of "±".
+_UNIT = re.compile(r"(?<=\d) (?=%|×|±|MiB\b|KiB\b|B\b|s\b|min\b|h\b|µs\b)|(?<=±) (?=[\d-])")
+
+
+def _keep_units(text) -> markupsafe.Markup:
+    """Escapes ``text`` and joins each number to its unit with a no-break space."""
+    return markupsafe.Markup(_UNIT.sub("\u00a0", str(markupsafe.escape(text))))
+
+
+def _cell_class(cell: str) -> str:
+    """The class of a table cell that holds a long token: ``wrap`` (it may break anywhere), and
+    ``code`` as well when the cell is one hexadecimal hash."""
+    if max((len(token) for token in cell.split()), default=0) < LONG_TOKEN:
+        return ""
+    return "wrap code" if re.fullmatch(r"[0-9a-fA-F]{32,}", cell) else "wrap"
 
 
 def _environment() -> jinja2.Environment:
@@ -31,13 +58,10 @@ def _environment() -> jinja2.Environment:
                              keep_trailing_newline=True)
     env.tests.update(figure=lambda x: isinstance(x, content.Figure),
                      table=lambda x: isinstance(x, content.Table),
-                     note=lambda x: isinstance(x, content.Note))
+                     note=lambda x: isinstance(x, content.Note),
+                     link=lambda x: isinstance(x, content.Link))
+    env.filters.update(units=_keep_units, cell_class=_cell_class, parts=content.Text.parts)
     return env
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
-    return width, height
 
 
 def render_html(doc: content.Document, *, created: str, version: str) -> str:
@@ -53,9 +77,9 @@ def render_html(doc: content.Document, *, created: str, version: str) -> str:
     """
     images = {}
     for figure in doc.figures:
-        png = render_png(figure.draw, figure.size, DPI)
-        width, height = _png_size(png)
-        images[figure.key] = {"uri": "data:image/png;base64," + base64.b64encode(png).decode(),
+        svg = render_svg(figure.draw, figure.size)
+        width, height = (round(CSS_PX_PER_INCH * inches) for inches in figure.size)
+        images[figure.key] = {"uri": "data:image/svg+xml;base64," + base64.b64encode(svg).decode(),
                               "width": width, "height": height}
     template = _environment().get_template("report.html.j2")
     return template.render(doc=doc, images=images, created=created, version=version)

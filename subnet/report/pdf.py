@@ -113,7 +113,8 @@ def _blocks(items: list) -> list[_Block]:
             lines = []
             for paragraph in item.paragraphs:
                 props = {"fontsize": size, "color": ACCENT if item.emphasis else "black"}
-                lines += [(line, dict(props)) for line in _wrap(paragraph, size)]
+                lines += [(line, dict(props))
+                          for line in _wrap(content.Text.plain(paragraph), size)]
                 lines.append(("", {"fontsize": size / 2}))
             blocks.append(_Block([], [], lines, [("", {"fontsize": 8})]))
         else:
