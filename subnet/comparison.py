@@ -16,13 +16,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from subnet._io import atomic_write_text
-from subnet.errors import InputError
+from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
     Budget,
     _accuracy,
@@ -35,6 +35,7 @@ from subnet.extraction import (
     model_cost,
     recalibrate_batchnorm,
 )
+from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
 
 __all__ = ["ALLOCATION", "Comparison", "compare"]
 
@@ -54,24 +55,72 @@ STRUCTURED = tuple(ALLOCATION)
 REFERENCED = ("tfmot", "reinit")
 
 
-@dataclasses.dataclass
+# The columns to_frame() puts first, in this order (rows have more, which follow).
+ROW_COLUMNS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_oneshot",
+               "accuracy_finetuned")
+SUMMARY_COLUMNS = ("method", "budget_flops_fraction", "seeds", "params", "flops",
+                   "accuracy_oneshot_mean", "accuracy_oneshot_std", "accuracy_finetuned_mean",
+                   "accuracy_finetuned_std")
+
+
+@dataclasses.dataclass(frozen=True)
 class Comparison:
     """The results of :func:`compare`: one row per (method, budget, seed).
 
+    The fields cannot be re-assigned; :func:`compare` appends rows to ``rows`` as cells finish.
+    The JSON form (:meth:`to_dict`, :meth:`save`) is described by ``$defs/comparison`` in
+    ``subnet/report/results.schema.json``.
+
     Attributes:
         rows: Dicts with at least ``method``, ``budget_flops_fraction``, ``seed``, ``params``,
-            ``flops``, ``accuracy_oneshot`` and ``accuracy_finetuned`` (fractions).
+            ``flops``, ``accuracy_oneshot`` and ``accuracy_finetuned`` (fractions; the last is
+            None without fine-tuning); most also have ``widths`` and, for the first seed,
+            ``measure`` (size and latency).
         dense: The dense model's accuracy, parameters, FLOPs, size and latency.
         config: The settings that produced the rows.
+
+    Raises:
+        InputTypeError: If ``rows`` is not a list of dicts, or ``dense`` or ``config`` is not a
+            dict.
     """
 
     rows: list
     dense: dict
     config: dict
 
+    def __post_init__(self):
+        if not isinstance(self.rows, list) or not all(isinstance(r, Mapping) for r in self.rows):
+            raise InputTypeError(f"`rows` must be a list of dicts. Received: "
+                                 f"{type(self.rows).__name__}")
+        for name in ("dense", "config"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise InputTypeError(f"`{name}` must be a dict. Received: "
+                                     f"{type(getattr(self, name)).__name__}")
+
     def to_dict(self) -> dict:
-        """JSON-ready form."""
-        return {"dense": self.dense, "config": self.config, "rows": self.rows}
+        """JSON-ready form, with ``schema_version``; :meth:`from_dict` reads it back."""
+        return {"schema_version": SCHEMA_VERSION, "dense": self.dense, "config": self.config,
+                "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Comparison:
+        """Rebuilds a comparison from :meth:`to_dict`'s dict (or results.json's
+        ``comparison``, whose ``summary`` is ignored: it is computed from the rows).
+
+        A dict without ``schema_version`` is version 1, the same fields.
+
+        Raises:
+            InputTypeError: If ``data`` is not a dict.
+            InputError: If a field is missing, or of the wrong type or range (the message names
+                the key path, e.g. ``comparison['rows'][3]['accuracy_oneshot']``), or
+                ``schema_version`` is newer than this subnet reads.
+        """
+        schema_version(data, "comparison")
+        check_schema(data, "comparison", "comparison")
+        if "config" not in data:
+            raise InputError("comparison['config'] is required but missing.")
+        return cls(rows=[dict(row) for row in data["rows"]], dense=dict(data["dense"]),
+                   config=dict(data["config"]))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the comparison as JSON, atomically."""
@@ -84,14 +133,39 @@ class Comparison:
         """Reads what :meth:`save` wrote.
 
         Raises:
-            ValueError: If the file is missing or not a comparison.
+            InputError: If the file is missing, not JSON or not a comparison.
         """
         try:
             data = json.loads(Path(path).read_text())
-            return cls(rows=list(data["rows"]), dense=dict(data["dense"]),
-                       config=dict(data["config"]))
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError) as err:
             raise InputError(f"Could not read a comparison from '{path}': {err}") from err
+        try:
+            return cls.from_dict(data)
+        except InputError as err:
+            raise InputError(f"Could not read a comparison from '{path}': {err}") from err
+
+    def to_frame(self, summary: bool = False):
+        """The rows (or the :meth:`summary`) as a table.
+
+        Args:
+            summary: One row per (method, budget) with means and standard deviations over
+                seeds, instead of one per (method, budget, seed).
+
+        Returns:
+            A ``pandas.DataFrame``. Rows: the columns :data:`ROW_COLUMNS` first, then the
+            others the rows have, nested dicts flattened with dots (``measure.file_bytes``,
+            ``widths.dense``); missing values are NaN. Summary: the columns
+            :data:`SUMMARY_COLUMNS`.
+
+        Raises:
+            ImportError: If pandas is not installed.
+        """
+        pd = import_pandas()
+        if summary:
+            return pd.DataFrame(self.summary(), columns=list(SUMMARY_COLUMNS))
+        frame = pd.json_normalize(self.rows, sep=".") if self.rows else pd.DataFrame()
+        rest = [c for c in frame.columns if c not in ROW_COLUMNS]
+        return frame.reindex(columns=list(ROW_COLUMNS) + rest)
 
     def summary(self) -> list[dict]:
         """Mean and standard deviation over seeds of each (method, budget)."""

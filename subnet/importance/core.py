@@ -16,6 +16,7 @@ from scipy import stats
 from subnet._io import atomic_path, atomic_write_text
 from subnet.engine.chain import SiteTable
 from subnet.errors import InputError, InputTypeError
+from subnet.results import SCHEMA_VERSION, import_pandas, schema_version
 
 __all__ = ["ESTIMATORS", "Estimator", "Importance", "benjamini_hochberg", "estimate",
            "normal_intervals", "register"]
@@ -167,14 +168,78 @@ class Importance:
                           details={**self.details, "class": label}, **kwargs)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict of everything (arrays as lists, NaN as None)."""
-        out: dict[str, Any] = {"method": self.method, "sites": self.sites.to_list(),
-                               "details": self.details}
+        """A JSON-ready dict of everything: arrays as (nested) lists with NaN as None, and
+        ``schema_version``. :meth:`from_dict` reads it back."""
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "method": self.method,
+                               "sites": self.sites.to_list(), "details": self.details}
         for field in _ARRAYS:
             value = getattr(self, field)
             out[field] = None if value is None else np.where(
                 np.isnan(value), None, value).tolist()
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Importance:
+        """Rebuilds an importance from :meth:`to_dict`'s dict (also one read back from JSON).
+
+        A dict without ``schema_version`` is version 1, the same fields.
+
+        Raises:
+            InputTypeError: If ``data`` is not a dict.
+            InputError: If a field is missing or of the wrong type or shape (the message names
+                it), or ``schema_version`` is newer than this subnet reads.
+        """
+        where = "importance"
+        schema_version(data, where)
+        for key in ("method", "scores", "sites"):
+            if key not in data:
+                raise InputError(f"{where}[{key!r}] is required but missing.")
+        if not isinstance(data["method"], str):
+            raise InputTypeError(f"{where}['method'] must be a string. Received: "
+                                 f"{type(data['method']).__name__}")
+        details = data.get("details") or {}
+        if not isinstance(details, Mapping):
+            raise InputTypeError(f"{where}['details'] must be an object. Received: "
+                                 f"{type(details).__name__}")
+        sites = data["sites"]
+        if not isinstance(sites, list) or not all(isinstance(s, Mapping) for s in sites):
+            raise InputTypeError(f"{where}['sites'] must be a list of objects (SiteTable."
+                                 f"to_list()). Received: {type(sites).__name__}")
+        try:
+            table = SiteTable.from_list(sites)
+        except TypeError as err:  # a site without one of its fields
+            raise InputError(f"{where}['sites'] must be a list of sites with name, kind, units, "
+                             f"keep and mask_layer: {err}") from err
+        arrays = {field: _array_from_json(data.get(field), f"{where}[{field!r}]")
+                  for field in _ARRAYS}
+        return cls(method=data["method"], sites=table, details=dict(details), **arrays)
+
+    def to_frame(self):
+        """The importance as a table: one row per unit (per class and unit for
+        class-conditional scores), in site order.
+
+        Returns:
+            A ``pandas.DataFrame`` with columns ``site``, ``unit`` (index within the site),
+            ``score``, ``stderr``, ``ci_low``, ``ci_high``, ``pvalue`` and ``qvalue`` (NaN
+            where the estimator has no such statistic), and first ``class`` for
+            class-conditional scores. For 1-D scores the row index is the global unit index.
+
+        Raises:
+            ImportError: If pandas is not installed.
+        """
+        pd = import_pandas()
+        names = np.repeat(np.asarray(self.sites.names, dtype=object), self.sites.units)
+        units = np.concatenate([np.arange(n) for n in self.sites.units])
+        stats = {("score" if f == "scores" else f): (
+            np.full(self.scores.shape, np.nan) if getattr(self, f) is None else getattr(self, f))
+            for f in _ARRAYS}
+        if self.scores.ndim == 1:
+            return pd.DataFrame({"site": names, "unit": units, **stats})
+        n_classes = self.scores.shape[0]
+        classes = list(self.details.get("classes", range(n_classes)))
+        return pd.DataFrame({"class": np.repeat(classes, self.n_units),
+                             "site": np.tile(names, n_classes), "unit": np.tile(units, n_classes),
+                             **{k: v.ravel() for k, v in stats.items()}})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the importance atomically: ``path`` (.npz arrays) and ``path`` + ``.json``.
@@ -189,7 +254,8 @@ class Importance:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        meta = {"method": self.method, "sites": self.sites.to_list(), "details": self.details}
+        meta = {"schema_version": SCHEMA_VERSION, "method": self.method,
+                "sites": self.sites.to_list(), "details": self.details}
         atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
         return path
 
@@ -210,6 +276,7 @@ class Importance:
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"Could not read importance from '{path}': {err}. Save it with "
                              "Importance.save().") from err
+        schema_version(meta, f"importance '{path.with_suffix('.json')}'")
         return cls(method=meta["method"], sites=SiteTable.from_list(meta["sites"]),
                    details=meta.get("details", {}), **arrays)
 
@@ -230,6 +297,25 @@ class Importance:
         shape = "x".join(map(str, self.scores.shape))
         extra = ", with stderr" if self.stderr is not None else ""
         return f"Importance(method={self.method!r}, scores {shape}{extra}, sites={self.sites})"
+
+
+def _array_from_json(value, where: str) -> np.ndarray | None:
+    """A float64 array from a (nested) list of numbers and None (NaN), or None."""
+    if value is None:
+        return None
+
+    def numbers(item) -> bool:
+        if isinstance(item, list):
+            return all(numbers(v) for v in item)
+        return item is None or (isinstance(item, (int, float)) and not isinstance(item, bool))
+
+    if not isinstance(value, list) or not numbers(value):
+        raise InputError(f"{where} must be a list (or a list of lists) of numbers and nulls. "
+                         f"Received: {type(value).__name__} {str(value)[:60]}")
+    try:
+        return np.array(value, dtype=np.float64)
+    except ValueError as err:  # ragged
+        raise InputError(f"{where} must be a rectangular list of lists: {err}") from err
 
 
 def _descending(scores: np.ndarray) -> np.ndarray:
