@@ -38,16 +38,19 @@ This module is pure numpy: it never imports Keras or TensorFlow.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import filecmp
 import functools
 import io
+import itertools
 import json
 import math
 import numbers
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,8 +63,13 @@ from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text, publi
 from subnet.errors import InputError, InputTypeError, RecordError
 
 __all__ = [
+    "MAX_CHUNK_BYTES",
+    "MAX_EXAMPLES",
+    "MAX_MASKS",
+    "MAX_UNITS",
     "Chunk",
     "MaskRecord",
+    "MissingRanges",
     "RecordError",
     "RecordWriter",
     "sample_masks",
@@ -105,6 +113,13 @@ def _check_keep(keep: Any) -> np.ndarray:
 
 
 def _check_indices(indices: Any) -> np.ndarray:
+    if isinstance(indices, range):  # len() of a huge range overflows; compute it instead
+        count = max(0, -(-(indices.stop - indices.start) // indices.step))
+    else:
+        count = len(indices) if isinstance(indices, np.ndarray | Sequence) else 0
+    if count > MAX_MASKS:
+        raise InputError(f"`indices` must name at most {MAX_MASKS:,} masks per call "
+                         f"(subnet.masks.MAX_MASKS). Received: {count:,} indices")
     if isinstance(indices, range):
         indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
     arr = np.asarray(indices)
@@ -228,6 +243,22 @@ _CHUNK_RE = re.compile(r"^chunk_(\d{10,})_(\d{10,})\.npz$")
 # Temporary files left by subnet._io.atomic_path: ".<name>.<random>.tmp<suffix>".
 _TEMP_RE = re.compile(r"^\.(chunk_\d+_\d+\.npz|meta\.json|labels\.npy|example_indices\.npy)\..*"
                       r"\.tmp(\.npz|\.json|\.npy)?$")
+MAX_MASKS = 10_000_000
+"""The most masks a record may plan or hold (``n_masks``, chunk ends; the blog's analyses use
+thousands). Checked before any work, so that a mistyped count is a one-line error."""
+
+MAX_EXAMPLES = 10_000_000
+"""The most examples a record may hold (the length of ``labels`` and ``example_indices``)."""
+
+MAX_UNITS = 10_000_000
+"""The most units (dropout bits per mask) over all sites of a record."""
+
+MAX_CHUNK_BYTES = 512 << 20
+"""The most bytes one chunk file's arrays may hold (512 MiB; 1,000 masks of 10,000 examples take
+30 MB). ``write_chunk`` refuses a larger chunk; loading refuses a chunk file that declares more."""
+
+_MAX_DEFLATE_RATIO = 1032  # deflate expands at most this many times
+_MAX_META_BYTES = 64 << 20  # meta.json
 _RESERVED = ("format", "num_classes")
 _ARRAYS = ("masks", "predicted", "true_prob")
 _MAX_CLASSES = 1 << 16
@@ -240,6 +271,22 @@ def _chunk_name(start: int, stop: int) -> str:
 
 def _predicted_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.uint16)
+
+
+def _chunk_bytes(k: int, n_units: int, n_examples: int, pred_dtype: np.dtype) -> int:
+    """Bytes of the arrays of a chunk of ``k`` masks (packed masks, predicted, true_prob)."""
+    return k * (-(-n_units // 8) + n_examples * (pred_dtype.itemsize + 2))
+
+
+def _check_chunk_bytes(k: int, n_units: int, n_examples: int, pred_dtype: np.dtype,
+                       name: str) -> None:
+    size = _chunk_bytes(k, n_units, n_examples, pred_dtype)
+    if size > MAX_CHUNK_BYTES:
+        most = max(1, MAX_CHUNK_BYTES // _chunk_bytes(1, n_units, n_examples, pred_dtype))
+        raise InputError(f"A chunk of {k:,} masks of {n_units:,} units and {n_examples:,} "
+                         f"examples takes {size:,} bytes, above the limit of "
+                         f"{MAX_CHUNK_BYTES:,} (subnet.masks.MAX_CHUNK_BYTES). Received: "
+                         f"{name}={k}; use at most {most:,} masks per chunk.")
 
 
 def _short(value: Any, n: int = 12) -> str:
@@ -281,9 +328,8 @@ def _check_meta(meta: Any) -> dict:
             raise InputTypeError(f"`meta['{key}']` must be of type {types[0].__name__}. "
                             f"Received: meta['{key}']={value!r}")
     _check_seed(meta["seed"], "meta['seed']")
-    if meta["n_masks"] < 0:
-        raise InputError(f"`meta['n_masks']` must be a non-negative int (the planned number of "
-                         f"masks). Received: meta['n_masks']={meta['n_masks']}")
+    _check_count(meta["n_masks"], "meta['n_masks']", MAX_MASKS, "MAX_MASKS",
+                 "the planned number of masks", low=0)
     sites = meta["sites"]
     if not sites:
         raise InputError("`meta['sites']` must be a non-empty list of sites. Received: []")
@@ -303,16 +349,35 @@ def _check_meta(meta: Any) -> dict:
             raise InputError(f"`meta['sites']` must have unique names. "
                              f"Received: '{site['name']}' twice")
         names.add(site["name"])
-        if not _is_int(site["units"]) or site["units"] < 1:
+        if not _is_int(site["units"]):
             raise InputError(f"`{where}['units']` must be a positive int. "
                              f"Received: {site['units']!r}")
+        _check_count(site["units"], f"{where}['units']", MAX_UNITS, "MAX_UNITS",
+                     "the number of units of the site")
         q = site["keep"]
         if not (isinstance(q, numbers.Real) and not isinstance(q, bool)
                 and math.isfinite(q) and 0.0 < q <= 1.0):
             raise InputError(f"`{where}['keep']` must be a keep probability in (0, 1]. "
                              f"Received: {q!r}")
         site["keep"] = float(q)
+    total = sum(site["units"] for site in sites)
+    if total > MAX_UNITS:
+        raise InputError(f"`meta['sites']` must have at most {MAX_UNITS:,} units in all "
+                         f"(subnet.masks.MAX_UNITS). Received: {total:,} units over "
+                         f"{len(sites)} sites")
     return meta
+
+
+def _check_count(value: Any, name: str, limit: int, limit_name: str, what: str,
+                 low: int = 1) -> int:
+    """Checks an int count ``low <= value <= limit``; returns it as an int."""
+    if not _is_int(value):
+        raise InputTypeError(f"`{name}` must be an int ({what}). Received: {name}={value!r} of "
+                             f"type {type(value).__name__}")
+    if not low <= value <= limit:
+        raise InputError(f"`{name}` must be between {low} and {limit:,} ({what}; "
+                         f"subnet.masks.{limit_name}). Received: {name}={value}")
+    return int(value)
 
 
 def _expand_keep(sites: Sequence[Mapping]) -> np.ndarray:
@@ -346,6 +411,9 @@ def _check_examples(labels: Any, example_indices: Any,
                     num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
     labels = _check_int_vector(labels, "labels")
     example_indices = _check_int_vector(example_indices, "example_indices")
+    if labels.size > MAX_EXAMPLES:
+        raise InputError(f"`labels` must have at most {MAX_EXAMPLES:,} examples "
+                         f"(subnet.masks.MAX_EXAMPLES). Received: {labels.size:,}")
     if example_indices.shape != labels.shape:
         raise InputError(f"`example_indices` must have one entry per label, shape "
                          f"{labels.shape}. Received: shape {example_indices.shape}")
@@ -426,6 +494,7 @@ def _corrupt(path: Path, why: str) -> RecordError:
 def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Reads a chunk's zip directory and array headers (not its data): name → (shape, dtype)."""
     try:
+        archive_size = _regular_size(path)
         with zipfile.ZipFile(path) as zf:
             infos = {i.filename: i for i in zf.infolist()}
             expected = {f"{n}.npy" for n in _ARRAYS}
@@ -444,6 +513,10 @@ def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                         raise _corrupt(path, f"{name} has .npy format version {version}")
                     shape, fortran, dtype = header
                     header_len = member.tell() if member.seekable() else None
+                if info.compress_size > archive_size or \
+                        info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
+                    raise _corrupt(path, f"{name} declares {info.file_size:,} bytes from "
+                                         f"{info.compress_size:,} in a file of {archive_size:,}")
                 if fortran:
                     raise _corrupt(path, f"{name} is Fortran-ordered")
                 if header_len is not None:
@@ -459,9 +532,22 @@ def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         raise _corrupt(path, f"{type(err).__name__}: {err}") from None
 
 
+def _regular_size(path: Path) -> int:
+    """The size of ``path``; OSError if it is not a regular file (a FIFO would block a read)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    return st.st_size
+
+
 def _check_chunk_header(path: Path, k: int, n_units: int, n_examples: int,
                         pred_dtype: np.dtype) -> None:
     """Checks a chunk file's arrays have the shapes and dtypes a record with these sizes needs."""
+    size = _chunk_bytes(k, n_units, n_examples, pred_dtype)
+    if size > MAX_CHUNK_BYTES:
+        raise _corrupt(path, f"its {k:,} masks of {n_units:,} units and {n_examples:,} examples "
+                             f"would take {size:,} bytes, above the limit of {MAX_CHUNK_BYTES:,} "
+                             f"(subnet.masks.MAX_CHUNK_BYTES)")
     expected = {"masks": ((k, -(-n_units // 8)), np.dtype(np.uint8)),
                 "predicted": ((k, n_examples), pred_dtype),
                 "true_prob": ((k, n_examples), np.dtype(np.float16))}
@@ -486,6 +572,10 @@ def _scan_chunks(folder: Path) -> list[_ChunkFile]:
         if not m:
             continue
         start, stop = int(m.group(1)), int(m.group(2))
+        if stop > MAX_MASKS:
+            raise RecordError(f"Chunk file {entry.path} names masks [{start}, {stop}), beyond "
+                              f"the limit of {MAX_MASKS:,} masks (subnet.masks.MAX_MASKS). It is "
+                              f"not subnet's; delete it and resume the record.")
         if stop <= start:
             raise RecordError(f"Chunk file {entry.path} names an empty mask range "
                               f"[{start}, {stop}). Delete it and resume the record.")
@@ -502,10 +592,15 @@ def _scan_chunks(folder: Path) -> list[_ChunkFile]:
 def _read_meta(folder: Path) -> dict:
     path = folder / _META
     try:
+        size = _regular_size(path)
+        if size > _MAX_META_BYTES:
+            raise RecordError(f"{path} holds {size:,} bytes, more than a record's metadata may "
+                              f"({_MAX_META_BYTES:,}). It is not subnet's; start the record again "
+                              f"in another folder.")
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(f"{folder} is not a mask record: it has no {_META}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise RecordError(f"Could not read {path}: {err}. The record's metadata is damaged; "
                           f"start the record again in another folder.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -521,16 +616,38 @@ def _read_meta(folder: Path) -> dict:
 
 
 def _read_vector(path: Path, n: int | None) -> np.ndarray:
+    """Reads an int64 vector of ``n`` entries (at most MAX_EXAMPLES), checking its header first."""
+    want = f"an int64 vector of {n if n else 'n_examples'} entries"
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise RecordError(f"{path} is not a regular file; the record is damaged. Start "
+                                  f"it again in another folder.")
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            declared = f.tell() + math.prod(shape) * dtype.itemsize
+            size = os.fstat(f.fileno()).st_size
+            if dtype != np.int64 or len(shape) != 1 or (n is not None and shape[0] != n) \
+                    or shape[0] > MAX_EXAMPLES:
+                raise RecordError(f"{path} must hold {want} (at most {MAX_EXAMPLES:,}, "
+                                  f"subnet.masks.MAX_EXAMPLES). Found dtype {dtype}, shape "
+                                  f"{shape}.")
+            if declared != size:
+                raise ValueError(f"its header declares {declared:,} bytes, the file has "
+                                 f"{size:,}")
+            f.seek(0)
+            arr = np.lib.format.read_array(f, allow_pickle=False)
     except FileNotFoundError:
         raise RecordError(f"The mask record in {path.parent} has no {path.name}; it is "
                           f"incomplete. Start it again in another folder.") from None
     except (OSError, ValueError, EOFError) as err:
+        if isinstance(err, RecordError):
+            raise
         raise RecordError(f"Could not read {path}: {err}.") from None
-    if arr.dtype != np.int64 or arr.ndim != 1 or (n is not None and arr.size != n):
-        raise RecordError(f"{path} must hold an int64 vector of {n if n else 'n_examples'} "
-                          f"entries. Found dtype {arr.dtype}, shape {arr.shape}.")
     return arr
 
 
@@ -564,6 +681,62 @@ class Chunk(NamedTuple):
     masks: np.ndarray
     predicted: np.ndarray
     true_prob: np.ndarray
+
+
+class MissingRanges(Sequence):
+    """The mask ranges still to do, as :meth:`RecordWriter.missing` returns them: gaps cut at
+    multiples of ``chunk_size``, computed on demand (memory proportional to the gaps, not to the
+    number of ranges).
+
+    Attributes:
+        n_masks: Number of masks in all the ranges.
+        chunk_size: The chunk size the ranges are cut at.
+    """
+
+    def __init__(self, gaps: Sequence[tuple[int, int]], chunk_size: int):
+        self._gaps = [(int(a), int(b)) for a, b in gaps if a < b]
+        self.chunk_size = int(chunk_size)
+        counts = [(b - 1) // chunk_size - a // chunk_size + 1 for a, b in self._gaps]
+        self._ends = list(itertools.accumulate(counts))
+        self.n_masks = sum(b - a for a, b in self._gaps)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not _is_int(i):
+            raise InputTypeError(f"MissingRanges indices must be ints. Received: {i!r}")
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"MissingRanges index out of range: {i} (of {n})")
+        g = bisect.bisect_right(self._ends, i)
+        a, b = self._gaps[g]
+        k = i - (self._ends[g - 1] if g else 0)  # the k-th piece of gap g
+        cs = self.chunk_size
+        lo = a if k == 0 else (a // cs + k) * cs
+        return range(lo, min(b, (a // cs + k + 1) * cs))
+
+    def __iter__(self) -> Iterator[range]:
+        cs = self.chunk_size
+        for a, b in self._gaps:
+            while a < b:
+                cut = min(b, (a // cs + 1) * cs)
+                yield range(a, cut)
+                a = cut
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == len(self) and all(x == y for x, y in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(r) for r in itertools.islice(self, 4))
+        more = f", ... ({len(self)} ranges)" if len(self) > 4 else ""
+        return f"MissingRanges([{head}{more}], n_masks={self.n_masks})"
 
 
 class RecordWriter:
@@ -612,29 +785,36 @@ class RecordWriter:
         return (f"RecordWriter('{self.path}', masks present={done}, planned="
                 f"{self._meta['n_masks']}, units={self.n_units}, examples={self.n_examples})")
 
-    def missing(self, n_masks: int, chunk_size: int) -> list[range]:
+    def missing(self, n_masks: int, chunk_size: int) -> MissingRanges:
         """The mask ranges in [0, n_masks) that no chunk covers yet.
 
         Ranges are cut at multiples of ``chunk_size``, so that a resumed run writes the same chunk
-        boundaries (and the same chunk files) as an uninterrupted one.
+        boundaries (and the same chunk files) as an uninterrupted one. They are computed lazily:
+        the answer holds one entry per gap between chunks already written, not one per range.
 
         Args:
-            n_masks: Number of masks wanted, a non-negative int.
-            chunk_size: Largest chunk, a positive int.
+            n_masks: Number of masks wanted, an int in [0, MAX_MASKS].
+            chunk_size: Largest chunk, an int in [1, MAX_MASKS], whose chunk file holds at most
+                :data:`MAX_CHUNK_BYTES` for this record's units and examples.
 
         Returns:
-            Sorted, disjoint ranges, each of at most ``chunk_size`` masks and within one aligned
-            block ``[k * chunk_size, (k + 1) * chunk_size)``.
+            A :class:`MissingRanges`: a sequence (``len``, indexing, iteration, ``==`` with a
+            list) of sorted, disjoint ranges, each of at most ``chunk_size`` masks and within one
+            aligned block ``[k * chunk_size, (k + 1) * chunk_size)``; its ``n_masks`` is the
+            number of masks they hold.
 
         Raises:
-            ValueError: If ``n_masks`` is negative or ``chunk_size`` not positive.
+            TypeError: If a count is not an int.
+            ValueError: If ``n_masks`` or ``chunk_size`` is out of range, or a chunk of
+                ``chunk_size`` masks would exceed :data:`MAX_CHUNK_BYTES`.
         """
-        if not _is_int(n_masks) or n_masks < 0:
-            raise InputError(f"`n_masks` must be a non-negative int. Received: n_masks={n_masks!r}")
-        if not _is_int(chunk_size) or chunk_size < 1:
-            raise InputError(f"`chunk_size` must be a positive int. "
-                             f"Received: chunk_size={chunk_size!r}")
-        # Gaps of [0, n_masks) between covered intervals, then cut at aligned boundaries.
+        n_masks = _check_count(n_masks, "n_masks", MAX_MASKS, "MAX_MASKS",
+                               "the number of masks wanted", low=0)
+        chunk_size = _check_count(chunk_size, "chunk_size", MAX_MASKS, "MAX_MASKS",
+                                  "the most masks per chunk")
+        _check_chunk_bytes(min(chunk_size, max(n_masks, 1)), self.n_units, self.n_examples,
+                           self._pred_dtype, "chunk_size")
+        # Gaps of [0, n_masks) between covered intervals; cut at aligned boundaries lazily.
         gaps, pos = [], 0
         for a, b in self._covered:
             if a >= n_masks:
@@ -644,13 +824,7 @@ class RecordWriter:
             pos = max(pos, b)
         if pos < n_masks:
             gaps.append((pos, n_masks))
-        out = []
-        for a, b in gaps:
-            while a < b:
-                cut = min(b, (a // chunk_size + 1) * chunk_size)
-                out.append(range(a, cut))
-                a = cut
-        return out
+        return MissingRanges(gaps, chunk_size)
 
     def write_chunk(self, start: int, masks: np.ndarray, predicted: np.ndarray,
                     true_prob: np.ndarray) -> Path:
@@ -674,6 +848,9 @@ class RecordWriter:
         if not _is_int(start) or start < 0:
             raise InputError(f"`start` must be a non-negative int. Received: start={start!r}")
         start = int(start)
+        if start >= MAX_MASKS:
+            raise InputError(f"`start` must be below {MAX_MASKS:,} (subnet.masks.MAX_MASKS). "
+                             f"Received: start={start}")
         masks = np.asarray(masks)
         predicted = np.asarray(predicted)
         true_prob = np.asarray(true_prob)
@@ -684,6 +861,10 @@ class RecordWriter:
             raise InputError(f"`masks` must have shape (k, n_units={self.n_units}) with k >= 1. "
                              f"Received: masks with shape {masks.shape}")
         k = masks.shape[0]
+        if start + k > MAX_MASKS:
+            raise InputError(f"`masks` must end at most at mask {MAX_MASKS:,} "
+                             f"(subnet.masks.MAX_MASKS). Received: {k} masks from start={start}")
+        _check_chunk_bytes(k, self.n_units, self.n_examples, self._pred_dtype, "len(masks)")
         if predicted.dtype == np.bool_ or not np.issubdtype(predicted.dtype, np.integer):
             raise InputTypeError(f"`predicted` must be an int array. "
                                  f"Received: predicted with dtype "

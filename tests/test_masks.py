@@ -285,7 +285,7 @@ def test_missing_is_aligned_to_chunk_size_whatever_is_present(tmp_path):
                                      range(18, 20)]
     assert writer.missing(4, 100) == [range(0, 3)]
     assert writer.missing(0, 5) == []
-    with pytest.raises(ValueError, match=r"chunk_size.*positive.*chunk_size=0"):
+    with pytest.raises(ValueError, match=r"`chunk_size` must be between 1 and .*chunk_size=0"):
         writer.missing(20, 0)
 
 
@@ -479,3 +479,150 @@ def test_create_validates_labels_and_examples(tmp_path):
         MaskRecord.create(tmp_path / "r", make_meta(), [0.0, 1.0], [0, 1], NUM_CLASSES)
     with pytest.raises(ValueError, match=r"num_classes.*between 2.*1"):
         MaskRecord.create(tmp_path / "r", make_meta(), [0, 0], [0, 1], 1)
+
+
+# ------------------------------------------------------------------------------- size limits
+
+def test_counts_a_user_gives_are_bounded_with_one_line_errors(tmp_path, monkeypatch):
+    writer = MaskRecord.create(tmp_path / "r", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
+    limit = subnet.masks.MAX_MASKS
+    with pytest.raises(ValueError, match=r"`n_masks` must be between 0 and 10,000,000 .*"
+                                         r"MAX_MASKS\)\. Received: n_masks=1000000000000$"):
+        writer.missing(10 ** 12, 64)
+    with pytest.raises(ValueError, match=r"`chunk_size` must be between 1 and 10,000,000"):
+        writer.missing(20, limit + 1)
+    with pytest.raises(TypeError, match=r"`n_masks` must be an int .*n_masks=2\.5"):
+        writer.missing(2.5, 4)
+    with pytest.raises(ValueError, match=r"`meta\['n_masks'\]` must be between 0 and "
+                                         r"10,000,000 .*1000000000000"):
+        MaskRecord.create(tmp_path / "big", make_meta(n_masks=10 ** 12), LABELS, EXAMPLES,
+                          NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"`indices` must name at most 10,000,000 masks .*"
+                                         r"1,000,000,000,000 indices"):
+        sample_masks(KEEP, 0, range(10 ** 12))
+    with pytest.raises(ValueError, match=r"`start` must be below 10,000,000"):
+        writer.write_chunk(limit, *outcomes(0, 1))
+    monkeypatch.setattr(subnet.masks, "MAX_UNITS", 8)
+    with pytest.raises(ValueError, match=r"`meta\['sites'\]` must have at most 8 units in all "
+                                         r"\(subnet\.masks\.MAX_UNITS\)\. Received: 9 units"):
+        MaskRecord.create(tmp_path / "units", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
+    monkeypatch.undo()
+    monkeypatch.setattr(subnet.masks, "MAX_EXAMPLES", 4)
+    with pytest.raises(ValueError, match=r"`labels` must have at most 4 examples .*Received: 5"):
+        MaskRecord.create(tmp_path / "ex", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
+    # One chunk of 100 masks: 100 * (2 bytes of packed masks + 5 * 3 bytes) = 1,700 bytes.
+    monkeypatch.setattr(subnet.masks, "MAX_CHUNK_BYTES", 1000)
+    pattern = r"chunk of 100 masks .* takes 1,700 bytes, above the limit of 1,000 .*at most 58"
+    with pytest.raises(ValueError, match=pattern):
+        writer.missing(200, 100)
+    assert writer.missing(30, 58)[0] == range(0, 30)
+    with pytest.raises(ValueError, match=r"chunk of 100 masks .*len\(masks\)=100"):
+        writer.write_chunk(0, *outcomes(0, 100))
+
+
+def test_missing_is_computed_lazily_and_agrees_with_the_plain_list(tmp_path):
+    import tracemalloc
+
+    writer = MaskRecord.create(tmp_path / "r", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
+    writer.write_chunk(3, *outcomes(3, 5))
+    writer.write_chunk(9, *outcomes(9, 14))
+    limit = subnet.masks.MAX_MASKS
+    tracemalloc.start()
+    todo = writer.missing(limit, 1)  # ten million ranges of one mask each
+    assert len(todo) == limit - 7 and todo.n_masks == limit - 7
+    assert todo[0] == range(0, 1) and todo[3] == range(5, 6) and todo[-1] == range(limit - 1,
+                                                                                   limit)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100_000  # no per-range objects
+    for n, size in [(20, 6), (20, 1), (23, 4), (14, 5), (3, 100), (0, 3)]:
+        todo = writer.missing(n, size)
+        plain = list(todo)
+        assert [todo[i] for i in range(len(todo))] == plain == todo[:]
+        assert [todo[i] for i in range(-len(todo), 0)] == plain
+        assert todo.n_masks == sum(len(r) for r in plain)
+        assert all(len(r) <= size and r.start // size == (r.stop - 1) // size for r in plain)
+        covered = {3, 4} | set(range(9, 14))
+        assert sorted(i for r in plain for i in r) == [i for i in range(n) if i not in covered]
+    with pytest.raises(IndexError):
+        writer.missing(20, 6)[5]
+    assert "n_masks=13" in repr(writer.missing(20, 6))
+
+
+def test_a_hostile_record_folder_is_refused_before_allocating(tmp_path, monkeypatch):
+    full_record(tmp_path / "r", n_masks=12, chunk_size=6)
+    record = tmp_path / "r"
+    meta = json.loads((record / "meta.json").read_text())
+
+    # Sizes declared in meta.json: checked before the keep vector is built.
+    huge = dict(meta, sites=[{"name": "x", "units": 10 ** 12, "keep": 0.5}])
+    (record / "meta.json").write_text(json.dumps(huge))
+    with pytest.raises(RecordError, match=r"meta\.json holds invalid metadata: .*\['units'\]` "
+                                          r"must be between 1 and 10,000,000"):
+        MaskRecord.load(record)
+    (record / "meta.json").write_text(json.dumps(dict(meta, n_masks=10 ** 12)))
+    with pytest.raises(RecordError, match=r"invalid metadata: .*n_masks"):
+        MaskRecord.load(record)
+    (record / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RecordError, match=r"Could not read .*meta\.json"):
+        MaskRecord.load(record)
+    (record / "meta.json").write_text(json.dumps(meta))
+
+    # labels.npy whose header declares a trillion entries, in a file of a few bytes.
+    labels = (record / "labels.npy").read_bytes()
+    header = labels[:labels.index(b"\n") + 1].replace(b"(5,)", b"(1000000000000,)")
+    (record / "labels.npy").write_bytes(header + labels[len(labels) - 40:])
+    with pytest.raises(RecordError, match=r"labels\.npy must hold an int64 vector .*at most "
+                                          r"10,000,000.*\(1000000000000,\)"):
+        MaskRecord.load(record)
+    monkeypatch.setattr(subnet.masks, "MAX_EXAMPLES", 10 ** 13)
+    with pytest.raises(RecordError, match=r"labels\.npy: its header declares .* bytes, the file "
+                                          r"has"):
+        MaskRecord.load(record)
+    monkeypatch.undo()
+    (record / "labels.npy").write_bytes(labels)
+
+    # A chunk file named after more masks than a record may hold.
+    bogus = record / "chunk_0000000012_9999999999999.npz"
+    bogus.write_bytes(b"PK")
+    with pytest.raises(RecordError, match=r"masks \[12, 9999999999999\), beyond the limit of "
+                                          r"10,000,000 masks"):
+        MaskRecord.load(record)
+    bogus.unlink()
+
+    # A chunk whose arrays would exceed MAX_CHUNK_BYTES is refused from its name and headers.
+    monkeypatch.setattr(subnet.masks, "MAX_CHUNK_BYTES", 50)
+    with pytest.raises(RecordError, match=r"chunk_0000000000_0000000006\.npz is corrupt .*would "
+                                          r"take 102 bytes, above the limit of 50"):
+        MaskRecord.load(record)
+    monkeypatch.undo()
+
+    # A FIFO in place of meta.json is refused, not read (a read would block forever).
+    (record / "meta.json").unlink()
+    os.mkfifo(record / "meta.json")
+    with pytest.raises(RecordError, match=r"Could not read .*meta\.json: .*not a regular file"):
+        MaskRecord.load(record)
+
+
+def test_a_chunk_member_declaring_more_than_its_compressed_bytes_can_hold_is_refused(tmp_path):
+    import zipfile
+
+    full_record(tmp_path / "r", n_masks=6, chunk_size=6)
+    chunk = tmp_path / "r" / "chunk_0000000000_0000000006.npz"
+    with zipfile.ZipFile(chunk) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(chunk, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    MaskRecord.load(tmp_path / "r")  # a deflated chunk of the right sizes is still a chunk
+    # Patch the central directory: `predicted` now claims 10 MB from a few compressed bytes.
+    data = bytearray(chunk.read_bytes())
+    with zipfile.ZipFile(chunk) as zf:
+        info = zf.getinfo("predicted.npy")
+    name_at = data.rindex(b"predicted.npy")  # its central directory entry (the last mention)
+    entry = data.rindex(b"PK\x01\x02", 0, name_at)
+    data[entry + 24:entry + 28] = (10_000_000).to_bytes(4, "little")
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(RecordError, match=r"predicted declares 10,000,000 bytes from "
+                                          rf"{info.compress_size} in a file of"):
+        MaskRecord.load(tmp_path / "r")
