@@ -474,10 +474,62 @@ def test_pdf_pages_metadata_and_text(reports, full_results):
     assert "page 1 of" in text
     assert content.percent(DENSE_ACCURACY) in text  # "99.12 %"
     for method in METHODS:
-        assert method in text
+        assert content.method_name(method) in text
     for sentence in full_results["answer"]["sentences"]:
         assert sentence.split(":")[0] in text
     assert "ab" * 32 in text.replace("\n", "").replace(" ", "")  # the model's SHA-256
+
+
+def test_pdf_has_an_outline_of_sections_figures_and_tables(reports):
+    pypdf = pytest.importorskip("pypdf")
+    reader = pypdf.PdfReader(reports["pdf"])
+    assert reader.page_mode == "/UseOutlines"
+    top = [item for item in reader.outline if not isinstance(item, list)]
+    doc = content.build(example_results())
+    assert [item.title for item in top] == ["Title page"] + [
+        f"{k}. {s.title}" for k, s in enumerate(doc.sections, start=1)]
+    children = [item for item in reader.outline if isinstance(item, list)]
+    expected = [[item.title for item in s.items if isinstance(item, content.Figure | content.Table)]
+                for s in doc.sections]
+    assert [[c.title for c in group] for group in children] == [e for e in expected if e]
+    # Each entry points at the page where its title is printed.
+    pdftotext = _poppler("pdftotext")
+    for item in top[1:] + [c for group in children for c in group]:
+        page = reader.get_destination_page_number(item) + 1
+        text = subprocess.run([pdftotext, "-f", str(page), "-l", str(page), "-layout",
+                               str(reports["pdf"]), "-"], check=True, capture_output=True,
+                              text=True, timeout=60).stdout
+        assert item.title.split(". ", 1)[-1] in " ".join(text.split()), (item.title, page)
+
+
+def test_pdf_tables_are_tables_within_the_margins(tmp_path):
+    """Wide tables are drawn in proportional type, wrapped at spaces within their columns and
+    inside the page margins; only a long token (a hash) is broken."""
+    prose = "a cell with a long sentence that has to wrap over several lines in its column"
+    digest = "0123456789abcdef" * 8
+    doc = content.Document(
+        title="Tables", subject="s", facts=(), answer=(), sections=(content.Section(
+            "t", "Tables", (content.Table("wide", "Wide", tuple(f"column {j}" for j in range(7)),
+                                          ((prose,) * 6 + (digest,),) * 3, (False,) * 7),
+                            content.Table("kv", "Key and value", None,
+                                          (("hash", digest), ("sentence", prose))))),))
+    path = write_document(doc, tmp_path, created="2026-12-01T00:00:00+00:00",
+                          formats=["pdf"])["pdf"]
+    fonts = subprocess.run([_poppler("pdffonts"), str(path)], check=True, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert "Mono" not in fonts and "DejaVuSans" in fonts
+    bbox = subprocess.run([_poppler("pdftotext"), "-bbox", str(path), "-"], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    width = float(re.search(r'<page width="([\d.]+)"', bbox).group(1))
+    words = [(float(x0), float(x1), w) for x0, x1, w in re.findall(
+        r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>',
+        bbox)]
+    assert words and all(0.05 * width - 1 <= x0 and x1 <= 0.95 * width + 1
+                         for x0, x1, _ in words)
+    found = [w for _, _, w in words]
+    for word in prose.split():
+        assert found.count(word) >= 3 * 6 + 1  # whole, in every cell it is in
+    assert "".join(w for w in found if re.fullmatch(r"[0-9a-f]+", w)).count(digest) == 4
 
 
 def test_pdf_shows_names_literally(full_results, tmp_path):

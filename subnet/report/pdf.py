@@ -2,21 +2,30 @@
 a page of its own with its reading, tables and text packed onto the pages between figures.
 
 Pages are matplotlib figures written with ``PdfPages`` (vector output, TrueType fonts so the text
-can be searched and extracted). Every page has "page k of N" in its footer; long tables continue
-over several pages with their header repeated.
+can be searched and extracted). Tables are drawn as tables: proportional type, columns sized to
+their contents, numbers aligned right, a shaded header and rules between rows; long cells wrap
+within their column, and long tables continue over several pages with their header repeated.
+Every page has "page k of N" in its footer. pypdf then adds the outline (bookmarks): one entry
+per section, with its figures and tables under it, and the PDF opens with the outline shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import pypdf
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.textpath import TextToPath
 
 from subnet._io import atomic_path
 from subnet.report import content
@@ -28,10 +37,14 @@ __all__ = ["render_pdf", "write_pdf", "write_pdf_document"]
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 _LEFT, _RIGHT = 0.05, 0.95  # page margins as fractions of the width
 _TEXT_WIDTH_PT = (_RIGHT - _LEFT) * PAGE[0] * 72
-_MONO = "DejaVu Sans Mono"
-_TABLE_SIZE = 8.0  # points
-_TABLE_CHARS = int(_TEXT_WIDTH_PT / (0.602 * _TABLE_SIZE)) - 2  # DejaVu Sans Mono advance: 0.602
+_TABLE_SIZE = 9.0  # points
+_CELL_PAD = 5.0  # points left and right of a cell's text
+_ROW_PAD = 2.0  # points above and below a row's text
+_LINE = 1.3  # line height of table text, in font sizes
 _GREY = "#5c6773"
+_SHADE = "#eef1f4"
+_RULE = "#d8dde3"
+_MEASURE = TextToPath()
 
 
 def _wrap(text: str, size: float, width_fraction: float = _RIGHT - _LEFT) -> list[str]:
@@ -60,15 +73,62 @@ def _footer(fig: Figure, doc_title: str, k: int, n: int) -> None:
              ha="right")
 
 
-def _lines(fig: Figure, lines: list[tuple[str, dict]], top: float) -> float:
-    """Draws (text, style) lines downwards from ``top``; returns the next free y."""
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One table row, laid out: each cell's lines, and the columns' widths in points."""
+
+    cells: tuple[tuple[str, ...], ...]
+    widths: tuple[float, ...]
+    numeric: tuple[bool, ...]
+    header: bool = False
+    key: bool = False  # the first cell of a key/value table (drawn like a header)
+
+    @property
+    def height(self) -> float:
+        """The row's height in points."""
+        return max(len(c) for c in self.cells) * _TABLE_SIZE * _LINE + 2 * _ROW_PAD
+
+    def draw(self, fig: Figure, top: float) -> None:
+        """Draws the row with its top edge at ``top`` (a fraction of the page height)."""
+        page_w, page_h = PAGE[0] * 72, PAGE[1] * 72
+        bottom = top - self.height / page_h
+        width = sum(self.widths) / page_w
+        if self.header:
+            fig.add_artist(Rectangle((_LEFT, bottom), width, top - bottom, color=_SHADE,
+                                     transform=fig.transFigure, zorder=0, linewidth=0))
+        fig.add_artist(Line2D([_LEFT, _LEFT + width], [bottom, bottom], color=_RULE if not
+                              self.header else _GREY, linewidth=0.6, transform=fig.transFigure))
+        x = _LEFT
+        for j, (lines, column) in enumerate(zip(self.cells, self.widths, strict=True)):
+            right = self.numeric[j]
+            bold = self.header or (self.key and j == 0)
+            for i, line in enumerate(lines):
+                y = top - (_ROW_PAD + i * _TABLE_SIZE * _LINE) / page_h
+                fig.text(x + ((column - _CELL_PAD) if right else _CELL_PAD) / page_w, y, line,
+                         va="top", ha="right" if right else "left", fontsize=_TABLE_SIZE,
+                         weight="bold" if bold else "normal",
+                         color=_GREY if self.key and j == 0 else "black")
+            x += column / page_w
+
+
+def _entry_height(text, props: dict) -> float:
+    """An entry's height in points: a line of text, or a table row."""
+    if isinstance(text, _Row):
+        return text.height
+    return props.get("fontsize", 10) * 1.45
+
+
+def _lines(fig: Figure, lines: list[tuple[object, dict]], top: float) -> float:
+    """Draws (text or table row, style) entries downwards from ``top``; returns the next free y.
+    """
     y = top
     for text, props in lines:
-        size = props.get("fontsize", 10)
-        if text:
+        if isinstance(text, _Row):
+            text.draw(fig, y)
+        elif text:
             text_props = {k: v for k, v in props.items() if k != "indent"}
             fig.text(_LEFT + props.get("indent", 0.0), y, text, va="top", **text_props)
-        y -= size * 1.45 / (PAGE[1] * 72)
+        y -= _entry_height(text, props) / (PAGE[1] * 72)
     return y
 
 
@@ -85,8 +145,8 @@ _FLOW_TOP, _FLOW_BOTTOM = 0.90, 0.07  # where text and tables may go on a page
 
 
 def _height(lines: list) -> float:
-    """The height of lines as a fraction of the page height."""
-    return sum(props.get("fontsize", 10) * 1.45 for _, props in lines) / (PAGE[1] * 72)
+    """The height of entries as a fraction of the page height."""
+    return sum(_entry_height(text, props) for text, props in lines) / (PAGE[1] * 72)
 
 
 @dataclasses.dataclass
@@ -98,6 +158,7 @@ class _Block:
     head: list
     body: list
     tail: list
+    label: str = ""  # a table's title, for the outline
 
 
 def _blocks(items: list) -> list[_Block]:
@@ -118,25 +179,28 @@ def _blocks(items: list) -> list[_Block]:
                 lines.append(("", {"fontsize": size / 2}))
             blocks.append(_Block([], [], lines, [("", {"fontsize": 8})]))
         else:
-            header, body = _table_lines(item)
-            mono = {"fontsize": _TABLE_SIZE, "family": _MONO}
-            head = []
-            if header is not None:
-                width = max(len(line) for line in [header] + body)
-                head = [(header, {**mono, "weight": "bold"}), ("─" * width, dict(mono))]
-            tail = [(line, {"fontsize": 9, "color": _GREY}) for line in _wrap(item.reading, 9)
-                    ] if item.reading else []
+            header, body = _table_rows(item)
+            row = {"fontsize": _TABLE_SIZE}
+            tail = [("", {"fontsize": 4})]
+            tail += [(line, {"fontsize": 9, "color": _GREY}) for line in _wrap(item.reading, 9)
+                     ] if item.reading else []
             blocks.append(_Block([(item.title, {"fontsize": 12, "weight": "bold"}),
-                                  ("", {"fontsize": 4})], head,
-                                 [(line, dict(mono)) for line in body],
-                                 tail + [("", {"fontsize": 12})]))
+                                  ("", {"fontsize": 4})],
+                                 [] if header is None else [(header, dict(row))],
+                                 [(r, dict(row)) for r in body],
+                                 tail + [("", {"fontsize": 12})], label=item.title))
     return blocks
 
 
-def _flow_pages(section: str, items: list) -> list[_Page]:
-    """Text, notes and tables, packed onto as few pages as fit; long tables continue."""
+def _flow_pages(section: str, items: list) -> tuple[list[_Page], list[tuple[str, int]]]:
+    """Text, notes and tables, packed onto as few pages as fit; long tables continue.
+
+    Returns:
+        The pages, and (table title, index of the page where the table starts) per table.
+    """
     room = _FLOW_TOP - _FLOW_BOTTOM
     pages: list[list] = [[]]
+    starts: list[tuple[str, int]] = []
     used = 0.0
     for block in _blocks(items):
         whole = block.title + block.head + block.body + block.tail
@@ -144,12 +208,16 @@ def _flow_pages(section: str, items: list) -> list[_Page]:
             pages.append([])
             used = 0.0
         title, body = block.title, block.body
+        started = False
         while True:
             rest = room - used - _height(title + block.head)
             take, height = 0, 0.0
             while take < len(body) and height + _height(body[take:take + 1]) <= rest:
                 height += _height(body[take:take + 1])
                 take += 1
+            if block.label and not started and (take > 0 or take == len(body) or used == 0):
+                starts.append((block.label, len(pages) - 1))
+                started = True
             if take == len(body):
                 lines = title + block.head + body
                 pages[-1] += lines
@@ -172,8 +240,10 @@ def _flow_pages(section: str, items: list) -> list[_Page]:
             if block.title:
                 title = [(block.title[0][0] + " (continued)", dict(block.title[0][1])),
                          *block.title[1:]]
-    return [_Page(functools.partial(_draw_flow, section=section, lines=lines))
-            for lines in pages if any(text for text, _ in lines)]
+    kept = [i for i, lines in enumerate(pages) if any(text for text, _ in lines)]
+    index = {old: new for new, old in enumerate(kept)}
+    return ([_Page(functools.partial(_draw_flow, section=section, lines=pages[i])) for i in kept],
+            [(label, index[page]) for label, page in starts])
 
 
 def _draw_flow(fig: Figure, *, section: str, lines: list) -> None:
@@ -181,36 +251,81 @@ def _draw_flow(fig: Figure, *, section: str, lines: list) -> None:
     _lines(fig, lines, _FLOW_TOP)
 
 
-def _column_widths(table: content.Table) -> list[int]:
-    rows = list(table.rows) + ([table.header] if table.header else [])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    while sum(widths) + 2 * (len(widths) - 1) > _TABLE_CHARS:
-        widest = max(range(len(widths)), key=widths.__getitem__)
-        if widths[widest] <= 12:
-            break
-        widths[widest] -= 1
+@functools.lru_cache(maxsize=65536)
+def _text_width(text: str, bold: bool = False) -> float:
+    """The width of a line of table text, in points."""
+    if not text:
+        return 0.0
+    prop = FontProperties(size=_TABLE_SIZE, weight="bold" if bold else "normal")
+    return _MEASURE.get_text_width_height_descent(text, prop, ismath=False)[0]
+
+
+def _wrap_cell(text: str, width: float, bold: bool) -> tuple[str, ...]:
+    """Wraps a cell's text at spaces to ``width`` points; a word wider than that (a path, a
+    hash) is broken between characters."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}" if line else word
+        if _text_width(candidate, bold) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        while _text_width(word, bold) > width and len(word) > 1:
+            cut = len(word) - 1
+            while cut > 1 and _text_width(word[:cut], bold) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    lines.append(line)
+    return tuple(lines)
+
+
+def _column_widths(table: content.Table) -> list[float]:
+    """Column widths in points: each column as wide as its widest cell if the table fits the
+    page; otherwise the widest columns give way, down to their longest word (or, if even
+    that does not fit, to an equal share of the page)."""
+    rows = ([(table.header, True)] if table.header else []) + [(r, False) for r in table.rows]
+    n = len(rows[0][0])
+
+    def bold(header: bool, j: int) -> bool:  # headers, and the keys of a key/value table
+        return header or (table.header is None and j == 0)
+
+    natural = [max(_text_width(r[j], bold(h, j)) for r, h in rows) + 2 * _CELL_PAD
+               for j in range(n)]
+    shortest = [max(_text_width(word, bold(h, j)) for r, h in rows for word in r[j].split() or
+                    [""]) + 2 * _CELL_PAD for j in range(n)]
+    room = _TEXT_WIDTH_PT
+    widths = list(natural)
+    for floor in (shortest, [min(m, room / n) for m in shortest]):
+        while sum(widths) > room + 0.01:
+            shrinkable = [j for j in range(n) if widths[j] > floor[j] + 0.01]
+            if not shrinkable:
+                break
+            widest = max(shrinkable, key=widths.__getitem__)
+            others = sorted((widths[j] for j in shrinkable if j != widest), reverse=True)
+            target = max(floor[widest], others[0] if others else 0.0,
+                         widths[widest] - (sum(widths) - room))
+            widths[widest] = target if target < widths[widest] else floor[widest]
     return widths
 
 
-def _table_lines(table: content.Table) -> tuple[str | None, list[str]]:
-    """The table as monospace lines: (header line or None, body lines)."""
+def _table_rows(table: content.Table) -> tuple[_Row | None, list[_Row]]:
+    """The table as laid-out rows: (header row or None, body rows)."""
     widths = _column_widths(table)
+    numeric = tuple(table.is_numeric(j) for j in range(len(widths)))
 
-    def format_row(row) -> list[str]:
-        cells = [textwrap.wrap(cell, width, break_long_words=True, break_on_hyphens=False)
-                 or [""] for cell, width in zip(row, widths, strict=True)]
-        out = []
-        for i in range(max(len(c) for c in cells)):
-            parts = []
-            for j, (cell, width) in enumerate(zip(cells, widths, strict=True)):
-                text = cell[i] if i < len(cell) else ""
-                parts.append(text.rjust(width) if table.is_numeric(j) else text.ljust(width))
-            out.append("  ".join(parts).rstrip())
-        return out
+    def row(cells, header: bool) -> _Row:
+        return _Row(tuple(_wrap_cell(cell, width - 2 * _CELL_PAD, header or
+                                     (table.header is None and j == 0))
+                          for j, (cell, width) in enumerate(zip(cells, widths, strict=True))),
+                    tuple(widths), numeric, header=header, key=table.header is None)
 
-    header = format_row(table.header)[0] if table.header else None
-    body = [line for row in table.rows for line in format_row(row)]
-    return header, body
+    header = row(table.header, True) if table.header else None
+    return header, [row(r, False) for r in table.rows]
 
 
 def _title_page(doc: content.Document, contents: list[tuple[str, int]]) -> _Page:
@@ -237,22 +352,48 @@ def _title_page(doc: content.Document, contents: list[tuple[str, int]]) -> _Page
     return _Page(draw)
 
 
-def _pages(doc: content.Document) -> list[_Page]:
+def _extend(pages: list, children: list, flowed: list, starts: list) -> None:
+    """Appends flowed pages, and their tables' outline entries (page indices after the title
+    page)."""
+    children.extend((title, len(pages) + 1 + k) for title, k in starts)
+    pages.extend(flowed)
+
+
+def _pages(doc: content.Document) -> tuple[list[_Page], list]:
+    """The pages, and the outline: (section title, page index, [(item title, page index)])."""
     pages: list[_Page] = []
     contents = []
+    outline = []
     for number, section in enumerate(doc.sections, start=1):
         label = f"{number}. {section.title}"
         contents.append((label, len(pages) + 2))  # the title page is page 1
+        children: list[tuple[str, int]] = []
         flow: list = []
+        first = len(pages) + 1
         for item in section.items:
             if not isinstance(item, content.Figure):
                 flow.append(item)
                 continue
-            pages.extend(_flow_pages(label, flow))
+            _extend(pages, children, *_flow_pages(label, flow))
             flow = []
+            children.append((item.title, len(pages) + 1))
             pages.append(_figure_page(label, item))
-        pages.extend(_flow_pages(label, flow))
-    return [_title_page(doc, contents)] + pages
+        _extend(pages, children, *_flow_pages(label, flow))
+        outline.append((label, first, children))
+    return [_title_page(doc, contents)] + pages, outline
+
+
+def _add_outline(pdf: bytes, outline: list, path: str | os.PathLike) -> None:
+    """Writes ``pdf`` to ``path`` with the outline (bookmarks) added, opening with it shown."""
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(pdf))
+    writer.add_outline_item(title="Title page", page_number=0)
+    for title, page, children in outline:
+        parent = writer.add_outline_item(title=title, page_number=page, is_open=False)
+        for child, child_page in children:
+            writer.add_outline_item(title=child, page_number=child_page, parent=parent)
+    writer.page_mode = "/UseOutlines"
+    with open(path, "wb") as f:
+        writer.write(f)
 
 
 def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) -> int:
@@ -266,10 +407,11 @@ def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) 
     Returns:
         The number of pages.
     """
-    pages = _pages(doc)
+    pages, outline = _pages(doc)
     metadata = {"Title": doc.title, "Author": "subnet", "Subject": doc.subject,
                 "Creator": f"subnet {version}", "CreationDate": None}
-    with style(), PdfPages(path, metadata=metadata) as pdf:
+    buffer = io.BytesIO()
+    with style(), PdfPages(buffer, metadata=metadata) as pdf:
         for k, page in enumerate(pages, start=1):
             fig = Figure(figsize=PAGE, layout="constrained" if page.constrained else None)
             if page.constrained:
@@ -278,6 +420,7 @@ def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) 
             page.draw(fig)
             _footer(fig, doc.title, k, len(pages))
             pdf.savefig(fig)
+    _add_outline(buffer.getvalue(), outline, path)
     return len(pages)
 
 
