@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import copy
 import dataclasses
+import importlib
 import json
 import marshal
 import os
@@ -56,8 +57,24 @@ __all__ = [
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
-# Keras's scope for deserializing code (`safe_mode`); not exported by `keras`.
-_SafeModeScope = keras.src.saving.serialization_lib.SafeModeScope
+
+def _keras_internal(module: str, name: str):
+    """A Keras internal that ``keras`` does not export (Keras is imported by then, through
+    :mod:`subnet._tf`); looked up when this module is imported, so that a Keras version without
+    it fails here and not inside a check."""
+    return getattr(importlib.import_module(module), name)
+
+
+# Keras's scope for deserializing code (``safe_mode``), as its loaders use it.
+_SafeModeScope = _keras_internal("keras.src.saving.serialization_lib", "SafeModeScope")
+_ObjectSharingScope = _keras_internal("keras.src.saving.serialization_lib", "ObjectSharingScope")
+# How Keras's .h5 loader builds a model from its (Keras 2 or 3) architecture.
+_legacy_config_scope = _keras_internal("keras.src.legacy.saving.saving_options",
+                                       "keras_option_scope")
+_legacy_model_from_config = _keras_internal("keras.src.legacy.saving.saving_utils",
+                                            "model_from_config")
+# Where Keras keeps the variables whose initialization a StatelessScope deferred.
+_global_state = importlib.import_module("keras.src.backend.common.global_state")
 
 
 def seed_cnn(
@@ -586,7 +603,7 @@ def _read_config(path: Path, fmt: str) -> dict:
             with zipfile.ZipFile(path) as z:
                 raw = _read_zip_config(z, path)
         if len(raw) > MAX_CONFIG_BYTES:
-            raise _too_large(path, "architecture", len(raw))
+            raise _too_large(path, "an architecture", len(raw))
         config = json.loads(raw)
     except ModelFileError:
         raise
@@ -603,9 +620,9 @@ def _read_config(path: Path, fmt: str) -> dict:
 
 def _too_large(path: Path, what: str, size: int) -> ModelFileError:
     return ModelFileError(
-        f"Model file '{clean(path)}' declares a {what} of {size:,} bytes, more than subnet reads "
-        f"({MAX_CONFIG_BYTES:,} bytes; subnet.models.MAX_CONFIG_BYTES). The file is corrupt or "
-        "hostile; re-save the model with model.save() from the code that made it.")
+        f"Model file '{clean(path)}' declares {clean(what)} of {size:,} bytes, more than subnet "
+        f"reads ({MAX_CONFIG_BYTES:,} bytes; subnet.models.MAX_CONFIG_BYTES). The file is corrupt "
+        "or hostile; re-save the model with model.save() from the code that made it.")
 
 
 def _too_deep(path: Path) -> ModelFileError:
@@ -624,21 +641,21 @@ def _bomb(path: Path, what: str, declared: int, stored: int) -> ModelFileError:
 
 def _read_zip_config(z: zipfile.ZipFile, path: Path) -> str:
     members = z.infolist()
-    for info in members:
-        if (info.file_size > EXPANSION_FLOOR_BYTES
-                and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)):
-            raise _bomb(path, f"zip member '{info.filename}'", info.file_size, info.compress_size)
     names = {info.filename: info for info in members}
     if "config.json" not in names:
         raise ModelFileError(
             f"'{clean(path)}' is a zip archive but not a Keras model (no config.json).")
+    if names["config.json"].file_size > MAX_CONFIG_BYTES:
+        raise _too_large(path, "a config.json", names["config.json"].file_size)
+    for info in members:
+        if (info.file_size > EXPANSION_FLOOR_BYTES
+                and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)):
+            raise _bomb(path, f"zip member '{info.filename}'", info.file_size, info.compress_size)
     info = names["config.json"]
-    if info.file_size > MAX_CONFIG_BYTES:
-        raise _too_large(path, "config.json", info.file_size)
     with z.open(info) as f:  # read no more than the limit, whatever the header says
         data = f.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
-        raise _too_large(path, "config.json", len(data))
+        raise _too_large(path, "a config.json", len(data))
     weights = names.get("model.weights.h5")
     if weights is not None:
         import h5py
@@ -688,7 +705,7 @@ def _check_h5(f, path: Path, where: str = "") -> None:
             numel = int(np.prod(attr_id.shape, dtype=object)) if attr_id.shape else 1
             size = numel * attr_id.get_type().get_size()
             if size > MAX_CONFIG_BYTES or numel > 10**6:
-                raise _too_large(path, f"HDF5 attribute '{where}{name}@{attr}'", size)
+                raise _too_large(path, f"an HDF5 attribute '{where}{name}@{attr}'", size)
         if isinstance(obj, h5py.Dataset):
             if obj.external or obj.is_virtual:
                 raise ModelFileError(
@@ -864,23 +881,24 @@ def _rename_references(config: dict, new_of: dict[str, str]) -> None:
 def _check_parameter_count(config: dict, fmt: str, path: Path, *, trust: bool) -> None:
     """Builds the architecture without allocating its weights (a Keras ``StatelessScope`` that
     defers initialization) and refuses it if it has more than :data:`MAX_PARAMETERS`
-    parameters. A config Keras cannot build is left for the real load to report."""
+    parameters. The weights created before a build fails count too; why a config cannot be
+    built is left for the real load to report."""
     pending = _uninitialized_variables()
     n_pending = len(pending)
     try:
         with _SafeModeScope(not trust), keras.StatelessScope(initialize_variables=False):
             if fmt == "h5":
-                with keras.src.saving.saving_options.keras_option_scope(use_legacy_config=True):
-                    model = keras.src.legacy.saving.saving_utils.model_from_config(
-                        copy.deepcopy(config))
+                with _legacy_config_scope(use_legacy_config=True):
+                    _legacy_model_from_config(copy.deepcopy(config))
             else:
-                with keras.src.saving.serialization_lib.ObjectSharingScope():
-                    model = keras.saving.deserialize_keras_object(copy.deepcopy(config))
-            sizes = [(int(np.prod(w.shape, dtype=object)), w.path) for w in model.weights]
-    except Exception:  # noqa: BLE001 - the real load reports why the file cannot be built
-        return
+                with _ObjectSharingScope():
+                    keras.saving.deserialize_keras_object(copy.deepcopy(config))
+    except Exception:  # noqa: BLE001, S110 - the real load reports why the file cannot be built
+        pass
     finally:
+        created = pending[n_pending:]
         del pending[n_pending:]  # never initialize the dry run's variables
+    sizes = [(int(np.prod(v.shape, dtype=object)), str(v.path)) for v in created]
     total = sum(size for size, _ in sizes)
     if total > MAX_PARAMETERS:
         size, where = max(sizes)
@@ -892,8 +910,8 @@ def _check_parameter_count(config: dict, fmt: str, path: Path, *, trust: bool) -
 
 def _uninitialized_variables() -> list:
     """Keras's list of variables whose initialization a ``StatelessScope`` deferred."""
-    state = keras.src.backend.common.global_state
-    return state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    return _global_state.get_global_attribute("uninitialized_variables", [],
+                                              set_to_default=True)
 
 
 def _rewrite_dropout_lambdas(config: dict) -> bool:
