@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -159,7 +159,20 @@ def _validator(definition: str | None):
 
     base = jsonschema.Draft202012Validator
     types = base.TYPE_CHECKER.redefine_many({"number": _is_number, "integer": _is_integer})
-    cls = jsonschema.validators.extend(base, type_checker=types)
+    default_items = base.VALIDATORS["items"]
+
+    def items(validator, schema_items, instance, node):
+        """``items``, with a fast pass over lists of plain numbers, strings or bools: only an
+        item that fails it goes through the full check (which makes the error)."""
+        fits = _leaf_check(schema_items)
+        if fits is None or "prefixItems" in node or not isinstance(instance, list):
+            yield from default_items(validator, schema_items, instance, node)
+            return
+        for index, item in enumerate(instance):
+            if not fits(item):
+                yield from validator.descend(item, schema_items, path=index)
+
+    cls = jsonschema.validators.extend(base, {"items": items}, type_checker=types)
     formats = jsonschema.FormatChecker(formats=())
     formats.checks("date-time")(_is_datetime)
     formats.checks("image")(_is_image)
@@ -181,6 +194,35 @@ def _inline(node):
     if isinstance(node, list):
         return [_inline(v) for v in node]
     return node
+
+
+_LEAF_TYPES = {"number": lambda v: _is_number(None, v), "integer": lambda v: _is_integer(None, v),
+               "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+               "null": lambda v: v is None}
+
+
+def _leaf_check(node) -> Callable | None:
+    """A quick test of one value against a schema of only ``type`` and numeric bounds (what
+    the full check accepts), or None for any other schema."""
+    if not isinstance(node, dict) or "type" not in node or not set(node) <= {
+            "type", "minimum", "maximum", "exclusiveMinimum"}:
+        return None
+    kinds = [node["type"]] if isinstance(node["type"], str) else node["type"]
+    if not all(kind in _LEAF_TYPES for kind in kinds):
+        return None
+    tests = [_LEAF_TYPES[kind] for kind in kinds]
+    low, high = node.get("minimum"), node.get("maximum")
+    above = node.get("exclusiveMinimum")
+
+    def fits(value) -> bool:
+        if not any(test(value) for test in tests):
+            return False
+        if value is None or isinstance(value, (str, bool)):
+            return True
+        return ((low is None or value >= low) and (high is None or value <= high)
+                and (above is None or value > above))
+
+    return fits
 
 
 _IMAGE = "an image: a nested list H x W or H x W x C (C in 1, 3, 4) of numbers in [0, 1]"
