@@ -7,6 +7,7 @@ import pytest
 
 from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
+from subnet.baselines.tfmot import magnitude_oneshot
 from subnet.comparison import Comparison, compare, reinitialized
 from tests.helpers import RATES
 
@@ -126,3 +127,22 @@ def test_compare_bad_input(trained, mnist, tmp_path):
                                                    "budgets": (0.5,), "seeds": (0,)})
     with pytest.raises(ValueError, match="other settings"):
         compare(model, mnist, ("magnitude",), out=out, **{**SETTINGS, "budgets": (0.5,)})
+
+
+def test_magnitude_oneshot_zeroes_the_smallest_kernel_weights_of_a_copy():
+    import keras
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(2, name="h")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    kernel = np.array([[0.1, -0.8], [0.5, -0.2], [0.9, 0.05], [-0.3, 0.7]], np.float32)
+    model.get_layer("h").set_weights([kernel, np.array([0.01, 0.02], np.float32)])
+    pruned = magnitude_oneshot(model, 0.5)
+    expected = np.array([[0.0, -0.8], [0.5, 0.0], [0.9, 0.0], [0.0, 0.7]], np.float32)
+    np.testing.assert_array_equal(pruned.get_layer("h").get_weights()[0], expected)
+    np.testing.assert_array_equal(pruned.get_layer("h").get_weights()[1],
+                                  np.array([0.01, 0.02], np.float32))
+    np.testing.assert_array_equal(model.get_layer("h").get_weights()[0], kernel)  # unchanged
+    assert not pruned.compiled
+    with pytest.raises(ValueError, match="`sparsity`"):
+        magnitude_oneshot(model, 1.5)

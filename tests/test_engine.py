@@ -4,7 +4,12 @@ The models are small and trained for one epoch on a slice of MNIST, so that thei
 those of real networks (confident, saturated softmax) rather than of random weights.
 """
 
+import ast
+import warnings
+from pathlib import Path
+
 import keras
+import networkx as nx
 import numpy as np
 import pytest
 
@@ -14,7 +19,7 @@ from subnet.engine.chain import analyse_chain
 from subnet.engine.fast import FastBackend
 from subnet.engine.reference import ReferenceBackend
 from subnet.models import seed_cnn
-from tests.helpers import RATES, conv_bn_model
+from tests.helpers import RATES, conv1d_model, conv_bn_model, dense_only_model
 
 # ---------------------------------------------------------------------------- sites
 
@@ -117,6 +122,129 @@ def test_fast_and_reference_backends_agree(trained, mnist, name):
     assert reference.shape == (24, 40, 10)
     np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
     np.testing.assert_allclose(reference.sum(axis=-1), 1.0, atol=1e-5)
+
+
+UNTRAINED = {"dense": lambda: dense_only_model(), "dense_logits": lambda: dense_only_model(True),
+             "conv": lambda: seed_cnn(16, conv_filters=(4, 6), seed=1), "conv_bn": conv_bn_model,
+             "conv1d": conv1d_model}
+
+
+@pytest.mark.parametrize("name", list(RATES))
+def test_fast_and_reference_backends_agree_untrained(name):
+    """The same check without training (``make test-fast``): random weights, random inputs."""
+    chain = analyse_chain(UNTRAINED[name](), RATES[name])
+    masks = sample_masks(chain.table.unit_keep(), seed=2, indices=range(12))
+    masks[0], masks[1] = True, False
+    x = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
+    reference = ReferenceBackend(chain).probabilities(x, masks)
+    fast = FastBackend(chain).probabilities(x, masks)
+    assert reference.shape == (12, 20, 10) and reference[0].std(axis=0).max() > 1e-3
+    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
+
+
+def _softmax_layer_model():
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(12, activation="relu", name="h")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Softmax(name="probs")(x), name="softmax_layer")
+
+
+def test_fast_backend_runs_a_softmax_output_layer():
+    model = _softmax_layer_model()
+    chain = analyse_chain(model)
+    assert chain.probabilities
+    masks = sample_masks(chain.table.unit_keep(), seed=0, indices=range(6))
+    x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
+    fast = FastBackend(chain).probabilities(x, masks)
+    np.testing.assert_allclose(fast, ReferenceBackend(chain).probabilities(x, masks), atol=1e-5)
+    np.testing.assert_allclose(fast.sum(axis=-1), 1.0, atol=1e-5)  # not a softmax of softmax
+    masks[0] = True
+    full = FastBackend(chain, rescale=False).probabilities(x, masks[:1])[0]
+    np.testing.assert_allclose(full, model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_fallback_to_the_reference_backend_is_warned_and_recorded(tmp_path):
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Conv1D(4, 3, name="c")(inputs)
+    x = keras.layers.Conv1D(3, 3, padding="causal", name="k")(x)  # the fast backend cannot
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name="causal")
+    x_test = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match=r"'causal'.*causal padding.*reference backend"):
+        record = record_masks(model, x_test, np.arange(5), 3, rate=0.5, out=tmp_path / "r",
+                              progress=False)
+    assert record.meta["backend"] == "reference"
+    assert record.meta["backend_requested"] == "auto"
+    assert "causal padding" in record.meta["backend_fallback"]
+    with pytest.raises(ValueError, match="causal padding"):
+        subnet.engine.make_backend(analyse_chain(model, 0.5), "fast")
+
+
+def test_a_model_the_fast_backend_runs_records_no_fallback(tmp_path):
+    model = _softmax_layer_model()
+    x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        record = record_masks(model, x, np.arange(5), 3, out=tmp_path / "r", progress=False)
+    assert record.meta["backend"] == "fast" and record.meta["backend_fallback"] is None
+
+
+def _imports(path):
+    """(imported module, imported name or None) for every import in a file, nested ones too."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield from ((node.module, alias.name) for alias in node.names)
+
+
+def _modules():
+    root = Path(subnet.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        yield name.removesuffix(".__init__"), path
+
+
+def test_subnet_modules_import_one_way():
+    """No import cycle between subnet's modules, counting imports inside functions (which hide
+    cycles from Python but not from the reader). A submodule importing its own package's
+    ``__init__`` is left out, and so is the lazy top-level ``subnet`` package."""
+    modules = dict(_modules())
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        for module, attribute in _imports(path):
+            # Importing a.b.c runs a/__init__ and a/b/__init__ first.
+            parts = f"{module}.{attribute}".split(".")
+            for target in (".".join(parts[:k]) for k in range(2, len(parts) + 1)):
+                if target in modules and target != name and not name.startswith(target + "."):
+                    graph.add_edge(name, target)
+    assert [cycle for cycle in nx.simple_cycles(graph) if len(cycle) > 1] == []
+
+
+# Private names still imported across modules by files being switched to the public ones.
+# TODO(remove) each entry once its file imports the public name.
+PENDING_PRIVATE = {("subnet.analyze", "subnet.extraction", "_accuracy"),
+                   ("subnet.analyze", "subnet.extraction", "_as_keep"),
+                   ("subnet.comparison", "subnet.extraction", "_accuracy"),
+                   ("subnet.comparison", "subnet.extraction", "_as_keep"),
+                   ("subnet.comparison", "subnet.extraction", "_copy"),
+                   ("subnet.comparison", "subnet.engine.chain", "_MIXING")}
+
+
+def test_no_private_name_is_imported_from_another_module():
+    root = Path(subnet.__file__).parent.parent
+    files = dict(_modules())
+    files.update({f"analyses.{p.stem}": p for p in (root / "analyses").glob("*.py")})
+    found = {(name, module, attribute) for name, path in files.items()
+             for module, attribute in _imports(path)
+             if module.startswith("subnet") and attribute and attribute.startswith("_")
+             and not attribute.startswith("__") and module != name}
+    # subnet._tf, subnet._cli, subnet._io, ... are private *modules* of the package, shared
+    # on purpose; what must not cross is a module's own private name.
+    found = {f for f in found if not f[2].startswith("_tf")}
+    assert found <= PENDING_PRIVATE, sorted(found - PENDING_PRIVATE)
 
 
 @pytest.mark.parametrize("name", ["conv", "conv_bn"])

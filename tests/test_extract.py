@@ -5,9 +5,19 @@ import numpy as np
 import pytest
 
 import subnet
+from subnet.data import Dataset
 from subnet.engine.chain import analyse_chain
 from subnet.engine.reference import ReferenceBackend
-from subnet.extraction import Budget, KeepSet, extract, finetune, keep_sets, measure, model_cost
+from subnet.extraction import (
+    Budget,
+    KeepSet,
+    copy_model,
+    extract,
+    finetune,
+    keep_sets,
+    measure,
+    model_cost,
+)
 from subnet.importance import estimate
 from subnet.models import seed_cnn
 from tests.helpers import RATES
@@ -178,9 +188,53 @@ def test_measure_reports_sizes_and_latency(trained):
     assert result["latency_ms_per_example"] > 0 and result["batch_size"] == 32
     # A trained model (compiled, with Adam's state) is measured as its bare copy would be.
     assert model.optimizer is not None and model.optimizer.variables
-    bare = keras.models.clone_model(model)
-    bare.set_weights(model.get_weights())
+    bare = copy_model(model)
+    assert not bare.compiled
     assert abs(measure(bare, repeats=1)["file_bytes"] - result["file_bytes"]) < 64
+
+
+def _half_width_cnn():
+    model = seed_cnn(64, conv_filters=(8, 16), seed=3)
+    table = subnet.sites(model)
+    small, _ = extract(model, {s.name: np.arange(s.units) < s.units // 2 for s in table})
+    return model, small
+
+
+def test_a_finetuned_subnetwork_saves_no_larger_than_before(tmp_path):
+    """Fine-tuning compiles the model with Adam; neither the measured file nor a copy_model file
+    may carry the optimizer's state (before the fix, 2.5x the weights: zeros that gzip hid)."""
+    _, small = _half_width_cnn()
+    before = measure(small, repeats=1)
+    rng = np.random.default_rng(0)
+    data = Dataset(name="random", x_test=rng.random((64, 28, 28, 1), dtype=np.float32),
+                   y_test=rng.integers(0, 10, 64), num_classes=10,
+                   x_train=rng.random((256, 28, 28, 1), dtype=np.float32),
+                   y_train=rng.integers(0, 10, 256))
+    finetune(small, data, examples=256, progress=False, accuracy_before=0.1)
+    assert small.compiled and small.optimizer.variables  # what made the files grow
+    after = measure(small, repeats=1)
+    assert after["file_bytes"] <= before["file_bytes"] + 4096, (before, after)
+    assert after["params"] == before["params"]
+    copy_model(small).save(tmp_path / "tuned.keras")
+    assert (tmp_path / "tuned.keras").stat().st_size <= before["file_bytes"] + 4096
+
+
+def test_copy_model_is_an_uncompiled_equal_copy():
+    model, _ = _half_width_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    copy = copy_model(model)
+    assert not copy.compiled and copy is not model
+    x = np.random.default_rng(1).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_measure_against_a_reference_reports_a_latency_ratio():
+    model, small = _half_width_cnn()
+    result = measure(small, batch_size=16, repeats=3, reference=model)
+    assert result["latency_ratio"] > 0 and result["reference_latency_ms_per_example"] > 0
+    assert result["params"] == small.count_params()
+    with pytest.raises(ValueError, match="`repeats`"):
+        measure(small, repeats=0)
 
 
 def test_keep_set_is_a_mapping(trained, mnist):

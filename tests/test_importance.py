@@ -21,6 +21,7 @@ from subnet.importance import (
     exact_banzhaf,
     interactions,
 )
+from subnet.importance.core import benjamini_hochberg
 from subnet.importance.from_record import save_graphml
 from subnet.train import fit
 from tests.helpers import skip_or_fail
@@ -162,6 +163,37 @@ def test_a_unit_never_dropped_gets_nan_with_a_warning(tmp_path):
         result = estimate(record, "banzhaf")
     assert np.isnan(result.scores[5]) and np.all(np.isfinite(result.scores[:5]))
     assert result.rank()[-1] == 5  # NaN ranks last
+
+
+def test_benjamini_hochberg_by_hand_and_as_scipy():
+    # m = 4 valid p-values; sorted 0.01, 0.03, 0.04, 0.2 -> p * m / rank = 0.04, 0.06, 0.0533,
+    # 0.2 -> running minimum from the largest: 0.04, 0.0533, 0.0533, 0.2. NaN stays NaN and
+    # does not count.
+    p = np.array([0.04, 0.01, np.nan, 0.2, 0.03])
+    q = benjamini_hochberg(p)
+    np.testing.assert_allclose(q, [0.16 / 3, 0.04, np.nan, 0.2, 0.16 / 3], rtol=1e-12)
+    assert np.isnan(q[2])
+    rng = np.random.default_rng(0)
+    many = rng.random((3, 40)) ** 3
+    np.testing.assert_allclose(benjamini_hochberg(many).ravel(),
+                               stats.false_discovery_control(many.ravel()), rtol=1e-12)
+    assert np.all(np.isnan(benjamini_hochberg(np.full(3, np.nan))))
+    sites = SiteTable([Site("a", "dense", 5, 0.5, "a")])
+    result = Importance("x", np.zeros(5), sites, pvalue=p)
+    np.testing.assert_allclose(result.qvalue, q)
+
+
+def test_skip_or_fail_fails_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="MNIST.*CI is set"):
+        skip_or_fail("MNIST is not available here")
+    for value in ("", "false", "0"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.skip.Exception):
+            skip_or_fail("MNIST is not available here")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        skip_or_fail("MNIST is not available here")
 
 
 # ---------------------------------------------------------------------------- real models

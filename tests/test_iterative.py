@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from subnet.extraction import Budget, _accuracy, extract
+from subnet.extraction import Budget, accuracy, extract
 from subnet.iterative import iterative_keep_sets
 from tests.helpers import RATES
 
@@ -26,7 +26,7 @@ def test_keep_sets_are_nested_within_budget_and_extract(trained, mnist, name):
     # One extraction from the full model, with the cumulative rescaling, is the subnetwork the
     # steps built (extract() verifies it against the masked model).
     small, _ = extract(model, quarter, scale=quarter.compensation, check_x=mnist.x_test[:16])
-    assert 0.0 <= _accuracy(small, mnist.x_test, mnist.y_test) <= 1.0
+    assert 0.0 <= accuracy(small, mnist.x_test, mnist.y_test) <= 1.0
     assert small.count_params() == quarter.params
     # Same seed, same answer.
     again = iterative_keep_sets(model, x, y, [0.25], seed=3, **FAST)[0.25]
