@@ -548,11 +548,28 @@ _IMAGES = """() => Array.from(document.images, im => ({
     width: im.naturalWidth, height: im.naturalHeight}))"""
 
 
-def _load(browser, path: Path) -> dict:
-    """Opens a file in a new page, recording console messages, errors and requests; every
-    request except the file itself is aborted."""
+_LAYOUT = """() => ({
+    page: document.documentElement.scrollWidth, viewport: window.innerWidth,
+    tables: Array.from(document.querySelectorAll("table"), t => ({
+        boxed: t.parentElement.classList.contains("table-scroll")
+            && getComputedStyle(t.parentElement).overflowX === "auto",
+        box: t.parentElement.getBoundingClientRect().width,
+        scrolls: t.parentElement.scrollWidth > t.parentElement.clientWidth})),
+    figures: Array.from(document.querySelectorAll("figure .figure-scroll"), f => ({
+        box: f.getBoundingClientRect().width,
+        shown: f.querySelector("img").getBoundingClientRect().width,
+        natural: f.querySelector("img").naturalWidth})),
+    wordBreak: Array.from(document.querySelectorAll("p, td, th, dd, figcaption"),
+                          e => getComputedStyle(e).wordBreak),
+    anywhere: Array.from(document.querySelectorAll("td, p, th, dd, figcaption"))
+        .filter(e => getComputedStyle(e).overflowWrap === "anywhere").map(e => e.textContent)})"""
+
+
+def _load(browser, path: Path, width: int = 1100) -> dict:
+    """Opens a file in a new page ``width`` CSS pixels wide, recording console messages, errors
+    and requests; every request except the file itself is aborted."""
     url = path.as_uri()
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page = browser.new_page(viewport={"width": width, "height": 900})
     seen: dict = {"page": page, "url": url, "console": [], "errors": [], "requests": []}
     page.on("console", lambda m: seen["console"].append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: seen["errors"].append(str(e)))
@@ -585,6 +602,8 @@ def test_html_in_headless_chromium(reports, evil_html, tmp_path):
             scripts = bad["page"].evaluate("() => document.scripts.length")
             heading = bad["page"].evaluate("() => document.querySelector('h1').textContent")
             leak = _load(browser, leaky)
+            layouts = {width: _load(browser, reports["html"], width)["page"].evaluate(_LAYOUT)
+                       for width in (390, 1280)}
         finally:
             browser.close()
     print(f"screenshot of the HTML report: {screenshot}")
@@ -605,3 +624,20 @@ def test_html_in_headless_chromium(reports, evil_html, tmp_path):
     assert heading == f"subnet report: {EVIL_MODEL} on mnist"
     # The check above can fail: an external image is blocked by the policy and reported.
     assert any("Content Security Policy" in m for m in leak["console"])
+
+    # At phone and desktop widths: the page itself never scrolls sideways; every table sits
+    # in a box that does (and at 390 px the wide ones need it); a figure is shown at least
+    # 608 px wide (its box scrolls), so its 10-point labels (13.3 px at the figure's natural
+    # width) are >= 10 px; words break only at spaces, and only long tokens anywhere.
+    for width, layout in layouts.items():
+        assert layout["viewport"] == width and layout["page"] <= width
+        assert layout["tables"] and all(t["boxed"] and t["box"] <= width
+                                        for t in layout["tables"])
+        assert (width == 390) == any(t["scrolls"] for t in layout["tables"])
+        assert len(layout["figures"]) == FULL_FIGURES
+        for figure in layout["figures"]:
+            assert figure["box"] <= width
+            assert figure["shown"] / figure["natural"] * 10 * 96 / 72 >= 10
+        assert set(layout["wordBreak"]) == {"normal"}
+        assert layout["anywhere"] and all(max(map(len, text.split())) >= 25
+                                          for text in layout["anywhere"])
