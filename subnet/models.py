@@ -343,6 +343,9 @@ MAX_CONFIG_DEPTH = 100
 EXPANSION_FLOOR_BYTES = 64 * 2**20
 #: Largest ratio of declared (uncompressed) to stored bytes above :data:`EXPANSION_FLOOR_BYTES`.
 MAX_EXPANSION = 100
+#: Most layers a model may declare (nested models and wrapped layers included); the largest
+#: image classifiers have about a thousand.
+MAX_LAYERS = 10_000
 #: Most parameters (weights) a model may declare, counted from its architecture before Keras
 #: allocates them; the weights an ``.h5`` file stores are bounded by 8 bytes per parameter.
 MAX_PARAMETERS = 2**31
@@ -732,16 +735,25 @@ def _check_h5(f, path: Path, where: str = "") -> None:
 
 
 def _check_depth(config: dict, path: Path) -> None:
-    """Refuses JSON nested deeper than :data:`MAX_CONFIG_DEPTH` (iteratively)."""
+    """Refuses JSON nested deeper than :data:`MAX_CONFIG_DEPTH` and models with more than
+    :data:`MAX_LAYERS` layers (iteratively)."""
     stack = [(config, 1)]
+    layers = 0
     while stack:
         node, depth = stack.pop()
         if depth > MAX_CONFIG_DEPTH:
             raise _too_deep(path)
+        if isinstance(node, dict) and isinstance(node.get("class_name"), str):
+            layers += 1  # an upper bound: every Keras object counts
         if isinstance(node, dict):
             stack.extend((value, depth + 1) for value in node.values())
         elif isinstance(node, list):
             stack.extend((value, depth + 1) for value in node)
+    if layers > MAX_LAYERS and sum(1 for _ in _walk_layer_configs(config)) > MAX_LAYERS:
+        raise ModelFileError(
+            f"Model file '{clean(path)}' declares more than {MAX_LAYERS:,} layers "
+            "(subnet.models.MAX_LAYERS); no image classifier has that many. The file is "
+            "corrupt or hostile.")
 
 
 def _layer_label(layer: dict) -> str:

@@ -123,6 +123,10 @@ def test_keras3_lambda_is_refused_then_trusted(tmp_path, x8):
     trusted = load_model(path, trust=True)
     np.testing.assert_allclose(trusted.predict(x8, verbose=0), model.predict(x8, verbose=0),
                                atol=1e-6)
+    # The trust the user gave covers the copies subnet makes (Keras rebuilds the Lambda).
+    np.testing.assert_allclose(np.asarray(with_dropout(trusted, False)(x8)),
+                               model.predict(x8, verbose=0), atol=1e-6)
+    assert with_dropout(trusted, True).get_layer("doubler").__class__.__name__ == "Lambda"
 
 
 def test_keras3_dropout_lambda_is_recognised(tmp_path):

@@ -374,6 +374,39 @@ def test_polyglot_hdf5_and_zip_is_refused(tmp_path):
         load_model(polyglot)
 
 
+def test_zip_with_an_hdf5_model_behind_it_is_refused(tmp_path):
+    h5 = tmp_path / "code.h5"
+    lambda_time_distributed()[0].save(h5)  # what an .h5 reader would load
+    polyglot = tmp_path / "polyglot.h5"
+    with h5py.File(h5, "r") as src, h5py.File(polyglot, "w", userblock_size=4096) as dst:
+        for key in src:
+            src.copy(src[key], dst, name=key)
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+    archive = tmp_path / "clean.keras"  # what subnet would have checked: a clean config.json
+    small_model().save(archive)
+    with zipfile.ZipFile(archive) as z:
+        config = z.read("config.json")
+    with zipfile.ZipFile(head := tmp_path / "head.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", config)
+    assert head.stat().st_size <= 4096
+    with open(polyglot, "r+b") as f:  # the zip in the HDF5 user block
+        f.write(head.read_bytes())
+    assert zipfile.is_zipfile(polyglot) and h5py.is_hdf5(polyglot)
+    with pytest.raises(ModelFileError, match="polyglot.h5' is both a zip archive and an HDF5"):
+        load_model(polyglot)
+
+
+def test_too_many_layers_are_refused(tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    small_model().save(path)
+    monkeypatch.setattr(models, "MAX_LAYERS", 2)
+    with pytest.raises(ModelFileError, match="declares more than 2 layers"):
+        load_model(path)
+    monkeypatch.setattr(models, "MAX_LAYERS", 3)
+    load_model(path)
+
+
 @pytest.mark.parametrize("saved, named", [(".h5", "model.keras"), (".keras", "model.bin")])
 def test_format_is_read_from_content_not_name(tmp_path, saved, named, x4):
     model = small_model()
