@@ -34,7 +34,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
         learning_rate: float | None = None, schedule: str = "cosine", seed: int = 0,
         progress: bool = True, validation: tuple | None = None, patience: int | None = None,
         restore_best: bool = True, teacher=None, temperature: float = 4.0,
-        distill_weight: float = 0.9, callbacks: Sequence | None = None) -> dict:
+        distill_weight: float = 0.9, callbacks: Sequence | None = None,
+        snapshots: Sequence[int] = ()) -> dict:
     """Trains a classifier with cross-entropy (or distillation), reproducibly.
 
     The default recipe is Adam from a learning rate of 2e-3, decayed to 0 along a cosine over
@@ -81,11 +82,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
             they see one training run with the epochs numbered from 0, batch and epoch events,
             and ``val_accuracy`` in the epoch logs when ``validation`` is given. A callback that
             sets ``model.stop_training`` ends training after the epoch.
+        snapshots: Epochs after which to keep a copy of the weights (0: before training), for
+            rewinding (Frankle et al. 2020): a subnetwork's units with the parent's early weights.
 
     Returns:
         A dict with ``loss`` and ``accuracy`` per epoch, ``val_accuracy`` per epoch (with
         ``validation``), ``best_epoch`` (0-based, with ``validation``), ``stopped_early``,
-        ``epochs_run``, ``examples_seen`` and ``seconds``.
+        ``epochs_run``, ``examples_seen``, ``seconds`` and ``snapshots`` ({epoch: list of weight
+        arrays, as ``model.get_weights()``}).
 
     Raises:
         InputError: If the budget, the data, the validation data, the teacher or a setting is
@@ -121,6 +125,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
                 len(validation[0]) == 0 or len(validation[0]) != len(validation[1]):
             raise InputError("`validation` must be a pair (x_val, y_val) of non-empty arrays "
                              "with one label per example.")
+    snapshots = sorted({int(e) for e in snapshots})
+    if snapshots and (snapshots[0] < 0 or any(isinstance(e, bool) for e in snapshots)):
+        raise InputError(f"Invalid value for argument `snapshots`: expected epochs >= 0. "
+                         f"Received: {snapshots}")
     classes = int(model.outputs[0].shape[-1])
     targets = np.asarray(y)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
@@ -139,7 +147,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
     model.compile(optimizer=_optimizer(optimizer, learning_rate, schedule, steps), loss=loss,
                   metrics=metrics)
     rng = np.random.default_rng(seed)
-    history: dict = {"loss": [], "accuracy": []}
+    history: dict = {"loss": [], "accuracy": [], "snapshots": {}}
+    if 0 in snapshots:
+        history["snapshots"][0] = [w.copy() for w in model.get_weights()]
     if validation is not None:
         history["val_accuracy"] = []
     user = keras.callbacks.CallbackList(list(callbacks or []), model=model)
@@ -168,6 +178,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
                     best = (logs["val_accuracy"], epoch,
                             [w.copy() for w in model.get_weights()] if restore_best else None)
             user.on_epoch_end(epoch, logs)
+            if epoch + 1 in snapshots:
+                history["snapshots"][epoch + 1] = [w.copy() for w in model.get_weights()]
             if patience is not None and epoch - best[1] >= patience:
                 stopped = epoch + 1 < n_epochs
                 break
