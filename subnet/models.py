@@ -30,6 +30,7 @@ import shutil
 import stat
 import tempfile
 import types
+import warnings
 import weakref
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -484,7 +485,9 @@ def _holds_code(model) -> bool:
     if any(isinstance(layer, keras.layers.Lambda) for layer in _all_layers(model)):
         return True
     try:
-        config = model.get_config()
+        with warnings.catch_warnings():  # Keras warns on every Python lambda it serializes
+            warnings.simplefilter("ignore")
+            config = model.get_config()
     except Exception:  # subclassed models may not serialize: nothing to rebuild from a config
         return False
     return bool(_code_in_config({"config": config}))
