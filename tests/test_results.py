@@ -306,3 +306,32 @@ def test_check_schema_of_one_definition():
     check_schema(_comparison().to_dict(), "comparison", "comparison")
     with pytest.raises(InputError, match=r"^comparison must be an object\. Received: list"):
         check_schema([], "comparison", "comparison")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or (
+        isinstance(value, float) and math.isfinite(value))
+
+
+VALUES = [0, 1, 0.5, -0.0, 1.0000001, -1e-12, float("nan"), float("inf"), True, None, "0.5",
+          10**400, [0.5]]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=[str(i) for i in range(len(VALUES))])
+def test_lists_of_numbers_accept_exactly_finite_numbers_in_range(value):
+    ok = _finite(value) and 0 <= value <= 1
+    results = validate_results(example_results())
+    results["blog"]["mask_accuracy"] = [0.5, value]  # fractions
+    results["importance"]["sites"]["dense"]["scores"][:2] = [value, None]  # numbers or nulls
+    ok_score = value is None or _finite(value)
+    for fits, key in ((ok, "mask_accuracy"), (ok_score, "scores")):
+        trial = copy.deepcopy(results)
+        if key == "mask_accuracy":
+            trial["importance"]["sites"]["dense"]["scores"][0] = 0.0
+        else:
+            trial["blog"]["mask_accuracy"] = [0.5]
+        if fits:
+            validate_results(trial)
+        else:
+            with pytest.raises(InputError, match=f"\\['{key}'\\]"):
+                validate_results(trial)
