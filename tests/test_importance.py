@@ -220,6 +220,7 @@ def small_model():
     return model, data.x_test, data.y_test
 
 
+@pytest.mark.slow  # 2,000 recorded masks and all 4,096 enumerated: about 35 s on 2 cores
 def test_estimates_converge_to_exact_enumeration(small_model, tmp_path):
     model, x, y = small_model
     exact = exact_banzhaf(model, x, y)
