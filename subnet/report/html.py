@@ -36,7 +36,8 @@ CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, as CSS defines 
 LONG_TOKEN = 25  # a cell with a token this long (a path, a hash) may break inside it
 # A number and what follows it stay on one line: "98.69 %", "4.00×", "2.1 MiB", "1.2 s", and
 # the two sides of "±".
-_UNIT = re.compile(r"(?<=\d) (?=%|×|±|MiB\b|KiB\b|B\b|s\b|min\b|h\b|µs\b)|(?<=±) (?=[\d-])")
+_UNIT = re.compile(r"(?<=\d) (?=%|×|MiB\b|KiB\b|B\b|s\b|min\b|h\b|µs\b)|(?<=[\d%]) (?=±)"
+                   r"|(?<=±) (?=[\d-])")
 
 
 def _keep_units(text) -> markupsafe.Markup:
