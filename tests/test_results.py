@@ -335,3 +335,15 @@ def test_lists_of_numbers_accept_exactly_finite_numbers_in_range(value):
         else:
             with pytest.raises(InputError, match=f"\\['{key}'\\]"):
                 validate_results(trial)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["sites"][0].update(keep="most"),
+    lambda d: d["sites"][1].update(units=0),
+    lambda d: d.update(scores=[[[0.1]]] * 5),
+])
+def test_importance_from_dict_refuses_bad_sites_and_deep_lists(change):
+    data = _importance().to_dict()
+    change(data)
+    with pytest.raises(InputError, match=r"importance\['(sites|scores)'\]"):
+        Importance.from_dict(data)

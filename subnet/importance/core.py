@@ -207,7 +207,7 @@ class Importance:
                                  f"to_list()). Received: {type(sites).__name__}")
         try:
             table = SiteTable.from_list(sites)
-        except TypeError as err:  # a site without one of its fields
+        except (TypeError, ValueError) as err:  # a site without one of its fields, or bad
             raise InputError(f"{where}['sites'] must be a list of sites with name, kind, units, "
                              f"keep and mask_layer: {err}") from err
         arrays = {field: _array_from_json(data.get(field), f"{where}[{field!r}]")
@@ -304,12 +304,12 @@ def _array_from_json(value, where: str) -> np.ndarray | None:
     if value is None:
         return None
 
-    def numbers(item) -> bool:
-        if isinstance(item, list):
-            return all(numbers(v) for v in item)
+    def number(item) -> bool:
         return item is None or (isinstance(item, (int, float)) and not isinstance(item, bool))
 
-    if not isinstance(value, list) or not numbers(value):
+    if not isinstance(value, list) or not all(
+            number(item) or (isinstance(item, list) and all(map(number, item)))
+            for item in value):
         raise InputError(f"{where} must be a list (or a list of lists) of numbers and nulls. "
                          f"Received: {type(value).__name__} {str(value)[:60]}")
     try:
