@@ -2,8 +2,13 @@
 
 This is the one module that decides how model files become Keras 3 models. Model files are
 untrusted input: :func:`load_model` reads the architecture before anything is deserialized and
-refuses any layer that would run code stored in the file (``Lambda``) unless the caller passes
-``trust=True``. With trust, a ``Lambda`` that only applies dropout (the blog's
+refuses code stored anywhere in it (``Lambda`` layers, wrapped or nested ones too, and Python
+functions serialized as activations or initializers) unless the caller passes ``trust=True``; it
+refuses, in one line and before Keras reads them, files that are not regular files, that are both
+a zip and an HDF5 file, that nest too deeply, declare too much (bytes, layers, parameters) or are
+decompression bombs. Names TensorFlow cannot run are replaced, and :func:`original_names` keeps
+the file's own. :func:`deserialization_scope` lets other modules copy a model whose code was
+trusted. With trust, a ``Lambda`` that only applies dropout (the blog's
 ``PermaDropout = Lambda(lambda x: K.dropout(x, level=rate))``) is recognised and rebuilt as a
 Keras ``Dropout`` layer that is always on, so the rest of subnet sees an ordinary dropout rate.
 
@@ -380,7 +385,8 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
     (tf.keras, tf_keras), the blog's functional models included. Before anything is deserialized,
     the file is checked: it must be a regular file of one format (a file that is both a zip and an
     HDF5 file is refused), the sizes it declares must fit :data:`MAX_CONFIG_BYTES`,
-    :data:`MAX_EXPANSION` and :data:`MAX_PARAMETERS`, and its architecture must not nest deeper
+    :data:`MAX_EXPANSION`, :data:`MAX_LAYERS` and :data:`MAX_PARAMETERS` (counted by building
+    the architecture without allocating its weights), and its architecture must not nest deeper
     than :data:`MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True.
 
     Model and layer names that TensorFlow cannot use as name scopes (spaces, non-ASCII letters,
@@ -393,8 +399,8 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
             as activations, initializers or other settings. Only pass True for files whose source
             you trust. With True, a ``Lambda`` that applies dropout at a readable rate is rebuilt
             as an always-on Keras ``Dropout`` at that rate; other code is deserialized by Keras
-            with its safe mode off, and :func:`deserialization_scope` lets copies of the model be
-            made.
+            with its safe mode off (and runs once more when the parameters are counted), and
+            :func:`deserialization_scope` lets copies of the model be made.
 
     Returns:
         The uncompiled ``keras.Model``.
@@ -404,7 +410,11 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
             Keras model, of ambiguous format, too large or too deeply nested for the limits
             above, or holds layers Keras cannot build.
         UntrustedModelError: If the file holds code and ``trust`` is False.
+        InputTypeError: If ``path`` is not a str or path.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError("Invalid type for argument `path`: expected the model file's path "
+                             f"(a str or os.PathLike). Received: {type(path).__name__}")
     path = Path(path)
     fmt = _model_format(path)
     config = _read_config(path, fmt)
@@ -519,9 +529,10 @@ def _model_format(path: Path) -> str:
         info = os.stat(path)
     except FileNotFoundError:
         raise ModelFileError(f"Model file not found: '{shown}'. Check the path.") from None
-    except OSError as err:
-        raise ModelFileError(f"Cannot read model file '{shown}': {clean(err.strerror)}. Check "
-                             "the path and its permissions.") from err
+    except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
+        reason = getattr(err, "strerror", None) or err
+        raise ModelFileError(f"Cannot read model file '{shown}': {clean(reason)}. Check the "
+                             "path and its permissions.") from err
     if stat.S_ISDIR(info.st_mode):
         raise ModelFileError(
             f"'{shown}' is a directory; subnet loads a single .keras or .h5 file. A TensorFlow "
@@ -777,11 +788,9 @@ def _code_in_config(config: dict) -> list[str]:
         node, label, is_layer = stack.pop()
         if isinstance(node, dict):
             cls = node.get("class_name")
-            if is_layer:
+            if is_layer or cls in _CODE_LAYERS:  # a code layer counts wherever it sits
                 label = _layer_label(node)
-                if cls in _CODE_LAYERS:
-                    found[label] = None
-            if cls in _CODE_CLASS_NAMES:
+            if cls in _CODE_LAYERS or cls in _CODE_CLASS_NAMES:
                 found[label] = None
             for key, value in node.items():
                 if key == "layers" and isinstance(value, list):

@@ -88,6 +88,13 @@ def test_link_to_a_fifo_is_refused(tmp_path, no_hang):
         load_model(tmp_path / "model.h5")
 
 
+def test_path_must_be_a_path():
+    with pytest.raises(TypeError, match="argument `path`.*Received: int"):
+        load_model(3)
+    with pytest.raises(ModelFileError, match="Cannot read model file 'a.*embedded null"):
+        load_model("a\0b.keras")
+
+
 # ---------------------------------------------------------------------------- deep nesting
 
 def with_deep_json(config, deep_text):
