@@ -265,9 +265,12 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
         budget: A :class:`Budget` in units, parameters or FLOPs.
         model: The ``keras.Model`` the importance is about (for exact accounting).
         allocation: ``"global"``: add units in order of score over all sites while they fit
-            (scores must be comparable across sites, as mask statistics are); ``"uniform"``:
-            keep the same fraction of every site, each site's best units (for per-layer criteria
-            such as weight magnitude).
+            (scores must be comparable across sites, as mask statistics are); ``"cost"``: the
+            same, in order of score per unit of the budget the unit costs (what adding it adds
+            to this layer *and* the next, at the widths chosen so far; units with a negative
+            score come last, least harmful per cost first), so cheap units of many sites are
+            kept before one costly unit; ``"uniform"``: keep the same fraction of every site,
+            each site's best units (for per-layer criteria such as weight magnitude).
         min_units: Units every site keeps at least, so that no layer collapses (>= 1).
 
     Returns:
@@ -289,9 +292,9 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
             not 1 <= min_units <= int(min(table.units)):
         raise InputError(f"Invalid value received for argument `min_units`. Expected an int in "
                          f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
-    if allocation not in ("global", "uniform"):
-        raise InputError(f"Invalid value received for argument `allocation`. Expected 'global' "
-                         f"or 'uniform'. Received: allocation={allocation!r}")
+    if allocation not in ("global", "cost", "uniform"):
+        raise InputError(f"Invalid value received for argument `allocation`. Expected 'global', "
+                         f"'cost' or 'uniform'. Received: allocation={allocation!r}")
     scores = np.asarray(importance.scores, np.float64)
     if scores.ndim != 1:
         raise InputError("keep_sets needs one score per unit; for class-conditional scores use "
@@ -315,7 +318,9 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
         raise InputError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
                          f"than a subnetwork with {min_units} unit(s) per site costs "
                          f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
-    if allocation == "global":
+    if allocation == "cost":
+        bits = _cost_allocation(per_site, orders, counts, spend, limit, table)
+    elif allocation == "global":
         offsets = table.offsets
         site_of = table.unit_site()
         taken = {name: set(orders[name][:min_units].tolist()) for name in table.names}
@@ -345,6 +350,35 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
             site_bits[orders[name][:count]] = True
             bits[name] = site_bits
     return _keep_set(cost, table, bits, budget)
+
+
+def _cost_allocation(per_site, orders, counts, spend, limit, table) -> dict:
+    """Greedy by score per cost: each step adds the next-best unit of the site whose unit buys
+    the most score per unit of budget at the current widths. A site whose next unit no longer
+    fits is closed: its marginal cost only grows as the other sites grow."""
+    counts = list(counts)
+    open_sites = {k for k, site in enumerate(table) if counts[k] < site.units}
+    base = spend(counts)
+    while open_sites:
+        best, best_key, best_spend = None, None, None
+        for k in open_sites:
+            trial = list(counts)
+            trial[k] += 1
+            trial_spend = spend(trial)
+            marginal = max(trial_spend - base, 1e-12)
+            score = float(per_site[table.names[k]][orders[table.names[k]][counts[k]]])
+            key = (score > 0, score / marginal if score > 0 else score * marginal)
+            if best_key is None or key > best_key:
+                best, best_key, best_spend = k, key, trial_spend
+        if best_spend > limit:
+            open_sites.discard(best)
+            continue
+        counts[best] += 1
+        base = best_spend
+        if counts[best] == table[best].units:
+            open_sites.discard(best)
+    return {name: np.isin(np.arange(site.units), orders[name][:count])
+            for name, site, count in zip(table.names, table, counts, strict=True)}
 
 
 def as_keep_set(model, keep) -> KeepSet:
