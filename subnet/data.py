@@ -439,13 +439,12 @@ def _open_idx(path: Path, stack: contextlib.ExitStack):
     The stream is positioned at the data; it is closed by ``stack``.
     """
     try:
-        raw = stack.enter_context(open(path, "rb"))
-        st = os.fstat(raw.fileno())
+        raw, st = _open_regular(path, stack)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
     except OSError as err:
         raise DataError(f"Could not read IDX file {path}: {err}") from None
-    if not stat.S_ISREG(st.st_mode):
+    if raw is None:
         raise DataError(
             f"IDX file {path} is not a regular file (a FIFO, device or socket); pass the file."
         )
@@ -504,6 +503,25 @@ def _open_idx(path: Path, stack: contextlib.ExitStack):
             "download or copy it again."
         )
     return stream, info
+
+
+def _open_regular(path: Path, stack: contextlib.ExitStack):
+    """Opens ``path`` for binary reading if it is a regular file: (file, stat), or (None, stat).
+
+    Opened without blocking, so that a FIFO is refused rather than waited on.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None, st
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return stack.enter_context(f), st
 
 
 def _idx_header(path: Path) -> _IdxHeader:
@@ -704,9 +722,8 @@ def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
     save = ("Save data sets with numpy.savez(path, x_test=..., y_test=..., x_train=..., "
             "y_train=...).")
     try:
-        f = stack.enter_context(open(path, "rb"))
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
+        f, _ = _open_regular(path, stack)
+        if f is None:
             raise DataError(
                 f"Data file {path} is not a regular file (a FIFO, device or socket). {save}"
             )
@@ -1117,18 +1134,21 @@ def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
             f"data folder {directory} (SUBNET_DATA_DIR): no IDX files in "
             + " or ".join(str(c) for c in candidates)
         )
-    return _load_explicit(name, directory, "SUBNET_DATA_DIR")
+    return _load_explicit(name, directory, "SUBNET_DATA_DIR", "SUBNET_DATA_DIR")
 
 
-def _load_explicit(name: str, path: Path, via: str) -> Dataset:
+def _load_explicit(name: str, path: Path, via: str, option: str) -> Dataset:
     """Loads ``name`` from a folder or ``.npz`` file the user named; never falls back.
+
+    ``via`` is recorded in the source (``"data_dir argument"``), ``option`` names the setting in
+    messages (``"data_dir (--data-dir)"``).
 
     Raises:
         DataError: naming ``path`` and how to fix it, if it is missing, lacks the data set's
             files, or they are broken or hold another data set.
     """
     fix = (
-        f"Point {via} at a folder with the four {name} IDX files ({', '.join(IDX_FILES)}; raw "
+        f"Point {option} at a folder with the four {name} IDX files ({', '.join(IDX_FILES)}; raw "
         f"or .gz), or with a subfolder {name}/ holding them, or at a .npz file of {name}; or "
         "leave it out to use the default sources."
     )
@@ -1152,7 +1172,7 @@ def _load_explicit(name: str, path: Path, via: str) -> Dataset:
         _check_not_other_dataset(name, dataset)
     except (_Unavailable, DataError) as err:
         reason = f"{err.reason}." if isinstance(err, _Unavailable) else str(err)
-        raise DataError(f"Cannot load {name!r} from the {via} {path}: {reason} {fix}") from None
+        raise DataError(f"Cannot load {name!r} from {option} {path}: {reason} {fix}") from None
     return dataset
 
 
@@ -1239,7 +1259,7 @@ _HOW_TO_PROVIDE = {
 
 def _load_named(name: str, data_dir: Path | None) -> Dataset:
     if data_dir is not None:  # named by the user for this call: used, or an error
-        return _load_explicit(name, data_dir, "data_dir argument")
+        return _load_explicit(name, data_dir, "data_dir argument", "data_dir (--data-dir)")
     failures: list[_Unavailable] = []
     for source in _SOURCES[name]:
         try:

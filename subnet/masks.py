@@ -619,10 +619,12 @@ def _read_vector(path: Path, n: int | None) -> np.ndarray:
     """Reads an int64 vector of ``n`` entries (at most MAX_EXAMPLES), checking its header first."""
     want = f"an int64 vector of {n if n else 'n_examples'} entries"
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise RecordError(f"{path} is not a regular file; the record is damaged. Start "
-                                  f"it again in another folder.")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RecordError(f"{path} is not a regular file; the record is damaged. Start it "
+                              f"again in another folder.")
+        with os.fdopen(fd, "rb") as f:
             version = np.lib.format.read_magic(f)
             if version not in ((1, 0), (2, 0)):
                 raise ValueError(f"unsupported .npy format version {version}")

@@ -57,6 +57,19 @@ NO_REAL_MNIST = (
 )
 
 
+def skip_or_fail_in_ci(reason: str) -> None:
+    """Skips a test whose data is missing; in CI (``$CI`` set) that is a failure instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI={os.environ['CI']}: missing data fails the run in CI)")
+    pytest.skip(reason)
+
+
+def needs_real_mnist(npz_ok: bool = True) -> None:
+    """Skips (fails in CI) unless real MNIST IDX files (or, with npz_ok, Keras's cache) exist."""
+    if not REAL_MNIST_DIRS and not (npz_ok and REAL_KERAS_MNIST.is_file()):
+        skip_or_fail_in_ci(NO_REAL_MNIST)
+
+
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path_factory, monkeypatch):
     """Points every source at empty folders; npm is absent and Keras's downloader fails."""
@@ -311,6 +324,110 @@ def test_read_idx_missing_file_names_it(tmp_path):
         read_idx(tmp_path / "nothing-here")
 
 
+def test_read_idx_refuses_declared_sizes_above_the_limits_before_reading(tmp_path, monkeypatch):
+    huge = tmp_path / "huge"
+    huge.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**32 - 1, 28, 28) + bytes(100))
+    with pytest.raises(DataError, match=r"huge declares shape \(4294967295, 28, 28\) of uint8: "
+                       r"4,294,967,295 examples, above the limit of 10,000,000 \(subnet\.data\."
+                       r"MAX_EXAMPLES\)"):
+        read_idx(huge)
+    # A gzip stream of a few hundred bytes cannot hold 784 MB (deflate expands at most 1032x).
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 10**6, 28, 28)
+                                   + bytes(1000)))
+    with pytest.raises(DataError, match=r"bomb\.gz \(after gzip decompression\) declares shape "
+                       r"\(1000000, 28, 28\) of uint8 \(784,000,016 bytes\), more than a gzip "
+                       r"file of \d+ bytes can hold"):
+        read_idx(bomb)
+    monkeypatch.setattr(data, "MAX_BYTES", 1000)
+    images = write_idx(tmp_path / "images", np.zeros((40, 28, 28), np.uint8), gz=True)
+    with pytest.raises(DataError, match=r"images \(after gzip decompression\) declares shape "
+                       r"\(40, 28, 28\) of uint8: 31,360 bytes, above the limit of 1,000 "
+                       r"\(subnet\.data\.MAX_BYTES\)"):
+        read_idx(images)
+
+
+def test_idx_folder_total_declared_size_is_checked_before_reading(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "set", seed=1)  # 39,200 + 50 + 15,680 + 20 bytes of data
+    monkeypatch.setattr(data, "MAX_BYTES", 40_000)
+    reads = []
+    monkeypatch.setattr(data, "read_idx", lambda path: reads.append(path))
+    with pytest.raises(DataError, match=r"The IDX files in .*set declare together: 54,950 bytes, "
+                       r"above the limit of 40,000"):
+        load_dataset(tmp_path / "set")
+    assert reads == []
+
+
+def test_read_idx_refuses_a_fifo_instead_of_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DataError, match=r"fifo is not a regular file"):
+        read_idx(tmp_path / "fifo")
+
+
+def _zeros_gzip(path: Path, header: bytes, n_zeros: int) -> Path:
+    """Writes ``header`` followed by ``n_zeros`` zero bytes, gzip-compressed, in blocks."""
+    block = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header)
+        for _ in range(n_zeros // len(block)):
+            f.write(block)
+    return path
+
+
+def _zeros_npz(path: Path, shape: tuple[int, ...]) -> Path:
+    """Writes a deflated .npz whose x_test holds ``shape`` uint8 zeros, written in blocks."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    block = bytes(1 << 20)
+    n = int(np.prod(shape))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("x_test.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            for start in range(0, n, len(block)):
+                member.write(block[: min(len(block), n - start)])
+        zf.writestr("y_test.npy", _npy(np.zeros(1, np.int64)))
+    return path
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_decompression_bombs_stay_small_in_memory(tmp_path):
+    # 256 MB of zeros behind headers that declare 10 bytes (IDX) and 256 MB (npz), each
+    # compressed to about 1 MB. The IDX reader stops after the declared size plus one byte; the
+    # npz loader refuses the declared size (above a limit of 64 MB) before decompressing.
+    size = 256 << 20
+    idx = _zeros_gzip(tmp_path / "bomb-labels.gz", bytes([0, 0, 8, 1]) + struct.pack(">I", 10),
+                      size)
+    npz = _zeros_npz(tmp_path / "bomb.npz", (size // 1024, 32, 32))
+    assert idx.stat().st_size < 2 << 20 and npz.stat().st_size < 2 << 20
+    script = f"""
+import resource, sys
+from subnet import data
+from subnet.errors import DataError
+data.MAX_BYTES = 64 << 20
+for call in (lambda: data.read_idx({str(idx)!r}), lambda: data.load_dataset({str(npz)!r})):
+    try:
+        call()
+    except DataError as err:
+        print("refused", str(err)[:300])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert "trailing bytes" in lines[0] and "above the limit of 67,108,864" in lines[1]
+    assert int(lines[-1]) < 200  # MiB of peak memory: far below the 256 MB each bomb holds
+
+
 # ------------------------------------------------------------------------------------------
 # Folders of IDX files
 # ------------------------------------------------------------------------------------------
@@ -473,7 +590,7 @@ def test_broken_subnet_data_dir_is_an_error_not_a_fallback(hermetic, tmp_path, m
     path.write_bytes(path.read_bytes()[:-1])
     monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "broken"))
     make_idx_set(hermetic / "cache" / "mnist", seed=15)  # a valid fallback, never used
-    pattern = (r"Cannot load 'mnist' from the SUBNET_DATA_DIR .*broken: .*expected 15,696 bytes, "
+    pattern = (r"Cannot load 'mnist' from SUBNET_DATA_DIR .*broken: .*expected 15,696 bytes, "
                r"got 15,695 \(it is truncated\).*Point SUBNET_DATA_DIR at a folder")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -503,7 +620,7 @@ def test_explicit_data_dir_is_used_or_is_an_error_never_a_fallback(hermetic, tmp
     gz = broken / "train-labels-idx1-ubyte.gz"
     gz.write_bytes(gz.read_bytes()[:-30])
     (tmp_path / "file.txt").write_text("not data")
-    fix = r"Point data_dir argument at a folder with the four mnist IDX files"
+    fix = r"Point data_dir \(--data-dir\) at a folder with the four mnist IDX files"
     cases = [
         (tmp_path / "absent", r"absent: .*absent does not exist\. " + fix),
         (tmp_path / "empty", r"empty: Found no mnist IDX files in .*empty/mnist or .*empty\. "
@@ -514,8 +631,8 @@ def test_explicit_data_dir_is_used_or_is_an_error_never_a_fallback(hermetic, tmp
     for data_dir, pattern in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            with pytest.raises(DataError, match=r"Cannot load 'mnist' from the data_dir "
-                               r"argument .*" + pattern):
+            with pytest.raises(DataError, match=r"Cannot load 'mnist' from data_dir "
+                               r"\(--data-dir\) .*" + pattern):
                 load_dataset("mnist", data_dir=data_dir)
 
 
@@ -526,7 +643,7 @@ def test_data_dir_may_name_an_npz_file(hermetic, tmp_path):
     check_matches(dataset, arrays)
     assert dataset.source == f"{npz} (data_dir argument)"
     np.savez(tmp_path / "small.npz", x_test=np.zeros((2, 5, 5), np.uint8), y_test=[0, 1])
-    with pytest.raises(DataError, match=r"data_dir argument .*small\.npz: .*mnist images are"):
+    with pytest.raises(DataError, match=r"data_dir \(--data-dir\) .*small\.npz: .*mnist images"):
         load_dataset("mnist", data_dir=tmp_path / "small.npz")
 
 
@@ -543,7 +660,7 @@ def test_folder_holding_the_other_dataset_is_rejected(hermetic, tmp_path, monkey
     monkeypatch.setitem(data._KNOWN_TEST_FINGERPRINTS, "mnist", fingerprint)
     make_idx_set(hermetic / "system", seed=18, gz=True)  # never used: data_dir was named
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
-    pattern = (r"Cannot load 'fashion_mnist' from the data_dir argument .*shared: .*holds the "
+    pattern = (r"Cannot load 'fashion_mnist' from data_dir \(--data-dir\) .*shared: .*holds the "
                r"mnist test set, not fashion_mnist; keep each data set in its own subfolder")
     with pytest.raises(DataError, match=pattern):
         load_dataset("fashion_mnist", data_dir=tmp_path / "shared")
@@ -570,8 +687,8 @@ def check_real_mnist(dataset: Dataset) -> None:
     assert dataset.fingerprint() == MNIST_FP
 
 
-@pytest.mark.skipif(not REAL_MNIST_DIRS and not REAL_KERAS_MNIST.is_file(), reason=NO_REAL_MNIST)
 def test_real_mnist_loads_with_its_known_contents(monkeypatch):
+    needs_real_mnist()
     if REAL_KERAS_MNIST.is_file():
         monkeypatch.setenv("KERAS_HOME", str(REAL_KERAS_MNIST.parent.parent))
         dataset = load_dataset("mnist")
@@ -580,8 +697,8 @@ def test_real_mnist_loads_with_its_known_contents(monkeypatch):
     check_real_mnist(dataset)
 
 
-@pytest.mark.skipif(not REAL_MNIST_DIRS, reason=NO_REAL_MNIST)
 def test_real_mnist_is_identical_from_idx_files_and_keras_npz(hermetic):
+    needs_real_mnist(npz_ok=False)
     from_idx = load_dataset("mnist", data_dir=REAL_MNIST_DIRS[0])
     check_real_mnist(from_idx)
     arrays = {b: read_idx(REAL_MNIST_DIRS[0] / b) for b in IDX_FILES}
@@ -590,6 +707,15 @@ def test_real_mnist_is_identical_from_idx_files_and_keras_npz(hermetic):
     assert from_npz.source.startswith("Keras cache")
     assert from_npz.fingerprint() == from_idx.fingerprint() == MNIST_FP
     np.testing.assert_array_equal(from_npz.x_train, from_idx.x_train)
+
+
+def test_missing_mnist_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no local MNIST"):
+        skip_or_fail_in_ci(NO_REAL_MNIST)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no local MNIST.*CI=true: missing data fails"):
+        skip_or_fail_in_ci(NO_REAL_MNIST)
 
 
 # ------------------------------------------------------------------------------------------
@@ -901,8 +1027,52 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
     objects = np.empty(3, dtype=object)
     objects[:] = [0, 1, 1]
     np.savez(tmp_path / "obj.npz", x_test=GOOD_X, y_test=objects)
-    with pytest.raises(DataError, match=r"obj\.npz: could not read key 'y_test'"):
+    with pytest.raises(DataError, match=r"obj\.npz: could not read key 'y_test': it holds "
+                       r"Python objects \(dtype object\), which subnet never unpickles"):
         load_dataset(tmp_path / "obj.npz")
+
+
+def _npz_with_header(path: Path, shape: tuple[int, ...], data: bytes = b"") -> Path:
+    """A .npz whose x_test member has a hand-written header declaring ``shape`` (uint8)."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x_test.npy", header.getvalue() + data)
+        zf.writestr("y_test.npy", _npy(np.zeros(3, np.int64)))
+    return path
+
+
+def test_npz_declared_sizes_are_checked_before_reading(tmp_path, monkeypatch):
+    huge = _npz_with_header(tmp_path / "huge.npz", (10**9, 28, 28))
+    with pytest.raises(DataError, match=r"huge\.npz: key 'x_test' declares shape "
+                       r"\(1000000000, 28, 28\) of uint8: 1,000,000,000 examples, above the "
+                       r"limit of 10,000,000"):
+        load_dataset(huge)
+    short = _npz_with_header(tmp_path / "short.npz", (3, 28, 28), bytes(100))
+    with pytest.raises(DataError, match=r"short\.npz: key 'x_test' declares shape \(3, 28, 28\) "
+                       r"of uint8 \(2,480 bytes\), but its zip entry holds 228 bytes .*truncated"):
+        load_dataset(short)
+    np.savez_compressed(tmp_path / "ok.npz", x_test=np.zeros((3, 28, 28), np.uint8),
+                        y_test=[0, 1, 1])
+    assert load_dataset(tmp_path / "ok.npz").x_test.shape == (3, 28, 28, 1)  # deflate is fine
+    monkeypatch.setattr(data, "MAX_BYTES", 3000)  # each array fits, both together do not
+    np.savez(tmp_path / "two.npz", x_test=np.zeros((3, 28, 28), np.uint8),
+             x_train=np.zeros((3, 28, 28), np.uint8), y_test=[0, 1, 1], y_train=[0, 1, 1])
+    with pytest.raises(DataError, match=r"The arrays of .*two\.npz declare together: 4,752 "
+                       r"bytes, above the limit of 3,000"):
+        load_dataset(tmp_path / "two.npz")
+
+
+def test_a_single_npy_with_a_huge_header_is_refused_unread(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    (tmp_path / "huge.npy").write_bytes(header.getvalue())
+    with pytest.raises(DataError, match=r"huge\.npy holds a single array, not a \.npz"):
+        load_dataset(tmp_path / "huge.npy")
 
 
 def test_non_npz_files_are_refused(tmp_path):
@@ -1076,6 +1246,41 @@ def test_cli_fetch_mnist_and_fashion_mnist(hermetic, tmp_path, monkeypatch, caps
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
     assert data.main(["fetch", "fashion_mnist"]) == 0
     assert f"system folder {hermetic / 'system'}" in capsys.readouterr().out
+
+
+def test_cli_data_dir_that_is_broken_is_one_line_exit_2(hermetic, tmp_path, capsys):
+    make_idx_set(hermetic / "cache" / "mnist", seed=51)  # a fallback that must not be used
+    assert data.main(["info", "mnist", "--data-dir", str(tmp_path / "absent")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(r"python -m subnet\.data: error: Cannot load 'mnist' from data_dir "
+                        r"\(--data-dir\) \S*absent: \S*absent does not exist\. Point data_dir "
+                        r"\(--data-dir\) at a folder .*default sources\.\n", captured.err)
+
+
+def test_cli_usage_errors_are_one_line_and_internal_errors_exit_1(monkeypatch, capsys):
+    assert data.main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: the following arguments are required" in err
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in subnet")
+
+    monkeypatch.setattr(data, "load_dataset", broken)
+    assert data.main(["info", "mnist"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error (a bug in subnet): KeyError" in err
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: int("not a number"))
+    assert data.main(["info", "mnist"]) == 1  # a plain ValueError is not bad input
+
+
+def test_cli_help_does_not_import_tensorflow():
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "subnet.data", "--help"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and "info" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
 
 
 def test_python_dash_m_runs_the_cli(tmp_path):
