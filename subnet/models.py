@@ -705,16 +705,21 @@ def _check_h5(f, path: Path, where: str = "") -> None:
     :data:`MAX_PARAMETERS` in all, and at most :data:`MAX_H5_OBJECTS` objects."""
     import h5py
 
-    count = 0
-    total = 0
-    stack = [("/", f["/"])]
-    while stack:
-        name, obj = stack.pop()
-        count += 1 + len(obj.attrs)
+    def count_up(n: int) -> None:
+        nonlocal count
+        count += n
         if count > MAX_H5_OBJECTS:
             raise ModelFileError(
                 f"Model file '{clean(path)}' holds more than {MAX_H5_OBJECTS:,} HDF5 objects "
                 "(subnet.models.MAX_H5_OBJECTS); no real Keras model does.")
+
+    count = 0
+    total = 0
+    seen = {f["/"].id}  # an object reached by two hard links (or a cycle) is visited once
+    stack = [("/", f["/"])]
+    while stack:
+        name, obj = stack.pop()
+        count_up(1 + len(obj.attrs))
         for attr in obj.attrs:
             # Attributes are stored uncompressed, so no attribute expands beyond the file's
             # size; variable-length strings (Keras's model_config) are checked once read.
@@ -745,7 +750,11 @@ def _check_h5(f, path: Path, where: str = "") -> None:
                         f"Model file '{clean(path)}' has an HDF5 link '{clean(where + name)}/"
                         f"{clean(key)}' to another object or file; subnet reads only "
                         "self-contained model files.")
-                stack.append((f"{name.rstrip('/')}/{key}", obj[key]))
+                count_up(1)
+                child = obj[key]
+                if child.id not in seen:
+                    seen.add(child.id)
+                    stack.append((f"{name.rstrip('/')}/{key}", child))
 
 
 def _check_depth(config: dict, path: Path) -> None:

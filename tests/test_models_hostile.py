@@ -262,6 +262,18 @@ def test_h5_links_to_other_files_are_refused(tmp_path):
         load_model(path)
 
 
+def test_h5_link_cycles_are_walked_once(tmp_path, monkeypatch):
+    path = tmp_path / "cycle.h5"
+    small_model().save(path)
+    with h5py.File(path, "r+") as f:
+        loop = f["model_weights"].create_group("loop")
+        loop["again"], loop["and_again"] = loop, loop  # hard links back to the group
+    load_model(path)
+    monkeypatch.setattr(models, "MAX_H5_OBJECTS", 10)
+    with pytest.raises(ModelFileError, match="more than 10 HDF5 objects"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_absurd_layer_size_is_refused_before_allocation(tmp_path, suffix):
     path = tmp_path / f"huge{suffix}"
