@@ -494,12 +494,21 @@ def test_pdf_has_an_outline_of_sections_figures_and_tables(reports):
     assert [[c.title for c in group] for group in children] == [e for e in expected if e]
     # Each entry points at the page where its title is printed.
     pdftotext = _poppler("pdftotext")
+
+    def page_text(page: int) -> str:
+        return " ".join(subprocess.run([pdftotext, "-f", str(page), "-l", str(page), "-layout",
+                                        str(reports["pdf"]), "-"], check=True,
+                                       capture_output=True, text=True, timeout=60).stdout.split())
+
     for item in top[1:] + [c for group in children for c in group]:
         page = reader.get_destination_page_number(item) + 1
-        text = subprocess.run([pdftotext, "-f", str(page), "-l", str(page), "-layout",
-                               str(reports["pdf"]), "-"], check=True, capture_output=True,
-                              text=True, timeout=60).stdout
-        assert item.title.split(". ", 1)[-1] in " ".join(text.split()), (item.title, page)
+        assert item.title.split(". ", 1)[-1] in page_text(page), (item.title, page)
+    # The title page's contents link to the sections, in order.
+    targets = [reader.get_page_number(link.get_object()["/Dest"][0].get_object()) + 1
+               for link in reader.pages[0]["/Annots"]]
+    assert targets == [reader.get_destination_page_number(item) + 1 for item in top[1:]]
+    for section, page in zip(doc.sections, targets, strict=True):
+        assert f"page {page} of" in page_text(page) and section.title in page_text(page)
 
 
 def test_pdf_tables_are_tables_within_the_margins(tmp_path):

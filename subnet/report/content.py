@@ -421,7 +421,7 @@ def _robustness_section(results) -> Section:
         else:
             items.append(Note("Images of the hardest examples"))
         items.append(Table(
-            "hardest-table", "The hardest examples",
+            "hardest-table", "The hardest examples in numbers",
             ("example", "label", "share of masks correct", "most frequent prediction"),
             tuple((f"#{ex['index']}", str(ex["label"]), percent(ex["share_correct"]),
                    str(ex["predicted_mode"])) for ex in hardest),

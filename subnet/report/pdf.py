@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pypdf
+import pypdf.annotations
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
@@ -328,28 +329,41 @@ def _table_rows(table: content.Table) -> tuple[_Row | None, list[_Row]]:
     return header, [row(r, False) for r in table.rows]
 
 
-def _title_page(doc: content.Document, contents: list[tuple[str, int]]) -> _Page:
+def _title_page(doc: content.Document, contents: list[tuple[str, int]]
+                ) -> tuple[_Page, list[tuple[tuple[float, float, float, float], int]]]:
+    """The title page, and its links: (rectangle in points, target page index) for each line
+    of the contents (none if the answer leaves no room for the contents)."""
+    lines = [(line, {"fontsize": 22, "weight": "bold"}) for line in _wrap(doc.title, 22)]
+    lines.append(("", {"fontsize": 10}))
+    lines += [(f"{label}: {value}", {"fontsize": 11, "color": _GREY})
+              for label, value in doc.facts]
+    lines.append(("", {"fontsize": 14}))
+    if doc.answer:
+        lines.append(("The answer", {"fontsize": 13, "weight": "bold"}))
+        for sentence in doc.answer:
+            lines += [(line, {"fontsize": 13, "color": ACCENT}) for line in _wrap(sentence, 13)]
+            lines.append(("", {"fontsize": 5}))
+    else:
+        lines.append(("The answer: not computed.", {"fontsize": 13, "style": "italic"}))
+    listing = [("", {"fontsize": 14}), ("Contents", {"fontsize": 11, "weight": "bold"})]
+    entries = [(f"{title}  ·  page {page}", {"fontsize": 10, "indent": 0.01, "color": ACCENT})
+               for title, page in contents]
+    links = []
+    if _height(lines + listing + entries) <= 0.93 - _FLOW_BOTTOM:  # else the answer fills it
+        top = (0.93 - _height(lines + listing)) * PAGE[1] * 72
+        left = (_LEFT + 0.01) * PAGE[0] * 72
+        for (text, props), (_, page) in zip(entries, contents, strict=True):
+            height = _entry_height(text, props)
+            width = _MEASURE.get_text_width_height_descent(
+                text, FontProperties(size=props["fontsize"]), ismath=False)[0]
+            links.append(((left, top - height, left + width, top), page - 1))
+            top -= height
+        lines += listing + entries
+
     def draw(fig: Figure) -> None:
-        lines = [(line, {"fontsize": 22, "weight": "bold"}) for line in _wrap(doc.title, 22)]
-        lines.append(("", {"fontsize": 10}))
-        lines += [(f"{label}: {value}", {"fontsize": 11, "color": _GREY})
-                  for label, value in doc.facts]
-        lines.append(("", {"fontsize": 14}))
-        if doc.answer:
-            lines.append(("The answer", {"fontsize": 13, "weight": "bold"}))
-            for sentence in doc.answer:
-                lines += [(line, {"fontsize": 13, "color": ACCENT}) for line in _wrap(sentence, 13)]
-                lines.append(("", {"fontsize": 5}))
-        else:
-            lines.append(("The answer: not computed.", {"fontsize": 13, "style": "italic"}))
-        listing = [("", {"fontsize": 14}), ("Contents", {"fontsize": 11, "weight": "bold"})]
-        listing += [(f"{title}  ·  page {page}", {"fontsize": 10, "indent": 0.01})
-                    for title, page in contents]
-        if _height(lines + listing) <= 0.93 - _FLOW_BOTTOM:  # else the answer takes the page
-            lines += listing
         _lines(fig, lines, 0.93)
 
-    return _Page(draw)
+    return _Page(draw), links
 
 
 def _extend(pages: list, children: list, flowed: list, starts: list) -> None:
@@ -359,8 +373,9 @@ def _extend(pages: list, children: list, flowed: list, starts: list) -> None:
     pages.extend(flowed)
 
 
-def _pages(doc: content.Document) -> tuple[list[_Page], list]:
-    """The pages, and the outline: (section title, page index, [(item title, page index)])."""
+def _pages(doc: content.Document) -> tuple[list[_Page], list, list]:
+    """The pages; the outline: (section title, page index, [(item title, page index)]); and
+    the title page's links to the sections (see :func:`_title_page`)."""
     pages: list[_Page] = []
     contents = []
     outline = []
@@ -380,12 +395,17 @@ def _pages(doc: content.Document) -> tuple[list[_Page], list]:
             pages.append(_figure_page(label, item))
         _extend(pages, children, *_flow_pages(label, flow))
         outline.append((label, first, children))
-    return [_title_page(doc, contents)] + pages, outline
+    title, links = _title_page(doc, contents)
+    return [title] + pages, outline, links
 
 
-def _add_outline(pdf: bytes, outline: list, path: str | os.PathLike) -> None:
-    """Writes ``pdf`` to ``path`` with the outline (bookmarks) added, opening with it shown."""
+def _add_outline(pdf: bytes, outline: list, links: list, path: str | os.PathLike) -> None:
+    """Writes ``pdf`` to ``path`` with the outline (bookmarks) and the title page's links to
+    the sections added, opening with the outline shown."""
     writer = pypdf.PdfWriter(clone_from=io.BytesIO(pdf))
+    for rect, page in links:
+        writer.add_annotation(page_number=0, annotation=pypdf.annotations.Link(
+            rect=rect, target_page_index=page))
     writer.add_outline_item(title="Title page", page_number=0)
     for title, page, children in outline:
         parent = writer.add_outline_item(title=title, page_number=page, is_open=False)
@@ -407,7 +427,7 @@ def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) 
     Returns:
         The number of pages.
     """
-    pages, outline = _pages(doc)
+    pages, outline, links = _pages(doc)
     metadata = {"Title": doc.title, "Author": "subnet", "Subject": doc.subject,
                 "Creator": f"subnet {version}", "CreationDate": None}
     buffer = io.BytesIO()
@@ -420,7 +440,7 @@ def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) 
             page.draw(fig)
             _footer(fig, doc.title, k, len(pages))
             pdf.savefig(fig)
-    _add_outline(buffer.getvalue(), outline, path)
+    _add_outline(buffer.getvalue(), outline, links, path)
     return len(pages)
 
 
