@@ -165,6 +165,28 @@ def test_fast_backend_runs_a_softmax_output_layer():
     np.testing.assert_allclose(full, model.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.parametrize("tail", ["dropout", "softmax_layer_then_dropout", "logits_dropout"])
+def test_a_softmax_classifier_followed_by_dropout_outputs_probabilities(tail):
+    """Dropout after the softmax changes nothing at inference: no second softmax."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(12, activation="relu", name="h")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(10, activation=None if tail != "dropout" else "softmax")(x)
+    if tail == "softmax_layer_then_dropout":
+        x = keras.layers.Softmax()(x)
+    model = keras.Model(inputs, keras.layers.Dropout(0.1)(x))
+    chain = analyse_chain(model)
+    assert chain.probabilities == (tail != "logits_dropout")
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    if not chain.probabilities:
+        expected = keras.ops.convert_to_numpy(keras.ops.softmax(expected))
+    full = np.ones((1, chain.table.n_units), bool)
+    for backend in (FastBackend(chain, rescale=False), ReferenceBackend(chain, rescale=False)):
+        np.testing.assert_allclose(backend.probabilities(x, full)[0], expected, atol=1e-5)
+
+
 def test_a_fallback_to_the_reference_backend_is_warned_and_recorded(tmp_path):
     inputs = keras.Input((28, 28))
     x = keras.layers.Conv1D(4, 3, name="c")(inputs)

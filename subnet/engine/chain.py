@@ -23,7 +23,7 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
-from subnet.models import dropout_layers, outputs_probabilities
+from subnet.models import dropout_layers
 
 __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteTable", "analyse_chain", "call_inference",
            "chain_layers", "layer_flops", "layers_before", "sites"]
@@ -328,7 +328,7 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         segments.append(order[a + 1:b + 1])
     return Chain(model=model, table=SiteTable(site_list), prefix_output=order[mask_points[0]],
-                 segments=segments, probabilities=outputs_probabilities(model))
+                 segments=segments, probabilities=_ends_in_softmax(order[mixing[-1]:]))
 
 
 def chain_layers(model) -> list:
@@ -455,6 +455,19 @@ def _check_classifier_tail(order: list, classifier_index: int) -> None:
         raise InputError(
             f"The last Conv/Dense layer {classifier.name!r} is a convolution; subnet expects a "
             "Dense classifier (add Flatten or global pooling and a Dense layer).")
+
+
+def _ends_in_softmax(tail: list) -> bool:
+    """Whether the classifier and the layers after it (activations, Softmax, dropout) end in a
+    softmax, wherever in the tail it is: a Dropout after a softmax classifier still outputs
+    probabilities at inference."""
+    result = False
+    for layer in tail:
+        if isinstance(layer, keras.layers.Softmax):
+            result = True
+        elif not isinstance(layer, _DROPOUT):
+            result = getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
+    return result
 
 
 def _check_per_channel_layer(layer) -> None:
