@@ -355,6 +355,8 @@ MAX_LAYERS = 10_000
 #: Most parameters (weights) a model may declare, counted from its architecture before Keras
 #: allocates them; the weights an ``.h5`` file stores are bounded by 8 bytes per parameter.
 MAX_PARAMETERS = 2**31
+#: Most members a ``.keras`` archive may list (Keras writes three, plus assets).
+MAX_ZIP_MEMBERS = 10_000
 #: Most objects (groups, datasets, attributes) examined in an HDF5 file.
 MAX_H5_OBJECTS = 100_000
 #: Most code objects examined when reading a trusted dropout ``Lambda``.
@@ -617,6 +619,7 @@ def _read_config(path: Path, fmt: str) -> dict:
                 _check_h5(f, path)
                 raw = _read_h5_config(f, path)
         else:
+            _check_zip_members(path)
             with zipfile.ZipFile(path) as z:
                 raw = _read_zip_config(z, path)
         if len(raw) > MAX_CONFIG_BYTES:
@@ -654,6 +657,21 @@ def _bomb(path: Path, what: str, declared: int, stored: int) -> ModelFileError:
         f"Model file '{clean(path)}' is a decompression bomb: {clean(what)} declares "
         f"{declared:,} bytes but stores {stored:,} (more than {MAX_EXPANSION}x; "
         "subnet.models.MAX_EXPANSION). Refusing to read it.")
+
+
+def _check_zip_members(path: Path) -> None:
+    """Refuses an archive listing more than :data:`MAX_ZIP_MEMBERS` members, from its end
+    record, before ``zipfile`` builds an object per member."""
+    with open(path, "rb") as f:
+        end = zipfile._EndRecData(f)  # the stdlib's reader of the (zip64) end record
+    if end is None:
+        raise zipfile.BadZipFile("no end of central directory record")
+    members = end[zipfile._ECD_ENTRIES_TOTAL]
+    if members > MAX_ZIP_MEMBERS:
+        raise ModelFileError(
+            f"Model file '{clean(path)}' lists {members:,} archive members, more than subnet "
+            f"reads ({MAX_ZIP_MEMBERS:,}; subnet.models.MAX_ZIP_MEMBERS); a Keras model has a "
+            "few. The file is corrupt or hostile.")
 
 
 def _read_zip_config(z: zipfile.ZipFile, path: Path) -> str:

@@ -225,6 +225,17 @@ def test_compressed_member_bomb_is_refused(tmp_path, monkeypatch):
         load_model(path)
 
 
+def test_archive_with_too_many_members_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "many.keras"
+    small_model().save(path)
+    monkeypatch.setattr(models, "MAX_ZIP_MEMBERS", 3)
+    load_model(path)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("assets/extra.txt", "x")
+    with pytest.raises(ModelFileError, match="many.keras' lists 4 archive members"):
+        load_model(path)
+
+
 def add_shape_bomb(group):
     group.create_dataset("bomb", shape=(2**30,), dtype="float32", chunks=(2**20,),
                          compression="gzip")  # 4 GiB declared, nothing stored
