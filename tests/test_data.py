@@ -1066,6 +1066,16 @@ def test_npz_declared_sizes_are_checked_before_reading(tmp_path, monkeypatch):
         load_dataset(tmp_path / "two.npz")
 
 
+def test_npz_class_counts_are_bounded(tmp_path):
+    np.savez(tmp_path / "k.npz", x_test=GOOD_X, y_test=[0, 1, 1], num_classes=10**12)
+    with pytest.raises(DataError, match=r"`num_classes` must be at most 65,536 \(subnet\.data\."
+                       r"MAX_CLASSES\)\. Received: num_classes=1,000,000,000,000"):
+        load_dataset(tmp_path / "k.npz")
+    np.savez(tmp_path / "y.npz", x_test=GOOD_X, y_test=[0, 1, 2**40])
+    with pytest.raises(DataError, match=r"at most 65,536 .*num_classes=1,099,511,627,777"):
+        load_dataset(tmp_path / "y.npz")
+
+
 def test_a_single_npy_with_a_huge_header_is_refused_unread(tmp_path):
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
