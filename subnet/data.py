@@ -592,26 +592,38 @@ def _load_idx_dir(
     missing = [f"{base}[.gz]" for base, p in found.items() if p is None]
     if missing:
         raise DataError(f"Folder {directory} lacks the IDX file(s) {', '.join(missing)}.")
-    total = sum(_idx_header(p).nbytes for p in found.values())
-    _check_declared(f"The IDX files in {directory} declare together", 0, total)
+    # Shapes, pairing and sizes come from the headers alone: a folder that cannot be the data
+    # set is refused before anything is decompressed or allocated.
+    headers = {base: _idx_header(p) for base, p in found.items()}
+    _check_declared(f"The IDX files in {directory} declare together", 0,
+                    sum(h.nbytes for h in headers.values()))
+    for prefix in ("train", "t10k"):
+        images_base, labels_base = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        images, labels = headers[images_base].dims, headers[labels_base].dims
+        if len(images) != 3:
+            raise DataError(
+                f"{found[images_base]} must hold images of shape (N, H, W); got shape {images}."
+            )
+        if len(labels) != 1:
+            raise DataError(f"{found[labels_base]} must hold labels of shape (N,); got {labels}.")
+        if images[0] != labels[0]:
+            raise DataError(
+                f"{found[images_base].name} and {found[labels_base].name} in {directory} do not "
+                f"pair up: {images[0]} images but {labels[0]} labels. Use files from the same "
+                "release."
+            )
+        if image_shape is not None and (*images[1:], 1) != image_shape:
+            raise DataError(
+                f"{directory}: {found[images_base].name} declares images of shape "
+                f"{(*images[1:], 1)} (H, W, C), but {name} images are {image_shape}. These are "
+                f"not {name} files."
+            )
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images_path = found[f"{prefix}-images-idx3-ubyte"]
         labels_path = found[f"{prefix}-labels-idx1-ubyte"]
-        images, labels = read_idx(images_path), read_idx(labels_path)
-        if images.ndim != 3:
-            raise DataError(
-                f"{images_path} must hold images of shape (N, H, W); got shape {images.shape}."
-            )
-        if labels.ndim != 1:
-            raise DataError(f"{labels_path} must hold labels of shape (N,); got {labels.shape}.")
-        if len(images) != len(labels):
-            raise DataError(
-                f"{images_path.name} and {labels_path.name} in {directory} do not pair up: "
-                f"{len(images)} images but {len(labels)} labels. Use files from the same release."
-            )
-        arrays[f"x_{split}"] = _to_images(images, str(images_path))
-        arrays[f"y_{split}"], _ = _to_labels(labels, str(labels_path))
+        arrays[f"x_{split}"] = _to_images(read_idx(images_path), str(images_path))
+        arrays[f"y_{split}"], _ = _to_labels(read_idx(labels_path), str(labels_path))
     return _make_dataset(name, arrays, source, num_classes, image_shape, where=str(directory))
 
 
