@@ -93,7 +93,8 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
                     teacher: np.ndarray | None = None, temperature: float = 4.0,
                     distill_weight: float = 0.9, learning_rate: float = 1e-3,
                     n_masks: int = 300, min_units: int = 1, seed: int = 0,
-                    out: str | os.PathLike | None = None, progress: bool = True) -> Trajectory:
+                    out: str | os.PathLike | None = None, trust: bool = False,
+                    progress: bool = True) -> Trajectory:
     """Prunes ``model`` gradually through every budget, retraining between rounds.
 
     Args:
@@ -118,6 +119,8 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
         seed: Seed of the run (criteria, masks, shuffling); round k uses ``seed * 1000 + k``.
         out: Folder for the checkpoints and the resumable state (None: kept in memory only,
             and ``file`` is None).
+        trust: Whether the model holds code the user trusted (a Lambda layer): the saved
+            subnetworks are then reloaded with ``trust=True`` when the run resumes.
         progress: Show a progress bar over the rounds.
 
     Returns:
@@ -164,7 +167,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
                 "seed": seed, "teacher": teacher is not None,
                 "model": _weights_digest(model), "data": dataset.fingerprint(),
                 "selection": _array_digest(*selection)}
-    state = _State(out, settings)
+    state = _State(out, settings, trust)
     current = model if state.model is None else state.model
     index = state.index or {s.name: list(range(s.units)) for s in whole.sites}
     rounds, checkpoints = list(state.rounds), dict(state.checkpoints)
@@ -256,7 +259,7 @@ def _array_digest(*arrays) -> str:
 class _State:
     """The resumable state of a trajectory in ``out``: settings, last subnetwork, checkpoints."""
 
-    def __init__(self, out, settings: dict):
+    def __init__(self, out, settings: dict, trust: bool = False):
         self.out = None if out is None else Path(out)
         self.model, self.index, self.rounds, self.checkpoints = None, None, [], {}
         self.settings = settings
@@ -272,7 +275,7 @@ class _State:
                              "data; choose another folder.")
         from subnet.models import load_model
 
-        self.model = load_model(self.out / "current.keras")
+        self.model = load_model(self.out / "current.keras", trust=trust)
         self.index = saved["index"]
         self.rounds = saved["rounds"]
         self.checkpoints = {float(b): c for b, c in saved["checkpoints"].items()}
