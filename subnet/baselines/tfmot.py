@@ -231,7 +231,7 @@ class PendingPrune:
                 with np.load(folder / f"pruned{i}.npz") as data:
                     weights = [data[f"w{k}"] for k in range(len(data.files))]
                 info = json.loads((folder / f"result{i}.json").read_text())
-                pruned = keras.models.clone_model(self._model)
+                pruned = copy_model(self._model)
                 pruned.set_weights(weights)
                 info.update(params=int(pruned.count_params()), **self._settings)
                 out.append((pruned, info))
