@@ -70,7 +70,7 @@ def style() -> Iterator[None]:
         yield
 
 
-def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 100) -> bytes:
+def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 200) -> bytes:
     """Draws a figure and returns it as PNG bytes.
 
     Args:
