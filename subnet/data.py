@@ -802,13 +802,17 @@ def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str]) -> d
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
                 header_len = member.tell()
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+                zipfile.BadZipFile, zlib.error) as err:
             raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
         if dtype.hasobject:
             raise DataError(
                 f"{path}: could not read key {key!r}: it holds Python objects (dtype {dtype}), "
                 "which subnet never unpickles. Store numeric arrays (uint8 images, int labels)."
             )
+        if any(d < 0 for d in shape):
+            raise DataError(f"{where} declares the impossible shape {tuple(shape)}. The file is "
+                            "corrupt: save it again.")
         nbytes = math.prod(shape) * dtype.itemsize
         _check_declared(f"{where} declares shape {tuple(shape)} of {dtype}",
                         shape[0] if shape else 1, nbytes)
@@ -860,7 +864,8 @@ def _load_npz(
             try:
                 with archive.open(members[key]) as member:
                     return np.lib.format.read_array(member, allow_pickle=False)
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+                    zipfile.BadZipFile, zlib.error) as err:
                 raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
 
         arrays: dict[str, np.ndarray] = {}

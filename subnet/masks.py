@@ -53,6 +53,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -259,6 +260,10 @@ MAX_CHUNK_BYTES = 512 << 20
 
 _MAX_DEFLATE_RATIO = 1032  # deflate expands at most this many times
 _MAX_META_BYTES = 64 << 20  # meta.json
+# What reading a damaged zip can raise (RuntimeError: encrypted; NotImplementedError: an unknown
+# compression method).
+_READ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError,
+                NotImplementedError, zlib.error)
 _RESERVED = ("format", "num_classes")
 _ARRAYS = ("masks", "predicted", "true_prob")
 _MAX_CLASSES = 1 << 16
@@ -528,7 +533,7 @@ def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             return out
     except RecordError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+    except _READ_ERRORS as err:
         raise _corrupt(path, f"{type(err).__name__}: {err}") from None
 
 
@@ -1250,7 +1255,7 @@ class MaskRecord:
         try:
             with np.load(c.path, allow_pickle=False) as npz:
                 packed, predicted, true_prob = (npz[name] for name in _ARRAYS)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        except _READ_ERRORS as err:
             raise _corrupt(c.path, f"{type(err).__name__}: {err}") from None
         k = c.stop - c.start
         if (packed.shape != (k, -(-self.n_units // 8)) or predicted.shape != (k, self.n_examples)
@@ -1266,7 +1271,7 @@ class MaskRecord:
             try:
                 with np.load(c.path, allow_pickle=False) as npz:
                     predicted = npz["predicted"]
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+            except _READ_ERRORS as err:
                 raise _corrupt(c.path, f"{type(err).__name__}: {err}") from None
             if predicted.shape != (c.stop - c.start, self.n_examples):
                 raise _corrupt(c.path, "arrays do not fit the record")
@@ -1383,5 +1388,5 @@ def _same_chunk(a: Path, b: Path) -> bool:
     try:
         with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
             return all(np.array_equal(x[n], y[n]) and x[n].dtype == y[n].dtype for n in _ARRAYS)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError):
+    except _READ_ERRORS:
         return False

@@ -1077,6 +1077,16 @@ def test_npz_class_counts_are_bounded(tmp_path):
         load_dataset(tmp_path / "y.npz")
 
 
+def test_npz_with_an_unknown_compression_method_is_one_line(tmp_path):
+    np.savez(tmp_path / "m.npz", x_test=GOOD_X, y_test=[0, 1, 1])
+    raw = bytearray((tmp_path / "m.npz").read_bytes())
+    entry = raw.rindex(b"PK\x01\x02", 0, raw.rindex(b"x_test.npy"))  # its central directory
+    raw[entry + 10:entry + 12] = (99).to_bytes(2, "little")  # compression method 99
+    (tmp_path / "m.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"m\.npz: could not read key 'x_test' \(.*compression"):
+        load_dataset(tmp_path / "m.npz")
+
+
 def test_a_single_npy_with_a_huge_header_is_refused_unread(tmp_path):
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
