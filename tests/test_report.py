@@ -184,11 +184,13 @@ def test_methods_have_one_display_name_everywhere(full_results):
     prose = [p for s in doc.sections for item in s.items if isinstance(item, content.Text)
              for p in item.paragraphs] + [f.reading for f in doc.figures]
     prose += [t.reading for t in tables.values()]
-    legend = [p for p in prose if p.startswith("Methods as named here")]
+    legend = [p for p in prose if p.startswith("The methods as named here")]
     assert len(legend) == 1
     for method, name in zip(METHODS, names, strict=True):
-        assert f"{name} ({method})" in legend[0]
+        assert f"{name} = {method}" in legend[0]
+    prose.remove(legend[0])
     # ("magnitude" and "random" are English words too: "largest in magnitude", "random masks".)
+    # (The importance section names its estimator's key in parentheses after its name.)
     raw = re.compile(r"\b(banzhaf|tfmot)\b(?!\))|\b(banzhaf|magnitude|tfmot|random) at \d")
     assert [p for p in prose if raw.search(p)] == []
     # The figures' legends use the same mapping.

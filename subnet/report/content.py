@@ -560,8 +560,8 @@ def _comparison_section(results) -> Section:
     reference = answer.get("dense_accuracy", dense["accuracy"])
     basis = answer.get("dense_accuracy_basis", "with dropout off")
     methods = sorted({r["method"] for r in summary} | {r["method"] for r in comparison["rows"]})
-    items: list = [Text(("Methods as named here, with the name --methods and results.json use: "
-                         + "; ".join(f"{method_name(m)} ({m})" for m in methods) + ".",))
+    items: list = [Text(("The methods as named here, with the names --methods and results.json "
+                         "use: " + "; ".join(f"{method_name(m)} = {m}" for m in methods) + ".",))
                    ] if methods else []
     if summary:
         for cost, title in (("flops", "Accuracy against FLOPs"),
