@@ -9,8 +9,8 @@ A folder (or ``.npz`` file) the user names is used, or is an error: the ``data_d
 (``--data-dir`` on the command lines) is the only source tried when it is given, and when it is
 missing, lacks the data set's files, or they are broken or hold the other data set, the error names
 it and says how to fix it; nothing else is loaded in its place. ``SUBNET_DATA_DIR`` names a root of
-data sets: when it holds the data set's files they are used (or are such an error), and when it
-holds none for this data set it is skipped.
+data sets: it must be an existing folder; when it holds the data set's files they are used (or are
+such an error), and when it holds none for this data set it is skipped.
 
 Without ``data_dir``, named data sets are looked for in several places, in a fixed order, so that
 the same call works on a laptop with Keras's cache, on a cluster with a shared data folder, and on
@@ -1166,6 +1166,12 @@ def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
     directory = _env_path("SUBNET_DATA_DIR")
     if directory is None:
         raise _Unavailable("data folder: not given (no data_dir argument, SUBNET_DATA_DIR unset)")
+    if not directory.is_dir():
+        raise DataError(
+            f"SUBNET_DATA_DIR={directory} is not an existing folder. Set it to the folder that "
+            "holds your data sets (the IDX files, or subfolders mnist/, fashion_mnist/), or unset "
+            "it to use the default sources."
+        )
     candidates = _data_dir_candidates(name, directory)
     if not any(_has_idx_files(c) for c in candidates):
         raise _Unavailable(

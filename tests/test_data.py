@@ -603,6 +603,10 @@ def test_subnet_data_dir_without_the_data_set_is_skipped(hermetic, tmp_path, mon
     monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "root"))
     cached = make_idx_set(hermetic / "cache" / "mnist", seed=17)
     check_matches(load_dataset("mnist"), cached)  # SUBNET_DATA_DIR is a root of data sets
+    monkeypatch.setenv("SUBNET_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=r"SUBNET_DATA_DIR=.*typo is not an existing folder\. "
+                       r"Set it to the folder .* or unset it"):
+        load_dataset("mnist")
 
 
 def test_explicit_data_dir_is_used_or_is_an_error_never_a_fallback(hermetic, tmp_path):
