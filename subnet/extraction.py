@@ -571,7 +571,9 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
         progress: Show a progress bar.
 
     Returns:
-        {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}.
+        {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}. The model is
+        left compiled, with its optimizer's state: save it as ``copy_model(model).save(path)``
+        to leave that state (for Adam, two more copies of the weights) out of the file.
 
     Raises:
         ValueError: If the budget is invalid or the dataset has no training data.
