@@ -308,6 +308,12 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
         "answer": answer,
     }
     results = _jsonable(results)
+    from subnet.report.schema import validate_results
+
+    try:  # a results.json that its own reader refuses is never written: that is a bug here
+        validate_results(results)
+    except InputError as err:
+        raise RuntimeError(f"the results do not match their schema: {err}") from err
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     wanted = [f for f in formats if f in ("html", "pdf")]
     if wanted:
