@@ -1,0 +1,457 @@
+"""How far does the blog's network really trim? The frontier protocol on one data set.
+
+    python analyses/frontier.py [--dataset mnist] [--parents 0,1,2] [--jobs 2] [--quick]
+        [--methods magnitude,taylor,banzhaf,random] [--allocations cost,uniform]
+        [--budgets 0.5,0.25,0.125,0.1,0.0625,0.03125] [--out reports/frontier]
+
+Everything is decided on a validation split held out of the training images (never trained on by
+a parent or a subnetwork); the test set is measured once per network, at the end.
+
+1. **Parents**: the blog's network (conv 20 - conv 50 - dense 500, dropout 0.5) trained for
+   ``--parent-epochs`` on the training split less the validation split, one per ``--parents``
+   seed; its weights at initialisation and after one epoch are kept for rewinding, and its
+   test-time-dropout ensemble (``--teacher-passes`` passes) on the training split is the teacher.
+2. **Trajectories**: for each parent, criterion (``--methods``) and allocation
+   (``--allocations``), one gradual prune-retrain run (:func:`subnet.gradual.prune_gradually`)
+   through every budget; each checkpoint is then fine-tuned to saturation (up to
+   ``--finetune-epochs``, early stopping on the validation split after ``--patience`` epochs
+   without gain, distilled from the parent's ensemble).
+3. **Controls** at each budget, on the widths of the best trajectory (by validation accuracy):
+   Scratch-E and Scratch-B (fresh initialisation; the parent's epochs, or its training FLOPs
+   capped at 4x), rewinding to the parent's weights after one epoch, and the published shapes
+   of this network trained from scratch with the same recipe.
+4. **Statistics**: mean and SD over parents of test accuracy per method, allocation and budget;
+   paired bootstrap tests (outcomes averaged over parents) between the best method and every
+   other at each budget; the smallest subnetwork per method whose *validation* error is at most
+   1 %, with its test error. Those subnetworks are copied to ``--out/models/`` with their JSON.
+
+Every unit of work (a parent, a trajectory, a control) is a cell cached under ``--work`` by what
+made it, so an interrupted run redoes only what is missing; ``--jobs`` cells run side by side,
+each in its own process with ``--threads`` threads. The script prints one JSON object last and
+writes ``--out/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PUBLISHED = {  # conv1-conv2-dense widths of this network in the structured-pruning literature
+    "Neklyudov et al. 2017 (SBP)": {"conv1": 3, "conv2": 18, "dense": 283},
+    "Louizos et al. 2017 (BC-GHS)": {"conv1": 5, "conv2": 10, "dense": 16},
+    "Louizos et al. 2017 (BC-GNJ)": {"conv1": 8, "conv2": 13, "dense": 13},
+    "Louizos et al. 2018 (L0-sep)": {"conv1": 9, "conv2": 18, "dense": 25},
+}
+PUBLISHED_ERROR = {"Neklyudov et al. 2017 (SBP)": 0.0086, "Louizos et al. 2017 (BC-GHS)": 0.010,
+                   "Louizos et al. 2017 (BC-GNJ)": 0.010, "Louizos et al. 2018 (L0-sep)": 0.010}
+TARGET_ERROR = 0.01
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    arg = parser.add_argument
+    arg("--dataset", default="mnist")
+    arg("--parents", default="0,1,2", help="seeds of the parent networks, comma-separated")
+    arg("--parent-epochs", type=int, default=12)
+    arg("--validation", type=int, default=5000)
+    arg("--teacher-passes", type=int, default=16)
+    arg("--methods", default="magnitude,taylor,banzhaf,random")
+    arg("--allocations", default="cost,uniform")
+    arg("--budgets", default="0.5,0.25,0.125,0.1,0.0625,0.03125")
+    arg("--step", type=float, default=0.25, help="fraction of the FLOPs removed per round")
+    arg("--retrain-epochs", type=float, default=0.5, help="epochs of retraining per round")
+    arg("--finetune-epochs", type=int, default=12)
+    arg("--patience", type=int, default=3)
+    arg("--controls", default="scratch_e,scratch_b,rewind,published")
+    arg("--train-subset", type=int, default=None, help="first N training images (quick checks)")
+    arg("--test-subset", type=int, default=None)
+    arg("--quick", action="store_true", help="a small run that checks the pipeline in minutes")
+    arg("--jobs", type=int, default=1)
+    arg("--threads", type=int, default=None)
+    arg("--work", default="out/analyses/frontier")
+    arg("--out", default="reports/frontier")
+    arg("--cell", default=None, help=argparse.SUPPRESS)  # run one cell (used by --jobs)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.parents, args.parent_epochs, args.validation = "0", 2, 1000
+        args.teacher_passes, args.methods, args.allocations = 4, "magnitude,random", "cost"
+        args.budgets, args.finetune_epochs, args.patience = "0.25,0.0625", 2, 1
+        args.train_subset, args.test_subset = args.train_subset or 6000, args.test_subset or 2000
+        args.controls, args.step, args.retrain_epochs = "scratch_e,rewind,published", 0.5, 0.25
+        args.work, args.out = args.work + "-quick", "out/analyses/frontier-quick-report"
+    return args
+
+
+def _list(text, kind=str):
+    return [kind(item) for item in text.split(",") if item.strip()]
+
+
+def _settings(args) -> dict:
+    """What decides the numbers (the cache key of every cell)."""
+    return {k: getattr(args, k) for k in (
+        "dataset", "parent_epochs", "validation", "teacher_passes", "step", "retrain_epochs",
+        "finetune_epochs", "patience", "train_subset", "test_subset")}
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------- cells
+
+def _data(args):
+    import subnet
+    from subnet.protocol import validation_split
+
+    data = subnet.load_dataset(args.dataset)
+    if args.train_subset or args.test_subset:
+        data = data.subset(n_train=args.train_subset, n_test=args.test_subset)
+    train, validation, info = validation_split(data, args.validation, seed=12345)
+    return train, validation, info
+
+
+def _parent_dir(args, seed: int) -> Path:
+    return Path(args.work) / f"parent_s{seed}_{_key(_settings(args), seed)}"
+
+
+def run_parent(args, seed: int) -> dict:
+    """Trains parent ``seed`` (cached) with its rewind snapshots and its teacher."""
+    from subnet._io import atomic_path, atomic_write_text
+
+    folder = _parent_dir(args, seed)
+    done = folder / "parent.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    import subnet
+    from subnet.extraction import accuracy, model_cost
+    from subnet.train import fit, teacher_probabilities
+
+    train, (x_val, y_val), info = _data(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model = subnet.seed_cnn(500, seed=seed)
+    history = fit(model, train.x_train, train.y_train, epochs=args.parent_epochs, seed=seed,
+                  progress=False, snapshots=[0, 1])
+    seconds = time.perf_counter() - start
+    for epoch, weights in history["snapshots"].items():
+        np.savez(folder / f"rewind_e{epoch}.npz", *weights)
+    with atomic_path(folder / "parent.keras") as tmp:
+        model.save(tmp)
+    deterministic = subnet.with_dropout(model, on=False)
+    teacher = teacher_probabilities(model, train.x_train, passes=args.teacher_passes, seed=seed)
+    np.save(folder / "teacher.npy", teacher)
+    ensemble_val = teacher_probabilities(model, x_val, passes=args.teacher_passes, seed=seed)
+    ensemble_test = teacher_probabilities(model, train.x_test, passes=args.teacher_passes,
+                                          seed=seed)
+    result = {"seed": seed, "train_seconds": round(seconds, 1),
+              "flops": int(model_cost(deterministic)["flops"]),
+              "params": int(deterministic.count_params()),
+              "val_accuracy": accuracy(deterministic, x_val, y_val),
+              "test_accuracy": accuracy(deterministic, train.x_test, train.y_test),
+              "ensemble_val_accuracy": float(np.mean(ensemble_val.argmax(1) == y_val)),
+              "ensemble_test_accuracy": float(np.mean(ensemble_test.argmax(1) ==
+                                                      train.y_test)),
+              "test_correct": _pack(ensemble_test.argmax(1) == train.y_test),
+              "validation": info, "n_train": len(train.x_train), "n_test": len(train.x_test)}
+    atomic_write_text(done, json.dumps(result))
+    return result
+
+
+def _pack(correct) -> str:
+    bits = np.packbits(np.asarray(correct, bool))
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def _unpack(text: str, n: int) -> np.ndarray:
+    bits = np.frombuffer(base64.b64decode(text), np.uint8)
+    return np.unpackbits(bits)[:n].astype(bool)
+
+
+def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> dict:
+    """Trains ``model`` to saturation (early stopping on validation), then measures it once."""
+    from subnet.extraction import accuracy, model_cost
+    from subnet.train import fit
+
+    start = time.perf_counter()
+    history = fit(model, train.x_train, train.y_train, epochs=epochs or args.finetune_epochs,
+                  learning_rate=1e-3, seed=seed, progress=False, validation=validation,
+                  patience=args.patience, teacher=teacher)
+    predicted = np.concatenate([np.asarray(model(train.x_test[i:i + 1000], training=False))
+                                .argmax(-1) for i in range(0, len(train.x_test), 1000)])
+    cost = model_cost(model)
+    return {"val_accuracy": accuracy(model, *validation),
+            "test_accuracy": float(np.mean(predicted == train.y_test)),
+            "test_correct": _pack(predicted == train.y_test),
+            "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+            "flops": int(cost["flops"]), "params": int(cost["params"]),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _cell_path(args, kind: str, *parts) -> Path:
+    return Path(args.work) / "cells" / f"{kind}_{'_'.join(map(str, parts))}_" \
+        f"{_key(_settings(args), kind, parts)}.json"
+
+
+def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict:
+    """One gradual trajectory of one parent, each checkpoint fine-tuned to saturation."""
+    from subnet._io import atomic_path, atomic_write_text
+
+    path = _cell_path(args, "trajectory", parent_seed, method, allocation)
+    cell = json.loads(path.read_text()) if path.exists() else {}
+    budgets = _list(args.budgets, float)
+    if cell.get("done"):
+        return cell
+    import subnet
+    from subnet.gradual import prune_gradually
+
+    train, validation, _ = _data(args)
+    folder = _parent_dir(args, parent_seed)
+    parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
+    teacher = np.load(folder / "teacher.npy")
+    start = time.perf_counter()
+    trajectory = prune_gradually(
+        parent, train, method, budgets, step=args.step, retrain_epochs=args.retrain_epochs,
+        allocation=allocation, validation=validation, teacher=teacher, seed=parent_seed,
+        out=path.with_suffix(""), progress=False)
+    cell.setdefault("trajectory_seconds", round(time.perf_counter() - start, 1))
+    cell["rounds"] = list(trajectory.rounds)
+    results = cell.setdefault("checkpoints", {})
+    for budget, point in sorted(trajectory.checkpoints.items(), reverse=True):
+        name = repr(budget)
+        if name in results:
+            continue
+        model = subnet.load_model(path.with_suffix("") / point["file"])
+        tuned = _finetuned(args, model, train, validation, teacher, parent_seed)
+        model_file = path.with_suffix("") / f"finetuned_{budget:g}.keras"
+        with atomic_path(model_file) as tmp:
+            model.save(tmp)
+        results[name] = {**tuned, "widths": point["widths"], "kept": point["kept"],
+                         "pruned_val_accuracy": point["val_accuracy"],
+                         "model_file": str(model_file)}
+        atomic_write_text(path, json.dumps(cell))
+    cell["done"] = True
+    atomic_write_text(path, json.dumps(cell))
+    return cell
+
+
+def run_control(args, parent_seed: int, control: str, budget: float | None,
+                widths: dict | None, kept: dict | None, label: str | None = None) -> dict:
+    """One control network of one parent: Scratch-E/B, rewinding, or a published shape."""
+    from subnet._io import atomic_write_text
+
+    tag = (label or f"{budget:g}").split(" ")[0].lower()  # readable; the hash tells apart
+    path = _cell_path(args, "control", parent_seed, control, tag,
+                      _key(widths, kept, label, budget))
+    if path.exists():
+        return json.loads(path.read_text())
+    import subnet
+    from subnet.controls import rewound, scratch_epochs, shaped
+    from subnet.extraction import model_cost
+
+    train, validation, _ = _data(args)
+    folder = _parent_dir(args, parent_seed)
+    parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
+    dense_flops = model_cost(parent)["flops"]
+    if control == "rewind":
+        early = np.load(folder / "rewind_e1.npz")
+        model = rewound(parent, [early[f"arr_{i}"] for i in range(len(early.files))], kept)
+        epochs = args.finetune_epochs
+        teacher = np.load(folder / "teacher.npy")
+    else:
+        model = shaped(parent, widths, seed=parent_seed + 100)
+        kind = "B" if control == "scratch_b" else "E"
+        epochs = int(round(scratch_epochs(kind, args.parent_epochs, dense_flops,
+                                          model_cost(model)["flops"])))
+        teacher = None  # from scratch: the labels alone, as the parent was trained
+    tuned = _finetuned(args, model, train, validation, teacher, parent_seed, epochs=epochs)
+    result = {**tuned, "control": control, "budget": budget, "label": label, "widths": widths,
+              "epochs_budget": epochs, "parent": parent_seed}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result))
+    return result
+
+
+# ------------------------------------------------------------------------------------ driver
+
+def _run_cells(args, argv, cells: list[tuple]) -> None:
+    """Runs the missing cells, ``--jobs`` at once, each in its own process."""
+    if args.jobs <= 1:
+        for cell in cells:
+            _dispatch(args, cell)
+        return
+    env = dict(os.environ)
+    threads = str(args.threads or max(1, (os.cpu_count() or 2) // args.jobs))
+    env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1",
+               OMP_NUM_THREADS=threads)
+
+    def run(cell):
+        command = [sys.executable, __file__, *argv, "--cell", json.dumps(cell)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"cell {cell} failed:\n{done.stderr[-3000:]}")
+
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(run, c) for c in cells]):
+            future.result()
+
+
+def _dispatch(args, cell) -> None:
+    kind, *rest = cell
+    if kind == "parent":
+        run_parent(args, *rest)
+    elif kind == "trajectory":
+        run_trajectory(args, *rest)
+    else:
+        run_control(args, *rest)
+
+
+def _log(message: str) -> None:
+    print(f"frontier: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
+    if args.cell is not None:
+        _dispatch(args, tuple(json.loads(args.cell)))
+        return 0
+    started = time.perf_counter()
+    parents = _list(args.parents, int)
+    methods, allocations = _list(args.methods), _list(args.allocations)
+    budgets = _list(args.budgets, float)
+    controls = _list(args.controls)
+    _log(f"parents {parents}: training what is missing")
+    _run_cells(args, argv, [("parent", s) for s in parents])
+    parent_results = {s: run_parent(args, s) for s in parents}
+    cells = [("trajectory", s, m, a) for s in parents for m in methods for a in allocations]
+    _log(f"{len(cells)} trajectories")
+    _run_cells(args, argv, cells)
+    trajectories = {c[1:]: run_trajectory(args, *c[1:]) for c in cells}  # cached: reads them
+    # Controls on the widths of the best trajectory at each budget (by validation accuracy).
+    control_cells = []
+    for s in parents:
+        for b in budgets:
+            best = max(((m, a) for m in methods for a in allocations if m != "random"),
+                       key=lambda ma: trajectories[(s, *ma)]["checkpoints"][repr(b)]
+                       ["val_accuracy"], default=None)
+            if best is None:
+                continue
+            point = trajectories[(s, *best)]["checkpoints"][repr(b)]
+            for control in controls:
+                if control in ("scratch_e", "scratch_b", "rewind"):
+                    control_cells.append(("control", s, control, b, point["widths"],
+                                          point["kept"], None))
+        if "published" in controls:
+            for label, widths in PUBLISHED.items():
+                control_cells.append(("control", s, "published", None, widths, None, label))
+    _log(f"{len(control_cells)} controls")
+    _run_cells(args, argv, control_cells)
+    controls_done = [run_control(args, *c[1:]) for c in control_cells]
+    results = _summarise(args, parents, parent_results, trajectories, controls_done, budgets,
+                         methods, allocations)
+    results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    _write(args, results, trajectories)
+    print(json.dumps(results["summary"]))
+    return 0
+
+
+def _summarise(args, parents, parent_results, trajectories, controls, budgets, methods,
+               allocations) -> dict:
+    import subnet
+    from subnet.stats import paired_bootstrap
+
+    n_test = parent_results[parents[0]]["n_test"]
+    dense_flops = parent_results[parents[0]]["flops"]
+    rows = []
+    for m in methods:
+        for a in allocations:
+            for b in budgets:
+                points = [trajectories[(s, m, a)]["checkpoints"][repr(b)] for s in parents]
+                test = np.array([p["test_accuracy"] for p in points])
+                val = np.array([p["val_accuracy"] for p in points])
+                rows.append({
+                    "method": m, "allocation": a, "budget": b,
+                    "flops_mean": float(np.mean([p["flops"] for p in points])),
+                    "flops_reduction": float(dense_flops / np.mean([p["flops"] for p in points])),
+                    "params_mean": float(np.mean([p["params"] for p in points])),
+                    "widths": [p["widths"] for p in points],
+                    "test_accuracy_mean": float(test.mean()),
+                    "test_accuracy_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
+                    "test_error_mean": float(1 - test.mean()),
+                    "val_accuracy_mean": float(val.mean()),
+                    "epochs_run": [p["epochs_run"] for p in points],
+                    "outcomes": np.mean([_unpack(p["test_correct"], n_test) for p in points],
+                                        axis=0)})
+    # Paired tests at each budget: the best (by validation) against every other row.
+    tests = []
+    for b in budgets:
+        at = [r for r in rows if r["budget"] == b]
+        best = max(at, key=lambda r: r["val_accuracy_mean"])
+        for other in at:
+            if other is best:
+                continue
+            test = paired_bootstrap(best["outcomes"], other["outcomes"], resamples=5000)
+            tests.append({"budget": b, "a": [best["method"], best["allocation"]],
+                          "b": [other["method"], other["allocation"]], **test.to_dict()})
+    smallest = {}
+    for m in methods:
+        for a in allocations:
+            ok = [r for r in rows if r["method"] == m and r["allocation"] == a and
+                  1 - r["val_accuracy_mean"] <= TARGET_ERROR]
+            if ok:
+                r = min(ok, key=lambda r: r["flops_mean"])
+                smallest[f"{m}/{a}"] = {k: r[k] for k in (
+                    "budget", "flops_reduction", "test_error_mean", "test_accuracy_sd",
+                    "widths")}
+    control_rows = [{k: c[k] for k in ("control", "budget", "label", "widths", "parent",
+                                       "test_accuracy", "val_accuracy", "flops", "params",
+                                       "epochs_budget", "epochs_run")} for c in controls]
+    for row in rows:
+        row.pop("outcomes")
+    parents_summary = [{k: v for k, v in p.items() if k != "test_correct"}
+                       for p in parent_results.values()]
+    return {"settings": {**_settings(args), "parents": parents, "methods": methods,
+                         "allocations": allocations, "budgets": budgets},
+            "versions": subnet.versions(), "parents": parents_summary, "rows": rows,
+            "paired_tests": tests, "controls": control_rows, "smallest_within_1pct": smallest,
+            "published": [{"source": k, "widths": v, "error": PUBLISHED_ERROR[k]}
+                          for k, v in PUBLISHED.items()],
+            "summary": {"dataset": args.dataset, "parents": len(parents),
+                        "dense_flops": dense_flops, "smallest_within_1pct": smallest,
+                        "parent_test_accuracy": [p["test_accuracy"]
+                                                 for p in parent_results.values()]}}
+
+
+def _write(args, results, trajectories) -> None:
+    from subnet._io import atomic_write_text
+
+    out = Path(args.out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    for name, entry in results["smallest_within_1pct"].items():
+        method, allocation = name.split("/")
+        point = trajectories[(results["settings"]["parents"][0], method, allocation)][
+            "checkpoints"][repr(entry["budget"])]
+        target = out / "models" / f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}.keras"
+        shutil.copyfile(point["model_file"], target)
+        atomic_write_text(target.with_suffix(".json"), json.dumps({
+            "method": method, "allocation": allocation, "budget": entry["budget"],
+            "widths": point["widths"], "flops": point["flops"], "params": point["params"],
+            "test_accuracy": point["test_accuracy"], "parent": results["settings"]["parents"][0],
+            "dense_flops": results["summary"]["dense_flops"]}, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
