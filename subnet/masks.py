@@ -33,6 +33,12 @@ Typical use (the engine computes the outcomes; this module only samples and stor
     record = writer.close()
     record.accuracy_summary()
 
+Counts are bounded by module constants, checked before any work or allocation: :data:`MAX_MASKS`
+masks, :data:`MAX_EXAMPLES` examples, :data:`MAX_UNITS` units and :data:`MAX_CHUNK_BYTES` per
+chunk file. A record folder is untrusted: the sizes its ``meta.json``, ``labels.npy`` and chunk
+files declare are checked against these limits and against the files' real sizes before anything
+is read, and only regular files are opened.
+
 This module is pure numpy: it never imports Keras or TensorFlow.
 """
 

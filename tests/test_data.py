@@ -648,6 +648,10 @@ def test_data_dir_may_name_an_npz_file(hermetic, tmp_path):
     dataset = load_dataset("mnist", data_dir=npz)
     check_matches(dataset, arrays)
     assert dataset.source == f"{npz} (data_dir argument)"
+    np.savez(tmp_path / "test-only.npz", x_test=arrays["t10k-images-idx3-ubyte"],
+             y_test=arrays["t10k-labels-idx1-ubyte"])
+    test_only = load_dataset("mnist", data_dir=tmp_path / "test-only.npz")
+    assert test_only.x_train is None and test_only.fingerprint() == dataset.fingerprint()
     np.savez(tmp_path / "small.npz", x_test=np.zeros((2, 5, 5), np.uint8), y_test=[0, 1])
     with pytest.raises(DataError, match=r"data_dir \(--data-dir\) .*small\.npz: .*mnist images"):
         load_dataset("mnist", data_dir=tmp_path / "small.npz")
