@@ -41,6 +41,7 @@ from subnet._cli import ArgumentParser, HelpFormatter, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.method_names import method_name
 from subnet.results import SCHEMA_VERSION
 
 __all__ = ["Settings", "analyze", "main"]
@@ -369,14 +370,17 @@ def _dataset(model, settings: Settings, data_dir, log):
         data = load_dataset(settings.dataset, data_dir=data_dir)
         _check_fits(model, data, settings.dataset)
         return data, data.name
-    candidates = []
+    candidates, failures = [], []
     for name in DATASETS:
         try:
             data = load_dataset(name, data_dir=data_dir)
-        except ValueError:
+        except InputError as err:
+            failures.append(err)
             continue
         if tuple(data.input_shape) == shape:
             candidates.append(data)
+    if not candidates and data_dir is not None and len(failures) == len(DATASETS):
+        raise failures[-1]  # the folder the user named holds neither: say why
     if not candidates:
         raise InputError(f"No known dataset fits the model's input shape {shape} (known: "
                          f"{', '.join(DATASETS)}, 28x28x1); give --dataset PATH.npz.")
@@ -724,8 +728,8 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
         widths = ", ".join(f"{k} {v}" for k, v in (smallest["widths"] or {}).items())
         out.append(
             f"The smallest subnetwork within {tol} of it {when} was found by "
-            f"{smallest['method']}: {smallest['flops_reduction']:.1f}x fewer FLOPs and "
-            f"{smallest['params_reduction']:.1f}x fewer parameters ({widths}), at "
+            f"{method_name(smallest['method'])}: {smallest['flops_reduction']:.1f}x fewer FLOPs "
+            f"and {smallest['params_reduction']:.1f}x fewer parameters ({widths}), at "
             f"{_spread(smallest)}.")
     if dense_tuned and key == "accuracy_finetuned_mean":
         gap = smallest["accuracy_mean"] - dense_tuned["accuracy_mean"] if smallest else None
