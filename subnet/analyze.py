@@ -789,10 +789,14 @@ _NAMES = {"magnitude": "Structured L1 magnitude pruning", "random": "Random unit
 def _model_summary(model, rate: dict) -> dict:
     from subnet.engine.chain import analyse_chain
     from subnet.extraction import model_cost
+    from subnet.models import original_names
 
     table = analyse_chain(model, rate).table
     cost = model_cost(model)
-    return {"name": model.name, "params": int(model.count_params()), "flops": int(cost["flops"]),
+    # Names TensorFlow refuses were renamed on loading; the report shows the originals too.
+    renamed = {internal: str(original) for internal, original in original_names(model).items()}
+    return {"name": model.name, "original_names": renamed,
+            "params": int(model.count_params()), "flops": int(cost["flops"]),
             "input_shape": [int(d) for d in model.inputs[0].shape[1:]],
             "classes": int(model.outputs[0].shape[-1]),
             "sites": [{"name": s.name, "kind": s.kind, "units": int(s.units),

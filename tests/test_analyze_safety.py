@@ -252,3 +252,20 @@ def test_control_characters_never_reach_the_terminal(tmp_path, capsys):
     assert main([str(name), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\\x1b" in err
+
+
+def test_names_tensorflow_refuses_are_analysed_and_reported_as_in_the_file(case, tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(6, activation="relu", name="hidden <b>layer<b> $1")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    path = tmp_path / "odd.keras"
+    keras.Model(inputs, outputs, name="modèle 'quoted'").save(path)
+    out = tmp_path / "odd"
+    assert main([str(path), "--dataset", case["data"], "--out", str(out), *FAST[:-3],
+                 "--formats", "json,html", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "hidden <b>layer<b> $1" in results["model"]["original_names"].values()
+    page = (out / "report.html").read_text()
+    assert "hidden &lt;b&gt;layer&lt;b&gt; $1" in page and "<b>layer<b>" not in page

@@ -316,7 +316,14 @@ def _model_section(results) -> Section:
         ("training examples", _count(data["n_train"])),
         ("test examples", _count(data["n_test"])),
     ))
-    return Section("model", "The model and the data", (facts, sites, data_table))
+    items = [facts, sites, data_table]
+    renamed = model.get("original_names") or {}
+    if renamed:  # names TensorFlow refuses (spaces, quotes, non-ASCII) were renamed on loading
+        items.insert(2, Table(
+            "renamed", "Names as in the model file", ("name here", "name in the file"),
+            tuple(sorted(renamed.items())), reading="TensorFlow refuses these names in a "
+            "graph, so subnet renamed them on loading; the analysis uses the names here."))
+    return Section("model", "The model and the data", tuple(items))
 
 
 def _blog_section(results) -> Section:
