@@ -146,8 +146,9 @@ def _cell(entry, method: str = "") -> str:
 
 
 def write_report(result: dict, out: Path) -> None:
+    from subnet.method_names import method_name
     from subnet.report import write_document
-    from subnet.report.content import Document, Section, Table, Text
+    from subnet.report.content import Document, Link, Section, Table, Text
 
     sections, answer = [], []
     for name, found in result["datasets"].items():
@@ -157,7 +158,8 @@ def write_report(result: dict, out: Path) -> None:
                        f"off, {dense['accuracy_dropout_on_mean']:.2%} with dropout on "
                        f"(mean of single passes), {dense['finetuned']['accuracy_mean']:.2%}"
                        f" ± {dense['finetuned']['accuracy_std'] * 100:.2f} fine-tuned "
-                       f"with the subnetworks' budget. Full report: {name}/report.html.",))]
+                       "with the subnetworks' budget. Full report: ",
+                       Link(f"{name}/report.html", f"{name}/report.html"), "."),)]
         trend = found["convergence"]
         if trend["rows"]:
             items.append(Table(
@@ -170,14 +172,15 @@ def write_report(result: dict, out: Path) -> None:
         for ref, label in (("whole_best_of_dropout_off_and_on", "the whole at its best"),
                            ("whole_finetuned_same_budget", "the whole fine-tuned alike")):
             per = found["smallest"][ref]
-            rows = tuple((m, _cell(per["0.1_points"][m], m), _cell(per["0.5_points"][m], m))
-                         for m in METHODS)
+            rows = tuple((method_name(m), _cell(per["0.1_points"][m], m),
+                          _cell(per["0.5_points"][m], m)) for m in METHODS)
             items.append(Table(f"{name}-{ref}", f"Smallest within 0.1 / 0.5 points of {label} "
                                f"({refs[ref]:.2%})", ("method", "within 0.1 points",
                                                       "within 0.5 points"), rows,
                                reading="Mean ± std of fine-tuned test accuracy over seeds; "
-                                       "tfmot keeps the dense shape (params = nonzero weights); "
-                                       "reinit has banzhaf's widths, trained from scratch."))
+                                       f"{method_name('tfmot')} keeps the dense shape (params "
+                                       f"= nonzero weights); {method_name('reinit')} are the "
+                                       f"{method_name('banzhaf')} widths, trained from scratch."))
             if ref == "whole_best_of_dropout_off_and_on":
                 parts = []
                 for tol in ("0.1_points", "0.5_points"):
@@ -185,7 +188,8 @@ def write_report(result: dict, out: Path) -> None:
                     best = min(found_, default=None, key=lambda m: (
                         found_[m]["budget_flops_fraction"], -found_[m]["accuracy_mean"]))
                     parts.append(f"within {tol.split('_')[0]} points, "
-                                 + (f"{best} reaches {_cell(found_[best])}" if best else
+                                 + (f"{method_name(best)} reaches {_cell(found_[best])}" if best
+                                    else
                                     "no structured method reaches a budget tested"))
                 answer.append(f"{name}, against the whole at its best ({refs[ref]:.2%}): "
                               f"{'; '.join(parts)}.")
