@@ -95,7 +95,8 @@ def exact_banzhaf(model, x, y, metric: str = "accuracy",
                       "their scores are NaN.", RuntimeWarning, stacklevel=2)
     return Importance(method="exact_banzhaf", scores=scores, sites=chain.table, details={
         "metric": metric, "n_masks": int(len(masks)), "n_examples": int(len(y)),
-        "rescale": bool(rescale), "full_metric": float(values[-1])})
+        "rescale": bool(rescale), "full_metric": float(values[-1]), "backend": engine.name,
+        "backend_fallback": engine.fallback_reason})
 
 
 def ablation(model, x, y, metric: str = "accuracy",
@@ -129,7 +130,8 @@ def ablation(model, x, y, metric: str = "accuracy",
         for a in range(0, len(masks), chunk)])
     return Importance(method="ablation", scores=values[0] - values[1:], sites=chain.table,
                       details={"metric": metric, "n_examples": int(len(y)),
-                               "full_metric": float(values[0])})
+                               "full_metric": float(values[0]), "backend": engine.name,
+                               "backend_fallback": engine.fallback_reason})
 
 
 @register
