@@ -35,6 +35,8 @@ data: $(STAMP) system-deps
 test: $(STAMP) data
 	$(BIN)/python -m pytest
 
+# Leaves out the tests marked slow, among them every test of the five trained networks
+# (tests/conftest.py marks them); the fit tests still train tiny models, as that is their subject.
 test-fast: $(STAMP) data
 	$(BIN)/python -m pytest -m "not slow"
 
