@@ -27,10 +27,10 @@ import numpy as np
 from scipy import stats
 
 import subnet
+from subnet.engine import make_backend
 from subnet.engine.chain import analyse_chain
 from subnet.importance import ablation, estimate, exact_banzhaf
 from subnet.importance.exact import metric_from_probabilities
-from subnet.record import make_backend
 from subnet.train import fit
 
 

@@ -226,6 +226,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     model = load_model(model_path, trust=trust_model)
     rate = _site_rates(model, settings.rate)  # model problems first, before loading data
     _check_budgets(model, rate, settings.budgets)
+    _check_methods(model, settings.methods)
     data, inferred = _dataset(model, settings, data_dir, log)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
     settings = _fit_to_data(settings, data, log)
@@ -391,9 +392,9 @@ def _dataset(model, settings: Settings, data_dir, log):
     scores = {}
     for data in candidates:
         _check_fits(model, data, data.name)
-        from subnet.extraction import _accuracy
+        from subnet.extraction import accuracy
 
-        scores[data.name] = _accuracy(model, data.x_test[:500], data.y_test[:500])
+        scores[data.name] = accuracy(model, data.x_test[:500], data.y_test[:500])
     ranked = sorted(scores, key=scores.get, reverse=True)
     best, second = ranked[0], ranked[1]
     if scores[best] < 0.5 or scores[best] - scores[second] < 0.2:
@@ -408,10 +409,10 @@ def _dataset(model, settings: Settings, data_dir, log):
 def _check_budgets(model, rate: dict, budgets: Sequence[float]) -> None:
     """Refuses FLOP budgets below what one unit per site costs, before any work."""
     from subnet.engine.chain import sites
-    from subnet.extraction import _as_keep
+    from subnet.extraction import as_keep_set
 
     table = sites(model, rate)
-    _, smallest = _as_keep(model, {s.name: np.arange(s.units) == 0 for s in table})
+    smallest = as_keep_set(model, {s.name: np.arange(s.units) == 0 for s in table})
     floor = smallest.flops / smallest.dense_flops
     low = [b for b in budgets if b < floor]
     if low:
@@ -419,6 +420,16 @@ def _check_budgets(model, rate: dict, budgets: Sequence[float]) -> None:
                          f"{'is' if len(low) == 1 else 'are'} below {floor:.3g}, the FLOP "
                          "fraction of a subnetwork that keeps one unit per site; give budgets "
                          f"in [{floor:.3g}, 1).")
+
+
+def _check_methods(model, methods: Sequence[str]) -> None:
+    """Refuses, before any work, methods that cannot handle this model."""
+    from subnet._tf import keras
+
+    code = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
+    if "tfmot" in methods and code:
+        raise InputError(f"Method tfmot rebuilds the model in tf_keras, which cannot carry the "
+                         f"code of Lambda layer {code[0]!r}; leave tfmot out of --methods.")
 
 
 def _fit_to_data(settings: Settings, data, log) -> Settings:
@@ -487,10 +498,10 @@ def _site_rates(model, rate: float | None) -> dict:
 def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
     """Test accuracy with dropout off and on; probability spread of a few test images."""
     from subnet.engine.mc import mc_dropout
-    from subnet.extraction import _accuracy
+    from subnet.extraction import accuracy
     from subnet.models import dropout_layers
 
-    result = {"accuracy_dropout_off": _accuracy(deterministic, data.x_test, data.y_test),
+    result = {"accuracy_dropout_off": accuracy(deterministic, data.x_test, data.y_test),
               "n_test": len(data.x_test), "accuracy_dropout_on_mean": None,
               "accuracy_dropout_on_std": None, "passes": settings.passes,
               "ensemble_accuracy": None, "dropout": "element-wise (Keras Dropout)"}
@@ -504,9 +515,9 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
                       ensemble_accuracy=summary["ensemble_accuracy"])
         probabilities = mc.probabilities[:, picks]
     else:
+        from subnet.engine import make_backend
         from subnet.engine.chain import analyse_chain
         from subnet.masks import sample_masks
-        from subnet.record import make_backend
 
         result["dropout"] = "unit masks at the sites' rates (the model has no Dropout layer)"
         chain = analyse_chain(deterministic, rate)

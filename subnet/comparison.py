@@ -25,9 +25,9 @@ from subnet._io import atomic_write_text
 from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
     Budget,
-    _accuracy,
-    _as_keep,
-    _copy,
+    accuracy,
+    as_keep_set,
+    copy_model,
     extract,
     finetune,
     keep_sets,
@@ -190,25 +190,6 @@ def _cell_key(method: str, budget: float, seed: int) -> str:
     return f"{method}|{budget:.10g}|{seed}"
 
 
-def _magnitude_oneshot(model, sparsity: float):
-    """Sets the smallest-magnitude fraction of every Conv/Dense kernel to zero (no training):
-    the one-shot counterpart of TFMOT's schedule."""
-
-    from subnet.engine.chain import _MIXING
-
-    pruned = _copy(model)
-    for layer in pruned.layers:
-        if isinstance(layer, _MIXING):
-            weights = layer.get_weights()
-            kernel = weights[0]
-            k = int(round(sparsity * kernel.size))
-            if k:
-                threshold = np.partition(np.abs(kernel).ravel(), k - 1)[k - 1]
-                kernel = np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
-            layer.set_weights([kernel, *weights[1:]])
-    return pruned
-
-
 def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "random", "tfmot"),
             budgets: Sequence[float] = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
             seeds: Sequence[int] = (0, 1, 2), *, finetune_epochs: float = 1.0,
@@ -300,7 +281,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             raise InputError(f"{out} holds a comparison with other settings; choose another "
                              "file or delete it to start again.")
     dense = previous.dense if previous else {
-        "accuracy": _accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
+        "accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
         **({"measure": measure(model)} if measure_latency else {})}
     if tune_examples > 0 and dense_finetuned and "finetuned" not in dense:
         dense["finetuned"] = _dense_finetuned(model, dataset, seeds, tune_examples,
@@ -379,7 +360,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                     row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                            "params": keep.params, "flops": keep.flops, "widths": keep.widths,
                            "allocation": ALLOCATION[method],
-                           "accuracy_oneshot": _accuracy(subnetwork, dataset.x_test,
+                           "accuracy_oneshot": accuracy(subnetwork, dataset.x_test,
                                                          dataset.y_test)}
                     _finetune_into(row, subnetwork, dataset, tune_examples, seed)
                     if measure_latency and seed == seeds[0]:
@@ -406,12 +387,12 @@ def _find_row(rows: list, method: str, budget: float, seed: int) -> dict:
                                               r["seed"]) == key)
 
 
-def _dense_finetuned(model, dataset, seeds, tune_examples, accuracy: float) -> dict:
+def _dense_finetuned(model, dataset, seeds, tune_examples, before: float) -> dict:
     """Test accuracy of copies of the whole model fine-tuned exactly as the subnetworks are."""
     accuracies = []
     for seed in seeds:
-        tuned = finetune(_copy(model), dataset, examples=tune_examples, seed=seed, progress=False,
-                         accuracy_before=accuracy)
+        tuned = finetune(copy_model(model), dataset, examples=tune_examples, seed=seed,
+                         progress=False, accuracy_before=before)
         accuracies.append(tuned["accuracy_after"])
     return {"seeds": [int(s) for s in seeds], "accuracy": accuracies,
             "accuracy_mean": float(np.mean(accuracies)),
@@ -430,7 +411,7 @@ def _save_model(model, models_dir, key: str) -> Path:
     path = Path(models_dir) / model_file_name(method, float(budget), int(seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        copy_model(model).save(tmp)  # without the optimizer's state
     return path
 
 
@@ -438,10 +419,9 @@ def reinitialized(model, seed: int):
     """A copy of ``model`` with fresh weights: Glorot-uniform kernels, zero biases,
     BatchNormalization reset (gamma and moving variance 1, beta and moving mean 0), drawn from
     ``numpy.random.default_rng(seed)``."""
-    from subnet._tf import keras
 
     rng = np.random.default_rng(seed)
-    fresh = keras.models.clone_model(model)
+    fresh = copy_model(model)
     for layer in fresh.layers:
         values = []
         for weight in layer.weights:
@@ -463,13 +443,13 @@ def reinitialized(model, seed: int):
 def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
     """A network of the reference subnetwork's widths, re-initialised and trained with the same
     budget: one-shot is its accuracy at initialisation."""
-    _, whole = _as_keep(model, {})
+    whole = as_keep_set(model, {})
     bits = {site.name: np.arange(site.units) < widths[site.name] for site in whole.sites}
     shaped, keep = extract(model, bits)
     fresh = reinitialized(shaped, seed)
     row = {"method": "reinit", "budget_flops_fraction": budget, "seed": int(seed),
            "params": keep.params, "flops": keep.flops, "widths": keep.widths,
-           "allocation": "reference", "accuracy_oneshot": _accuracy(fresh, dataset.x_test,
+           "allocation": "reference", "accuracy_oneshot": accuracy(fresh, dataset.x_test,
                                                                       dataset.y_test)}
     _finetune_into(row, fresh, dataset, tune_examples, seed)
     return row
@@ -500,18 +480,18 @@ def _start_tfmot(model, dataset, nonzero: list[int], seed: int, tune_examples: i
 def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, with_measure) -> dict:
     """The TFMOT row: one-shot magnitude pruning to ``nonzero`` weights, and ``tuned`` (the
     child's ``(pruned model, info)``, or None without fine-tuning)."""
-    from subnet.baselines.tfmot import kernel_sparsity
+    from subnet.baselines.tfmot import kernel_sparsity, magnitude_oneshot
 
     sparsity = kernel_sparsity(model, nonzero)
-    oneshot = _magnitude_oneshot(model, sparsity)
+    oneshot = magnitude_oneshot(model, sparsity)
     row = {"method": "tfmot", "budget_flops_fraction": budget, "seed": int(seed),
            "params": int(nonzero), "flops": int(model_cost(model)["flops"]),
            "dense_shape_params": int(model.count_params()), "sparsity": float(sparsity),
-           "accuracy_oneshot": _accuracy(oneshot, dataset.x_test, dataset.y_test),
+           "accuracy_oneshot": accuracy(oneshot, dataset.x_test, dataset.y_test),
            "accuracy_finetuned": None}
     if tuned is not None:
         pruned, info = tuned
-        row["accuracy_finetuned"] = _accuracy(pruned, dataset.x_test, dataset.y_test)
+        row["accuracy_finetuned"] = accuracy(pruned, dataset.x_test, dataset.y_test)
         row["nonzero_params"] = info["nonzero_params"]
         row["finetune_seconds"] = round(info["seconds"], 1)
         if with_measure:

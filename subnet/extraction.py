@@ -32,7 +32,7 @@ from subnet.engine.chain import (
 )
 from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
-from subnet.models import check_examples
+from subnet.models import check_examples, deserialization_scope
 
 __all__ = ["Budget", "KeepSet", "accuracy", "as_keep_set", "copy_model", "extract", "finetune",
            "keep_sets", "measure", "model_cost", "recalibrate_batchnorm"]
@@ -463,6 +463,11 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
         ValueError: If ``keep`` empties a site, names unknown sites, the model cannot be masked,
             or the extracted model does not match the masked model.
     """
+    with deserialization_scope(model):  # a trusted model's Lambda layers are rebuilt too
+        return _extract(model, keep, scale=scale, check_x=check_x, atol=atol)
+
+
+def _extract(model, keep, *, scale, check_x, atol):
     chain, keep_set = _as_keep(model, keep)
     scale = dict(scale or {})
     unknown = sorted(set(scale) - set(keep_set.sites.names))
@@ -665,14 +670,11 @@ def copy_model(model):
     Returns:
         A new, uncompiled ``keras.Model``.
     """
-    copy = type(model).from_config(model.get_config())
+    with deserialization_scope(model):
+        copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 
-
-# TODO(remove): the old private names, until subnet/comparison.py and subnet/analyze.py switch.
-_accuracy = accuracy
-_copy = copy_model
 
 
 def measure(model, *, batch_size: int = 256, repeats: int = 20, reference=None) -> dict:

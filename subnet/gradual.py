@@ -38,6 +38,7 @@ from subnet.extraction import (
     Budget,
     accuracy,
     as_keep_set,
+    copy_model,
     extract,
     keep_sets,
     model_cost,
@@ -285,14 +286,14 @@ class _State:
             return None
         name = f"budget_{budget:.6g}.keras"
         with atomic_path(self.out / name) as tmp:
-            model.save(tmp)
+            copy_model(model).save(tmp)  # without the optimizer's state
         return name
 
     def save(self, model, index, rounds, checkpoints) -> None:
         if self.out is None:
             return
         with atomic_path(self.out / "current.keras") as tmp:
-            model.save(tmp)
+            copy_model(model).save(tmp)
         atomic_write_text(self.out / "trajectory.json", json.dumps({
             "settings": self.settings, "index": index, "rounds": rounds,
             "checkpoints": {repr(float(b)): c for b, c in checkpoints.items()}}, indent=1))

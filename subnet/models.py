@@ -283,7 +283,8 @@ class AlwaysOnDropout(keras.layers.Layer):
 def outputs_probabilities(model) -> bool:
     """Whether a classifier's output is a softmax (probabilities) rather than logits.
 
-    Reads the output layer's activation; a model ending in a ``Softmax`` layer counts too.
+    Reads the output layer's activation; a model ending in a ``Softmax`` layer counts too, and
+    Dropout layers after the classifier are looked through (at inference they pass it on).
 
     Args:
         model: A ``keras.Model`` classifier.
@@ -291,7 +292,15 @@ def outputs_probabilities(model) -> bool:
     Returns:
         True for probabilities, False for logits.
     """
-    last = model.layers[-1]
+    dropout = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+               keras.layers.SpatialDropout3D, keras.layers.GaussianDropout,
+               keras.layers.AlphaDropout, AlwaysOnDropout)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    while layers and isinstance(layers[-1], dropout):
+        layers.pop()
+    if not layers:
+        return False
+    last = layers[-1]
     if isinstance(last, keras.layers.Softmax):
         return True
     activation = getattr(last, "activation", None)

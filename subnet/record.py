@@ -21,16 +21,14 @@ import numpy as np
 import subnet
 from subnet._cli import progress_bar
 from subnet._tf import keras
-from subnet.engine import BACKENDS, make_backend
+from subnet.engine import make_backend
 from subnet.engine.chain import analyse_chain
 from subnet.errors import InputError, InputTypeError
 from subnet.importance.from_record import BanzhafEstimator
 from subnet.masks import MaskRecord, sample_masks
 from subnet.models import check_examples
 
-# make_backend and BACKENDS live in subnet.engine; they are importable from here until every
-# caller imports them from there (TODO(remove) from __all__ then).
-__all__ = ["BACKENDS", "AdaptiveStop", "make_backend", "model_fingerprint", "record_masks"]
+__all__ = ["AdaptiveStop", "model_fingerprint", "record_masks"]
 
 
 @dataclasses.dataclass(frozen=True)

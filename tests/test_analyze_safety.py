@@ -269,3 +269,21 @@ def test_names_tensorflow_refuses_are_analysed_and_reported_as_in_the_file(case,
     assert "hidden <b>layer<b> $1" in results["model"]["original_names"].values()
     page = (out / "report.html").read_text()
     assert "hidden &lt;b&gt;layer&lt;b&gt; $1" in page and "<b>layer<b>" not in page
+
+
+def test_a_trusted_model_with_a_lambda_is_analysed(case, tmp_path, capsys):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(6, activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    out = tmp_path / "lambda"
+    assert main([str(path), "--dataset", case["data"], "--out", str(out), *FAST]) == 2
+    assert "--trust-model" in capsys.readouterr().err
+    assert main([str(path), "--dataset", case["data"], "--out", str(out), "--trust-model",
+                 *FAST]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["trust_model"] and results["comparison"]["rows"]

@@ -247,12 +247,7 @@ def test_subnet_modules_import_one_way():
 
 # Private names still imported across modules by files being switched to the public ones.
 # TODO(remove) each entry once its file imports the public name.
-PENDING_PRIVATE = {("subnet.analyze", "subnet.extraction", "_accuracy"),
-                   ("subnet.analyze", "subnet.extraction", "_as_keep"),
-                   ("subnet.comparison", "subnet.extraction", "_accuracy"),
-                   ("subnet.comparison", "subnet.extraction", "_as_keep"),
-                   ("subnet.comparison", "subnet.extraction", "_copy"),
-                   ("subnet.comparison", "subnet.engine.chain", "_MIXING")}
+PENDING_PRIVATE: set = set()  # every cross-module name has a public home
 
 
 def test_no_private_name_is_imported_from_another_module():

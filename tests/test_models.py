@@ -256,3 +256,14 @@ def test_two_output_model_is_refused(tmp_path):
     model.save(path)
     with pytest.raises(ModelFileError, match="1 inputs and 2 outputs"):
         load_model(path)
+
+
+def test_a_softmax_classifier_followed_by_dropout_outputs_probabilities():
+    from subnet.models import outputs_probabilities
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, activation="softmax")(inputs)
+    with_dropout_after = keras.Model(inputs, keras.layers.Dropout(0.2)(x))
+    logits = keras.Model(inputs, keras.layers.Dropout(0.2)(keras.layers.Dense(3)(inputs)))
+    assert outputs_probabilities(with_dropout_after)
+    assert not outputs_probabilities(logits)

@@ -177,6 +177,11 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
                          f"epochs={epochs!r}, examples={examples!r}.")
     chain = chain_layers(model)
     layers = layers_before(model, chain[0]) + chain
+    code = [layer.name for layer in layers if isinstance(layer, keras.layers.Lambda)]
+    if code:  # tf_keras would have to rebuild its code from the config, in another process
+        raise InputError(f"The TFMOT baseline rebuilds the model in tf_keras, which cannot "
+                         f"carry the code of Lambda layer {code[0]!r}; leave tfmot out of "
+                         "--methods for this model.")
     spec = {"input_shape": list(model.inputs[0].shape[1:]),
             "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
                        for layer in layers],

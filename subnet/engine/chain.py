@@ -30,7 +30,6 @@ __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteTable", "analyse_chain", "call
 
 #: Layer classes that mix channels: the sites, and the classifier.
 MIXING_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
-_MIXING = MIXING_LAYERS  # TODO(remove): old private name, until subnet/comparison.py switches
 # Layers that act on each channel separately and map an all-zero channel to zero (or are the
 # identity at inference): allowed between a site and its mask point.
 _PER_CHANNEL = (

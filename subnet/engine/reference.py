@@ -50,6 +50,12 @@ class ReferenceBackend:
     fallback_reason: str | None = None
 
     def __init__(self, chain: Chain, *, rescale: bool = True, batch_size: int = 4096):
+        from subnet.models import deserialization_scope
+
+        with deserialization_scope(chain.model):  # a trusted model's Lambdas are copied too
+            self._build(chain, rescale=rescale, batch_size=batch_size)
+
+    def _build(self, chain: Chain, *, rescale: bool, batch_size: int) -> None:
         self.chain = chain
         self.rescale = rescale
         self.batch_size = int(batch_size)

@@ -34,18 +34,11 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
         q-values of the same shape, in [0, 1].
     """
     p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    flat = p.ravel()
-    valid = np.flatnonzero(~np.isnan(flat))
-    if valid.size == 0:
-        return out
-    order = valid[np.argsort(flat[valid], kind="stable")]
-    m = valid.size
-    ranked = flat[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    result = out.ravel()
-    result[order] = np.clip(q, 0.0, 1.0)
-    return result.reshape(p.shape)
+    q = np.full(p.shape, np.nan)
+    valid = ~np.isnan(p)
+    if valid.any():
+        q[valid] = stats.false_discovery_control(p[valid], method="bh")
+    return q
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
