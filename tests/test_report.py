@@ -21,6 +21,7 @@ from subnet.report import (
     write_reports,
 )
 from subnet.report.__main__ import main
+from tests.helpers import skip_or_fail
 from tests.report_example import (
     DENSE_ACCURACY,
     FULL_FIGURES,
@@ -452,8 +453,8 @@ def test_command_rejects_unknown_formats(tmp_path, capsys):
 def _poppler(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
-                    "`make test` installs it as root)")
+        skip_or_fail(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
+                     "`make test` installs it as root)")
     return path
 
 
@@ -593,8 +594,8 @@ def _load(browser, path: Path, width: int = 1100) -> dict:
 
 def test_html_in_headless_chromium(reports, evil_html, tmp_path):
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian package chromium; `make test` installs it "
-                    "as root)")
+        skip_or_fail(f"{CHROMIUM} is absent (Debian package chromium; `make test` installs it "
+                     "as root)")
     from playwright.sync_api import sync_playwright
 
     leaky = tmp_path / "leaky.html"

@@ -69,7 +69,7 @@ def write_reports(results: Mapping, out_dir: str | os.PathLike,
             required key or has a value of the wrong type (the message names the key path).
     """
     formats = _formats(formats)
-    validate_results(results)
+    results = validate_results(results)
     out_dir = Path(out_dir)
     return {name: FORMATS[name](results, out_dir / f"report.{name}") for name in formats}
 

@@ -524,7 +524,7 @@ def _cost_reading(summary: Sequence[Mapping], reference: float, basis: str, dens
 
 def _measure(entry: Mapping | None) -> tuple[str, str, str]:
     entry = entry or {}
-    raw = entry.get("raw_bytes", entry.get("file_bytes"))
+    raw = entry.get("file_bytes")
     latency = entry.get("latency_ms_per_example")
     return (_bytes(raw), _bytes(entry.get("gzip_bytes")),
             "—" if latency is None else f"{latency * 1000:.1f}")

@@ -102,7 +102,7 @@ def write_html(results: Mapping, path: str | os.PathLike) -> Path:
         ValueError: If ``results`` lacks a required key or has a value of the wrong type; the
             message names the key path.
     """
-    validate_results(results)
+    results = validate_results(results)
     return write_html_document(content.build(results), path, created=results["created"],
                                version=results["subnet_version"])
 

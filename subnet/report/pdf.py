@@ -460,7 +460,7 @@ def write_pdf(results: Mapping, path: str | os.PathLike) -> Path:
         ValueError: If ``results`` lacks a required key or has a value of the wrong type; the
             message names the key path.
     """
-    validate_results(results)
+    results = validate_results(results)
     return write_pdf_document(content.build(results), path, version=results["subnet_version"])
 
 
