@@ -126,7 +126,12 @@ def _parent_dir(args, seed: int) -> Path:
 
 
 def run_parent(args, seed: int) -> dict:
-    """Trains parent ``seed`` (cached) with its rewind snapshots and its teacher."""
+    """Trains parent ``seed`` (cached) with its rewind snapshot and its teacher.
+
+    The trained parent and its weights after one epoch are also kept under ``--out/parents/``
+    (committed: retraining them costs more than a session can spare), and a later run on a
+    fresh machine starts from there.
+    """
     from subnet._io import atomic_path, atomic_write_text
 
     folder = _parent_dir(args, seed)
@@ -134,27 +139,40 @@ def run_parent(args, seed: int) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     import subnet
-    from subnet.extraction import accuracy, model_cost
+    from subnet.extraction import accuracy, copy_model, model_cost
     from subnet.train import fit, teacher_probabilities
 
     train, (x_val, y_val), info = _data(args)
     folder.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    model = subnet.seed_cnn(500, seed=seed)
-    history = fit(model, train.x_train, train.y_train, epochs=args.parent_epochs, seed=seed,
-                  progress=False, snapshots=[0, 1])
-    seconds = time.perf_counter() - start
-    for epoch, weights in history["snapshots"].items():
-        np.savez(folder / f"rewind_e{epoch}.npz", *weights)
-    with atomic_path(folder / "parent.keras") as tmp:
-        model.save(tmp)
+    kept = Path(args.out) / "parents" / folder.name
+    files = ("parent.keras", "rewind_e1.npz", "training.json")
+    if not (folder / "parent.keras").exists() and all((kept / f).exists() for f in files):
+        for name in files:
+            shutil.copyfile(kept / name, folder / name)
+    if not (folder / "parent.keras").exists():
+        start = time.perf_counter()
+        model = subnet.seed_cnn(500, seed=seed)
+        history = fit(model, train.x_train, train.y_train, epochs=args.parent_epochs,
+                      seed=seed, progress=False, snapshots=[1])
+        np.savez(folder / "rewind_e1.npz", *history["snapshots"][1])
+        atomic_write_text(folder / "training.json", json.dumps(
+            {"seed": seed, "epochs": args.parent_epochs,
+             "train_seconds": round(time.perf_counter() - start, 1),
+             "loss": history["loss"], "accuracy": history["accuracy"]}))
+        with atomic_path(folder / "parent.keras") as tmp:
+            copy_model(model).save(tmp)  # without the optimizer's state
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copyfile(folder / name, kept / name)
+    model = subnet.load_model(folder / "parent.keras")
+    training = json.loads((folder / "training.json").read_text())
     deterministic = subnet.with_dropout(model, on=False)
     teacher = teacher_probabilities(model, train.x_train, passes=args.teacher_passes, seed=seed)
     np.save(folder / "teacher.npy", teacher)
     ensemble_val = teacher_probabilities(model, x_val, passes=args.teacher_passes, seed=seed)
     ensemble_test = teacher_probabilities(model, train.x_test, passes=args.teacher_passes,
                                           seed=seed)
-    result = {"seed": seed, "train_seconds": round(seconds, 1),
+    result = {"seed": seed, "train_seconds": training["train_seconds"],
               "flops": int(model_cost(deterministic)["flops"]),
               "params": int(deterministic.count_params()),
               "val_accuracy": accuracy(deterministic, x_val, y_val),
@@ -213,6 +231,7 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
     if cell.get("done"):
         return cell
     import subnet
+    from subnet.extraction import copy_model
     from subnet.gradual import prune_gradually
 
     train, validation, _ = _data(args)
@@ -235,7 +254,7 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
         tuned = _finetuned(args, model, train, validation, teacher, parent_seed)
         model_file = path.with_suffix("") / f"finetuned_{budget:g}.keras"
         with atomic_path(model_file) as tmp:
-            model.save(tmp)
+            copy_model(model).save(tmp)  # without the optimizer's state
         results[name] = {**tuned, "widths": point["widths"], "kept": point["kept"],
                          "pruned_val_accuracy": point["val_accuracy"],
                          "model_file": str(model_file)}
