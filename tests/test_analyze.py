@@ -68,7 +68,7 @@ def test_outputs_are_present_and_consistent(analysis):
     # The reports show the same numbers.
     page = (analysis / "report.html").read_text()
     assert html.escape(answer["sentences"][0], quote=False) in page
-    assert page.count('src="data:image/png;base64,') >= 8
+    assert page.count('src="data:image/svg+xml;base64,') >= 8
     assert "http://" not in page and "https://" not in page
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", "-layout", str(analysis / "report.pdf"), "-"],
@@ -158,9 +158,9 @@ def test_bad_input_exits_2_with_one_line(case, message, model_file, tmp_path, ca
         model = str(_no_site_model(tmp_path / "flat.keras"))
     elif case == "shape":
         model = str(_color_model(tmp_path / "color.keras"))
-        extra = ["--dataset", "mnist"]
+        extra = ["--dataset", "mnist", "--budgets", "0.5"]
     elif case == "dataset":
-        extra = ["--dataset", "imagenet"]
+        extra = ["--dataset", "imagenet", "--budgets", "0.5"]
     else:
         extra = {"masks": ["--masks", "0"], "budgets": ["--budgets", "1.5"],
                  "methods": ["--methods", "lottery"], "formats": ["--formats", "html,docx"],
