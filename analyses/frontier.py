@@ -469,6 +469,118 @@ def _write(args, results, trajectories) -> None:
             "test_accuracy": point["test_accuracy"], "parent": results["settings"]["parents"][0],
             "dense_flops": results["summary"]["dense_flops"]}, indent=1))
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    write_report(results, out)
+
+
+def _draw_frontier(fig, results) -> None:
+    """Test error against FLOPs reduction (log x): each method and allocation (mean ± SD over
+    parents), the controls and the published shapes; the 1 % target as a dotted line."""
+    from subnet.method_names import method_name
+    from subnet.report import figures
+
+    ax = fig.subplots()
+    dense = results["summary"]["dense_flops"]
+    keys = sorted({(r["method"], r["allocation"]) for r in results["rows"]})
+    colors = figures.method_colors([m for m, _ in keys])
+    for method, allocation in keys:
+        rows = sorted((r for r in results["rows"] if r["method"] == method and
+                       r["allocation"] == allocation), key=lambda r: r["flops_reduction"])
+        ax.errorbar([r["flops_reduction"] for r in rows], [r["test_error_mean"] for r in rows],
+                    yerr=[r["test_accuracy_sd"] or 0.0 for r in rows], color=colors[method],
+                    linestyle="-" if allocation == "cost" else "--", marker="o", markersize=3,
+                    capsize=2, label=f"{method_name(method)} ({allocation})")
+    markers = {"scratch_e": "v", "scratch_b": "^", "rewind": "D", "published": "*"}
+    for control, marker in markers.items():
+        points = [c for c in results["controls"] if c["control"] == control]
+        if points:
+            ax.scatter([dense / c["flops"] for c in points],
+                       [1 - c["test_accuracy"] for c in points],
+                       marker=marker, color="black", s=22, zorder=3,
+                       label={"scratch_e": "Scratch-E", "scratch_b": "Scratch-B",
+                              "rewind": "rewound to epoch 1",
+                              "published": "published shapes, from scratch"}[control])
+    ax.axhline(TARGET_ERROR, color="black", linestyle=":", linewidth=0.8)
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis, text in ((ax.xaxis, lambda v, _: f"{v:g}x"), (ax.yaxis, lambda v, _: f"{v:.1%}")):
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(text))
+        axis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("FLOPs reduction (x fewer than the parent; log scale)")
+    ax.set_ylabel("test error (log scale)")
+    ax.legend(fontsize=8, ncols=2)
+
+
+def write_report(results, out: Path) -> None:
+    """The frontier as report.html and report.pdf: every number from ``results``."""
+    from subnet.method_names import method_name
+    from subnet.report import write_document
+    from subnet.report.content import Document, Figure, Section, Table, Text
+
+    def pct(value):
+        return "—" if value is None else f"{value:.2%}"
+
+    def sd(value):
+        return "—" if value is None else f"{value * 100:.2f}"
+
+    settings = results["settings"]
+    parents = Table("parents", "Parents (dropout off; the ensemble is the teacher)",
+                    ("seed", "test accuracy", "ensemble test accuracy", "validation accuracy",
+                     "training seconds"),
+                    tuple((str(p["seed"]), pct(p["test_accuracy"]),
+                           pct(p["ensemble_test_accuracy"]), pct(p["val_accuracy"]),
+                           f"{p['train_seconds']:.0f}") for p in results["parents"]),
+                    (False, True, True, True, True))
+    rows = Table("rows", "Subnetworks: test accuracy mean and SD over parents (points)",
+                 ("method", "allocation", "budget", "FLOPs reduction", "test accuracy",
+                  "SD", "validation accuracy", "widths (first parent)"),
+                 tuple((method_name(r["method"]), r["allocation"], f"{r['budget']:g}",
+                        f"{r['flops_reduction']:.1f}x", pct(r["test_accuracy_mean"]),
+                        sd(r["test_accuracy_sd"]), pct(r["val_accuracy_mean"]),
+                        "-".join(str(v) for v in r["widths"][0].values()))
+                       for r in results["rows"]),
+                 (False, False, True, True, True, True, True, False))
+    controls = Table("controls", "Controls", ("control", "budget or source", "parent",
+                                              "widths", "test accuracy", "epochs (run)"),
+                     tuple((c["control"], c["label"] or f"{c['budget']:g}", str(c["parent"]),
+                            "-".join(str(v) for v in c["widths"].values()),
+                            pct(c["test_accuracy"]),
+                            f"{c['epochs_budget']} ({c['epochs_run']})")
+                           for c in results["controls"]),
+                     (False, False, True, False, True, True))
+    tests = Table("tests", "Paired bootstrap tests on the test set (outcomes averaged over "
+                  "parents): the best row by validation against each other",
+                  ("budget", "best", "other", "difference (points)", "95 % interval", "p"),
+                  tuple((f"{t['budget']:g}", " / ".join(t["a"]), " / ".join(t["b"]),
+                         f"{t['difference'] * 100:+.2f}",
+                         f"[{t['ci_low'] * 100:+.2f}, {t['ci_high'] * 100:+.2f}]",
+                         f"{t['pvalue']:.3g}") for t in results["paired_tests"]),
+                  (True, False, False, True, False, True))
+    smallest = results["smallest_within_1pct"]
+    answer = tuple(
+        f"{name}: {e['flops_reduction']:.1f}x fewer FLOPs at {e['test_error_mean']:.2%} test "
+        f"error (chosen on validation)" for name, e in smallest.items()) or (
+        "No method's subnetwork stayed within 1 % validation error at the budgets tried.",)
+    doc = Document(
+        title="How far the blog's network trims: the frontier protocol",
+        subject="Gradual prune-retrain subnetworks against controls and published shapes",
+        facts=(("data set", settings["dataset"]), ("parents", str(len(results["parents"]))),
+               ("budgets", ", ".join(f"{b:g}" for b in settings["budgets"]))),
+        answer=answer,
+        sections=(
+            Section("frontier", "The frontier", (
+                Figure("frontier", "Test error against FLOPs reduction",
+                       "Lines: one gradual trajectory per parent, each checkpoint fine-tuned to "
+                       "saturation; markers: controls; dotted: 1 % error.",
+                       lambda fig: _draw_frontier(fig, results), (8.0, 5.0)),
+                rows)),
+            Section("controls", "Controls and published shapes", (controls,)),
+            Section("statistics", "Paired tests", (tests,)),
+            Section("parents", "Parents", (parents, Text((
+                f"Settings: {json.dumps(settings)}",))))))
+    write_document(doc, out)
 
 
 if __name__ == "__main__":

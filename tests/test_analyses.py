@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
 
 import _trained  # noqa: E402
+import frontier  # noqa: E402
 import subnetworks  # noqa: E402
 import width_dropout_sweep as sweep  # noqa: E402
 
@@ -134,3 +135,38 @@ def test_convergence_compares_the_longest_training_with_the_next():
     assert "+0.06 points: converged at 6 epochs" in subnetworks._convergence_reading(found)
     assert "not converged at 3 epochs" in subnetworks._convergence_reading(
         subnetworks.trend(rows[:2]))
+
+
+def _frontier_point(accuracy, val, flops, correct, widths):
+    return {"test_accuracy": accuracy, "val_accuracy": val, "flops": flops, "params": flops // 10,
+            "widths": widths, "epochs_run": 3, "test_correct": frontier._pack(correct),
+            "kept": {}, "model_file": "x.keras"}
+
+
+def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smallest():
+    rng = np.random.default_rng(0)
+    correct = rng.random(50) < 0.9
+    assert np.array_equal(frontier._unpack(frontier._pack(correct), 50), correct)
+    args = frontier._parse(["--budgets", "0.5,0.1", "--methods", "magnitude,random",
+                            "--allocations", "cost", "--parents", "0,1"])
+    parents = {s: {"n_test": 50, "flops": 1000, "test_accuracy": 0.99, "seed": s,
+                   "train_seconds": 1.0, "ensemble_test_accuracy": 0.99, "val_accuracy": 0.99,
+                   "test_correct": frontier._pack(correct)} for s in (0, 1)}
+    widths = {"conv1": 5, "conv2": 10, "dense": 20}
+    good = np.ones(50, bool)
+    trajectories = {(s, m, "cost"): {"checkpoints": {
+        repr(0.5): _frontier_point(0.995 if m == "magnitude" else 0.99,
+                                   0.995 if m == "magnitude" else 0.985, 480, good, widths),
+        repr(0.1): _frontier_point(0.98, 0.98, 95, correct, widths)}}
+        for s in (0, 1) for m in ("magnitude", "random")}
+    results = frontier._summarise(args, [0, 1], parents, trajectories, [], [0.5, 0.1],
+                                  ["magnitude", "random"], ["cost"])
+    rows = {(r["method"], r["budget"]): r for r in results["rows"]}
+    assert rows[("magnitude", 0.5)]["test_accuracy_mean"] == pytest.approx(0.995)
+    assert rows[("magnitude", 0.5)]["flops_reduction"] == pytest.approx(1000 / 480)
+    assert rows[("magnitude", 0.5)]["test_accuracy_sd"] == pytest.approx(0.0)
+    # Within 1 % validation error only at 0.5 (0.98 at 0.1 is 2 % error): the smallest is 0.5.
+    assert results["smallest_within_1pct"]["magnitude/cost"]["budget"] == 0.5
+    assert "random/cost" not in results["smallest_within_1pct"]  # 1.5 % validation error
+    tests = [t for t in results["paired_tests"] if t["budget"] == 0.5]
+    assert tests[0]["a"] == ["magnitude", "cost"] and tests[0]["difference"] == 0
