@@ -33,12 +33,14 @@ _EXPORTS = {
     "MCDropoutResult": "subnet.engine.mc",
     "MaskRecord": "subnet.masks",
     "PairedTest": "subnet.stats",
+    "Protocol": "subnet.protocol",
     "ModelFileError": "subnet.errors",
     "RecordError": "subnet.errors",
     "Site": "subnet.engine.chain",
     "SiteTable": "subnet.engine.chain",
     "UntrustedModelError": "subnet.errors",
     "compare": "subnet.comparison",
+    "compare_gradual": "subnet.frontier",
     "deserialization_scope": "subnet.models",
     "dropout_layers": "subnet.models",
     "estimate": "subnet.importance.core",
@@ -53,10 +55,12 @@ _EXPORTS = {
     "measure": "subnet.extraction",
     "original_names": "subnet.models",
     "paired_bootstrap": "subnet.stats",
+    "prune_gradually": "subnet.gradual",
     "record_masks": "subnet.record",
     "sample_masks": "subnet.masks",
     "seed_cnn": "subnet.models",
     "sites": "subnet.engine.chain",
+    "validation_split": "subnet.protocol",
     "with_dropout": "subnet.models",
 }
 
@@ -81,7 +85,8 @@ def versions() -> dict:
 
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
-                "iterative", "masks", "models", "record", "report", "stats", "train")
+                "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
+                "controls", "protocol", "frontier")
 
 
 def __getattr__(name: str):

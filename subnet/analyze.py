@@ -51,6 +51,7 @@ METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz",
            "ablation", "tfmot", "reinit")
 FORMATS = ("html", "pdf", "json")
 STAGES = ("blog", "record", "importance", "comparison")
+THOROUGH_METHODS = ("banzhaf", "magnitude", "taylor", "random")
 # What a run writes in --out, and so all that a new run there may delete (see subnet._outdir).
 _FINAL_OUTPUTS = ("results.json", "report.html", "report.pdf", "subnetwork.keras",
                   "analyze-error.log")
@@ -87,6 +88,11 @@ class Settings:
         steps_per_halving: Steps per halving of the FLOPs of iterative mask-statistics pruning.
         step_masks: Masks per step of it.
         quick: Whether these are the ``--quick`` settings.
+        protocol: ``"quick"`` (the comparison above: one-shot cuts and a short fine-tune) or
+            ``"thorough"`` (the frontier protocol, :func:`subnet.frontier.compare_gradual`:
+            gradual prune-retrain trajectories through the budgets, each subnetwork fine-tuned
+            to saturation with early stopping on a validation split and distilled from the
+            parent's dropout ensemble, beside a Scratch-E control; hours rather than minutes).
     """
 
     dataset: str | None = None
@@ -104,6 +110,7 @@ class Settings:
     steps_per_halving: int = 2
     step_masks: int = 250
     quick: bool = False
+    protocol: str = "quick"
 
     @classmethod
     def quick_settings(cls, **changes) -> Settings:
@@ -154,6 +161,12 @@ class Settings:
         count("selection_examples", 10)
         count("steps_per_halving", 1)
         count("step_masks", 20)
+        check("protocol", self.protocol in ("quick", "thorough"), "'quick' or 'thorough'")
+        if self.protocol == "thorough":
+            from subnet.frontier import METHODS as GRADUAL
+
+            check("methods", set(self.methods) <= set(GRADUAL),
+                  f"names among {', '.join(GRADUAL)} for --protocol thorough")
         for method in ("tfmot", "reinit"):
             if method in self.methods and "banzhaf" not in self.methods:
                 raise InputError(f"Invalid value for --methods: {method} is built on the banzhaf "
@@ -170,7 +183,8 @@ class Settings:
 
 
 # The settings the command line sets (an error about another names the Settings field).
-_CLI_SETTINGS = {"dataset", "masks", "examples", "rate", "seed", "repeats", "budgets", "methods",
+_CLI_SETTINGS = {"protocol", "dataset", "masks", "examples", "rate", "seed", "repeats", "budgets",
+                 "methods",
                  "finetune_epochs", "tolerance", "passes", "quick"}
 
 
@@ -275,7 +289,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
                                                 progress))
     importance = stage("importance", lambda: _importance(record_dir))
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
-                                                         out, progress))
+                                                         out, progress, parent=model))
     answer = _answer(comparison, settings, blog)
     answer["subnetwork"] = _save_subnetwork(answer.pop("model_file", None), comparison, out)
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
@@ -634,12 +648,24 @@ def _unit_labels(table) -> list[str]:
 
 
 def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
-                progress: bool) -> dict | None:
+                progress: bool, parent=None) -> dict | None:
     from subnet.comparison import compare
 
     if data.x_train is None:
         return None
     methods = list(settings.methods)
+    if settings.protocol == "thorough":
+        from subnet.frontier import compare_gradual
+        from subnet.models import dropout_layers
+        from subnet.protocol import Protocol
+
+        protocol = Protocol.preset("thorough", budgets=tuple(settings.budgets),
+                                   seeds=tuple(settings.seeds))
+        result = compare_gradual(
+            deterministic, data, methods, protocol, out=out / "frontier",
+            models_dir=out / "models", progress=progress,
+            teacher_model=parent if parent is not None and dropout_layers(parent) else None)
+        return {**result.to_dict(), "summary": result.summary()}
     result = compare(deterministic, data, methods, settings.budgets, settings.seeds,
                      finetune_epochs=settings.finetune_epochs,
                      selection_examples=settings.selection_examples, n_masks=settings.masks,
@@ -667,11 +693,22 @@ def _answer(comparison: dict | None, settings: Settings, blog: dict) -> dict:
                 "smallest_by_method": {}, "sentences": [
                     "No comparison was run (the dataset has no training data to fine-tune on)."]}
     dense = comparison["dense"]
-    key = "accuracy_finetuned_mean" if settings.finetune_epochs > 0 else "accuracy_oneshot_mean"
+    key = "accuracy_finetuned_mean" if settings.finetune_epochs > 0 or \
+        settings.protocol == "thorough" else "accuracy_oneshot_mean"
     by_method: dict = {}
+    validated = None
+    if settings.protocol == "thorough":  # decided on the validation split, not the test set
+        from subnet.frontier import smallest_on_validation
+
+        validated = smallest_on_validation(comparison["rows"], dense["val_accuracy"], tol)
     for entry in comparison["summary"]:
         value = entry.get(key)
-        if value is None or value < reference - tol:
+        if value is None:
+            continue
+        if validated is not None:
+            if entry["budget_flops_fraction"] < validated.get(entry["method"], 2.0):
+                continue
+        elif value < reference - tol:
             continue
         best = by_method.get(entry["method"])
         size = "params" if entry["method"] == "tfmot" else "budget_flops_fraction"
@@ -729,6 +766,10 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
                key, dense_tuned: dict | None = None) -> list[str]:
     when = (f"after fine-tuning for {settings.finetune_epochs:g} epoch(s)"
             if key == "accuracy_finetuned_mean" else "without fine-tuning")
+    if settings.protocol == "thorough":
+        when = ("after gradual pruning with retraining and fine-tuning to saturation (the "
+                "thorough protocol: early stopping on a validation split, distilled from the "
+                "parent; the size chosen on the validation split)")
     tol = f"{settings.tolerance * 100:.2f} points"
     out = [f"The full network scores {reference:.2%} on {n_test:,} test examples {basis}."]
     if smallest is None:
@@ -905,6 +946,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="reuse the stages an interrupted run with the same settings finished")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow code inside the model file (Lambda layers) to run")
+    parser.add_argument("--protocol", choices=("quick", "thorough"), default="quick",
+                        help="quick: cuts with a short fine-tune (minutes); thorough: gradual "
+                             "prune-retrain, fine-tuned to saturation on a validation split, "
+                             "distilled, with a Scratch-E control (hours; methods default to "
+                             f"{','.join(THOROUGH_METHODS)})")
     parser.add_argument("--quick", action="store_true",
                         help="small settings for a first look (~1-2 minutes); options given "
                              "explicitly still apply")
@@ -918,7 +964,9 @@ def _settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
               "rate": args.rate, "seed": args.seed, "repeats": args.repeats,
               "budgets": tuple(args.budgets), "methods": tuple(args.methods),
               "finetune_epochs": args.finetune_epochs, "tolerance": args.tolerance / 100,
-              "passes": args.passes}
+              "passes": args.passes, "protocol": args.protocol}
+    if args.protocol == "thorough" and "methods" not in given:
+        fields["methods"] = THOROUGH_METHODS
     if args.quick:
         explicit = {k: v for k, v in fields.items() if k in given or k == "dataset"}
         return Settings.quick_settings(**explicit)

@@ -287,3 +287,25 @@ def test_a_trusted_model_with_a_lambda_is_analysed(case, tmp_path, capsys):
                  *FAST]) == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["trust_model"] and results["comparison"]["rows"]
+
+
+def test_the_thorough_protocol_answers_from_gradual_trajectories(case, tmp_path):
+    out = tmp_path / "thorough"
+    argv = [case["model"], "--dataset", case["data"], "--out", str(out), "--protocol",
+            "thorough", "--methods", "magnitude,random", "--budgets", "0.5", "--masks", "20",
+            "--examples", "10", "--passes", "1", "--formats", "json", "--quiet"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["protocol"] == "thorough"
+    rows = results["comparison"]["rows"]
+    assert {r["method"] for r in rows} == {"magnitude", "random"}
+    for row in rows:
+        assert row["flops"] <= 0.5 * results["model"]["flops"]
+        assert 0 <= row["scratch_accuracy"] <= 1 and 0 <= row["val_accuracy"] <= 1
+    assert results["comparison"]["config"]["protocol"]["name"] == "thorough+custom"
+    assert "thorough protocol" in " ".join(results["answer"]["sentences"])
+
+
+def test_the_thorough_protocol_refuses_methods_it_cannot_run(case, capsys):
+    assert _run(case, case["dir"] / "t", "--protocol", "thorough", "--methods", "tfmot") == 2
+    _one_line_error(capsys, "--methods", "thorough")

@@ -1,0 +1,179 @@
+"""The thorough comparison: gradual prune-retrain trajectories, fine-tuned to saturation.
+
+:func:`compare_gradual` is the frontier protocol (:mod:`subnet.protocol`) for one parent, in
+the shape of :func:`subnet.compare`'s result, so ``python -m subnet.analyze --protocol thorough``
+answers with it and reports it as it reports the quick comparison. For every method and seed:
+one :func:`~subnet.gradual.prune_gradually` trajectory through every budget (the criterion
+re-measured on the current subnetwork each round, retraining between rounds, distilled from the
+parent's test-time-dropout ensemble when it has dropout), then each checkpoint fine-tuned with
+early stopping on a validation split held out of the training images. Units, early stopping and
+the choice of the smallest subnetwork are decided on that split; the test set is measured once
+per network, at the end. Each row also carries a Scratch-E control: the same widths, freshly
+initialised and trained for the parent-equivalent epochs of the protocol with the same early
+stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from subnet._cli import progress_bar
+from subnet._io import atomic_path, atomic_write_text
+from subnet.errors import InputError
+
+__all__ = ["METHODS", "compare_gradual"]
+
+METHODS = ("banzhaf", "magnitude", "taylor", "apoz", "activation", "random")
+
+
+def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=None,
+                    models_dir: str | os.PathLike | None = None, teacher_model=None,
+                    progress: bool = True):
+    """Compares methods on the frontier protocol; returns a :class:`~subnet.Comparison`.
+
+    Args:
+        model: The parent, deterministic (dropout off), a ``keras.Model`` classifier.
+        dataset: A :class:`~subnet.data.Dataset` with a training split.
+        methods: Criteria among :data:`METHODS`.
+        protocol: A :class:`~subnet.protocol.Protocol` (``Protocol.preset("thorough")``); its
+            budgets, seeds, validation size, fine-tuning, distillation, allocation, step and
+            retraining are used.
+        out: Folder for the trajectories and the resumable state (None: a temporary folder).
+        models_dir: Where the fine-tuned subnetworks are saved (as ``compare`` names them).
+        teacher_model: The parent with its dropout, for the ensemble teacher (None: no
+            distillation, or the deterministic parent when ``protocol.teacher_passes`` is 0).
+        progress: Progress bars on stderr.
+
+    Returns:
+        A :class:`~subnet.comparison.Comparison` whose rows have ``accuracy_oneshot`` (test
+        accuracy at the end of the trajectory), ``accuracy_finetuned`` (after fine-tuning),
+        ``val_accuracy``, ``widths``, ``flops``, ``params``, ``allocation``, ``model_file`` and
+        ``scratch_accuracy`` (the Scratch-E control of the same widths).
+
+    Raises:
+        InputError: If a method is unknown, the dataset has no training split, or the protocol
+            holds out no validation split.
+    """
+    import tempfile
+
+    from subnet.comparison import Comparison, model_file_name
+    from subnet.controls import scratch
+    from subnet.extraction import accuracy, copy_model, model_cost
+    from subnet.gradual import prune_gradually
+    from subnet.protocol import validation_split
+    from subnet.train import fit, teacher_probabilities
+
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise InputError(f"Methods {unknown or list(methods)} cannot run on the thorough "
+                         f"protocol; choose among {', '.join(METHODS)}.")
+    if dataset.x_train is None:
+        raise InputError(f"Dataset {dataset.name!r} has no training split; the thorough "
+                         "protocol retrains and fine-tunes on it.")
+    if not protocol.validation:
+        raise InputError("The thorough protocol decides on a validation split: give the "
+                         "protocol a validation size.")
+    size = protocol.validation
+    if isinstance(size, int) and size >= len(dataset.x_train) // 2:
+        size = 0.1  # a small training split: hold out a tenth rather than most of it
+    train, validation, info = validation_split(dataset, size, seed=12345)
+    work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="subnet-frontier-"))
+    work.mkdir(parents=True, exist_ok=True)
+    teacher = None
+    if protocol.teacher_passes is not None:
+        source = teacher_model if protocol.teacher_passes > 0 and teacher_model is not None \
+            else model
+        passes = protocol.teacher_passes if source is teacher_model else 0
+        teacher = teacher_probabilities(source, train.x_train, passes=passes, seed=0)
+    n_train = len(train.x_train)
+    dense = {"accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
+             "val_accuracy": accuracy(model, *validation)}
+    rows_path = work / "rows.json"
+    rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
+    done = {(r["method"], r["budget_flops_fraction"], r["seed"]) for r in rows}
+    budgets = sorted({float(b) for b in protocol.budgets if b < 1}, reverse=True)
+    cells = [(m, s) for m in methods for s in protocol.seeds]
+    bar = progress_bar(len(cells) * len(budgets), "thorough comparison", "subnetwork",
+                       progress, initial=len(done))
+    try:
+        for method, seed in cells:
+            if all((method, b, seed) in done for b in budgets):
+                continue
+            trajectory = prune_gradually(
+                model, train, method, budgets, step=protocol.step,
+                retrain_epochs=protocol.retrain_epochs, allocation=protocol.allocation,
+                validation=validation, teacher=teacher, temperature=protocol.temperature,
+                distill_weight=protocol.distill_weight, learning_rate=protocol.learning_rate,
+                seed=seed, out=work / f"{method}_s{seed}", progress=False)
+            for budget in budgets:
+                if (method, budget, seed) in done:
+                    continue
+                point = trajectory.checkpoints[budget]
+                from subnet.models import load_model
+
+                small = load_model(work / f"{method}_s{seed}" / point["file"])
+                oneshot = accuracy(small, dataset.x_test, dataset.y_test)
+                tuned = _saturate(fit, small, train, validation, protocol, teacher, seed, n_train)
+                fresh = scratch(small, seed=seed + 1000)
+                control = _saturate(fit, fresh, train, validation, protocol, None, seed,
+                                    n_train)
+                row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
+                       "allocation": protocol.allocation, "widths": point["widths"],
+                       "flops": int(point["flops"]), "params": int(point["params"]),
+                       "accuracy_oneshot": oneshot,
+                       "accuracy_finetuned": accuracy(small, dataset.x_test, dataset.y_test),
+                       "val_accuracy": accuracy(small, *validation),
+                       "finetune_epochs_run": tuned["epochs_run"],
+                       "scratch_accuracy": accuracy(fresh, dataset.x_test, dataset.y_test),
+                       "scratch_val_accuracy": accuracy(fresh, *validation),
+                       "scratch_epochs_run": control["epochs_run"], "model_file": None}
+                if models_dir is not None:
+                    path = Path(models_dir) / model_file_name(method, budget, seed)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_path(path) as tmp:
+                        copy_model(small).save(tmp)
+                    row["model_file"] = str(path)
+                rows.append(row)
+                done.add((method, budget, seed))
+                atomic_write_text(rows_path, json.dumps(rows))
+                bar.update(1)
+    finally:
+        bar.close()
+    config = {"protocol": protocol.to_dict(), "methods": list(methods), "validation": info,
+              "budgets": budgets, "seeds": list(protocol.seeds),
+              "finetune_epochs": protocol.finetune_epochs}
+    return Comparison(rows=rows, dense=dense, config=config)
+
+
+def _saturate(fit, model, train, validation, protocol, teacher, seed, n_train) -> dict:
+    """Fine-tunes ``model`` up to the protocol's epochs, stopping early on validation."""
+    examples = max(1, int(round(protocol.finetune_epochs * n_train)))
+    if protocol.finetune_epochs >= 1:
+        return fit(model, train.x_train, train.y_train, epochs=int(protocol.finetune_epochs),
+                   learning_rate=protocol.learning_rate, seed=seed, progress=False,
+                   validation=validation, patience=protocol.patience, teacher=teacher,
+                   temperature=protocol.temperature, distill_weight=protocol.distill_weight)
+    return fit(model, train.x_train, train.y_train, examples=examples,
+               learning_rate=protocol.learning_rate, seed=seed, progress=False,
+               validation=validation, teacher=teacher, temperature=protocol.temperature,
+               distill_weight=protocol.distill_weight)
+
+
+def smallest_on_validation(rows: Sequence[dict], reference: float, tolerance: float) -> dict:
+    """{method: the smallest budget whose mean *validation* accuracy is within ``tolerance``
+    of ``reference`` (the parent's validation accuracy)}, as chosen without the test set."""
+    out = {}
+    for method in sorted({r["method"] for r in rows}):
+        by_budget: dict = {}
+        for r in rows:
+            if r["method"] == method:
+                by_budget.setdefault(r["budget_flops_fraction"], []).append(r["val_accuracy"])
+        ok = [b for b, v in by_budget.items() if np.mean(v) >= reference - tolerance]
+        if ok:
+            out[method] = min(ok)
+    return out
