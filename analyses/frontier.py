@@ -199,12 +199,12 @@ def _unpack(text: str, n: int) -> np.ndarray:
 def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> dict:
     """Trains ``model`` to saturation (early stopping on validation), then measures it once."""
     from subnet.extraction import accuracy, model_cost
-    from subnet.train import fit
+    from subnet.frontier import finetune_to_saturation
 
     start = time.perf_counter()
-    history = fit(model, train.x_train, train.y_train, epochs=epochs or args.finetune_epochs,
-                  learning_rate=1e-3, seed=seed, progress=False, validation=validation,
-                  patience=args.patience, teacher=teacher)
+    history = finetune_to_saturation(model, train, validation,
+                                     epochs=epochs or args.finetune_epochs,
+                                     patience=args.patience, teacher=teacher, seed=seed)
     predicted = np.concatenate([np.asarray(model(train.x_test[i:i + 1000], training=False))
                                 .argmax(-1) for i in range(0, len(train.x_test), 1000)])
     cost = model_cost(model)

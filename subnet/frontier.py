@@ -26,7 +26,7 @@ from subnet._cli import progress_bar
 from subnet._io import atomic_path, atomic_write_text
 from subnet.errors import InputError
 
-__all__ = ["METHODS", "compare_gradual"]
+__all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "smallest_on_validation"]
 
 METHODS = ("banzhaf", "magnitude", "taylor", "apoz", "activation", "random")
 
@@ -65,8 +65,9 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     from subnet.controls import scratch
     from subnet.extraction import accuracy, copy_model, model_cost
     from subnet.gradual import prune_gradually
+    from subnet.models import load_model
     from subnet.protocol import validation_split
-    from subnet.train import fit, teacher_probabilities
+    from subnet.train import teacher_probabilities
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -90,7 +91,9 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
             else model
         passes = protocol.teacher_passes if source is teacher_model else 0
         teacher = teacher_probabilities(source, train.x_train, passes=passes, seed=0)
-    n_train = len(train.x_train)
+    saturation = dict(epochs=protocol.finetune_epochs, patience=protocol.patience,
+                      learning_rate=protocol.learning_rate, temperature=protocol.temperature,
+                      distill_weight=protocol.distill_weight)
     dense = {"accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
              "val_accuracy": accuracy(model, *validation)}
     rows_path = work / "rows.json"
@@ -114,14 +117,13 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
                 if (method, budget, seed) in done:
                     continue
                 point = trajectory.checkpoints[budget]
-                from subnet.models import load_model
-
                 small = load_model(work / f"{method}_s{seed}" / point["file"])
                 oneshot = accuracy(small, dataset.x_test, dataset.y_test)
-                tuned = _saturate(fit, small, train, validation, protocol, teacher, seed, n_train)
+                tuned = finetune_to_saturation(small, train, validation, teacher=teacher,
+                                               seed=seed, **saturation)
                 fresh = scratch(small, seed=seed + 1000)
-                control = _saturate(fit, fresh, train, validation, protocol, None, seed,
-                                    n_train)
+                control = finetune_to_saturation(fresh, train, validation, seed=seed,
+                                                 **saturation)
                 row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                        "allocation": protocol.allocation, "widths": point["widths"],
                        "flops": int(point["flops"]), "params": int(point["params"]),
@@ -150,18 +152,36 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     return Comparison(rows=rows, dense=dense, config=config)
 
 
-def _saturate(fit, model, train, validation, protocol, teacher, seed, n_train) -> dict:
-    """Fine-tunes ``model`` up to the protocol's epochs, stopping early on validation."""
-    examples = max(1, int(round(protocol.finetune_epochs * n_train)))
-    if protocol.finetune_epochs >= 1:
-        return fit(model, train.x_train, train.y_train, epochs=int(protocol.finetune_epochs),
-                   learning_rate=protocol.learning_rate, seed=seed, progress=False,
-                   validation=validation, patience=protocol.patience, teacher=teacher,
-                   temperature=protocol.temperature, distill_weight=protocol.distill_weight)
-    return fit(model, train.x_train, train.y_train, examples=examples,
-               learning_rate=protocol.learning_rate, seed=seed, progress=False,
-               validation=validation, teacher=teacher, temperature=protocol.temperature,
-               distill_weight=protocol.distill_weight)
+def finetune_to_saturation(model, train, validation, *, epochs: float, patience: int | None,
+                           learning_rate: float = 1e-3, teacher=None, temperature: float = 4.0,
+                           distill_weight: float = 0.9, seed: int = 0) -> dict:
+    """Fine-tunes ``model`` for at most ``epochs``, stopping early on the validation split.
+
+    Args:
+        model: The ``keras.Model`` to train, in place.
+        train: A :class:`~subnet.data.Dataset` whose training split is trained on.
+        validation: ``(x_val, y_val)``, held out of ``train``.
+        epochs: Most epochs; below one, that fraction of an epoch without early stopping.
+        patience: Epochs without a better validation accuracy before stopping (None: all).
+        learning_rate: Adam's initial learning rate (cosine decay to 0).
+        teacher: Teacher probabilities on the training split, or None (labels only).
+        temperature: Distillation temperature.
+        distill_weight: Weight of the distillation term.
+        seed: Seed of the shuffling.
+
+    Returns:
+        :func:`subnet.train.fit`'s history.
+    """
+    from subnet.train import fit
+
+    options = dict(learning_rate=learning_rate, seed=seed, progress=False,
+                   validation=validation, teacher=teacher, temperature=temperature,
+                   distill_weight=distill_weight)
+    if epochs >= 1:
+        return fit(model, train.x_train, train.y_train, epochs=int(epochs), patience=patience,
+                   **options)
+    return fit(model, train.x_train, train.y_train,
+               examples=max(1, int(round(epochs * len(train.x_train)))), **options)
 
 
 def smallest_on_validation(rows: Sequence[dict], reference: float, tolerance: float) -> dict:
