@@ -73,7 +73,14 @@ def _parse(argv):
     arg("--retrain-epochs", type=float, default=0.5, help="epochs of retraining per round")
     arg("--finetune-epochs", type=int, default=12)
     arg("--patience", type=int, default=3)
+    arg("--uniform-methods", default="magnitude",
+        help="the methods also run with the uniform allocation when --allocations has it")
+    arg("--selection", type=int, default=2000,
+        help="validation images the criteria score units on (the first N)")
+    arg("--masks", type=int, default=200, help="masks per round for the mask statistics")
     arg("--controls", default="scratch_e,scratch_b,rewind,published")
+    arg("--control-budgets", default="0.1,0.0625",
+        help="budgets at which Scratch-E, Scratch-B and rewinding are trained")
     arg("--train-subset", type=int, default=None, help="first N training images (quick checks)")
     arg("--test-subset", type=int, default=None)
     arg("--quick", action="store_true", help="a small run that checks the pipeline in minutes")
@@ -89,6 +96,7 @@ def _parse(argv):
         args.budgets, args.finetune_epochs, args.patience = "0.25,0.0625", 2, 1
         args.train_subset, args.test_subset = args.train_subset or 6000, args.test_subset or 2000
         args.controls, args.step, args.retrain_epochs = "scratch_e,rewind,published", 0.5, 0.25
+        args.control_budgets, args.selection, args.masks = "0.0625", 500, 40
         args.work, args.out = args.work + "-quick", "out/analyses/frontier-quick-report"
     return args
 
@@ -101,7 +109,7 @@ def _settings(args) -> dict:
     """What decides the numbers (the cache key of every cell)."""
     return {k: getattr(args, k) for k in (
         "dataset", "parent_epochs", "validation", "teacher_passes", "step", "retrain_epochs",
-        "finetune_epochs", "patience", "train_subset", "test_subset")}
+        "finetune_epochs", "patience", "train_subset", "test_subset", "selection", "masks")}
 
 
 def _key(*parts) -> str:
@@ -122,7 +130,9 @@ def _data(args):
 
 
 def _parent_dir(args, seed: int) -> Path:
-    return Path(args.work) / f"parent_s{seed}_{_key(_settings(args), seed)}"
+    made = {k: getattr(args, k) for k in ("dataset", "parent_epochs", "validation",
+                                          "teacher_passes", "train_subset", "test_subset")}
+    return Path(args.work) / f"parent_s{seed}_{_key(made, seed)}"
 
 
 def run_parent(args, seed: int) -> dict:
@@ -217,8 +227,14 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> di
 
 
 def _cell_path(args, kind: str, *parts) -> Path:
-    return Path(args.work) / "cells" / f"{kind}_{'_'.join(map(str, parts))}_" \
+    """A cell's result: small JSON kept under ``--out/cells/`` (committed as cells finish, so a
+    run on a fresh machine redoes only what is missing); its models stay under ``--work``."""
+    return Path(args.out) / "cells" / f"{kind}_{'_'.join(map(str, parts))}_" \
         f"{_key(_settings(args), kind, parts)}.json"
+
+
+def _cell_work(args, path: Path) -> Path:
+    return Path(args.work) / "trajectories" / path.stem
 
 
 def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict:
@@ -239,10 +255,12 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
     parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
     teacher = np.load(folder / "teacher.npy")
     start = time.perf_counter()
+    work = _cell_work(args, path)
+    selection = (validation[0][:args.selection], validation[1][:args.selection])
     trajectory = prune_gradually(
         parent, train, method, budgets, step=args.step, retrain_epochs=args.retrain_epochs,
-        allocation=allocation, validation=validation, teacher=teacher, seed=parent_seed,
-        out=path.with_suffix(""), progress=False)
+        allocation=allocation, selection=selection, validation=validation, teacher=teacher,
+        n_masks=args.masks, seed=parent_seed, out=work, progress=False)
     cell.setdefault("trajectory_seconds", round(time.perf_counter() - start, 1))
     cell["rounds"] = list(trajectory.rounds)
     results = cell.setdefault("checkpoints", {})
@@ -250,14 +268,15 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
         name = repr(budget)
         if name in results:
             continue
-        model = subnet.load_model(path.with_suffix("") / point["file"])
+        model = subnet.load_model(work / point["file"])
         tuned = _finetuned(args, model, train, validation, teacher, parent_seed)
-        model_file = path.with_suffix("") / f"finetuned_{budget:g}.keras"
+        model_file = work / f"finetuned_{budget:g}.keras"
         with atomic_path(model_file) as tmp:
             copy_model(model).save(tmp)  # without the optimizer's state
         results[name] = {**tuned, "widths": point["widths"], "kept": point["kept"],
                          "pruned_val_accuracy": point["val_accuracy"],
                          "model_file": str(model_file)}
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(cell))
     cell["done"] = True
     atomic_write_text(path, json.dumps(cell))
@@ -350,10 +369,14 @@ def main(argv=None) -> int:
     methods, allocations = _list(args.methods), _list(args.allocations)
     budgets = _list(args.budgets, float)
     controls = _list(args.controls)
+    control_budgets = _list(args.control_budgets, float)
     _log(f"parents {parents}: training what is missing")
     _run_cells(args, argv, [("parent", s) for s in parents])
     parent_results = {s: run_parent(args, s) for s in parents}
-    cells = [("trajectory", s, m, a) for s in parents for m in methods for a in allocations]
+    uniform_methods = _list(args.uniform_methods)
+    pairs = [(m, a) for a in allocations for m in methods
+             if a != "uniform" or m in uniform_methods]
+    cells = [("trajectory", s, m, a) for m, a in pairs for s in parents]
     _log(f"{len(cells)} trajectories")
     _run_cells(args, argv, cells)
     trajectories = {c[1:]: run_trajectory(args, *c[1:]) for c in cells}  # cached: reads them
@@ -361,7 +384,9 @@ def main(argv=None) -> int:
     control_cells = []
     for s in parents:
         for b in budgets:
-            best = max(((m, a) for m in methods for a in allocations if m != "random"),
+            if b not in control_budgets:
+                continue
+            best = max(((m, a) for m, a in pairs if m != "random"),
                        key=lambda ma: trajectories[(s, *ma)]["checkpoints"][repr(b)]
                        ["val_accuracy"], default=None)
             if best is None:
@@ -378,40 +403,40 @@ def main(argv=None) -> int:
     _run_cells(args, argv, control_cells)
     controls_done = [run_control(args, *c[1:]) for c in control_cells]
     results = _summarise(args, parents, parent_results, trajectories, controls_done, budgets,
-                         methods, allocations)
+                         pairs)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     _write(args, results, trajectories)
     print(json.dumps(results["summary"]))
     return 0
 
 
-def _summarise(args, parents, parent_results, trajectories, controls, budgets, methods,
-               allocations) -> dict:
+def _summarise(args, parents, parent_results, trajectories, controls, budgets, pairs) -> dict:
     import subnet
     from subnet.stats import paired_bootstrap
 
     n_test = parent_results[parents[0]]["n_test"]
     dense_flops = parent_results[parents[0]]["flops"]
     rows = []
-    for m in methods:
-        for a in allocations:
-            for b in budgets:
-                points = [trajectories[(s, m, a)]["checkpoints"][repr(b)] for s in parents]
-                test = np.array([p["test_accuracy"] for p in points])
-                val = np.array([p["val_accuracy"] for p in points])
-                rows.append({
-                    "method": m, "allocation": a, "budget": b,
-                    "flops_mean": float(np.mean([p["flops"] for p in points])),
-                    "flops_reduction": float(dense_flops / np.mean([p["flops"] for p in points])),
-                    "params_mean": float(np.mean([p["params"] for p in points])),
-                    "widths": [p["widths"] for p in points],
-                    "test_accuracy_mean": float(test.mean()),
-                    "test_accuracy_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
-                    "test_error_mean": float(1 - test.mean()),
-                    "val_accuracy_mean": float(val.mean()),
-                    "epochs_run": [p["epochs_run"] for p in points],
-                    "outcomes": np.mean([_unpack(p["test_correct"], n_test) for p in points],
-                                        axis=0)})
+    methods = list(dict.fromkeys(m for m, _ in pairs))
+    allocations = list(dict.fromkeys(a for _, a in pairs))
+    for m, a in pairs:
+        for b in budgets:
+            points = [trajectories[(s, m, a)]["checkpoints"][repr(b)] for s in parents]
+            test = np.array([p["test_accuracy"] for p in points])
+            val = np.array([p["val_accuracy"] for p in points])
+            rows.append({
+                "method": m, "allocation": a, "budget": b,
+                "flops_mean": float(np.mean([p["flops"] for p in points])),
+                "flops_reduction": float(dense_flops / np.mean([p["flops"] for p in points])),
+                "params_mean": float(np.mean([p["params"] for p in points])),
+                "widths": [p["widths"] for p in points],
+                "test_accuracy_mean": float(test.mean()),
+                "test_accuracy_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
+                "test_error_mean": float(1 - test.mean()),
+                "val_accuracy_mean": float(val.mean()),
+                "epochs_run": [p["epochs_run"] for p in points],
+                "outcomes": np.mean([_unpack(p["test_correct"], n_test) for p in points],
+                                    axis=0)})
     # Paired tests at each budget: the best (by validation) against every other row.
     tests = []
     for b in budgets:
@@ -424,15 +449,13 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, m
             tests.append({"budget": b, "a": [best["method"], best["allocation"]],
                           "b": [other["method"], other["allocation"]], **test.to_dict()})
     smallest = {}
-    for m in methods:
-        for a in allocations:
-            ok = [r for r in rows if r["method"] == m and r["allocation"] == a and
-                  1 - r["val_accuracy_mean"] <= TARGET_ERROR]
-            if ok:
-                r = min(ok, key=lambda r: r["flops_mean"])
-                smallest[f"{m}/{a}"] = {k: r[k] for k in (
-                    "budget", "flops_reduction", "test_error_mean", "test_accuracy_sd",
-                    "widths")}
+    for m, a in pairs:
+        ok = [r for r in rows if r["method"] == m and r["allocation"] == a and
+              1 - r["val_accuracy_mean"] <= TARGET_ERROR]
+        if ok:
+            r = min(ok, key=lambda r: r["flops_mean"])
+            smallest[f"{m}/{a}"] = {k: r[k] for k in (
+                "budget", "flops_reduction", "test_error_mean", "test_accuracy_sd", "widths")}
     control_rows = [{k: c[k] for k in ("control", "budget", "label", "widths", "parent",
                                        "test_accuracy", "val_accuracy", "flops", "params",
                                        "epochs_budget", "epochs_run")} for c in controls]

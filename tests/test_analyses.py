@@ -160,7 +160,7 @@ def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smal
         repr(0.1): _frontier_point(0.98, 0.98, 95, correct, widths)}}
         for s in (0, 1) for m in ("magnitude", "random")}
     results = frontier._summarise(args, [0, 1], parents, trajectories, [], [0.5, 0.1],
-                                  ["magnitude", "random"], ["cost"])
+                                  [("magnitude", "cost"), ("random", "cost")])
     rows = {(r["method"], r["budget"]): r for r in results["rows"]}
     assert rows[("magnitude", 0.5)]["test_accuracy_mean"] == pytest.approx(0.995)
     assert rows[("magnitude", 0.5)]["flops_reduction"] == pytest.approx(1000 / 480)
