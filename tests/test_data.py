@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -993,8 +994,9 @@ GOOD_X = np.zeros((3, 4, 4), np.uint8)
             r"case\.npz: key 'x_test': expected uint8 images .* got dtype int16",
         ),
         (
-            {"x_test": np.zeros((3, 4), np.uint8), "y_test": [0, 1, 1]},
-            r"case\.npz: key 'x_test': expected images of shape \(N, H, W\) or \(N, H, W, C\)",
+            {"x_test": np.zeros(3, np.uint8), "y_test": [0, 1, 1]},
+            r"case\.npz: key 'x_test' has shape \(3,\); expected token ids \(N, L\) .*, or "
+            r"images \(N, H, W\) or \(N, H, W, C\)",
         ),
         (
             {
@@ -1159,7 +1161,13 @@ def test_dataset_arrays_are_read_only_and_repr_is_short():
     ("changes", "error", "pattern"),
     [
         ({"x_test": np.zeros((6, 4, 5, 1))}, DataError, r"`x_test` must be float32 images"),
-        ({"x_test": np.zeros((6, 4, 5), np.float32)}, DataError, r"shape \(N, H, W, C\)"),
+        ({"x_test": np.zeros((6, 4, 5), np.float32)}, DataError,
+         r"training and test sequences must have the same \(L, C\) \(layout 'sequences', "
+         r"taken from x_test\)"),
+        ({"x_test": np.zeros((6, 4, 5), np.float32), "layout": "images", "x_train": None,
+          "y_train": None}, DataError,
+         r"`x_test` must be float32 images of shape \(N, H, W, C\)"),
+        ({"layout": "text"}, ValueError, r"`layout` must be one of 'images', 'sequences'"),
         ({"x_test": np.full((6, 4, 5, 1), 2, np.float32)}, DataError, r"must lie in \[0, 1\]"),
         ({"y_test": np.zeros(6, np.int32)}, DataError, r"`y_test` must be int64 labels"),
         ({"y_test": np.zeros(5, np.int64)}, DataError, r"same length.*6 images and 5 labels"),
@@ -1237,6 +1245,270 @@ def test_fingerprint_is_the_same_whichever_file_format(tmp_path):
     )
     from_idx, from_npz = load_dataset(tmp_path / "idx"), load_dataset(tmp_path / "same.npz")
     assert from_idx.fingerprint() == from_npz.fingerprint()
+
+
+# ------------------------------------------------------------------------------------------
+# .npz files of token ids, sequences and feature vectors (layouts)
+# ------------------------------------------------------------------------------------------
+
+
+def test_npz_token_ids_stay_integer_ids(tmp_path):
+    rng = np.random.default_rng(50)
+    x_train = rng.integers(0, 300, (6, 9), dtype=np.uint16)
+    x_test = rng.integers(0, 300, (4, 9), dtype=np.uint16)
+    np.savez(tmp_path / "tok.npz", x_train=x_train, y_train=[0, 1, 2, 0, 1, 2], x_test=x_test,
+             y_test=[1, 0, 2, 1])
+    dataset = load_dataset(tmp_path / "tok.npz")
+    assert dataset.layout == "tokens" and dataset.input_shape == (9,)
+    assert dataset.x_train.dtype == dataset.x_test.dtype == np.int32
+    np.testing.assert_array_equal(dataset.x_test, x_test)  # ids, not scaled to [0, 1]
+    np.testing.assert_array_equal(dataset.x_train, x_train)
+    assert dataset.num_classes == 3
+
+
+@pytest.mark.parametrize(("dtype", "kept"), [
+    (np.int8, np.int32), (np.uint8, np.int32), (np.int16, np.int32), (np.uint16, np.int32),
+    (np.int32, np.int32), (np.uint32, np.int64), (np.int64, np.int64), (np.uint64, np.int64),
+])
+def test_npz_token_ids_of_any_integer_dtype(tmp_path, dtype, kept):
+    ids = np.array([[0, 5, 99], [7, 0, 1]])
+    np.savez(tmp_path / "t.npz", x_test=ids.astype(dtype), y_test=[0, 1])
+    dataset = load_dataset(tmp_path / "t.npz")
+    assert dataset.layout == "tokens" and dataset.x_test.dtype == kept
+    np.testing.assert_array_equal(dataset.x_test, ids)
+
+
+def test_npz_token_splits_of_different_integer_dtypes_share_the_wider(tmp_path):
+    np.savez(tmp_path / "t.npz", x_train=np.ones((2, 3), np.uint8), y_train=[0, 1],
+             x_test=np.ones((2, 3), np.int64), y_test=[0, 1])
+    dataset = load_dataset(tmp_path / "t.npz")
+    assert dataset.x_train.dtype == dataset.x_test.dtype == np.int64
+
+
+def test_npz_sequences_by_key_or_by_the_caller_and_images_by_default(tmp_path):
+    x = np.random.default_rng(51).normal(size=(5, 7, 3))  # float64, outside [0, 1]
+    labels = [0, 1, 0, 1, 0]
+    np.savez(tmp_path / "seq.npz", x_test=x, y_test=labels, layout="sequences")
+    dataset = load_dataset(tmp_path / "seq.npz")
+    assert dataset.layout == "sequences" and dataset.x_test.shape == (5, 7, 3)
+    assert dataset.x_test.dtype == np.float32 and dataset.input_shape == (7, 3)
+    np.testing.assert_allclose(dataset.x_test, x, rtol=1e-6)  # kept as they are, not scaled
+    np.savez(tmp_path / "open.npz", x_test=x, y_test=labels)  # no key: the caller decides
+    assert load_dataset(tmp_path / "open.npz", layout_3d="sequences").x_test.shape == (5, 7, 3)
+    with pytest.raises(DataError, match=r"open\.npz: key 'x_test': float images must lie in "
+                       r"\[0, 1\].*, or, if they are \(N, L, C\) sequences, save the file with "
+                       r"layout='sequences'"):
+        load_dataset(tmp_path / "open.npz")  # by default a 3-D array is images, as before
+    unit = np.clip(x, 0, 1)
+    np.savez(tmp_path / "gray.npz", x_test=unit, y_test=labels)
+    gray = load_dataset(tmp_path / "gray.npz")
+    assert gray.layout == "images" and gray.x_test.shape == (5, 7, 3, 1)
+    assert load_dataset(tmp_path / "gray.npz", layout_3d="sequences").layout == "sequences"
+    np.savez(tmp_path / "img.npz", x_test=unit, y_test=labels, layout="images")
+    assert load_dataset(tmp_path / "img.npz", layout_3d="sequences").layout == "images"  # key
+    np.savez(tmp_path / "color.npz", x_test=unit[..., None], y_test=labels)
+    assert load_dataset(tmp_path / "color.npz", layout_3d="sequences").layout == "images"  # 4-D
+    with pytest.raises(ValueError, match=r"`layout_3d` must be 'images' or 'sequences' .*"
+                       r"Received: layout_3d='tokens'"):
+        load_dataset(tmp_path / "gray.npz", layout_3d="tokens")
+
+
+def test_npz_feature_vectors_are_kept_as_float32(tmp_path):
+    x = np.random.default_rng(52).normal(size=(4, 6)) * 1000
+    np.savez(tmp_path / "f.npz", x_test=x, y_test=[0, 1, 1, 0])
+    dataset = load_dataset(tmp_path / "f.npz")
+    assert dataset.layout == "features" and dataset.x_test.shape == (4, 6)
+    assert dataset.x_test.dtype == np.float32 and dataset.input_shape == (6,)
+    np.testing.assert_allclose(dataset.x_test, x, rtol=1e-6)
+
+
+LAYOUT_CASES = {
+    "negative-id": (
+        {"x_test": np.array([[1, 4, 2], [0, -3, 2]]), "y_test": [0, 1]},
+        r"case\.npz: key 'x_test': token ids must be >= 0, got -3 at example 1, position 1\. "
+        r"Map the vocabulary to ids 0\.\.V-1",
+    ),
+    "float-tokens": (
+        {"x_test": np.ones((2, 3)), "y_test": [0, 1], "layout": "tokens"},
+        r"case\.npz: key 'x_test': token ids must be integers, got dtype float64\. Store them "
+        r"as integers \(x\.astype\('int32'\)\)",
+    ),
+    "float-test-int-train": (
+        {"x_test": np.ones((2, 3)), "y_test": [0, 1], "x_train": np.ones((2, 3), np.int64),
+         "y_train": [0, 1]},
+        r"case\.npz: key 'x_train': expected float feature vectors \(N, D\) \(layout "
+        r"'features'\), got dtype int64\..*integer token ids are \(N, L\) arrays",
+    ),
+    "huge-id": (
+        {"x_test": np.array([[2**63 + 5, 1]], np.uint64), "y_test": [0]},
+        r"case\.npz: key 'x_test': token id 9223372036854775813 is above 2\*\*63 - 1",
+    ),
+    "empty-tokens": (
+        {"x_test": np.zeros((2, 0), np.int64), "y_test": [0, 1]},
+        r"case\.npz: key 'x_test': expected at least one non-empty token sequence",
+    ),
+    "token-lengths": (
+        {"x_test": np.ones((3, 7), np.int64), "y_test": [0, 1, 1],
+         "x_train": np.ones((4, 9), np.int64), "y_train": [0, 1, 1, 0]},
+        r"case\.npz: keys 'x_train' and 'x_test' must hold token sequences of the same length "
+        r"L, got \(9,\) and \(7,\)",
+    ),
+    "sequence-lengths": (
+        {"x_test": np.ones((3, 7, 2)), "y_test": [0, 1, 1], "x_train": np.ones((4, 9, 2)),
+         "y_train": [0, 1, 1, 0], "layout": "sequences"},
+        r"case\.npz: keys 'x_train' and 'x_test' must hold sequences of the same \(L, C\), got "
+        r"\(9, 2\) and \(7, 2\)",
+    ),
+    "token-label-count": (
+        {"x_test": np.ones((3, 7), np.int64), "y_test": [0, 1]},
+        r"case\.npz: keys 'x_test' and 'y_test' must have the same length, got 3 token "
+        r"sequences and 2 labels",
+    ),
+    "token-label-rank": (
+        {"x_test": np.ones((3, 7), np.int64), "y_test": np.zeros((3, 2, 1), np.int64)},
+        r"case\.npz: key 'y_test': expected labels of shape \(N,\) or one-hot \(N, K\), got "
+        r"shape \(3, 2, 1\)",
+    ),
+    "sequence-labels-not-one-hot": (
+        {"x_test": np.ones((3, 7, 2)), "y_test": np.full((3, 4), 2), "layout": "sequences"},
+        r"case\.npz: key 'y_test': 2-D labels must be one-hot",
+    ),
+    "rank-for-key": (
+        {"x_test": np.ones((3, 4, 4), np.int64), "y_test": [0, 1, 1], "layout": "tokens"},
+        r"case\.npz: key 'x_test' has shape \(3, 4, 4\), but the layout is 'tokens' \(from the "
+        r"file's key 'layout'\), which needs token sequences of shape \(N, L\)",
+    ),
+    "train-rank": (
+        {"x_test": np.ones((3, 4), np.int64), "y_test": [0, 1, 1],
+         "x_train": np.ones((3, 4, 1), np.int64), "y_train": [0, 1, 1]},
+        r"case\.npz: key 'x_train' has shape \(3, 4, 1\), but the layout is 'tokens' \(x_test "
+        r"is a 2-D integer array\).*Store x_train and x_test in one layout",
+    ),
+    "integer-sequences": (
+        {"x_test": np.ones((3, 4, 2), np.uint8), "y_test": [0, 1, 1], "layout": "sequences"},
+        r"case\.npz: key 'x_test': expected float sequences \(N, L, C\) \(layout 'sequences'\), "
+        r"got dtype uint8\. Store them as floats",
+    ),
+    "nan-sequences": (
+        {"x_test": np.full((3, 4, 2), np.nan), "y_test": [0, 1, 1], "layout": "sequences"},
+        r"case\.npz: key 'x_test': sequences contain NaN or infinite values",
+    ),
+    "overflowing-features": (
+        {"x_test": np.full((3, 4), 1e300), "y_test": [0, 1, 1]},
+        r"case\.npz: key 'x_test': feature vectors contain NaN or infinite values \(or values "
+        r"beyond float32's range\)",
+    ),
+    "unknown-layout": (
+        {"x_test": GOOD_X, "y_test": [0, 1, 1], "layout": "text"},
+        r"case\.npz: key 'layout' must be one of 'images', 'sequences', 'tokens', 'features'; "
+        r"got 'text'\.",
+    ),
+    "layout-not-a-string": (
+        {"x_test": GOOD_X, "y_test": [0, 1, 1], "layout": [1, 2]},
+        r"case\.npz: key 'layout' must be one string, one of .*; got an array of shape \(2,\) "
+        r"and dtype int64",
+    ),
+    "layout-too-long": (
+        {"x_test": GOOD_X, "y_test": [0, 1, 1], "layout": "x" * 1000},
+        r"case\.npz: key 'layout' must be one string, one of .*; got an array of shape \(\) "
+        r"and dtype <U1000",
+    ),
+}
+
+
+@pytest.mark.parametrize(("arrays", "pattern"), LAYOUT_CASES.values(), ids=LAYOUT_CASES.keys())
+def test_npz_layout_errors_name_file_key_and_fix(tmp_path, arrays, pattern):
+    np.savez(tmp_path / "case.npz", **arrays)
+    with pytest.raises(DataError, match=pattern) as caught:
+        load_dataset(tmp_path / "case.npz")
+    assert "\n" not in str(caught.value)
+
+
+def test_npz_layout_from_the_file_is_escaped_in_messages(tmp_path, capsys):
+    np.savez(tmp_path / "esc.npz", x_test=GOOD_X, y_test=[0, 1, 1], layout="\x1b[2Jimages\n")
+    with pytest.raises(DataError) as caught:
+        load_dataset(tmp_path / "esc.npz")
+    assert "\x1b" not in str(caught.value) and "\\x1b[2Jimages\\n" in str(caught.value)
+    assert data.main(["info", str(tmp_path / "esc.npz")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "\x1b" not in err
+
+
+def test_npz_shapes_are_checked_from_the_headers_before_any_example_is_read(tmp_path,
+                                                                          monkeypatch):
+    np.savez(tmp_path / "lengths.npz", x_test=np.ones((3, 7), np.int64), y_test=[0, 1, 1],
+             x_train=np.ones((4, 9), np.int64), y_train=[0, 1, 1, 0])
+    np.savez(tmp_path / "labels.npz", x_test=np.ones((3, 7, 2)), y_test=[0, 1],
+             layout="sequences")
+
+    def never(*args, **kwargs):
+        raise AssertionError("an example was read")
+
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array",
+                        lambda f, **kw: real(f, **kw) if f.name == "layout.npy" else never())
+    with pytest.raises(DataError, match=r"must hold token sequences of the same length L"):
+        load_dataset(tmp_path / "lengths.npz")
+    with pytest.raises(DataError, match=r"must have the same length, got 3 sequences and 2"):
+        load_dataset(tmp_path / "labels.npz")
+
+
+def test_named_dataset_file_must_hold_images(tmp_path):
+    np.savez(tmp_path / "m.npz", x_test=np.ones((3, 28, 28)), y_test=[0, 1, 1],
+             layout="sequences")
+    with pytest.raises(DataError, match=r"m\.npz: its key 'layout' says 'sequences', but mnist "
+                       r"holds images\. These are not mnist files\."):
+        load_dataset("mnist", data_dir=tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize(("x", "layout", "shape"), [
+    (np.zeros((3, 5), np.int32), "tokens", (5,)),
+    (np.zeros((3, 5), np.int64), "tokens", (5,)),
+    (np.zeros((3, 5), np.float32), "features", (5,)),
+    (np.full((3, 5, 2), -7.5, np.float32), "sequences", (5, 2)),
+    (np.zeros((3, 5, 4, 1), np.float32), "images", (5, 4, 1)),
+])
+def test_dataset_layout_follows_from_the_arrays(x, layout, shape):
+    dataset = Dataset(name="d", x_test=x, y_test=np.array([0, 1, 1]), num_classes=2)
+    assert dataset.layout == layout and dataset.input_shape == shape
+    assert dataset.subset(n_test=2).layout == layout
+    assert Dataset(name="d", x_test=x, y_test=np.array([0, 1, 1]), num_classes=2,
+                   layout=layout).layout == layout
+
+
+@pytest.mark.parametrize(("fields", "error", "pattern"), [
+    ({"x_test": np.zeros((3, 5), np.int16)}, DataError,
+     r"`x_test` must be int32 or int64 token sequences of shape \(N, L\) \(layout 'tokens'\)\. "
+     r"Received: dtype=int16.*x\.astype\('int64'\)"),
+    ({"x_test": np.array([[0, 1], [2, -1], [3, 3]])}, DataError,
+     r"`x_test` token ids must be >= 0\. Received: smallest id -1\."),
+    ({"x_test": np.zeros((3, 5), np.float64)}, DataError,
+     r"`x_test` must be float32 feature vectors of shape \(N, D\)"),
+    ({"x_test": np.full((3, 5, 2), np.inf, np.float32)}, DataError,
+     r"`x_test` contains NaN or infinite values"),
+    ({"x_test": np.zeros((3, 5), np.int32), "layout": "features"}, DataError,
+     r"`x_test` must be float32 feature vectors"),
+    ({"x_test": np.zeros((3, 5), np.int32), "x_train": np.zeros((2, 6), np.int32),
+      "y_train": np.array([0, 1])}, DataError,
+     r"training and test token sequences must have the same length L"),
+    ({"x_test": np.zeros((3, 0), np.int32)}, DataError,
+     r"`x_test` must hold at least one non-empty example"),
+    ({"x_test": np.zeros((3, 5), np.int32), "layout": 1}, TypeError,
+     r"`layout` must be a str or None"),
+])
+def test_dataset_validates_each_layout(fields, error, pattern):
+    with pytest.raises(error, match=pattern):
+        Dataset(**({"name": "d", "y_test": np.array([0, 1, 1]), "num_classes": 2} | fields))
+
+
+def test_token_fingerprint_tells_apart_ids_that_float32_would_merge():
+    ids = np.array([[2**24], [2**24]])
+    a = Dataset(name="t", x_test=ids, y_test=np.array([0, 1]), num_classes=2)
+    b = Dataset(name="t", x_test=ids + 1, y_test=np.array([0, 1]), num_classes=2)
+    assert np.float32(2**24) == np.float32(2**24 + 1)
+    assert a.fingerprint() != b.fingerprint()
+    same = Dataset(name="t", x_test=ids.astype(np.int32), y_test=np.array([0, 1]), num_classes=2)
+    assert same.fingerprint() == a.fingerprint()  # int32 or int64: the same ids
 
 
 # ------------------------------------------------------------------------------------------
@@ -1331,3 +1603,142 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("python -m subnet.data: error: Data file not found")
+
+
+def test_cli_info_shows_the_layout_and_reads_3d_arrays_as_asked(tmp_path, capsys):
+    np.savez(tmp_path / "tok.npz", x_test=np.ones((3, 7), np.uint8), y_test=[0, 1, 1])
+    assert data.main(["info", str(tmp_path / "tok.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "layout:      tokens" in out and "x_test:      (3, 7) int32" in out
+    np.savez(tmp_path / "seq.npz", x_test=np.full((3, 7, 2), 5.0), y_test=[0, 1, 1])
+    assert data.main(["info", str(tmp_path / "seq.npz"), "--layout-3d", "sequences"]) == 0
+    out = capsys.readouterr().out
+    assert "layout:      sequences" in out and "input_shape: (7, 2)" in out
+
+
+# ------------------------------------------------------------------------------------------
+# The analysis command on data that are not images
+# ------------------------------------------------------------------------------------------
+
+VOCABULARY, LENGTH = 20, 16
+# Small settings for a run of a few seconds (one budget, few masks, a sliver of fine-tuning).
+TOKEN_RUN = ["--masks", "40", "--examples", "32", "--budgets", "0.5", "--methods",
+             "banzhaf,magnitude", "--repeats", "1", "--finetune-epochs", "0.05", "--passes", "2",
+             "--formats", "json", "--quiet"]
+
+
+def _embedding_conv1d_model(vocabulary: int = VOCABULARY, embedding: bool = True):
+    """Embedding -> Conv1D site -> pooling -> Dense site -> classifier: 211 parameters."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((LENGTH,), dtype="int32")
+    if embedding:
+        x = keras.layers.Embedding(vocabulary, 4, name="embed")(inputs)
+    else:
+        x = keras.layers.Reshape((LENGTH, 1))(inputs)
+    x = keras.layers.Conv1D(6, 3, activation="relu", name="c1")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = keras.layers.Dense(5, activation="relu", name="d1")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    return keras.Model(inputs, outputs, name="tokens_cnn")
+
+
+def _token_npz(path: Path, n_train: int = 64, n_test: int = 32, largest: int = VOCABULARY - 1):
+    rng = np.random.default_rng(60)
+    x = rng.integers(0, largest + 1, (n_train + n_test, LENGTH))
+    y = x[:, 0] % 3  # the class is in the first token
+    np.savez(path, x_train=x[:n_train].astype(np.int32), y_train=y[:n_train],
+             x_test=x[n_train:], y_test=y[n_train:])
+    return path
+
+
+def _accepting_token_ids(check):
+    """subnet.models.check_examples, but letting integer token ids through unconverted."""
+    def check_examples(model, x, y):
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            return check(model, x, y)
+        _, y, classes = check(model, x.astype(np.float32), y)
+        return x, y, classes
+
+    return check_examples
+
+
+def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys, monkeypatch):
+    import subnet.models
+    from subnet.analyze import main
+    from subnet.report.content import Note, build
+
+    model = _embedding_conv1d_model()
+    npz = _token_npz(tmp_path / "tokens.npz")
+    with np.load(npz) as arrays:
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(arrays["x_train"], arrays["y_train"], epochs=1, verbose=0)
+    model.save(tmp_path / "tokens.keras")
+    argv = [str(tmp_path / "tokens.keras"), "--dataset", str(npz), *TOKEN_RUN]
+    code = main([*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    # subnet.models.check_examples (outside data loading) accepts only float examples; until it
+    # takes token ids, the rest of the pipeline is checked with a stand-in that lets them
+    # through, and the test is reported as an expected failure.
+    blocked = code == 2 and "Input `x` must be floating point" in err
+    if blocked:
+        relaxed = _accepting_token_ids(subnet.models.check_examples)
+        for module in ("subnet.models", "subnet.record", "subnet.engine.mc",
+                       "subnet.extraction", "subnet.importance.exact"):
+            monkeypatch.setattr(f"{module}.check_examples", relaxed, raising=False)
+        code = main([*argv, "--out", str(tmp_path / "relaxed")])
+        err = capsys.readouterr().err
+    assert code == 0, err
+    results = json.loads((tmp_path / ("relaxed" if blocked else "run") / "results.json")
+                         .read_text())
+    dataset = results["inputs"]["dataset"]
+    assert dataset["layout"] == "tokens" and (dataset["n_train"], dataset["n_test"]) == (64, 32)
+    assert results["model"]["input_shape"] == [LENGTH]
+    assert [s["kind"] for s in results["model"]["sites"]] == ["conv1d", "dense"]
+    assert results["blog"]["examples"] and all(
+        ex["image"] is None for ex in results["blog"]["examples"])
+    assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude"}
+    document = build(results)
+    notes = [item.text for section in document.sections for item in section.items
+             if isinstance(item, Note)]
+    assert ("Images of the hardest examples: not drawn, since the examples are token sequences "
+            "(integer ids), not images.") in notes
+    readings = " ".join(figure.reading for figure in document.figures)
+    assert "(The examples are token sequences (integer ids), not images, so none is drawn.)" \
+        in readings
+    if blocked:
+        pytest.xfail("subnet.models.check_examples refuses integer examples (token ids); the "
+                     "pipeline ran with a stand-in that lets them through")
+
+
+def test_analyze_checks_token_ids_against_the_embedding(tmp_path):
+    from subnet.analyze import _check_fits
+    from subnet.errors import InputError
+
+    too_large = load_dataset(_token_npz(tmp_path / "big.npz", largest=VOCABULARY))
+    with pytest.raises(InputError, match=r"Dataset 'big\.npz' has token id 20, but the model's "
+                       r"Embedding layer 'embed' has 20 rows \(ids 0\.\.19\)"):
+        _check_fits(_embedding_conv1d_model(), too_large, "big.npz")
+    fits = load_dataset(_token_npz(tmp_path / "fits.npz"))
+    _check_fits(_embedding_conv1d_model(), fits, "fits.npz")
+    with pytest.raises(InputError, match=r"holds integer token ids .* but the model has no "
+                       r"Embedding layer.*layout='features'"):
+        _check_fits(_embedding_conv1d_model(embedding=False), fits, "fits.npz")
+
+
+def test_analyze_reads_a_3d_npz_as_sequences_for_a_model_that_takes_them(tmp_path):
+    import keras
+
+    from subnet.analyze import Settings, _dataset
+
+    inputs = keras.Input((LENGTH, 2))
+    x = keras.layers.Flatten()(keras.layers.Conv1D(3, 3, name="c1")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    x = np.random.default_rng(61).normal(size=(6, LENGTH, 2))  # no layout key
+    np.savez(tmp_path / "seq.npz", x_test=x, y_test=[0, 1, 2, 0, 1, 2])
+    data, name = _dataset(model, Settings(dataset=str(tmp_path / "seq.npz")), None, print)
+    assert data.layout == "sequences" and data.input_shape == (LENGTH, 2) and name == "seq"

@@ -124,14 +124,16 @@ class Text:
 
 @dataclasses.dataclass(frozen=True)
 class Note:
-    """A part of the report that the results do not contain: shown as "<what>: not computed."."""
+    """A part of the report that the results do not contain: shown as "<what>: <reason>."
+    (by default "<what>: not computed.")."""
 
     what: str
+    reason: str = "not computed"
 
     @property
     def text(self) -> str:
         """The sentence shown."""
-        return f"{self.what}: not computed."
+        return f"{self.what}: {self.reason}."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,6 +317,8 @@ def _model_section(results) -> Section:
         ("fingerprint", data["fingerprint"]),
         ("training examples", _count(data["n_train"])),
         ("test examples", _count(data["n_test"])),
+        *((("examples", _EXAMPLES_ARE.get(data["layout"], str(data["layout"]))),)
+          if "layout" in data else ()),
     ))
     items = [facts, sites, data_table]
     renamed = model.get("original_names") or {}
@@ -324,6 +328,19 @@ def _model_section(results) -> Section:
             tuple(sorted(renamed.items())), reading="TensorFlow refuses these names in a "
             "graph, so subnet renamed them on loading; the analysis uses the names here."))
     return Section("model", "The model and the data", tuple(items))
+
+
+# What the examples of each data layout are (subnet.data.LAYOUTS), in words.
+_EXAMPLES_ARE = {"images": "images", "sequences": "sequences (length × channels)",
+                 "tokens": "token sequences (integer ids)", "features": "feature vectors"}
+
+
+def _not_images(results) -> str | None:
+    """For data that are not images, the phrase "the examples are ..., not images"; else None."""
+    layout = results["inputs"]["dataset"].get("layout", "images")
+    if layout == "images":
+        return None
+    return f"the examples are {_EXAMPLES_ARE.get(layout, str(layout))}, not images"
 
 
 def _blog_section(results) -> Section:
@@ -360,7 +377,9 @@ def _blog_section(results) -> Section:
                    f"{percent(max(true))}; example #{widest['index']} (label {widest['label']}) "
                    f"varies most between masks (std {percent(max(spread))} for its true class).")
         if all(ex.get("image") is None for ex in examples):
-            reading += " (The images were not recorded.)"
+            not_images = _not_images(results)
+            reading += (f" ({not_images[0].upper()}{not_images[1:]}, so none is drawn.)"
+                        if not_images else " (The images were not recorded.)")
         rows = -(-len(examples) // 2)
         items.append(Figure("class-probabilities", "Class probabilities under random masks",
                             reading, functools.partial(figures.class_probabilities,
@@ -401,7 +420,10 @@ def _robustness_section(results) -> Section:
                                 (8.0, 1.75 * rows + 0.3)))
             reading = ""
         else:
-            items.append(Note("Images of the hardest examples"))
+            not_images = _not_images(results)
+            items.append(Note("Images of the hardest examples",
+                              f"not drawn, since {not_images}" if not_images else
+                              "not computed"))
         items.append(Table(
             "hardest-table", "The hardest examples in numbers",
             ("example", "label", "share of masks correct", "most frequent prediction"),
