@@ -20,16 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet._tf import keras
-from subnet.engine.chain import (
-    MIXING_LAYERS,
-    Chain,
-    SiteTable,
-    analyse_chain,
-    call_inference,
-    chain_layers,
-    layer_flops,
-    layers_before,
-)
+from subnet.engine.chain import Chain, SiteTable, analyse_chain, layer_flops
 from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples, deserialization_scope
@@ -37,85 +28,35 @@ from subnet.models import check_examples, deserialization_scope
 __all__ = ["Budget", "KeepSet", "accuracy", "as_keep_set", "copy_model", "extract", "finetune",
            "keep_sets", "measure", "model_cost", "recalibrate_batchnorm"]
 
-_SKIP = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-         keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
-         keras.layers.ActivityRegularization)
-
-
 # --------------------------------------------------------------------------------- accounting
 
-@dataclasses.dataclass(frozen=True)
-class _LayerCost:
-    """How one Conv/Dense layer's parameters and FLOPs depend on its kept inputs and outputs."""
-
-    name: str
-    per_in_out: int      # weights per (input channel, output channel) pair
-    flops_per_in_out: int  # FLOPs per (input channel, output channel) pair
-    bias: bool
-    per_out_extra: int   # parameters per output channel of per-channel layers (BatchNorm, ...)
-    site: int | None     # index of the site this layer is, None for the classifier
-    fixed_in: int        # input channels when the input is not a site (the first site)
-    fixed_out: int       # output channels when the layer is the classifier
-
-
 class _Cost:
-    """Exact parameter and FLOP counts of a chain model as functions of units kept per site."""
+    """Exact parameter and FLOP counts of a model's subnetworks, from its channel groups
+    (:class:`subnet.structure.CostModel`): of keep bits, or of widths taken in a given order."""
 
     def __init__(self, chain: Chain):
         self.table = chain.table
-        order = chain_layers(chain.model)
-        names = {site.name: i for i, site in enumerate(self.table)}
-        self.layers: list[_LayerCost] = []
-        spatial = 1
-        for i, layer in enumerate(order):
-            if isinstance(layer, keras.layers.Flatten):
-                spatial = int(np.prod(layer.input.shape[1:-1]))
-                continue
-            if not isinstance(layer, MIXING_LAYERS):
-                continue
-            extra = 0
-            for later in order[i + 1:]:
-                if isinstance(later, MIXING_LAYERS):
-                    break
-                if isinstance(later, (keras.layers.BatchNormalization, keras.layers.PReLU)):
-                    per_layer = sum(int(np.prod(w.shape)) for w in later.weights)
-                    extra += per_layer // int(later.output.shape[-1])
-            if isinstance(layer, keras.layers.Dense):
-                per_in_out, flops = spatial, 2 * spatial
-                in_channels = int(layer.kernel.shape[0]) // spatial
-                spatial = 1
-            else:
-                window = int(np.prod(layer.kernel.shape[:-2]))
-                per_in_out = window
-                flops = 2 * window * int(np.prod(layer.output.shape[1:-1]))
-                in_channels = int(layer.kernel.shape[-2])
-            self.layers.append(_LayerCost(
-                name=layer.name, per_in_out=per_in_out, flops_per_in_out=flops,
-                bias=bool(layer.use_bias), per_out_extra=extra, site=names.get(layer.name),
-                fixed_in=in_channels, fixed_out=int(layer.kernel.shape[-1])))
-        per_channel = (keras.layers.BatchNormalization, keras.layers.PReLU)
-        variable = sum(int(np.prod(w.shape)) for layer in order
-                       if isinstance(layer, MIXING_LAYERS + per_channel) for w in layer.weights)
-        self.constant_params = chain.model.count_params() - variable
-        self.constant_flops = sum(layer_flops(layer) for layer in chain.model.layers
-                                  if layer not in order)
+        self.model = chain.structure.cost_model()
 
-    def __call__(self, counts) -> tuple[int, int]:
-        """(parameters, FLOPs per example) with ``counts[k]`` units kept at site k."""
-        params, flops = self.constant_params, self.constant_flops
-        previous = None
-        for layer in self.layers:
-            k_in = layer.fixed_in if previous is None else int(counts[previous])
-            k_out = layer.fixed_out if layer.site is None else int(counts[layer.site])
-            params += layer.per_in_out * k_in * k_out + (k_out if layer.bias else 0) + \
-                layer.per_out_extra * k_out
-            flops += layer.flops_per_in_out * k_in * k_out
-            previous = layer.site
-        return int(params), int(flops)
+    def bits(self, bits: Mapping[str, np.ndarray]) -> tuple[int, int]:
+        """(parameters, FLOPs per example) of the keep-set ``bits`` {site: bool array}."""
+        return self.model(np.concatenate([bits[name] for name in self.table.names]))
+
+    def widths(self, counts, orders: Mapping[str, np.ndarray]) -> tuple[int, int]:
+        """The same for ``counts[k]`` units kept at site k: its first units in ``orders``."""
+        bits = np.zeros(self.table.n_units, bool)
+        for k, (name, start) in enumerate(zip(self.table.names, self.table.offsets[:-1],
+                                              strict=True)):
+            bits[start + orders[name][:int(counts[k])]] = True
+        return self.model(bits)
+
+    def dense(self) -> tuple[int, int]:
+        return self.model(np.ones(self.table.n_units, bool))
 
 
 def model_cost(model) -> dict:
-    """Parameters and FLOPs per example (2 per multiply-accumulate of Conv/Dense layers).
+    """Parameters and FLOPs per example (2 per multiply-accumulate of Conv, Dense, depthwise
+    and separable layers; see :meth:`subnet.structure.Structure.cost`).
 
     Args:
         model: A ``keras.Model``.
@@ -123,9 +64,14 @@ def model_cost(model) -> dict:
     Returns:
         {"params": int, "flops": int, "nonzero_params": int}.
     """
+    from subnet.structure import structure
+
     weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
-    return {"params": int(model.count_params()),
-            "flops": int(sum(layer_flops(layer) for layer in model.layers)),
+    try:
+        flops = structure(model).cost()["flops"]
+    except InputError:  # a model subnet cannot mask is still counted, Conv/Dense layers only
+        flops = sum(layer_flops(layer) for layer in model.layers)
+    return {"params": int(model.count_params()), "flops": int(flops),
             "nonzero_params": int(sum(np.count_nonzero(w) for w in weights))}
 
 
@@ -249,9 +195,8 @@ class KeepSet(Mapping):
 
 
 def _keep_set(cost: _Cost, table: SiteTable, bits: dict, budget) -> KeepSet:
-    counts = [int(bits[name].sum()) for name in table.names]
-    params, flops = cost(counts)
-    dense_params, dense_flops = cost(list(table.units))
+    params, flops = cost.bits(bits)
+    dense_params, dense_flops = cost.dense()
     return KeepSet(keep=bits, sites=table, params=params, flops=flops, dense_params=dense_params,
                    dense_flops=dense_flops, budget=budget)
 
@@ -302,17 +247,18 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     scores = np.where(np.isnan(scores), -np.inf, scores)
     cost = _Cost(chain)
     units = list(table.units)
-    dense = {"units": sum(units), "params": cost(units)[0], "flops": cost(units)[1]}
+    dense_params, dense_flops = cost.dense()
+    dense = {"units": sum(units), "params": dense_params, "flops": dense_flops}
     limit = budget.target(dense[budget.kind])
+    per_site = table.split(scores)
+    orders = {name: np.argsort(-s, kind="stable") for name, s in per_site.items()}
 
     def spend(counts):
         if budget.kind == "units":
             return sum(counts)
-        params, flops = cost(counts)
+        params, flops = cost.widths(counts, orders)
         return params if budget.kind == "params" else flops
 
-    per_site = table.split(scores)
-    orders = {name: np.argsort(-s, kind="stable") for name, s in per_site.items()}
     counts = [min_units] * len(table)
     if spend(counts) > limit:
         raise InputError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
@@ -429,12 +375,6 @@ def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
 
 # --------------------------------------------------------------------------------- extraction
 
-def _copy_layer(layer, **changes):
-    config = layer.get_config()
-    config.update(changes)
-    return layer.__class__.from_config(config)
-
-
 def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=None,
             atol: float = 1e-5):
     """Builds the subnetwork that keeps only the given units, as a new, smaller Keras model.
@@ -473,60 +413,10 @@ def _extract(model, keep, *, scale, check_x, atol):
     unknown = sorted(set(scale) - set(keep_set.sites.names))
     if unknown:
         raise InputError(f"`scale` names {unknown}, which are not sites.")
-    order = chain_layers(model)
-    first = order[0]
-    before = layers_before(model, first)
-    inputs = keras.Input(shape=model.inputs[0].shape[1:], name=model.inputs[0].name
-                         if isinstance(model.inputs[0].name, str) else None)
-    h = inputs
-    for layer in before:
-        copy = _copy_layer(layer)
-        h = call_inference(copy, h)
-        copy.set_weights(layer.get_weights())
-    site_index = {name: i for i, name in enumerate(keep_set.sites.names)}
-    kept_channels = None     # indices of the running tensor's channels, None = all
-    channel_scale = None     # factor per kept channel, folded into the next mixing layer
-    spatial = None
-    pending = []
-    for layer in order:
-        if isinstance(layer, _SKIP):
-            continue
-        weights = layer.get_weights()
-        if isinstance(layer, MIXING_LAYERS):
-            out = np.flatnonzero(keep_set[layer.name]) if layer.name in site_index else \
-                np.arange(int(layer.kernel.shape[-1]))
-            kernel = weights[0]
-            if kept_channels is not None:
-                rows = kept_channels if spatial is None else (
-                    np.arange(spatial)[:, None] * (kernel.shape[0] // spatial)
-                    + kept_channels[None, :]).ravel()
-                factor = channel_scale if spatial is None else np.tile(channel_scale, spatial)
-                if isinstance(layer, keras.layers.Dense):
-                    kernel = kernel[rows] * factor[:, None]
-                else:
-                    kernel = kernel[..., rows, :] * factor[:, None]
-            kernel = kernel[..., out]
-            new_weights = [kernel] + ([weights[1][out]] if layer.use_bias else [])
-            size = {"units": len(out)} if isinstance(layer, keras.layers.Dense) else \
-                {"filters": len(out)}
-            copy = _copy_layer(layer, **size)
-            kept_channels, spatial = out, None
-            factor = float(scale.get(layer.name, 1.0))
-            channel_scale = np.full(len(out), factor, np.float32)
-        elif isinstance(layer, keras.layers.Flatten):
-            spatial = int(np.prod(layer.input.shape[1:-1]))
-            copy, new_weights = _copy_layer(layer), []
-        elif isinstance(layer, (keras.layers.BatchNormalization, keras.layers.PReLU)) and \
-                kept_channels is not None:
-            new_weights = [w[..., kept_channels] for w in weights]
-            copy = _copy_layer(layer)
-        else:
-            copy, new_weights = _copy_layer(layer), weights
-        h = call_inference(copy, h)
-        pending.append((copy, new_weights))
-    for copy, new_weights in pending:
-        copy.set_weights(new_weights)
-    subnetwork = keras.Model(inputs, h, name=f"{model.name}_subnetwork")
+    factors = np.repeat([float(scale.get(name, 1.0)) for name in keep_set.sites.names],
+                        keep_set.sites.units)
+    subnetwork = chain.structure.extract(keep_set.mask, scale=factors,
+                                         name=f"{model.name}_subnetwork")
     _verify(chain, model, subnetwork, keep_set, scale, check_x, atol)
     return subnetwork, keep_set
 
@@ -546,10 +436,10 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
         got = keras.ops.convert_to_numpy(keras.ops.softmax(got))
     difference = float(np.max(np.abs(got - reference)))
     if not difference <= atol:
-        raise InputError(f"The extracted subnetwork does not compute what the masked model "
-                         f"computes: output probabilities differ by {difference:.3g} > "
-                         f"{atol:g}. This is a bug in subnet (or an unsupported layer); please "
-                         "report it with the model.")
+        raise RuntimeError(f"The extracted subnetwork does not compute what the masked model "
+                           f"computes: output probabilities differ by {difference:.3g} > "
+                           f"{atol:g}. This is a bug in subnet; please report it with the "
+                           "model.")
 
 
 # ------------------------------------------------------------------------------- fine-tuning

@@ -85,18 +85,21 @@ def test_unsupported_layer_between_sites_is_named():
     x = keras.layers.Dense(8)(inputs)
     x = keras.layers.LayerNormalization(name="ln")(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    with pytest.raises(ValueError, match=r"'ln' \(LayerNormalization\).*cannot be masked"):
+    with pytest.raises(ValueError, match=r"'ln' \(LayerNormalization\).*normalises across "
+                                         r"channels.*masking it is not deleting it"):
         sites(model, rate=0.5)
 
 
-def test_residual_model_is_refused():
+def test_a_residual_sum_couples_its_producers_into_one_site():
     inputs = keras.Input((20,))
     a = keras.layers.Dense(20, name="a")(inputs)
     b = keras.layers.Dense(20, name="b")(a)
     x = keras.layers.Add(name="add")([a, b])
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    with pytest.raises(ValueError, match="'add'.*2 inputs"):
-        sites(model, rate=0.5)
+    table = sites(model, rate=0.5)
+    # b reads a's channels (its own site would be b's outputs), but a and b write the same
+    # stream, so channel c of a and of b is one unit: one coupled site of 20 units.
+    assert table.names == ["a"] and table[0].kind == "coupled" and table[0].units == 20
 
 
 def test_softmax_between_sites_is_refused():
@@ -104,7 +107,7 @@ def test_softmax_between_sites_is_refused():
     x = keras.layers.Dense(8)(inputs)
     x = keras.layers.Activation("softmax", name="soft")(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    with pytest.raises(ValueError, match="'soft'.*mixes channels"):
+    with pytest.raises(ValueError, match="'soft'.*softmax across channels"):
         sites(model, rate=0.5)
 
 

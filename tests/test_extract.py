@@ -148,7 +148,8 @@ def test_a_keep_set_that_empties_a_site_is_refused(trained):
 
 
 def test_a_mismatch_is_an_error(trained, monkeypatch):
-    """The equality check runs on every extraction and fails loudly."""
+    """The equality check runs on every extraction and fails loudly, as an internal error (a
+    bug in subnet, not the user's input)."""
     model = trained["dense"]
     original = keras.Model.predict
 
@@ -156,7 +157,7 @@ def test_a_mismatch_is_an_error(trained, monkeypatch):
         return original(self, x, **kwargs) * 0.5
 
     monkeypatch.setattr(keras.Model, "predict", wrong)
-    with pytest.raises(ValueError, match="does not compute what the masked model computes"):
+    with pytest.raises(RuntimeError, match="does not compute what the masked model computes"):
         extract(model, {"d1": np.arange(32) < 16})
 
 

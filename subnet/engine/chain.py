@@ -8,9 +8,12 @@ per-channel layer before the next layer that mixes channels (a Conv or Dense) or
 Zeroing there is the same function as deleting the unit, which is what makes masking and
 physical extraction agree.
 
-subnet analyses models whose layers from the first site on form a chain (one input, one output
-per layer). Anything before the first site (the *prefix*) may be any Keras graph: it is the same
-for every mask and is run as a sub-model.
+Every model is first analysed by :mod:`subnet.structure` (channel groups: what a unit is in any
+graph, residual, concatenating and depthwise models included). Where the layers from the first
+site on form a chain (one input, one output per layer), :func:`analyse_chain` also splits the
+model into the segments the fast backend runs; anything before the first site (the *prefix*) may
+be any Keras graph: it is the same for every mask and is run as a sub-model. For other graphs the
+:class:`Chain` has no segments, and the reference backend evaluates it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from subnet.models import dropout_layers
 __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteTable", "analyse_chain", "call_inference",
            "chain_layers", "layer_flops", "layers_before", "sites"]
 
-#: Layer classes that mix channels: the sites, and the classifier.
+#: What a site can be (see :attr:`Site.kind`).
+SITE_KINDS = ("conv1d", "conv2d", "conv3d", "dense", "separable", "coupled")
+#: Layer classes that mix channels in a chain the fast backend runs: the sites, the classifier.
 MIXING_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
 # Layers that act on each channel separately and map an all-zero channel to zero (or are the
 # identity at inference): allowed between a site and its mask point.
@@ -55,7 +60,9 @@ class Site:
 
     Attributes:
         name: The Conv/Dense layer's name.
-        kind: ``"conv1d"``, ``"conv2d"`` or ``"dense"``.
+        kind: ``"conv1d"``, ``"conv2d"``, ``"conv3d"``, ``"dense"``, ``"separable"`` (one
+            SeparableConv layer) or ``"coupled"`` (channels several layers produce together, as
+            a residual stream's).
         units: Number of output channels (units), > 0.
         keep: Keep probability q in (0, 1] used when masks are drawn (1 - dropout rate).
         mask_layer: Name of the layer whose output is masked (the mask point).
@@ -72,9 +79,9 @@ class Site:
     always_on: bool = False
 
     def __post_init__(self):
-        if self.kind not in ("conv1d", "conv2d", "dense"):
+        if self.kind not in SITE_KINDS:
             raise InputError(f"Invalid site kind {self.kind!r} for site {self.name!r}: expected "
-                             "'conv1d', 'conv2d' or 'dense'.")
+                             f"one of {list(SITE_KINDS)}.")
         if isinstance(self.units, bool) or not isinstance(self.units, (int, np.integer)) \
                 or self.units < 1:
             raise InputError(f"Site {self.name!r} must have at least one unit. "
@@ -184,22 +191,36 @@ class Chain:
     Attributes:
         model: The Keras model.
         table: Its :class:`SiteTable`.
-        prefix_output: The first site's mask-point layer; everything up to it is the prefix.
+        prefix_output: The first site's mask-point layer; everything up to it is the prefix
+            (None when the model is not a chain).
         segments: For each site after the first, then the classifier: the layers from the
             previous mask point (exclusive) to this site's mask point (inclusive), or to the
             output for the classifier. Each starts with layout layers (Flatten), then the
-            mixing layer, then per-channel layers.
+            mixing layer, then per-channel layers. None when the model is not a chain.
         probabilities: True if the model outputs probabilities (softmax), False for logits.
+        structure: The model's :class:`~subnet.structure.Structure` (channel groups), which
+            every stage reads for masking, cost and extraction.
+        not_chain: Why the model is not a chain (None if it is).
     """
 
     model: keras.Model
     table: SiteTable
-    prefix_output: keras.layers.Layer
-    segments: list[list[keras.layers.Layer]]
+    prefix_output: keras.layers.Layer | None
+    segments: list[list[keras.layers.Layer]] | None
     probabilities: bool
+    structure: object = None
+    not_chain: str | None = None
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether the model was split into segments (the fast backend can run it)."""
+        return self.segments is not None
 
     def prefix_model(self) -> keras.Model:
         """A sub-model from the model's input to the first site's mask point."""
+        if self.prefix_output is None:
+            raise InputError(f"Model {self.model.name!r} is not a chain of layers ({self.not_chain}"
+                             "); it has no prefix model.")
         return keras.Model(self.model.inputs, self.prefix_output.output)
 
 
@@ -253,31 +274,83 @@ def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:
 def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Chain:
     """Splits a classifier at its sites (see :func:`sites`); the backends' view of a model.
 
+    Any graph :mod:`subnet.structure` accepts is analysed; a chain is also split into the
+    segments the fast backend runs.
+
     Args:
         model: A ``keras.Model`` classifier.
         rate: As for :func:`sites`.
 
     Returns:
-        A :class:`Chain`.
+        A :class:`Chain` (``segments`` None if the model is not a chain).
 
     Raises:
         ValueError: As for :func:`sites`.
     """
+    from subnet.structure import structure
+
+    if not isinstance(model, keras.Model):
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
+    graph = structure(model)
+    if graph.is_chain:
+        try:
+            chain = _analyse_chain(model, rate)
+        except _NotAChain as err:
+            reason = str(err)
+        else:
+            if chain.table.names == [s.name for s in graph.sites] and \
+                    list(chain.table.units) == [s.units for s in graph.sites]:
+                chain.structure = graph
+                return chain
+            reason = "its chain and its channel groups disagree on the sites"
+    else:
+        reason = "it has branches, merges or coupled channels"
+    return _graph_chain(model, graph, rate, reason)
+
+
+def _graph_chain(model, graph, rate, reason: str) -> Chain:
+    """The :class:`Chain` of a model that is not a chain: its table read from the structure."""
+    always_on = {info.name: info.always_on for info in dropout_layers(model)}
+    rates = _normalise_rate(rate, [s.name for s in graph.sites])
+    site_list = []
+    for site in graph.sites:
+        chosen = rates.get(site.name, site.dropout_rate if site.dropout_layers else None)
+        if chosen is None:
+            raise InputError(
+                f"Site {site.name!r} has no Dropout after it, so subnet does not know at what "
+                "rate to drop its units. Pass rate=R (command line: --rate R), a float in [0, 1), "
+                "or a mapping {site name: rate}.")
+        site_list.append(Site(name=site.name, kind=site.kind, units=site.units,
+                              keep=1.0 - float(chosen), mask_layer=site.mask_layer,
+                              dropout_rate=site.dropout_rate,
+                              always_on=any(always_on.get(d, False)
+                                            for d in site.dropout_layers)))
+    return Chain(model=model, table=SiteTable(site_list), prefix_output=None, segments=None,
+                 probabilities=graph.probabilities, structure=graph, not_chain=reason)
+
+
+class _NotAChain(InputError):
+    """The strict chain analysis does not apply (the structure's analysis does)."""
+
+
+def _analyse_chain(model, rate) -> Chain:
+    """The strict chain analysis (the fast backend's view); see :func:`analyse_chain`."""
     if not isinstance(model, keras.Model):
         raise InputTypeError(f"Expected a keras.Model for argument `model`. "
                              f"Received: {type(model)!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise InputError("subnet analyses classifiers with one input and one output; the model "
+        raise _NotAChain("subnet analyses classifiers with one input and one output; the model "
                          f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs.")
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            raise InputError(
+            raise _NotAChain(
                 f"Layer {layer.name!r} is a nested model; subnet needs a flat model. Rebuild it "
                 "with the nested model's layers inline.")
     order = chain_layers(model)
     mixing = [i for i, layer in enumerate(order) if isinstance(layer, MIXING_LAYERS)]
     if len(mixing) < 2:
-        raise InputError(
+        raise _NotAChain(
             f"Model {model.name!r} has no maskable site: subnet masks the output channels of "
             "hidden Conv1D, Conv2D or Dense layers, and this model has "
             f"{len(mixing)} such layer(s) in all (the last one is the classifier).")
@@ -296,7 +369,7 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
             if isinstance(between, _PER_CHANNEL) and mask_at == j - 1:
                 mask_at = j
             elif not isinstance(between, _LAYOUT + _DROPOUT):
-                raise InputError(
+                raise _NotAChain(
                     f"Layer {between.name!r} ({type(between).__name__}) between sites "
                     f"{layer.name!r} and {order[stop].name!r} cannot be masked correctly: subnet "
                     "supports per-channel layers (BatchNormalization, activations, dropout, "
@@ -353,7 +426,7 @@ def chain_layers(model) -> list:
             parents = graph.get(current, [])
             if len(parents) > 1:
                 if any(isinstance(layer, MIXING_LAYERS) for layer in chain):
-                    raise InputError(
+                    raise _NotAChain(
                         f"Layer {current!r} ({type(chain[-1]).__name__}) has {len(parents)} "
                         "inputs; subnet masks models whose layers from the first Conv/Dense on "
                         "form a chain (no branches or residual connections between sites).")
@@ -392,7 +465,7 @@ def layers_before(model, first) -> list:
     while True:
         parents = graph.get(current, [])
         if len(parents) != 1:
-            raise InputError(f"subnet supports models whose layers before the first site form "
+            raise _NotAChain(f"subnet supports models whose layers before the first site form "
                              f"a chain; layer {current!r} has {len(parents)} inputs.")
         parent = model.get_layer(parents[0])
         if isinstance(parent, keras.layers.InputLayer):
@@ -406,7 +479,7 @@ def _output_layer_name(model) -> str:
     while isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], (list, tuple)):
         outputs = outputs[0]
     if not isinstance(outputs, (list, tuple)) or not outputs or not isinstance(outputs[0], str):
-        raise InputError(f"Could not read the output layer of model {model.name!r}.")
+        raise _NotAChain(f"Could not read the output layer of model {model.name!r}.")
     return outputs[0]
 
 
@@ -432,7 +505,7 @@ def _inbound_graph(model) -> dict[str, list[str]]:
         name = layer.get("name") or layer.get("config", {}).get("name")
         nodes = layer.get("inbound_nodes") or []
         if len(nodes) > 1:
-            raise InputError(f"Layer {name!r} is used {len(nodes)} times (shared weights); "
+            raise _NotAChain(f"Layer {name!r} is used {len(nodes)} times (shared weights); "
                              "subnet needs each layer used once.")
         parents: list[str] = []
         for node in nodes:
@@ -446,12 +519,12 @@ def _check_classifier_tail(order: list, classifier_index: int) -> None:
     classifier = order[classifier_index]
     for layer in order[classifier_index + 1:]:
         if not isinstance(layer, (keras.layers.Activation, keras.layers.Softmax) + _DROPOUT):
-            raise InputError(
+            raise _NotAChain(
                 f"Layer {layer.name!r} ({type(layer).__name__}) after the classifier "
                 f"{classifier.name!r} is not supported; subnet expects the classifier to end in "
                 "an optional softmax.")
     if isinstance(classifier, keras.layers.Conv2D | keras.layers.Conv1D):
-        raise InputError(
+        raise _NotAChain(
             f"The last Conv/Dense layer {classifier.name!r} is a convolution; subnet expects a "
             "Dense classifier (add Flatten or global pooling and a Dense layer).")
 
@@ -473,17 +546,17 @@ def _check_per_channel_layer(layer) -> None:
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Activation) and \
             getattr(activation, "__name__", "") in ("softmax", "log_softmax"):
-        raise InputError(f"Activation layer {layer.name!r} ({activation.__name__}) mixes "
+        raise _NotAChain(f"Activation layer {layer.name!r} ({activation.__name__}) mixes "
                          "channels; subnet supports it only at the classifier's output.")
     if isinstance(layer, keras.layers.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
         if axis not in (-1, [-1]) and axis != len(layer.input.shape) - 1 and \
                 axis != [len(layer.input.shape) - 1]:
-            raise InputError(f"BatchNormalization layer {layer.name!r} normalises axis "
+            raise _NotAChain(f"BatchNormalization layer {layer.name!r} normalises axis "
                              f"{layer.axis}; subnet supports channels-last (axis=-1).")
     data_format = getattr(layer, "data_format", "channels_last")
     if data_format != "channels_last":
-        raise InputError(f"Layer {layer.name!r} uses data_format={data_format!r}; subnet supports "
+        raise _NotAChain(f"Layer {layer.name!r} uses data_format={data_format!r}; subnet supports "
                          "channels_last models.")
 
 
@@ -491,10 +564,10 @@ def _kind(layer) -> str:
     if isinstance(layer, keras.layers.Dense):
         return "dense"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise InputError(f"Layer {layer.name!r} uses data_format={layer.data_format!r}; subnet "
+        raise _NotAChain(f"Layer {layer.name!r} uses data_format={layer.data_format!r}; subnet "
                          "supports channels_last models.")
     if getattr(layer, "groups", 1) != 1:
-        raise InputError(f"Convolution {layer.name!r} has groups={layer.groups}; subnet supports "
+        raise _NotAChain(f"Convolution {layer.name!r} has groups={layer.groups}; subnet supports "
                          "ungrouped convolutions.")
     return "conv2d" if isinstance(layer, keras.layers.Conv2D) else "conv1d"
 

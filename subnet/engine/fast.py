@@ -154,6 +154,10 @@ class FastBackend:
             raise InputError("The fast backend needs Keras's TensorFlow backend (KERAS_BACKEND="
                              f"tensorflow); this process uses {keras.backend.backend()!r}. Use "
                              "backend='reference'.")
+        if not chain.is_chain:
+            raise InputError(f"The fast backend runs chains of layers, and model "
+                             f"{chain.model.name!r} is not one: {chain.not_chain}; use "
+                             "backend='reference'.")
         self.chain = chain
         self.table = chain.table
         self.rescale = rescale

@@ -1,4 +1,6 @@
-"""The reference backend: the Keras model itself, with a channel-mask multiply at each site.
+"""The reference backend: the Keras model itself, with each unit's channels multiplied by its
+mask bit wherever a Conv/Dense layer reads them (:meth:`subnet.structure.Structure.masked_model`),
+for any graph subnet accepts.
 
 Slow and obviously correct: every (mask, example) pair runs the whole model once. The fast
 backend is tested against it.
@@ -8,31 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from subnet._tf import keras
-from subnet.engine.chain import Chain, call_inference
+from subnet.engine.chain import Chain
+from subnet.errors import InputError
 
 __all__ = ["ReferenceBackend"]
-
-
-class ChannelMask(keras.layers.Layer):
-    """Multiplies the last (channel) axis by a per-example vector: ``x * mask[:, None, ..., :]``."""
-
-    def call(self, values, mask_values):
-        shape = keras.ops.shape(mask_values)
-        extra = len(values.shape) - 2
-        return values * keras.ops.reshape(mask_values, (shape[0],) + (1,) * extra + (shape[1],))
-
-    def compute_output_shape(self, values_shape, mask_values_shape):
-        return values_shape
-
-
-def _call_copy(layer, tensor):
-    """Calls a copy of ``layer`` (same config and weights) in inference mode: dropout off,
-    BatchNormalization on its moving statistics. Copies keep the model's own graph untouched."""
-    copy = layer.__class__.from_config(layer.get_config())
-    copy.build(layer.input.shape)
-    copy.set_weights(layer.get_weights())
-    return call_inference(copy, tensor)
 
 
 class ReferenceBackend:
@@ -60,22 +41,8 @@ class ReferenceBackend:
         self.rescale = rescale
         self.batch_size = int(batch_size)
         table = chain.table
-        image = keras.Input(shape=chain.model.inputs[0].shape[1:], name="image")
-        masks = [keras.Input(shape=(site.units,), name=f"mask_{i}") for i, site in
-                 enumerate(table)]
-        prefix = chain.prefix_model()
-        prefix_copy = keras.models.clone_model(prefix)
-        prefix_copy.set_weights(prefix.get_weights())
-        h = prefix_copy(image)
-        h = ChannelMask()(h, masks[0])
-        for k, segment in enumerate(chain.segments):
-            for layer in segment:
-                h = _call_copy(layer, h)
-            if k + 1 < len(table):
-                h = ChannelMask()(h, masks[k + 1])
-        if not chain.probabilities:
-            h = keras.layers.Softmax()(h)
-        self._model = keras.Model([image, *masks], h)
+        # The structure multiplies each unit's value into every consumer's input channels.
+        self._model = chain.structure.masked_model()
         scales = [1.0 / site.keep if rescale else 1.0 for site in table]
         self._unit_scale = np.repeat(scales, table.units).astype(np.float32)
 
@@ -104,14 +71,16 @@ class ReferenceBackend:
             float32 array of shape (n_masks, n_examples, n_classes).
         """
         n_masks, n_examples = len(values), len(x)
-        per_site = self.chain.table.split(values)
+        values = np.asarray(values, np.float32)
+        if values.ndim != 2 or values.shape[1] != self.chain.table.n_units:
+            raise InputError(f"Expected unit values of shape (n_masks, "
+                             f"{self.chain.table.n_units}). Received shape {values.shape}.")
         rows_per_mask = max(1, self.batch_size // max(1, n_examples))
         out = []
         for start in range(0, n_masks, rows_per_mask):
             stop = min(n_masks, start + rows_per_mask)
             tiled_x = np.tile(x, (stop - start,) + (1,) * (x.ndim - 1))
-            tiled_masks = [np.repeat(v[start:stop], n_examples, axis=0)
-                           for v in per_site.values()]
-            prob = self._model.predict_on_batch([tiled_x, *tiled_masks])
+            tiled_values = np.repeat(values[start:stop], n_examples, axis=0)
+            prob = self._model.predict_on_batch([tiled_x, tiled_values])
             out.append(np.asarray(prob, dtype=np.float32).reshape(stop - start, n_examples, -1))
         return np.concatenate(out) if out else np.zeros((0, n_examples, 0), np.float32)

@@ -1,0 +1,893 @@
+"""Channel groups: what a unit is in any Keras graph, and what deleting one removes.
+
+In a chain of layers a unit is one output channel of a Conv or Dense layer. In a general graph
+channels are *coupled* (Torch-Pruning's DepGraph does the same analysis for PyTorch):
+
+- ``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum`` and ``Minimum`` tie channel c of
+  every input to channel c of their output, so a residual stream's channel c is one unit across
+  every block that writes or reads it;
+- ``Concatenate`` places its inputs' channels side by side;
+- per-channel layers (BatchNormalization, activations, dropout, pooling, padding, cropping,
+  up-sampling, and ``DepthwiseConv2D``, whose output channels c*m .. c*m+m-1 read only input
+  channel c) pass channels through;
+- ``Flatten`` and channel-preserving ``Reshape`` spread a channel over positions;
+- channel-mixing layers (Conv, Dense, the pointwise half of ``SeparableConv2D``) *produce* new
+  channels and *consume* their input's.
+
+A **group** is a set of channels that must be kept or dropped together; it is a *unit*. Groups
+produced by the same layers form a **site** (in a chain: one Conv/Dense layer). Channels that
+reach the model's input or output (the classes) are fixed: they are never units.
+
+Dropping a unit zeroes its channels where channel-mixing layers *read* them (its *mask
+points*), with every value in between left alone. Deleting the unit removes its channels from
+every producer's output, every per-channel layer between, and every consumer's input, so the
+two are the same function, which is what makes masking and physical extraction agree. Layers
+across which zeroing a channel is not deleting it (LayerNormalization, a softmax over channels)
+and layers subnet cannot see into (Lambda, nested models) are refused by name, with the reason.
+
+The structure says nothing about keep probabilities: those belong to the record.
+
+:func:`structure` derives it from a live Keras model; :class:`Structure` answers which channels
+of which tensors and weights each unit owns, and builds the masked model
+(:meth:`Structure.masked_model`), the exact cost of any keep-set (:meth:`Structure.cost`) and the
+physically smaller model (:meth:`Structure.extract`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from subnet._tf import keras
+from subnet.errors import InputError, InputTypeError, clean
+
+__all__ = ["Call", "Group", "Structure", "StructureSite", "structure"]
+
+L = keras.layers
+
+#: Channel-mixing layers: they consume their input's channels and produce new ones.
+PRODUCERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.SeparableConv1D, L.SeparableConv2D)
+#: Layers that act on each channel separately, without weights to slice.
+_PASS = (
+    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
+    L.GaussianDropout, L.AlphaDropout, L.Activation, L.ReLU, L.LeakyReLU, L.ELU,
+    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
+    L.AveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
+    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.Identity, L.ActivityRegularization,
+    L.RepeatVector,
+)
+#: Per-channel layers whose weights have one entry per channel (sliced on extraction).
+_PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
+#: Depthwise convolutions: output channel c*m + j reads input channel c only.
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+_MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+_LAYOUT = (L.Flatten, L.Reshape)
+#: Layers refused because zeroing a channel is not deleting it across them.
+_MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormalization,
+                       L.Softmax)
+_DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One layer call in the graph, in topological order.
+
+    Attributes:
+        layer: The Keras layer.
+        node: Its Keras node (holds the call's arguments).
+        inputs: Names of the tensors it reads (the producing layers' names), in argument order.
+    """
+
+    layer: keras.layers.Layer
+    node: object
+    inputs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One unit: a set of channels kept or dropped together.
+
+    Attributes:
+        index: Position among all groups (the global unit order).
+        site: Index of its site.
+        producers: {layer name: output channel indices} of the layers that produce it.
+    """
+
+    index: int
+    site: int
+    producers: Mapping[str, tuple[int, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureSite:
+    """Groups produced together by the same layers (in a chain: one Conv/Dense layer).
+
+    Attributes:
+        name: The first producing layer's name.
+        kind: ``"conv1d"``, ``"conv2d"``, ``"conv3d"``, ``"dense"`` or ``"separable"`` for one
+            producer, ``"coupled"`` for several (a residual stream, coupled branches).
+        layers: Names of the producing layers, in model order.
+        groups: Indices of its groups, in unit order.
+        mask_layer: The layer whose output the first consumer reads (before layout layers).
+        dropout_rate: Rate of the model's own dropout on the way to that consumer (0.0 if none).
+        dropout_layers: Names of those dropout layers.
+    """
+
+    name: str
+    kind: str
+    layers: tuple[str, ...]
+    groups: tuple[int, ...]
+    mask_layer: str
+    dropout_rate: float
+    dropout_layers: tuple[str, ...] = ()
+
+    @property
+    def units(self) -> int:
+        return len(self.groups)
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: list[int] = []
+        self.fixed: list[bool] = []
+
+    def new(self, n: int, fixed: bool = False) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        self.fixed.extend([fixed] * n)
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+            self.fixed[min(a, b)] = self.fixed[a] or self.fixed[b]
+
+    def fix(self, i: int) -> None:
+        self.fixed[self.find(i)] = True
+
+
+def _layer_error(layer, reason: str) -> InputError:
+    return InputError(f"Layer {clean(layer.name)!r} ({type(layer).__name__}) {reason}")
+
+
+def graph_calls(model) -> tuple[list[Call], str, str]:
+    """The model's layer calls in topological order, with its input and output tensor names.
+
+    Args:
+        model: A flat functional or Sequential ``keras.Model`` with one input and one output.
+
+    Returns:
+        ``(calls, input name, output name)``.
+
+    Raises:
+        InputError: If the model has several inputs or outputs, a nested model, a layer used
+            more than once or a layer with several outputs.
+    """
+    if not isinstance(model, keras.Model):
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise InputError(f"Model {clean(model.name)!r} has no defined input; subnet needs a "
+                         "built functional or Sequential model (give the first layer an Input).")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise InputError("subnet analyses classifiers with one input and one output; the model "
+                         f"has {len(inputs)} inputs and {len(outputs)} outputs.")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise InputError(
+                f"Layer {clean(layer.name)!r} is a nested model ({type(layer).__name__}); "
+                "subnet needs a flat model. Rebuild it with the nested model's layers called "
+                "inline, e.g. x = layer(x) for each of its layers.")
+    calls: dict[str, Call] = {}
+    order: list[str] = []
+    seen: dict[str, int] = {}
+
+    def visit(tensor) -> str:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise InputError(f"Model {clean(model.name)!r}: a tensor without Keras history; "
+                             "subnet needs a functional or Sequential model.")
+        layer, node_index = history[0], history[1]
+        name = layer.name
+        if history[2] != 0 or seen.setdefault(name, node_index) != node_index:
+            raise _layer_error(layer, "is used more than once or has several outputs (shared "
+                                      "weights); subnet needs each layer called once.")
+        if name in calls:
+            return name
+        node = layer._inbound_nodes[node_index]
+        parents = tuple(visit(t) for t in node.arguments.keras_tensors)
+        calls[name] = Call(layer=layer, node=node, inputs=parents)
+        order.append(name)
+        return name
+
+    stack_limit = 10_000
+    if len(model.layers) > stack_limit:
+        raise InputError(f"Model {clean(model.name)!r} has {len(model.layers)} layers; subnet "
+                         f"supports at most {stack_limit}.")
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * len(model.layers) + 1000))
+    try:
+        output = visit(outputs[0])
+    finally:
+        sys.setrecursionlimit(limit)
+    input_name = inputs[0]._keras_history[0].name
+    return [calls[name] for name in order], input_name, output
+
+
+class Structure:
+    """The channel groups of a classifier, its sites, and what any keep-set keeps.
+
+    Build it with :func:`structure`. Units are numbered site by site, in model order, and within
+    a site by (first producing layer, its output channel), so for a chain the order is each
+    Conv/Dense layer's channels in turn.
+
+    Attributes:
+        model: The Keras model.
+        calls: Its layer calls in topological order.
+        sites: The :class:`StructureSite` objects, in model order.
+        groups: The :class:`Group` objects, in unit order.
+        probabilities: True if the model outputs probabilities (ends in a softmax).
+    """
+
+    def __init__(self, model, calls, input_name, output_name, ids, fixed, consumers):
+        self.model = model
+        self.calls = calls
+        self.input_name = input_name
+        self.output_name = output_name
+        self._consumers = consumers  # names of the layers that read channels as inputs
+        self._by_name = {c.name: c for c in calls}
+        self._positions = {c.name: i for i, c in enumerate(calls)}
+        # Producers of each root id, in model order.
+        producers: dict[int, dict[str, list[int]]] = {}
+        for call in calls:
+            if isinstance(call.layer, PRODUCERS):
+                for channel, root in enumerate(ids[call.name]):
+                    if not fixed[root]:
+                        producers.setdefault(int(root), {}).setdefault(call.name, []).append(
+                            channel)
+        # Sites: roots sharing a producing layer.
+        site_of_layer: dict[str, int] = {}
+        site_roots: list[list[int]] = []
+        site_layers: list[list[str]] = []
+        merged: dict[int, int] = {}
+
+        def site_find(k):
+            while k in merged:
+                k = merged[k]
+            return k
+
+        for root in sorted(producers, key=lambda r: min(
+                (self._position(name), ch[0]) for name, ch in producers[r].items())):
+            linked = sorted({site_find(site_of_layer[n]) for n in producers[root]
+                             if n in site_of_layer})
+            if linked:
+                k = linked[0]
+                for other in linked[1:]:
+                    merged[other] = k
+                    site_roots[k] += site_roots[other]
+                    site_layers[k] += site_layers[other]
+                    site_roots[other], site_layers[other] = [], []
+            else:
+                k = len(site_roots)
+                site_roots.append([])
+                site_layers.append([])
+            site_roots[k].append(root)
+            for name in producers[root]:
+                if name not in site_layers[k]:
+                    site_layers[k].append(name)
+                site_of_layer[name] = k
+        order = sorted((k for k in range(len(site_roots)) if site_roots[k]),
+                       key=lambda k: min(self._position(n) for n in site_layers[k]))
+        self.groups: list[Group] = []
+        self.sites: list[StructureSite] = []
+        self._unit_of_root: dict[int, int] = {}
+        for s, k in enumerate(order):
+            layers = sorted(site_layers[k], key=self._position)
+            roots = sorted(site_roots[k], key=lambda r: min(
+                (self._position(n), ch[0]) for n, ch in producers[r].items()))
+            indices = []
+            for root in roots:
+                unit = len(self.groups)
+                self._unit_of_root[root] = unit
+                self.groups.append(Group(unit, s, {n: tuple(ch) for n, ch in
+                                                   producers[root].items()}))
+                indices.append(unit)
+            mask_layer, dropouts = self._first_read(roots[0], ids)
+            rate = 1.0 - float(np.prod([1.0 - float(self._by_name[d].layer.rate)
+                                        for d in dropouts]))
+            self.sites.append(StructureSite(
+                name=layers[0], kind=self._kind(layers), layers=tuple(layers),
+                groups=tuple(indices), mask_layer=mask_layer, dropout_rate=rate,
+                dropout_layers=tuple(dropouts)))
+        # Each tensor's channels as global unit indices (-1: fixed).
+        self.units_of: dict[str, np.ndarray] = {
+            name: np.array([-1 if fixed[r] else self._unit_of_root.get(int(r), -1)
+                            for r in roots], dtype=np.int64)
+            for name, roots in ids.items()}
+        self.probabilities = _ends_in_softmax(self)
+        self._cost: CostModel | None = None
+
+    # --------------------------------------------------------------------------- reading
+
+    def _position(self, name: str) -> int:
+        return self._positions[name]
+
+    def _kind(self, layers) -> str:
+        if len(layers) > 1:
+            return "coupled"
+        layer = self._by_name[layers[0]].layer
+        for kind, types in (("separable", (L.SeparableConv1D, L.SeparableConv2D)),
+                            ("dense", L.Dense), ("conv1d", L.Conv1D), ("conv2d", L.Conv2D),
+                            ("conv3d", L.Conv3D)):
+            if isinstance(layer, types):
+                return kind
+        return "coupled"
+
+    def _first_read(self, root: int, ids) -> tuple[str, list[str]]:
+        """The layer whose output the first consumer of ``root`` reads (before layout layers),
+        and the model's dropout layers on the way there from the last producer or merge."""
+        for call in self.calls:
+            if call.name not in self._consumers:
+                continue
+            source = call.inputs[0]
+            if root not in set(int(r) for r in ids[source]):
+                continue
+            while isinstance(self._by_name[source].layer, _LAYOUT):
+                source = self._by_name[source].inputs[0]
+            mask_layer, dropouts = source, []
+            while source in self._by_name and not isinstance(self._by_name[source].layer,
+                                                             PRODUCERS + _MERGES):
+                layer = self._by_name[source].layer
+                if isinstance(layer, _DROPOUT):
+                    dropouts.append(source)
+                if len(self._by_name[source].inputs) != 1:
+                    break
+                source = self._by_name[source].inputs[0]
+            return mask_layer, dropouts[::-1]
+        return self.calls[-1].name, []
+
+    @property
+    def n_units(self) -> int:
+        return len(self.groups)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every site is one layer and no layer after the first site has two inputs."""
+        first = min((self._position(s.name) for s in self.sites), default=0)
+        return all(len(s.layers) == 1 for s in self.sites) and \
+            all(len(c.inputs) <= 1 for c in self.calls[first:])
+
+    def site_units(self) -> list[np.ndarray]:
+        """Global unit indices of each site, in site order."""
+        return [np.asarray(s.groups, np.int64) for s in self.sites]
+
+    def channels(self, name: str) -> np.ndarray:
+        """Unit index of each channel of layer ``name``'s output (-1: fixed, never dropped)."""
+        return self.units_of[name].copy()
+
+    def input_channels(self, name: str) -> np.ndarray:
+        """Unit index of each channel that layer ``name`` reads (its first input)."""
+        return self.units_of[self._by_name[name].inputs[0]].copy()
+
+    def describe(self) -> list[dict]:
+        """The sites as JSON-ready dicts (name, kind, units, layers, mask layer, dropout)."""
+        return [{"name": s.name, "kind": s.kind, "units": s.units, "layers": list(s.layers),
+                 "mask_layer": s.mask_layer, "dropout_rate": s.dropout_rate}
+                for s in self.sites]
+
+    # ----------------------------------------------------------------------- keep-sets
+
+    def unit_bits(self, keep: Mapping[str, np.ndarray] | np.ndarray | None) -> np.ndarray:
+        """A keep-set as one bool per unit (global order).
+
+        Args:
+            keep: {site name: bool array (units,)} (sites not named keep everything), a bool
+                array over all units, or None (keep everything).
+
+        Raises:
+            InputError: If a site is unknown, an array has the wrong shape or dtype, or a site
+                keeps no unit.
+        """
+        if keep is None:
+            return np.ones(self.n_units, bool)
+        if not isinstance(keep, Mapping):
+            bits = np.asarray(keep)
+            if bits.dtype != bool or bits.shape != (self.n_units,):
+                raise InputError(f"A keep-set over all units must be a bool array of shape "
+                                 f"({self.n_units},). Received dtype {bits.dtype}, shape "
+                                 f"{bits.shape}.")
+            keep = {s.name: bits[list(s.groups)] for s in self.sites}
+        names = [s.name for s in self.sites]
+        unknown = sorted(set(keep) - set(names))
+        if unknown:
+            raise InputError(f"`keep` names {[clean(n) for n in unknown]}, which are not sites; "
+                             f"the sites are {names}.")
+        bits = np.ones(self.n_units, bool)
+        for site in self.sites:
+            if site.name not in keep:
+                continue
+            value = np.asarray(keep[site.name])
+            if value.dtype != bool or value.shape != (site.units,):
+                raise InputError(f"keep[{site.name!r}] must be a bool array of shape "
+                                 f"({site.units},). Received dtype {value.dtype}, shape "
+                                 f"{value.shape}.")
+            if not value.any():
+                raise InputError(f"keep[{site.name!r}] keeps no unit: a site cannot be emptied "
+                                 "(the network would be cut in two). Keep at least one unit "
+                                 "per site.")
+            bits[list(site.groups)] = value
+        return bits
+
+    def kept_channels(self, name: str, bits: np.ndarray, *, reads: bool = False) -> np.ndarray:
+        """Indices of the channels of layer ``name``'s output (or, with ``reads``, of its first
+        input) that a keep-set keeps."""
+        units = self.input_channels(name) if reads else self.channels(name)
+        return np.flatnonzero((units < 0) | bits[np.maximum(units, 0)])
+
+    # ------------------------------------------------------------------------------ cost
+
+    def cost(self, keep=None) -> dict:
+        """Exact parameters and FLOPs per example of the subnetwork that keeps ``keep``.
+
+        FLOPs count 2 per multiply-accumulate of Conv, Dense, depthwise and separable layers
+        (biases, activations, normalisation and merges are not counted, as in the literature
+        this is compared with); parameters count every weight that remains, BatchNormalization's
+        moving statistics included (as ``model.count_params()`` does).
+
+        Args:
+            keep: As for :meth:`unit_bits`.
+
+        Returns:
+            {"params": int, "flops": int}.
+        """
+        params, flops = self.cost_model()(self.unit_bits(keep))
+        return {"params": params, "flops": flops}
+
+    def cost_model(self) -> CostModel:
+        """The cost as a fast function of the keep bits (see :class:`CostModel`)."""
+        if self._cost is None:
+            self._cost = CostModel(self)
+        return self._cost
+
+    # --------------------------------------------------------------------------- models
+
+    def masked_model(self, *, rescale: Sequence[float] | np.ndarray | None = None):
+        """A Keras model ``[x, unit values] -> probabilities``: this model with every consumer's
+        input channels multiplied by their unit's value (0 drops a unit, 1 keeps it).
+
+        Layers are copies (same config and weights) called in inference mode, so the model's
+        own graph is untouched. Fixed channels are multiplied by 1.
+
+        Args:
+            rescale: Optional factor per unit applied on top of the values (e.g. 1 / keep).
+
+        Returns:
+            The ``keras.Model``; its second input has shape (n_units,).
+        """
+        from subnet.models import deserialization_scope
+
+        with deserialization_scope(self.model):
+            return self._masked_model(rescale)
+
+    def _masked_model(self, rescale):
+        image = keras.Input(shape=self.model.inputs[0].shape[1:], name="inputs",
+                            dtype=self.model.inputs[0].dtype)
+        values = keras.Input(shape=(self.n_units,), name="unit_values")
+        scale = np.ones(self.n_units + 1, np.float32)
+        if rescale is not None:
+            scale[:-1] = np.asarray(rescale, np.float32)
+        tensors = {self.input_name: image}
+        masked: dict[str, object] = {}
+        for call in self.calls:
+            if isinstance(call.layer, keras.layers.InputLayer):
+                continue
+            feed = {}
+            for source in call.inputs:
+                if call.name in self._consumers and (self.units_of[source] >= 0).any():
+                    if source not in masked:
+                        index = np.where(self.units_of[source] >= 0, self.units_of[source],
+                                         self.n_units)
+                        masked[source] = _ChannelGather(index, scale)(tensors[source], values)
+                    feed[source] = masked[source]
+                else:
+                    feed[source] = tensors[source]
+            tensors[call.name] = _call_copy(call, feed)
+        out = tensors[self.output_name]
+        if not self.probabilities:
+            out = keras.layers.Softmax()(out)
+        return keras.Model([image, values], out)
+
+    def extract(self, keep, *, scale: np.ndarray | None = None, name: str | None = None):
+        """The physically smaller model that keeps only ``keep``'s units.
+
+        Producers lose the output channels of dropped units, per-channel layers (normalisation,
+        PReLU, depthwise kernels) their entries, consumers the rows that read them (a Flatten's
+        positions included); dropout layers are left out, so the result is deterministic.
+
+        Args:
+            keep: As for :meth:`unit_bits`.
+            scale: Optional factor per unit (n_units,) multiplying its kept channels where they
+                are read, folded into the reading layers' kernels.
+            name: The new model's name (default: the model's name + ``_subnetwork``).
+
+        Returns:
+            The new ``keras.Model`` (not yet verified; :func:`subnet.extraction.extract` checks
+            it against :meth:`masked_model`).
+        """
+        from subnet.models import deserialization_scope
+
+        bits = self.unit_bits(keep)
+        factors = np.ones(self.n_units + 1, np.float32)
+        if scale is not None:
+            factors[:-1] = np.asarray(scale, np.float32)
+        with deserialization_scope(self.model):
+            return self._extract(bits, factors, name or f"{self.model.name}_subnetwork")
+
+    def _extract(self, bits, factors, name):
+        original = self.model.inputs[0]
+        image = keras.Input(shape=original.shape[1:], dtype=original.dtype,
+                            name=original.name if isinstance(original.name, str) else None)
+        tensors = {self.input_name: image}
+        pending = []
+        for call in self.calls:
+            layer = call.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if isinstance(layer, (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
+                                  L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout,
+                                  L.AlphaDropout)):
+                tensors[call.name] = tensors[call.inputs[0]]
+                continue
+            out = self.kept_channels(call.name, bits)
+            weights = layer.get_weights()
+            changes = {}
+            if isinstance(layer, PRODUCERS):
+                rows = self.kept_channels(call.name, bits, reads=True)
+                read = self.input_channels(call.name)[rows]
+                weights = _slice_producer(layer, weights, rows, out,
+                                          factors[np.where(read >= 0, read, self.n_units)])
+                changes = {"units": len(out)} if isinstance(layer, L.Dense) else \
+                    {"filters": len(out)}
+            elif isinstance(layer, _DEPTHWISE):
+                rows = self.kept_channels(call.name, bits, reads=True)
+                weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
+            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+                weights = [w[..., out] for w in weights]
+            elif isinstance(layer, L.Reshape):
+                changes = {"target_shape": tuple(layer.target_shape[:-1]) + (len(out),)}
+            copy = _copy_layer(layer, **changes)
+            feed = {source: tensors[source] for source in call.inputs}
+            tensors[call.name] = _call_copy(call, feed, layer=copy, weights=False)
+            pending.append((copy, weights))
+        for copy, weights in pending:
+            copy.set_weights(weights)
+        return keras.Model(image, tensors[self.output_name], name=name)
+
+
+class CostModel:
+    """Parameters and FLOPs of a subnetwork as a function of its keep bits, in a few products.
+
+    Every weighted layer's cost is ``a * n_in * n_out + b * n_in + c * n_out + d``, where
+    ``n_in`` and ``n_out`` (the kept channels it reads and writes) are linear in the keep bits:
+    a constant for the fixed channels plus, for each unit, the number of channels it owns
+    there (a Flatten's positions, a depthwise multiplier).
+
+    Args:
+        s: The :class:`Structure`.
+    """
+
+    def __init__(self, s: Structure):
+        n = s.n_units
+        rows = []  # (in const, in per unit, out const, out per unit, params abcd, flops abcd)
+        for call in s.calls:
+            layer = call.layer
+            if not layer.weights and not isinstance(layer, PRODUCERS + _DEPTHWISE):
+                continue
+            reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
+            writes = s.units_of[call.name]
+            rank = len(layer.output.shape)
+            positions = int(np.prod(layer.output.shape[1:-1])) if rank > 2 else 1
+            bias = 1 if getattr(layer, "use_bias", False) else 0
+            if isinstance(layer, L.Dense):
+                p, f = (1, 0, bias, 0), (2 * positions, 0, 0, 0)
+            elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+                window, m = int(np.prod(layer.kernel_size)), int(layer.depth_multiplier)
+                p = (m, window * m, bias, 0)
+                f = (2 * positions * m, 2 * positions * window * m, 0, 0)
+            elif isinstance(layer, PRODUCERS):
+                window = int(np.prod(layer.kernel_size))
+                p, f = (window, 0, bias, 0), (2 * positions * window, 0, 0, 0)
+            elif isinstance(layer, _DEPTHWISE):
+                window = int(np.prod(layer.kernel_size))
+                p, f = (0, 0, window + bias, 0), (0, 0, 2 * positions * window, 0)
+            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+                total = sum(int(np.prod(w.shape)) for w in layer.weights)
+                p, f = (0, 0, total // int(layer.output.shape[-1]), 0), (0, 0, 0, 0)
+            else:
+                total = sum(int(np.prod(w.shape)) for w in layer.weights)
+                p, f = (0, 0, 0, total), (0, 0, 0, 0)
+            rows.append((_linear(reads, n), _linear(writes, n), p, f))
+        self.in_const = np.array([r[0][0] for r in rows], np.float64)
+        self.in_units = np.array([r[0][1] for r in rows], np.float64).reshape(len(rows), n)
+        self.out_const = np.array([r[1][0] for r in rows], np.float64)
+        self.out_units = np.array([r[1][1] for r in rows], np.float64).reshape(len(rows), n)
+        self.params = np.array([r[2] for r in rows], np.float64).reshape(len(rows), 4)
+        self.flops = np.array([r[3] for r in rows], np.float64).reshape(len(rows), 4)
+
+    def __call__(self, bits: np.ndarray) -> tuple[int, int]:
+        """(parameters, FLOPs per example) of the subnetwork keeping ``bits`` (n_units,)."""
+        b = np.asarray(bits, np.float64)
+        n_in = self.in_const + self.in_units @ b
+        n_out = self.out_const + self.out_units @ b
+        terms = np.stack([n_in * n_out, n_in, n_out, np.ones_like(n_in)], axis=1)
+        return int(round(float(np.sum(terms * self.params)))), \
+            int(round(float(np.sum(terms * self.flops))))
+
+
+def _linear(units: np.ndarray, n: int) -> tuple[int, np.ndarray]:
+    """A tensor's kept channel count as (fixed channels, channels per unit)."""
+    return int(np.sum(units < 0)), np.bincount(units[units >= 0], minlength=n).astype(np.float64)
+
+
+def _slice_producer(layer, weights, rows, out, factor):
+    """A Conv/Dense/separable layer's weights with input ``rows`` (each scaled by ``factor``)
+    and output channels ``out`` kept."""
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        m = int(layer.depth_multiplier)
+        depthwise = weights[0][..., rows, :] * factor[:, None]
+        expanded = (rows[:, None] * m + np.arange(m)[None, :]).ravel()
+        pointwise = weights[1][..., expanded, :][..., out]
+        return [depthwise, pointwise] + [w[out] for w in weights[2:]]
+    kernel = weights[0]
+    if isinstance(layer, L.Dense):
+        kernel = kernel[rows][:, out] * factor[:, None]
+    else:
+        kernel = kernel[..., rows, :][..., out] * factor[:, None]
+    return [kernel] + [w[out] for w in weights[1:]]
+
+
+class _ChannelGather(keras.layers.Layer):
+    """``x * (values * scale)[:, index]`` broadcast over positions: each channel's unit value
+    (index ``n_units`` stands for a fixed channel, multiplied by 1)."""
+
+    def __init__(self, index, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.index = np.asarray(index, np.int32)
+        self.scale = np.asarray(scale, np.float32)
+
+    def call(self, x, values):
+        padded = keras.ops.concatenate([values, keras.ops.ones_like(values[:, :1])], axis=1)
+        factors = keras.ops.take(padded * self.scale[None], self.index, axis=1)
+        extra = len(x.shape) - 2
+        shape = (-1,) + (1,) * extra + (len(self.index),)
+        return x * keras.ops.reshape(factors, shape)
+
+    def compute_output_shape(self, x_shape, values_shape):
+        return x_shape
+
+
+def _copy_layer(layer, **changes):
+    config = layer.get_config()
+    config.update(changes)
+    return layer.__class__.from_config(config)
+
+
+def _call_copy(call: Call, feed: Mapping[str, object], *, layer=None, weights: bool = True):
+    """Calls a copy of ``call.layer`` (or ``layer``) on the tensors in ``feed`` with the call's
+    own arguments, in inference mode."""
+    copy = layer if layer is not None else _copy_layer(call.layer)
+    tensors = iter([feed[name] for name in call.inputs])
+    mapping = {id(t): next(tensors) for t in call.node.arguments.keras_tensors}
+    args, kwargs = call.node.arguments.fill_in(mapping)
+    if "training" in inspect.signature(copy.call).parameters:
+        kwargs = {**kwargs, "training": False}
+    result = copy(*args, **kwargs)
+    if weights:
+        copy.set_weights(call.layer.get_weights())
+    return result
+
+
+def _ends_in_softmax(s: Structure) -> bool:
+    """Whether the model's output is a softmax (of its last Dense layer or a Softmax layer)."""
+    name = s.output_name
+    while True:
+        layer = s._by_name[name].layer
+        if isinstance(layer, L.Softmax):
+            return True
+        activation = getattr(getattr(layer, "activation", None), "__name__", "")
+        if activation in ("softmax",):
+            return True
+        if isinstance(layer, (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
+                              L.SpatialDropout3D, L.Identity)) and s._by_name[name].inputs:
+            name = s._by_name[name].inputs[0]
+            continue
+        return False
+
+
+def structure(model) -> Structure:
+    """The channel groups, sites and slice plan of a Keras classifier (see the module docs).
+
+    Args:
+        model: A flat functional or Sequential ``keras.Model`` with one input and one output,
+            channels-last, ending in its classifier.
+
+    Returns:
+        A :class:`Structure`.
+
+    Raises:
+        InputError: If a layer cannot be masked (named, with its type and the reason), the
+            model has no unit, or is not a flat single-input, single-output model.
+    """
+    calls, input_name, output_name = graph_calls(model)
+    uf = _UnionFind()
+    ids: dict[str, np.ndarray] = {}
+    consumers: set[str] = set()
+    across: list[str] = []  # layers that mix channels without weights (softmax, normalisation)
+    for call in calls:
+        layer = call.layer
+        if isinstance(layer, keras.layers.InputLayer):
+            ids[call.name] = uf.new(int(layer.output.shape[-1]) if len(layer.output.shape) > 1
+                                    else 1, fixed=True)
+            continue
+        _check_layout(layer)
+        inputs = [ids[name] for name in call.inputs]
+        width = int(layer.output.shape[-1]) if len(layer.output.shape) > 1 else 1
+        known = PRODUCERS + _DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
+            L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
+        if not isinstance(layer, known) and all(
+                uf.fixed[uf.find(int(i))] for value in inputs for i in value):
+            # Before the first unit (the prefix) any layer may stand: no channel it touches
+            # can be dropped, so its output's channels are fixed too.
+            ids[call.name] = uf.new(width, fixed=True)
+        elif isinstance(layer, L.Embedding):
+            ids[call.name] = uf.new(width, fixed=True)
+        elif isinstance(layer, PRODUCERS):
+            if getattr(layer, "groups", 1) != 1:
+                raise _layer_error(layer, f"is a grouped convolution (groups={layer.groups}); "
+                                          "subnet supports ungrouped convolutions.")
+            consumers.add(call.name)
+            ids[call.name] = uf.new(width)
+            if _softmax_activation(layer):
+                across.append(call.name)
+        elif isinstance(layer, _DEPTHWISE):
+            ids[call.name] = np.repeat(inputs[0], int(layer.depth_multiplier))
+        elif isinstance(layer, _PASS + _PER_CHANNEL_WEIGHTS):
+            if _softmax_activation(layer):
+                across.append(call.name)
+            _check_pass(layer)
+            if isinstance(layer, L.PReLU) and layer.shared_axes and \
+                    (len(layer.input.shape) - 1) in [a % len(layer.input.shape)
+                                                     for a in layer.shared_axes]:
+                raise _layer_error(layer, "shares its slope across channels; subnet needs "
+                                          "one slope per channel.")
+            ids[call.name] = inputs[0]
+        elif isinstance(layer, _MERGES):
+            ids[call.name] = _merge(layer, uf, inputs)
+        elif isinstance(layer, L.Concatenate):
+            if layer.axis in (-1, len(layer.output.shape) - 1):
+                ids[call.name] = np.concatenate(inputs)
+            else:
+                ids[call.name] = _merge(layer, uf, inputs)
+        elif isinstance(layer, L.Flatten):
+            ids[call.name] = np.tile(inputs[0], width // max(1, len(inputs[0])))
+        elif isinstance(layer, L.Reshape):
+            if width % len(inputs[0]):
+                raise _layer_error(layer, f"reshapes {len(inputs[0])} channels into a last axis "
+                                          f"of {width}; subnet supports reshapes that keep a "
+                                          "channel's values on the last axis (Flatten-like, or "
+                                          "the last axis unchanged).")
+            ids[call.name] = np.tile(inputs[0], width // len(inputs[0]))
+        elif isinstance(layer, L.Rescaling):
+            if np.ndim(layer.scale) or np.ndim(layer.offset):
+                raise _layer_error(layer, "rescales channels by different factors; subnet "
+                                          "supports a scalar scale and offset.")
+            ids[call.name] = inputs[0]
+        elif isinstance(layer, L.Normalization):
+            if not all(uf.fixed[uf.find(int(i))] for i in inputs[0]):
+                raise _layer_error(layer, "normalises channels that can be dropped; subnet "
+                                          "supports Normalization on the model's input only.")
+            ids[call.name] = inputs[0]
+        elif isinstance(layer, _MIXING_NORMALISERS):
+            across.append(call.name)  # allowed where no channel can be dropped (checked below)
+            ids[call.name] = inputs[0]
+        elif isinstance(layer, L.Permute):
+            if layer.dims[-1] != len(layer.dims):
+                raise _layer_error(layer, "moves the channel axis; subnet supports "
+                                          "channels-last models whose channels stay last.")
+            ids[call.name] = inputs[0]
+        elif isinstance(layer, L.Lambda) or type(layer).__name__ in ("TFOpLambda",
+                                                                       "AlwaysOnDropout"):
+            if type(layer).__name__ == "AlwaysOnDropout":
+                ids[call.name] = inputs[0]
+                continue
+            raise _layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
+                                      "which channels it mixes; rebuild the model with Keras "
+                                      "layers in its place.")
+        else:
+            raise _layer_error(layer, "is not a layer subnet knows how channels flow through "
+                                      "(it knows Conv, Dense, separable and depthwise "
+                                      "convolutions, normalisation, activations, pooling, "
+                                      "dropout, padding, merges, Concatenate, Flatten and "
+                                      "Reshape); rebuild the model without it.")
+    for i in ids[output_name]:
+        uf.fix(int(i))
+    roots = {name: np.array([uf.find(int(i)) for i in value], np.int64)
+             for name, value in ids.items()}
+    fixed = {int(r): uf.fixed[int(r)] for value in roots.values() for r in value}
+    for name in across:
+        if not all(fixed[int(r)] for r in roots[name]):
+            layer = next(c.layer for c in calls if c.name == name)
+            what = "applies a softmax across channels" if _softmax_activation(layer) else \
+                "normalises across channels"
+            raise _layer_error(layer, f"{what}, so zeroing one channel changes the others and "
+                                      "masking it is not deleting it; subnet supports it only "
+                                      "where no channel can be dropped (at the classifier's "
+                                      "output or on the model's input).")
+    built = Structure(model, calls, input_name, output_name, roots, fixed, consumers)
+    if not built.sites:
+        producers = [c.name for c in calls if isinstance(c.layer, PRODUCERS)]
+        raise InputError(
+            f"Model {clean(model.name)!r} has no maskable site: subnet drops output channels of "
+            "hidden Conv, Dense and separable layers, and this model has "
+            f"{len(producers)} such layer(s), whose channels all reach its output or input.")
+    return built
+
+
+def _merge(layer, uf: _UnionFind, inputs: list[np.ndarray]) -> np.ndarray:
+    widths = {len(v) for v in inputs}
+    wide = max(widths)
+    for value in inputs:
+        if len(value) == 1 and wide > 1:  # broadcast over channels: it can never be dropped
+            uf.fix(int(value[0]))
+        elif len(value) != wide:
+            raise _layer_error(layer, f"merges inputs of {sorted(widths)} channels; subnet needs "
+                                      "equal channel counts (or one channel, broadcast).")
+    full = [v for v in inputs if len(v) == wide]
+    for value in full[1:]:
+        for a, b in zip(full[0], value, strict=True):
+            uf.union(int(a), int(b))
+    return full[0]
+
+
+def _check_layout(layer) -> None:
+    data_format = getattr(layer, "data_format", "channels_last")
+    if data_format not in (None, "channels_last"):
+        raise _layer_error(layer, f"uses data_format={data_format!r}; subnet supports "
+                                  "channels_last models.")
+
+
+def _softmax_activation(layer) -> bool:
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    return name in ("softmax", "log_softmax")
+
+
+def _check_pass(layer) -> None:
+    if isinstance(layer, L.BatchNormalization):
+        axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
+        rank = len(layer.input.shape)
+        if axis not in (-1, [-1], rank - 1, [rank - 1]):
+            raise _layer_error(layer, f"normalises axis {layer.axis}; subnet supports "
+                                      "channels-last normalisation (axis=-1).")

@@ -1,0 +1,191 @@
+"""Channel groups on every graph shape of the zoo: sites, masking, cost and extraction agree."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import subnet
+from subnet._tf import keras
+from subnet.errors import InputError
+from subnet.extraction import Budget, as_keep_set, extract, keep_sets, model_cost
+from subnet.importance import estimate
+from subnet.structure import structure
+from tests import zoo
+
+GRAPHS = ["merge_before_first_site", "text_conv1d", "resnet_identity", "resnet20_layout",
+          "inception_block", "mobilenet_style", "squeeze_excite"]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Each zoo graph, trained one quick epoch (so BatchNormalization is not the identity)."""
+    models = {}
+    for name in GRAPHS + ["chain_cnn"]:
+        model = zoo.ZOO[name]()
+        x, y = zoo.data_for(model, n=64)
+        zoo.quick_train(model, x, y)
+        models[name] = (model, x[:16], y[:16])
+    return models
+
+
+def _random_keep(s, seed):
+    rng = np.random.default_rng(seed)
+    bits = rng.random(s.n_units) < 0.6
+    for site in s.sites:
+        bits[site.groups[0]] = True
+    return bits
+
+
+@pytest.mark.parametrize("name", GRAPHS + ["chain_cnn"])
+def test_extraction_equals_the_masked_model_and_the_cost_model(built, name):
+    model, x, _ = built[name]
+    s = structure(model)
+    bits = _random_keep(s, 1)
+    keep = {site.name: bits[list(site.groups)] for site in s.sites}
+    # extract() itself checks the smaller model against the masked one (atol 1e-5)...
+    small, keep_set = extract(model, keep, check_x=x)
+    # ...and here against the structure's masked model directly, and the unmasked model.
+    masked = s.masked_model()
+    values = np.repeat(bits[None].astype(np.float32), len(x), axis=0)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               masked.predict([x, values], verbose=0), atol=1e-5)
+    np.testing.assert_allclose(masked.predict([x, np.ones_like(values)], verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+    # The cost model's counts are the extracted model's own.
+    assert model_cost(small)["flops"] == keep_set.flops == s.cost(bits)["flops"]
+    assert small.count_params() == keep_set.params
+    assert keep_set.flops < s.cost()["flops"]
+
+
+def test_the_blog_networks_sites_and_cost_are_unchanged():
+    model = subnet.seed_cnn(500, seed=0)
+    s = structure(model)
+    assert [(site.name, site.kind, site.units, site.mask_layer) for site in s.sites] == [
+        ("conv1", "conv2d", 20, "pool1"), ("conv2", "conv2d", 50, "pool2"),
+        ("dense", "dense", 500, "drop3")]
+    assert s.cost() == {"params": 431_080, "flops": 4_586_000}
+    assert s.is_chain
+
+
+def test_a_residual_streams_channel_is_one_unit_across_every_block(built):
+    model, x, _ = built["resnet_identity"]
+    s = structure(model)
+    stream = s.sites[0]  # the stem's stream: the stem and every identity block write it
+    assert stream.kind == "coupled" and len(stream.layers) >= 3
+    writers = set(stream.layers)
+    readers = {c.name for c in s.calls if isinstance(c.layer, keras.layers.Conv2D)
+               and (s.input_channels(c.name) == stream.groups[0]).any()}
+    assert len(readers) >= 3
+    # Masking unit 0 of the stream changes the input of every layer that reads it...
+    masked = s.masked_model()
+    values = np.ones((len(x), s.n_units), np.float32)
+    dropped = values.copy()
+    dropped[:, stream.groups[0]] = 0.0
+    assert np.abs(masked.predict([x, values], verbose=0) -
+                  masked.predict([x, dropped], verbose=0)).max() > 1e-4
+    # ...and extraction removes it from every producer, every per-channel layer between and
+    # every consumer.
+    bits = np.ones(s.n_units, bool)
+    bits[stream.groups[0]] = False
+    small = s.extract(bits)
+    for name in writers:
+        assert small.get_layer(name).filters == model.get_layer(name).filters - 1
+    for name in readers:
+        assert small.get_layer(name).kernel.shape[-2] == model.get_layer(name).kernel.shape[-2] - 1
+    for call in s.calls:
+        if isinstance(call.layer, keras.layers.BatchNormalization) and \
+                (s.channels(call.name) == stream.groups[0]).any():
+            assert small.get_layer(call.name).gamma.shape[0] == call.layer.gamma.shape[0] - 1
+
+
+def test_concatenation_offsets_and_depthwise_multipliers_own_the_right_channels(built):
+    s = structure(built["inception_block"][0])
+    concat = next(c for c in s.calls if isinstance(c.layer, keras.layers.Concatenate))
+    assert len(concat.inputs) == 4
+    expected = np.concatenate([s.channels(b) for b in concat.inputs])
+    assert np.array_equal(s.channels(concat.name), expected)
+    assert len(set(expected.tolist())) == len(expected)  # four branches, four sites' units
+    m = structure(built["mobilenet_style"][0])
+    dw = next(c.layer for c in m.calls if isinstance(c.layer, keras.layers.DepthwiseConv2D)
+              and c.layer.depth_multiplier == 2)
+    assert np.array_equal(m.channels(dw.name), np.repeat(m.input_channels(dw.name), 2))
+
+
+def test_records_and_every_backend_choice_on_a_graph(built, tmp_path):
+    model, x, y = built["resnet_identity"]
+    with pytest.warns(RuntimeWarning, match="reference backend"):
+        record = subnet.record_masks(model, x, y, n_masks=8, rate=0.5, out=tmp_path / "r",
+                                     progress=False)
+    assert record.meta["backend"] == "reference"
+    assert "branches, merges or coupled channels" in record.meta["backend_fallback"]
+    with pytest.raises(InputError, match="fast backend runs chains"):
+        subnet.record_masks(model, x, y, n_masks=8, rate=0.5, backend="fast",
+                            out=tmp_path / "f", progress=False)
+    # A mask's probabilities are the masked model's.
+    s = structure(model)
+    masks = np.asarray(record.masks, bool)
+    table = subnet.sites(model, rate=0.5)
+    values = masks.astype(np.float32) / table.unit_keep().astype(np.float32)
+    probabilities = s.masked_model().predict(
+        [x, np.repeat(values[:1], len(x), axis=0)], verbose=0)
+    assert np.array_equal(np.asarray(record.predicted)[0], probabilities.argmax(-1))
+
+
+def test_a_chain_keeps_the_fast_backend(built):
+    model, x, y = built["chain_cnn"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        record = subnet.record_masks(model, x, y, n_masks=4, rate=0.5, progress=False)
+    assert record.meta["backend"] == "fast" and record.meta["backend_fallback"] is None
+
+
+@pytest.mark.parametrize("allocation", ["cost", "uniform", "global"])
+def test_budgets_on_a_graph_are_met_exactly(built, allocation):
+    model, x, y = built["resnet20_layout"]
+    importance = estimate((model, x, y), "magnitude", rate=0.5)
+    dense = structure(model).cost()["flops"]
+    keep = keep_sets(importance, Budget.flops(0.4), model, allocation=allocation)
+    assert keep.flops <= 0.4 * dense
+    assert keep.flops == as_keep_set(model, dict(keep)).flops
+    assert min(keep.widths.values()) >= 1
+
+
+def test_a_merge_before_the_first_site_is_part_of_the_prefix(built):
+    s = structure(built["merge_before_first_site"][0])
+    assert [site.name for site in s.sites] == ["conv1", "conv2", "dense1"]
+    assert (s.channels("merge") < 0).all()  # fixed: the input's own channels
+
+
+def test_layers_that_cannot_be_masked_are_named_with_the_reason():
+    with pytest.raises(InputError, match=r"'features' is a nested model.*inline"):
+        structure(zoo.nested_model())
+    with pytest.raises(InputError, match=r"'ln' \(LayerNormalization\) normalises across "
+                                         "channels"):
+        structure(zoo.layer_norm_model())
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    lam = keras.layers.Lambda(lambda t: t * 2.0, name="double")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(lam))
+    with pytest.raises(InputError, match=r"'double' \(Lambda\) runs code"):
+        structure(model)
+    # Before the first unit any layer may stand: a Lambda on the input is fine.
+    inputs = keras.Input((8,))
+    scaled = keras.layers.Lambda(lambda t: t / 2.0, name="halve")(inputs)
+    hidden = keras.layers.Dense(6, name="hidden")(scaled)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    assert [site.name for site in structure(model).sites] == ["hidden"]
+
+
+def test_mobilenetv2_masks_costs_and_extracts_exactly():
+    model = zoo.mobilenetv2()
+    x, _ = zoo.data_for(model, n=4)
+    s = structure(model)
+    assert len(s.sites) > 10 and any(site.kind == "coupled" for site in s.sites)
+    bits = _random_keep(s, 2)
+    small = s.extract(bits)
+    values = np.repeat(bits[None].astype(np.float32), len(x), axis=0)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               s.masked_model().predict([x, values], verbose=0), atol=1e-5)
+    assert structure(small).cost() == s.cost(bits)
+    assert small.count_params() == s.cost(bits)["params"]
