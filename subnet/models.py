@@ -312,11 +312,12 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
 
     Args:
         model: A ``keras.Model`` classifier with one input and one output.
-        x: Examples, float array of shape (n, *model input shape).
+        x: Examples of shape (n, *model input shape): floats, or integer token ids for a model
+            whose input is an integer tensor (an Embedding model's).
         y: True classes, int array of shape (n,), in [0, number of classes).
 
     Returns:
-        ``(x as float32, y as int64, number of classes)``.
+        ``(x as float32, or as int32/int64 token ids, y as int64, number of classes)``.
 
     Raises:
         ValueError: If shapes, dtypes, lengths or label values do not fit the model.
@@ -327,7 +328,15 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
         raise InputError(f"Input `x` has shape {x.shape}, but the model expects examples of "
                          f"shape {expected} (x of shape (n, {', '.join(map(str, expected))})).")
-    if not np.issubdtype(x.dtype, np.floating):
+    takes_ids = np.issubdtype(np.dtype(model.inputs[0].dtype), np.integer)
+    if takes_ids:
+        if not np.issubdtype(x.dtype, np.integer):
+            raise InputError(f"Input `x` must hold integer token ids: the model's input is "
+                             f"{model.inputs[0].dtype}. Received dtype {x.dtype}.")
+        if x.size and x.min() < 0:
+            raise InputError(f"Input `x` holds negative token ids (smallest {x.min()}); ids "
+                             "index an Embedding and must be >= 0.")
+    elif not np.issubdtype(x.dtype, np.floating):
         raise InputError(f"Input `x` must be floating point (images scaled to [0, 1]). "
                          f"Received dtype {x.dtype}.")
     if y.ndim != 1 or len(y) != len(x):
@@ -340,7 +349,8 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
         raise InputError(f"Labels `y` must be integers in [0, {n_classes}) for this model's "
                          f"{n_classes} classes. Received values in [{y.min()}, {y.max()}] "
                          f"(dtype {y.dtype}).")
-    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False), n_classes
+    x = x if takes_ids else x.astype(np.float32, copy=False)
+    return x, y.astype(np.int64, copy=False), n_classes
 
 
 # --------------------------------------------------------------------------------------------

@@ -1655,20 +1655,7 @@ def _token_npz(path: Path, n_train: int = 64, n_test: int = 32, largest: int = V
     return path
 
 
-def _accepting_token_ids(check):
-    """subnet.models.check_examples, but letting integer token ids through unconverted."""
-    def check_examples(model, x, y):
-        x = np.asarray(x)
-        if x.dtype.kind not in "iu":
-            return check(model, x, y)
-        _, y, classes = check(model, x.astype(np.float32), y)
-        return x, y, classes
-
-    return check_examples
-
-
-def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys, monkeypatch):
-    import subnet.models
+def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys):
     from subnet.analyze import main
     from subnet.report.content import Note, build
 
@@ -1681,20 +1668,8 @@ def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys
     argv = [str(tmp_path / "tokens.keras"), "--dataset", str(npz), *TOKEN_RUN]
     code = main([*argv, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    # subnet.models.check_examples (outside data loading) accepts only float examples; until it
-    # takes token ids, the rest of the pipeline is checked with a stand-in that lets them
-    # through, and the test is reported as an expected failure.
-    blocked = code == 2 and "Input `x` must be floating point" in err
-    if blocked:
-        relaxed = _accepting_token_ids(subnet.models.check_examples)
-        for module in ("subnet.models", "subnet.record", "subnet.engine.mc",
-                       "subnet.extraction", "subnet.importance.exact"):
-            monkeypatch.setattr(f"{module}.check_examples", relaxed, raising=False)
-        code = main([*argv, "--out", str(tmp_path / "relaxed")])
-        err = capsys.readouterr().err
     assert code == 0, err
-    results = json.loads((tmp_path / ("relaxed" if blocked else "run") / "results.json")
-                         .read_text())
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
     dataset = results["inputs"]["dataset"]
     assert dataset["layout"] == "tokens" and (dataset["n_train"], dataset["n_test"]) == (64, 32)
     assert results["model"]["input_shape"] == [LENGTH]
@@ -1710,9 +1685,6 @@ def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys
     readings = " ".join(figure.reading for figure in document.figures)
     assert "(The examples are token sequences (integer ids), not images, so none is drawn.)" \
         in readings
-    if blocked:
-        pytest.xfail("subnet.models.check_examples refuses integer examples (token ids); the "
-                     "pipeline ran with a stand-in that lets them through")
 
 
 def test_analyze_checks_token_ids_against_the_embedding(tmp_path):
