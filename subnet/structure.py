@@ -392,6 +392,22 @@ class Structure:
         """Unit index of each channel that layer ``name`` reads (its first input)."""
         return self.units_of[self._by_name[name].inputs[0]].copy()
 
+    def read_points(self) -> list[tuple[str, np.ndarray]]:
+        """Where channel-mixing layers read units: each distinct tensor (the layer before any
+        Flatten/Reshape) a consumer reads, with the unit index of each of its channels (-1:
+        fixed), in model order. A unit's activation is its channels' values there; in a chain,
+        each site's one read point is its mask layer."""
+        points: dict[str, np.ndarray] = {}
+        for call in self.calls:
+            if call.name not in self._consumers or not call.inputs:
+                continue
+            source = call.inputs[0]
+            while isinstance(self._by_name[source].layer, _LAYOUT):
+                source = self._by_name[source].inputs[0]
+            if source not in points and (self.units_of[source] >= 0).any():
+                points[source] = self.units_of[source].copy()
+        return sorted(points.items(), key=lambda item: self._position(item[0]))
+
     def describe(self) -> list[dict]:
         """The sites as JSON-ready dicts (name, kind, units, layers, mask layer, dropout)."""
         return [{"name": s.name, "kind": s.kind, "units": s.units, "layers": list(s.layers),

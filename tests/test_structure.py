@@ -189,3 +189,44 @@ def test_mobilenetv2_masks_costs_and_extracts_exactly():
                                s.masked_model().predict([x, values], verbose=0), atol=1e-5)
     assert structure(small).cost() == s.cost(bits)
     assert small.count_params() == s.cost(bits)["params"]
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_every_criterion_scores_every_unit_of_a_graph(built, name):
+    model, x, y = built[name]
+    n_units = structure(model).n_units
+    for method in ("magnitude", "activation", "apoz", "taylor", "random"):
+        importance = estimate((model, x, y), method, rate=0.5)
+        assert importance.scores.shape == (n_units,)
+        assert np.isfinite(importance.scores).all()
+
+
+def test_magnitude_of_a_coupled_unit_sums_every_kernel_that_writes_it(built):
+    model, x, y = built["resnet_identity"]
+    s = structure(model)
+    stream = s.sites[0]
+    unit = stream.groups[3]
+    expected = sum(np.abs(model.get_layer(layer).kernel.numpy()[..., channels]).sum()
+                   for layer, channels in s.groups[unit].producers.items())
+    scores = estimate((model, x, y), "magnitude", rate=0.5).scores
+    assert scores[unit] == pytest.approx(expected, rel=1e-6)
+    assert len(s.groups[unit].producers) == len(stream.layers) >= 3
+
+
+def test_taylor_on_a_graph_is_the_loss_gradient_at_the_units_multiplier(built):
+    model, x, y = built["inception_block"]
+    s = structure(model)
+    masked = s.masked_model()
+    x1, y1 = x[:1], y[:1]
+    score = estimate((model, x1, y1), "taylor", rate=0.5)
+    unit, eps = s.sites[1].groups[0], 1e-2
+
+    def loss(value):
+        values = np.ones((1, s.n_units), np.float32)
+        values[0, unit] = value
+        p = masked.predict([x1, values], verbose=0)[0, y1[0]]
+        return -np.log(float(p))
+
+    gradient = (loss(1 + eps) - loss(1 - eps)) / (2 * eps)
+    entries = score.details["positions"][s.sites[1].name]
+    assert score.scores[unit] == pytest.approx(abs(gradient) / entries, rel=2e-2)

@@ -31,9 +31,10 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from subnet._tf import keras, tf
-from subnet.engine.chain import Chain, analyse_chain, call_inference
+from subnet.engine.chain import Chain, analyse_chain
 from subnet.errors import InputError, InputTypeError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
+from subnet.structure import PRODUCERS
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
 
@@ -82,36 +83,56 @@ def _check_bool(value, name: str) -> bool:
 # Running the model to its mask points
 
 
-def _positions(chain: Chain) -> dict[str, int]:
-    """Number of positions (product of the non-batch, non-channel axes) at each mask point."""
-    model = chain.model
-    return {site.name: int(math.prod(int(d) for d in
-                                     model.get_layer(site.mask_layer).output.shape[1:-1]))
-            for site in chain.table}
+def _entries(chain: Chain) -> np.ndarray:
+    """Per unit: its (position, channel) entries per example over all its read points (in a
+    chain, the positions of its site's mask point)."""
+    s = chain.structure
+    counts = np.zeros(s.n_units)
+    for name, units in s.read_points():
+        positions = int(math.prod(int(d) for d in
+                                  chain.model.get_layer(name).output.shape[1:-1]))
+        counts += positions * np.bincount(units[units >= 0], minlength=s.n_units)
+    return counts
 
 
-def _mask_point_batches(chain: Chain, x: np.ndarray, batch_size: int
-                        ) -> Iterator[list[np.ndarray]]:
-    """Activations at every site's mask point, batch by batch, in inference mode.
+def _positions(chain: Chain, entries: np.ndarray) -> dict[str, int]:
+    """Entries per example of each site's first unit (for a chain: the mask point's positions)."""
+    offsets = chain.table.offsets
+    return {site.name: int(entries[offsets[k]]) for k, site in enumerate(chain.table)}
+
+
+def _read_point_batches(chain: Chain, x: np.ndarray, batch_size: int
+                        ) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """Activations at every read point of the model's units, batch by batch, in inference mode.
+
+    A unit's activation is its channels' values where channel-mixing layers read them
+    (:meth:`subnet.structure.Structure.read_points`): in a chain, its site's mask point (after
+    bias, BatchNormalization, activation, dropout and pooling).
 
     Args:
         chain: The analysed model.
-        x: float32 examples, shape (n, *input shape).
+        x: Examples, shape (n, *input shape).
         batch_size: Examples per model call.
 
     Yields:
-        For each batch of b examples, one float32 array per site in site order, of shape
-        (b, positions, units): the mask point's output with its spatial axes flattened.
+        For each batch of b examples, one ``(values, units)`` pair per read point: float32
+        values of shape (b, positions, channels) and the unit index of each channel (-1: fixed).
     """
     model = chain.model
-    outputs = [model.get_layer(site.mask_layer).output for site in chain.table]
-    sub = keras.Model(model.inputs, outputs)
+    points = chain.structure.read_points()
+    sub = keras.Model(model.inputs, [model.get_layer(name).output for name, _ in points])
     for a in range(0, len(x), batch_size):
         values = sub([x[a:a + batch_size]], training=False)
         if not isinstance(values, (list, tuple)):
             values = [values]
-        yield [_flat(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32), site.units)
-               for v, site in zip(values, chain.table, strict=True)]
+        yield [(_flat(np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32),
+                      len(units)), units) for v, (_, units) in zip(values, points, strict=True)]
+
+
+def _per_unit(per_channel: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
+    """Sums a per-channel quantity into its units (fixed channels dropped)."""
+    kept = units >= 0
+    return np.bincount(units[kept], weights=per_channel[kept], minlength=n_units)
 
 
 def _flat(values: np.ndarray, units: int) -> np.ndarray:
@@ -173,21 +194,26 @@ class Magnitude(Estimator):
         """
         model, _, _ = check_model_source(source, self.name)
         chain = analyse_chain(model, self.rate)
-        parts, fan_in = [], {}
-        for site in chain.table:
-            kernel = np.asarray(keras.ops.convert_to_numpy(model.get_layer(site.name).kernel),
-                                dtype=np.float64)
-            flat = kernel.reshape(-1, kernel.shape[-1])
-            fan_in[site.name] = int(flat.shape[0])
-            if self.norm == "l1":
-                values = np.abs(flat).sum(axis=0)
-                if self.normalize:
-                    values = values / flat.shape[0]
-            else:
-                values = np.sqrt(np.square(flat).sum(axis=0) / (
-                    flat.shape[0] if self.normalize else 1))
-            parts.append(values)
-        return Importance(method=self.name, scores=np.concatenate(parts), sites=chain.table,
+        s = chain.structure
+        total, fan = np.zeros(s.n_units), np.zeros(s.n_units)
+        for call in s.calls:
+            units = s.channels(call.name)
+            if not isinstance(call.layer, PRODUCERS) or not (units >= 0).any():
+                continue
+            kernel = getattr(call.layer, "pointwise_kernel", None)
+            kernel = call.layer.kernel if kernel is None else kernel
+            flat = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
+            flat = flat.reshape(-1, flat.shape[-1])
+            values = np.abs(flat).sum(axis=0) if self.norm == "l1" else \
+                np.square(flat).sum(axis=0)
+            total += _per_unit(values, units, s.n_units)
+            fan += _per_unit(np.full(flat.shape[1], float(flat.shape[0])), units, s.n_units)
+        if self.normalize:
+            total = total / fan
+        scores = total if self.norm == "l1" else np.sqrt(total)
+        offsets = chain.table.offsets
+        fan_in = {site.name: int(fan[offsets[k]]) for k, site in enumerate(chain.table)}
+        return Importance(method=self.name, scores=scores, sites=chain.table,
                           details={"norm": self.norm, "normalize": self.normalize,
                                    "rate": self.rate, "fan_in": fan_in})
 
@@ -234,13 +260,15 @@ class Activation(Estimator):
         """
         model, x, _ = check_model_source(source, self.name)
         chain = analyse_chain(model, self.rate)
-        positions = _positions(chain)
-        sums = [np.zeros(site.units) for site in chain.table]
-        for batch in _mask_point_batches(chain, x, self.batch_size):
-            for k, values in enumerate(batch):
-                sums[k] += np.abs(values, dtype=np.float64).sum(axis=(0, 1))
-        scores = np.concatenate([s / (len(x) * positions[site.name])
-                                 for s, site in zip(sums, chain.table, strict=True)])
+        entries = _entries(chain)
+        n_units = chain.table.n_units
+        sums = np.zeros(n_units)
+        for batch in _read_point_batches(chain, x, self.batch_size):
+            for values, units in batch:
+                sums += _per_unit(np.abs(values, dtype=np.float64).sum(axis=(0, 1)), units,
+                                  n_units)
+        scores = sums / (len(x) * entries)
+        positions = _positions(chain, entries)
         return Importance(method=self.name, scores=scores, sites=chain.table,
                           details={"n_examples": len(x), "batch_size": self.batch_size,
                                    "rate": self.rate, "positions": positions})
@@ -298,17 +326,19 @@ class APoZ(Estimator):
         """
         model, x, _ = check_model_source(source, self.name)
         chain = analyse_chain(model, self.rate)
-        positions = _positions(chain)
-        zeros = [np.zeros(site.units, dtype=np.int64) for site in chain.table]
-        lowest = [np.inf] * len(chain.table)
-        for batch in _mask_point_batches(chain, x, self.batch_size):
-            for k, values in enumerate(batch):
-                zeros[k] += (np.abs(values) <= self.tol).sum(axis=(0, 1))
-                lowest[k] = min(lowest[k], float(values.min()))
-        scores = np.concatenate([1.0 - z / (len(x) * positions[site.name])
-                                 for z, site in zip(zeros, chain.table, strict=True)])
-        nonnegative = {site.name: bool(low >= 0.0)
-                       for site, low in zip(chain.table, lowest, strict=True)}
+        entries = _entries(chain)
+        n_units = chain.table.n_units
+        zeros = np.zeros(n_units)
+        lowest = np.full(n_units, np.inf)
+        for batch in _read_point_batches(chain, x, self.batch_size):
+            for values, units in batch:
+                zeros += _per_unit((np.abs(values) <= self.tol).sum(axis=(0, 1)), units, n_units)
+                kept = units >= 0
+                np.minimum.at(lowest, units[kept], values.min(axis=(0, 1))[kept])
+        scores = 1.0 - zeros / (len(x) * entries)
+        positions = _positions(chain, entries)
+        nonnegative = {site.name: bool(lowest[a:b].min() >= 0.0) for site, a, b in zip(
+            chain.table, chain.table.offsets[:-1], chain.table.offsets[1:], strict=True)}
         return Importance(method=self.name, scores=scores, sites=chain.table,
                           details={"n_examples": len(x), "batch_size": self.batch_size,
                                    "tol": self.tol, "rate": self.rate, "positions": positions,
@@ -372,39 +402,32 @@ class Taylor(Estimator):
         model, x, y = check_model_source(source, self.name)
         chain = analyse_chain(model, self.rate)
         table = chain.table
-        prefix = chain.prefix_model()
-        from_logits = not chain.probabilities
-        sums = [np.zeros(site.units) for site in table]
+        # The model with a multiplier v_u on each unit's channels where they are read: at v = 1
+        # it is the model, and dℓ/dv_u = Σ over the unit's read entries of a · dℓ/da.
+        masked = chain.structure.masked_model()
+        entries = _entries(chain)
+        sums = np.zeros(table.n_units)
         for a in range(0, len(x), self.batch_size):
             xb, yb = x[a:a + self.batch_size], y[a:a + self.batch_size]
-            h = tf.convert_to_tensor(prefix([xb], training=False))
-            points = [h]
+            values = tf.ones((len(xb), table.n_units))
             with tf.GradientTape() as tape:
-                tape.watch(h)
-                for k, segment in enumerate(chain.segments):
-                    for layer in segment:
-                        h = call_inference(layer, h)
-                    if k + 1 < len(table):
-                        tape.watch(h)
-                        points.append(h)
+                tape.watch(values)
+                probabilities = masked([tf.convert_to_tensor(xb), values], training=False)
                 # Summed per-example losses: each example's gradient is that of its own loss.
                 loss = tf.reduce_sum(keras.ops.sparse_categorical_crossentropy(
-                    tf.constant(yb), h, from_logits=from_logits))
-            grads = tape.gradient(loss, points)
-            for k, (value, grad, site) in enumerate(zip(points, grads, table, strict=True)):
-                if grad is None:  # the loss does not depend on this mask point
-                    continue
-                product = _flat(value.numpy().astype(np.float64) * grad.numpy(), site.units)
-                sums[k] += np.abs(product.mean(axis=1)).sum(axis=0)
-        parts = [s / len(x) for s in sums]
+                    tf.constant(yb), probabilities))
+            grad = tape.gradient(loss, values).numpy().astype(np.float64)
+            sums += np.abs(grad / entries).sum(axis=0)
+        parts = table.split(sums / len(x))
+        parts = [parts[name] for name in table.names]
         if self.normalize:
             parts = [p / np.linalg.norm(p) if np.linalg.norm(p) > 0 else p for p in parts]
         return Importance(method=self.name, scores=np.concatenate(parts), sites=table,
                           details={"n_examples": len(x), "batch_size": self.batch_size,
                                    "normalize": self.normalize, "rate": self.rate,
-                                   "positions": _positions(chain),
+                                   "positions": _positions(chain, entries),
                                    "loss": "sparse_categorical_crossentropy",
-                                   "from_logits": from_logits})
+                                   "from_logits": not chain.probabilities})
 
 
 @register
