@@ -230,3 +230,20 @@ def test_taylor_on_a_graph_is_the_loss_gradient_at_the_units_multiplier(built):
     gradient = (loss(1 + eps) - loss(1 - eps)) / (2 * eps)
     entries = score.details["positions"][s.sites[1].name]
     assert score.scores[unit] == pytest.approx(abs(gradient) / entries, rel=2e-2)
+
+
+def test_tfmot_prunes_a_residual_graph_in_its_child(built):
+    from subnet.baselines.tfmot import kernel_sparsity, magnitude_prune, tfmot_available
+    from subnet.data import Dataset
+
+    if not tfmot_available():
+        pytest.fail("tensorflow-model-optimization is not installed")
+    model, x, y = built["resnet_identity"]
+    data = Dataset(name="zoo", x_train=x, y_train=y, x_test=x, y_test=y, num_classes=10)
+    pruned, info = magnitude_prune(model, data, sparsity=0.5, examples=32, seed=0)
+    assert info["kernel_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert [w.shape for w in pruned.get_weights()] == [w.shape for w in model.get_weights()]
+    kernels = [layer.kernel.numpy() for layer in pruned.layers
+               if isinstance(layer, keras.layers.Conv2D)]
+    assert np.mean([np.mean(k == 0) for k in kernels]) > 0.4
+    assert 0 < kernel_sparsity(model, model.count_params() - 100) < 0.1

@@ -2,11 +2,11 @@
 
 Run as ``python _tfmot_worker.py JOB_DIR`` by :mod:`subnet.baselines.tfmot`, as a script so that
 the child imports nothing from subnet (TFMOT needs tf_keras and ``TF_USE_LEGACY_KERAS`` for the
-whole process). JOB_DIR holds ``spec.json`` (layers, training settings, target sparsities),
-``weights.npz`` (the model's weights in order) and ``data.npz`` (x_train, y_train). For the i-th
-target sparsity the worker prunes a fresh copy of the model and writes ``pruned{i}.npz`` (the
-stripped weights, same order), then ``result{i}.json`` (renamed into place last, so its presence
-means target i is complete).
+whole process). JOB_DIR holds ``spec.json`` (the model's layer calls in graph order, training
+settings, target sparsities), ``weights.npz`` (each layer's weights as ``{call index}_{weight
+index}``) and ``data.npz`` (x_train, y_train). For the i-th target sparsity the worker prunes a
+fresh copy of the model and writes ``pruned{i}.npz`` (the stripped weights, same keys), then
+``result{i}.json`` (renamed into place last, so its presence means target i is complete).
 """
 
 from __future__ import annotations
@@ -37,14 +37,30 @@ def _clean_config(cls, config: dict) -> dict:
 
 
 def build(spec: dict):
+    """The model as a tf_keras functional model: each call of the spec, in graph order."""
     import tf_keras
 
-    model = tf_keras.Sequential(name="rebuilt")
-    model.add(tf_keras.Input(shape=tuple(spec["input_shape"])))
-    for layer in spec["layers"]:
-        cls = getattr(tf_keras.layers, layer["class_name"])
-        model.add(cls(**_clean_config(cls, layer["config"])))
-    return model
+    inputs = tf_keras.Input(shape=tuple(spec["input_shape"]), dtype=spec["input_dtype"])
+    tensors = {spec["input"]: inputs}
+    for call in spec["calls"]:
+        cls = getattr(tf_keras.layers, call["class_name"])
+        layer = cls(**_clean_config(cls, call["config"]))
+        args = [tensors[name] for name in call["inputs"]]
+        tensors[call["name"]] = layer(args if call["list_input"] else args[0])
+    return tf_keras.Model(inputs, tensors[spec["output"]], name="rebuilt")
+
+
+def set_weights(model, spec: dict, data) -> None:
+    for i, call in enumerate(spec["calls"]):
+        layer = model.get_layer(call["name"])
+        count = len(layer.get_weights())
+        if count:
+            layer.set_weights([data[f"{i}_{k}"] for k in range(count)])
+
+
+def get_weights(model, spec: dict) -> dict:
+    return {f"{i}_{k}": w for i, call in enumerate(spec["calls"])
+            for k, w in enumerate(model.get_layer(call["name"]).get_weights())}
 
 
 def prune_kernels(model, tfmot, tf_keras, schedule):
@@ -68,12 +84,12 @@ def main(job: Path) -> int:
 
     spec = json.loads((job / "spec.json").read_text())
     with np.load(job / "weights.npz") as data:
-        weights = [data[f"w{i}"] for i in range(len(data.files))]
+        weights = {key: data[key] for key in data.files}
     with np.load(job / "data.npz") as data:
         x, y = data["x"], data["y"]
     for i, sparsity in enumerate(spec["sparsities"]):
         result, out = prune_one(spec, float(sparsity), weights, x, y)
-        np.savez(job / f"pruned{i}.npz", **{f"w{k}": w for k, w in enumerate(out)})
+        np.savez(job / f"pruned{i}.npz", **out)
         (job / f"result{i}.json.tmp").write_text(json.dumps(result))
         os.replace(job / f"result{i}.json.tmp", job / f"result{i}.json")
     return 0
@@ -87,7 +103,7 @@ def prune_one(spec: dict, sparsity: float, weights, x, y):
     import tf_keras
 
     model = build(spec)
-    model.set_weights(weights)
+    set_weights(model, spec, weights)
     examples = int(spec["examples"])
     batch = int(spec["batch_size"])
     n = len(x)
@@ -109,14 +125,14 @@ def prune_one(spec: dict, sparsity: float, weights, x, y):
         pruned.fit(x[order], y[order], batch_size=batch, epochs=1, shuffle=False, verbose=0,
                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    out = stripped.get_weights()
+    out = get_weights(stripped, spec)
     kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1]
                if hasattr(layer, "kernel")]
     result = {"seconds": time.perf_counter() - start, "steps": steps,
               "target_sparsity": sparsity,
               "kernel_sparsity": float(1 - sum(np.count_nonzero(k) for k in kernels) /
                                        sum(k.size for k in kernels)),
-              "nonzero_params": int(sum(np.count_nonzero(w) for w in out))}
+              "nonzero_params": int(sum(np.count_nonzero(w) for w in out.values()))}
     return result, out
 
 

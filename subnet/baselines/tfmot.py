@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet._tf import keras
-from subnet.engine.chain import MIXING_LAYERS, chain_layers, layers_before
-from subnet.errors import InputError
+from subnet.errors import InputError, clean
 from subnet.extraction import copy_model
 from subnet.models import outputs_probabilities
 
@@ -40,14 +39,22 @@ def tfmot_available() -> bool:
                for name in ("tensorflow_model_optimization", "tf_keras"))
 
 
+def _has_kernel(layer) -> bool:
+    """Conv and Dense layers: what TFMOT prunes here (their ``kernel``)."""
+    return isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                              keras.layers.Conv3D)) and \
+        not isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+                               keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
+
+
 def _prunable_kernels(model) -> int:
-    return int(sum(np.prod(layer.kernel.shape) for layer in model.layers
-                   if isinstance(layer, MIXING_LAYERS)))
+    return int(sum(np.prod(layer.kernel.shape) for layer in model.layers if _has_kernel(layer)))
 
 
 def kernel_sparsity(model, nonzero: int) -> float:
     """The fraction of Conv/Dense kernel weights to zero so that ``model`` keeps ``nonzero``
-    nonzero parameters (biases and other weights are not pruned)."""
+    nonzero parameters (biases and other weights, depthwise and separable kernels included,
+    are not pruned)."""
     kernels = _prunable_kernels(model)
     return 1.0 - (int(nonzero) - (model.count_params() - kernels)) / kernels
 
@@ -74,7 +81,7 @@ def magnitude_oneshot(model, sparsity: float):
                          f"[0, 1]. Received: sparsity={sparsity!r}")
     pruned = copy_model(model)
     for layer in pruned.layers:
-        if isinstance(layer, MIXING_LAYERS):
+        if _has_kernel(layer):
             weights = layer.get_weights()
             kernel = weights[0]
             k = int(round(float(sparsity) * kernel.size))
@@ -97,7 +104,8 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
     fine-tuning steps; biases and other weights are not pruned (TFMOT's default).
 
     Args:
-        model: A ``keras.Model`` whose layers form a chain of built-in layers.
+        model: A flat ``keras.Model`` of built-in layers (any graph: the child rebuilds it as
+            a tf_keras functional model).
         dataset: A :class:`~subnet.data.Dataset` with training data.
         nonzero: Target number of nonzero parameters in the whole model (e.g. an extracted
             subnetwork's parameter count; TFMOT rounds each layer's pruned count on its own, so
@@ -175,16 +183,9 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
     if total < 1:
         raise InputError(f"The fine-tuning budget must be at least one example. Received "
                          f"epochs={epochs!r}, examples={examples!r}.")
-    chain = chain_layers(model)
-    layers = layers_before(model, chain[0]) + chain
-    code = [layer.name for layer in layers if isinstance(layer, keras.layers.Lambda)]
-    if code:  # tf_keras would have to rebuild its code from the config, in another process
-        raise InputError(f"The TFMOT baseline rebuilds the model in tf_keras, which cannot "
-                         f"carry the code of Lambda layer {code[0]!r}; leave tfmot out of "
-                         "--methods for this model.")
+    graph = _graph_spec(model)
     spec = {"input_shape": list(model.inputs[0].shape[1:]),
-            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
-                       for layer in layers],
+            "input_dtype": str(model.inputs[0].dtype), **graph,
             "sparsities": sparsities, "examples": total, "batch_size": int(batch_size),
             "learning_rate": float(learning_rate), "prune_fraction": float(prune_fraction),
             "seed": int(seed), "probabilities": outputs_probabilities(model)}
@@ -192,7 +193,7 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
     try:
         folder = Path(job.name)
         (folder / "spec.json").write_text(json.dumps(spec, default=_json_default))
-        np.savez(folder / "weights.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+        np.savez(folder / "weights.npz", **_layer_weights(model, graph["calls"]))
         np.savez(folder / "data.npz", x=dataset.x_train, y=dataset.y_train)
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
         with open(folder / "child.log", "wb") as log:
@@ -233,11 +234,10 @@ class PendingPrune:
                 raise RuntimeError(f"The TFMOT child process failed (exit {code}): {tail}")
             out = []
             for i in range(self._count):
-                with np.load(folder / f"pruned{i}.npz") as data:
-                    weights = [data[f"w{k}"] for k in range(len(data.files))]
-                info = json.loads((folder / f"result{i}.json").read_text())
                 pruned = copy_model(self._model)
-                pruned.set_weights(weights)
+                with np.load(folder / f"pruned{i}.npz") as data:
+                    _set_layer_weights(pruned, data)
+                info = json.loads((folder / f"result{i}.json").read_text())
                 info.update(params=int(pruned.count_params()), **self._settings)
                 out.append((pruned, info))
             return out
@@ -256,6 +256,48 @@ class PendingPrune:
 
     def __exit__(self, *exc) -> None:
         self.cancel()
+
+
+def _graph_spec(model) -> dict:
+    """The model's layer calls, for the child to rebuild it as a tf_keras functional model."""
+    from subnet.structure import graph_calls
+
+    calls, input_name, output_name = graph_calls(model)
+    out = []
+    for call in calls:
+        layer = call.layer
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.Lambda) or \
+                type(layer).__module__.split(".")[0] != "keras":
+            # tf_keras would have to rebuild its code from the config, in another process
+            raise InputError(f"The TFMOT baseline rebuilds the model in tf_keras, which cannot "
+                             f"carry layer {clean(layer.name)!r} ({type(layer).__name__}); "
+                             "leave tfmot out of --methods for this model.")
+        first = call.node.arguments.args[0] if call.node.arguments.args else None
+        out.append({"name": layer.name, "class_name": type(layer).__name__,
+                    "config": layer.get_config(), "inputs": list(call.inputs),
+                    "list_input": isinstance(first, (list, tuple))})
+    return {"calls": out, "input": input_name, "output": output_name}
+
+
+def _layer_weights(model, calls) -> dict:
+    """Each layer's weights under ``{call index}_{weight index}``."""
+    return {f"{i}_{k}": w for i, call in enumerate(calls)
+            for k, w in enumerate(model.get_layer(call["name"]).get_weights())}
+
+
+def _set_layer_weights(model, data) -> None:
+    """Sets the weights the child wrote (``{call index}_{weight index}``, layers in the spec's
+    order, which is the model's own graph order)."""
+    from subnet.structure import graph_calls
+
+    calls = [c for c in graph_calls(model)[0]
+             if not isinstance(c.layer, keras.layers.InputLayer)]
+    for i, call in enumerate(calls):
+        count = len(call.layer.get_weights())
+        if count:
+            call.layer.set_weights([data[f"{i}_{k}"] for k in range(count)])
 
 
 def _sparsity(model, nonzero) -> float:
