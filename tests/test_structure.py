@@ -247,3 +247,29 @@ def test_tfmot_prunes_a_residual_graph_in_its_child(built):
                if isinstance(layer, keras.layers.Conv2D)]
     assert np.mean([np.mean(k == 0) for k in kernels]) > 0.4
     assert 0 < kernel_sparsity(model, model.count_params() - 100) < 0.1
+
+
+@pytest.mark.parametrize("name", ["resnet_identity", "mobilenet_style"])
+def test_the_analysis_runs_end_to_end_on_a_graph(built, name, tmp_path):
+    import json
+
+    from subnet.analyze import main
+
+    model, _, _ = built[name]
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 28, 28, 1), dtype=np.float32)
+    y = (x[:, 10:18, 10:18, 0].mean(axis=(1, 2)) > 0.5).astype(np.int64) * 3
+    np.savez(tmp_path / "data.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:],
+             y_test=y[64:])
+    model.save(tmp_path / "model.keras")
+    code = main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--rate", "0.5", "--masks", "24", "--examples", "32", "--budgets", "0.5",
+                 "--methods", "banzhaf,magnitude,taylor", "--finetune-epochs", "0.1",
+                 "--passes", "2", "--formats", "json", "--quiet",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [s["name"] for s in results["model"]["sites"]] == \
+        [s.name for s in structure(model).sites]
+    assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude",
+                                                                        "taylor"}

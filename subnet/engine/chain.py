@@ -293,7 +293,12 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
         raise InputTypeError(f"Expected a keras.Model for argument `model`. "
                              f"Received: {type(model)!r}")
     graph = structure(model)
-    if graph.is_chain:
+    depthwise = [c.name for c in graph.calls if isinstance(
+        c.layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                  keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))]
+    if depthwise:
+        reason = f"it has depthwise or separable convolutions ({depthwise[0]!r})"
+    elif graph.is_chain:
         try:
             chain = _analyse_chain(model, rate)
         except _NotAChain as err:
