@@ -59,7 +59,9 @@ TARGET_ERROR = 0.01
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from subnet._cli import ArgumentParser
+
+    parser = ArgumentParser(prog="analyses/frontier.py", description=__doc__.split("\n\n")[0])
     arg = parser.add_argument
     arg("--dataset", default="mnist")
     arg("--parents", default="0,1,2", help="seeds of the parent networks, comma-separated")
@@ -98,7 +100,61 @@ def _parse(argv):
         args.controls, args.step, args.retrain_epochs = "scratch_e,rewind,published", 0.5, 0.25
         args.control_budgets, args.selection, args.masks = "0.0625", 500, 40
         args.work, args.out = args.work + "-quick", "out/analyses/frontier-quick-report"
+    _check(args)
     return args
+
+
+METHODS = ("magnitude", "taylor", "apoz", "activation", "random", "banzhaf")
+ALLOCATIONS = ("cost", "uniform", "global")
+CONTROLS = ("scratch_e", "scratch_b", "rewind", "published")
+
+
+def _check(args) -> None:
+    """Bad settings are one-line errors (exit 2), before any work."""
+    from subnet.errors import InputError
+
+    def numbers(name, kind, low, high, low_open=False, high_open=False):
+        text = getattr(args, name.replace("-", "_"))
+        try:
+            values = _list(text, kind)
+        except ValueError:
+            raise InputError(f"--{name} must be a comma-separated list of {kind.__name__}s. "
+                             f"Received: {text!r}") from None
+        for value in values:
+            if (value < low or (low_open and value == low)) or \
+                    (high is not None and (value > high or (high_open and value == high))):
+                bounds = f"{'(' if low_open else '['}{low}, " \
+                    f"{'inf' if high is None else high}{')' if high_open or high is None else ']'}"
+                raise InputError(f"--{name} must lie in {bounds}. Received: {value!r}")
+        if not values:
+            raise InputError(f"--{name} is empty.")
+        return values
+
+    numbers("parents", int, 0, None)
+    numbers("budgets", float, 0.0, 1.0, low_open=True)
+    numbers("control-budgets", float, 0.0, 1.0, low_open=True)
+    for name, low in (("parent-epochs", 1), ("validation", 1), ("teacher-passes", 0),
+                      ("finetune-epochs", 1), ("patience", 0), ("jobs", 1), ("selection", 1),
+                      ("masks", 2), ("retrain-epochs", 0.0)):
+        value = getattr(args, name.replace("-", "_"))
+        if value < low:
+            raise InputError(f"--{name} must be at least {low}. Received: {value!r}")
+    if not 0.0 < args.step < 1.0:
+        raise InputError(f"--step (the fraction of FLOPs removed per round) must lie in (0, 1). "
+                         f"Received: {args.step!r}")
+    for name, allowed in (("methods", METHODS), ("uniform-methods", METHODS),
+                          ("allocations", ALLOCATIONS), ("controls", CONTROLS)):
+        unknown = sorted(set(_list(getattr(args, name.replace("-", "_")))) - set(allowed))
+        if unknown:
+            raise InputError(f"--{name} names {unknown}; choose among {list(allowed)}.")
+    for name in ("train_subset", "test_subset"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1. Received: {value}")
+    limit = args.train_subset or 60_000
+    if args.validation >= limit:
+        raise InputError(f"--validation {args.validation} leaves no training images (the "
+                         f"training split has {limit}); hold out fewer.")
 
 
 def _list(text, kind=str):
@@ -359,6 +415,12 @@ def _log(message: str) -> None:
 
 
 def main(argv=None) -> int:
+    from subnet._cli import run_main
+
+    return run_main(lambda: _main(argv), "analyses/frontier.py")
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(argv)
     if args.cell is not None:

@@ -170,3 +170,20 @@ def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smal
     assert "random/cost" not in results["smallest_within_1pct"]  # 1.5 % validation error
     tests = [t for t in results["paired_tests"] if t["budget"] == 0.5]
     assert tests[0]["a"] == ["magnitude", "cost"] and tests[0]["difference"] == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budgets", "0,0.5"], "--budgets must lie in (0.0, 1.0]"),
+    (["--budgets", "1.5"], "--budgets must lie in"),
+    (["--finetune-epochs", "-1"], "--finetune-epochs must be at least 1"),
+    (["--retrain-epochs", "-0.5"], "--retrain-epochs must be at least 0.0"),
+    (["--validation", "70000"], "leaves no training images"),
+    (["--methods", "foo"], "--methods names ['foo']"),
+    (["--step", "1"], "--step"),
+    (["--parents", "a"], "comma-separated list of ints"),
+])
+def test_frontier_bad_settings_are_one_line_errors(argv, message, capsys, tmp_path):
+    code = frontier.main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
