@@ -273,3 +273,22 @@ def test_the_analysis_runs_end_to_end_on_a_graph(built, name, tmp_path):
         [s.name for s in structure(model).sites]
     assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude",
                                                                         "taylor"}
+
+
+@pytest.mark.parametrize("builder, message", [
+    (zoo.layer_norm_model, "'ln' (LayerNormalization) normalises across channels"),
+    (zoo.nested_model, "'features' is a nested model (Sequential)"),
+])
+def test_the_command_line_names_a_layer_it_cannot_mask_and_writes_nothing(
+        builder, message, tmp_path, capsys):
+    from subnet.analyze import main
+
+    model = builder()
+    x, y = zoo.data_for(model, n=16)
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    model.save(tmp_path / "model.keras")
+    code = main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--rate", "0.5", "--quick", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
