@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import subnet  # noqa: E402
 from subnet.masks import sample_masks  # noqa: E402
-from subnet.structure import structure  # noqa: E402
+from subnet.structure import channel_groups  # noqa: E402
 
 
 def _data(examples: int):
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     model = zoo.resnet20_layout(width=args.width)
     x, y = _data(args.examples)
     zoo.calibrate_batch_norm(model, x[:64])
-    s = structure(model)
+    s = channel_groups(model)
     table = subnet.sites(model, rate=0.5)
     masks = sample_masks(table.unit_keep(), 0, range(args.masks))
     values = masks.astype(np.float32) / table.unit_keep().astype(np.float32)

@@ -3,6 +3,7 @@
 The public API, one function or class per stage of the data flow::
 
     model file ──load_model──► Keras model ──sites──► SiteTable
+                               Keras model ──channel_groups──► Structure (units of any graph)
     load_dataset ──► x, y ──record_masks(model, x, y, n_masks, seed)──► MaskRecord
     estimate(record | (model, x, y), method) ──► Importance
     keep_sets(importance, Budget, model) ──► KeepSet ──extract──► smaller model ──finetune──►
@@ -37,8 +38,10 @@ _EXPORTS = {
     "ModelFileError": "subnet.errors",
     "RecordError": "subnet.errors",
     "Site": "subnet.engine.chain",
+    "Structure": "subnet.structure",
     "SiteTable": "subnet.engine.chain",
     "UntrustedModelError": "subnet.errors",
+    "channel_groups": "subnet.structure",
     "compare": "subnet.comparison",
     "compare_gradual": "subnet.frontier",
     "deserialization_scope": "subnet.models",
@@ -86,7 +89,7 @@ def versions() -> dict:
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
-                "controls", "protocol", "frontier")
+                "controls", "protocol", "frontier", "structure")
 
 
 def __getattr__(name: str):

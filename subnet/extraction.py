@@ -64,11 +64,11 @@ def model_cost(model) -> dict:
     Returns:
         {"params": int, "flops": int, "nonzero_params": int}.
     """
-    from subnet.structure import structure
+    from subnet.structure import channel_groups
 
     weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
     try:
-        flops = structure(model).cost()["flops"]
+        flops = channel_groups(model).cost()["flops"]
     except InputError:  # a model subnet cannot mask is still counted, Conv/Dense layers only
         flops = sum(layer_flops(layer) for layer in model.layers)
     return {"params": int(model.count_params()), "flops": int(flops),

@@ -27,7 +27,7 @@ and layers subnet cannot see into (Lambda, nested models) are refused by name, w
 
 The structure says nothing about keep probabilities: those belong to the record.
 
-:func:`structure` derives it from a live Keras model; :class:`Structure` answers which channels
+:func:`channel_groups` derives it from a live Keras model; :class:`Structure` answers which channels
 of which tensors and weights each unit owns, and builds the masked model
 (:meth:`Structure.masked_model`), the exact cost of any keep-set (:meth:`Structure.cost`) and the
 physically smaller model (:meth:`Structure.extract`).
@@ -44,7 +44,8 @@ import numpy as np
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
 
-__all__ = ["Call", "Group", "Structure", "StructureSite", "structure"]
+__all__ = ["Call", "CostModel", "Group", "Structure", "StructureSite", "channel_groups",
+           "graph_calls"]
 
 L = keras.layers
 
@@ -240,9 +241,9 @@ def graph_calls(model) -> tuple[list[Call], str, str]:
 class Structure:
     """The channel groups of a classifier, its sites, and what any keep-set keeps.
 
-    Build it with :func:`structure`. Units are numbered site by site, in model order, and within
-    a site by (first producing layer, its output channel), so for a chain the order is each
-    Conv/Dense layer's channels in turn.
+    Build it with :func:`channel_groups`. Units are numbered site by site, in model order, and
+    within a site by (first producing layer, its output channel), so for a chain the order is
+    each Conv/Dense layer's channels in turn.
 
     Attributes:
         model: The Keras model.
@@ -743,7 +744,7 @@ def _ends_in_softmax(s: Structure) -> bool:
         return False
 
 
-def structure(model) -> Structure:
+def channel_groups(model) -> Structure:
     """The channel groups, sites and slice plan of a Keras classifier (see the module docs).
 
     Args:

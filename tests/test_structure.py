@@ -10,7 +10,7 @@ from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.extraction import Budget, as_keep_set, extract, keep_sets, model_cost
 from subnet.importance import estimate
-from subnet.structure import structure
+from subnet.structure import channel_groups
 from tests import zoo
 
 GRAPHS = ["merge_before_first_site", "text_conv1d", "resnet_identity", "resnet20_layout",
@@ -40,7 +40,7 @@ def _random_keep(s, seed):
 @pytest.mark.parametrize("name", GRAPHS + ["chain_cnn"])
 def test_extraction_equals_the_masked_model_and_the_cost_model(built, name):
     model, x, _ = built[name]
-    s = structure(model)
+    s = channel_groups(model)
     bits = _random_keep(s, 1)
     keep = {site.name: bits[list(site.groups)] for site in s.sites}
     # extract() itself checks the smaller model against the masked one (atol 1e-5)...
@@ -60,7 +60,7 @@ def test_extraction_equals_the_masked_model_and_the_cost_model(built, name):
 
 def test_the_blog_networks_sites_and_cost_are_unchanged():
     model = subnet.seed_cnn(500, seed=0)
-    s = structure(model)
+    s = channel_groups(model)
     assert [(site.name, site.kind, site.units, site.mask_layer) for site in s.sites] == [
         ("conv1", "conv2d", 20, "pool1"), ("conv2", "conv2d", 50, "pool2"),
         ("dense", "dense", 500, "drop3")]
@@ -70,7 +70,7 @@ def test_the_blog_networks_sites_and_cost_are_unchanged():
 
 def test_a_residual_streams_channel_is_one_unit_across_every_block(built):
     model, x, _ = built["resnet_identity"]
-    s = structure(model)
+    s = channel_groups(model)
     stream = s.sites[0]  # the stem's stream: the stem and every identity block write it
     assert stream.kind == "coupled" and len(stream.layers) >= 3
     writers = set(stream.layers)
@@ -100,13 +100,13 @@ def test_a_residual_streams_channel_is_one_unit_across_every_block(built):
 
 
 def test_concatenation_offsets_and_depthwise_multipliers_own_the_right_channels(built):
-    s = structure(built["inception_block"][0])
+    s = channel_groups(built["inception_block"][0])
     concat = next(c for c in s.calls if isinstance(c.layer, keras.layers.Concatenate))
     assert len(concat.inputs) == 4
     expected = np.concatenate([s.channels(b) for b in concat.inputs])
     assert np.array_equal(s.channels(concat.name), expected)
     assert len(set(expected.tolist())) == len(expected)  # four branches, four sites' units
-    m = structure(built["mobilenet_style"][0])
+    m = channel_groups(built["mobilenet_style"][0])
     dw = next(c.layer for c in m.calls if isinstance(c.layer, keras.layers.DepthwiseConv2D)
               and c.layer.depth_multiplier == 2)
     assert np.array_equal(m.channels(dw.name), np.repeat(m.input_channels(dw.name), 2))
@@ -123,7 +123,7 @@ def test_records_and_every_backend_choice_on_a_graph(built, tmp_path):
         subnet.record_masks(model, x, y, n_masks=8, rate=0.5, backend="fast",
                             out=tmp_path / "f", progress=False)
     # A mask's probabilities are the masked model's.
-    s = structure(model)
+    s = channel_groups(model)
     masks = np.asarray(record.masks, bool)
     table = subnet.sites(model, rate=0.5)
     values = masks.astype(np.float32) / table.unit_keep().astype(np.float32)
@@ -144,7 +144,7 @@ def test_a_chain_keeps_the_fast_backend(built):
 def test_budgets_on_a_graph_are_met_exactly(built, allocation):
     model, x, y = built["resnet20_layout"]
     importance = estimate((model, x, y), "magnitude", rate=0.5)
-    dense = structure(model).cost()["flops"]
+    dense = channel_groups(model).cost()["flops"]
     keep = keep_sets(importance, Budget.flops(0.4), model, allocation=allocation)
     assert keep.flops <= 0.4 * dense
     assert keep.flops == as_keep_set(model, dict(keep)).flops
@@ -152,49 +152,49 @@ def test_budgets_on_a_graph_are_met_exactly(built, allocation):
 
 
 def test_a_merge_before_the_first_site_is_part_of_the_prefix(built):
-    s = structure(built["merge_before_first_site"][0])
+    s = channel_groups(built["merge_before_first_site"][0])
     assert [site.name for site in s.sites] == ["conv1", "conv2", "dense1"]
     assert (s.channels("merge") < 0).all()  # fixed: the input's own channels
 
 
 def test_layers_that_cannot_be_masked_are_named_with_the_reason():
     with pytest.raises(InputError, match=r"'features' is a nested model.*inline"):
-        structure(zoo.nested_model())
+        channel_groups(zoo.nested_model())
     with pytest.raises(InputError, match=r"'ln' \(LayerNormalization\) normalises across "
                                          "channels"):
-        structure(zoo.layer_norm_model())
+        channel_groups(zoo.layer_norm_model())
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(6, name="hidden")(inputs)
     lam = keras.layers.Lambda(lambda t: t * 2.0, name="double")(hidden)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(lam))
     with pytest.raises(InputError, match=r"'double' \(Lambda\) runs code"):
-        structure(model)
+        channel_groups(model)
     # Before the first unit any layer may stand: a Lambda on the input is fine.
     inputs = keras.Input((8,))
     scaled = keras.layers.Lambda(lambda t: t / 2.0, name="halve")(inputs)
     hidden = keras.layers.Dense(6, name="hidden")(scaled)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
-    assert [site.name for site in structure(model).sites] == ["hidden"]
+    assert [site.name for site in channel_groups(model).sites] == ["hidden"]
 
 
 def test_mobilenetv2_masks_costs_and_extracts_exactly():
     model = zoo.mobilenetv2()
     x, _ = zoo.data_for(model, n=4)
-    s = structure(model)
+    s = channel_groups(model)
     assert len(s.sites) > 10 and any(site.kind == "coupled" for site in s.sites)
     bits = _random_keep(s, 2)
     small = s.extract(bits)
     values = np.repeat(bits[None].astype(np.float32), len(x), axis=0)
     np.testing.assert_allclose(small.predict(x, verbose=0),
                                s.masked_model().predict([x, values], verbose=0), atol=1e-5)
-    assert structure(small).cost() == s.cost(bits)
+    assert channel_groups(small).cost() == s.cost(bits)
     assert small.count_params() == s.cost(bits)["params"]
 
 
 @pytest.mark.parametrize("name", GRAPHS)
 def test_every_criterion_scores_every_unit_of_a_graph(built, name):
     model, x, y = built[name]
-    n_units = structure(model).n_units
+    n_units = channel_groups(model).n_units
     for method in ("magnitude", "activation", "apoz", "taylor", "random"):
         importance = estimate((model, x, y), method, rate=0.5)
         assert importance.scores.shape == (n_units,)
@@ -203,7 +203,7 @@ def test_every_criterion_scores_every_unit_of_a_graph(built, name):
 
 def test_magnitude_of_a_coupled_unit_sums_every_kernel_that_writes_it(built):
     model, x, y = built["resnet_identity"]
-    s = structure(model)
+    s = channel_groups(model)
     stream = s.sites[0]
     unit = stream.groups[3]
     expected = sum(np.abs(model.get_layer(layer).kernel.numpy()[..., channels]).sum()
@@ -215,7 +215,7 @@ def test_magnitude_of_a_coupled_unit_sums_every_kernel_that_writes_it(built):
 
 def test_taylor_on_a_graph_is_the_loss_gradient_at_the_units_multiplier(built):
     model, x, y = built["inception_block"]
-    s = structure(model)
+    s = channel_groups(model)
     masked = s.masked_model()
     x1, y1 = x[:1], y[:1]
     score = estimate((model, x1, y1), "taylor", rate=0.5)
@@ -270,7 +270,7 @@ def test_the_analysis_runs_end_to_end_on_a_graph(built, name, tmp_path):
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [s["name"] for s in results["model"]["sites"]] == \
-        [s.name for s in structure(model).sites]
+        [s.name for s in channel_groups(model).sites]
     assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude",
                                                                         "taylor"}
 

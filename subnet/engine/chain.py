@@ -287,12 +287,12 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
     Raises:
         ValueError: As for :func:`sites`.
     """
-    from subnet.structure import structure
+    from subnet.structure import channel_groups
 
     if not isinstance(model, keras.Model):
         raise InputTypeError(f"Expected a keras.Model for argument `model`. "
                              f"Received: {type(model)!r}")
-    graph = structure(model)
+    graph = channel_groups(model)
     depthwise = [c.name for c in graph.calls if isinstance(
         c.layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
                   keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))]
