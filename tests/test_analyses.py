@@ -14,6 +14,8 @@ import frontier  # noqa: E402
 import subnetworks  # noqa: E402
 import width_dropout_sweep as sweep  # noqa: E402
 
+import subnet  # noqa: E402
+
 RATES = [0, 0.5, 0.9]
 
 
@@ -187,3 +189,23 @@ def test_frontier_bad_settings_are_one_line_errors(argv, message, capsys, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_difficulty_tasks_are_deterministic_images_in_range_with_their_own_fingerprints():
+    import tasks
+
+    seen = {}
+    for name in tasks.TASKS:
+        data = tasks.build(name, seed=0)
+        assert data.x_train.shape[1:] == (28, 28, 1) and data.x_train.dtype == np.float32
+        assert 0.0 <= data.x_test.min() and data.x_test.max() <= 1.0
+        assert set(np.unique(data.y_test)) == set(range(data.num_classes))
+        seen[name] = tasks.fingerprint(data)
+    assert len(set(seen.values())) == len(tasks.TASKS)
+    again = tasks.build("mnist_rotated", seed=0)
+    assert tasks.fingerprint(again) == seen["mnist_rotated"]
+    assert tasks.fingerprint(tasks.build("mnist_rotated", seed=1)) != seen["mnist_rotated"]
+    assert len(tasks.build("mnist_1k").x_train) == 1000
+    assert tasks.build("union20").num_classes == 20
+    with pytest.raises(subnet.InputError, match="Unknown task 'cifar'"):
+        tasks.build("cifar")
