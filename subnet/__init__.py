@@ -10,6 +10,7 @@ The public API, one function or class per stage of the data flow::
     iterative_keep_sets(model, x, y, budgets) ──► {budget: KeepSet} (pruned in re-measured steps)
     compare(model, dataset, methods, budgets, seeds) ──► Comparison
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
+    uncertainty(probabilities, labels, ood=...): how good a predictor's uncertainty is
 
 Names are imported on first use, and TensorFlow only with the first name that computes, so
 ``import subnet``, ``python -m subnet.analyze --help`` and argument errors answer at once.
@@ -40,6 +41,7 @@ _EXPORTS = {
     "Site": "subnet.engine.chain",
     "Structure": "subnet.structure",
     "SiteTable": "subnet.engine.chain",
+    "Uncertainty": "subnet.predictive",
     "UntrustedModelError": "subnet.errors",
     "channel_groups": "subnet.structure",
     "compare": "subnet.comparison",
@@ -63,6 +65,7 @@ _EXPORTS = {
     "sample_masks": "subnet.masks",
     "seed_cnn": "subnet.models",
     "sites": "subnet.engine.chain",
+    "uncertainty": "subnet.predictive",
     "validation_split": "subnet.protocol",
     "with_dropout": "subnet.models",
 }
@@ -89,7 +92,7 @@ def versions() -> dict:
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
-                "controls", "protocol", "frontier", "structure")
+                "controls", "protocol", "frontier", "structure", "predictive")
 
 
 def __getattr__(name: str):

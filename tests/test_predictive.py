@@ -1,0 +1,142 @@
+"""Uncertainty metrics: hand-computed cases and independent implementations (scikit-learn)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from subnet.errors import InputError
+from subnet.predictive import SCORES, auroc, uncertainty
+
+
+def _random_passes(rng, passes=5, n=300, classes=4, sharpness=3.0):
+    logits = rng.normal(size=(n, classes)) * sharpness
+    noise = rng.normal(size=(passes, n, classes))
+    z = logits[None] + noise
+    p = np.exp(z - z.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True), logits.argmax(-1)
+
+
+def test_scores_by_hand():
+    # Two passes that disagree completely on example 0, agree on example 1.
+    p = np.array([[[1.0, 0.0], [0.5, 0.5]],
+                  [[0.0, 1.0], [0.5, 0.5]]])
+    result = uncertainty(p, np.array([0, 1]), resamples=0)
+    ln2 = math.log(2)
+    np.testing.assert_allclose(result.scores["predictive_entropy"], [ln2, ln2])
+    np.testing.assert_allclose(result.scores["expected_entropy"], [0.0, ln2], atol=1e-9)
+    np.testing.assert_allclose(result.scores["mutual_information"], [ln2, 0.0], atol=1e-9)
+    np.testing.assert_allclose(result.scores["softmax_response"], [0.5, 0.5])
+    assert result.metrics["nll"].value == pytest.approx(ln2)
+    # Brier of (0.5, 0.5) against a one-hot label: 0.25 + 0.25.
+    assert result.metrics["brier"].value == pytest.approx(0.5)
+    assert result.n_passes == 2 and result.metrics["nll"].low == result.metrics["nll"].value
+
+
+def test_calibration_error_by_hand():
+    # Confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.6 (right) in 10 bins:
+    # bin 0.9: accuracy 0.5 vs 0.9, bin 0.6: 1.0 vs 0.6 -> (2 * 0.4 + 2 * 0.4) / 4 = 0.4.
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    y = np.array([0, 1, 0, 1])
+    result = uncertainty(p, y, bins=10, resamples=0)
+    assert result.metrics["ece"].value == pytest.approx(0.4)
+    # Bins are [low, high): 0.9 falls in the last, 0.6 in the seventh.
+    assert result.reliability["count"][9] == 2 and result.reliability["count"][6] == 2
+    assert result.reliability["accuracy"][9] == pytest.approx(0.5)
+    assert result.reliability["accuracy"][0] is None
+    assert result.reliability["confidence"][6] == pytest.approx(0.6)
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn import metrics  # the test extra's independent implementation
+    rng = np.random.default_rng(0)
+    p, y = _random_passes(rng)
+    y = np.where(rng.random(len(y)) < 0.2, (y + 1) % 4, y)  # some errors
+    ood, _ = _random_passes(rng, n=200, sharpness=0.5)
+    result = uncertainty(p, y, ood=ood, resamples=0)
+    mean = p.mean(0)
+    correct = mean.argmax(-1) == y
+    assert result.metrics["nll"].value == pytest.approx(
+        metrics.log_loss(y, mean, labels=range(4)), rel=1e-9)
+    onehot = np.eye(4)[y]
+    assert result.metrics["brier"].value == pytest.approx(np.mean(np.sum((mean - onehot) ** 2,
+                                                                         -1)))
+    binary = p[..., :2] / p[..., :2].sum(-1, keepdims=True)
+    y2 = (y % 2).astype(int)
+    two = uncertainty(binary, y2, resamples=0)
+    assert two.metrics["brier"].value == pytest.approx(
+        2 * metrics.brier_score_loss(y2, binary.mean(0)[:, 1]), rel=1e-9)
+    for name in SCORES:
+        score = result.scores[name]
+        assert result.metrics[f"error_auroc_{name}"].value == pytest.approx(
+            metrics.roc_auc_score(~correct, score), rel=1e-12)
+        both = np.concatenate([result.ood_scores[name], score])
+        is_ood = np.r_[np.ones(200, bool), np.zeros(len(score), bool)]
+        assert result.metrics[f"ood_auroc_{name}"].value == pytest.approx(
+            metrics.roc_auc_score(is_ood, both), rel=1e-12)
+    assert result.metrics["accuracy"].value == pytest.approx(correct.mean())
+
+
+def test_auroc_counts_ties_half_and_coverage_rewards_a_good_ranking():
+    assert auroc([1, 2], [0, 0]) == 1.0 and auroc([0], [0]) == 0.5
+    assert math.isnan(auroc([], [1.0]))
+    # Errors are exactly the least confident: accuracy stays 1 until they are admitted.
+    p = np.array([[0.99, 0.01]] * 8 + [[0.55, 0.45]] * 2)
+    y = np.array([0] * 8 + [1] * 2)
+    result = uncertainty(p, y, resamples=0)
+    curve = result.coverage["softmax_response"]
+    assert curve[0] == 1.0 and curve[-1] == pytest.approx(0.8)
+    assert result.metrics["coverage_area_softmax_response"].value > 0.8
+    assert result.metrics["error_auroc_softmax_response"].value == 1.0
+
+
+def test_bootstrap_intervals_hold_the_value_and_are_seeded():
+    rng = np.random.default_rng(1)
+    p, y = _random_passes(rng, n=200)
+    a = uncertainty(p, y, resamples=200, seed=3)
+    b = uncertainty(p, y, resamples=200, seed=3)
+    for name, estimate in a.metrics.items():
+        assert estimate.low <= estimate.value <= estimate.high or name.startswith("ood")
+        assert estimate == b.metrics[name]
+    assert a.metrics["nll"].high > a.metrics["nll"].low
+    assert set(a.to_dict()) >= {"metrics", "reliability", "coverage"}
+    assert len(a.to_dict(per_example=True)["correct"]) == 200
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"probabilities": np.full((3, 2), 0.6)}, "summing to 1"),
+    ({"probabilities": np.full((3,), 0.5)}, "must have shape"),
+    ({"labels": np.array([0, 1])}, "`labels` must be ints of shape (3,)"),
+    ({"labels": np.array([0, 1, 5])}, "`labels` must lie in [0, 2)"),
+    ({"bins": 0}, "`bins`"),
+    ({"ood": np.full((4, 3), 1 / 3)}, "`ood` has 3 classes"),
+    ({"ood": np.full((2, 4, 2), 0.5)}, "`ood` has 2 passes"),
+    ({"confidence": 1.5}, "`confidence`"),
+    ({"probabilities": np.array([[np.nan, 1.0]] * 3)}, "finite"),
+])
+def test_bad_input_is_a_one_line_error_naming_the_argument(kwargs, message):
+    args = {"probabilities": np.full((3, 2), 0.5), "labels": np.array([0, 1, 0]), **kwargs}
+    with pytest.raises(InputError) as err:
+        uncertainty(args.pop("probabilities"), args.pop("labels"), **args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_predictor_gives_distributions_the_metrics_take():
+    import subnet
+    from subnet.predictive import deterministic, dropout_passes, unit_subnetworks
+
+    model = subnet.seed_cnn(16, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 12)
+    one = deterministic(model, x)
+    passes = dropout_passes(model, x, 4, seed=1)
+    units = unit_subnetworks(model, x, 3, seed=2)
+    assert one.shape == (1, 12, 10) and passes.shape == (4, 12, 10) and units.shape == (3, 12, 10)
+    np.testing.assert_array_equal(dropout_passes(model, x, 2, seed=1), passes[:2])
+    np.testing.assert_array_equal(unit_subnetworks(model, x, 3, seed=2), units)
+    assert not np.allclose(passes[0], passes[1])
+    for p in (one, passes, units):
+        result = uncertainty(p, y, resamples=10)
+        assert result.n_passes == len(p)
+    assert uncertainty(one, y, resamples=0).metrics["mean_mutual_information"].value == 0.0
