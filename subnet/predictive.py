@@ -53,7 +53,11 @@ class Estimate:
     high: float
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "low": self.low, "high": self.high}
+        """JSON-ready; an undefined metric (an AUROC without errors to detect) is None."""
+        def finite(v):
+            return v if math.isfinite(v) else None
+
+        return {"value": finite(self.value), "low": finite(self.low), "high": finite(self.high)}
 
 
 @dataclasses.dataclass(frozen=True)
