@@ -60,7 +60,9 @@ OUTPUTS = ("state", "record", "models", "comparison.json", *_FINAL_OUTPUTS)
 # (an extra zero or ten) is refused before memory or hours are spent on it.
 LIMITS = {"masks": 10_000_000, "examples": 1_000_000, "repeats": 100, "passes": 10_000,
           "seed": 2**32 - 1, "selection_examples": 1_000_000, "steps_per_halving": 100,
-          "step_masks": 1_000_000}
+          "step_masks": 1_000_000, "uncertainty_passes": 10_000}
+#: The out-of-distribution set ``--ood auto`` takes for each built-in data set.
+OOD_AUTO = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +86,11 @@ class Settings:
         finetune_epochs: Fine-tuning budget of every subnetwork, in epochs.
         tolerance: Accuracy (a fraction) the answer's subnetwork may lose against the whole.
         passes: Passes with test-time dropout on, for the blog's experiment.
+        uncertainty_passes: Passes (and random unit subnetworks) of the uncertainty section's
+            ensembles, measured on ``examples`` test examples.
+        ood: Out-of-distribution test images for the uncertainty section: ``"auto"`` (MNIST
+            for a Fashion-MNIST model and the reverse, none otherwise), ``"none"``, or a data
+            set name or ``.npz`` path of the model's input shape.
         selection_examples: Training examples the comparison chooses units on.
         steps_per_halving: Steps per halving of the FLOPs of iterative mask-statistics pruning.
         step_masks: Masks per step of it.
@@ -106,6 +113,8 @@ class Settings:
     finetune_epochs: float = 0.25
     tolerance: float = 0.005
     passes: int = 5
+    uncertainty_passes: int = 20
+    ood: str = "auto"
     selection_examples: int = 1000
     steps_per_halving: int = 2
     step_masks: int = 250
@@ -117,7 +126,8 @@ class Settings:
         """Small settings for a first look in about a minute on two cores."""
         base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 4, 1 / 16),
                     methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
-                    selection_examples=500, steps_per_halving=1, step_masks=150, quick=True)
+                    uncertainty_passes=8, selection_examples=500, steps_per_halving=1,
+                    step_masks=150, quick=True)
         return cls(**{**base, **changes})
 
     def __post_init__(self):
@@ -148,6 +158,9 @@ class Settings:
         count("seed", 0)
         count("repeats", 1)
         count("passes", 1)
+        count("uncertainty_passes", 1)
+        check("ood", isinstance(self.ood, str) and bool(self.ood),
+              "'auto', 'none', a data set name or a .npz path")
         check("budgets", isinstance(self.budgets, tuple) and len(self.budgets) >= 1 and all(
             number(b) and 0 < b < 1 for b in self.budgets),
               "FLOP fractions in (0, 1), e.g. 0.5,0.25,0.125")
@@ -185,7 +198,7 @@ class Settings:
 # The settings the command line sets (an error about another names the Settings field).
 _CLI_SETTINGS = {"protocol", "dataset", "masks", "examples", "rate", "seed", "repeats", "budgets",
                  "methods",
-                 "finetune_epochs", "tolerance", "passes", "quick"}
+                 "finetune_epochs", "tolerance", "passes", "quick", "uncertainty_passes", "ood"}
 
 
 def _is_int(value) -> bool:
@@ -244,17 +257,19 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     data, inferred = _dataset(model, settings, data_dir, log)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
     settings = _fit_to_data(settings, data, log)
+    ood_data = _ood_dataset(model, data, settings, data_dir)
     log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
         f"examples, from {data.source})")
 
     with claim(out, "subnet.analyze", OUTPUTS, fresh=not resume):
         return _run(model, model_path, out, settings, data, rate, formats=formats,
                     resume=resume, trust_model=trust_model, progress=progress,
-                    command=command, log=log, started=started)
+                    command=command, log=log, started=started, ood_data=ood_data)
 
 
 def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
-         resume: bool, trust_model: bool, progress: bool, command, log, started: float) -> dict:
+         resume: bool, trust_model: bool, progress: bool, command, log, started: float,
+         ood_data=None) -> dict:
     """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
@@ -290,6 +305,8 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
     importance = stage("importance", lambda: _importance(record_dir))
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
                                                          out, progress, parent=model))
+    uncertainty = stage("uncertainty", lambda: _uncertainty(model, data, settings, rate,
+                                                            ood_data))
     answer = _answer(comparison, settings, blog)
     answer["subnetwork"] = _save_subnetwork(answer.pop("model_file", None), comparison, out)
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
@@ -321,6 +338,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
         "robustness": recorded["robustness"],
         "importance": importance,
         "comparison": comparison,
+        "uncertainty": uncertainty,
         "answer": answer,
     }
     results = _jsonable(results)
@@ -566,6 +584,94 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
          "prob_std": probabilities[:, k].std(axis=0).tolist()}
         for k, i in enumerate(picks)]
     return result
+
+
+def _ood_dataset(model, data, settings: Settings, data_dir):
+    """The out-of-distribution test set of the uncertainty section (None for none), checked
+    against the model before any stage runs."""
+    from subnet.data import load_dataset
+
+    name = settings.ood
+    if name == "none" or (name == "auto" and data.name not in OOD_AUTO):
+        return None
+    name = OOD_AUTO[data.name] if name == "auto" else name
+    ood = load_dataset(name, data_dir=data_dir if name == "auto" else None)
+    if tuple(ood.x_test.shape[1:]) != tuple(data.x_test.shape[1:]):
+        raise InputError(f"--ood {clean(name)}: its examples have shape "
+                         f"{tuple(ood.x_test.shape[1:])}, the model's input "
+                         f"{tuple(data.x_test.shape[1:])}; give a data set of the same shape, "
+                         "or --ood none.")
+    return ood.subset(n_test=min(settings.examples, len(ood.x_test)))
+
+
+def _uncertainty(model, data, settings: Settings, rate: dict, ood) -> dict:
+    """How good the network's uncertainty is (:func:`subnet.uncertainty`): the deterministic
+    network, test-time dropout with 1 to ``uncertainty_passes`` passes, and as many random unit
+    subnetworks, on ``examples`` test examples, against the out-of-distribution set if any."""
+    from subnet.models import dropout_layers
+    from subnet.predictive import (
+        SCORES,
+        deterministic,
+        dropout_passes,
+        uncertainty,
+        unit_subnetworks,
+    )
+
+    n = min(settings.examples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    x_ood = None if ood is None else ood.x_test
+    passes = settings.uncertainty_passes
+    predictors: dict = {}
+
+    def both(make):
+        return make(x), (None if x_ood is None else make(x_ood))
+
+    runs = {"deterministic": both(lambda v: deterministic(model, v))}
+    if dropout_layers(model):
+        p, q = both(lambda v: dropout_passes(model, v, passes, seed=settings.seed))
+        for k in sorted({1, *[k for k in (2, 5, 10, 20, 50) if k < passes], passes}):
+            runs[f"dropout_{k}"] = (p[:k], None if q is None else q[:k])
+        ensemble = f"dropout_{passes}"
+    else:
+        ensemble = None
+    runs[f"unit_subnetworks_{passes}"] = both(
+        lambda v: unit_subnetworks(model, v, passes, rate=rate or 0.5, seed=settings.seed))
+    ensemble = ensemble or f"unit_subnetworks_{passes}"
+    results = {name: uncertainty(p, y, ood=q, resamples=200, seed=settings.seed)
+               for name, (p, q) in runs.items()}
+    for name, result in results.items():
+        predictors[name] = {"passes": result.n_passes, "metrics": {
+            k: v.to_dict() for k, v in result.metrics.items()},
+            "reliability": result.reliability, "coverage": result.coverage}
+    edges = np.linspace(0.0, float(np.log(data.num_classes)), 31)
+
+    def histogram(values):
+        return np.histogram(np.clip(values, 0, edges[-1]), bins=edges)[0].tolist()
+
+    histograms = {}
+    for name in ("deterministic", ensemble):
+        result = results[name]
+        entropy = result.scores["predictive_entropy"]
+        histograms[name] = {"right": histogram(entropy[result.correct]),
+                            "wrong": histogram(entropy[~result.correct]),
+                            "ood": None if result.ood_scores is None else
+                            histogram(result.ood_scores["predictive_entropy"])}
+    # The blog's image-level view: the examples whose probabilities move most across passes.
+    p = runs[ensemble][0]
+    spread = p.std(axis=0).max(axis=-1)
+    correct = results[ensemble].correct
+    moving = []
+    for right in (True, False):
+        candidates = np.flatnonzero(correct == right)
+        for i in candidates[np.argsort(-spread[candidates], kind="stable")][:3]:
+            moving.append({"index": int(i), "label": int(y[i]), "right": bool(right),
+                           "image": _image(x[i]), "prob_mean": p[:, i].mean(axis=0).tolist(),
+                           "prob_std": p[:, i].std(axis=0).tolist()})
+    return {"examples": n, "passes": passes, "ensemble": ensemble, "scores": list(SCORES),
+            "ood": None if ood is None else {"name": ood.name, "fingerprint": ood.fingerprint(),
+                                             "examples": len(ood.x_test)},
+            "predictors": predictors, "entropy_edges": edges.tolist(),
+            "entropy_histograms": histograms, "moving_examples": moving}
 
 
 def _example_picks(labels: np.ndarray, count: int = 4) -> list[int]:
@@ -959,6 +1065,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="accuracy points the answer's subnetwork may lose")
     parser.add_argument("--passes", type=int, default=d.passes,
                         help="passes with test-time dropout on (the blog's experiment)")
+    parser.add_argument("--uncertainty-passes", type=int, default=d.uncertainty_passes,
+                        help="passes of the test-time-dropout ensemble (and random unit "
+                             "subnetworks) whose uncertainty is measured")
+    parser.add_argument("--ood", default=d.ood,
+                        help="out-of-distribution test images: auto (MNIST <-> Fashion-MNIST), "
+                             "none, a data set name or PATH.npz")
     parser.add_argument("--out", default=None,
                         help="output folder, new or empty or made by subnet.analyze (default: "
                              "MODEL's name + '_analysis', beside it)")
@@ -987,7 +1099,8 @@ def _settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
               "rate": args.rate, "seed": args.seed, "repeats": args.repeats,
               "budgets": tuple(args.budgets), "methods": tuple(args.methods),
               "finetune_epochs": args.finetune_epochs, "tolerance": args.tolerance / 100,
-              "passes": args.passes, "protocol": args.protocol}
+              "passes": args.passes, "protocol": args.protocol,
+              "uncertainty_passes": args.uncertainty_passes, "ood": args.ood}
     if args.protocol == "thorough" and "methods" not in given:
         fields["methods"] = THOROUGH_METHODS
     if args.quick:

@@ -140,3 +140,45 @@ def test_every_predictor_gives_distributions_the_metrics_take():
         result = uncertainty(p, y, resamples=10)
         assert result.n_passes == len(p)
     assert uncertainty(one, y, resamples=0).metrics["mean_mutual_information"].value == 0.0
+
+
+def test_the_analysis_uncertainty_section_from_a_tiny_model(tmp_path):
+    import json
+
+    import subnet
+    from subnet.analyze import Settings, _uncertainty
+    from subnet.data import Dataset
+    from subnet.report import figures
+    from subnet.report.content import _uncertainty_section
+    from subnet.report.schema import validate_results
+
+    model = subnet.seed_cnn(16, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 28, 28, 1), dtype=np.float32)
+    y = np.arange(40) % 10
+    data = Dataset(name="tiny", x_test=x, y_test=y, num_classes=10)
+    ood = Dataset(name="noise", x_test=rng.random((30, 28, 28, 1), dtype=np.float32),
+                  y_test=np.arange(30) % 10, num_classes=10)
+    settings = Settings(examples=40, uncertainty_passes=3)
+    section = _uncertainty(model, data, settings, {}, ood)
+    assert list(section["predictors"]) == ["deterministic", "dropout_1", "dropout_2",
+                                           "dropout_3", "unit_subnetworks_3"]
+    assert section["ensemble"] == "dropout_3" and section["ood"]["examples"] == 30
+    assert len(section["moving_examples"]) == 6
+    json.dumps(section, allow_nan=False)  # strict JSON: undefined metrics are null
+    built = _uncertainty_section({"uncertainty": section})
+    keys = [item.key for item in built.items]
+    assert keys == ["uncertainty-metrics", "reliability", "entropy", "moving-examples"]
+    for item in built.items[1:]:
+        assert figures.render_svg(item.draw, item.size)
+    table = built.items[0]
+    assert table.rows[0][0] == "dropout off (deterministic)" and len(table.header) == 7
+    # The results.json schema takes the section, and refuses a metric without its interval.
+    from tests.report_example import example_results
+
+    results = {**example_results(), "uncertainty": json.loads(json.dumps(section))}
+    validate_results(results)
+    results["uncertainty"]["predictors"]["deterministic"]["metrics"]["nll"] = {"value": 0.1}
+    with pytest.raises(subnet.InputError, match="uncertainty"):
+        validate_results(results)
+    assert _uncertainty_section({}).items[0].text  # older results: a note, not an error

@@ -455,3 +455,54 @@ def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accura
     if tolerance is not None:
         handles.append(Line2D([], [], color="black", linestyle=":", label="dense − tolerance"))
     zoom.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+
+
+def reliability_diagram(fig, reliabilities: Mapping[str, Mapping]) -> None:
+    """Accuracy against confidence per bin, one line per predictor, and the diagonal.
+
+    Args:
+        fig: The figure to draw on.
+        reliabilities: {label: a reliability dict of :func:`subnet.uncertainty` (``edges``,
+            ``count``, ``confidence``, ``accuracy``; None for an empty bin)}.
+    """
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=0.8, label="calibrated")
+    colors = [ACCENT, MUTED, "#2a9d8f", "#e9c46a"]
+    for (label, data), color in zip(reliabilities.items(), colors, strict=False):
+        points = [(c, a) for c, a in zip(data["confidence"], data["accuracy"], strict=True)
+                  if c is not None and a is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color,
+                    label=label)
+    _percent_axis(ax.xaxis)
+    _percent_axis(ax.yaxis)
+    ax.set_xlabel("confidence (largest averaged probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", frameon=False)
+
+
+def entropy_histograms(fig, edges: Sequence[float], panels: Mapping[str, Mapping]) -> None:
+    """Histograms of the predictive entropy: right, wrong and out-of-distribution examples,
+    one panel per predictor, each group as a fraction of its examples.
+
+    Args:
+        fig: The figure to draw on.
+        edges: Bin edges (nats).
+        panels: {predictor label: {"right": counts, "wrong": counts, "ood": counts or None}}.
+    """
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    edges = np.asarray(edges, float)
+    for ax, (label, groups) in zip(axes, panels.items(), strict=True):
+        for name, color in (("right", MUTED), ("wrong", ACCENT), ("ood", "#2a9d8f")):
+            counts = groups.get(name)
+            if not counts or not np.sum(counts):
+                continue
+            share = np.asarray(counts, float) / np.sum(counts)
+            ax.stairs(share, edges, color=color, linewidth=1.4,
+                      label={"right": "right", "wrong": "wrong",
+                             "ood": "out of distribution"}[name])
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("predictive entropy (nats)")
+    _percent_axis(axes[0].yaxis)
+    axes[0].set_ylabel("share of the group")
+    axes[0].legend(loc="upper right", frameon=False)
