@@ -305,8 +305,9 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
     importance = stage("importance", lambda: _importance(record_dir))
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
                                                          out, progress, parent=model))
-    uncertainty = stage("uncertainty", lambda: _uncertainty(model, data, settings, rate,
-                                                            ood_data))
+    uncertainty = stage("uncertainty", lambda: _uncertainty(
+        model, data, settings, rate, ood_data, _subnetwork_files(comparison, settings),
+        trust=trust_model))
     answer = _answer(comparison, settings, blog)
     answer["subnetwork"] = _save_subnetwork(answer.pop("model_file", None), comparison, out)
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
@@ -604,10 +605,20 @@ def _ood_dataset(model, data, settings: Settings, data_dir):
     return ood.subset(n_test=min(settings.examples, len(ood.x_test)))
 
 
-def _uncertainty(model, data, settings: Settings, rate: dict, ood) -> dict:
+def _subnetwork_files(comparison: dict | None, settings: Settings) -> dict[str, str]:
+    """{predictor name: model file} of the comparison's subnetworks of the first seed."""
+    rows = [r for r in (comparison or {}).get("rows", [])
+            if r.get("model_file") and r.get("seed") == settings.seed]
+    return {f"subnetwork_{r['method']}@{r['budget_flops_fraction']:g}": r["model_file"]
+            for r in rows}
+
+
+def _uncertainty(model, data, settings: Settings, rate: dict, ood,
+                 subnetworks: dict[str, str] | None = None, *, trust: bool = False) -> dict:
     """How good the network's uncertainty is (:func:`subnet.uncertainty`): the deterministic
-    network, test-time dropout with 1 to ``uncertainty_passes`` passes, and as many random unit
-    subnetworks, on ``examples`` test examples, against the out-of-distribution set if any."""
+    network, test-time dropout with 1 to ``uncertainty_passes`` passes, as many random unit
+    subnetworks, and each extracted subnetwork (deterministic), on ``examples`` test examples,
+    against the out-of-distribution set if any."""
     from subnet.models import dropout_layers
     from subnet.predictive import (
         SCORES,
@@ -637,6 +648,12 @@ def _uncertainty(model, data, settings: Settings, rate: dict, ood) -> dict:
     runs[f"unit_subnetworks_{passes}"] = both(
         lambda v: unit_subnetworks(model, v, passes, rate=rate or 0.5, seed=settings.seed))
     ensemble = ensemble or f"unit_subnetworks_{passes}"
+    from subnet.models import load_model
+
+    for name, path in (subnetworks or {}).items():
+        if Path(path).exists():  # the comparison's own output (dropout already left out)
+            small = load_model(path, trust=trust)
+            runs[name] = both(lambda v, m=small: deterministic(m, v))
     results = {name: uncertainty(p, y, ood=q, resamples=200, seed=settings.seed)
                for name, (p, q) in runs.items()}
     for name, result in results.items():

@@ -626,6 +626,9 @@ def _smallest_row(method: str, entry: Mapping | None) -> tuple[str, ...]:
 
 
 def _predictor_name(name: str) -> str:
+    if name.startswith("subnetwork_"):
+        method, _, budget = name[len("subnetwork_"):].partition("@")
+        return f"{method_name(method)} subnetwork at {_budget(float(budget))} FLOPs"
     kind, _, count = name.rpartition("_")
     if name == "deterministic":
         return "dropout off (deterministic)"
