@@ -341,17 +341,7 @@ class _NotAChain(InputError):
 
 def _analyse_chain(model, rate) -> Chain:
     """The strict chain analysis (the fast backend's view); see :func:`analyse_chain`."""
-    if not isinstance(model, keras.Model):
-        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
-                             f"Received: {type(model)!r}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise _NotAChain("subnet analyses classifiers with one input and one output; the model "
-                         f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs.")
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise _NotAChain(
-                f"Layer {layer.name!r} is a nested model; subnet needs a flat model. Rebuild it "
-                "with the nested model's layers inline.")
+    # channel_groups has checked the model: one input, one output, flat, known layers.
     order = chain_layers(model)
     mixing = [i for i, layer in enumerate(order) if isinstance(layer, MIXING_LAYERS)]
     if len(mixing) < 2:
