@@ -467,9 +467,24 @@ def _main(argv=None) -> int:
     results = _summarise(args, parents, parent_results, trajectories, controls_done, budgets,
                          pairs)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    results["compute_seconds"] = _compute_seconds(parent_results, trajectories, controls_done)
     _write(args, results, trajectories)
     print(json.dumps(results["summary"]))
     return 0
+
+
+def _compute_seconds(parent_results, trajectories, controls) -> dict:
+    """Seconds each kind of cell computed, as the cells measured them (one process each; with
+    ``--jobs 2`` the wall time is about half their sum). A run spread over several sessions
+    adds up here; ``wall_seconds_this_run`` is only the last one's."""
+    trajectory = sum(c.get("trajectory_seconds", 0.0) for c in trajectories.values())
+    finetune = sum(p["seconds"] for c in trajectories.values()
+                   for p in c["checkpoints"].values())
+    out = {"parents_training": round(sum(p["train_seconds"] for p in parent_results.values()), 1),
+           "trajectories": round(trajectory, 1), "finetuning": round(finetune, 1),
+           "controls": round(sum(c["seconds"] for c in controls), 1)}
+    out["total"] = round(sum(out.values()), 1)
+    return out
 
 
 def _summarise(args, parents, parent_results, trajectories, controls, budgets, pairs) -> dict:
@@ -598,6 +613,17 @@ def _draw_frontier(fig, results) -> None:
     ax.legend(fontsize=8, ncols=2)
 
 
+def _compute_text(results) -> tuple[str, ...]:
+    seconds = results.get("compute_seconds")
+    if not seconds:
+        return ()
+    return (f"Compute, as the cells measured it (one process each; two ran side by side): "
+            f"parents {seconds['parents_training'] / 3600:.2f} h of training, trajectories "
+            f"{seconds['trajectories'] / 3600:.2f} h, fine-tuning to saturation "
+            f"{seconds['finetuning'] / 3600:.2f} h, controls {seconds['controls'] / 3600:.2f} h; "
+            f"{seconds['total'] / 3600:.2f} h in all.",)
+
+
 def write_report(results, out: Path) -> None:
     """The frontier as report.html and report.pdf: every number from ``results``."""
     from subnet.method_names import method_name
@@ -664,7 +690,7 @@ def write_report(results, out: Path) -> None:
             Section("controls", "Controls and published shapes", (controls,)),
             Section("statistics", "Paired tests", (tests,)),
             Section("parents", "Parents", (parents, Text((
-                f"Settings: {json.dumps(settings)}",))))))
+                f"Settings: {json.dumps(settings)}",) + _compute_text(results))))))
     write_document(doc, out)
 
 
