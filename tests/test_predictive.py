@@ -182,3 +182,26 @@ def test_the_analysis_uncertainty_section_from_a_tiny_model(tmp_path):
     with pytest.raises(subnet.InputError, match="uncertainty"):
         validate_results(results)
     assert _uncertainty_section({}).items[0].text  # older results: a note, not an error
+
+
+def test_an_ood_set_of_another_shape_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    import subnet
+    from subnet.analyze import main
+
+    model = subnet.seed_cnn(16, seed=0)
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=np.arange(300) % 10, x_test=x[:20],
+             y_test=np.arange(20) % 10)
+    np.savez(tmp_path / "other.npz", x_test=rng.random((20, 32, 32, 3), dtype=np.float32),
+             y_test=np.arange(20) % 10)
+    code = main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--ood", str(tmp_path / "other.npz"), "--quick", "--examples", "20", "--quiet",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--ood" in err and "(32, 32, 3)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--uncertainty-passes", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--uncertainty-passes" in capsys.readouterr().err
