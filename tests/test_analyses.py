@@ -209,3 +209,14 @@ def test_difficulty_tasks_are_deterministic_images_in_range_with_their_own_finge
     assert tasks.build("union20").num_classes == 20
     with pytest.raises(subnet.InputError, match="Unknown task 'cifar'"):
         tasks.build("cifar")
+
+
+def test_the_uncertainty_report_is_generated_from_its_committed_results():
+    import json
+
+    import uncertainty
+
+    folder = Path(__file__).resolve().parents[1] / "reports" / "uncertainty"
+    results = json.loads((folder / "results.json").read_text())
+    assert (folder / "README.md").read_text() == uncertainty.readme(results)
+    assert set(results["predictors"]) >= {"deterministic", "dropout_1", "dropout_50"}
