@@ -3,6 +3,18 @@
 :func:`record_masks` draws masks over a model's sites, evaluates every example under every mask
 with one of the engine's backends, and streams the outcomes into a :class:`MaskRecord` folder,
 chunk by chunk, so that memory stays bounded and an interrupted run resumes where it stopped.
+
+From the command line, a record (or one shard of it) and the merge of shards::
+
+    python -m subnet.record MODEL --out DIR [--dataset D] [--masks N] [--examples N] [--seed S]
+        [--rate R] [--shard I/K] [--resume]
+    python -m subnet.record merge OUT SHARD_DIR [SHARD_DIR ...]
+
+Shard I of K (0 <= I < K) records masks floor(I N / K) .. floor((I + 1) N / K) - 1 of the N,
+so K shards, on one machine or a Slurm array
+(``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``), merge into exactly the record one
+process makes. The record is of the model with its dropout
+off, on the first ``--examples`` test examples, as ``python -m subnet.analyze`` records it.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -20,13 +33,11 @@ import numpy as np
 
 import subnet
 from subnet._cli import progress_bar
-from subnet._tf import keras
-from subnet.engine import make_backend
-from subnet.engine.chain import analyse_chain
 from subnet.errors import InputError, InputTypeError
-from subnet.importance.from_record import BanzhafEstimator
 from subnet.masks import MaskRecord, sample_masks
-from subnet.models import check_examples
+
+# TensorFlow is imported where it is used, so that `python -m subnet.record --help` and argument
+# errors answer at once.
 
 __all__ = ["AdaptiveStop", "model_fingerprint", "record_masks"]
 
@@ -76,6 +87,8 @@ class AdaptiveStop:
         if self.keep_units >= record.n_units:
             raise InputError(f"`keep_units`={self.keep_units} must be below the number of units "
                              f"({record.n_units}).")
+        from subnet.importance.from_record import BanzhafEstimator
+
         importance = BanzhafEstimator(metric=self.metric).score(record)
         order = importance.rank()
         scores = importance.scores
@@ -92,6 +105,8 @@ class AdaptiveStop:
 
 def model_fingerprint(model) -> str:
     """SHA-256 (hex) of a model's weights: their names' order, shapes, dtypes and bytes."""
+    from subnet._tf import keras
+
     digest = hashlib.sha256()
     for weight in model.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
@@ -189,6 +204,10 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
                          f"masks={masks!r}")
     if stop is not None and not isinstance(stop, AdaptiveStop):
         raise InputTypeError(f"`stop` must be an AdaptiveStop or None. Received: {type(stop)!r}")
+    from subnet.engine import make_backend
+    from subnet.engine.chain import analyse_chain
+    from subnet.models import check_examples
+
     x, y, n_classes = check_examples(model, x, y)
     chain = analyse_chain(model, rate)
     if stop is not None and stop.keep_units >= chain.table.n_units:
@@ -244,3 +263,115 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         outcome = stop.check(record) if record.n_masks >= 2 else {"resolved": False}
         writer.annotate("adaptive", {**outcome, "stopped_early": record.n_masks < len(masks)})
     return writer.close()
+
+
+# ---------------------------------------------------------------------------------- command line
+
+def shard_range(n_masks: int, shard: str) -> range:
+    """Masks of shard ``"I/K"`` of ``n_masks``: floor(I n / K) .. floor((I + 1) n / K) - 1.
+
+    Raises:
+        InputError: If ``shard`` is not ``I/K`` with 0 <= I < K <= n_masks.
+    """
+    try:
+        index, count = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise InputError(f"--shard must be I/K, e.g. 0/4 (shard I of K, counted from 0). "
+                         f"Received: {shard!r}") from None
+    if not 0 <= index < count <= n_masks:
+        raise InputError(f"--shard {index}/{count}: expected 0 <= I < K <= --masks ({n_masks}).")
+    return range(index * n_masks // count, (index + 1) * n_masks // count)
+
+
+def _parse(argv):
+    from subnet._cli import ArgumentParser, HelpFormatter
+
+    parser = ArgumentParser(
+        prog="python -m subnet.record", formatter_class=HelpFormatter,
+        description="Records which random subnetworks (unit masks) predict which test examples, "
+                    "or one shard of that record; 'python -m subnet.record merge OUT SHARD...' "
+                    "joins shards.",
+        epilog="Exit codes: 0 done, 2 bad input (one line), 1 internal error, 130 interrupted.")
+    parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
+    parser.add_argument("--out", required=True, help="the record folder (new or empty; with "
+                                                     "--resume, the record to continue)")
+    parser.add_argument("--dataset", default=None,
+                        help="mnist, fashion_mnist or PATH.npz; default: inferred from the model")
+    parser.add_argument("--data-dir", default=None, help="folder with the dataset's IDX files")
+    parser.add_argument("--masks", type=int, default=1500, help="masks in the whole record")
+    parser.add_argument("--examples", type=int, default=1000,
+                        help="test examples (the first N) each mask is evaluated on")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the masks")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="dropout rate for sites with no Dropout layer after them")
+    parser.add_argument("--shard", default=None, help="I/K: record shard I of K only")
+    parser.add_argument("--backend", choices=("auto", "fast", "reference"), default="auto")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted record")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="allow code inside the model file (Lambda layers) to run")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser.parse_args(argv)
+
+
+def _record_command(args) -> int:
+    import dataclasses as _dataclasses
+    import json
+
+    from subnet.analyze import Settings, _dataset, _site_rates
+    from subnet.models import load_model, with_dropout
+
+    out = Path(args.out)
+    if out.exists() and not args.resume and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out} exists and is not an empty folder; choose a new folder, "
+                         "or add --resume to continue the record in it.")
+    settings = Settings(dataset=args.dataset, masks=args.masks, examples=args.examples,
+                        seed=args.seed, rate=args.rate)
+    masks = shard_range(args.masks, args.shard) if args.shard else range(args.masks)
+    model = load_model(args.model, trust=args.trust_model)
+    rate = _site_rates(model, settings.rate)
+    data, inferred = _dataset(model, settings, args.data_dir,
+                              lambda message: None if args.quiet else print(
+                                  f"subnet.record: {message}", file=sys.stderr))
+    settings = _dataclasses.replace(settings, dataset=settings.dataset or inferred)
+    n = min(settings.examples, len(data.x_test))
+    record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
+                          settings.masks, seed=settings.seed, rate=rate, out=out,
+                          resume=args.resume, masks=masks, backend=args.backend,
+                          progress=not args.quiet)
+    print(json.dumps({"out": str(out), "masks": [masks.start, masks.stop],
+                      "n_masks": int(record.n_masks), "n_examples": int(record.n_examples),
+                      "complete": bool(record.is_complete), "backend": record.meta["backend"]}))
+    return 0
+
+
+def _merge_command(argv) -> int:
+    import json
+
+    if len(argv) < 2:
+        raise InputError("usage: python -m subnet.record merge OUT SHARD_DIR [SHARD_DIR ...]")
+    out, shards = argv[0], argv[1:]
+    merged = MaskRecord.merge(shards, out)
+    print(json.dumps({"out": str(out), "shards": len(shards), "n_masks": int(merged.n_masks),
+                      "complete": bool(merged.is_complete)}))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m subnet.record``; returns the exit code."""
+    from subnet._cli import run_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return run_main(lambda: _merge_command(argv[1:]), "subnet.record")
+    try:
+        args = _parse(argv)
+    except SystemExit as exit_:  # --help or a usage error (already printed)
+        return int(exit_.code or 0)
+    from subnet._quiet import quiet_tensorflow_warnings
+
+    quiet_tensorflow_warnings()
+    return run_main(lambda: _record_command(args), "subnet.record")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
