@@ -50,7 +50,7 @@ DATASETS = ("mnist", "fashion_mnist")
 METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz", "activation",
            "ablation", "tfmot", "reinit")
 FORMATS = ("html", "pdf", "json")
-STAGES = ("blog", "record", "importance", "comparison")
+STAGES = ("blog", "record", "importance", "comparison", "uncertainty")
 THOROUGH_METHODS = ("banzhaf", "magnitude", "taylor", "random")
 # What a run writes in --out, and so all that a new run there may delete (see subnet._outdir).
 _FINAL_OUTPUTS = ("results.json", "report.html", "report.pdf", "subnetwork.keras",
@@ -210,7 +210,7 @@ def _is_int(value) -> bool:
 def analyze(model_path: str | Path, out: str | Path, settings: Settings | None = None, *,
             formats: Sequence[str] = FORMATS, resume: bool = False, trust_model: bool = False,
             data_dir: str | Path | None = None, progress: bool = True,
-            command: Sequence[str] | None = None) -> dict:
+            command: Sequence[str] | None = None, record: str | Path | None = None) -> dict:
     """Runs the whole analysis of one model file and writes results and reports.
 
     Args:
@@ -223,6 +223,10 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
         data_dir: Folder with the dataset's IDX files, tried first.
         progress: Progress bars and stage lines on stderr.
         command: The command line, recorded in the results.
+        record: A complete record of this model (dropout off) on the first test examples, made
+            by ``python -m subnet.record`` (one process, or merged shards), used instead of
+            recording: its masks and examples replace ``settings.masks`` and
+            ``settings.examples``; its seed must be ``settings.seed``. It is copied into ``out``.
 
     Returns:
         The results dict (as written to ``results.json``).
@@ -250,6 +254,11 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     log = _Log(progress)
     started = time.perf_counter()
     # Everything that can be wrong with the input is found before any work or any write.
+    source = None
+    if record is not None:
+        source = _given_record(record, settings)
+        settings = dataclasses.replace(settings, masks=source.n_masks,
+                                       examples=source.n_examples)
     model = load_model(model_path, trust=trust_model)
     rate = _site_rates(model, settings.rate)  # model problems first, before loading data
     _check_budgets(model, rate, settings.budgets)
@@ -258,13 +267,64 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
     settings = _fit_to_data(settings, data, log)
     ood_data = _ood_dataset(model, data, settings, data_dir)
+    if source is not None:
+        _check_given_record(source, model, data, settings)
     log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
         f"examples, from {data.source})")
 
     with claim(out, "subnet.analyze", OUTPUTS, fresh=not resume):
+        if source is not None and not (out / "record").exists():
+            _copy_tree_atomic(Path(source.path), out / "record")
         return _run(model, model_path, out, settings, data, rate, formats=formats,
                     resume=resume, trust_model=trust_model, progress=progress,
                     command=command, log=log, started=started, ood_data=ood_data)
+
+
+def _copy_tree_atomic(source: Path, dest: Path) -> None:
+    """Copies a folder beside ``dest`` and renames it into place, so ``dest`` appears whole."""
+    import os
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _given_record(path, settings: Settings):
+    """The ``--record`` folder, checked to be a complete record of the settings' seed."""
+    from subnet.errors import RecordError
+    from subnet.masks import MaskRecord
+
+    source = MaskRecord.load(path)
+    if not source.is_complete:
+        raise RecordError(f"--record {clean(str(path))}: the record is incomplete; finish it "
+                          "(python -m subnet.record ... --resume) or merge all its shards "
+                          "first.")
+    seed = int(source.meta["seed"])
+    if seed != settings.seed:
+        raise RecordError(f"--record {clean(str(path))} was made with seed {seed}; pass "
+                          f"--seed {seed}.")
+    return source
+
+
+def _check_given_record(source, model, data, settings: Settings) -> None:
+    """The ``--record`` must be of this model (dropout off) and these test examples."""
+    from subnet.errors import RecordError
+    from subnet.models import with_dropout
+    from subnet.record import _data_fingerprint, model_fingerprint
+
+    if source.meta["model_fingerprint"] != model_fingerprint(with_dropout(model, on=False)):
+        raise RecordError(f"--record {source.path} was made from other weights than this "
+                          "model's.")
+    n = source.n_examples
+    if n > len(data.x_test) or source.meta["data_fingerprint"] != _data_fingerprint(
+            data.x_test[:n], data.y_test[:n]):
+        raise RecordError(f"--record {source.path} was made on other examples than the first "
+                          f"{n} test examples of {data.name}.")
 
 
 def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
@@ -1096,6 +1156,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="outputs, comma-separated, among html, pdf, json")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the stages an interrupted run with the same settings finished")
+    parser.add_argument("--record", default=None,
+                        help="use this complete record (python -m subnet.record, or merged "
+                             "shards) instead of recording; its masks and examples are used")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow code inside the model file (Lambda layers) to run")
     parser.add_argument("--protocol", choices=("quick", "thorough"), default="quick",
@@ -1155,7 +1218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         analyze(model, out, _settings(args, argv), formats=args.formats, resume=args.resume,
                 trust_model=args.trust_model, data_dir=args.data_dir, progress=not args.quiet,
-                command=["python", "-m", "subnet.analyze", *argv])
+                command=["python", "-m", "subnet.analyze", *argv], record=args.record)
         return 0
 
     return run_main(body, prog="subnet.analyze", log_internal=log_internal)

@@ -65,3 +65,40 @@ def test_an_occupied_folder_or_a_bad_shard_is_refused(files, tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert _record(files, tmp_path / "x", "--shard", "5/3") == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_the_analysis_uses_a_merged_record_instead_of_recording(files, tmp_path, monkeypatch):
+    from subnet.analyze import main as analyze
+
+    rng = np.random.default_rng(1)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=np.arange(300) % 10, x_test=x[:24],
+             y_test=np.arange(24) % 10)
+    common = [str(files / "model.keras"), "--dataset", str(tmp_path / "data.npz"), "--masks",
+              "24", "--examples", "24", "--seed", "3", "--quiet"]
+    for i in range(2):
+        assert main([*common, "--shard", f"{i}/2", "--out", str(tmp_path / f"s{i}")]) == 0
+    assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "s0"),
+                 str(tmp_path / "s1")]) == 0
+    def no_recording(*args, **kwargs):
+        raise AssertionError("the analysis recorded masks instead of using the given record")
+
+    monkeypatch.setattr("subnet.record.sample_masks", no_recording)
+    code = analyze([*common[:-1], "--record", str(tmp_path / "merged"), "--methods",
+                    "magnitude", "--budgets", "0.5", "--finetune-epochs", "0.01", "--passes",
+                    "2", "--uncertainty-passes", "2", "--formats", "json", "--quiet",
+                    "--out", str(tmp_path / "out")])
+    assert code == 0
+    merged, copied = MaskRecord.load(tmp_path / "merged"), MaskRecord.load(tmp_path / "out"
+                                                                           / "record")
+    np.testing.assert_array_equal(merged.predicted, copied.predicted)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["blog"]["record"]["n_masks"] == 24
+    # Another seed, or another model's record, is refused before any work.
+    assert analyze([*common[:-1], "--seed", "5", "--record", str(tmp_path / "merged"),
+                    "--quiet", "--out", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
+    subnet.seed_cnn(16, seed=9).save(tmp_path / "other.keras")
+    assert analyze([str(tmp_path / "other.keras"), *common[1:-1], "--record",
+                    str(tmp_path / "merged"), "--quiet", "--out", str(tmp_path / "o3")]) == 2
+    assert not (tmp_path / "o3").exists()
