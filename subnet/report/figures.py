@@ -478,7 +478,7 @@ def reliability_diagram(fig, reliabilities: Mapping[str, Mapping]) -> None:
     _percent_axis(ax.yaxis)
     ax.set_xlabel("confidence (largest averaged probability)")
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="best", frameon=False, fontsize=8)
 
 
 def entropy_histograms(fig, edges: Sequence[float], panels: Mapping[str, Mapping]) -> None:
