@@ -90,6 +90,8 @@ def _parse(argv):
     arg("--threads", type=int, default=None)
     arg("--work", default="out/analyses/frontier")
     arg("--out", default="reports/frontier")
+    arg("--partial", action="store_true",
+        help="summarise the finished cells only (no training): a partial results.json and report")
     arg("--cell", default=None, help=argparse.SUPPRESS)  # run one cell (used by --jobs)
     args = parser.parse_args(argv)
     if args.quick:
@@ -432,12 +434,14 @@ def _main(argv=None) -> int:
     budgets = _list(args.budgets, float)
     controls = _list(args.controls)
     control_budgets = _list(args.control_budgets, float)
-    _log(f"parents {parents}: training what is missing")
-    _run_cells(args, argv, [("parent", s) for s in parents])
-    parent_results = {s: run_parent(args, s) for s in parents}
     uniform_methods = _list(args.uniform_methods)
     pairs = [(m, a) for a in allocations for m in methods
              if a != "uniform" or m in uniform_methods]
+    if args.partial:
+        return _partial(args, parents, pairs, budgets)
+    _log(f"parents {parents}: training what is missing")
+    _run_cells(args, argv, [("parent", s) for s in parents])
+    parent_results = {s: run_parent(args, s) for s in parents}
     cells = [("trajectory", s, m, a) for m, a in pairs for s in parents]
     _log(f"{len(cells)} trajectories")
     _run_cells(args, argv, cells)
@@ -468,6 +472,43 @@ def _main(argv=None) -> int:
                          pairs)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     results["compute_seconds"] = _compute_seconds(parent_results, trajectories, controls_done)
+    _write(args, results, trajectories)
+    print(json.dumps(results["summary"]))
+    return 0
+
+
+def _partial(args, parents, pairs, budgets) -> int:
+    """Summarises the finished cells only: the (method, allocation) pairs done on every parent,
+    and the controls done so far. Computes nothing; the results say what is missing."""
+    from subnet.errors import InputError
+
+    parent_results = {}
+    for s in parents:
+        done = _parent_dir(args, s) / "parent.json"
+        if not done.exists():
+            raise InputError(f"--partial: parent {s} has not been measured in --work "
+                             f"{args.work}; run without --partial first.")
+        parent_results[s] = json.loads(done.read_text())
+    trajectories, missing = {}, []
+    for m, a in pairs:
+        for s in parents:
+            path = _cell_path(args, "trajectory", s, m, a)
+            cell = json.loads(path.read_text()) if path.exists() else {}
+            if cell.get("done"):
+                trajectories[(s, m, a)] = cell
+            else:
+                missing.append(f"{m}/{a} parent {s}")
+    complete = [(m, a) for m, a in pairs if all((s, m, a) in trajectories for s in parents)]
+    if not complete:
+        raise InputError("--partial: no method and allocation has finished on every parent "
+                         "yet.")
+    controls = [json.loads(p.read_text()) for p in
+                sorted((Path(args.out) / "cells").glob("control_*.json"))]
+    controls = [c for c in controls if c["parent"] in parents]
+    results = _summarise(args, parents, parent_results, trajectories, controls, budgets,
+                         complete)
+    results["partial"] = {"missing_trajectories": missing, "controls_done": len(controls)}
+    results["compute_seconds"] = _compute_seconds(parent_results, trajectories, controls)
     _write(args, results, trajectories)
     print(json.dumps(results["summary"]))
     return 0
@@ -670,10 +711,15 @@ def write_report(results, out: Path) -> None:
                          f"{t['pvalue']:.3g}") for t in results["paired_tests"]),
                   (True, False, False, True, False, True))
     smallest = results["smallest_within_1pct"]
-    answer = tuple(
+    partial = results.get("partial")
+    found = tuple(
         f"{name}: {e['flops_reduction']:.1f}x fewer FLOPs at {e['test_error_mean']:.2%} test "
         f"error (chosen on validation)" for name, e in smallest.items()) or (
         "No method's subnetwork stayed within 1 % validation error at the budgets tried.",)
+    answer = (() if not partial else (
+        f"Partial results: {len(partial['missing_trajectories'])} trajectories and the controls "
+        f"not yet run are missing ({partial['controls_done']} controls done); the paired tests "
+        "compare only the finished methods.",)) + found
     doc = Document(
         title="How far the blog's network trims: the frontier protocol",
         subject="Gradual prune-retrain subnetworks against controls and published shapes",
