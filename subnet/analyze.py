@@ -113,7 +113,7 @@ class Settings:
     finetune_epochs: float = 0.25
     tolerance: float = 0.005
     passes: int = 5
-    uncertainty_passes: int = 20
+    uncertainty_passes: int = 10
     ood: str = "auto"
     selection_examples: int = 1000
     steps_per_halving: int = 2
@@ -126,7 +126,7 @@ class Settings:
         """Small settings for a first look in about a minute on two cores."""
         base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 4, 1 / 16),
                     methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
-                    uncertainty_passes=8, selection_examples=500, steps_per_halving=1,
+                    uncertainty_passes=5, selection_examples=500, steps_per_halving=1,
                     step_masks=150, quick=True)
         return cls(**{**base, **changes})
 
