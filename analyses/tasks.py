@@ -63,12 +63,14 @@ def _rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def build(task: str, seed: int = 0):
+def build(task: str, seed: int = 0, *, n_train: int | None = None, n_test: int | None = None):
     """The task's :class:`subnet.data.Dataset` (see the module docstring).
 
     Args:
         task: One of :data:`TASKS`.
         seed: Seeds every random draw (noise, angles, backgrounds, subsets).
+        n_train, n_test: Build from the first images of each source only (quick checks); the
+            task itself uses them all.
 
     Returns:
         The dataset; its ``source`` says how it was built.
@@ -82,11 +84,14 @@ def build(task: str, seed: int = 0):
     if task not in TASKS:
         raise InputError(f"Unknown task {task!r}; the tasks are {list(TASKS)}.")
     rng = np.random.default_rng([seed, TASKS.index(task)])
+    def load(name):
+        return subnet.load_dataset(name).subset(n_train=n_train, n_test=n_test)
+
     if task == "fashion_mnist":
-        fashion = subnet.load_dataset("fashion_mnist")
+        fashion = load("fashion_mnist")
         return _dataset(task, fashion.x_train, fashion.y_train, fashion.x_test, fashion.y_test,
                         10, "Fashion-MNIST")
-    mnist = subnet.load_dataset("mnist")
+    mnist = load("mnist")
     x_train, y_train, x_test, y_test = mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test
     if task == "mnist":
         source = "MNIST"
@@ -105,7 +110,7 @@ def build(task: str, seed: int = 0):
         source = f"MNIST rotated uniformly in [-{MAX_DEGREES:g}, {MAX_DEGREES:g}] degrees " \
             f"(seed {seed})"
     elif task == "mnist_clutter":
-        fashion = subnet.load_dataset("fashion_mnist")
+        fashion = load("fashion_mnist")
         x_train = np.maximum(x_train, CLUTTER_BRIGHTNESS * fashion.x_train[
             rng.integers(0, len(fashion.x_train), len(x_train))])
         x_test = np.maximum(x_test, CLUTTER_BRIGHTNESS * fashion.x_test[
@@ -113,18 +118,18 @@ def build(task: str, seed: int = 0):
         source = f"MNIST over Fashion-MNIST backgrounds at {CLUTTER_BRIGHTNESS:g} brightness " \
             f"(seed {seed})"
     else:  # union20
-        fashion = subnet.load_dataset("fashion_mnist")
+        fashion = load("fashion_mnist")
+        half_train = min(30_000, len(x_train), len(fashion.x_train))
+        half_test = min(5_000, len(x_test), len(fashion.x_test))
         parts = []
-        for x, y, n, offset in ((x_train, y_train, 30_000, 0),
-                                (fashion.x_train, fashion.y_train, 30_000, 10)):
-            pick = np.sort(rng.choice(len(x), n, replace=False))
+        for x, y, offset in ((x_train, y_train, 0), (fashion.x_train, fashion.y_train, 10)):
+            pick = np.sort(rng.choice(len(x), half_train, replace=False))
             parts.append((x[pick], y[pick] + offset))
         tests = []
-        for x, y, n, offset in ((x_test, y_test, 5_000, 0),
-                                (fashion.x_test, fashion.y_test, 5_000, 10)):
-            pick = np.sort(rng.choice(len(x), n, replace=False))
+        for x, y, offset in ((x_test, y_test, 0), (fashion.x_test, fashion.y_test, 10)):
+            pick = np.sort(rng.choice(len(x), half_test, replace=False))
             tests.append((x[pick], y[pick] + offset))
-        order, test_order = rng.permutation(60_000), rng.permutation(10_000)
+        order, test_order = rng.permutation(2 * half_train), rng.permutation(2 * half_test)
         x_train = np.concatenate([p[0] for p in parts])[order]
         y_train = np.concatenate([p[1] for p in parts])[order]
         x_test = np.concatenate([t[0] for t in tests])[test_order]
