@@ -223,3 +223,17 @@ def test_the_uncertainty_report_is_generated_from_its_committed_results():
     results = json.loads((folder / "results.json").read_text())
     assert (folder / "README.md").read_text() == uncertainty.readme(results)
     assert set(results["predictors"]) >= {"deterministic", "dropout_1", "dropout_50"}
+
+
+def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(tmp_path):
+    import json
+
+    import blog_mechanism
+
+    assert blog_mechanism.main(["--passes", "2", "--masks", "3", "--examples", "200",
+                                "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    mechanism = results["mechanism"]
+    assert mechanism["after"] == "conv1" and mechanism["layer"] == "pool1"
+    assert 0 < mechanism["element_wise_lost"] < mechanism["unit_wise_lost"] < 1
+    assert (tmp_path / "README.md").read_text() == blog_mechanism.readme(results)
