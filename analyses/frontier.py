@@ -645,8 +645,9 @@ def _draw_frontier(fig, results) -> None:
 
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis, text in ((ax.xaxis, lambda v, _: f"{v:g}x"), (ax.yaxis, lambda v, _: f"{v:.1%}")):
-        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    for axis, text, subs in ((ax.xaxis, lambda v, _: f"{v:g}x", (1.0, 2.0, 5.0)),
+                             (ax.yaxis, lambda v, _: f"{v:.1%}", (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))):
+        axis.set_major_locator(ticker.LogLocator(subs=subs))
         axis.set_major_formatter(ticker.FuncFormatter(text))
         axis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("FLOPs reduction (x fewer than the parent; log scale)")
