@@ -242,3 +242,36 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
     assert mechanism["after"] == "conv1" and mechanism["layer"] == "pool1"
     assert 0 < mechanism["element_wise_lost"] < mechanism["unit_wise_lost"] < 1
     assert (tmp_path / "README.md").read_text() == blog_mechanism.readme(results)
+
+
+def test_frontier_partial_summarises_the_finished_cells_only(tmp_path, monkeypatch):
+    import json
+
+    argv = ["--budgets", "0.5,0.1", "--methods", "magnitude,random", "--allocations", "cost",
+            "--parents", "0,1", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    args = frontier._parse(argv)
+    rng = np.random.default_rng(0)
+    correct = rng.random(50) < 0.9
+    for s in (0, 1):
+        folder = frontier._parent_dir(args, s)
+        folder.mkdir(parents=True)
+        (folder / "parent.json").write_text(json.dumps(
+            {"n_test": 50, "flops": 1000, "test_accuracy": 0.99, "seed": s, "train_seconds": 1.0,
+             "ensemble_test_accuracy": 0.99, "val_accuracy": 0.99,
+             "test_correct": frontier._pack(correct)}))
+        # magnitude finished on both parents, random on one only
+        for method in ("magnitude", "random")[:2 if s == 0 else 1]:
+            path = frontier._cell_path(args, "trajectory", s, method, "cost")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            points = {repr(b): {**_frontier_point(0.995, 0.995, int(1000 * b), correct,
+                                                  {"conv1": 5, "conv2": 10, "dense": 20}),
+                                "seconds": 2.0} for b in (0.5, 0.1)}
+            path.write_text(json.dumps({"done": True, "trajectory_seconds": 3.0,
+                                        "checkpoints": points}))
+    monkeypatch.setattr(frontier, "_write", lambda a, results, t: written.append(results))
+    written = []
+    assert frontier.main([*argv, "--partial"]) == 0
+    results = written[0]
+    assert {r["method"] for r in results["rows"]} == {"magnitude"}
+    assert results["partial"]["missing_trajectories"] == ["random/cost parent 1"]
+    assert results["compute_seconds"]["finetuning"] == 12.0
