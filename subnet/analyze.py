@@ -42,6 +42,7 @@ from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.method_names import method_name
+from subnet.record import site_rates
 from subnet.results import SCHEMA_VERSION
 
 __all__ = ["Settings", "analyze", "main"]
@@ -260,7 +261,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
         settings = dataclasses.replace(settings, masks=source.n_masks,
                                        examples=source.n_examples)
     model = load_model(model_path, trust=trust_model)
-    rate = _site_rates(model, settings.rate)  # model problems first, before loading data
+    rate = site_rates(model, settings.rate)  # model problems first, before loading data
     _check_budgets(model, rate, settings.budgets)
     _check_methods(model, settings.methods)
     data, inferred = _dataset(model, settings, data_dir, log)
@@ -315,13 +316,13 @@ def _check_given_record(source, model, data, settings: Settings) -> None:
     """The ``--record`` must be of this model (dropout off) and these test examples."""
     from subnet.errors import RecordError
     from subnet.models import with_dropout
-    from subnet.record import _data_fingerprint, model_fingerprint
+    from subnet.record import data_fingerprint, model_fingerprint
 
     if source.meta["model_fingerprint"] != model_fingerprint(with_dropout(model, on=False)):
         raise RecordError(f"--record {source.path} was made from other weights than this "
                           "model's.")
     n = source.n_examples
-    if n > len(data.x_test) or source.meta["data_fingerprint"] != _data_fingerprint(
+    if n > len(data.x_test) or source.meta["data_fingerprint"] != data_fingerprint(
             data.x_test[:n], data.y_test[:n]):
         raise RecordError(f"--record {source.path} was made on other examples than the first "
                           f"{n} test examples of {data.name}.")
@@ -589,26 +590,6 @@ def _check_token_ids(model, data, name) -> None:
         raise InputError(f"Dataset {name!r} has token id {largest}, but the model's Embedding "
                          f"layer {embeddings[0].name!r} has {rows} rows (ids 0..{rows - 1}); "
                          "encode the text with the vocabulary the model was trained with.")
-
-
-def _site_rates(model, rate: float | None) -> dict:
-    """{site: dropout rate to draw masks with}: the model's own, and ``rate`` for sites with none.
-
-    Raises:
-        ValueError: If the model cannot be masked, or a site has no rate and ``rate`` is None.
-    """
-    from subnet.engine.chain import analyse_chain
-
-    rates = {}
-    for site in analyse_chain(model, rate=0.5).table:  # the model's own rate is dropout_rate
-        if site.dropout_rate > 0:
-            rates[site.name] = float(site.dropout_rate)
-        elif rate is None:
-            raise InputError(f"Site {site.name!r} has no Dropout layer after it, so there is no "
-                             "rate to draw masks with; give --rate R (e.g. --rate 0.5).")
-        else:
-            rates[site.name] = float(rate)
-    return rates
 
 
 def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:

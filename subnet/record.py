@@ -6,7 +6,7 @@ chunk by chunk, so that memory stays bounded and an interrupted run resumes wher
 
 From the command line, a record (or one shard of it) and the merge of shards::
 
-    python -m subnet.record MODEL --out DIR [--dataset D] [--masks N] [--examples N] [--seed S]
+    python -m subnet.record MODEL --dataset D --out DIR [--masks N] [--examples N] [--seed S]
         [--rate R] [--shard I/K] [--resume]
     python -m subnet.record merge OUT SHARD_DIR [SHARD_DIR ...]
 
@@ -39,7 +39,8 @@ from subnet.masks import MaskRecord, sample_masks
 # TensorFlow is imported where it is used, so that `python -m subnet.record --help` and argument
 # errors answer at once.
 
-__all__ = ["AdaptiveStop", "model_fingerprint", "record_masks"]
+__all__ = ["AdaptiveStop", "data_fingerprint", "model_fingerprint", "record_masks",
+           "shard_range", "site_rates"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +116,29 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+def site_rates(model, rate: float | None) -> dict:
+    """{site: dropout rate to draw masks with}: the model's own, and ``rate`` for sites with none.
+
+    Raises:
+        ValueError: If the model cannot be masked, or a site has no rate and ``rate`` is None.
+    """
+    from subnet.engine.chain import analyse_chain
+
+    rates = {}
+    for site in analyse_chain(model, rate=0.5).table:  # the model's own rate is dropout_rate
+        if site.dropout_rate > 0:
+            rates[site.name] = float(site.dropout_rate)
+        elif rate is None:
+            raise InputError(f"Site {site.name!r} has no Dropout layer after it, so there is no "
+                             "rate to draw masks with; give --rate R (e.g. --rate 0.5).")
+        else:
+            rates[site.name] = float(rate)
+    return rates
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 (hex) of examples (as float32) and labels (as int64), with their shapes: the
+    record's ``data_fingerprint``."""
     digest = hashlib.sha256()
     for array in (np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64)):
         digest.update(f"{array.shape}{array.dtype}".encode())
@@ -224,7 +247,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         "sites": chain.table.to_list(),
         "model_name": model.name,
         "model_fingerprint": model_fingerprint(model),
-        "data_fingerprint": _data_fingerprint(x, y),
+        "data_fingerprint": data_fingerprint(x, y),
         "backend": engine.name,
         "backend_requested": backend,
         "backend_fallback": engine.fallback_reason,
@@ -295,8 +318,7 @@ def _parse(argv):
     parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
     parser.add_argument("--out", required=True, help="the record folder (new or empty; with "
                                                      "--resume, the record to continue)")
-    parser.add_argument("--dataset", default=None,
-                        help="mnist, fashion_mnist or PATH.npz; default: inferred from the model")
+    parser.add_argument("--dataset", required=True, help="mnist, fashion_mnist or PATH.npz")
     parser.add_argument("--data-dir", default=None, help="folder with the dataset's IDX files")
     parser.add_argument("--masks", type=int, default=1500, help="masks in the whole record")
     parser.add_argument("--examples", type=int, default=1000,
@@ -314,30 +336,30 @@ def _parse(argv):
 
 
 def _record_command(args) -> int:
-    import dataclasses as _dataclasses
     import json
 
-    from subnet.analyze import Settings, _dataset, _site_rates
+    from subnet.data import load_dataset
     from subnet.models import load_model, with_dropout
 
     out = Path(args.out)
     if out.exists() and not args.resume and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out} exists and is not an empty folder; choose a new folder, "
                          "or add --resume to continue the record in it.")
-    settings = Settings(dataset=args.dataset, masks=args.masks, examples=args.examples,
-                        seed=args.seed, rate=args.rate)
+    for name, value, low in (("masks", args.masks, 1), ("examples", args.examples, 1),
+                             ("seed", args.seed, 0)):
+        if value < low:
+            raise InputError(f"--{name} must be at least {low}. Received: {value}")
     masks = shard_range(args.masks, args.shard) if args.shard else range(args.masks)
     model = load_model(args.model, trust=args.trust_model)
-    rate = _site_rates(model, settings.rate)
-    data, inferred = _dataset(model, settings, args.data_dir,
-                              lambda message: None if args.quiet else print(
-                                  f"subnet.record: {message}", file=sys.stderr))
-    settings = _dataclasses.replace(settings, dataset=settings.dataset or inferred)
-    n = min(settings.examples, len(data.x_test))
+    rate = site_rates(model, args.rate)
+    shape = tuple(model.inputs[0].shape[1:])
+    data = load_dataset(args.dataset, data_dir=args.data_dir,
+                        layout_3d="sequences" if len(shape) == 2 else "images")
+    n = min(args.examples, len(data.x_test))
+    # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
     record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
-                          settings.masks, seed=settings.seed, rate=rate, out=out,
-                          resume=args.resume, masks=masks, backend=args.backend,
-                          progress=not args.quiet)
+                          args.masks, seed=args.seed, rate=rate, out=out, resume=args.resume,
+                          masks=masks, backend=args.backend, progress=not args.quiet)
     print(json.dumps({"out": str(out), "masks": [masks.start, masks.stop],
                       "n_masks": int(record.n_masks), "n_examples": int(record.n_examples),
                       "complete": bool(record.is_complete), "backend": record.meta["backend"]}))
