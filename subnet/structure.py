@@ -43,6 +43,7 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.models import AlwaysOnDropout
 
 __all__ = ["Call", "CostModel", "Group", "Structure", "StructureSite", "channel_groups",
            "graph_calls"]
@@ -60,7 +61,7 @@ _PASS = (
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
     L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
     L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.Identity, L.ActivityRegularization,
-    L.RepeatVector,
+    L.RepeatVector, AlwaysOnDropout,
 )
 #: Per-channel layers whose weights have one entry per channel (sliced on extraction).
 _PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
@@ -71,7 +72,13 @@ _LAYOUT = (L.Flatten, L.Reshape)
 #: Layers refused because zeroing a channel is not deleting it across them.
 _MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormalization,
                        L.Softmax)
+#: Layers whose channel flow :func:`channel_groups` knows (any other may stand before the first
+#: unit, where no channel can be dropped).
+_KNOWN = PRODUCERS + _DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
+    L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
 _DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
+#: Layers that are the identity at inference: left out of an extracted subnetwork.
+_NOISE = _DROPOUT + (L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +288,7 @@ class Structure:
             return k
 
         for root in sorted(producers, key=lambda r: min(
-                (self._position(name), ch[0]) for name, ch in producers[r].items())):
+                (self._positions[name], ch[0]) for name, ch in producers[r].items())):
             linked = sorted({site_find(site_of_layer[n]) for n in producers[root]
                              if n in site_of_layer})
             if linked:
@@ -301,14 +308,14 @@ class Structure:
                     site_layers[k].append(name)
                 site_of_layer[name] = k
         order = sorted((k for k in range(len(site_roots)) if site_roots[k]),
-                       key=lambda k: min(self._position(n) for n in site_layers[k]))
+                       key=lambda k: min(self._positions[n] for n in site_layers[k]))
         self.groups: list[Group] = []
         self.sites: list[StructureSite] = []
         self._unit_of_root: dict[int, int] = {}
         for s, k in enumerate(order):
-            layers = sorted(site_layers[k], key=self._position)
+            layers = sorted(site_layers[k], key=self._positions.get)
             roots = sorted(site_roots[k], key=lambda r: min(
-                (self._position(n), ch[0]) for n, ch in producers[r].items()))
+                (self._positions[n], ch[0]) for n, ch in producers[r].items()))
             indices = []
             for root in roots:
                 unit = len(self.groups)
@@ -333,9 +340,6 @@ class Structure:
 
     # --------------------------------------------------------------------------- reading
 
-    def _position(self, name: str) -> int:
-        return self._positions[name]
-
     def _kind(self, layers) -> str:
         if len(layers) > 1:
             return "coupled"
@@ -347,17 +351,20 @@ class Structure:
                 return kind
         return "coupled"
 
+    def _read_source(self, call: Call) -> str:
+        """The layer whose output consumer ``call`` reads, looking through Flatten/Reshape."""
+        source = call.inputs[0]
+        while isinstance(self._by_name[source].layer, _LAYOUT):
+            source = self._by_name[source].inputs[0]
+        return source
+
     def _first_read(self, root: int, ids) -> tuple[str, list[str]]:
         """The layer whose output the first consumer of ``root`` reads (before layout layers),
         and the model's dropout layers on the way there from the last producer or merge."""
         for call in self.calls:
-            if call.name not in self._consumers:
+            if call.name not in self._consumers or root not in ids[call.inputs[0]]:
                 continue
-            source = call.inputs[0]
-            if root not in set(int(r) for r in ids[source]):
-                continue
-            while isinstance(self._by_name[source].layer, _LAYOUT):
-                source = self._by_name[source].inputs[0]
+            source = self._read_source(call)
             mask_layer, dropouts = source, []
             while source in self._by_name and not isinstance(self._by_name[source].layer,
                                                              PRODUCERS + _MERGES):
@@ -377,13 +384,9 @@ class Structure:
     @property
     def is_chain(self) -> bool:
         """Whether every site is one layer and no layer after the first site has two inputs."""
-        first = min((self._position(s.name) for s in self.sites), default=0)
+        first = min((self._positions[s.name] for s in self.sites), default=0)
         return all(len(s.layers) == 1 for s in self.sites) and \
             all(len(c.inputs) <= 1 for c in self.calls[first:])
-
-    def site_units(self) -> list[np.ndarray]:
-        """Global unit indices of each site, in site order."""
-        return [np.asarray(s.groups, np.int64) for s in self.sites]
 
     def channels(self, name: str) -> np.ndarray:
         """Unit index of each channel of layer ``name``'s output (-1: fixed, never dropped)."""
@@ -402,12 +405,10 @@ class Structure:
         for call in self.calls:
             if call.name not in self._consumers or not call.inputs:
                 continue
-            source = call.inputs[0]
-            while isinstance(self._by_name[source].layer, _LAYOUT):
-                source = self._by_name[source].inputs[0]
+            source = self._read_source(call)
             if source not in points and (self.units_of[source] >= 0).any():
                 points[source] = self.units_of[source].copy()
-        return sorted(points.items(), key=lambda item: self._position(item[0]))
+        return sorted(points.items(), key=lambda item: self._positions[item[0]])
 
     def describe(self) -> list[dict]:
         """The sites as JSON-ready dicts (name, kind, units, layers, mask layer, dropout)."""
@@ -573,9 +574,7 @@ class Structure:
             layer = call.layer
             if isinstance(layer, keras.layers.InputLayer):
                 continue
-            if isinstance(layer, (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-                                  L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout,
-                                  L.AlphaDropout)):
+            if isinstance(layer, _NOISE):
                 tensors[call.name] = tensors[call.inputs[0]]
                 continue
             out = self.kept_channels(call.name, bits)
@@ -737,8 +736,7 @@ def _ends_in_softmax(s: Structure) -> bool:
         activation = getattr(getattr(layer, "activation", None), "__name__", "")
         if activation in ("softmax",):
             return True
-        if isinstance(layer, (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-                              L.SpatialDropout3D, L.Identity)) and s._by_name[name].inputs:
+        if isinstance(layer, _DROPOUT + (L.Identity,)) and s._by_name[name].inputs:
             name = s._by_name[name].inputs[0]
             continue
         return False
@@ -772,9 +770,7 @@ def channel_groups(model) -> Structure:
         _check_layout(layer)
         inputs = [ids[name] for name in call.inputs]
         width = int(layer.output.shape[-1]) if len(layer.output.shape) > 1 else 1
-        known = PRODUCERS + _DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
-            L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
-        if not isinstance(layer, known) and all(
+        if not isinstance(layer, _KNOWN) and all(
                 uf.fixed[uf.find(int(i))] for value in inputs for i in value):
             # Before the first unit (the prefix) any layer may stand: no channel it touches
             # can be dropped, so its output's channels are fixed too.
@@ -835,11 +831,7 @@ def channel_groups(model) -> Structure:
                 raise _layer_error(layer, "moves the channel axis; subnet supports "
                                           "channels-last models whose channels stay last.")
             ids[call.name] = inputs[0]
-        elif isinstance(layer, L.Lambda) or type(layer).__name__ in ("TFOpLambda",
-                                                                       "AlwaysOnDropout"):
-            if type(layer).__name__ == "AlwaysOnDropout":
-                ids[call.name] = inputs[0]
-                continue
+        elif isinstance(layer, L.Lambda):
             raise _layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
                                       "which channels it mixes; rebuild the model with Keras "
                                       "layers in its place.")
