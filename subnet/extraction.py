@@ -347,30 +347,16 @@ def as_keep_set(model, keep) -> KeepSet:
 
 def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
     """Normalises a KeepSet or {site: bool array} against the model."""
-    names = list(keep) if isinstance(keep, Mapping) else None
-    if names is None:
+    if not isinstance(keep, Mapping):
         raise InputTypeError(f"`keep` must be a KeepSet or a mapping {{site name: bool array}}. "
-                        f"Received: {type(keep)!r}")
+                             f"Received: {type(keep)!r}")
     chain = analyse_chain(model, rate=0.0)
-    table = chain.table
-    unknown = sorted(set(names) - set(table.names))
-    if unknown:
-        raise InputError(f"`keep` names {unknown}, which are not sites; the sites are "
-                         f"{table.names}.")
-    bits = {}
-    for site in table:
-        value = np.ones(site.units, bool) if site.name not in keep else \
-            np.asarray(keep[site.name])
-        if value.dtype != bool or value.shape != (site.units,):
-            raise InputError(f"keep[{site.name!r}] must be a bool array of shape ({site.units},)."
-                             f" Received dtype {value.dtype}, shape {value.shape}.")
-        if not value.any():
-            raise InputError(f"keep[{site.name!r}] keeps no unit: a site cannot be emptied (the "
-                             "network would be cut in two). Keep at least one unit per site.")
-        bits[site.name] = value
+    # Unknown sites, arrays of the wrong dtype or shape and emptied sites are refused there.
+    mask = chain.structure.unit_bits(keep)
     if isinstance(keep, KeepSet):
         return chain, keep
-    return chain, _keep_set(_Cost(chain), table, bits, None)
+    bits = {name: value.copy() for name, value in chain.table.split(mask).items()}
+    return chain, _keep_set(_Cost(chain), chain.table, bits, None)
 
 
 # --------------------------------------------------------------------------------- extraction
