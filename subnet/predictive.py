@@ -175,19 +175,18 @@ def _ece(confidence: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> floa
 def _coverage_curve(score: np.ndarray, correct: np.ndarray) -> np.ndarray:
     """Accuracy among the k most certain examples (smallest scores), k = 1 .. n; ties in the
     score are broken by averaging over them (order-free)."""
+    n = len(score)
     order = np.argsort(score, kind="stable")
-    sorted_score, right = score[order], correct[order].astype(float)
-    cumulative = np.cumsum(right)
+    sorted_score = score[order]
+    cumulative = np.cumsum(correct[order].astype(float))
     # Within a run of tied scores every order is equally likely: use the run's mean accuracy.
     starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
-    ends = np.r_[starts[1:], len(score)]
-    expected = np.empty(len(score))
-    before = 0.0
-    for a, b in zip(starts, ends, strict=True):
-        rate = (cumulative[b - 1] - before) / (b - a)
-        expected[a:b] = before + rate * np.arange(1, b - a + 1)
-        before = cumulative[b - 1]
-    return expected / np.arange(1, len(score) + 1)
+    ends = np.r_[starts[1:], n]
+    before = np.r_[0.0, cumulative[ends[:-1] - 1]]
+    rate = (cumulative[ends - 1] - before) / (ends - starts)
+    run = np.repeat(np.arange(len(starts)), ends - starts)
+    expected = before[run] + rate[run] * (np.arange(n) - starts[run] + 1)
+    return expected / np.arange(1, n + 1)
 
 
 def _point_metrics(mean, scores, labels, edges, ood_scores=None) -> dict[str, float]:
