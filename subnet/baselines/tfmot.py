@@ -203,16 +203,17 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
         job.cleanup()
         raise
     return PendingPrune(model, job, child, len(sparsities),
-                        {"examples": total, "prune_fraction": float(prune_fraction)})
+                        {"examples": total, "prune_fraction": float(prune_fraction)},
+                        [call["name"] for call in graph["calls"]])
 
 
 class PendingPrune:
     """TFMOT pruning running in a child process (from :func:`start_magnitude_prune`)."""
 
     def __init__(self, model, job: tempfile.TemporaryDirectory, child: subprocess.Popen,
-                 count: int, settings: dict):
+                 count: int, settings: dict, layers: list[str]):
         self._model, self._job, self._child = model, job, child
-        self._count, self._settings = count, settings
+        self._count, self._settings, self._layers = count, settings, layers
 
     def result(self, timeout: float | None = None) -> list[tuple[keras.Model, dict]]:
         """Waits for the child and returns ``(pruned model, info)`` per target, in order.
@@ -236,7 +237,7 @@ class PendingPrune:
             for i in range(self._count):
                 pruned = copy_model(self._model)
                 with np.load(folder / f"pruned{i}.npz") as data:
-                    _set_layer_weights(pruned, data)
+                    _set_layer_weights(pruned, self._layers, data)
                 info = json.loads((folder / f"result{i}.json").read_text())
                 info.update(params=int(pruned.count_params()), **self._settings)
                 out.append((pruned, info))
@@ -287,17 +288,14 @@ def _layer_weights(model, calls) -> dict:
             for k, w in enumerate(model.get_layer(call["name"]).get_weights())}
 
 
-def _set_layer_weights(model, data) -> None:
-    """Sets the weights the child wrote (``{call index}_{weight index}``, layers in the spec's
-    order, which is the model's own graph order)."""
-    from subnet.structure import graph_calls
-
-    calls = [c for c in graph_calls(model)[0]
-             if not isinstance(c.layer, keras.layers.InputLayer)]
-    for i, call in enumerate(calls):
-        count = len(call.layer.get_weights())
+def _set_layer_weights(model, layers: list[str], data) -> None:
+    """Sets the weights the child wrote (``{call index}_{weight index}``, ``layers`` naming the
+    spec's calls in order)."""
+    for i, name in enumerate(layers):
+        layer = model.get_layer(name)
+        count = len(layer.get_weights())
         if count:
-            call.layer.set_weights([data[f"{i}_{k}"] for k in range(count)])
+            layer.set_weights([data[f"{i}_{k}"] for k in range(count)])
 
 
 def _sparsity(model, nonzero) -> float:
