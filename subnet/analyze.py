@@ -267,7 +267,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     data, inferred = _dataset(model, settings, data_dir, log)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
     settings = _fit_to_data(settings, data, log)
-    ood_data = _ood_dataset(model, data, settings, data_dir)
+    ood_data = _ood_dataset(data, settings)
     if source is not None:
         _check_given_record(source, model, data, settings)
     log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
@@ -628,16 +628,16 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
     return result
 
 
-def _ood_dataset(model, data, settings: Settings, data_dir):
+def _ood_dataset(data, settings: Settings):
     """The out-of-distribution test set of the uncertainty section (None for none), checked
-    against the model before any stage runs."""
+    against the analysed data's example shape before any stage runs."""
     from subnet.data import load_dataset
 
     name = settings.ood
     if name == "none" or (name == "auto" and data.name not in OOD_AUTO):
         return None
     name = OOD_AUTO[data.name] if name == "auto" else name
-    ood = load_dataset(name, data_dir=data_dir if name == "auto" else None)
+    ood = load_dataset(name)  # --data-dir holds the analysed data set's files, not this one's
     if tuple(ood.x_test.shape[1:]) != tuple(data.x_test.shape[1:]):
         raise InputError(f"--ood {clean(name)}: its examples have shape "
                          f"{tuple(ood.x_test.shape[1:])}, the model's input "
@@ -687,7 +687,7 @@ def _uncertainty(model, data, settings: Settings, rate: dict, ood,
     else:
         ensemble = None
     runs[f"unit_subnetworks_{passes}"] = both(
-        lambda v: unit_subnetworks(model, v, passes, rate=rate or 0.5, seed=settings.seed))
+        lambda v: unit_subnetworks(model, v, passes, rate=rate, seed=settings.seed))
     ensemble = ensemble or f"unit_subnetworks_{passes}"
     from subnet.models import load_model
 
