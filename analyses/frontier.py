@@ -16,7 +16,8 @@ a parent or a subnetwork); the test set is measured once per network, at the end
    through every budget; each checkpoint is then fine-tuned to saturation (up to
    ``--finetune-epochs``, early stopping on the validation split after ``--patience`` epochs
    without gain, distilled from the parent's ensemble).
-3. **Controls** at each budget, on the widths of the best trajectory (by validation accuracy):
+3. **Controls** at each of ``--control-budgets``, on the widths of the best trajectory of the
+   first allocation (by validation accuracy; random units excluded):
    Scratch-E and Scratch-B (fresh initialisation; the parent's epochs, or its training FLOPs
    capped at 4x), rewinding to the parent's weights after one epoch, and the published shapes
    of this network trained from scratch with the same recipe.
@@ -446,13 +447,15 @@ def _main(argv=None) -> int:
     _log(f"{len(cells)} trajectories")
     _run_cells(args, argv, cells)
     trajectories = {c[1:]: run_trajectory(args, *c[1:]) for c in cells}  # cached: reads them
-    # Controls on the widths of the best trajectory at each budget (by validation accuracy).
+    # Controls on the widths of the best trajectory at each budget (by validation accuracy)
+    # among the chosen (not random) units of the first allocation, so that adding an
+    # allocation later adds its trajectories without changing which controls were run.
     control_cells = []
     for s in parents:
         for b in budgets:
             if b not in control_budgets:
                 continue
-            best = max(((m, a) for m, a in pairs if m != "random"),
+            best = max(((m, a) for m, a in pairs if m != "random" and a == allocations[0]),
                        key=lambda ma: trajectories[(s, *ma)]["checkpoints"][repr(b)]
                        ["val_accuracy"], default=None)
             if best is None:
