@@ -15,11 +15,11 @@ ANALYZE_FLAGS ?=
 
 all: test
 
-# Python environment: subnet in editable mode with the TFMOT baseline and the test tools.
+# Python environment: subnet in editable mode with the TFMOT baseline, Ray and the test tools.
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[tfmot,test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[tfmot,test,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)

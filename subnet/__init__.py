@@ -32,11 +32,13 @@ _EXPORTS = {
     "InputError": "subnet.errors",
     "InputTypeError": "subnet.errors",
     "KeepSet": "subnet.extraction",
+    "LocalExecutor": "subnet.distributed",
     "MCDropoutResult": "subnet.engine.mc",
     "MaskRecord": "subnet.masks",
     "PairedTest": "subnet.stats",
     "Protocol": "subnet.protocol",
     "ModelFileError": "subnet.errors",
+    "RayExecutor": "subnet.distributed",
     "RecordError": "subnet.errors",
     "Site": "subnet.engine.chain",
     "Structure": "subnet.structure",
@@ -92,7 +94,7 @@ def versions() -> dict:
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
-                "controls", "protocol", "frontier", "structure", "predictive")
+                "controls", "protocol", "frontier", "structure", "predictive", "distributed")
 
 
 def __getattr__(name: str):

@@ -7,7 +7,7 @@ chunk by chunk, so that memory stays bounded and an interrupted run resumes wher
 From the command line, a record (or one shard of it) and the merge of shards::
 
     python -m subnet.record MODEL --dataset D --out DIR [--masks N] [--examples N] [--seed S]
-        [--rate R] [--shard I/K] [--resume]
+        [--rate R] [--shard I/K] [--resume] [--ray ADDRESS]
     python -m subnet.record merge OUT SHARD_DIR [SHARD_DIR ...]
 
 Shard I of K (0 <= I < K) records masks floor(I N / K) .. floor((I + 1) N / K) - 1 of the N,
@@ -15,6 +15,9 @@ so K shards, on one machine or a Slurm array
 (``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``), merge into exactly the record one
 process makes. The record is of the model with its dropout
 off, on the first ``--examples`` test examples, as ``python -m subnet.analyze`` records it.
+``--ray ADDRESS`` evaluates the chunks (of the whole record or of a shard) as Ray tasks on a
+local instance (``local``) or a running cluster (``auto``, ``ray://HOST:PORT``) while this
+process writes them: the same record, chunk file for chunk file (:mod:`subnet.distributed`).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from subnet.masks import MaskRecord, sample_masks
 # TensorFlow is imported where it is used, so that `python -m subnet.record --help` and argument
 # errors answer at once.
 
-__all__ = ["AdaptiveStop", "data_fingerprint", "model_fingerprint", "record_masks",
-           "shard_range", "site_rates"]
+__all__ = ["AdaptiveStop", "data_fingerprint", "model_fingerprint", "record_chunk",
+           "record_masks", "shard_range", "site_rates"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +170,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
                  out: str | os.PathLike | None = None, resume: bool = False, *,
                  masks: range | None = None, antithetic: bool = False, rescale: bool = True,
                  chunk_size: int = 64, example_indices=None, stop: AdaptiveStop | None = None,
-                 progress: bool = True) -> MaskRecord:
+                 progress: bool = True, executor=None) -> MaskRecord:
     """Evaluates every example under ``n_masks`` random masks and records the outcomes.
 
     Mask i keeps each unit of each site independently with the site's keep probability (1 - its
@@ -203,6 +206,12 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             its unit budget is resolved. The outcome (masks used, whether it was resolved) is
             stored in ``record.meta["adaptive"]``.
         progress: Show a progress bar on stderr.
+        executor: Where the chunks are evaluated (:mod:`subnet.distributed`): None evaluates
+            them here; a :class:`~subnet.distributed.RayExecutor` evaluates each chunk as a Ray
+            task (the model travels as ``.keras`` bytes written from ``model``, the examples
+            once through Ray's object store) while this process writes the chunks as they
+            arrive. The record is the same, chunk file for chunk file. Not with ``stop``, which
+            needs the chunks in order.
 
     Returns:
         The :class:`MaskRecord`, loaded from ``out``.
@@ -227,6 +236,12 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
                          f"masks={masks!r}")
     if stop is not None and not isinstance(stop, AdaptiveStop):
         raise InputTypeError(f"`stop` must be an AdaptiveStop or None. Received: {type(stop)!r}")
+    if executor is not None and not callable(getattr(executor, "map_unordered", None)):
+        raise InputTypeError(f"`executor` must be None or an executor of subnet.distributed "
+                             f"(LocalExecutor, RayExecutor). Received: {type(executor)!r}")
+    if executor is not None and stop is not None:
+        raise InputError("Adaptive stopping (`stop`) needs the chunks in order; record without "
+                         "an executor, or give a fixed number of masks.")
     from subnet.engine import make_backend
     from subnet.engine.chain import analyse_chain
     from subnet.models import check_examples
@@ -267,14 +282,18 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     todo = [r for r in todo if len(r)]
     keep = chain.table.unit_keep()
     remaining = sum(len(r) for r in todo)
-    rows = np.arange(len(y))
+    if executor is not None:
+        job = executor.put(_chunk_job(model, x, y, rate, engine.name, rescale, seed, antithetic,
+                                      meta))
+        outcomes = ((todo[i], done) for i, done in
+                    executor.map_unordered(record_chunk, [(job, r.start, r.stop) for r in todo]))
+    else:
+        outcomes = ((chunk, _outcomes(engine, x, y, keep, seed, chunk, antithetic))
+                    for chunk in todo)
     with progress_bar(len(masks), f"recording {len(y)} examples", "mask", progress,
                       initial=len(masks) - remaining) as bar:
-        for chunk in todo:
-            bits = sample_masks(keep, int(seed), chunk, antithetic=antithetic)
-            probabilities = engine.probabilities(x, bits)
-            writer.write_chunk(chunk.start, bits, probabilities.argmax(axis=-1),
-                               np.clip(probabilities[:, rows, y], 0.0, 1.0))
+        for chunk, (bits, predicted, true_prob) in outcomes:
+            writer.write_chunk(chunk.start, bits, predicted, true_prob)
             bar.update(len(chunk))
             if stop is not None and chunk.stop >= stop.min_masks:
                 outcome = stop.check(writer.close())
@@ -286,6 +305,63 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         outcome = stop.check(record) if record.n_masks >= 2 else {"resolved": False}
         writer.annotate("adaptive", {**outcome, "stopped_early": record.n_masks < len(masks)})
     return writer.close()
+
+
+def _outcomes(engine, x, y, keep, seed, chunk: range, antithetic: bool):
+    """The masks of ``chunk``, each example's predicted class and true-class probability."""
+    bits = sample_masks(keep, int(seed), chunk, antithetic=antithetic)
+    probabilities = engine.probabilities(x, bits)
+    return (bits, probabilities.argmax(axis=-1),
+            np.clip(probabilities[:, np.arange(len(y)), y], 0.0, 1.0))
+
+
+def _chunk_job(model, x, y, rate, backend: str, rescale: bool, seed: int, antithetic: bool,
+               meta: Mapping) -> dict:
+    """What a worker needs to evaluate any chunk of this record (see :func:`record_chunk`)."""
+    with tempfile.TemporaryDirectory(prefix="subnet-job-") as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        data = path.read_bytes()
+    return {"key": hashlib.sha256(data).hexdigest() + repr((rate, backend, rescale)),
+            "model": data, "x": x, "y": y, "rate": rate, "backend": backend,
+            "rescale": bool(rescale), "seed": int(seed), "antithetic": bool(antithetic),
+            "model_fingerprint": meta["model_fingerprint"], "sites": meta["sites"]}
+
+
+_WORKER_ENGINE: dict = {}  # a worker's engine for the job it last ran: {job key: (engine, keep)}
+
+
+def record_chunk(job: Mapping, start: int, stop: int):
+    """Evaluates masks [start, stop) of a record in a worker (an executor's task).
+
+    The model is loaded from the job's ``.keras`` bytes, which :func:`record_masks` wrote from
+    the model object its own process runs (so code in it, a ``Lambda`` layer, runs nowhere it
+    did not already run), and is checked against the record's weight fingerprint and site
+    table; the engine is kept for the worker's next chunk of the same job.
+
+    Returns:
+        ``(masks, predicted, true_prob)`` of the chunk, as the record stores them.
+    """
+    if job["key"] not in _WORKER_ENGINE:
+        from subnet.engine import make_backend
+        from subnet.engine.chain import analyse_chain
+        from subnet.models import load_model
+
+        with tempfile.TemporaryDirectory(prefix="subnet-job-") as folder:
+            path = Path(folder) / "model.keras"
+            path.write_bytes(job["model"])
+            model = load_model(path, trust=True)
+        chain = analyse_chain(model, job["rate"])
+        if model_fingerprint(model) != job["model_fingerprint"] or \
+                chain.table.to_list() != job["sites"]:
+            raise RuntimeError("The model a worker loaded differs from the driver's (weights or "
+                               "sites); the record would not be the same.")
+        engine = make_backend(chain, job["backend"], rescale=job["rescale"])
+        _WORKER_ENGINE.clear()
+        _WORKER_ENGINE[job["key"]] = engine, chain.table.unit_keep()
+    engine, keep = _WORKER_ENGINE[job["key"]]
+    return _outcomes(engine, job["x"], job["y"], keep, job["seed"], range(start, stop),
+                     job["antithetic"])
 
 
 # ---------------------------------------------------------------------------------- command line
@@ -329,6 +405,12 @@ def _parse(argv):
     parser.add_argument("--shard", default=None, help="I/K: record shard I of K only")
     parser.add_argument("--backend", choices=("auto", "fast", "reference"), default="auto")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted record")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="evaluate the chunks as Ray tasks: 'local' starts Ray on this "
+                             "machine, 'auto' joins the cluster this machine belongs to, or a "
+                             "ray://HOST:PORT address (needs pip install 'subnet[ray]')")
+    parser.add_argument("--chunk-size", type=int, default=64,
+                        help="masks per chunk file (and per Ray task)")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow code inside the model file (Lambda layers) to run")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -339,6 +421,7 @@ def _record_command(args) -> int:
     import json
 
     from subnet.data import load_dataset
+    from subnet.distributed import executor_from_address
     from subnet.models import load_model, with_dropout
 
     out = Path(args.out)
@@ -346,7 +429,7 @@ def _record_command(args) -> int:
         raise InputError(f"--out {out} exists and is not an empty folder; choose a new folder, "
                          "or add --resume to continue the record in it.")
     for name, value, low in (("masks", args.masks, 1), ("examples", args.examples, 1),
-                             ("seed", args.seed, 0)):
+                             ("seed", args.seed, 0), ("chunk-size", args.chunk_size, 1)):
         if value < low:
             raise InputError(f"--{name} must be at least {low}. Received: {value}")
     masks = shard_range(args.masks, args.shard) if args.shard else range(args.masks)
@@ -356,13 +439,18 @@ def _record_command(args) -> int:
     data = load_dataset(args.dataset, data_dir=args.data_dir,
                         layout_3d="sequences" if len(shape) == 2 else "images")
     n = min(args.examples, len(data.x_test))
-    # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
-    record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
-                          args.masks, seed=args.seed, rate=rate, out=out, resume=args.resume,
-                          masks=masks, backend=args.backend, progress=not args.quiet)
+    executor = None if args.ray is None else executor_from_address(args.ray)
+    with contextlib.nullcontext() if executor is None else executor:
+        # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
+        record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
+                              args.masks, seed=args.seed, rate=rate, out=out,
+                              resume=args.resume, masks=masks, backend=args.backend,
+                              chunk_size=args.chunk_size, progress=not args.quiet,
+                              executor=executor)
     print(json.dumps({"out": str(out), "masks": [masks.start, masks.stop],
                       "n_masks": int(record.n_masks), "n_examples": int(record.n_examples),
-                      "complete": bool(record.is_complete), "backend": record.meta["backend"]}))
+                      "complete": bool(record.is_complete), "backend": record.meta["backend"],
+                      "executor": "local" if executor is None else executor.name}))
     return 0
 
 

@@ -1,0 +1,149 @@
+"""Executors: a record made by Ray tasks (or in-process through the same path) equals the record
+one process makes, chunk file for chunk file, also when a worker dies mid-record."""
+
+import filecmp
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import subnet
+from subnet.distributed import LocalExecutor, RayExecutor, executor_from_address
+from subnet.record import AdaptiveStop, main, record_masks
+from tests.helpers import skip_or_fail
+
+N_MASKS, CHUNK = 40, 8
+
+
+@pytest.fixture(scope="module")
+def model():
+    return subnet.with_dropout(subnet.seed_cnn(16, seed=0), on=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.random((40, 28, 28, 1), dtype=np.float32), np.arange(40) % 10
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance (2 CPUs) for the module; executors made inside it join it."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        skip_or_fail("Ray is not installed here (pip install 'subnet[ray]')")
+    with RayExecutor("local", num_cpus=2) as executor:
+        yield executor
+
+
+def _record(model, data, out, **options):
+    return record_masks(model, *data, N_MASKS, seed=3, rate=0.5, out=out, chunk_size=CHUNK,
+                        progress=False, **options)
+
+
+@pytest.fixture(scope="module")
+def whole(model, data, tmp_path_factory):
+    return Path(_record(model, data, tmp_path_factory.mktemp("whole") / "r").path)
+
+
+def _assert_same_record(a, b):
+    names = sorted(p.name for p in Path(a).glob("chunk_*.npz"))
+    assert names == sorted(p.name for p in Path(b).glob("chunk_*.npz"))
+    assert len(names) == N_MASKS // CHUNK
+    for name in names:
+        assert filecmp.cmp(Path(a) / name, Path(b) / name, shallow=False), name
+    for name in ("labels.npy", "example_indices.npy"):
+        assert filecmp.cmp(Path(a) / name, Path(b) / name, shallow=False), name
+    meta_a, meta_b = (json.loads((Path(p) / "meta.json").read_text()) for p in (a, b))
+    for meta in (meta_a, meta_b):
+        meta.pop("created")
+    assert meta_a == meta_b
+
+
+def test_bad_executor_settings_are_one_line_errors():
+    for options, word in (({"address": ""}, "address"), ({"num_cpus": 0}, "num_cpus"),
+                          ({"cpus_per_task": 0}, "cpus_per_task"),
+                          ({"threads_per_task": 0}, "threads_per_task"),
+                          ({"max_retries": -1}, "max_retries"),
+                          ({"address": "auto", "num_cpus": 2}, "num_cpus")):
+        with pytest.raises(subnet.InputError, match=word) as error:
+            RayExecutor(**options)
+        assert "\n" not in str(error.value)
+    assert isinstance(executor_from_address(None), LocalExecutor)
+    assert executor_from_address("local").num_cpus >= 1
+    assert executor_from_address("auto").address == "auto"
+
+
+def test_an_executor_argument_is_checked(model, data, tmp_path):
+    with pytest.raises(subnet.InputError, match="executor"):
+        _record(model, data, tmp_path / "a", executor=object())
+    with pytest.raises(subnet.InputError, match="in order"):
+        _record(model, data, tmp_path / "b", executor=LocalExecutor(),
+                stop=AdaptiveStop(keep_units=4, min_masks=8))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_in_process_executor_makes_the_same_record(model, data, whole, tmp_path):
+    """Through the executor's path (model to .keras bytes and back), without Ray."""
+    _assert_same_record(whole, _record(model, data, tmp_path / "r",
+                                       executor=LocalExecutor()).path)
+
+
+def test_ray_tasks_make_the_same_record(model, data, whole, ray_local, tmp_path):
+    record = _record(model, data, tmp_path / "r", executor=ray_local)
+    assert record.is_complete
+    _assert_same_record(whole, record.path)
+
+
+class _CrashOnce(RayExecutor):
+    """Kills the worker process that runs the chunk starting at ``at``, the first time only."""
+
+    def __init__(self, marker: Path, at: int):
+        super().__init__("local", num_cpus=2)
+        self.marker, self.at = str(marker), at
+
+    def map_unordered(self, fn, calls):
+        marker, at = self.marker, self.at
+
+        def crashing(job, start, stop):
+            if start == at and os.path.exists(marker):
+                os.remove(marker)
+                os._exit(1)  # the process dies mid-record, as a killed or lost worker does
+            return fn(job, start, stop)
+
+        return super().map_unordered(crashing, calls)
+
+
+def test_a_worker_killed_mid_record_is_retried_to_the_same_record(model, data, whole,
+                                                                 ray_local, tmp_path):
+    marker = tmp_path / "crash-once"
+    marker.write_text("")
+    with _CrashOnce(marker, at=2 * CHUNK) as executor:
+        record = _record(model, data, tmp_path / "r", executor=executor)
+    assert not marker.exists()  # the crash happened
+    _assert_same_record(whole, record.path)
+
+
+def test_an_interrupted_ray_record_resumes_to_the_same_record(model, data, whole, ray_local,
+                                                             tmp_path):
+    out = tmp_path / "r"
+    _record(model, data, out, masks=range(0, 16))  # the driver stopped after two chunks
+    record = _record(model, data, out, resume=True, executor=ray_local)
+    _assert_same_record(whole, record.path)
+
+
+def test_the_command_line_records_through_ray(whole, model, data, ray_local, tmp_path, capsys):
+    model.save(tmp_path / "model.keras")
+    x, y = data
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=y)
+    common = [str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+              "--masks", str(N_MASKS), "--examples", "40", "--seed", "3", "--rate", "0.5",
+              "--chunk-size", str(CHUNK), "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "local"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["executor"] for line in lines] == ["local", "ray"]
+    _assert_same_record(tmp_path / "plain", tmp_path / "ray")
