@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._io import atomic_write_text
+from subnet._io import atomic_write_bytes, atomic_write_text
+from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
     Budget,
@@ -35,9 +36,10 @@ from subnet.extraction import (
     model_cost,
     recalibrate_batchnorm,
 )
+from subnet.models import model_bytes, model_from_bytes
 from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
 
-__all__ = ["ALLOCATION", "Comparison", "compare"]
+__all__ = ["ALLOCATION", "Comparison", "compare", "run_cell"]
 
 # How each structured method spreads a budget over sites. ``banzhaf`` prunes in re-measured
 # steps (subnet.iterative), the same fraction of every site at each step; ``banzhaf_single``
@@ -197,7 +199,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             step_masks: int = 1000, compensate: bool = True, rate=None,
             reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
             measure_latency: bool = True, models_dir: str | os.PathLike | None = None,
-            dense_finetuned: bool = True, progress: bool = True) -> Comparison:
+            dense_finetuned: bool = True, progress: bool = True, executor=None) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
@@ -236,6 +238,11 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             seeds (``dense["finetuned"]``): the fair reference for the fine-tuned subnetworks,
             which have had that much more training than the model they came from.
         progress: Print one line per finished cell to stderr.
+        executor: Where the cells run (:mod:`subnet.distributed`): None runs them here, one
+            after another; a :class:`~subnet.distributed.RayExecutor` runs them as Ray tasks
+            (the whole model fine-tuned per seed, each structured method per seed, then the
+            TFMOT and ``reinit`` cells, which need the reference method's rows). Each cell has
+            its own seed; this process writes the rows as they arrive, in one order.
 
     Returns:
         A :class:`Comparison`.
@@ -243,10 +250,6 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     Raises:
         ValueError: If a method or budget is invalid, or the dataset has no training data.
     """
-    from subnet.importance import estimate
-    from subnet.iterative import iterative_keep_sets
-    from subnet.record import temporary_record
-
     unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
     if unknown:
         raise InputError(f"Unknown comparison methods {unknown}. Known: "
@@ -264,8 +267,6 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             raise InputError(f"`{method}` is built on the subnetwork of `reference_method`="
                              f"{reference_method!r}, which is not among the structured methods "
                              f"{[m for m in methods if m in STRUCTURED]}.")
-    x_sel = dataset.x_train[-selection_examples:]
-    y_sel = dataset.y_train[-selection_examples:]
     n_train = len(dataset.x_train)
     tune_examples = int(round(finetune_epochs * n_train))
     config = {"methods": list(methods), "budgets": budgets, "seeds": [int(s) for s in seeds],
@@ -280,105 +281,173 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         if previous.config != config:
             raise InputError(f"{out} holds a comparison with other settings; choose another "
                              "file or delete it to start again.")
+    executor = LocalExecutor() if executor is None else executor
     dense = previous.dense if previous else {
         "accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
         **({"measure": measure(model)} if measure_latency else {})}
-    if tune_examples > 0 and dense_finetuned and "finetuned" not in dense:
-        dense["finetuned"] = _dense_finetuned(model, dataset, seeds, tune_examples,
-                                              dense["accuracy"])
     comparison = Comparison(rows=list(previous.rows) if previous else [], dense=dense,
                             config=config)
     if out is not None:
         comparison.save(out)
     done = {_cell_key(r["method"], r["budget_flops_fraction"], r["seed"]) for r in
             comparison.rows}
+    order = {"seed": {int(s): i for i, s in enumerate(seeds)},
+             "budget": {b: i for i, b in enumerate(budgets)},
+             "method": {m: i for i, m in enumerate(methods)}}
 
     def log(message: str) -> None:
         if progress:
             print(message, file=sys.stderr, flush=True)
 
-    def add(row: dict) -> None:
-        comparison.rows.append(row)
+    def add(rows: list) -> None:
+        for row in rows:
+            data = row.pop("model_bytes", None)
+            if data is not None:
+                row["model_file"] = str(_save_model_bytes(data, models_dir, row))
+            comparison.rows.append(row)
+            tuned = row["accuracy_finetuned"]
+            log(f"[{len(comparison.rows)}] {row['method']} flops "
+                f"{row['budget_flops_fraction']:.4g} seed {row['seed']}: one-shot "
+                f"{row['accuracy_oneshot']:.4f}, fine-tuned "
+                f"{'-' if tuned is None else format(tuned, '.4f')}")
+        # One order whatever order the cells finished in: seeds, budgets, methods as given.
+        comparison.rows.sort(key=lambda r: (order["seed"].get(r["seed"], len(seeds)),
+                                            order["budget"].get(r["budget_flops_fraction"], 0),
+                                            order["method"].get(r["method"], len(methods))))
         if out is not None:
             comparison.save(out)
-        tuned = row["accuracy_finetuned"]
-        log(f"[{len(comparison.rows)}] {row['method']} flops {row['budget_flops_fraction']:.4g}"
-            f" seed {row['seed']}: one-shot {row['accuracy_oneshot']:.4f}, fine-tuned "
-            f"{'-' if tuned is None else format(tuned, '.4f')}")
 
+    settings = {"selection_examples": selection_examples, "n_masks": n_masks,
+                "steps_per_halving": steps_per_halving, "step_masks": step_masks,
+                "compensate": compensate, "rate": rate, "tune_examples": tune_examples,
+                "measure_seed": int(seeds[0]) if measure_latency else None,
+                "models_seed": int(seeds[0]) if models_dir is not None else None,
+                "progress": progress and executor.name == "local",
+                "dense_accuracy": dense["accuracy"]}
+    remote = executor.name != "local"
+    job = executor.put({"model": model_bytes(model) if remote else model, "dataset": dataset,
+                        "settings": settings})
+    # First the whole model fine-tuned (each seed) and every structured method's rows (each
+    # seed: its units chosen once for all budgets); then the methods built on the reference
+    # method's subnetworks, which need its rows.
+    cells = [("dense", int(seed)) for seed in seeds
+             if tune_examples > 0 and dense_finetuned and "finetuned" not in dense]
     for seed in seeds:
-        importances, chosen = {}, {}
-        for method in methods:
+        for method in [m for m in methods if m in STRUCTURED]:
             todo = [b for b in budgets if _cell_key(method, b, seed) not in done]
-            if method in REFERENCED or not todo:
-                continue
-            start = time.perf_counter()
-            if method == "banzhaf":
-                chosen[method] = iterative_keep_sets(
-                    model, x_sel, y_sel, todo, steps_per_halving=steps_per_halving,
-                    n_masks=step_masks, seed=seed, progress=progress)
-            elif method == "banzhaf_single":
-                with temporary_record(model, x_sel, y_sel, n_masks, seed=seed, rate=rate,
-                                      progress=progress) as record:
-                    importances[method] = estimate(record, "banzhaf")
-            else:
-                options = {"rate": rate, **({"seed": seed} if method == "random" else {})}
-                importances[method] = estimate((model, x_sel, y_sel), method, **options)
-            log(f"{method}: units chosen in {time.perf_counter() - start:.1f} s")
-        keeps = {(m, b): chosen[m][b] if m in chosen else keep_sets(
-                     importances[m], Budget.flops(b), model, allocation=ALLOCATION[m])
-                 for m in methods if m in STRUCTURED for b in budgets
-                 if _cell_key(m, b, seed) not in done}
-        reference = {}  # budget -> (params, widths) of reference_method's subnetwork
-        if set(REFERENCED) & set(methods):
-            for budget in budgets:
-                keep = keeps.get((reference_method, budget))
-                if keep is None:  # its row is done: an earlier run's
-                    keep = _find_row(comparison.rows, reference_method, budget, seed)
-                    reference[budget] = keep["params"], keep["widths"]
-                else:
-                    reference[budget] = keep.params, keep.widths
-        # TFMOT needs only the reference subnetwork's parameter count, known once the units are
-        # chosen: its rows prune in a child process while this one extracts and fine-tunes.
-        tfmot_todo = [b for b in budgets if "tfmot" in methods and
-                      _cell_key("tfmot", b, seed) not in done]
-        pending = _start_tfmot(model, dataset, [reference[b][0] for b in tfmot_todo], seed,
-                               tune_examples) if tfmot_todo else None
-        if pending is not None:
-            log(f"tfmot: pruning at {len(tfmot_todo)} budget(s) in a child process, meanwhile "
-                "the structured rows")
-        try:
-            for budget in budgets:
-                for method in [m for m in methods if m in STRUCTURED]:
-                    key = _cell_key(method, budget, seed)
-                    if key in done:
-                        continue
-                    keep = keeps[method, budget]
-                    subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
-                                               scale=keep.compensation if compensate else None)
-                    recalibrate_batchnorm(subnetwork, x_sel)
-                    row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
-                           "params": keep.params, "flops": keep.flops, "widths": keep.widths,
-                           "allocation": ALLOCATION[method],
-                           "accuracy_oneshot": accuracy(subnetwork, dataset.x_test,
-                                                         dataset.y_test)}
-                    _finetune_into(row, subnetwork, dataset, tune_examples, seed)
-                    if measure_latency and seed == seeds[0]:
-                        row["measure"] = measure(subnetwork)
-                    if models_dir is not None and seed == seeds[0]:
-                        row["model_file"] = str(_save_model(subnetwork, models_dir, key))
-                    add(row)
-                if "reinit" in methods and _cell_key("reinit", budget, seed) not in done:
-                    add(_reinit_row(model, dataset, budget, seed, reference[budget][1],
-                                    tune_examples))
-            pruned = pending.result() if pending is not None else [None] * len(tfmot_todo)
-            for budget, tuned in zip(tfmot_todo, pruned, strict=True):
-                add(_tfmot_row(model, dataset, budget, seed, reference[budget][0], tuned,
-                               measure_latency and seed == seeds[0]))
-        finally:
-            if pending is not None:
-                pending.cancel()
+            if todo:
+                cells.append(("structured", int(seed), method, todo))
+    log(f"compare: {len(cells)} cells on {executor.name}")
+    tuned_dense = {}
+    for i, result in executor.map_unordered(run_cell, [(job, *cell) for cell in cells]):
+        if cells[i][0] != "dense":
+            add(result)
+            continue
+        tuned_dense[cells[i][1]] = result
+        if len(tuned_dense) == len(seeds):
+            values = [tuned_dense[int(seed)] for seed in seeds]
+            dense["finetuned"] = {
+                "seeds": [int(s) for s in seeds], "accuracy": values,
+                "accuracy_mean": float(np.mean(values)),
+                "accuracy_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+            add([])  # saves it
+    cells = []
+    for seed in seeds:
+        todo = {m: [b for b in budgets if _cell_key(m, b, seed) not in done]
+                for m in REFERENCED if m in methods}
+        if not any(todo.values()):
+            continue
+        reference = {b: _find_row(comparison.rows, reference_method, b, seed) for b in budgets}
+        cells += [("reinit", int(seed), b, reference[b]["widths"]) for b in todo.get("reinit", [])]
+        if todo.get("tfmot"):
+            cells.append(("tfmot", int(seed), todo["tfmot"],
+                          [int(reference[b]["params"]) for b in todo["tfmot"]]))
+    for _, result in executor.map_unordered(run_cell, [(job, *cell) for cell in cells]):
+        add(result)
     return comparison
+
+
+def run_cell(job: Mapping, kind: str, seed: int, *args):
+    """One cell of :func:`compare` (an executor's task): ``kind`` is ``"dense"`` (the whole
+    model fine-tuned: its test accuracy), ``"structured"`` (``method``, ``budgets``: the rows of
+    one structured method at those budgets), ``"reinit"`` (``budget``, ``widths``: its row) or
+    ``"tfmot"`` (``budgets``, ``nonzero``: its rows). Subnetworks to keep travel back as
+    ``.keras`` bytes in ``row["model_bytes"]``, written by the driver.
+
+    ``job`` holds the model (or, for a worker of another process, its ``.keras`` bytes:
+    :func:`subnet.models.model_from_bytes`), the dataset and :func:`compare`'s settings.
+    """
+    model = job["model"]
+    if isinstance(model, bytes):
+        model = model_from_bytes(model)
+    dataset, settings = job["dataset"], job["settings"]
+    tune = settings["tune_examples"]
+    if kind == "dense":
+        tuned = finetune(copy_model(model), dataset, examples=tune, seed=seed, progress=False,
+                         accuracy_before=settings["dense_accuracy"])
+        return tuned["accuracy_after"]
+    if kind == "structured":
+        return _structured_rows(model, dataset, settings, seed, *args)
+    if kind == "reinit":
+        return [_reinit_row(model, dataset, args[0], seed, args[1], tune)]
+    budgets, nonzero = args
+    pending = _start_tfmot(model, dataset, nonzero, seed, tune)
+    try:
+        pruned = pending.result() if pending is not None else [None] * len(budgets)
+    finally:
+        if pending is not None:
+            pending.cancel()
+    return [_tfmot_row(model, dataset, budget, seed, n, tuned, settings["measure_seed"] == seed)
+            for budget, n, tuned in zip(budgets, nonzero, pruned, strict=True)]
+
+
+def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
+                     budgets: list) -> list:
+    """One structured method's subnetworks at ``budgets`` for one seed: units chosen once (on
+    the last ``selection_examples`` training examples), then each extracted, its
+    BatchNormalization re-estimated, measured one-shot and fine-tuned."""
+    from subnet.importance import estimate
+    from subnet.iterative import iterative_keep_sets
+    from subnet.record import temporary_record
+
+    x_sel = dataset.x_train[-settings["selection_examples"]:]
+    y_sel = dataset.y_train[-settings["selection_examples"]:]
+    progress = settings["progress"]
+    start = time.perf_counter()
+    if method == "banzhaf":
+        keeps = iterative_keep_sets(model, x_sel, y_sel, budgets,
+                                    steps_per_halving=settings["steps_per_halving"],
+                                    n_masks=settings["step_masks"], seed=seed, progress=progress)
+    else:
+        if method == "banzhaf_single":
+            with temporary_record(model, x_sel, y_sel, settings["n_masks"], seed=seed,
+                                  rate=settings["rate"], progress=progress) as record:
+                importance = estimate(record, "banzhaf")
+        else:
+            options = {"rate": settings["rate"], **({"seed": seed} if method == "random" else {})}
+            importance = estimate((model, x_sel, y_sel), method, **options)
+        keeps = {b: keep_sets(importance, Budget.flops(b), model, allocation=ALLOCATION[method])
+                 for b in budgets}
+    if progress:
+        print(f"{method}: units chosen in {time.perf_counter() - start:.1f} s", file=sys.stderr,
+              flush=True)
+    rows = []
+    for budget in budgets:
+        keep = keeps[budget]
+        subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
+                                   scale=keep.compensation if settings["compensate"] else None)
+        recalibrate_batchnorm(subnetwork, x_sel)
+        row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
+               "params": keep.params, "flops": keep.flops, "widths": keep.widths,
+               "allocation": ALLOCATION[method],
+               "accuracy_oneshot": accuracy(subnetwork, dataset.x_test, dataset.y_test)}
+        _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed)
+        if settings["measure_seed"] == seed:
+            row["measure"] = measure(subnetwork)
+        if settings["models_seed"] == seed:
+            row["model_bytes"] = model_bytes(copy_model(subnetwork))  # no optimizer state
+        rows.append(row)
+    return rows
 
 
 def _find_row(rows: list, method: str, budget: float, seed: int) -> dict:
@@ -387,31 +456,15 @@ def _find_row(rows: list, method: str, budget: float, seed: int) -> dict:
                                               r["seed"]) == key)
 
 
-def _dense_finetuned(model, dataset, seeds, tune_examples, before: float) -> dict:
-    """Test accuracy of copies of the whole model fine-tuned exactly as the subnetworks are."""
-    accuracies = []
-    for seed in seeds:
-        tuned = finetune(copy_model(model), dataset, examples=tune_examples, seed=seed,
-                         progress=False, accuracy_before=before)
-        accuracies.append(tuned["accuracy_after"])
-    return {"seeds": [int(s) for s in seeds], "accuracy": accuracies,
-            "accuracy_mean": float(np.mean(accuracies)),
-            "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0}
-
-
 def model_file_name(method: str, budget: float, seed: int) -> str:
     """The file name :func:`compare` saves a cell's subnetwork under in ``models_dir``."""
     return f"{method}_{budget:.6g}_{seed}.keras"
 
 
-def _save_model(model, models_dir, key: str) -> Path:
-    from subnet._io import atomic_path
-
-    method, budget, seed = key.split("|")
-    path = Path(models_dir) / model_file_name(method, float(budget), int(seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        copy_model(model).save(tmp)  # without the optimizer's state
+def _save_model_bytes(data: bytes, models_dir, row: Mapping) -> Path:
+    path = Path(models_dir) / model_file_name(row["method"], row["budget_flops_fraction"],
+                                              row["seed"])
+    atomic_write_bytes(path, data)
     return path
 
 

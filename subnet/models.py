@@ -54,6 +54,8 @@ __all__ = [
     "DropoutInfo",
     "dropout_layers",
     "load_model",
+    "model_bytes",
+    "model_from_bytes",
     "original_names",
     "outputs_probabilities",
     "seed_cnn",
@@ -461,6 +463,41 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
     if renamed:
         _ORIGINAL_NAMES[model] = renamed
     return model
+
+
+def model_bytes(model) -> bytes:
+    """``model`` as the bytes of a ``.keras`` file (architecture and weights, no optimizer):
+    how a model travels to the workers of an executor (:mod:`subnet.distributed`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="subnet-model-") as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+_FROM_BYTES: dict = {}  # {SHA-256 of the bytes: model}: the last model a worker loaded
+
+
+def model_from_bytes(data: bytes):
+    """The model :func:`model_bytes` wrote, loaded once per process (the last one is kept).
+
+    The bytes are subnet's own, written from a model object a subnet process runs, so code in
+    them (a ``Lambda`` layer) runs nowhere it did not already run: they are loaded with
+    ``trust=True``. Never pass bytes read from a file of unknown origin; use :func:`load_model`.
+    """
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _FROM_BYTES:
+        with tempfile.TemporaryDirectory(prefix="subnet-model-") as folder:
+            path = Path(folder) / "model.keras"
+            path.write_bytes(data)
+            model = load_model(path, trust=True)
+        _FROM_BYTES.clear()
+        _FROM_BYTES[key] = model
+    return _FROM_BYTES[key]
 
 
 def original_names(model) -> dict[str, str]:

@@ -318,10 +318,9 @@ def _outcomes(engine, x, y, keep, seed, chunk: range, antithetic: bool):
 def _chunk_job(model, x, y, rate, backend: str, rescale: bool, seed: int, antithetic: bool,
                meta: Mapping) -> dict:
     """What a worker needs to evaluate any chunk of this record (see :func:`record_chunk`)."""
-    with tempfile.TemporaryDirectory(prefix="subnet-job-") as folder:
-        path = Path(folder) / "model.keras"
-        model.save(path)
-        data = path.read_bytes()
+    from subnet.models import model_bytes
+
+    data = model_bytes(model)
     return {"key": hashlib.sha256(data).hexdigest() + repr((rate, backend, rescale)),
             "model": data, "x": x, "y": y, "rate": rate, "backend": backend,
             "rescale": bool(rescale), "seed": int(seed), "antithetic": bool(antithetic),
@@ -334,10 +333,9 @@ _WORKER_ENGINE: dict = {}  # a worker's engine for the job it last ran: {job key
 def record_chunk(job: Mapping, start: int, stop: int):
     """Evaluates masks [start, stop) of a record in a worker (an executor's task).
 
-    The model is loaded from the job's ``.keras`` bytes, which :func:`record_masks` wrote from
-    the model object its own process runs (so code in it, a ``Lambda`` layer, runs nowhere it
-    did not already run), and is checked against the record's weight fingerprint and site
-    table; the engine is kept for the worker's next chunk of the same job.
+    The model is loaded from the job's ``.keras`` bytes (:func:`subnet.models.model_from_bytes`)
+    and checked against the record's weight fingerprint and site table; the engine is kept for
+    the worker's next chunk of the same job.
 
     Returns:
         ``(masks, predicted, true_prob)`` of the chunk, as the record stores them.
@@ -345,12 +343,9 @@ def record_chunk(job: Mapping, start: int, stop: int):
     if job["key"] not in _WORKER_ENGINE:
         from subnet.engine import make_backend
         from subnet.engine.chain import analyse_chain
-        from subnet.models import load_model
+        from subnet.models import model_from_bytes
 
-        with tempfile.TemporaryDirectory(prefix="subnet-job-") as folder:
-            path = Path(folder) / "model.keras"
-            path.write_bytes(job["model"])
-            model = load_model(path, trust=True)
+        model = model_from_bytes(job["model"])
         chain = analyse_chain(model, job["rate"])
         if model_fingerprint(model) != job["model_fingerprint"] or \
                 chain.table.to_list() != job["sites"]:

@@ -25,23 +25,25 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = compare_module.finetune
 
-    def interrupt_after_five(*args, **kwargs):  # cells; the first two calls tune the dense copies
+    def interrupt_in_the_third_cell(*args, **kwargs):  # the first two tune the dense copies
         calls["n"] += 1
         if calls["n"] == 8:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "finetune", interrupt_after_five)
+    monkeypatch.setattr(compare_module, "finetune", interrupt_in_the_third_cell)
     scratch = tmp_path / "scratch"  # where TFMOT's child keeps its files
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     with pytest.raises(KeyboardInterrupt):
         compare(model, mnist, methods, out=out, **SETTINGS)
-    # Five fine-tuned structured cells survived (four of the first budget, one of the second);
-    # TFMOT's rows, pruned meanwhile in a child, come at the end of a seed: the interruption
-    # stopped the child and removed its files.
+    # A cell is one method at every budget for one seed: the first two (banzhaf and
+    # banzhaf_single of seed 0, two budgets each) survived; the third (magnitude) was
+    # interrupted in its second fine-tuning and left nothing; TFMOT's cells come after the
+    # structured ones and had not started (no child, no files).
     interrupted = Comparison.load(out)
-    assert len(interrupted.rows) == 5
+    assert [(r["method"], r["seed"]) for r in interrupted.rows] == [
+        ("banzhaf", 0), ("banzhaf_single", 0), ("banzhaf", 0), ("banzhaf_single", 0)]
     assert list(scratch.iterdir()) == []
     assert interrupted.dense["finetuned"]["seeds"] == [0, 1]
     monkeypatch.setattr(compare_module, "finetune", original)

@@ -147,3 +147,33 @@ def test_the_command_line_records_through_ray(whole, model, data, ray_local, tmp
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["executor"] for line in lines] == ["local", "ray"]
     _assert_same_record(tmp_path / "plain", tmp_path / "ray")
+
+
+# ------------------------------------------------------------------------ comparison grids
+
+def _comparable(comparison):
+    """The rows and the dense entry without what depends on the machine (seconds, files)."""
+    def clean(row):
+        return {k: v for k, v in row.items() if not k.endswith("_seconds") and k != "model_file"}
+    return [clean(r) for r in comparison.rows], clean(comparison.dense)
+
+
+@pytest.mark.slow
+def test_a_comparison_grid_through_ray_equals_the_sequential_one(mnist, ray_local, tmp_path):
+    from subnet.baselines import tfmot_available
+    from subnet.comparison import compare
+
+    model = subnet.seed_cnn(16, conv_filters=(4, 6), seed=1)
+    data = mnist.subset(n_train=1200, n_test=64)
+    methods = ("magnitude", "random", "reinit") + (("tfmot",) if tfmot_available() else ())
+    settings = dict(methods=methods, budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.05,
+                    selection_examples=200, measure_latency=False, progress=False,
+                    reference_method="magnitude")
+    sequential = compare(model, data, out=tmp_path / "a.json", models_dir=tmp_path / "a",
+                         **settings)
+    distributed = compare(model, data, out=tmp_path / "b.json", models_dir=tmp_path / "b",
+                          executor=ray_local, **settings)
+    assert len(distributed.rows) == len(methods) * 2 * 2
+    assert _comparable(distributed) == _comparable(sequential)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) == 4
