@@ -211,7 +211,8 @@ def _is_int(value) -> bool:
 def analyze(model_path: str | Path, out: str | Path, settings: Settings | None = None, *,
             formats: Sequence[str] = FORMATS, resume: bool = False, trust_model: bool = False,
             data_dir: str | Path | None = None, progress: bool = True,
-            command: Sequence[str] | None = None, record: str | Path | None = None) -> dict:
+            command: Sequence[str] | None = None, record: str | Path | None = None,
+            executor=None) -> dict:
     """Runs the whole analysis of one model file and writes results and reports.
 
     Args:
@@ -228,6 +229,9 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
             by ``python -m subnet.record`` (one process, or merged shards), used instead of
             recording: its masks and examples replace ``settings.masks`` and
             ``settings.examples``; its seed must be ``settings.seed``. It is copied into ``out``.
+        executor: Where the record's chunks and the comparison's cells run
+            (:mod:`subnet.distributed`): None here; a :class:`~subnet.distributed.RayExecutor`
+            as Ray tasks. The results are the same.
 
     Returns:
         The results dict (as written to ``results.json``).
@@ -278,7 +282,8 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
             _copy_tree_atomic(Path(source.path), out / "record")
         return _run(model, model_path, out, settings, data, rate, formats=formats,
                     resume=resume, trust_model=trust_model, progress=progress,
-                    command=command, log=log, started=started, ood_data=ood_data)
+                    command=command, log=log, started=started, ood_data=ood_data,
+                    executor=executor)
 
 
 def _copy_tree_atomic(source: Path, dest: Path) -> None:
@@ -330,7 +335,7 @@ def _check_given_record(source, model, data, settings: Settings) -> None:
 
 def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
          resume: bool, trust_model: bool, progress: bool, command, log, started: float,
-         ood_data=None) -> dict:
+         ood_data=None, executor=None) -> dict:
     """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
@@ -362,10 +367,11 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
     blog = stage("blog", lambda: _blog(model, deterministic, data, settings, rate))
     record_dir = out / "record"
     recorded = stage("record", lambda: _record(deterministic, data, settings, rate, record_dir,
-                                                progress))
+                                                progress, executor))
     importance = stage("importance", lambda: _importance(record_dir))
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
-                                                         out, progress, parent=model))
+                                                         out, progress, parent=model,
+                                                         executor=executor))
     uncertainty = stage("uncertainty", lambda: _uncertainty(
         model, data, settings, rate, ood_data, _subnetwork_files(comparison, settings),
         trust=trust_model))
@@ -755,13 +761,13 @@ def _image(x: np.ndarray):
 
 
 def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Path,
-            progress: bool) -> dict:
+            progress: bool, executor=None) -> dict:
     from subnet.record import record_masks
 
     n = min(settings.examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
     record = record_masks(deterministic, x, y, settings.masks, seed=settings.seed, rate=rate,
-                          out=record_dir, resume=True, progress=progress)
+                          out=record_dir, resume=True, progress=progress, executor=executor)
     share = record.example_accuracy()
     predicted = record.predicted
     classes = int(deterministic.outputs[0].shape[-1])
@@ -835,7 +841,7 @@ def _unit_labels(table) -> list[str]:
 
 
 def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
-                progress: bool, parent=None) -> dict | None:
+                progress: bool, parent=None, executor=None) -> dict | None:
     from subnet.comparison import compare
 
     if data.x_train is None:
@@ -850,7 +856,7 @@ def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
                                    seeds=tuple(settings.seeds))
         result = compare_gradual(
             deterministic, data, methods, protocol, out=out / "frontier",
-            models_dir=out / "models", progress=progress,
+            models_dir=out / "models", progress=progress, executor=executor,
             teacher_model=parent if parent is not None and dropout_layers(parent) else None)
         return {**result.to_dict(), "summary": result.summary()}
     result = compare(deterministic, data, methods, settings.budgets, settings.seeds,
@@ -860,7 +866,7 @@ def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
                      step_masks=settings.step_masks, rate=rate,
                      reference_method="banzhaf" if "banzhaf" in methods else methods[0],
                      out=out / "comparison.json", models_dir=out / "models",
-                     progress=progress)
+                     progress=progress, executor=executor)
     return {**result.to_dict(), "summary": result.summary()}
 
 
@@ -1142,6 +1148,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "shards) instead of recording; its masks and examples are used")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow code inside the model file (Lambda layers) to run")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run the record's chunks and the comparison's cells as Ray tasks: "
+                             "'local' starts Ray on this machine, 'auto' joins the cluster this "
+                             "machine belongs to, or a ray://HOST:PORT address (needs pip "
+                             "install 'subnet[ray]'); the results are the same")
     parser.add_argument("--protocol", choices=("quick", "thorough"), default="quick",
                         help="quick: cuts with a short fine-tune (minutes); thorough: gradual "
                              "prune-retrain, fine-tuned to saturation on a validation split, "
@@ -1197,9 +1208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return name
 
     def body() -> int:
-        analyze(model, out, _settings(args, argv), formats=args.formats, resume=args.resume,
-                trust_model=args.trust_model, data_dir=args.data_dir, progress=not args.quiet,
-                command=["python", "-m", "subnet.analyze", *argv], record=args.record)
+        import contextlib
+
+        from subnet.distributed import executor_from_address
+
+        executor = None if args.ray is None else executor_from_address(args.ray)
+        with contextlib.nullcontext() if executor is None else executor:
+            analyze(model, out, _settings(args, argv), formats=args.formats,
+                    resume=args.resume, trust_model=args.trust_model, data_dir=args.data_dir,
+                    progress=not args.quiet, command=["python", "-m", "subnet.analyze", *argv],
+                    record=args.record, executor=executor)
         return 0
 
     return run_main(body, prog="subnet.analyze", log_internal=log_internal)

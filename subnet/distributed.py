@@ -69,6 +69,9 @@ class RayExecutor:
         num_cpus: CPUs of a local instance (None: all of this machine's); only with
             ``address="local"``.
         cpus_per_task: CPUs Ray reserves for each task (> 0).
+        gpus_per_task: GPUs (or a fraction of one) Ray reserves for each task (>= 0); Ray
+            shows a task only the GPUs it was given (``CUDA_VISIBLE_DEVICES``), and TensorFlow
+            places the work there. 0: CPUs only.
         threads_per_task: TensorFlow and OpenMP threads in each task's worker (default: the
             task's CPUs, at least 1), so that tasks side by side do not oversubscribe the cores.
         max_retries: Times a task whose worker process dies is run again (>= 0).
@@ -81,8 +84,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str = "local", *, num_cpus: int | None = None,
-                 cpus_per_task: float = 1, threads_per_task: int | None = None,
-                 max_retries: int = 3):
+                 cpus_per_task: float = 1, gpus_per_task: float = 0,
+                 threads_per_task: int | None = None, max_retries: int = 3):
         if not isinstance(address, str) or not address.strip():
             raise InputError(f"Invalid value for argument `address`: expected 'local', 'auto' "
                              f"or a Ray address such as 'ray://head:10001'. Received: "
@@ -98,6 +101,10 @@ class RayExecutor:
                 not cpus_per_task > 0:
             raise InputError(f"Invalid value for argument `cpus_per_task`: expected a number "
                              f"> 0. Received: cpus_per_task={cpus_per_task!r}")
+        if isinstance(gpus_per_task, bool) or not isinstance(gpus_per_task, (int, float)) or \
+                not gpus_per_task >= 0:
+            raise InputError(f"Invalid value for argument `gpus_per_task`: expected a number "
+                             f">= 0. Received: gpus_per_task={gpus_per_task!r}")
         if threads_per_task is None:
             threads_per_task = max(1, int(cpus_per_task))
         if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or \
@@ -109,6 +116,7 @@ class RayExecutor:
                              f"Received: max_retries={max_retries!r}")
         self.address, self.num_cpus = address, num_cpus
         self.cpus_per_task, self.threads_per_task = cpus_per_task, threads_per_task
+        self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
         self._ray = None
         self._owned = False
@@ -173,7 +181,8 @@ class RayExecutor:
         ray = self._started()
         threads = str(self.threads_per_task)
         remote = ray.remote(fn).options(
-            num_cpus=self.cpus_per_task, max_retries=self.max_retries, retry_exceptions=False,
+            num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+            max_retries=self.max_retries, retry_exceptions=False,
             runtime_env={"env_vars": {"TF_NUM_INTRAOP_THREADS": threads,
                                       "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads,
                                       "TF_CPP_MIN_LOG_LEVEL": "2"}})
@@ -192,7 +201,8 @@ class RayExecutor:
         ray = self._started()
         return {"executor": self.name, "address": self.address,
                 "workers": int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_task),
-                "cpus_per_task": self.cpus_per_task, "ray": ray.__version__}
+                "cpus_per_task": self.cpus_per_task, "gpus_per_task": self.gpus_per_task,
+                "ray": ray.__version__}
 
 
 def executor_from_address(address: str | None, *, num_cpus: int | None = None):

@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from subnet._cli import progress_bar
-from subnet._io import atomic_path, atomic_write_text
+from subnet._io import atomic_write_bytes, atomic_write_text
+from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
+from subnet.models import model_bytes
 
-__all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "smallest_on_validation"]
+__all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "gradual_cell",
+           "smallest_on_validation"]
 
 METHODS = ("banzhaf", "magnitude", "taylor", "apoz", "activation", "random")
 
 
 def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=None,
                     models_dir: str | os.PathLike | None = None, teacher_model=None,
-                    progress: bool = True):
+                    progress: bool = True, executor=None):
     """Compares methods on the frontier protocol; returns a :class:`~subnet.Comparison`.
 
     Args:
@@ -48,6 +51,10 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         teacher_model: The parent with its dropout, for the ensemble teacher (None: no
             distillation, or the deterministic parent when ``protocol.teacher_passes`` is 0).
         progress: Progress bars on stderr.
+        executor: Where the cells (one criterion's trajectory for one seed, with its
+            fine-tuned checkpoints and their Scratch-E controls) run (:mod:`subnet.distributed`):
+            None runs them here in turn; a :class:`~subnet.distributed.RayExecutor` as Ray
+            tasks. The rows are the same, in one order.
 
     Returns:
         A :class:`~subnet.comparison.Comparison` whose rows have ``accuracy_oneshot`` (test
@@ -62,10 +69,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     import tempfile
 
     from subnet.comparison import Comparison, model_file_name
-    from subnet.controls import scratch
-    from subnet.extraction import accuracy, copy_model, model_cost
-    from subnet.gradual import prune_gradually
-    from subnet.models import load_model
+    from subnet.extraction import accuracy, model_cost
     from subnet.protocol import validation_split
     from subnet.train import teacher_probabilities
 
@@ -100,56 +104,90 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
     done = {(r["method"], r["budget_flops_fraction"], r["seed"]) for r in rows}
     budgets = sorted({float(b) for b in protocol.budgets if b < 1}, reverse=True)
-    cells = [(m, s) for m in methods for s in protocol.seeds]
-    bar = progress_bar(len(cells) * len(budgets), "thorough comparison", "subnetwork",
-                       progress, initial=len(done))
+    executor = LocalExecutor() if executor is None else executor
+    remote = executor.name != "local"
+    job = executor.put({
+        "model": model_bytes(model) if remote else model, "train": train,
+        "validation": validation, "test": (dataset.x_test, dataset.y_test), "teacher": teacher,
+        "protocol": protocol, "saturation": saturation, "work": str(work),
+        "models_dir": None if models_dir is None else str(models_dir), "remote": remote})
+    cells = [(method, int(seed), [b for b in budgets if (method, b, seed) not in done])
+             for method in methods for seed in protocol.seeds]
+    cells = [cell for cell in cells if cell[2]]
+    order = {m: i for i, m in enumerate(methods)}
+    bar = progress_bar(len(methods) * len(protocol.seeds) * len(budgets),
+                       "thorough comparison", "subnetwork", progress, initial=len(done))
     try:
-        for method, seed in cells:
-            if all((method, b, seed) in done for b in budgets):
-                continue
-            trajectory = prune_gradually(
-                model, train, method, budgets, step=protocol.step,
-                retrain_epochs=protocol.retrain_epochs, allocation=protocol.allocation,
-                validation=validation, teacher=teacher, temperature=protocol.temperature,
-                distill_weight=protocol.distill_weight, learning_rate=protocol.learning_rate,
-                seed=seed, out=work / f"{method}_s{seed}", progress=False)
-            for budget in budgets:
-                if (method, budget, seed) in done:
-                    continue
-                point = trajectory.checkpoints[budget]
-                small = load_model(work / f"{method}_s{seed}" / point["file"])
-                oneshot = accuracy(small, dataset.x_test, dataset.y_test)
-                tuned = finetune_to_saturation(small, train, validation, teacher=teacher,
-                                               seed=seed, **saturation)
-                fresh = scratch(small, seed=seed + 1000)
-                control = finetune_to_saturation(fresh, train, validation, seed=seed,
-                                                 **saturation)
-                row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
-                       "allocation": protocol.allocation, "widths": point["widths"],
-                       "flops": int(point["flops"]), "params": int(point["params"]),
-                       "accuracy_oneshot": oneshot,
-                       "accuracy_finetuned": accuracy(small, dataset.x_test, dataset.y_test),
-                       "val_accuracy": accuracy(small, *validation),
-                       "finetune_epochs_run": tuned["epochs_run"],
-                       "scratch_accuracy": accuracy(fresh, dataset.x_test, dataset.y_test),
-                       "scratch_val_accuracy": accuracy(fresh, *validation),
-                       "scratch_epochs_run": control["epochs_run"], "model_file": None}
-                if models_dir is not None:
-                    path = Path(models_dir) / model_file_name(method, budget, seed)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(path) as tmp:
-                        copy_model(small).save(tmp)
+        for _, new_rows in executor.map_unordered(gradual_cell,
+                                                  [(job, *cell) for cell in cells]):
+            for row in new_rows:
+                data = row.pop("model_bytes", None)
+                if data is not None:
+                    path = Path(models_dir) / model_file_name(row["method"],
+                                                              row["budget_flops_fraction"],
+                                                              row["seed"])
+                    atomic_write_bytes(path, data)
                     row["model_file"] = str(path)
                 rows.append(row)
-                done.add((method, budget, seed))
-                atomic_write_text(rows_path, json.dumps(rows))
-                bar.update(1)
+            rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"],
+                                     -r["budget_flops_fraction"]))
+            atomic_write_text(rows_path, json.dumps(rows))
+            bar.update(len(new_rows))
     finally:
         bar.close()
     config = {"protocol": protocol.to_dict(), "methods": list(methods), "validation": info,
               "budgets": budgets, "seeds": list(protocol.seeds),
               "finetune_epochs": protocol.finetune_epochs}
     return Comparison(rows=rows, dense=dense, config=config)
+
+
+def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float]) -> list:
+    """One cell of :func:`compare_gradual` (an executor's task): one criterion's gradual
+    prune-retrain trajectory for one seed, each of ``budgets``' checkpoints fine-tuned to
+    saturation beside its Scratch-E control. Returns the rows; a subnetwork to keep travels back
+    as ``.keras`` bytes in ``row["model_bytes"]`` (the driver writes it).
+
+    The trajectory is kept (and resumed) under the job's work folder, ``{method}_s{seed}``.
+    """
+    from subnet.controls import scratch
+    from subnet.extraction import accuracy, copy_model
+    from subnet.gradual import prune_gradually
+    from subnet.models import load_model, model_from_bytes
+
+    model = job["model"]
+    if isinstance(model, bytes):
+        model = model_from_bytes(model)
+    train, validation, test = job["train"], job["validation"], job["test"]
+    protocol, saturation, teacher = job["protocol"], job["saturation"], job["teacher"]
+    folder = Path(job["work"]) / f"{method}_s{seed}"
+    trajectory = prune_gradually(
+        model, train, method, budgets, step=protocol.step,
+        retrain_epochs=protocol.retrain_epochs, allocation=protocol.allocation,
+        validation=validation, teacher=teacher, temperature=protocol.temperature,
+        distill_weight=protocol.distill_weight, learning_rate=protocol.learning_rate,
+        seed=seed, out=folder, progress=False)
+    rows = []
+    for budget in budgets:
+        point = trajectory.checkpoints[budget]
+        small = load_model(folder / point["file"])
+        oneshot = accuracy(small, *test)
+        tuned = finetune_to_saturation(small, train, validation, teacher=teacher, seed=seed,
+                                       **saturation)
+        fresh = scratch(small, seed=seed + 1000)
+        control = finetune_to_saturation(fresh, train, validation, seed=seed, **saturation)
+        row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
+               "allocation": protocol.allocation, "widths": point["widths"],
+               "flops": int(point["flops"]), "params": int(point["params"]),
+               "accuracy_oneshot": oneshot, "accuracy_finetuned": accuracy(small, *test),
+               "val_accuracy": accuracy(small, *validation),
+               "finetune_epochs_run": tuned["epochs_run"],
+               "scratch_accuracy": accuracy(fresh, *test),
+               "scratch_val_accuracy": accuracy(fresh, *validation),
+               "scratch_epochs_run": control["epochs_run"], "model_file": None}
+        if job["models_dir"] is not None:
+            row["model_bytes"] = model_bytes(copy_model(small))  # no optimizer state
+        rows.append(row)
+    return rows
 
 
 def finetune_to_saturation(model, train, validation, *, epochs: float, patience: int | None,

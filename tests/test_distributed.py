@@ -66,6 +66,7 @@ def _assert_same_record(a, b):
 def test_bad_executor_settings_are_one_line_errors():
     for options, word in (({"address": ""}, "address"), ({"num_cpus": 0}, "num_cpus"),
                           ({"cpus_per_task": 0}, "cpus_per_task"),
+                          ({"gpus_per_task": -1}, "gpus_per_task"),
                           ({"threads_per_task": 0}, "threads_per_task"),
                           ({"max_retries": -1}, "max_retries"),
                           ({"address": "auto", "num_cpus": 2}, "num_cpus")):
@@ -177,3 +178,24 @@ def test_a_comparison_grid_through_ray_equals_the_sequential_one(mnist, ray_loca
     assert _comparable(distributed) == _comparable(sequential)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) == 4
+
+
+@pytest.mark.slow
+def test_a_thorough_comparison_through_ray_equals_the_sequential_one(mnist, ray_local,
+                                                                    tmp_path):
+    from subnet.frontier import compare_gradual
+    from subnet.protocol import Protocol
+
+    model = subnet.seed_cnn(16, conv_filters=(4, 6), seed=1)
+    data = mnist.subset(n_train=900, n_test=64)
+    protocol = Protocol.preset("thorough", budgets=(0.5, 0.25), seeds=(0, 1), validation=200,
+                               finetune_epochs=1, patience=1, teacher_passes=None,
+                               retrain_epochs=0.1, step=0.5)
+    runs = [compare_gradual(model, data, ("magnitude", "random"), protocol,
+                            out=tmp_path / name, models_dir=tmp_path / f"{name}_models",
+                            progress=False, executor=executor)
+            for name, executor in (("a", None), ("b", ray_local))]
+    assert len(runs[1].rows) == 2 * 2 * 2
+    assert _comparable(runs[1]) == _comparable(runs[0])
+    assert sorted(p.name for p in (tmp_path / "a_models").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "b_models").iterdir())
