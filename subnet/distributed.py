@@ -137,6 +137,8 @@ class RayExecutor:
         except ImportError:
             raise InputError("Ray is not installed: install it with pip install 'subnet[ray]' "
                              "(or pip install ray), or run without a Ray executor.") from None
+        if self.address not in ("local", "auto"):
+            _check_reachable(self.address)
         if not ray.is_initialized():
             local = self.address == "local"
             try:
@@ -203,6 +205,24 @@ class RayExecutor:
                 "workers": int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_task),
                 "cpus_per_task": self.cpus_per_task, "gpus_per_task": self.gpus_per_task,
                 "ray": ray.__version__}
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuses a ``[ray://]HOST:PORT`` address nothing listens at, in one line, within
+    ``timeout`` seconds (``ray.init`` would keep trying for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"Ray address {address!r} is not 'local', 'auto', HOST:PORT or "
+                         f"ray://HOST:PORT.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise InputError(f"No Ray cluster answered at {address!r} ({err.strerror or err}); "
+                         f"start one with `ray start --head`, or use a local instance "
+                         f"(address 'local').") from None
 
 
 def executor_from_address(address: str | None, *, num_cpus: int | None = None):

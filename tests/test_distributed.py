@@ -199,3 +199,21 @@ def test_a_thorough_comparison_through_ray_equals_the_sequential_one(mnist, ray_
     assert _comparable(runs[1]) == _comparable(runs[0])
     assert sorted(p.name for p in (tmp_path / "a_models").iterdir()) == \
         sorted(p.name for p in (tmp_path / "b_models").iterdir())
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"])
+def test_an_unreachable_cluster_is_a_one_line_error_at_once(model, data, address, tmp_path,
+                                                           capsys):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        skip_or_fail("Ray is not installed here (pip install 'subnet[ray]')")
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", x_test=data[0], y_test=data[1])
+    code = main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--masks", "8", "--examples", "8", "--rate", "0.5", "--quiet",
+                 "--out", str(tmp_path / "r"), "--ray", address])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "Ray" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
