@@ -210,8 +210,11 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             them here; a :class:`~subnet.distributed.RayExecutor` evaluates each chunk as a Ray
             task (the model travels as ``.keras`` bytes written from ``model``, the examples
             once through Ray's object store) while this process writes the chunks as they
-            arrive. The record is the same, chunk file for chunk file. Not with ``stop``, which
-            needs the chunks in order.
+            arrive. The record is the same, chunk file for chunk file, when the workers use
+            as many TensorFlow threads as this process (``threads_per_task``): TensorFlow's
+            CPU matrix products sum in an order that depends on the thread count, which can
+            change the last bits of a probability. Not with ``stop``, which needs the chunks
+            in order.
 
     Returns:
         The :class:`MaskRecord`, loaded from ``out``.
