@@ -401,7 +401,7 @@ def _parse(argv):
     parser.add_argument("--rate", type=float, default=None,
                         help="dropout rate for sites with no Dropout layer after them")
     parser.add_argument("--shard", default=None, help="I/K: record shard I of K only")
-    parser.add_argument("--backend", choices=("auto", "fast", "reference"), default="auto")
+    parser.add_argument("--backend", choices=("auto", "fast", "graph", "reference"), default="auto")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted record")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help="evaluate the chunks as Ray tasks: 'local' starts Ray on this "

@@ -45,8 +45,9 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.models import AlwaysOnDropout
 
-__all__ = ["Call", "CostModel", "Group", "Structure", "StructureSite", "channel_groups",
-           "graph_calls"]
+__all__ = ["DEPTHWISE", "NOISE", "PER_CHANNEL_WEIGHTS", "PRODUCERS", "Call", "CostModel",
+           "Group", "Structure", "StructureSite", "channel_groups", "graph_calls",
+           "slice_producer"]
 
 L = keras.layers
 
@@ -64,9 +65,9 @@ _PASS = (
     L.RepeatVector, AlwaysOnDropout,
 )
 #: Per-channel layers whose weights have one entry per channel (sliced on extraction).
-_PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
+PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
 #: Depthwise convolutions: output channel c*m + j reads input channel c only.
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 _MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _LAYOUT = (L.Flatten, L.Reshape)
 #: Layers refused because zeroing a channel is not deleting it across them.
@@ -74,11 +75,11 @@ _MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormali
                        L.Softmax)
 #: Layers whose channel flow :func:`channel_groups` knows (any other may stand before the first
 #: unit, where no channel can be dropped).
-_KNOWN = PRODUCERS + _DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
+_KNOWN = PRODUCERS + DEPTHWISE + _PASS + PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
     L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
 _DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
 #: Layers that are the identity at inference: left out of an extracted subnetwork.
-_NOISE = _DROPOUT + (L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
+NOISE = _DROPOUT + (L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -574,7 +575,7 @@ class Structure:
             layer = call.layer
             if isinstance(layer, keras.layers.InputLayer):
                 continue
-            if isinstance(layer, _NOISE):
+            if isinstance(layer, NOISE):
                 tensors[call.name] = tensors[call.inputs[0]]
                 continue
             out = self.kept_channels(call.name, bits)
@@ -583,14 +584,14 @@ class Structure:
             if isinstance(layer, PRODUCERS):
                 rows = self.kept_channels(call.name, bits, reads=True)
                 read = self.input_channels(call.name)[rows]
-                weights = _slice_producer(layer, weights, rows, out,
+                weights = slice_producer(layer, weights, rows, out,
                                           factors[np.where(read >= 0, read, self.n_units)])
                 changes = {"units": len(out)} if isinstance(layer, L.Dense) else \
                     {"filters": len(out)}
-            elif isinstance(layer, _DEPTHWISE):
+            elif isinstance(layer, DEPTHWISE):
                 rows = self.kept_channels(call.name, bits, reads=True)
                 weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
-            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
                 weights = [w[..., out] for w in weights]
             elif isinstance(layer, L.Reshape):
                 changes = {"target_shape": tuple(layer.target_shape[:-1]) + (len(out),)}
@@ -620,7 +621,7 @@ class CostModel:
         rows = []  # (in const, in per unit, out const, out per unit, params abcd, flops abcd)
         for call in s.calls:
             layer = call.layer
-            if not layer.weights and not isinstance(layer, PRODUCERS + _DEPTHWISE):
+            if not layer.weights and not isinstance(layer, PRODUCERS + DEPTHWISE):
                 continue
             reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
             writes = s.units_of[call.name]
@@ -636,10 +637,10 @@ class CostModel:
             elif isinstance(layer, PRODUCERS):
                 window = int(np.prod(layer.kernel_size))
                 p, f = (window, 0, bias, 0), (2 * positions * window, 0, 0, 0)
-            elif isinstance(layer, _DEPTHWISE):
+            elif isinstance(layer, DEPTHWISE):
                 window = int(np.prod(layer.kernel_size))
                 p, f = (0, 0, window + bias, 0), (0, 0, 2 * positions * window, 0)
-            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
                 total = sum(int(np.prod(w.shape)) for w in layer.weights)
                 p, f = (0, 0, total // int(layer.output.shape[-1]), 0), (0, 0, 0, 0)
             else:
@@ -668,7 +669,7 @@ def _linear(units: np.ndarray, n: int) -> tuple[int, np.ndarray]:
     return int(np.sum(units < 0)), np.bincount(units[units >= 0], minlength=n).astype(np.float64)
 
 
-def _slice_producer(layer, weights, rows, out, factor):
+def slice_producer(layer, weights, rows, out, factor):
     """A Conv/Dense/separable layer's weights with input ``rows`` (each scaled by ``factor``)
     and output channels ``out`` kept."""
     if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
@@ -785,9 +786,9 @@ def channel_groups(model) -> Structure:
             ids[call.name] = uf.new(width)
             if _softmax_activation(layer):
                 across.append(call.name)
-        elif isinstance(layer, _DEPTHWISE):
+        elif isinstance(layer, DEPTHWISE):
             ids[call.name] = np.repeat(inputs[0], int(layer.depth_multiplier))
-        elif isinstance(layer, _PASS + _PER_CHANNEL_WEIGHTS):
+        elif isinstance(layer, _PASS + PER_CHANNEL_WEIGHTS):
             if _softmax_activation(layer):
                 across.append(call.name)
             _check_pass(layer)

@@ -114,11 +114,17 @@ def test_concatenation_offsets_and_depthwise_multipliers_own_the_right_channels(
 
 def test_records_and_every_backend_choice_on_a_graph(built, tmp_path):
     model, x, y = built["resnet_identity"]
-    with pytest.warns(RuntimeWarning, match="reference backend"):
+    with pytest.warns(RuntimeWarning, match="graph backend"):
         record = subnet.record_masks(model, x, y, n_masks=8, rate=0.5, out=tmp_path / "r",
                                      progress=False)
-    assert record.meta["backend"] == "reference"
+    assert record.meta["backend"] == "graph"
     assert "branches, merges or coupled channels" in record.meta["backend_fallback"]
+    reference = subnet.record_masks(model, x, y, n_masks=8, rate=0.5, out=tmp_path / "ref",
+                                    backend="reference", progress=False)
+    assert reference.meta["backend"] == "reference" and \
+        reference.meta["backend_fallback"] is None
+    np.testing.assert_array_equal(record.predicted, reference.predicted)
+    np.testing.assert_allclose(record.true_prob, reference.true_prob, atol=1e-3)  # float16
     with pytest.raises(InputError, match="fast backend runs chains"):
         subnet.record_masks(model, x, y, n_masks=8, rate=0.5, backend="fast",
                             out=tmp_path / "f", progress=False)
@@ -130,6 +136,35 @@ def test_records_and_every_backend_choice_on_a_graph(built, tmp_path):
     probabilities = s.masked_model().predict(
         [x, np.repeat(values[:1], len(x), axis=0)], verbose=0)
     assert np.array_equal(np.asarray(record.predicted)[0], probabilities.argmax(-1))
+
+
+@pytest.mark.parametrize("name", GRAPHS + ["chain_cnn", "mobilenetv2"])
+def test_the_graph_backend_equals_the_masked_model_on_every_graph(built, name):
+    """Each mask's sliced subnetwork gives the masked model's probabilities, also for masks
+    that drop every unit of a site (the masked model evaluates those)."""
+    from subnet.engine.chain import analyse_chain
+    from subnet.engine.graph import GraphBackend
+    from subnet.engine.reference import ReferenceBackend
+
+    if name == "mobilenetv2":
+        model = zoo.mobilenetv2()
+        x, _ = zoo.data_for(model, n=8)
+        zoo.calibrate_batch_norm(model, x)
+    else:
+        model, x, _ = built[name]
+    chain = analyse_chain(model, 0.5)
+    masks = subnet.sample_masks(chain.table.unit_keep(), 0, range(12))
+    masks[0] = True
+    site = chain.structure.sites[-1]
+    masks[1, list(site.groups)] = False  # a whole site dropped
+    # Without rescaling, to float32 rounding; with it (x2 at every unit, compounding through a
+    # deep network's saturated softmax) the two round differently, so the tolerance is looser.
+    for rescale, atol in ((False, 5e-5), (True, 1e-3)):
+        graph = GraphBackend(chain, rescale=rescale, batch_size=5)  # several batches
+        reference = ReferenceBackend(chain, rescale=rescale)
+        assert graph._plan(masks[1]) is None or len(site.groups) == 0
+        np.testing.assert_allclose(graph.probabilities(x, masks),
+                                   reference.probabilities(x, masks), atol=atol)
 
 
 def test_a_chain_keeps_the_fast_backend(built):
