@@ -1208,12 +1208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return name
 
     def body() -> int:
-        import contextlib
-
         from subnet.distributed import executor_from_address
 
-        executor = None if args.ray is None else executor_from_address(args.ray)
-        with contextlib.nullcontext() if executor is None else executor:
+        with executor_from_address(args.ray) as executor:
             analyze(model, out, _settings(args, argv), formats=args.formats,
                     resume=args.resume, trust_model=args.trust_model, data_dir=args.data_dir,
                     progress=not args.quiet, command=["python", "-m", "subnet.analyze", *argv],

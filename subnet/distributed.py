@@ -49,10 +49,6 @@ class LocalExecutor:
         for i, args in enumerate(calls):
             yield i, fn(*args)
 
-    def describe(self) -> dict:
-        """What ran the tasks, for a result's metadata."""
-        return {"executor": self.name, "workers": 1}
-
 
 class RayExecutor:
     """Runs tasks as Ray tasks, each in a worker process of its own.
@@ -197,14 +193,6 @@ class RayExecutor:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-
-    def describe(self) -> dict:
-        """What ran the tasks, for a result's metadata."""
-        ray = self._started()
-        return {"executor": self.name, "address": self.address,
-                "workers": int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_task),
-                "cpus_per_task": self.cpus_per_task, "gpus_per_task": self.gpus_per_task,
-                "ray": ray.__version__}
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

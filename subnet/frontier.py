@@ -110,7 +110,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         "model": model_bytes(model) if remote else model, "train": train,
         "validation": validation, "test": (dataset.x_test, dataset.y_test), "teacher": teacher,
         "protocol": protocol, "saturation": saturation, "work": str(work),
-        "models_dir": None if models_dir is None else str(models_dir), "remote": remote})
+        "models_dir": None if models_dir is None else str(models_dir)})
     cells = [(method, int(seed), [b for b in budgets if (method, b, seed) not in done])
              for method in methods for seed in protocol.seeds]
     cells = [cell for cell in cells if cell[2]]

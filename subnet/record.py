@@ -206,8 +206,9 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             its unit budget is resolved. The outcome (masks used, whether it was resolved) is
             stored in ``record.meta["adaptive"]``.
         progress: Show a progress bar on stderr.
-        executor: Where the chunks are evaluated (:mod:`subnet.distributed`): None evaluates
-            them here; a :class:`~subnet.distributed.RayExecutor` evaluates each chunk as a Ray
+        executor: Where the chunks are evaluated (:mod:`subnet.distributed`): None or a
+            :class:`~subnet.distributed.LocalExecutor` evaluates them here; a
+            :class:`~subnet.distributed.RayExecutor` evaluates each chunk as a Ray
             task (the model travels as ``.keras`` bytes written from ``model``, the examples
             once through Ray's object store) while this process writes the chunks as they
             arrive. The record is the same, chunk file for chunk file, when the workers use
@@ -285,7 +286,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     todo = [r for r in todo if len(r)]
     keep = chain.table.unit_keep()
     remaining = sum(len(r) for r in todo)
-    if executor is not None:
+    if executor is not None and executor.name != "local":
         job = executor.put(_chunk_job(model, x, y, rate, engine.name, rescale, seed, antithetic,
                                       meta))
         outcomes = ((todo[i], done) for i, done in
@@ -437,8 +438,7 @@ def _record_command(args) -> int:
     data = load_dataset(args.dataset, data_dir=args.data_dir,
                         layout_3d="sequences" if len(shape) == 2 else "images")
     n = min(args.examples, len(data.x_test))
-    executor = None if args.ray is None else executor_from_address(args.ray)
-    with contextlib.nullcontext() if executor is None else executor:
+    with executor_from_address(args.ray) as executor:
         # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
         record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
                               args.masks, seed=args.seed, rate=rate, out=out,
@@ -448,7 +448,7 @@ def _record_command(args) -> int:
     print(json.dumps({"out": str(out), "masks": [masks.start, masks.stop],
                       "n_masks": int(record.n_masks), "n_examples": int(record.n_examples),
                       "complete": bool(record.is_complete), "backend": record.meta["backend"],
-                      "executor": "local" if executor is None else executor.name}))
+                      "executor": executor.name}))
     return 0
 
 

@@ -88,7 +88,7 @@ def test_an_executor_argument_is_checked(model, data, tmp_path):
 
 
 def test_the_in_process_executor_makes_the_same_record(model, data, whole, tmp_path):
-    """Through the executor's path (model to .keras bytes and back), without Ray."""
+    """An in-process executor records here, as without one."""
     _assert_same_record(whole, _record(model, data, tmp_path / "r",
                                        executor=LocalExecutor()).path)
 

@@ -55,7 +55,8 @@ class GraphBackend:
         self.batch_size = int(batch_size)
         table = chain.table
         scales = [1.0 / site.keep if rescale else 1.0 for site in table]
-        self._unit_scale = np.repeat(scales, table.units).astype(np.float32)
+        # Each unit's factor where it is read; the last entry is a fixed channel's (1).
+        self._factors = np.append(np.repeat(scales, table.units), 1.0).astype(np.float32)
         self._weights = {c.name: c.layer.get_weights() for c in s.calls}
         self._units = {c.name: s.channels(c.name) for c in s.calls}
         self._reads = {c.name: s.input_channels(c.name) for c in s.calls if c.inputs}
@@ -106,7 +107,6 @@ class GraphBackend:
     def _plan(self, bits: np.ndarray) -> dict | None:
         """Each call's kept output channels and, for layers with weights, its sliced weights;
         None if the mask leaves some layer no channel to produce or read."""
-        factors = np.append(self._unit_scale, 1.0).astype(np.float32)
         units = self.structure.n_units
         plan = {}
         for call in self.structure.calls:
@@ -123,7 +123,8 @@ class GraphBackend:
                 rows = np.flatnonzero((read < 0) | bits[np.maximum(read, 0)])
                 kept_read = read[rows]
                 weights = slice_producer(layer, weights, rows, out,
-                                         factors[np.where(kept_read >= 0, kept_read, units)])
+                                         self._factors[np.where(kept_read >= 0, kept_read,
+                                                                units)])
             elif isinstance(layer, DEPTHWISE):
                 read = self._reads[name]
                 rows = np.flatnonzero((read < 0) | bits[np.maximum(read, 0)])
