@@ -57,6 +57,7 @@ PUBLISHED = {  # conv1-conv2-dense widths of this network in the structured-prun
 PUBLISHED_ERROR = {"Neklyudov et al. 2017 (SBP)": 0.0086, "Louizos et al. 2017 (BC-GHS)": 0.010,
                    "Louizos et al. 2017 (BC-GNJ)": 0.010, "Louizos et al. 2018 (L0-sep)": 0.010}
 TARGET_ERROR = 0.01
+MAX_MODEL_BYTES = 500_000  # subnetworks larger than this are described, not committed
 
 
 def _parse(argv):
@@ -597,7 +598,8 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
 
 
 def _write(args, results, trajectories) -> None:
-    from subnet._io import atomic_write_text
+    import subnet
+    from subnet._io import atomic_path, atomic_write_text
 
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -606,12 +608,22 @@ def _write(args, results, trajectories) -> None:
         point = trajectories[(results["settings"]["parents"][0], method, allocation)][
             "checkpoints"][repr(entry["budget"])]
         target = out / "models" / f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}.keras"
-        shutil.copyfile(point["model_file"], target)
+        # Saved again from the uncompiled model: no optimizer state, a third of the size.
+        with atomic_path(target) as tmp:
+            subnet.load_model(point["model_file"]).save(tmp)
+        size = target.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            target.unlink()
         atomic_write_text(target.with_suffix(".json"), json.dumps({
             "method": method, "allocation": allocation, "budget": entry["budget"],
             "widths": point["widths"], "flops": point["flops"], "params": point["params"],
             "test_accuracy": point["test_accuracy"], "parent": results["settings"]["parents"][0],
-            "dense_flops": results["summary"]["dense_flops"]}, indent=1))
+            "dense_flops": results["summary"]["dense_flops"],
+            "model_file": target.name if size <= MAX_MODEL_BYTES else None,
+            "model_bytes": size,
+            "note": None if size <= MAX_MODEL_BYTES else
+            f"not committed: {size} bytes > {MAX_MODEL_BYTES}; rebuilt by this script"},
+            indent=1))
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     write_report(results, out)
 
