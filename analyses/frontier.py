@@ -90,12 +90,15 @@ def _parse(argv):
     arg("--quick", action="store_true", help="a small run that checks the pipeline in minutes")
     arg("--jobs", type=int, default=1)
     arg("--threads", type=int, default=None)
-    arg("--work", default="out/analyses/frontier")
-    arg("--out", default="reports/frontier")
+    arg("--work", default=None, help="heavy files (default out/analyses/frontier[_DATASET])")
+    arg("--out", default=None, help="results and report (default reports/frontier[_DATASET])")
     arg("--partial", action="store_true",
         help="summarise the finished cells only (no training): a partial results.json and report")
     arg("--cell", default=None, help=argparse.SUPPRESS)  # run one cell (used by --jobs)
     args = parser.parse_args(argv)
+    suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+    args.work = args.work or f"out/analyses/frontier{suffix}"
+    args.out = args.out or f"reports/frontier{suffix}"
     if args.quick:
         args.parents, args.parent_epochs, args.validation = "0", 2, 1000
         args.teacher_passes, args.methods, args.allocations = 4, "magnitude,random", "cost"
@@ -180,9 +183,15 @@ def _key(*parts) -> str:
 
 def _data(args):
     import subnet
+    from analyses.tasks import TASKS
+    from analyses.tasks import build as build_task
+    from subnet.data import KNOWN_DATASETS
     from subnet.protocol import validation_split
 
-    data = subnet.load_dataset(args.dataset)
+    if args.dataset in KNOWN_DATASETS or args.dataset not in TASKS:
+        data = subnet.load_dataset(args.dataset)
+    else:  # a task of graded difficulty, built from MNIST and Fashion-MNIST
+        data = build_task(args.dataset, seed=0)
     if args.train_subset or args.test_subset:
         data = data.subset(n_train=args.train_subset, n_test=args.test_subset)
     train, validation, info = validation_split(data, args.validation, seed=12345)
@@ -222,13 +231,16 @@ def run_parent(args, seed: int) -> dict:
     if not (folder / "parent.keras").exists():
         start = time.perf_counter()
         model = subnet.seed_cnn(500, seed=seed)
+        # Validation accuracy is only watched (the convergence check), never used to stop.
         history = fit(model, train.x_train, train.y_train, epochs=args.parent_epochs,
-                      seed=seed, progress=False, snapshots=[1])
+                      seed=seed, progress=False, snapshots=[1], validation=(x_val, y_val),
+                      restore_best=False)
         np.savez(folder / "rewind_e1.npz", *history["snapshots"][1])
         atomic_write_text(folder / "training.json", json.dumps(
             {"seed": seed, "epochs": args.parent_epochs,
              "train_seconds": round(time.perf_counter() - start, 1),
-             "loss": history["loss"], "accuracy": history["accuracy"]}))
+             "loss": history["loss"], "accuracy": history["accuracy"],
+             "val_accuracy": history["val_accuracy"]}))
         with atomic_path(folder / "parent.keras") as tmp:
             copy_model(model).save(tmp)  # without the optimizer's state
         kept.mkdir(parents=True, exist_ok=True)
@@ -243,6 +255,8 @@ def run_parent(args, seed: int) -> dict:
     ensemble_test = teacher_probabilities(model, train.x_test, passes=args.teacher_passes,
                                           seed=seed)
     result = {"seed": seed, "train_seconds": training["train_seconds"],
+              # per epoch, dropout off; absent for parents trained before it was recorded
+              "val_accuracy_by_epoch": training.get("val_accuracy"),
               "flops": int(model_cost(deterministic)["flops"]),
               "params": int(deterministic.count_params()),
               "val_accuracy": accuracy(deterministic, x_val, y_val),
