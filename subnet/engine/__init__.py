@@ -45,7 +45,7 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         raise InputError(f"Invalid value received for argument `backend`. Expected one of "
                          f"{list(BACKENDS)}. Received: backend={backend!r}")
     if backend == "reference":
-        return ReferenceBackend(chain, rescale=rescale)
+        return ReferenceBackend(chain, rescale=rescale, jit=True)
     if backend == "graph":
         return GraphBackend(chain, rescale=rescale)
     try:
@@ -58,7 +58,7 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         engine = GraphBackend(chain, rescale=rescale)
     except InputError as err:
         reasons.append(str(err).split("; use backend=")[0].rstrip("."))
-        engine = ReferenceBackend(chain, rescale=rescale)
+        engine = ReferenceBackend(chain, rescale=rescale, jit=True)
     reason = "; ".join(reasons)
     slower = "" if engine.name == "graph" else ", slower"
     warnings.warn(f"Model {chain.model.name!r}: {reason}; the {engine.name} backend evaluates "
