@@ -82,7 +82,9 @@ def _parse(argv):
     arg("--selection", type=int, default=2000,
         help="validation images the criteria score units on (the first N)")
     arg("--masks", type=int, default=200, help="masks per round for the mask statistics")
-    arg("--controls", default="scratch_e,scratch_b,rewind,published")
+    arg("--controls", default="whole,scratch_e,scratch_b,rewind,published",
+        help="whole: the parent itself fine-tuned with the same recipe (the reference every "
+             "subnetwork is held to)")
     arg("--control-budgets", default="0.1,0.0625",
         help="budgets at which Scratch-E, Scratch-B and rewinding are trained")
     arg("--train-subset", type=int, default=None, help="first N training images (quick checks)")
@@ -113,7 +115,7 @@ def _parse(argv):
 
 METHODS = ("magnitude", "taylor", "apoz", "activation", "random", "banzhaf")
 ALLOCATIONS = ("cost", "uniform", "global")
-CONTROLS = ("scratch_e", "scratch_b", "rewind", "published")
+CONTROLS = ("whole", "scratch_e", "scratch_b", "rewind", "published")
 
 
 def _check(args) -> None:
@@ -369,13 +371,19 @@ def run_control(args, parent_seed: int, control: str, budget: float | None,
         return json.loads(path.read_text())
     import subnet
     from subnet.controls import rewound, scratch_epochs, shaped
-    from subnet.extraction import model_cost
+    from subnet.extraction import copy_model, model_cost
 
     train, validation, _ = _data(args)
     folder = _parent_dir(args, parent_seed)
     parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
     dense_flops = model_cost(parent)["flops"]
-    if control == "rewind":
+    if control == "whole":  # the reference every subnetwork is held to: same recipe, no cut
+        model = copy_model(parent)
+        widths = {layer.name: int(layer.kernel.shape[-1]) for layer in model.layers
+                  if getattr(layer, "kernel", None) is not None}
+        epochs = args.finetune_epochs
+        teacher = np.load(folder / "teacher.npy")
+    elif control == "rewind":
         early = np.load(folder / "rewind_e1.npz")
         model = rewound(parent, [early[f"arr_{i}"] for i in range(len(early.files))], kept)
         epochs = args.finetune_epochs
@@ -480,6 +488,8 @@ def _main(argv=None) -> int:
                 if control in ("scratch_e", "scratch_b", "rewind"):
                     control_cells.append(("control", s, control, b, point["widths"],
                                           point["kept"], None))
+        if "whole" in controls:
+            control_cells.append(("control", s, "whole", 1.0, None, None, None))
         if "published" in controls:
             for label, widths in PUBLISHED.items():
                 control_cells.append(("control", s, "published", None, widths, None, label))
@@ -546,6 +556,35 @@ def _compute_seconds(parent_results, trajectories, controls) -> dict:
     return out
 
 
+def _within_the_whole(rows, controls, pairs) -> dict | None:
+    """Against the whole network fine-tuned with the same recipe (the ``whole`` control), per
+    method and allocation: the largest FLOPs reduction on the budget grid whose mean test
+    accuracy is within 0.5 points of the whole's, and the largest within 1.25x its error.
+    Test accuracy, means over parents (a measurement of the curve, not a selection). None
+    without the control."""
+    wholes = [c["test_accuracy"] for c in controls if c["control"] == "whole"]
+    if not wholes:
+        return None
+    whole = float(np.mean(wholes))
+    out = {"whole_test_accuracy_mean": whole,
+           "whole_test_accuracy_sd": float(np.std(wholes, ddof=1)) if len(wholes) > 1 else None,
+           "parents": len(wholes), "methods": {}}
+    for m, a in pairs:
+        mine = [r for r in rows if r["method"] == m and r["allocation"] == a]
+        points = {}
+        for name, ok in (("within_half_point", lambda r: r["test_accuracy_mean"] >= whole -
+                          0.005),
+                         ("within_1.25x_error", lambda r: r["test_error_mean"] <= 1.25 *
+                          (1 - whole))):
+            passing = [r for r in mine if ok(r)]
+            best = max(passing, key=lambda r: r["flops_reduction"], default=None)
+            points[name] = None if best is None else {
+                "budget": best["budget"], "flops_reduction": best["flops_reduction"],
+                "test_accuracy_mean": best["test_accuracy_mean"]}
+        out["methods"][f"{m}/{a}"] = points
+    return out
+
+
 def _summarise(args, parents, parent_results, trajectories, controls, budgets, pairs) -> dict:
     import subnet
     from subnet.stats import paired_bootstrap
@@ -592,6 +631,7 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
             r = min(ok, key=lambda r: r["flops_mean"])
             smallest[f"{m}/{a}"] = {k: r[k] for k in (
                 "budget", "flops_reduction", "test_error_mean", "test_accuracy_sd", "widths")}
+    within = _within_the_whole(rows, controls, pairs)
     control_rows = [{k: c[k] for k in ("control", "budget", "label", "widths", "parent",
                                        "test_accuracy", "val_accuracy", "flops", "params",
                                        "epochs_budget", "epochs_run")} for c in controls]
@@ -603,6 +643,7 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
                          "allocations": allocations, "budgets": budgets},
             "versions": subnet.versions(), "parents": parents_summary, "rows": rows,
             "paired_tests": tests, "controls": control_rows, "smallest_within_1pct": smallest,
+            "within_the_whole": within,
             "published": [{"source": k, "widths": v, "error": PUBLISHED_ERROR[k]}
                           for k, v in PUBLISHED.items()],
             "summary": {"dataset": args.dataset, "parents": len(parents),
@@ -659,7 +700,8 @@ def _draw_frontier(fig, results) -> None:
                     yerr=[r["test_accuracy_sd"] or 0.0 for r in rows], color=colors[method],
                     linestyle="-" if allocation == "cost" else "--", marker="o", markersize=3,
                     capsize=2, label=f"{method_name(method)} ({allocation})")
-    markers = {"scratch_e": "v", "scratch_b": "^", "rewind": "D", "published": "*"}
+    markers = {"whole": "s", "scratch_e": "v", "scratch_b": "^", "rewind": "D",
+               "published": "*"}
     for control, marker in markers.items():
         points = [c for c in results["controls"] if c["control"] == control]
         if points:

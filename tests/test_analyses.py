@@ -174,6 +174,25 @@ def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smal
     assert tests[0]["a"] == ["magnitude", "cost"] and tests[0]["difference"] == 0
 
 
+def test_frontier_holds_each_curve_to_the_whole_fine_tuned_the_same_way():
+    rows = [{"method": "magnitude", "allocation": "uniform", "budget": b, "flops_reduction": r,
+             "test_accuracy_mean": a, "test_error_mean": 1 - a}
+            for b, r, a in ((0.5, 2.0, 0.990), (0.25, 4.1, 0.986), (0.125, 8.3, 0.984),
+                            (0.0625, 16.0, 0.9875))]
+    controls = [{"control": "whole", "test_accuracy": a} for a in (0.989, 0.991)]
+    within = frontier._within_the_whole(rows, controls, [("magnitude", "uniform")])
+    assert within["whole_test_accuracy_mean"] == pytest.approx(0.990)
+    points = within["methods"]["magnitude/uniform"]
+    # within 0.5 points: 0.986 at 4.1x and 0.9875 at 16x (not 0.984 at 8.3x): the largest is 16x
+    assert points["within_half_point"]["flops_reduction"] == 16.0
+    # within 1.25x the whole's 1 % error (1.25 %): 0.9875 at 16x
+    assert points["within_1.25x_error"]["budget"] == 0.0625
+    tight = frontier._within_the_whole(rows, [{"control": "whole", "test_accuracy": 0.9999}],
+                                       [("magnitude", "uniform")])
+    assert tight["methods"]["magnitude/uniform"]["within_1.25x_error"] is None
+    assert frontier._within_the_whole(rows, [], [("magnitude", "uniform")]) is None
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--budgets", "0,0.5"], "--budgets must lie in (0.0, 1.0]"),
     (["--budgets", "1.5"], "--budgets must lie in"),
