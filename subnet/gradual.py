@@ -35,6 +35,7 @@ from subnet._cli import progress_bar
 from subnet._io import atomic_path, atomic_write_text
 from subnet.errors import InputError
 from subnet.extraction import (
+    RECALIBRATION_EXAMPLES,
     Budget,
     accuracy,
     as_keep_set,
@@ -186,7 +187,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
             for name in index:
                 index[name] = [index[name][i] for i in np.flatnonzero(keep[name])]
             current, _ = extract(current, keep, check_x=selection[0][:16])
-            recalibrate_batchnorm(current, dataset.x_train[:5000])
+            recalibrate_batchnorm(current, dataset.x_train[:RECALIBRATION_EXAMPLES])
             if retrain_epochs > 0:
                 fit(current, dataset.x_train, dataset.y_train,
                     examples=max(1, int(round(retrain_epochs * n_train))),
