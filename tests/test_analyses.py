@@ -260,7 +260,11 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
     mechanism = results["mechanism"]
     assert mechanism["after"] == "conv1" and mechanism["layer"] == "pool1"
     assert 0 < mechanism["element_wise_lost"] < mechanism["unit_wise_lost"] < 1
+    assert len(results["element_wise"]["accuracies"]) == 2
+    assert len(results["unit_masks"]["accuracies"]) == 3
     assert (tmp_path / "README.md").read_text() == blog_mechanism.readme(results)
+    assert (tmp_path / blog_mechanism.FIGURE).stat().st_size > 1000
+    assert blog_mechanism.FIGURE in (tmp_path / "README.md").read_text()
 
 
 def test_frontier_partial_summarises_the_finished_cells_only(tmp_path, monkeypatch):
