@@ -11,7 +11,7 @@ DEMO   ?= out/demo
 ANALYZE_FLAGS ?=
 
 .PHONY: all install data system-deps test test-fast demo analyses analyses-reports \
-	analyses-subnetworks analyses-blog analyses-sweep lint clean distclean
+	analyses-subnetworks analyses-blog analyses-sweep analyses-frontier lint clean distclean
 
 all: test
 
@@ -72,6 +72,25 @@ SWEEP_NETS := $(foreach w,1000 500 256 128 64 32,$(foreach d,$(SETS),$(foreach s
 
 analyses: $(STAMP) data system-deps
 	$(MAKE) --no-print-directory -j$(JOBS) analyses-reports
+	$(MAKE) --no-print-directory analyses-frontier
+
+# The frontier protocol (reports/frontier*/): each script runs its own cells
+# $(JOBS) at once and resumes from the cells committed under reports/, so these run one after
+# another. MNIST (all criteria, both allocations, the controls), Fashion-MNIST (parents to
+# convergence, 30 epochs), the difficulty curve over the tasks of analyses/tasks.py, then what
+# reads their models: the blog's experiment beside the subnetworks and the uncertainty study.
+FRONTIER_FASHION := --dataset fashion_mnist --parent-epochs 30 \
+                    --budgets 0.5,0.25,0.125,0.0625,0.03125 --control-budgets 0.125,0.0625
+FASHION_PARENT   := reports/frontier_fashion_mnist/parents/parent_s0_39b2ca7db220
+
+analyses-frontier:
+	$(BIN)/python analyses/frontier.py --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --jobs $(JOBS)
+	$(BIN)/python analyses/difficulty.py --jobs $(JOBS)
+	$(BIN)/python analyses/blog_mechanism.py
+	$(BIN)/python analyses/blog_mechanism.py --dataset fashion_mnist --parent $(FASHION_PARENT) \
+	    --models reports/frontier_fashion_mnist/models --out reports/blog_mechanism/fashion_mnist
+	$(BIN)/python analyses/uncertainty.py
 
 analyses-reports: analyses-subnetworks analyses-blog analyses-sweep
 
