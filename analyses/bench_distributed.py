@@ -90,7 +90,8 @@ def _grid_bench(model, data, args, executor_factory) -> dict:
     settings = dict(methods=("banzhaf", "magnitude", "random", "tfmot"),
                     budgets=(1 / 2, 1 / 8, 1 / 32), seeds=(0,), finetune_epochs=0.25,
                     selection_examples=1000, n_masks=args.masks, steps_per_halving=2,
-                    step_masks=250, measure_latency=False, progress=False)
+                    step_masks=250, measure_latency=False, progress=False,
+                    rate=0.5)  # the blog's rate: the deterministic copy has no Dropout left
     test = data.subset(n_test=args.grid_examples)
     start = time.perf_counter()
     sequential = compare(deterministic, test, **settings)
