@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         "model": "resnet20_layout", "width": args.width, "examples": args.examples,
         "flops_per_example": int(cost["flops"]), "params": int(cost["params"]),
         "wall_seconds": round(wall, 1), "timings": results.get("timings"),
-        "backend": (results.get("record") or {}).get("backend"),
+        "backend": results["importance"].get("record_backend"),
         "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}))
     return 0
 

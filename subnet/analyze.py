@@ -812,7 +812,10 @@ def _importance(record_dir: Path, alpha: float = 0.05, top: int = 30) -> dict:
     result = {"method": "banzhaf", "metric": importance.details.get("metric", "accuracy"),
               "estimator": importance.details.get("estimator"), "n_masks": record.n_masks,
               "alpha": alpha, "sites": sites, "n_significant": int(significant.sum()),
-              "class_conditional": None, "interactions": None, "notes": []}
+              "class_conditional": None, "interactions": None, "notes": [],
+              # which engine evaluated the masks, and why if not the one asked for
+              "record_backend": record.meta.get("backend"),
+              "record_backend_fallback": record.meta.get("backend_fallback")}
     chosen = importance.top(min(top, importance.n_units))
     try:
         by_class = class_importance(record)

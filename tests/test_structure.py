@@ -331,6 +331,9 @@ def test_the_analysis_runs_end_to_end_on_a_graph(built, name, tmp_path):
         [s.name for s in channel_groups(model).sites]
     assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude",
                                                                         "taylor"}
+    # the results name the engine that evaluated the masks, and why it is not the fast one
+    assert results["importance"]["record_backend"] == "graph"
+    assert "not one" in results["importance"]["record_backend_fallback"]
 
 
 @pytest.mark.parametrize("builder, message", [
