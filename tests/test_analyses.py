@@ -267,6 +267,24 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
     assert blog_mechanism.FIGURE in (tmp_path / "README.md").read_text()
 
 
+def test_mask_resolution_projects_the_masks_a_benjamini_hochberg_pass_needs():
+    import mask_resolution
+    from scipy.stats import norm
+
+    half = norm.ppf(0.975) * 0.01  # standard error 0.01 at 100 masks
+    values, low, high = [0.02, -0.01, 0.0], [0.02 - half, -0.01 - half, -half], \
+        [0.02 + half, -0.01 + half, half]
+    # the top unit alone among 3: z = Phi^-1(1 - 0.05 / 6); it needs (z * 0.01 / 0.02)^2 * 100
+    z = norm.ppf(1 - 0.05 / 6)
+    assert mask_resolution.masks_for_top(values, low, high, 100, 1, 3) == \
+        pytest.approx(100 * (z / 2) ** 2)
+    # the top two: the weaker one sets it, at the looser threshold for rank 2
+    z2 = norm.ppf(1 - 2 * 0.05 / 6)
+    assert mask_resolution.masks_for_top(values, low, high, 100, 2, 3) == \
+        pytest.approx(100 * z2 ** 2)
+    assert mask_resolution.masks_for_top(values, low, high, 100, 3, 3) == float("inf")
+
+
 def test_frontier_partial_summarises_the_finished_cells_only(tmp_path, monkeypatch):
     import json
 
