@@ -91,6 +91,7 @@ analyses-frontier:
 	$(BIN)/python analyses/blog_mechanism.py --dataset fashion_mnist --parent $(FASHION_PARENT) \
 	    --models reports/frontier_fashion_mnist/models --out reports/blog_mechanism/fashion_mnist
 	$(BIN)/python analyses/uncertainty.py
+	$(BIN)/python analyses/mask_resolution.py
 
 analyses-reports: analyses-subnetworks analyses-blog analyses-sweep
 
