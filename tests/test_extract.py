@@ -247,9 +247,16 @@ def test_keep_set_is_a_mapping(trained, mnist):
     assert summary["widths"] == keep_set.widths and summary["budget"]["kind"] == "units"
 
 
-def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist):
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist, one_pass, monkeypatch):
+    """In one pass (each layer sets its statistics as it is reached) or layer by layer: the same
+    exact statistics, each layer's from inputs computed with the layers before it
+    recalibrated."""
+    from subnet import extraction
     from subnet.extraction import recalibrate_batchnorm
 
+    if not one_pass:
+        monkeypatch.setattr(extraction, "_ONE_PASS_BYTES", 0)
     model = keras.models.clone_model(trained["conv_bn"])
     model.set_weights(trained["conv_bn"].get_weights())
     x = mnist.x_train[:700]
@@ -267,3 +274,5 @@ def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist):
     np.testing.assert_allclose(bn2.moving_mean.numpy(), inputs2.mean(axis=(0, 1, 2)), rtol=1e-4,
                                atol=1e-5)
     assert recalibrate_batchnorm(trained["dense"], x) == 0
+    # the layers are left as they were: their own call, their settings
+    assert all(layer.call.__name__ == "call" and layer.momentum == 0.8 for layer in (bn1, bn2))
