@@ -45,9 +45,8 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.models import AlwaysOnDropout
 
-__all__ = ["DEPTHWISE", "NOISE", "PER_CHANNEL_WEIGHTS", "PRODUCERS", "Call", "CostModel",
-           "Group", "Structure", "StructureSite", "channel_groups", "graph_calls",
-           "slice_producer"]
+__all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "Group", "Structure",
+           "StructureSite", "channel_groups", "graph_calls"]
 
 L = keras.layers
 
@@ -65,7 +64,7 @@ _PASS = (
     L.RepeatVector, AlwaysOnDropout,
 )
 #: Per-channel layers whose weights have one entry per channel (sliced on extraction).
-PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
+_PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
 #: Depthwise convolutions: output channel c*m + j reads input channel c only.
 DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 _MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
@@ -75,7 +74,7 @@ _MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormali
                        L.Softmax)
 #: Layers whose channel flow :func:`channel_groups` knows (any other may stand before the first
 #: unit, where no channel can be dropped).
-_KNOWN = PRODUCERS + DEPTHWISE + _PASS + PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
+_KNOWN = PRODUCERS + DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
     L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
 _DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
 #: Layers that are the identity at inference: left out of an extracted subnetwork.
@@ -565,6 +564,28 @@ class Structure:
         with deserialization_scope(self.model):
             return self._extract(bits, factors, name or f"{self.model.name}_subnetwork")
 
+    def slice_weights(self, name: str, weights: list, bits: np.ndarray,
+                      factors: np.ndarray) -> tuple[np.ndarray, list]:
+        """Layer ``name``'s kept output channels under keep bits ``bits``, and its weights (as
+        ``get_weights`` gives them) cut to them: producers keep the rows of kept input channels,
+        each scaled by its unit's factor (``factors[unit]``; the last entry is a fixed
+        channel's), and the columns of kept output channels; depthwise kernels,
+        BatchNormalization and PReLU keep their kept channels' entries; other weights are
+        returned as they are."""
+        layer = self._by_name[name].layer
+        out = self.kept_channels(name, bits)
+        if isinstance(layer, PRODUCERS):
+            rows = self.kept_channels(name, bits, reads=True)
+            read = self.input_channels(name)[rows]
+            weights = _slice_producer(layer, weights, rows, out,
+                                      factors[np.where(read >= 0, read, self.n_units)])
+        elif isinstance(layer, DEPTHWISE):
+            rows = self.kept_channels(name, bits, reads=True)
+            weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
+        elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+            weights = [w[..., out] for w in weights]
+        return out, weights
+
     def _extract(self, bits, factors, name):
         original = self.model.inputs[0]
         image = keras.Input(shape=original.shape[1:], dtype=original.dtype,
@@ -578,21 +599,11 @@ class Structure:
             if isinstance(layer, NOISE):
                 tensors[call.name] = tensors[call.inputs[0]]
                 continue
-            out = self.kept_channels(call.name, bits)
-            weights = layer.get_weights()
+            out, weights = self.slice_weights(call.name, layer.get_weights(), bits, factors)
             changes = {}
             if isinstance(layer, PRODUCERS):
-                rows = self.kept_channels(call.name, bits, reads=True)
-                read = self.input_channels(call.name)[rows]
-                weights = slice_producer(layer, weights, rows, out,
-                                          factors[np.where(read >= 0, read, self.n_units)])
                 changes = {"units": len(out)} if isinstance(layer, L.Dense) else \
                     {"filters": len(out)}
-            elif isinstance(layer, DEPTHWISE):
-                rows = self.kept_channels(call.name, bits, reads=True)
-                weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
-            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
-                weights = [w[..., out] for w in weights]
             elif isinstance(layer, L.Reshape):
                 changes = {"target_shape": tuple(layer.target_shape[:-1]) + (len(out),)}
             copy = _copy_layer(layer, **changes)
@@ -640,7 +651,7 @@ class CostModel:
             elif isinstance(layer, DEPTHWISE):
                 window = int(np.prod(layer.kernel_size))
                 p, f = (0, 0, window + bias, 0), (0, 0, 2 * positions * window, 0)
-            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
+            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
                 total = sum(int(np.prod(w.shape)) for w in layer.weights)
                 p, f = (0, 0, total // int(layer.output.shape[-1]), 0), (0, 0, 0, 0)
             else:
@@ -669,7 +680,7 @@ def _linear(units: np.ndarray, n: int) -> tuple[int, np.ndarray]:
     return int(np.sum(units < 0)), np.bincount(units[units >= 0], minlength=n).astype(np.float64)
 
 
-def slice_producer(layer, weights, rows, out, factor):
+def _slice_producer(layer, weights, rows, out, factor):
     """A Conv/Dense/separable layer's weights with input ``rows`` (each scaled by ``factor``)
     and output channels ``out`` kept."""
     if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
@@ -788,7 +799,7 @@ def channel_groups(model) -> Structure:
                 across.append(call.name)
         elif isinstance(layer, DEPTHWISE):
             ids[call.name] = np.repeat(inputs[0], int(layer.depth_multiplier))
-        elif isinstance(layer, _PASS + PER_CHANNEL_WEIGHTS):
+        elif isinstance(layer, _PASS + _PER_CHANNEL_WEIGHTS):
             if _softmax_activation(layer):
                 across.append(call.name)
             _check_pass(layer)

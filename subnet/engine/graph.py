@@ -21,7 +21,7 @@ import numpy as np
 from subnet._tf import keras
 from subnet.engine.chain import Chain
 from subnet.errors import InputError
-from subnet.structure import DEPTHWISE, NOISE, PER_CHANNEL_WEIGHTS, PRODUCERS, slice_producer
+from subnet.structure import DEPTHWISE, NOISE, PRODUCERS
 
 __all__ = ["GraphBackend"]
 
@@ -58,12 +58,10 @@ class GraphBackend:
         # Each unit's factor where it is read; the last entry is a fixed channel's (1).
         self._factors = np.append(np.repeat(scales, table.units), 1.0).astype(np.float32)
         self._weights = {c.name: c.layer.get_weights() for c in s.calls}
-        self._units = {c.name: s.channels(c.name) for c in s.calls}
-        self._reads = {c.name: s.input_channels(c.name) for c in s.calls if c.inputs}
         # Calls whose output no mask changes: every channel they read and write is fixed.
         fixed = {s.input_name}
         for call in s.calls:
-            if all(name in fixed for name in call.inputs) and (self._units[call.name] < 0).all():
+            if all(name in fixed for name in call.inputs) and (s.units_of[call.name] < 0).all():
                 fixed.add(call.name)
         self._fixed = fixed
 
@@ -107,30 +105,15 @@ class GraphBackend:
     def _plan(self, bits: np.ndarray) -> dict | None:
         """Each call's kept output channels and, for layers with weights, its sliced weights;
         None if the mask leaves some layer no channel to produce or read."""
-        units = self.structure.n_units
         plan = {}
         for call in self.structure.calls:
             name, layer = call.name, call.layer
             if name in self._fixed or isinstance(layer, (L.InputLayer,) + NOISE):
                 continue
-            own = self._units[name]
-            out = np.flatnonzero((own < 0) | bits[np.maximum(own, 0)])
+            out, weights = self.structure.slice_weights(name, self._weights[name], bits,
+                                                        self._factors)
             if len(out) == 0:
                 return None
-            weights = self._weights[name]
-            if isinstance(layer, PRODUCERS):
-                read = self._reads[name]
-                rows = np.flatnonzero((read < 0) | bits[np.maximum(read, 0)])
-                kept_read = read[rows]
-                weights = slice_producer(layer, weights, rows, out,
-                                         self._factors[np.where(kept_read >= 0, kept_read,
-                                                                units)])
-            elif isinstance(layer, DEPTHWISE):
-                read = self._reads[name]
-                rows = np.flatnonzero((read < 0) | bits[np.maximum(read, 0)])
-                weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
-            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
-                weights = [w[..., out] for w in weights]
             plan[name] = (out, [keras.ops.convert_to_tensor(w) for w in weights])
         return plan
 
