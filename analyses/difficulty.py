@@ -92,7 +92,9 @@ def _task_row(task: str, results: dict, fingerprint: str | None) -> dict:
     }
 
 
-def gather(tasks: list[str], fingerprints: dict) -> dict:
+def gather(tasks: list[str], fingerprint) -> dict:
+    """The difficulty curve from the finished tasks' frontier results; ``fingerprint(task)``
+    is called for those only (building a task takes a while)."""
     out = {"curve": CURVE, "budgets": [float(b) for b in BUDGETS.split(",")], "tasks": [],
            "missing": []}
     for task in tasks:
@@ -106,16 +108,16 @@ def gather(tasks: list[str], fingerprints: dict) -> dict:
                 f"{r['method']}/{r['allocation']}" == CURVE for r in results["rows"]):
             out["missing"].append(task)
             continue
-        row = _task_row(task, results, fingerprints.get(task))
+        row = _task_row(task, results, fingerprint(task))
         row["source"] = str(folder.relative_to(ROOT))
         out["tasks"].append(row)
     return out
 
 
-def _fingerprints(tasks: list[str]) -> dict:
+def _fingerprint(task: str) -> str:
     from analyses.tasks import build, fingerprint
 
-    return {task: fingerprint(build(task, seed=0)) for task in tasks}
+    return fingerprint(build(task, seed=0))
 
 
 def _pct(value) -> str:
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
         for task in tasks:
             if task not in FULL_RUNS:
                 _run(task, args.parents, args.jobs)
-    results = gather(tasks, _fingerprints(tasks))
+    results = gather(tasks, _fingerprint)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     from subnet._io import atomic_write_text
 
