@@ -262,9 +262,32 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
     assert 0 < mechanism["element_wise_lost"] < mechanism["unit_wise_lost"] < 1
     assert len(results["element_wise"]["accuracies"]) == 2
     assert len(results["unit_masks"]["accuracies"]) == 3
+    assert results["expected_pooling"]["layers"] == ["pool1", "pool2"]
+    assert 0.5 < results["expected_pooling"]["accuracy"] <= 1
+    assert "Why the network scores lower with dropout off" in \
+        (tmp_path / "README.md").read_text()
     assert (tmp_path / "README.md").read_text() == blog_mechanism.readme(results)
     assert (tmp_path / blog_mechanism.FIGURE).stat().st_size > 1000
     assert blog_mechanism.FIGURE in (tmp_path / "README.md").read_text()
+
+
+def test_expected_max_pool_is_the_mean_of_dropout_then_max_pooling():
+    import blog_mechanism
+
+    from subnet._tf import keras
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, 4, 6, 2)).astype(np.float32)  # signed, as the blog's conv outputs
+    draws = 20_000
+    kept = rng.random((draws, *h.shape)) >= 0.5
+    sampled = np.asarray(keras.layers.MaxPooling2D(2)(
+        (h * kept / 0.5).reshape(-1, *h.shape[1:]))).reshape(draws, 3, 2, 3, 2).mean(0)
+    exact = blog_mechanism.expected_max_pool(h, 0.5)
+    assert exact.shape == (3, 2, 3, 2)
+    np.testing.assert_allclose(exact, sampled, atol=0.03)
+    # the weight-scaling rule is wrong through a max: the expectation is not the plain maximum
+    plain = np.asarray(keras.layers.MaxPooling2D(2)(h))
+    assert np.abs(exact - plain).mean() > 0.1
 
 
 def test_mask_resolution_projects_the_masks_a_benjamini_hochberg_pass_needs():
