@@ -92,6 +92,7 @@ analyses-frontier:
 	    --models reports/frontier_fashion_mnist/models --out reports/blog_mechanism/fashion_mnist
 	$(BIN)/python analyses/uncertainty.py
 	$(BIN)/python analyses/mask_resolution.py
+	$(BIN)/python analyses/answer.py
 
 analyses-reports: analyses-subnetworks analyses-blog analyses-sweep
 

@@ -339,3 +339,46 @@ def test_frontier_partial_summarises_the_finished_cells_only(tmp_path, monkeypat
     assert {r["method"] for r in results["rows"]} == {"magnitude"}
     assert results["partial"]["missing_trajectories"] == ["random/cost parent 1"]
     assert results["compute_seconds"]["finetuning"] == 12.0
+
+
+def test_the_answer_is_generated_from_the_committed_result_files():
+    import answer
+
+    committed = (answer.REPORTS / "README.md").read_text()
+    assert committed == answer.readme(answer.load()), \
+        "reports/README.md is out of date: run python analyses/answer.py"
+    assert answer.main(["--check"]) == 0
+
+
+def test_the_answer_names_what_is_not_measured_instead_of_guessing(tmp_path):
+    import answer
+
+    empty = answer.load(tmp_path)
+    assert all(v is None for v in empty.values())
+    text = answer.readme(empty, tmp_path)
+    assert "Not measured yet: the frontier runs are not finished." in text
+    assert "Not measured yet for the difficulty curve: every task" in text
+    assert "**Chosen ones: not measured yet.**" in text
+    # every number in the full answer comes from a file: with none, only the fixed ones remain
+    import re
+
+    numbers = set(re.findall(r"\d+(?:\.\d+)?", text))
+    assert numbers <= {"1", "2", "3", "0.5", "1.25", "98.7", "10", "000", "2x2"}, numbers
+
+
+def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
+    import answer
+
+    def task(name, accuracy, half, relative):
+        point = lambda r: None if r is None else {"flops_reduction": r,  # noqa: E731
+                                                  "test_accuracy_mean": accuracy}
+        return {"task": name, "whole_test_accuracy_mean": accuracy,
+                "within_half_point": point(half), "within_1.25x_error": point(relative)}
+
+    d = {"tasks": [task("easy", 0.99, 16.0, 8.0), task("mid", 0.9, 4.0, 16.0),
+                   task("hard", 0.7, None, 32.0)]}
+    text = answer.difficulty_trend(d)
+    assert "from easy (1.00 %) to hard (30.00 %)" in text
+    assert "within 0.5 points, Spearman's rho -1.00 (easy 16.0x, mid 4.0x, hard 1.0x)" in text
+    assert "within 1.25x the error, Spearman's rho +1.00" in text
+    assert answer.difficulty_trend({"tasks": d["tasks"][:2]}) is None
