@@ -156,6 +156,15 @@ def _check(args) -> None:
         unknown = sorted(set(_list(getattr(args, name.replace("-", "_")))) - set(allowed))
         if unknown:
             raise InputError(f"--{name} names {unknown}; choose among {list(allowed)}.")
+    from analyses.tasks import TASKS
+    from subnet.data import KNOWN_DATASETS
+
+    if args.dataset not in (*KNOWN_DATASETS, *TASKS) and \
+            not args.dataset.lower().endswith(".npz") and not Path(args.dataset).is_dir():
+        raise InputError(f"--dataset {args.dataset!r} is not a data set subnet knows, a task "
+                         f"of analyses/tasks.py or a data file; choose among "
+                         f"{list(dict.fromkeys((*KNOWN_DATASETS, *TASKS)))}, or give the path "
+                         "of an .npz file or a folder of IDX files.")
     for name in ("train_subset", "test_subset"):
         value = getattr(args, name)
         if value is not None and value < 1:

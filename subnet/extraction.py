@@ -533,10 +533,15 @@ def _one_pass_possible(model, n: int) -> bool:
     return 4 * largest * n * 4 <= _ONE_PASS_BYTES  # a few float32 tensors of n examples alive
 
 
+def _reduced_axes(layer, ndim: int) -> tuple[int, ...]:
+    """The axes a BatchNormalization layer's statistics average over: all but its own."""
+    return tuple(i for i in range(ndim) if i != layer.axis % ndim)
+
+
 def _set_statistics(layer, h) -> None:
     """Sets a BatchNormalization layer's moving statistics to those of its inputs ``h``."""
     h = np.asarray(keras.ops.convert_to_numpy(h), np.float64)
-    axes = tuple(i for i in range(h.ndim) if i != layer.axis % h.ndim)
+    axes = _reduced_axes(layer, h.ndim)
     mean = h.mean(axis=axes)
     variance = h.var(axis=axes)
     layer.moving_mean.assign(mean.astype(np.float32))
@@ -565,8 +570,7 @@ def _recalibrate_in_one_pass(model, x, layers) -> None:
 def _recalibrate_layer_by_layer(model, x, layers, batch_size: int) -> None:
     for layer in layers:
         probe = keras.Model(model.inputs[0], layer.input)
-        axes = tuple(i for i in range(len(layer.input.shape)) if i != layer.axis % len(
-            layer.input.shape))
+        axes = _reduced_axes(layer, len(layer.input.shape))
         total, total_sq, count = 0.0, 0.0, 0
         for start in range(0, len(x), batch_size):
             h = keras.ops.convert_to_numpy(probe(x[start:start + batch_size], training=False))

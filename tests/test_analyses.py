@@ -202,6 +202,7 @@ def test_frontier_holds_each_curve_to_the_whole_fine_tuned_the_same_way():
     (["--methods", "foo"], "--methods names ['foo']"),
     (["--step", "1"], "--step"),
     (["--parents", "a"], "comma-separated list of ints"),
+    (["--dataset", "cifar10"], "choose among ['mnist', 'fashion_mnist', 'mnist_1k'"),
 ])
 def test_frontier_bad_settings_are_one_line_errors(argv, message, capsys, tmp_path):
     code = frontier.main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")])

@@ -90,7 +90,8 @@ class GraphBackend:
                 if plan is not None:
                     out[i, start:stop] = self._forward(prefix, plan)
         # A mask that empties a tensor (every unit of a site dropped) leaves nothing to slice:
-        # the masked model evaluates it (zeros where the channels were).
+        # the masked model evaluates it (zeros where the channels were). Such masks are rare,
+        # so the model runs without XLA: compiling it would cost more than the few rows.
         empty = [i for i, plan in enumerate(plans) if plan is None]
         if empty:
             if self._reference is None:
