@@ -354,13 +354,13 @@ def relative_error_sentence(name: str, f: dict, budget: float = 0.25) -> str | N
         return None
     whole_error = 1 - w["whole_test_accuracy_mean"]
     ratios = [r["test_error_mean"] / whole_error for r in f["rows"] if r["budget"] == budget]
-    points = [100 * (w["whole_test_accuracy_mean"] - r["test_accuracy_mean"])
+    points = [100 * (r["test_accuracy_mean"] - w["whole_test_accuracy_mean"])
               for r in f["rows"] if r["budget"] == budget]
     if not ratios:
         return None
     return (f"{DATASETS.get(name, name)} at {fraction(budget)}: error {min(ratios):.2f}–"
-            f"{max(ratios):.2f}x the whole's ({min(points):+.2f} to {max(points):+.2f} points "
-            "below it)")
+            f"{max(ratios):.2f}x the whole's (accuracy {min(points):+.2f} to "
+            f"{max(points):+.2f} points against it)")
 
 
 def question_2(s: dict) -> list[str]:

@@ -116,6 +116,11 @@ def _parse(argv):
 METHODS = ("magnitude", "taylor", "apoz", "activation", "random", "banzhaf")
 ALLOCATIONS = ("cost", "uniform", "global")
 CONTROLS = ("whole", "scratch_e", "scratch_b", "rewind", "published")
+#: How the report's figure draws each control: marker and legend text.
+CONTROL_MARKERS = {"whole": ("s", "the whole, fine-tuned the same way"),
+                   "scratch_e": ("v", "Scratch-E"), "scratch_b": ("^", "Scratch-B"),
+                   "rewind": ("D", "rewound to epoch 1"),
+                   "published": ("*", "published shapes, from scratch")}
 
 
 def _check(args) -> None:
@@ -672,18 +677,25 @@ def _write(args, results, trajectories) -> None:
         point = trajectories[(results["settings"]["parents"][0], method, allocation)][
             "checkpoints"][repr(entry["budget"])]
         target = out / "models" / f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}.keras"
+        about = {"method": method, "allocation": allocation, "budget": entry["budget"],
+                 "widths": point["widths"], "flops": point["flops"], "params": point["params"],
+                 "test_accuracy": point["test_accuracy"],
+                 "parent": results["settings"]["parents"][0],
+                 "dense_flops": results["summary"]["dense_flops"]}
+        described = target.with_suffix(".json")
+        if described.exists():  # the same subnetwork already saved: leave its bytes alone
+            before = json.loads(described.read_text())
+            if {k: before.get(k) for k in about} == about and \
+                    (before.get("model_file") is None or target.exists()):
+                continue
         # Saved again from the uncompiled model: no optimizer state, a third of the size.
         with atomic_path(target) as tmp:
             subnet.load_model(point["model_file"]).save(tmp)
         size = target.stat().st_size
         if size > MAX_MODEL_BYTES:
             target.unlink()
-        atomic_write_text(target.with_suffix(".json"), json.dumps({
-            "method": method, "allocation": allocation, "budget": entry["budget"],
-            "widths": point["widths"], "flops": point["flops"], "params": point["params"],
-            "test_accuracy": point["test_accuracy"], "parent": results["settings"]["parents"][0],
-            "dense_flops": results["summary"]["dense_flops"],
-            "model_file": target.name if size <= MAX_MODEL_BYTES else None,
+        atomic_write_text(described, json.dumps({
+            **about, "model_file": target.name if size <= MAX_MODEL_BYTES else None,
             "model_bytes": size,
             "note": None if size <= MAX_MODEL_BYTES else
             f"not committed: {size} bytes > {MAX_MODEL_BYTES}; rebuilt by this script"},
@@ -709,17 +721,12 @@ def _draw_frontier(fig, results) -> None:
                     yerr=[r["test_accuracy_sd"] or 0.0 for r in rows], color=colors[method],
                     linestyle="-" if allocation == "cost" else "--", marker="o", markersize=3,
                     capsize=2, label=f"{method_name(method)} ({allocation})")
-    markers = {"whole": "s", "scratch_e": "v", "scratch_b": "^", "rewind": "D",
-               "published": "*"}
-    for control, marker in markers.items():
+    for control, (marker, text) in CONTROL_MARKERS.items():
         points = [c for c in results["controls"] if c["control"] == control]
         if points:
             ax.scatter([dense / c["flops"] for c in points],
                        [1 - c["test_accuracy"] for c in points],
-                       marker=marker, color="black", s=22, zorder=3,
-                       label={"scratch_e": "Scratch-E", "scratch_b": "Scratch-B",
-                              "rewind": "rewound to epoch 1",
-                              "published": "published shapes, from scratch"}[control])
+                       marker=marker, color="black", s=22, zorder=3, label=text)
     ax.axhline(TARGET_ERROR, color="black", linestyle=":", linewidth=0.8)
     from matplotlib import ticker
 

@@ -383,3 +383,15 @@ def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
     assert "within 0.5 points, Spearman's rho -1.00 (easy 16.0x, mid 4.0x, hard 1.0x)" in text
     assert "within 1.25x the error, Spearman's rho +1.00" in text
     assert answer.difficulty_trend({"tasks": d["tasks"][:2]}) is None
+
+
+def test_the_frontier_report_draws_every_control_from_the_committed_results(tmp_path):
+    import json
+
+    assert set(frontier.CONTROL_MARKERS) == set(frontier.CONTROLS)
+    folder = Path(__file__).resolve().parents[1] / "reports" / "frontier"
+    results = json.loads((folder / "results.json").read_text())
+    assert {"whole", "scratch_e", "rewind", "published"} <= \
+        {c["control"] for c in results["controls"]}
+    frontier.write_report(results, tmp_path)
+    assert (tmp_path / "report.html").stat().st_size > 10_000
