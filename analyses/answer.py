@@ -188,6 +188,17 @@ def scratch_gap(f: dict) -> dict | None:
             "recovered": (min(recovered), max(recovered)) if recovered else None}
 
 
+def convergence_clause(parents: list[dict]) -> str:
+    """The parents' convergence check where their per-epoch validation curve was recorded: the
+    validation accuracy gained over the last five epochs."""
+    curves = [p.get("val_accuracy_by_epoch") for p in parents]
+    if not all(c and len(c) > 5 for c in curves):
+        return ""
+    gains = [100 * (c[-1] - c[-6]) for c in curves]
+    return (f"; validation accuracy moved {min(gains):+.2f} to {max(gains):+.2f} points over "
+            "each parent's last five epochs")
+
+
 def chosen_paragraph(name: str, f: dict) -> str:
     parents = f["parents"]
     off = mean_sd([p["test_accuracy"] for p in parents])
@@ -197,6 +208,7 @@ def chosen_paragraph(name: str, f: dict) -> str:
             f"{pm(*off)} with dropout off"
             + (f", {pm(*mean_sd(ensemble))} averaging {f['settings']['teacher_passes']} "
                "dropout passes" if all(e is not None for e in ensemble) else "")
+            + convergence_clause(parents)
             + "), gradual prune–retrain with each checkpoint fine-tuned to saturation keeps "
             "the mean validation error within 1 % (the published results' target) down to "
             "(test error in brackets): " + smallest_sentence(f) + ". "

@@ -395,3 +395,14 @@ def test_the_frontier_report_draws_every_control_from_the_committed_results(tmp_
         {c["control"] for c in results["controls"]}
     frontier.write_report(results, tmp_path)
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_the_answer_states_the_parents_convergence_where_it_was_recorded():
+    import answer
+
+    curve = [0.80, 0.85, 0.86, 0.861, 0.862, 0.8615, 0.863]
+    clause = answer.convergence_clause([{"val_accuracy_by_epoch": curve},
+                                        {"val_accuracy_by_epoch": curve[:-1] + [0.858]}])
+    assert clause == "; validation accuracy moved +0.80 to +1.30 points over each parent's " \
+        "last five epochs"
+    assert answer.convergence_clause([{"val_accuracy_by_epoch": curve}, {}]) == ""
