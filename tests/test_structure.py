@@ -141,7 +141,8 @@ def test_records_and_every_backend_choice_on_a_graph(built, tmp_path):
 @pytest.mark.parametrize("name", GRAPHS + ["chain_cnn", "mobilenetv2"])
 def test_the_graph_backend_equals_the_masked_model_on_every_graph(built, name):
     """Each mask's sliced subnetwork gives the masked model's probabilities, also for masks
-    that drop every unit of a site (the masked model evaluates those)."""
+    that drop every unit of a site or of every site (sliced with a zero-factor channel in each
+    such site, not handed to the masked model)."""
     from subnet.engine.chain import analyse_chain
     from subnet.engine.graph import GraphBackend
     from subnet.engine.reference import ReferenceBackend
@@ -157,6 +158,7 @@ def test_the_graph_backend_equals_the_masked_model_on_every_graph(built, name):
     masks[0] = True
     site = chain.structure.sites[-1]
     masks[1, list(site.groups)] = False  # a whole site dropped
+    masks[2] = False  # every site dropped
     # Without rescaling, to float32 rounding. With it, x2 at every unit compounds through the
     # depth of an untrained network (MobileNetV2: ~50 layers) into logits so large that the two
     # backends' float32 rounding moves a probability by up to ~1e-2; shallower graphs stay
@@ -165,9 +167,10 @@ def test_the_graph_backend_equals_the_masked_model_on_every_graph(built, name):
     for rescale, atol in ((False, 5e-5), (True, 2e-2 if deep else 1e-3)):
         graph = GraphBackend(chain, rescale=rescale, batch_size=5)  # several batches
         reference = ReferenceBackend(chain, rescale=rescale)
-        assert graph._plan(masks[1]) is None or len(site.groups) == 0
+        assert graph._plan(masks[1], graph._factors) is None or len(site.groups) == 0
         np.testing.assert_allclose(graph.probabilities(x, masks),
                                    reference.probabilities(x, masks), atol=atol)
+        assert graph._reference is None  # no mask needed the masked model
 
 
 @pytest.mark.parametrize("name", ["resnet20_layout", "inception_block", "text_conv1d"])

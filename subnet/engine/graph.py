@@ -82,16 +82,15 @@ class GraphBackend:
                              f"{masks.shape}.")
         n_classes = int(self.chain.model.outputs[0].shape[-1])
         out = np.empty((len(masks), len(x), n_classes), np.float32)
-        plans = [self._plan(bits) for bits in masks]
+        plans = [self._plan_or_zeros(bits) for bits in masks]
         for start in range(0, len(x), self.batch_size):
             stop = min(len(x), start + self.batch_size)
             prefix = self._prefix(x[start:stop])
             for i, plan in enumerate(plans):
                 if plan is not None:
                     out[i, start:stop] = self._forward(prefix, plan)
-        # A mask that empties a tensor (every unit of a site dropped) leaves nothing to slice:
-        # the masked model evaluates it (zeros where the channels were). Such masks are rare,
-        # so the model runs without XLA: compiling it would cost more than the few rows.
+        # A mask :meth:`_plan_or_zeros` cannot slice (none is known): the masked model
+        # evaluates it. Without XLA: compiling it would cost more than a few rows.
         empty = [i for i, plan in enumerate(plans) if plan is None]
         if empty:
             if self._reference is None:
@@ -103,16 +102,33 @@ class GraphBackend:
 
     # ---------------------------------------------------------------------------- internals
 
-    def _plan(self, bits: np.ndarray) -> dict | None:
-        """Each call's kept output channels and, for layers with weights, its sliced weights;
-        None if the mask leaves some layer no channel to produce or read."""
+    def _plan_or_zeros(self, bits: np.ndarray) -> dict | None:
+        """The mask's plan; where it drops every unit of a site (common on narrow networks:
+        a quarter of the masks of a 2-unit site at keep 0.5), the plan that keeps each such
+        site's first unit with factor 0 instead. Every reader of that channel gets zero rows,
+        so it computes what the masked model computes (zeros where the site's channels were)
+        without empty tensors. None if even that leaves a layer no channel."""
+        plan = self._plan(bits, self._factors)
+        if plan is not None:
+            return plan
+        bits, factors = bits.copy(), self._factors.copy()
+        offsets = self.chain.table.offsets
+        for i, j in zip(offsets[:-1], offsets[1:], strict=True):
+            if j > i and not bits[i:j].any():
+                bits[i], factors[i] = True, 0.0
+        return self._plan(bits, factors)
+
+    def _plan(self, bits: np.ndarray, factors: np.ndarray) -> dict | None:
+        """Each call's kept output channels and, for layers with weights, its sliced weights
+        (input rows scaled by ``factors``); None if the mask leaves some layer no channel to
+        produce or read."""
         plan = {}
         for call in self.structure.calls:
             name, layer = call.name, call.layer
             if name in self._fixed or isinstance(layer, (L.InputLayer,) + NOISE):
                 continue
             out, weights = self.structure.slice_weights(name, self._weights[name], bits,
-                                                        self._factors)
+                                                        factors)
             if len(out) == 0:
                 return None
             plan[name] = (out, [keras.ops.convert_to_tensor(w) for w in weights])
