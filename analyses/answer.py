@@ -307,9 +307,13 @@ def frontier_table(f: dict) -> list[str]:
 
 
 def published_table(f: dict) -> list[str]:
+    """The published shapes: their FLOPs in our cost model, their error as published (on the
+    data set they were published on), and the same widths trained from scratch here."""
     dense = f["summary"]["dense_flops"]
-    lines = ["| published result | widths | FLOPs reduction | error as published | "
-             "trained from scratch here |", "|---|---|---|---|---|"]
+    dataset = f["settings"]["dataset"]
+    lines = [f"| published result | widths | FLOPs reduction | error as published | "
+             f"trained from scratch here ({DATASETS.get(dataset, dataset)}) |",
+             "|---|---|---|---|---|"]
     for p in f["published"]:
         mine = [c for c in f["controls"] if c["control"] == "published" and
                 c["label"] == p["source"]]
@@ -319,8 +323,9 @@ def published_table(f: dict) -> list[str]:
             here = pm(*mean_sd([c["test_accuracy"] for c in mine]))
         else:
             reduction, here = "—", "not trained yet"
-        lines.append(f"| {p['source']} | {widths} | {reduction} | {pct(p['error'])} | "
-                     f"{here} |")
+        on = p.get("error_on", "mnist")
+        error = pct(p["error"]) + ("" if on == dataset else f" (on {DATASETS.get(on, on)})")
+        lines.append(f"| {p['source']} | {widths} | {reduction} | {error} | {here} |")
     return lines
 
 

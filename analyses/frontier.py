@@ -658,8 +658,8 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
             "versions": subnet.versions(), "parents": parents_summary, "rows": rows,
             "paired_tests": tests, "controls": control_rows, "smallest_within_1pct": smallest,
             "within_the_whole": within,
-            "published": [{"source": k, "widths": v, "error": PUBLISHED_ERROR[k]}
-                          for k, v in PUBLISHED.items()],
+            "published": [{"source": k, "widths": v, "error": PUBLISHED_ERROR[k],
+                           "error_on": "mnist"} for k, v in PUBLISHED.items()],
             "summary": {"dataset": args.dataset, "parents": len(parents),
                         "dense_flops": dense_flops, "smallest_within_1pct": smallest,
                         "parent_test_accuracy": [p["test_accuracy"]
@@ -804,6 +804,18 @@ def write_report(results, out: Path) -> None:
         f"{name}: {e['flops_reduction']:.1f}x fewer FLOPs at {e['test_error_mean']:.2%} test "
         f"error (chosen on validation)" for name, e in smallest.items()) or (
         "No method's subnetwork stayed within 1 % validation error at the budgets tried.",)
+    within = results.get("within_the_whole")
+    if within:
+        whole = within["whole_test_accuracy_mean"]
+        for name, points in within["methods"].items():
+            parts = []
+            for key, text in (("within_half_point", "within 0.5 points"),
+                              ("within_1.25x_error", "within 1.25x its error")):
+                point = points[key]
+                parts.append(f"{text}: " + ("none on the grid" if point is None else
+                                            f"{point['flops_reduction']:.1f}x"))
+            found += (f"{name} against the whole fine-tuned the same way ({whole:.2%}): "
+                      + "; ".join(parts) + ".",)
     answer = (() if not partial else (
         f"Partial results: {len(partial['missing_trajectories'])} trajectories and the controls "
         f"not yet run are missing ({partial['controls_done']} controls done); the paired tests "
