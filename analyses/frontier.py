@@ -298,6 +298,7 @@ def _unpack(text: str, n: int) -> np.ndarray:
 
 def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> dict:
     """Trains ``model`` to saturation (early stopping on validation), then measures it once."""
+    from subnet._tf import ONEDNN
     from subnet.extraction import accuracy, model_cost
     from subnet.frontier import finetune_to_saturation
 
@@ -313,7 +314,8 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> di
             "test_correct": _pack(predicted == train.y_test),
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "flops": int(cost["flops"]), "params": int(cost["params"]),
-            "seconds": round(time.perf_counter() - start, 1)}
+            "seconds": round(time.perf_counter() - start, 1),
+            "onednn": ONEDNN}  # TensorFlow's oneDNN kernels (subnet._tf): rounding differs
 
 
 def _cell_path(args, kind: str, *parts) -> Path:
@@ -514,6 +516,7 @@ def _main(argv=None) -> int:
                          pairs)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     results["compute_seconds"] = _compute_seconds(parent_results, trajectories, controls_done)
+    results["onednn_finetunes"] = _kernels(trajectories, controls_done)
     _write(args, results, trajectories)
     print(json.dumps(results["summary"]))
     return 0
@@ -551,9 +554,21 @@ def _partial(args, parents, pairs, budgets) -> int:
                          complete)
     results["partial"] = {"missing_trajectories": missing, "controls_done": len(controls)}
     results["compute_seconds"] = _compute_seconds(parent_results, trajectories, controls)
+    results["onednn_finetunes"] = _kernels(trajectories, controls)
     _write(args, results, trajectories)
     print(json.dumps(results["summary"]))
     return 0
+
+
+def _kernels(trajectories, controls) -> dict:
+    """How many fine-tunes ran with TensorFlow's oneDNN kernels on ("1"), and how many without
+    or before subnet recorded it (they differ in float rounding, not in distribution)."""
+    from collections import Counter
+
+    values = [p.get("onednn", "not recorded (off)") for c in trajectories.values()
+              for p in c["checkpoints"].values()]
+    values += [c.get("onednn", "not recorded (off)") for c in controls]
+    return dict(Counter(values))
 
 
 def _compute_seconds(parent_results, trajectories, controls) -> dict:

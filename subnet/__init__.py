@@ -76,20 +76,22 @@ __all__ = sorted([*_EXPORTS, "versions"])
 
 
 def versions() -> dict:
-    """The versions of Python, TensorFlow, Keras, NumPy and subnet: what every record, result
-    file and report stores beside its numbers.
+    """The versions of Python, TensorFlow, Keras, NumPy and subnet, and whether TensorFlow's
+    oneDNN kernels were on: what every record, result file and report stores beside its numbers.
 
     Returns:
-        ``{"python", "tensorflow", "keras", "numpy", "subnet"}`` as strings.
+        ``{"python", "tensorflow", "keras", "numpy", "subnet", "onednn"}`` as strings
+        (``onednn``: ``TF_ENABLE_ONEDNN_OPTS`` as TensorFlow saw it, see :mod:`subnet._tf`).
     """
     import platform
 
     import numpy as np
 
-    from subnet._tf import keras, tf
+    from subnet._tf import ONEDNN, keras, tf
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "subnet": __version__}
+            "keras": keras.__version__, "numpy": np.__version__, "subnet": __version__,
+            "onednn": ONEDNN}
 
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
