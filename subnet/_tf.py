@@ -12,19 +12,11 @@ bytes run to run), but differ from the other setting in float rounding, so
 to reproduce numbers made without them.
 """
 
-import os
-import sys
+from subnet import _quiet
 
-if "tensorflow" not in sys.modules:
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-#: TF_ENABLE_ONEDNN_OPTS as TensorFlow saw it when subnet imported it ("unknown" when it was
-#: imported before subnet, whose setting then is whatever that import had).
-ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default") if "tensorflow" not in sys.modules \
-    else "unknown"
-
-from subnet._quiet import import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()
+_quiet.import_tensorflow_quietly()
+#: TF_ENABLE_ONEDNN_OPTS as TensorFlow saw it ("unknown" if it was imported before subnet).
+ONEDNN = _quiet.ONEDNN
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -63,3 +63,20 @@ def test_report_cli_has_a_version():
     result = subprocess.run([sys.executable, "-m", "subnet.report", "--version"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("subnet ")
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "1"), ("0", "0")])
+def test_onednn_is_on_unless_the_environment_says_otherwise_and_is_recorded(setting, expected):
+    """The command-line tools import TensorFlow through subnet._quiet before anything else; the
+    kernels' setting must reach TensorFlow there, and subnet.versions() must say which it was."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = ("from subnet._quiet import quiet_tensorflow_warnings; quiet_tensorflow_warnings(); "
+            "import os, subnet; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+            "subnet.versions()['onednn'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [expected, expected]
