@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import difficulty
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 
@@ -143,6 +145,19 @@ def whole_sentence(f: dict) -> str:
             + "; ".join(parts_half) + ". Within 1.25x its error: " + "; ".join(parts_rel) + ".")
 
 
+def control_mean(f: dict, control: str, budget: float) -> float | None:
+    """The mean test accuracy over parents of one control at one budget (None if not run)."""
+    values = [c["test_accuracy"] for c in f["controls"]
+              if c["control"] == control and c["budget"] == budget]
+    return mean_sd(values)[0] if values else None
+
+
+def pruned_at(f: dict, budget: float) -> list[float]:
+    """The chosen criteria's mean test accuracies at one budget (random units left out)."""
+    return [r["test_accuracy_mean"] for r in f["rows"]
+            if r["budget"] == budget and r["method"] != "random"]
+
+
 def controls_sentence(f: dict) -> str:
     """Scratch-E, Scratch-B and rewinding at each control budget, beside the pruned curves."""
     sentences = []
@@ -155,8 +170,7 @@ def controls_sentence(f: dict) -> str:
                       if c["control"] == control and c["budget"] == b]
             if values:
                 parts.append(f"{name} {pm(*mean_sd(values))}")
-        pruned = [r["test_accuracy_mean"] for r in f["rows"]
-                  if r["budget"] == b and r["method"] != "random"]
+        pruned = pruned_at(f, b)
         if pruned and parts:
             sentences.append(
                 f"at {fraction(b)}: " + ", ".join(parts) + f", against {pct(min(pruned))}–"
@@ -169,14 +183,8 @@ def scratch_gap(f: dict) -> dict | None:
     criterion, mean over parents) and Scratch-E, and the share of it rewinding recovers."""
     gaps, recovered = [], []
     for b in {c["budget"] for c in f["controls"] if c["control"] == "scratch_e"}:
-        def mean_of(control, b=b):
-            values = [c["test_accuracy"] for c in f["controls"]
-                      if c["control"] == control and c["budget"] == b]
-            return mean_sd(values)[0] if values else None
-
-        scratch, rewind = mean_of("scratch_e"), mean_of("rewind")
-        pruned = [r["test_accuracy_mean"] for r in f["rows"]
-                  if r["budget"] == b and r["method"] != "random"]
+        scratch, rewind = control_mean(f, "scratch_e", b), control_mean(f, "rewind", b)
+        pruned = pruned_at(f, b)
         if scratch is not None and pruned:
             gap = max(pruned) - scratch
             gaps.append(100 * gap)
@@ -414,28 +422,6 @@ def question_2(s: dict) -> list[str]:
 
 # --- question 3 -----------------------------------------------------------------------------
 
-def difficulty_table(d: dict) -> list[str]:
-    lines = ["| task | training images | whole, fine-tuned | its error | largest reduction "
-             "within 0.5 points | within 1.25x the error | parents |",
-             "|---|---|---|---|---|---|---|"]
-    for t in sorted(d["tasks"], key=lambda t: -(t["whole_test_accuracy_mean"] or 0)):
-        whole = t["whole_test_accuracy_mean"]
-
-        def point(p, whole=whole):
-            if whole is None:
-                return "—"
-            return "none on the grid" if p is None else \
-                f"{p['flops_reduction']:.1f}x ({pct(p['test_accuracy_mean'])})"
-
-        lines.append(
-            f"| {t['task']} | {t['n_train']:,} | "
-            + ("—" if whole is None else pm(whole, t["whole_test_accuracy_sd"]))
-            + f" | {'—' if whole is None else pct(1 - whole)} | "
-            f"{point(t['within_half_point'])} | {point(t['within_1.25x_error'])} | "
-            f"{t['parents']} |")
-    return lines
-
-
 def difficulty_trend(d: dict) -> str | None:
     """How the largest reduction within each bar follows the whole's error across the tasks:
     Spearman's rank correlation (a reduction of 1x where no budget passes)."""
@@ -479,7 +465,7 @@ def question_3(s: dict) -> list[str]:
                   "tasks built from MNIST and Fashion-MNIST by `analyses/tasks.py`, each with "
                   f"its fingerprint in the results; curve: {label(d['curve'])}, the budget "
                   f"grid {', '.join(fraction(b) for b in d['budgets'])}, so a reduction is a "
-                  "lower bound between grid points):", "", *difficulty_table(d), ""]
+                  "lower bound between grid points):", "", *difficulty.table(d), ""]
     if not d or d["missing"]:
         missing = ", ".join(d["missing"]) if d else "every task"
         lines += [f"Not measured yet for the difficulty curve: {missing} "

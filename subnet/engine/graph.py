@@ -108,14 +108,13 @@ class GraphBackend:
         site's first unit with factor 0 instead. Every reader of that channel gets zero rows,
         so it computes what the masked model computes (zeros where the site's channels were)
         without empty tensors. None if even that leaves a layer no channel."""
-        plan = self._plan(bits, self._factors)
-        if plan is not None:
-            return plan
-        bits, factors = bits.copy(), self._factors.copy()
         offsets = self.chain.table.offsets
-        for i, j in zip(offsets[:-1], offsets[1:], strict=True):
-            if j > i and not bits[i:j].any():
-                bits[i], factors[i] = True, 0.0
+        empty = [i for i, j in zip(offsets[:-1], offsets[1:], strict=True)
+                 if j > i and not bits[i:j].any()]
+        factors = self._factors
+        if empty:
+            bits, factors = bits.copy(), factors.copy()
+            bits[empty], factors[empty] = True, 0.0
         return self._plan(bits, factors)
 
     def _plan(self, bits: np.ndarray, factors: np.ndarray) -> dict | None:
