@@ -20,24 +20,24 @@ __all__ = ["import_tensorflow_quietly", "quiet_tensorflow_warnings"]
 ONEDNN = "unknown"
 
 
-def _onednn_on_unless_set() -> None:
-    """TensorFlow's oneDNN kernels on, unless the environment says otherwise (see
+def _onednn_off_unless_set() -> None:
+    """TensorFlow's oneDNN kernels off, unless the environment says otherwise (see
     :mod:`subnet._tf` for why), before TensorFlow is first imported."""
     global ONEDNN
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     ONEDNN = os.environ["TF_ENABLE_ONEDNN_OPTS"]
 
 
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow (if not imported yet) and discovers its devices, with the native
-    start-up logging captured; TensorFlow's oneDNN kernels on unless the environment sets
+    start-up logging captured; TensorFlow's oneDNN kernels off unless the environment sets
     ``TF_ENABLE_ONEDNN_OPTS``.
 
     Set ``SUBNET_TF_LOGS=1`` to see that logging.
     """
-    _onednn_on_unless_set()
+    _onednn_off_unless_set()
     if "tensorflow" in sys.modules or os.environ.get("SUBNET_TF_LOGS") == "1":
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -65,8 +65,8 @@ def test_report_cli_has_a_version():
     assert result.returncode == 0 and result.stdout.startswith("subnet ")
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "1"), ("0", "0")])
-def test_onednn_is_on_unless_the_environment_says_otherwise_and_is_recorded(setting, expected):
+@pytest.mark.parametrize("setting, expected", [(None, "0"), ("1", "1")])
+def test_onednn_is_off_unless_the_environment_says_otherwise_and_is_recorded(setting, expected):
     """The command-line tools import TensorFlow through subnet._quiet before anything else; the
     kernels' setting must reach TensorFlow there, and subnet.versions() must say which it was."""
     import os
@@ -80,3 +80,32 @@ def test_onednn_is_on_unless_the_environment_says_otherwise_and_is_recorded(sett
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [expected, expected]
+
+
+def test_training_a_strided_1x1_convolution_on_one_thread_does_not_crash():
+    """With TensorFlow 2.21's oneDNN kernels on and one intra-op thread (a Ray worker's or a
+    ``make analyses`` job's setting), training a 1x1 stride-2 convolution (a ResNet's projection
+    shortcut) corrupts the heap and kills the process; subnet's default keeps them off."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    code = """
+import numpy as np
+from subnet._tf import keras
+inputs = keras.Input((32, 32, 3))
+x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+x = keras.layers.Conv2D(8, 1, strides=2, use_bias=False)(x)
+x = keras.layers.Conv2D(16, 1, strides=2, use_bias=False)(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+model.compile("adam", "sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x, y = rng.random((512, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, 512)
+for _ in range(3):
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+print("trained")
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.split() == ["trained"], result.stderr[-2000:]

@@ -11,8 +11,8 @@ from subnet.baselines.tfmot import magnitude_oneshot
 from subnet.comparison import Comparison, compare, reinitialized
 from tests.helpers import RATES
 
-SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.1,
-                selection_examples=500, n_masks=200, measure_latency=False, progress=False)
+SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.03,
+                selection_examples=300, n_masks=100, measure_latency=False, progress=False)
 
 
 @pytest.mark.slow
