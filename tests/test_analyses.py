@@ -193,6 +193,23 @@ def test_frontier_holds_each_curve_to_the_whole_fine_tuned_the_same_way():
     assert frontier._within_the_whole(rows, [], [("magnitude", "uniform")]) is None
 
 
+def test_frontier_keeps_the_smallest_subnetworks_by_both_targets_once_each():
+    smallest = {"magnitude/cost": {"budget": 0.1}, "random/cost": {"budget": 0.125}}
+    within = {"methods": {"magnitude/cost": {"within_1.25x_error": {"budget": 0.1}},
+                          "random/cost": {"within_1.25x_error": {"budget": 0.0625}},
+                          "taylor/cost": {"within_1.25x_error": {"budget": 0.125}},
+                          "banzhaf/cost": {"within_1.25x_error": None}}}
+    chosen = frontier._chosen({"smallest_within_1pct": smallest, "within_the_whole": within})
+    assert sorted((name, e["budget"]) for name, e in chosen) == [
+        ("magnitude/cost", 0.1), ("random/cost", 0.0625), ("random/cost", 0.125),
+        ("taylor/cost", 0.125)]
+    # a harder task reaches no 1 % error point: the relative one is still kept
+    fashion = frontier._chosen({"smallest_within_1pct": {}, "within_the_whole": within})
+    assert sorted(name for name, _ in fashion) == ["magnitude/cost", "random/cost",
+                                                   "taylor/cost"]
+    assert frontier._chosen({"smallest_within_1pct": {}, "within_the_whole": None}) == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--budgets", "0,0.5"], "--budgets must lie in (0.0, 1.0]"),
     (["--budgets", "1.5"], "--budgets must lie in"),
