@@ -68,13 +68,17 @@ def _run(task: str, parents: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
            "OMP_NUM_THREADS": "1"}
-    print(f"difficulty: {task}: {' '.join(argv[2:])} (log: {log.relative_to(ROOT)})",
-          file=sys.stderr, flush=True)
+    _say(f"difficulty: {task}: {' '.join(argv[2:])} (log: {log.relative_to(ROOT)})")
     started = time.perf_counter()
     with open(log, "a") as out:
         subprocess.run(argv, check=True, cwd=ROOT, env=env, stdout=out, stderr=out)
-    print(f"difficulty: {task}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr,
-          flush=True)
+    _say(f"difficulty: {task}: done in {time.perf_counter() - started:.0f} s")
+
+
+def _say(line: str) -> None:
+    """One line to stderr in one write, so lines from tasks running side by side stay whole."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _run_all(tasks: list[str], parents: str, jobs: int) -> None:
