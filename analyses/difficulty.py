@@ -17,9 +17,9 @@ into ``reports/difficulty/<task>/`` (cells committed as they finish; a later run
 task's parents train until their validation accuracy has settled (``EPOCHS``; the per-epoch
 curve is in the results as the convergence check).
 
-``--gather`` only summarises what has finished (no training). Writes
-``reports/difficulty/results.json`` and ``README.md`` (generated from the JSON alone) and prints
-the JSON.
+``--jobs`` tasks run side by side, each in one process on one core. ``--gather`` only
+summarises what has finished (no training). Writes ``reports/difficulty/results.json`` and
+``README.md`` (generated from the JSON alone) and prints the JSON.
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ BUDGETS = "0.5,0.25,0.125,0.0625,0.03125"
 CURVE = "magnitude/uniform"
 
 
-def _frontier_argv(task: str, parents: str, jobs: int) -> list[str]:
+def _frontier_argv(task: str, parents: str) -> list[str]:
+    """One task's frontier run: its cells one after another (tasks run side by side instead,
+    see :func:`_run_all`)."""
     return ["--dataset", task, "--parents", parents, "--methods", "magnitude",
             "--allocations", "uniform", "--uniform-methods", "magnitude", "--controls", "whole",
             "--budgets", BUDGETS, "--parent-epochs", str(EPOCHS[task]),
-            "--validation", str(VALIDATION.get(task, 5000)), "--jobs", str(jobs),
+            "--validation", str(VALIDATION.get(task, 5000)), "--jobs", "1",
             "--work", str(ROOT / "out" / "analyses" / "difficulty" / task),
             "--out", str(OUT / task)]
 
@@ -62,8 +64,7 @@ def _frontier_argv(task: str, parents: str, jobs: int) -> list[str]:
 def _run(task: str, parents: str) -> None:
     """One task's frontier run, in its own process on one core (its cells one after another),
     its output in ``out/analyses/difficulty/<task>.log``."""
-    argv = [sys.executable, str(ROOT / "analyses" / "frontier.py"),
-            *_frontier_argv(task, parents, 1)]
+    argv = [sys.executable, str(ROOT / "analyses" / "frontier.py"), *_frontier_argv(task, parents)]
     log = ROOT / "out" / "analyses" / "difficulty" / f"{task}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="all", help="comma-separated, or 'all'")
     parser.add_argument("--parents", default="0,1,2")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="tasks run side by side")
     parser.add_argument("--gather", action="store_true", help="summarise only; train nothing")
     args = parser.parse_args(argv)
     tasks = list(TASKS) if args.tasks == "all" else args.tasks.split(",")

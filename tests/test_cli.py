@@ -65,13 +65,18 @@ def test_report_cli_has_a_version():
     assert result.returncode == 0 and result.stdout.startswith("subnet ")
 
 
+def _environment_without_onednn_setting(**extra: str) -> dict:
+    """This process's environment for a child, less TF_ENABLE_ONEDNN_OPTS, plus ``extra``."""
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}, **extra}
+
+
 @pytest.mark.parametrize("setting, expected", [(None, "0"), ("1", "1")])
 def test_onednn_is_off_unless_the_environment_says_otherwise_and_is_recorded(setting, expected):
     """The command-line tools import TensorFlow through subnet._quiet before anything else; the
     kernels' setting must reach TensorFlow there, and subnet.versions() must say which it was."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env = _environment_without_onednn_setting()
     if setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = setting
     code = ("from subnet._quiet import quiet_tensorflow_warnings; quiet_tensorflow_warnings(); "
@@ -86,10 +91,8 @@ def test_training_a_strided_1x1_convolution_on_one_thread_does_not_crash():
     """With TensorFlow 2.21's oneDNN kernels on and one intra-op thread (a Ray worker's or a
     ``make analyses`` job's setting), training a 1x1 stride-2 convolution (a ResNet's projection
     shortcut) corrupts the heap and kills the process; subnet's default keeps them off."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    env.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    env = _environment_without_onednn_setting(TF_NUM_INTRAOP_THREADS="1",
+                                              TF_NUM_INTEROP_THREADS="1")
     code = """
 import numpy as np
 from subnet._tf import keras
