@@ -723,9 +723,20 @@ def _write(args, results, trajectories) -> None:
         described = target.with_suffix(".json")
         if described.exists():  # the same subnetwork already saved: leave its bytes alone
             before = json.loads(described.read_text())
-            if {k: before.get(k) for k in about} == about and \
-                    (before.get("model_file") is None or target.exists()):
+            kept = target.exists() if before.get("model_file") else \
+                before.get("model_bytes") is not None  # too large to commit: described only
+            if {k: before.get(k) for k in about} == about and kept:
                 continue
+        if not Path(point["model_file"]).exists():
+            # Its trajectory ran on another machine: the cell came with the repository, the
+            # model stayed under that machine's --work. Describe it; rerunning the trajectory
+            # (its cell deleted) rebuilds the file.
+            atomic_write_text(described, json.dumps({
+                **about, "model_file": None, "model_bytes": None,
+                "note": "not saved: its trajectory ran on another machine and the summary was "
+                        "written where the fine-tuned model is absent; delete the trajectory's "
+                        "cell and rerun to rebuild it"}, indent=1))
+            continue
         # Saved again from the uncompiled model: no optimizer state, a third of the size.
         with atomic_path(target) as tmp:
             subnet.load_model(point["model_file"]).save(tmp)

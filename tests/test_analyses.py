@@ -1,6 +1,7 @@
 """The analyses/ scripts' own logic on made-up measurements: thresholds, references, caching."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -210,6 +211,36 @@ def test_frontier_keeps_the_smallest_subnetworks_by_both_targets_once_each():
     assert frontier._chosen({"smallest_within_1pct": {}, "within_the_whole": None}) == []
 
 
+def test_frontier_summary_on_a_machine_without_the_trajectories_models(tmp_path, monkeypatch):
+    """Resuming from committed cells on a fresh machine: the chosen subnetwork's fine-tuned
+    model is not there; it is described, and saved once a machine that has it rewrites."""
+    from subnet._tf import keras
+
+    monkeypatch.setattr(frontier, "write_report", lambda results, out: None)
+    model_file = tmp_path / "work" / "finetuned_0.1.keras"
+    point = {"widths": [2, 3, 4], "flops": 1000, "params": 100, "test_accuracy": 0.99,
+             "model_file": str(model_file)}
+    results = {"smallest_within_1pct": {"magnitude/uniform": {"budget": 0.1}},
+               "within_the_whole": None, "settings": {"parents": [0]},
+               "summary": {"dense_flops": 10000}}
+    trajectories = {(0, "magnitude", "uniform"): {"checkpoints": {"0.1": point}}}
+    args = argparse.Namespace(out=str(tmp_path / "out"), dataset="mnist_1k")
+    described = tmp_path / "out" / "models" / "mnist_1k_magnitude_uniform_0.1.json"
+
+    frontier._write(args, results, trajectories)
+    about = json.loads(described.read_text())
+    assert about["model_file"] is None and about["model_bytes"] is None
+    assert "another machine" in about["note"] and about["widths"] == [2, 3, 4]
+    assert (tmp_path / "out" / "results.json").exists()
+
+    model_file.parent.mkdir()
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(model_file)
+    frontier._write(args, results, trajectories)
+    about = json.loads(described.read_text())
+    assert about["model_file"] == "mnist_1k_magnitude_uniform_0.1.keras"
+    assert subnet.load_model(described.with_suffix(".keras")).count_params() == 8
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--budgets", "0,0.5"], "--budgets must lie in (0.0, 1.0]"),
     (["--budgets", "1.5"], "--budgets must lie in"),
@@ -249,6 +280,42 @@ def test_difficulty_tasks_are_deterministic_images_in_range_with_their_own_finge
     assert union.num_classes == 20 and len(union.x_train) == 6000
     with pytest.raises(subnet.InputError, match="Unknown task 'cifar'"):
         tasks.build("cifar")
+
+
+def test_difficulty_runs_on_past_a_failed_task_and_summarises_every_finished_one(
+        tmp_path, monkeypatch, capsys):
+    import difficulty
+    import tasks
+
+    monkeypatch.setattr(difficulty, "ROOT", tmp_path)
+    monkeypatch.setattr(difficulty, "OUT", tmp_path)
+    monkeypatch.setattr(difficulty, "FULL_RUNS", {})
+    monkeypatch.setattr(difficulty, "_fingerprint", lambda task: f"print-{task}")
+    finished = {"rows": [{"method": "magnitude", "allocation": "uniform", "budget": 0.5,
+                          "flops_reduction": 2.0, "test_accuracy_mean": 0.95,
+                          "test_accuracy_sd": 0.01, "widths": [10, 25, 250]}],
+                "within_the_whole": None, "settings": {"parent_epochs": 20},
+                "parents": [{"test_accuracy": 0.96, "n_train": 800, "n_test": 100}]}
+    (tmp_path / "mnist_rotated").mkdir()  # finished in an earlier run, not run this time
+    (tmp_path / "mnist_rotated" / "results.json").write_text(json.dumps(finished))
+    ran = []
+
+    def run(task, parents):
+        ran.append(task)
+        if task == "mnist_noise":
+            raise RuntimeError("its frontier run exited 1")
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "results.json").write_text(json.dumps(finished))
+
+    monkeypatch.setattr(difficulty, "_run", run)
+    code = difficulty.main(["--tasks", "mnist_noise,mnist_1k", "--jobs", "1"])
+    assert code == 1 and ran == ["mnist_noise", "mnist_1k"]
+    assert "mnist_noise: failed (its frontier run exited 1)" in capsys.readouterr().err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [t["task"] for t in results["tasks"]] == ["mnist_1k", "mnist_rotated"]
+    assert results["tasks"][0]["fingerprint"] == "print-mnist_1k"
+    assert set(results["missing"]) == set(tasks.TASKS) - {"mnist_1k", "mnist_rotated"}
+    assert "Not finished yet" in (tmp_path / "README.md").read_text()
 
 
 def test_the_uncertainty_report_is_generated_from_its_committed_results():
