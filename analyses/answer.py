@@ -510,6 +510,28 @@ def what_changed(s: dict) -> list[str]:
     return lines
 
 
+#: Validation accuracy a parent still gained over its last five epochs that counts as rising.
+RISING = 0.002
+
+
+def still_rising(d: dict | None) -> str | None:
+    """The difficulty curve's parents whose validation accuracy still rose over their last
+    five epochs by at least :data:`RISING` (the convergence check), or None."""
+    rising = [(t["task"], [g for g in t["last_five_epochs_val_gain"] if g is not None])
+              for t in (d or {}).get("tasks", [])]
+    rising = [(task, gains) for task, gains in rising if gains and max(gains) >= RISING]
+    if not rising:
+        return None
+    listed = "; ".join(f"{task}: " + ", ".join(f"{100 * g:+.2f}" for g in gains)
+                       for task, gains in rising)
+    return ("- **Some difficulty-curve parents were still improving** when their training "
+            f"ended (validation accuracy gained over the last five epochs, points, per parent: "
+            f"{listed}). Their subnetworks and their whole network are fine-tuned with the same "
+            "recipe (up to 12 more epochs, early stopping), so the comparison stays like for "
+            "like, but those parents are not the converged networks the other tasks start "
+            "from.")
+
+
 def weak_evidence(s: dict) -> list[str]:
     lines = ["## Where the evidence is weak", ""]
     mr = s["mask_resolution"]
@@ -549,6 +571,9 @@ def weak_evidence(s: dict) -> list[str]:
             f"{len(tests)} paired tests between curves reach p < 0.05"
             + (", so most differences between criteria are within the noise."
                if 2 * sum(t["pvalue"] < 0.05 for t in tests) < len(tests) else "."))
+    rising = still_rising(s["difficulty"])
+    if rising:
+        lines.append(rising)
     lines += [
         "- **The budget grid.** A largest reduction is the last grid point that passes, so "
         "the true frontier lies between it and the next point.",

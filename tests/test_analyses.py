@@ -469,6 +469,19 @@ def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
     assert answer.difficulty_trend({"tasks": d["tasks"][:2]}) is None
 
 
+def test_the_answer_names_difficulty_parents_still_improving():
+    import answer
+
+    def task(name, gains):
+        return {"task": name, "last_five_epochs_val_gain": gains}
+
+    settled = {"tasks": [task("mnist", [None, None]), task("mnist_1k", [0.0, 0.0019])]}
+    assert answer.still_rising(settled) is None and answer.still_rising(None) is None
+    text = answer.still_rising({"tasks": [*settled["tasks"],
+                                          task("mnist_noise", [0.0042, -0.001])]})
+    assert "mnist_noise: +0.42, -0.10)" in text and "mnist_1k" not in text
+
+
 def test_the_frontier_report_draws_every_control_from_the_committed_results(tmp_path):
     import json
 
