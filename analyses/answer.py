@@ -602,6 +602,15 @@ def reproducing(s: dict) -> list[str]:
                          f"(parents {c['parents_training'] / 3600:.1f}, trajectories "
                          f"{c['trajectories'] / 3600:.1f}, fine-tuning "
                          f"{c['finetuning'] / 3600:.1f}, controls {c['controls'] / 3600:.1f}).")
+    d = s["difficulty"]
+    runs = [t for t in (d or {}).get("tasks", [])
+            if t.get("compute_seconds") and t.get("source", "").startswith("reports/difficulty")]
+    if runs:
+        total = sum(t["compute_seconds"]["total"] for t in runs)
+        lines.append("- The difficulty curve's own tasks (MNIST and Fashion-MNIST come from "
+                     f"the frontiers above): {total / 3600:.1f} core-hours ("
+                     + ", ".join(f"{t['task']} {t['compute_seconds']['total'] / 3600:.1f}"
+                                 for t in runs) + ").")
     return lines + [""]
 
 

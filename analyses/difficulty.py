@@ -119,6 +119,7 @@ def _task_row(task: str, results: dict, fingerprint: str | None) -> dict:
         "whole_test_accuracy_sd": within.get("whole_test_accuracy_sd"),
         "within_half_point": points.get("within_half_point"),
         "within_1.25x_error": points.get("within_1.25x_error"),
+        "compute_seconds": results.get("compute_seconds"),
         "curve": [{k: r[k] for k in ("budget", "flops_reduction", "test_accuracy_mean",
                                      "test_accuracy_sd", "widths")} for r in rows],
     }
