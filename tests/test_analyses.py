@@ -469,6 +469,16 @@ def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
     assert answer.difficulty_trend({"tasks": d["tasks"][:2]}) is None
 
 
+def test_the_answer_reads_rewinding_by_the_share_of_the_gap_it_recovers():
+    import answer
+
+    assert answer.rewinding_reading(70, 83).startswith(
+        "recover 70 to 83 % of that gap, so what the subnetwork inherits matters")
+    assert answer.rewinding_reading(20, 60).endswith("explain only part of it")
+    below = answer.rewinding_reading(-97, -17)
+    assert below.startswith("score below Scratch-E (by 17 to 97 % of that gap)")
+    assert "early weights do not help" in below
+
 def test_the_answer_names_difficulty_parents_still_improving():
     import answer
 
