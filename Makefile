@@ -32,13 +32,18 @@ system-deps:
 data: $(STAMP) system-deps
 	@$(BIN)/python -m subnet.data fetch mnist
 
+# Two test processes (pytest-xdist), each test file kept in one of them so that a file's
+# fixtures are built once; TEST_JOBS=1 runs the suite in this process.
+TEST_JOBS ?= 2
+TEST_FLAGS = $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+
 test: $(STAMP) data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_FLAGS)
 
 # Leaves out the tests marked slow, among them every test of the five trained networks
 # (tests/conftest.py marks them); the fit tests still train tiny models, as that is their subject.
 test-fast: $(STAMP) data
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(TEST_FLAGS) -m "not slow"
 
 # The main job on the default example: the blog's network on MNIST.
 $(DEMO)/seed.keras: | $(STAMP) data

@@ -204,8 +204,10 @@ def test_empty_file(tmp_path):
         load_model(tmp_path / "empty.h5")
 
 
-@pytest.mark.parametrize("content", [b"hello, I am not a model", gzip.compress(b"x" * 100),
-                                     b"\x89PNG\r\n\x1a\n" + b"\0" * 64])
+@pytest.mark.parametrize("content", [b"hello, I am not a model",
+                                     gzip.compress(b"x" * 100, mtime=0),
+                                     b"\x89PNG\r\n\x1a\n" + b"\0" * 64],
+                         ids=["text", "gzip", "png"])
 def test_foreign_file(tmp_path, content):
     path = tmp_path / "foreign.h5"
     path.write_bytes(content)
