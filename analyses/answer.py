@@ -483,21 +483,23 @@ def difficulty_answer(d: dict) -> str | None:
     tasks = t["tasks"]
 
     def span(bar):
-        pairs = sorted(zip(t["bars"][bar]["reduction"], (x["task"] for x in tasks),
-                           strict=True))
-        return (f"from {pairs[-1][0]:.1f}x ({pairs[-1][1]}) down to {pairs[0][0]:.1f}x "
-                f"({pairs[0][1]})")
+        reductions = dict(zip((x["task"] for x in tasks), t["bars"][bar]["reduction"],
+                              strict=True))
+
+        def at(value):  # every task at that reduction (ties are common on a grid)
+            return (f"{value:.1f}x ("
+                    + ", ".join(k for k, v in reductions.items() if v == value) + ")")
+        return f"from {at(max(reductions.values()))} down to {at(min(reductions.values()))}"
 
     half, relative = (t["bars"][bar]["rho"] for bar, _ in BARS)
     if half <= -0.5 and relative <= -0.5:
         verdict = ("partly, yes: on both bars, harder tasks trim less, so MNIST's large "
                    "reductions owe something to its being easy")
     elif half <= -0.5:
-        verdict = ("only in absolute points: harder tasks trim less within 0.5 points, where "
-                   "half a point is most of MNIST's error and a small part of a hard task's, "
-                   "but about as far or further within 1.25x their own error, so relative to "
-                   "what each task leaves to gain the network is as trimmable on hard tasks as "
-                   "on MNIST")
+        verdict = ("only in absolute points: within 0.5 points harder tasks trim less (half a "
+                   "point is most of MNIST's error and a small part of a hard task's), while "
+                   "within 1.25x each task's own error the reduction does not fall clearly "
+                   "with difficulty")
     elif relative <= -0.5:
         verdict = ("in relative error only: harder tasks trim less within 1.25x their own "
                    "error, though not within 0.5 points")

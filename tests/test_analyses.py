@@ -470,13 +470,16 @@ def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
     # the answer waits for every task, then reads the two bars
     assert answer.difficulty_answer({**d, "missing": ["union20"]}) is None
     text = answer.difficulty_answer({**d, "missing": []})
-    assert text.startswith("**Is MNIST too simple? Only in absolute points: harder tasks")
+    assert text.startswith("**Is MNIST too simple? Only in absolute points: within 0.5 "
+                           "points harder tasks trim less")
     assert "within 0.5 points runs from 16.0x (easy) down to 1.0x (hard)" in text
     assert "within 1.25x the whole's error from 32.0x (hard) down to 8.0x (easy) (rho +1.00)" \
         in text
     both = {"missing": [], "tasks": [task("easy", 0.99, 16.0, 16.0), task("mid", 0.9, 4.0, 8.0),
-                                     task("hard", 0.7, 2.0, 2.0)]}
-    assert answer.difficulty_answer(both).startswith("**Is MNIST too simple? Partly, yes")
+                                     task("hard", 0.7, 2.0, 2.0), task("hard2", 0.6, 2.0, 2.0)]}
+    text = answer.difficulty_answer(both)
+    assert text.startswith("**Is MNIST too simple? Partly, yes")
+    assert "from 16.0x (easy) down to 2.0x (hard, hard2)" in text  # ties named together
 
 
 def test_the_answer_reads_rewinding_by_the_share_of_the_gap_it_recovers():
