@@ -255,7 +255,8 @@ def run_parent(args, seed: int) -> dict:
             shutil.copyfile(kept / name, folder / name)
     if not (folder / "parent.keras").exists():
         start = time.perf_counter()
-        model = subnet.seed_cnn(500, seed=seed)
+        model = subnet.seed_cnn(500, seed=seed, input_shape=train.x_train.shape[1:],
+                                num_classes=train.num_classes)
         # Validation accuracy is only watched (the convergence check), never used to stop.
         history = fit(model, train.x_train, train.y_train, epochs=args.parent_epochs,
                       seed=seed, progress=False, snapshots=[1], validation=(x_val, y_val),

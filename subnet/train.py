@@ -92,8 +92,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
         arrays, as ``model.get_weights()``}).
 
     Raises:
-        InputError: If the budget, the data, the validation data, the teacher or a setting is
-            invalid.
+        InputError: If the budget, the data (labels outside the model's classes among them),
+            the validation data, the teacher or a setting is invalid.
     """
     if (epochs is None) == (examples is None):
         raise InputError("Give exactly one training budget: `epochs` or `examples`. "
@@ -131,6 +131,11 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
                          f"Received: {snapshots}")
     classes = int(model.outputs[0].shape[-1])
     targets = np.asarray(y)
+    if targets.min() < 0 or targets.max() >= classes or np.any(targets != np.round(targets)):
+        raise InputError(f"Labels must be whole numbers in [0, {classes}) for a model with "
+                         f"{classes} outputs. Received labels from {targets.min()} to "
+                         f"{targets.max()}: give the model one output per class (e.g. "
+                         "seed_cnn(num_classes=...)) or check the labels.")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
     metrics: list = ["accuracy"]
     if teacher is not None:

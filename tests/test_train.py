@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import subnet
 from subnet.data import load_dataset
 from subnet.engine.mc import mc_dropout
 from subnet.models import load_model, outputs_probabilities, seed_cnn
@@ -69,6 +70,17 @@ def test_fit_rejects_bad_budgets(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit(_tiny_dense(), x, np.zeros(4, int), progress=False, **kwargs)
 
+
+@pytest.mark.parametrize("labels, received", [
+    (np.array([0, 1, 19, 3]), "from 0 to 19"), (np.array([0, -1, 2, 3]), "from -1 to 3"),
+    (np.array([0.0, 1.5, 2.0, 3.0]), "from 0.0 to 3.0")])
+def test_fit_refuses_labels_outside_the_models_classes(labels, received):
+    """A 20-class task on a 10-output model is the user's mistake, named before training, not
+    TensorFlow's error from inside the loss."""
+    x = np.zeros((4, 28, 28, 1), np.float32)
+    with pytest.raises(subnet.InputError, match=r"whole numbers in \[0, 10\) for a model "
+                       rf"with 10 outputs\. Received labels {received}"):
+        fit(_tiny_dense(), x, labels, epochs=1, progress=False)
 
 def test_mc_dropout_is_seeded_and_consistent(mnist_slice):
     model = _tiny_dense()
