@@ -350,7 +350,8 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
         raise InputError(f"Labels `y` must be integers in [0, {n_classes}) for this model's "
                          f"{n_classes} classes. Received values in [{y.min()}, {y.max()}] "
-                         f"(dtype {y.dtype}).")
+                         f"(dtype {y.dtype}): give the model one output per class, or check "
+                         "the labels.")
     x = x if takes_ids else x.astype(np.float32, copy=False)
     return x, y.astype(np.int64, copy=False), n_classes
 

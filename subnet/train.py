@@ -24,7 +24,7 @@ from subnet._io import atomic_path
 from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
 from subnet.errors import InputError, clean
-from subnet.models import outputs_probabilities, seed_cnn
+from subnet.models import check_examples, outputs_probabilities, seed_cnn
 
 __all__ = ["fit", "label_accuracy", "main", "teacher_probabilities"]
 
@@ -131,11 +131,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
                          f"Received: {snapshots}")
     classes = int(model.outputs[0].shape[-1])
     targets = np.asarray(y)
-    if targets.min() < 0 or targets.max() >= classes or np.any(targets != np.round(targets)):
-        raise InputError(f"Labels must be whole numbers in [0, {classes}) for a model with "
-                         f"{classes} outputs. Received labels from {targets.min()} to "
-                         f"{targets.max()}: give the model one output per class (e.g. "
-                         "seed_cnn(num_classes=...)) or check the labels.")
+    # Shapes, dtypes and labels against the model (a label beyond its outputs would otherwise
+    # fail inside TensorFlow's loss, reported as an internal error).
+    x, targets, _ = check_examples(model, x, targets)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
     metrics: list = ["accuracy"]
     if teacher is not None:
