@@ -509,8 +509,8 @@ def difficulty_answer(d: dict) -> str | None:
     return (f"**Is MNIST too simple? {verdict[0].upper() + verdict[1:]}.** Over "
             f"{len(tasks)} tasks (whole-network error {pct(t['error'][0])} to "
             f"{pct(t['error'][-1])}), the largest reduction within 0.5 points runs "
-            f"{span('within_half_point')} (Spearman's rho with the error {half:+.2f}); within "
-            f"1.25x the whole's error {span('within_1.25x_error')} (rho {relative:+.2f}). The "
+            f"{span('within_half_point')}, Spearman's rho with the error {half:+.2f}; within "
+            f"1.25x the whole's error {span('within_1.25x_error')}, rho {relative:+.2f}. The "
             "two bars lean opposite ways by construction: 0.5 points is a strict bar on a task "
             "with a large error and a loose one on MNIST, and 1.25x the error the reverse, so "
             "the truth for a given task lies between them.")

@@ -473,7 +473,7 @@ def test_the_difficulty_trend_is_a_rank_correlation_over_the_tasks():
     assert text.startswith("**Is MNIST too simple? Only in absolute points: within 0.5 "
                            "points harder tasks trim less")
     assert "within 0.5 points runs from 16.0x (easy) down to 1.0x (hard)" in text
-    assert "within 1.25x the whole's error from 32.0x (hard) down to 8.0x (easy) (rho +1.00)" \
+    assert "within 1.25x the whole's error from 32.0x (hard) down to 8.0x (easy), rho +1.00" \
         in text
     both = {"missing": [], "tasks": [task("easy", 0.99, 16.0, 16.0), task("mid", 0.9, 4.0, 8.0),
                                      task("hard", 0.7, 2.0, 2.0), task("hard2", 0.6, 2.0, 2.0)]}
