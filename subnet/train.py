@@ -129,11 +129,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
     if snapshots and (snapshots[0] < 0 or any(isinstance(e, bool) for e in snapshots)):
         raise InputError(f"Invalid value for argument `snapshots`: expected epochs >= 0. "
                          f"Received: {snapshots}")
-    classes = int(model.outputs[0].shape[-1])
-    targets = np.asarray(y)
     # Shapes, dtypes and labels against the model (a label beyond its outputs would otherwise
     # fail inside TensorFlow's loss, reported as an internal error).
-    x, targets, _ = check_examples(model, x, targets)
+    x, targets, classes = check_examples(model, x, y)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
     metrics: list = ["accuracy"]
     if teacher is not None:
