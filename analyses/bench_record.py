@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     backend = FastBackend(chain)
     masks = sample_masks(chain.table.unit_keep(), args.seed, range(args.masks))
     chunk = 64
-    fast_flops = sum(backend.flops(masks[a:a + chunk], len(x))
+    fast_flops = sum(backend.flops(masks[a:a + chunk], len(x), prefix=a == 0)
                      for a in range(0, len(masks), chunk))
 
     if args.skip_naive:

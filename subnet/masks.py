@@ -674,7 +674,15 @@ def _remove_temp_files(folder: Path) -> None:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and next(os.scandir(path), None) is None
+    if not path.is_dir():
+        return False
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def _holds_chunk_files(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return any(_CHUNK_RE.match(e.name) for e in entries)
 
 
 class Chunk(NamedTuple):
@@ -1054,8 +1062,7 @@ class MaskRecord:
         if path.exists() and not path.is_dir():
             raise RecordError(f"Record path {path} is a file, not a folder; choose another path.")
         if path.is_dir() and not _is_empty_dir(path):
-            has_record = (path / _META).exists() or any(
-                _CHUNK_RE.match(e.name) for e in os.scandir(path))
+            has_record = (path / _META).exists() or _holds_chunk_files(path)
             if has_record or not exist_ok:
                 what = "a mask record" if has_record else "files"
                 raise RecordError(f"Folder {path} already holds {what}: use resume=True to "
@@ -1090,7 +1097,7 @@ class MaskRecord:
         """
         path = Path(path)
         if not (path / _META).is_file():
-            if path.is_dir() and any(_CHUNK_RE.match(e.name) for e in os.scandir(path)):
+            if path.is_dir() and _holds_chunk_files(path):
                 raise RecordError(f"Folder {path} holds chunk files but no {_META}: it is not a "
                                   f"complete mask record. Choose another folder.")
             if num_classes is None:

@@ -305,6 +305,84 @@ def test_fast_backend_does_not_depend_on_example_batch(trained, mnist):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def _pooled_relu_model():
+    """ReLU convolutions followed by max pooling (through a dropout, with odd sizes and 'same'
+    padding), a PReLU before a global max pooling, a GELU and a LeakyReLU: the layers whose
+    order the fast backend changes, or must not change, or slices."""
+    inputs = keras.Input((13, 13, 2))
+    x = keras.layers.Conv2D(5, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.Conv2D(6, 2, activation="relu", name="c2")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.Conv2D(7, 2, padding="same", name="c3")(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2])(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    x = keras.layers.Dense(8, activation="gelu", name="d1")(x)
+    x = keras.layers.LeakyReLU(0.1)(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="out")(x)
+    model = keras.Model(inputs, outputs, name="pooled_relu")
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    return model
+
+
+def test_fast_backend_defers_bias_and_activation_past_max_pooling_bit_for_bit():
+    chain = analyse_chain(_pooled_relu_model(), 0.5)
+    backend = FastBackend(chain)
+    deferred = {op.layer.name for segment in backend._segments for op in segment if op.deferred}
+    # c2's bias and ReLU move past its dropout and pooling; c3's PReLU comes before its
+    # pooling, and d1's GELU is not monotone, so they stay in place (c1 is in the prefix).
+    assert deferred == {"c2"}
+    masks = sample_masks(chain.table.unit_keep(), seed=4, indices=range(16))
+    masks[0], masks[1] = True, False
+    x = np.random.default_rng(5).random((30, 13, 13, 2), dtype=np.float32)
+    fast = backend.probabilities(x, masks)
+    np.testing.assert_allclose(fast, ReferenceBackend(chain).probabilities(x, masks), atol=1e-5)
+    in_order = FastBackend(chain)
+    for segment in in_order._segments:
+        for op in segment:
+            op.deferred = False
+    assert np.array_equal(in_order.probabilities(x, masks), fast)
+
+
+def test_fast_backend_traces_its_program_once_for_every_mask(trained, mnist):
+    chain = analyse_chain(trained["conv"])
+    backend = FastBackend(chain, example_batch=13)
+    masks = sample_masks(chain.table.unit_keep(), seed=3, indices=range(20))
+    masks[0], masks[1] = True, False
+    assert len({tuple(mask.sum() for mask in chain.table.split(m).values()) for m in masks}) > 5
+    backend.probabilities(mnist.x_test[:30], masks)
+    assert backend._program.experimental_get_tracing_count() == 1
+
+
+def test_fast_backend_keeps_the_prefix_for_the_same_examples(trained, mnist, monkeypatch):
+    chain = analyse_chain(trained["conv"])
+    backend = FastBackend(chain, example_batch=16)
+    calls = []
+    prefix = backend._prefix
+    backend._prefix = lambda inputs, **kwargs: calls.append(1) or prefix(inputs, **kwargs)
+    masks = sample_masks(chain.table.unit_keep(), seed=6, indices=range(6))
+    x = mnist.x_test[:40].copy()
+    first = backend.probabilities(x, masks[:3])
+    assert len(calls) == 3  # 40 examples in batches of 16
+    second = backend.probabilities(x, masks[3:])
+    assert len(calls) == 3
+    fresh = FastBackend(chain, example_batch=16)
+    assert np.array_equal(np.concatenate([first, second]), fresh.probabilities(x, masks))
+    x[7] = 0.0  # changed in place: new examples, whatever the array's identity
+    changed = backend.probabilities(x, masks)
+    assert len(calls) == 6
+    assert np.array_equal(changed, fresh.probabilities(x, masks))
+    assert not np.array_equal(changed[:, 7], first[:1, 7])
+    monkeypatch.setattr(subnet.engine.fast, "PREFIX_CACHE_BYTES", 0)
+    uncached = FastBackend(chain, example_batch=16)
+    assert np.array_equal(uncached.probabilities(x, masks), changed)
+    assert uncached._prefix_cache is None
+
+
 # ---------------------------------------------------------------------------- record_masks
 
 def _chunks(record):
