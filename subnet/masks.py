@@ -460,6 +460,21 @@ def _identity_difference(a_meta: Mapping, a_labels: np.ndarray, a_examples: np.n
             j = next(j for j, (x, y) in enumerate(zip(a_sites, b_sites, strict=True)) if x != y)
             detail = f"site {j}: (name, units, keep) {a_sites[j]} vs {b_sites[j]}"
         return ("sites", f"other sites ({detail})")
+    # How the probabilities were computed: another rescaling is another experiment; another
+    # backend, or oneDNN's kernels switched, rounds differently, so the record would no longer
+    # be the one an uninterrupted run makes, bit for bit. (Records without these keys are
+    # older than the check.)
+    a_rs, b_rs = a_meta.get("rescale"), b_meta.get("rescale")
+    if a_rs is not None and b_rs is not None and a_rs != b_rs:
+        return ("rescale", f"kept units scaled otherwise (rescale {a_rs} vs {b_rs})")
+    a_be, b_be = a_meta.get("backend"), b_meta.get("backend")
+    if a_be is not None and b_be is not None and a_be != b_be:
+        return ("backend", f"another backend ({a_be!r} vs {b_be!r})")
+    a_dnn = _onednn_on(a_meta.get("versions", {}).get("onednn"))
+    b_dnn = _onednn_on(b_meta.get("versions", {}).get("onednn"))
+    if a_dnn is not None and b_dnn is not None and a_dnn != b_dnn:
+        return ("versions.onednn", f"TensorFlow's oneDNN kernels {'on' if a_dnn else 'off'} (here "
+                            f"{'on' if b_dnn else 'off'})")
     a_nc, b_nc = a_meta.get("num_classes"), b_meta.get("num_classes")
     if a_nc is not None and b_nc is not None and a_nc != b_nc:
         return ("num_classes", f"another number of classes (num_classes {a_nc} vs {b_nc})")
@@ -471,6 +486,17 @@ def _identity_difference(a_meta: Mapping, a_labels: np.ndarray, a_examples: np.n
         if diff.size:
             return (field, f"other examples ({field} differ at {diff.size} of {x.size} "
                            f"positions, first at position {int(diff[0])})")
+    return None
+
+
+def _onednn_on(value) -> bool | None:
+    """Whether ``TF_ENABLE_ONEDNN_OPTS`` (as :func:`subnet.versions` stores it) turned
+    oneDNN's kernels on; None if unknown."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
     return None
 
 
@@ -1114,8 +1140,15 @@ class MaskRecord:
                                     new_cmp, labels, example_indices)
         if diff is not None:
             field, detail = diff
+            made = stored._meta
+            fix = {"rescale": f"pass rescale={made.get('rescale')} to continue it, or ",
+                   "backend": f"pass backend={made.get('backend')!r} (--backend "
+                              f"{made.get('backend')}) to continue it, or ",
+                   "versions.onednn": "set TF_ENABLE_ONEDNN_OPTS="
+                               f"{int(bool(_onednn_on(made['versions'].get('onednn'))))} "
+                               "to continue it, or "}.get(field, "")
             raise RecordError(f"Cannot resume the record at {path} with this `{field}`: the "
-                              f"record was made from {detail}; use another folder.")
+                              f"record was made from {detail}; {fix}use another folder.")
         meta_out = stored._meta
         if meta_out["n_masks"] != new["n_masks"]:
             meta_out["n_masks"] = new["n_masks"]

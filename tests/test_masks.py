@@ -26,7 +26,8 @@ NUM_CLASSES = 3
 def make_meta(**changes):
     meta = {"seed": 7, "antithetic": False, "n_masks": 20, "sites": [dict(s) for s in SITES],
             "model_fingerprint": "a1b2c3d4e5f6a7b8c9d0", "data_fingerprint": "feedbeef" * 4,
-            "versions": {"numpy": np.__version__}, "note": "extra keys are kept"}
+            "rescale": True, "backend": "fast",
+            "versions": {"numpy": np.__version__, "onednn": "0"}, "note": "extra keys are kept"}
     meta.update(changes)
     return meta
 
@@ -315,6 +316,10 @@ IDENTITY_CHANGES = [
     ("sites units", {"sites": [SITES[0], dict(SITES[1], units=7)]}, None, None, r"sites"),
     ("labels", {}, np.array([0, 1, 2, 1, 1]), None, r"labels differ at 1 of 5"),
     ("example_indices", {}, None, np.arange(5), r"example_indices"),
+    ("rescale", {"rescale": False}, None, None, r"rescale.*rescale True vs False"),
+    ("backend", {"backend": "reference"}, None, None, r"backend.*'fast' vs 'reference'"),
+    ("onednn", {"versions": {"numpy": np.__version__, "onednn": "true"}}, None, None,
+     r"versions\.onednn.*oneDNN kernels off \(here on\)"),
 ]
 
 
@@ -326,6 +331,30 @@ def test_resume_refuses_another_identity(tmp_path, name, changes, labels, exampl
     examples = EXAMPLES if examples is None else examples
     with pytest.raises(RecordError, match=match + r".*use another folder"):
         MaskRecord.resume(tmp_path / "r", make_meta(n_masks=6, **changes), labels, examples)
+
+
+@pytest.mark.parametrize("changes, fix", [
+    ({"rescale": False}, "pass rescale=True to continue it, or use another folder"),
+    ({"backend": "graph"}, r"pass backend='fast' \(--backend fast\) to continue it, or use"),
+    ({"versions": {"onednn": "1"}}, "set TF_ENABLE_ONEDNN_OPTS=0 to continue it, or use"),
+])
+def test_resume_names_how_to_continue_a_record_computed_otherwise(tmp_path, changes, fix):
+    """Another backend, rescaling or oneDNN setting would mix chunks computed two ways into a
+    record that no uninterrupted run makes."""
+    full_record(tmp_path / "r", n_masks=6, chunk_size=3)
+    with pytest.raises(RecordError, match=fix):
+        MaskRecord.resume(tmp_path / "r", make_meta(n_masks=6, **changes), LABELS, EXAMPLES)
+
+
+def test_a_record_older_than_the_computation_check_still_resumes(tmp_path):
+    old = {key: value for key, value in make_meta(n_masks=6).items()
+           if key not in ("rescale", "backend")}
+    old["versions"] = {"numpy": np.__version__}
+    writer = MaskRecord.create(tmp_path / "r", old, LABELS, EXAMPLES, NUM_CLASSES)
+    writer.write_chunk(0, *outcomes(0, 3, old))
+    writer.close()
+    writer = MaskRecord.resume(tmp_path / "r", make_meta(n_masks=6), LABELS, EXAMPLES)
+    assert writer.missing(6, 3) == [range(3, 6)]
 
 
 @pytest.mark.parametrize("name, changes, labels, examples, match", IDENTITY_CHANGES,
