@@ -11,6 +11,10 @@ object: the rates in evaluations per second and their ratios, the fast path's ac
 as a fraction of this machine's float32 matrix-multiply FLOP/s (measured here, in the same
 process), and the peak resident memory.
 
+``--backend reference`` (or ``graph``) records with another backend instead, e.g. on a GPU, where
+the reference backend's XLA-compiled blocks may be the faster; the ``fast_*`` keys then
+describe that backend, ``backend`` names it and ``devices`` lists the GPUs TensorFlow sees.
+
 Note that the two sides draw different random subnetworks: the record drops whole units
 (channels), the blog's dropout drops single elements. The rates compare the work, not the
 accuracies.
@@ -76,6 +80,8 @@ def main(argv=None) -> int:
                         help="(mask, example) evaluations for the naive side "
                              "(default: the same as the fast side)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="fast", choices=("fast", "graph", "reference"),
+                        help="the backend that records (default: fast)")
     parser.add_argument("--skip-naive", action="store_true",
                         help="only record (for the memory check: --masks 10000)")
     args = parser.parse_args(argv)
@@ -91,7 +97,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        record = subnet.record_masks(model, x, y, args.masks, seed=args.seed, backend="fast",
+        record = subnet.record_masks(model, x, y, args.masks, seed=args.seed,
+                                     backend=args.backend,
                                      out=Path(tmp) / "record")
         fast_seconds = time.perf_counter() - start
         mask_accuracy = record.mask_accuracy()
@@ -101,11 +108,20 @@ def main(argv=None) -> int:
     backend = FastBackend(chain)
     masks = sample_masks(chain.table.unit_keep(), args.seed, range(args.masks))
     chunk = 64
-    fast_flops = sum(backend.flops(masks[a:a + chunk], len(x), prefix=a == 0)
-                     for a in range(0, len(masks), chunk))
+    if args.backend == "reference":  # the masked model runs every channel
+        fast_flops = n_fast * sum(layer_flops(layer) for layer in model.layers)
+    else:
+        # The fast backend keeps the prefix's outputs between chunks; the graph one does not.
+        fast_flops = sum(backend.flops(masks[a:a + chunk], len(x),
+                                       prefix=a == 0 or args.backend == "graph")
+                         for a in range(0, len(masks), chunk))
+    from subnet._tf import tf
+
+    devices = [d.name for d in tf.config.list_physical_devices("GPU")]
 
     if args.skip_naive:
-        print(json.dumps({"masks": args.masks, "examples": len(x), "fast_seconds":
+        print(json.dumps({"backend": args.backend, "devices": devices,
+                          "masks": args.masks, "examples": len(x), "fast_seconds":
                           round(fast_seconds, 2), "fast_evaluations_per_second":
                           round(fast_rate, 1), "record_mean_mask_accuracy":
                           round(float(np.mean(mask_accuracy)), 4),
@@ -132,6 +148,8 @@ def main(argv=None) -> int:
 
     result = {
         "model": str(args.model),
+        "backend": args.backend,
+        "devices": devices,
         "params": int(model.count_params()),
         "sites": [f"{s.name}:{s.units}@keep{s.keep:g}" for s in chain.table],
         "masks": args.masks,
