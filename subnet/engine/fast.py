@@ -46,8 +46,10 @@ __all__ = ["FastBackend", "PREFIX_CACHE_BYTES"]
 #: The most memory the fast backend keeps the prefix's outputs in between calls (bytes).
 PREFIX_CACHE_BYTES = 1 << 30
 #: Masks of a block the compiled program may run at the same time. Measured on the blog's
-#: network (2 cores, 64 masks x 10,000 examples): 1 and 2 ran 12.4-13.0 us per evaluation,
-#: 10 ran 14.6 (and holds ten masks' intermediate tensors at once).
+#: network (2 cores, 64 masks x 10,000 examples): 1 and 2 ran 12.4-13.0 us per evaluation and
+#: 10 ran 14.6; in a later sweep 2, 4 and 8 (with 2,048 or 4,096 examples per batch, oneDNN on
+#: or off) were within the run-to-run noise of each other (7.8-8.5 us on, 11.3-12.1 off). Each
+#: running mask holds its own intermediate tensors.
 PARALLEL_MASKS = 2
 
 _IDENTITY = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
