@@ -46,7 +46,7 @@ from subnet.errors import InputError, InputTypeError, clean
 from subnet.models import AlwaysOnDropout
 
 __all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "Group", "Structure",
-           "StructureSite", "channel_groups", "graph_calls"]
+           "StructureSite", "channel_groups", "graph_calls", "layer_weights"]
 
 L = keras.layers
 
@@ -76,6 +76,19 @@ _MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormali
 #: unit, where no channel can be dropped).
 _KNOWN = PRODUCERS + DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
     L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
+#: Keras operations called on a tensor in a functional model (``x + 3.0``, ``keras.ops.relu(x)``:
+#: the hard sigmoid of MobileNetV3's squeeze-and-excite blocks) that act on each element alone.
+#: With one tensor argument and numbers for the rest they pass channels through.
+_ELEMENTWISE_OPS = {
+    "keras.src.ops.numpy": {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Power",
+                            "Maximum", "Minimum", "Negative", "Absolute", "Abs", "Square",
+                            "Sqrt", "Exp", "Log", "Tanh", "Clip", "Sign", "Round", "Floor",
+                            "Ceil", "Sin", "Cos"},
+    "keras.src.ops.nn": {"Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gelu",
+                         "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign"},
+}
+#: Keras operations that combine two tensors element by element: merges.
+_BINARY_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"}
 _DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
 #: Layers that are the identity at inference: left out of an extracted subnetwork.
 NOISE = _DROPOUT + (L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
@@ -599,7 +612,7 @@ class Structure:
             if isinstance(layer, NOISE):
                 tensors[call.name] = tensors[call.inputs[0]]
                 continue
-            out, weights = self.slice_weights(call.name, layer.get_weights(), bits, factors)
+            out, weights = self.slice_weights(call.name, layer_weights(layer), bits, factors)
             changes = {}
             if isinstance(layer, PRODUCERS):
                 changes = {"units": len(out)} if isinstance(layer, L.Dense) else \
@@ -611,7 +624,8 @@ class Structure:
             tensors[call.name] = _call_copy(call, feed, layer=copy, weights=False)
             pending.append((copy, weights))
         for copy, weights in pending:
-            copy.set_weights(weights)
+            if weights:
+                copy.set_weights(weights)
         return keras.Model(image, tensors[self.output_name], name=name)
 
 
@@ -632,7 +646,7 @@ class CostModel:
         rows = []  # (in const, in per unit, out const, out per unit, params abcd, flops abcd)
         for call in s.calls:
             layer = call.layer
-            if not layer.weights and not isinstance(layer, PRODUCERS + DEPTHWISE):
+            if not getattr(layer, "weights", None) and not isinstance(layer, PRODUCERS + DEPTHWISE):
                 continue
             reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
             writes = s.units_of[call.name]
@@ -733,7 +747,7 @@ def _call_copy(call: Call, feed: Mapping[str, object], *, layer=None, weights: b
     if "training" in inspect.signature(copy.call).parameters:
         kwargs = {**kwargs, "training": False}
     result = copy(*args, **kwargs)
-    if weights:
+    if weights and layer_weights(call.layer):
         copy.set_weights(call.layer.get_weights())
     return result
 
@@ -809,6 +823,10 @@ def channel_groups(model) -> Structure:
                 raise _layer_error(layer, "shares its slope across channels; subnet needs "
                                           "one slope per channel.")
             ids[call.name] = inputs[0]
+        elif _is_elementwise_op(call):
+            ids[call.name] = inputs[0]
+        elif _is_binary_op(call):
+            ids[call.name] = _merge(layer, uf, inputs)
         elif isinstance(layer, _MERGES):
             ids[call.name] = _merge(layer, uf, inputs)
         elif isinstance(layer, L.Concatenate):
@@ -847,6 +865,12 @@ def channel_groups(model) -> Structure:
             raise _layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
                                       "which channels it mixes; rebuild the model with Keras "
                                       "layers in its place.")
+        elif not isinstance(layer, keras.layers.Layer):
+            raise _layer_error(layer, "is a Keras operation on tensors that subnet cannot see "
+                                      "through; subnet supports element-wise operations of one "
+                                      "tensor and numbers (x + 3.0, keras.ops.relu(x)) or of two "
+                                      "tensors (x * y). Rebuild the model with a Keras layer in "
+                                      "its place.")
         else:
             raise _layer_error(layer, "is not a layer subnet knows how channels flow through "
                                       "(it knows Conv, Dense, separable and depthwise "
@@ -891,6 +915,36 @@ def _merge(layer, uf: _UnionFind, inputs: list[np.ndarray]) -> np.ndarray:
         for a, b in zip(full[0], value, strict=True):
             uf.union(int(a), int(b))
     return full[0]
+
+
+def _is_elementwise_op(call: Call) -> bool:
+    """Whether the call is a Keras operation (not a layer) that acts on each element of its one
+    tensor argument alone, with numbers for its other arguments (see :data:`_ELEMENTWISE_OPS`)."""
+    op = call.layer
+    if isinstance(op, keras.layers.Layer) or \
+            type(op).__name__ not in _ELEMENTWISE_OPS.get(type(op).__module__, ()):
+        return False
+    arguments = call.node.arguments
+    values = list(arguments.args) + list(arguments.kwargs.values())
+    tensors = [v for v in values if isinstance(v, keras.KerasTensor)]
+    numbers = [v for v in values if isinstance(v, (int, float, np.number))]
+    return len(tensors) == 1 and len(tensors) + len(numbers) == len(values)
+
+
+def _is_binary_op(call: Call) -> bool:
+    """Whether the call is a Keras operation that combines two tensors element by element
+    (``x * s``, ``x + y``): a merge, like the Multiply or Add layer."""
+    op = call.layer
+    arguments = call.node.arguments
+    values = list(arguments.args) + list(arguments.kwargs.values())
+    return not isinstance(op, keras.layers.Layer) and \
+        type(op).__module__ == "keras.src.ops.numpy" and type(op).__name__ in _BINARY_OPS and \
+        len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
+
+
+def layer_weights(layer) -> list:
+    """A layer's weights as ``get_weights`` gives them; none for a Keras operation."""
+    return layer.get_weights() if isinstance(layer, keras.layers.Layer) else []
 
 
 def _check_layout(layer) -> None:

@@ -359,3 +359,84 @@ def test_the_command_line_names_a_layer_it_cannot_mask_and_writes_nothing(
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def _ops_model(input_shape=(10, 10, 3)):
+    """Keras operations where layers usually stand: a hard swish written as
+    ``x * relu6(x + 3) / 6`` and a squeeze-and-excite block's ``x * hard_sigmoid(s)`` (how
+    MobileNetV3 and hand-written models use them)."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = x * keras.ops.relu6(x + 3.0) / 6.0
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = keras.layers.Conv2D(4, 1, activation="relu", name="squeeze")(s)
+    s = keras.layers.Conv2D(8, 1, name="excite")(s)
+    x = x * keras.ops.hard_sigmoid(s)
+    x = keras.layers.Conv2D(6, 3, name="c2")(keras.ops.maximum(x, -1.0))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="out")(x))
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(0.0, 0.4, w.shape).astype("float32") if "variance" not in
+                       v.path else np.ones(w.shape, "float32")
+                       for w, v in zip(model.get_weights(), model.weights, strict=True)])
+    return model
+
+
+def test_keras_operations_pass_channels_through_mask_slice_and_extract():
+    from subnet.engine.chain import analyse_chain
+    from subnet.engine.graph import GraphBackend
+    from subnet.engine.reference import ReferenceBackend
+
+    model = _ops_model()
+    x = np.random.default_rng(8).random((6, 10, 10, 3), dtype=np.float32)
+    s = channel_groups(model)
+    # c1's channels flow through the operations and the depthwise convolution into the
+    # multiplication by the excitation, which couples them with excite's outputs: one site.
+    assert [(site.name, site.kind, len(site.groups)) for site in s.sites] == [
+        ("c1", "coupled", 8), ("squeeze", "conv2d", 4), ("c2", "conv2d", 6)]
+    chain = analyse_chain(model, 0.5)
+    masks = subnet.sample_masks(chain.table.unit_keep(), 0, range(10))
+    masks[0] = True
+    np.testing.assert_allclose(GraphBackend(chain, rescale=False).probabilities(x, masks),
+                               ReferenceBackend(chain, rescale=False).probabilities(x, masks),
+                               atol=1e-5)
+    bits = _random_keep(s, 2)
+    keep = {site.name: bits[list(site.groups)] for site in s.sites}
+    small, keep_set = extract(model, keep, check_x=x)  # checked against the masked model
+    assert keep_set.flops < s.cost()["flops"] and model_cost(small)["flops"] == keep_set.flops
+
+
+def test_keras_operations_subnet_cannot_see_through_are_named():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    for op, what in ((lambda t: keras.ops.cumsum(t, axis=-1), "cumsum"),
+                     (lambda t: t * np.arange(6, dtype="float32"), "multiply")):
+        outputs = keras.layers.Dense(3, activation="softmax")(op(hidden))
+        with pytest.raises(InputError, match=rf"'{what}[_0-9]*' \(\w+\) is a Keras operation "
+                                             r"on tensors.*x \+ 3\.0.*x \* y"):
+            channel_groups(keras.Model(inputs, outputs))
+
+
+def test_the_analysis_runs_end_to_end_on_keras_operations(tmp_path):
+    """Saved, loaded without trust, recorded, ranked, extracted, fine-tuned and reported."""
+    import json
+
+    from subnet.analyze import main
+
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 28, 28, 1), dtype=np.float32)
+    y = (x[:, 10:18, 10:18, 0].mean(axis=(1, 2)) > 0.5).astype(np.int64) * 3
+    np.savez(tmp_path / "data.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:],
+             y_test=y[64:])
+    _ops_model((28, 28, 1)).save(tmp_path / "model.keras")
+    code = main([str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+                 "--rate", "0.5", "--masks", "24", "--examples", "32", "--budgets", "0.5",
+                 "--methods", "magnitude,banzhaf", "--finetune-epochs", "0.1", "--passes", "2",
+                 "--formats", "json", "--quiet", "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [site["name"] for site in results["model"]["sites"]] == ["c1", "squeeze", "c2"]
+    assert {row["method"] for row in results["comparison"]["rows"]} == {"magnitude", "banzhaf"}
+    assert results["importance"]["record_backend"] == "graph"

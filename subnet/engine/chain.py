@@ -415,8 +415,15 @@ def chain_layers(model) -> list:
         chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     else:
         graph = _inbound_graph(model)
+        layers = {layer.name: layer for layer in model.layers}
+
+        def layer(name: str):
+            if name not in layers:  # a Keras operation on tensors (x + 3.0), not a layer
+                raise _NotAChain(f"{name!r} is a Keras operation, not a layer")
+            return layers[name]
+
         current = _output_layer_name(model)
-        chain = [model.get_layer(current)]
+        chain = [layer(current)]
         while True:
             parents = graph.get(current, [])
             if len(parents) > 1:
@@ -428,7 +435,7 @@ def chain_layers(model) -> list:
                 break
             if not parents:
                 break
-            parent = model.get_layer(parents[0])
+            parent = layer(parents[0])
             if isinstance(parent, keras.layers.InputLayer):
                 break
             chain.append(parent)

@@ -21,7 +21,7 @@ import numpy as np
 from subnet._tf import keras
 from subnet.engine.chain import Chain
 from subnet.errors import InputError
-from subnet.structure import DEPTHWISE, NOISE, PRODUCERS
+from subnet.structure import DEPTHWISE, NOISE, PRODUCERS, layer_weights
 
 __all__ = ["GraphBackend"]
 
@@ -57,7 +57,7 @@ class GraphBackend:
         scales = [1.0 / site.keep if rescale else 1.0 for site in table]
         # Each unit's factor where it is read; the last entry is a fixed channel's (1).
         self._factors = np.append(np.repeat(scales, table.units), 1.0).astype(np.float32)
-        self._weights = {c.name: c.layer.get_weights() for c in s.calls}
+        self._weights = {c.name: layer_weights(c.layer) for c in s.calls}
         # Calls whose output no mask changes: every channel they read and write is fixed.
         fixed = {s.input_name}
         for call in s.calls:
