@@ -5,6 +5,7 @@ those of real networks (confident, saturated softmax) rather than of random weig
 """
 
 import ast
+import re
 import warnings
 from pathlib import Path
 
@@ -205,6 +206,38 @@ def test_a_fallback_to_the_graph_backend_is_warned_and_recorded(tmp_path):
     assert "causal padding" in record.meta["backend_fallback"]
     with pytest.raises(ValueError, match="causal padding"):
         subnet.engine.make_backend(analyse_chain(model, 0.5), "fast")
+
+
+def _operations_model(between_sites: bool):
+    """``x / 255.0`` before the first site, and (``between_sites``) ``relu(x + 1.0)`` after it:
+    Keras operations written on tensors rather than layers."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inputs / 255.0)
+    if between_sites:
+        x = keras.ops.relu(x + 1.0)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(6, activation="relu", name="d1")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("between_sites", [False, True])
+def test_keras_operations_in_a_chain(between_sites):
+    """Before the first site an operation is part of the prefix, which the fast backend runs
+    as a sub-model; between sites it takes the graph backend (it was an internal error)."""
+    chain = analyse_chain(_operations_model(between_sites))
+    assert chain.is_chain is not between_sites
+    x = np.random.default_rng(1).random((6, 8, 8, 1), dtype=np.float32) * 255
+    masks = sample_masks(chain.table.unit_keep(), seed=0, indices=range(6))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = subnet.engine.make_backend(chain, "auto")
+    assert backend.name == ("graph" if between_sites else "fast")
+    if between_sites:
+        assert re.search(r"'add(_\d+)?' \(Add\) is a Keras operation", str(caught[0].message))
+    np.testing.assert_allclose(backend.probabilities(x, masks),
+                               ReferenceBackend(chain).probabilities(x, masks), atol=1e-5)
 
 
 def test_a_model_the_fast_backend_runs_records_no_fallback(tmp_path):

@@ -415,15 +415,11 @@ def chain_layers(model) -> list:
         chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     else:
         graph = _inbound_graph(model)
-        layers = {layer.name: layer for layer in model.layers}
-
-        def layer(name: str):
-            if name not in layers:  # a Keras operation on tensors (x + 3.0), not a layer
-                raise _NotAChain(f"{name!r} is a Keras operation, not a layer")
-            return layers[name]
-
+        # Layers, and Keras operations on tensors (x / 255.0): allowed before the first site
+        # (the prefix runs as a sub-model), not between sites (checked below).
+        operations = {op.name: op for op in model.operations}
         current = _output_layer_name(model)
-        chain = [layer(current)]
+        chain = [operations[current]]
         while True:
             parents = graph.get(current, [])
             if len(parents) > 1:
@@ -435,18 +431,24 @@ def chain_layers(model) -> list:
                 break
             if not parents:
                 break
-            parent = layer(parents[0])
+            parent = operations[parents[0]]
             if isinstance(parent, keras.layers.InputLayer):
                 break
             chain.append(parent)
             current = parent.name
         chain.reverse()
     first = next((i for i, layer in enumerate(chain) if isinstance(layer, MIXING_LAYERS)), None)
-    return [] if first is None else chain[first:]
+    if first is None:
+        return []
+    op = next((op for op in chain[first:] if not isinstance(op, keras.layers.Layer)), None)
+    if op is not None:
+        raise _NotAChain(f"{op.name!r} ({type(op).__name__}) is a Keras operation, not a layer")
+    return chain[first:]
 
 
 def layers_before(model, first) -> list:
-    """The layers between the model's input and ``first``, in order (the *prefix* of a chain).
+    """The layers (and Keras operations on tensors, such as ``x / 255.0``) between the model's
+    input and ``first``, in order (the *prefix* of a chain).
 
     Args:
         model: A functional or Sequential ``keras.Model``.
@@ -463,13 +465,14 @@ def layers_before(model, first) -> list:
         layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         return layers[:layers.index(first)]
     graph = _inbound_graph(model)
+    operations = {op.name: op for op in model.operations}
     layers, current = [], first.name
     while True:
         parents = graph.get(current, [])
         if len(parents) != 1:
             raise _NotAChain(f"subnet supports models whose layers before the first site form "
                              f"a chain; layer {current!r} has {len(parents)} inputs.")
-        parent = model.get_layer(parents[0])
+        parent = operations[parents[0]]
         if isinstance(parent, keras.layers.InputLayer):
             return layers[::-1]
         layers.append(parent)
