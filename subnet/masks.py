@@ -489,6 +489,19 @@ def _identity_difference(a_meta: Mapping, a_labels: np.ndarray, a_examples: np.n
     return None
 
 
+def _how_to_continue(field: str, made: Mapping) -> str:
+    """For a record that differs only in how its probabilities were computed, how to compute
+    them its way (the start of a sentence ending in "use another folder"); else ""."""
+    if field == "rescale":
+        return f"pass rescale={made['rescale']} to continue it, or "
+    if field == "backend":
+        return f"pass backend={made['backend']!r} (--backend {made['backend']}) to continue it, or "
+    if field == "versions.onednn":
+        on = _onednn_on(made["versions"].get("onednn"))
+        return f"set TF_ENABLE_ONEDNN_OPTS={int(bool(on))} to continue it, or "
+    return ""
+
+
 def _onednn_on(value) -> bool | None:
     """Whether ``TF_ENABLE_ONEDNN_OPTS`` (as :func:`subnet.versions` stores it) turned
     oneDNN's kernels on; None if unknown."""
@@ -1140,15 +1153,9 @@ class MaskRecord:
                                     new_cmp, labels, example_indices)
         if diff is not None:
             field, detail = diff
-            made = stored._meta
-            fix = {"rescale": f"pass rescale={made.get('rescale')} to continue it, or ",
-                   "backend": f"pass backend={made.get('backend')!r} (--backend "
-                              f"{made.get('backend')}) to continue it, or ",
-                   "versions.onednn": "set TF_ENABLE_ONEDNN_OPTS="
-                               f"{int(bool(_onednn_on(made['versions'].get('onednn'))))} "
-                               "to continue it, or "}.get(field, "")
             raise RecordError(f"Cannot resume the record at {path} with this `{field}`: the "
-                              f"record was made from {detail}; {fix}use another folder.")
+                              f"record was made from {detail}; "
+                              f"{_how_to_continue(field, stored._meta)}use another folder.")
         meta_out = stored._meta
         if meta_out["n_masks"] != new["n_masks"]:
             meta_out["n_masks"] = new["n_masks"]

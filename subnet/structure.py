@@ -747,8 +747,9 @@ def _call_copy(call: Call, feed: Mapping[str, object], *, layer=None, weights: b
     if "training" in inspect.signature(copy.call).parameters:
         kwargs = {**kwargs, "training": False}
     result = copy(*args, **kwargs)
-    if weights and layer_weights(call.layer):
-        copy.set_weights(call.layer.get_weights())
+    values = layer_weights(call.layer) if weights else []
+    if values:
+        copy.set_weights(values)
     return result
 
 
@@ -924,8 +925,7 @@ def _is_elementwise_op(call: Call) -> bool:
     if isinstance(op, keras.layers.Layer) or \
             type(op).__name__ not in _ELEMENTWISE_OPS.get(type(op).__module__, ()):
         return False
-    arguments = call.node.arguments
-    values = list(arguments.args) + list(arguments.kwargs.values())
+    values = _op_arguments(call)
     tensors = [v for v in values if isinstance(v, keras.KerasTensor)]
     numbers = [v for v in values if isinstance(v, (int, float, np.number))]
     return len(tensors) == 1 and len(tensors) + len(numbers) == len(values)
@@ -935,11 +935,17 @@ def _is_binary_op(call: Call) -> bool:
     """Whether the call is a Keras operation that combines two tensors element by element
     (``x * s``, ``x + y``): a merge, like the Multiply or Add layer."""
     op = call.layer
+    if isinstance(op, keras.layers.Layer) or type(op).__module__ != "keras.src.ops.numpy" or \
+            type(op).__name__ not in _BINARY_OPS:
+        return False
+    values = _op_arguments(call)
+    return len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
+
+
+def _op_arguments(call: Call) -> list:
+    """The arguments of the call, positional then keyword."""
     arguments = call.node.arguments
-    values = list(arguments.args) + list(arguments.kwargs.values())
-    return not isinstance(op, keras.layers.Layer) and \
-        type(op).__module__ == "keras.src.ops.numpy" and type(op).__name__ in _BINARY_OPS and \
-        len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
+    return list(arguments.args) + list(arguments.kwargs.values())
 
 
 def layer_weights(layer) -> list:
