@@ -88,9 +88,19 @@ FRONTIER_FASHION := --dataset fashion_mnist --parent-epochs 30 \
                     --budgets 0.5,0.25,0.125,0.0625,0.03125 --control-budgets 0.125,0.0625
 FASHION_PARENT   := reports/frontier_fashion_mnist/parents/parent_s0_39b2ca7db220
 
+# The located frontier (reports/frontier_located*/): the MNIST parents above, budgets from 1/12
+# to 1/32, with the parents' dropout ensemble as teacher and without it, every control on the
+# subnetworks' recipe.
+LOCATED := --methods magnitude --allocations uniform --budgets 1/12,1/16,1/20,1/24,1/32 \
+           --control-budgets 1/16 --controls whole,scratch_e,rewind,scratch_b \
+           --parents-from reports/frontier/parents --work out/analyses/frontier_located
+
 analyses-frontier:
-	$(BIN)/python analyses/frontier.py --jobs $(JOBS)
-	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py --control-recipe labels --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --control-recipe labels --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py $(LOCATED) --out reports/frontier_located --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py $(LOCATED) --teacher none \
+	    --out reports/frontier_located_no_teacher --jobs $(JOBS)
 	$(BIN)/python analyses/difficulty.py --jobs $(JOBS)
 	$(BIN)/python analyses/blog_mechanism.py
 	$(BIN)/python analyses/blog_mechanism.py --dataset fashion_mnist --parent $(FASHION_PARENT) \

@@ -96,6 +96,19 @@ def _parse(argv):
              "subnetwork is held to)")
     arg("--control-budgets", default="0.1,0.0625",
         help="budgets at which Scratch-E, Scratch-B and rewinding are trained")
+    arg("--teacher", default="ensemble", choices=("ensemble", "none"),
+        help="ensemble: every network (trajectories, fine-tuning, the whole, and the controls "
+             "under --control-recipe same) is distilled from the parent's dropout ensemble; "
+             "none: labels only, everywhere")
+    arg("--control-recipe", default="same", choices=("same", "labels"),
+        help="same: the controls get the subnetworks' recipe (the run's teacher, learning rate "
+             "and schedule), trained to their whole budget without a patience cut and the "
+             "checkpoint chosen on validation; rewinding gets the parent's remaining epochs. "
+             "labels: the earlier recipe (labels only, early stopping), kept to reproduce "
+             "reports/frontier*/")
+    arg("--parents-from", default=None,
+        help="a folder of trained parents (as --out/parents/) to start from instead of "
+             "training them (default: --out/parents)")
     arg("--train-subset", type=int, default=None, help="first N training images (quick checks)")
     arg("--test-subset", type=int, default=None)
     arg("--quick", action="store_true", help="a small run that checks the pipeline in minutes")
@@ -190,14 +203,25 @@ def _check(args) -> None:
 
 
 def _list(text, kind=str):
-    return [kind(item) for item in text.split(",") if item.strip()]
+    """Comma-separated values; numbers may be written as fractions (``1/12``)."""
+    def one(item):
+        if kind is float and "/" in item:
+            top, bottom = item.split("/")
+            return float(top) / float(bottom)
+        return kind(item)
+
+    return [one(item.strip()) for item in text.split(",") if item.strip()]
 
 
 def _settings(args) -> dict:
-    """What decides the numbers (the cache key of every cell)."""
-    return {k: getattr(args, k) for k in (
+    """What decides the numbers (the cache key of every cell). Settings added later enter only
+    when they differ from what the committed cells were made with, so those keep their keys."""
+    settings = {k: getattr(args, k) for k in (
         "dataset", "parent_epochs", "validation", "teacher_passes", "step", "retrain_epochs",
         "finetune_epochs", "patience", "train_subset", "test_subset", "selection", "masks")}
+    if args.teacher != "ensemble":
+        settings["teacher"] = args.teacher
+    return settings
 
 
 def _key(*parts) -> str:
@@ -248,7 +272,7 @@ def run_parent(args, seed: int) -> dict:
 
     train, (x_val, y_val), info = _data(args)
     folder.mkdir(parents=True, exist_ok=True)
-    kept = Path(args.out) / "parents" / folder.name
+    kept = Path(args.parents_from or Path(args.out) / "parents") / folder.name
     files = ("parent.keras", "rewind_e1.npz", "training.json")
     if not (folder / "parent.keras").exists() and all((kept / f).exists() for f in files):
         for name in files:
@@ -306,21 +330,38 @@ def _unpack(text: str, n: int) -> np.ndarray:
     return np.unpackbits(bits)[:n].astype(bool)
 
 
-def _finetuned(args, model, train, validation, teacher, seed, epochs=None) -> dict:
-    """Trains ``model`` to saturation (early stopping on validation), then measures it once."""
+def _teacher(args, parent_folder: Path):
+    """The teacher's probabilities on the training split, or None under ``--teacher none``."""
+    return None if args.teacher == "none" else np.load(parent_folder / "teacher.npy")
+
+
+def _predicted(model, x) -> np.ndarray:
+    return np.concatenate([np.asarray(model(x[i:i + 1000], training=False)).argmax(-1)
+                           for i in range(0, len(x), 1000)])
+
+
+def _finetuned(args, model, train, validation, teacher, seed, epochs=None,
+               patience="protocol") -> dict:
+    """Trains ``model`` to saturation (early stopping on validation after ``--patience``
+    epochs without gain, or the whole budget with ``patience=None``; the best epoch on
+    validation is kept either way), then measures it once."""
     from subnet._tf import ONEDNN
-    from subnet.extraction import accuracy, model_cost
+    from subnet.extraction import model_cost
     from subnet.frontier import finetune_to_saturation
 
     start = time.perf_counter()
     history = finetune_to_saturation(model, train, validation,
                                      epochs=epochs or args.finetune_epochs,
-                                     patience=args.patience, teacher=teacher, seed=seed)
-    predicted = np.concatenate([np.asarray(model(train.x_test[i:i + 1000], training=False))
-                                .argmax(-1) for i in range(0, len(train.x_test), 1000)])
+                                     patience=args.patience if patience == "protocol"
+                                     else patience, teacher=teacher, seed=seed)
+    predicted = _predicted(model, train.x_test)
+    val_predicted = _predicted(model, validation[0])
     cost = model_cost(model)
-    return {"val_accuracy": accuracy(model, *validation),
+    return {"val_accuracy": float(np.mean(val_predicted == validation[1])),
+            "val_correct_count": int(np.sum(val_predicted == validation[1])),
             "test_accuracy": float(np.mean(predicted == train.y_test)),
+            "test_correct_count": int(np.sum(predicted == train.y_test)),
+            "val_correct": _pack(val_predicted == validation[1]),
             "test_correct": _pack(predicted == train.y_test),
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "flops": int(cost["flops"]), "params": int(cost["params"]),
@@ -355,7 +396,7 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
     train, validation, _ = _data(args)
     folder = _parent_dir(args, parent_seed)
     parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
-    teacher = np.load(folder / "teacher.npy")
+    teacher = _teacher(args, folder)
     start = time.perf_counter()
     work = _cell_work(args, path)
     selection = (validation[0][:args.selection], validation[1][:args.selection])
@@ -391,8 +432,10 @@ def run_control(args, parent_seed: int, control: str, budget: float | None,
     from subnet._io import atomic_write_text
 
     tag = (label or f"{budget:g}").split(" ")[0].lower()  # readable; the hash tells apart
-    path = _cell_path(args, "control", parent_seed, control, tag,
-                      _key(widths, kept, label, budget))
+    made = (widths, kept, label, budget)
+    if args.control_recipe == "same" and control != "whole":  # the whole's recipe is unchanged
+        made += ("recipe:same",)  # so the committed cells (the earlier recipe) keep their keys
+    path = _cell_path(args, "control", parent_seed, control, tag, _key(*made))
     if path.exists():
         return json.loads(path.read_text())
     import subnet
@@ -403,26 +446,37 @@ def run_control(args, parent_seed: int, control: str, budget: float | None,
     folder = _parent_dir(args, parent_seed)
     parent = subnet.with_dropout(subnet.load_model(folder / "parent.keras"), on=False)
     dense_flops = model_cost(parent)["flops"]
+    same = args.control_recipe == "same"
+    # Under the same recipe every control gets the run's teacher (or none) and its learning
+    # rate; the controls trained from other weights run their whole budget with the schedule
+    # laid over it and keep the best epoch on validation (a patience cut would end Scratch-B
+    # before its learning rate anneals). The whole network is the subnetworks' reference and
+    # is fine-tuned exactly as they are.
+    teacher = _teacher(args, folder)
+    patience = None if same else "protocol"
     if control == "whole":  # the reference every subnetwork is held to: same recipe, no cut
         model = copy_model(parent)
         widths = {layer.name: int(layer.kernel.shape[-1]) for layer in model.layers
                   if getattr(layer, "kernel", None) is not None}
-        epochs = args.finetune_epochs
-        teacher = np.load(folder / "teacher.npy")
+        epochs, patience = args.finetune_epochs, "protocol"
+        teacher = teacher if same else np.load(folder / "teacher.npy")
     elif control == "rewind":
         early = np.load(folder / "rewind_e1.npz")
         model = rewound(parent, [early[f"arr_{i}"] for i in range(len(early.files))], kept)
-        epochs = args.finetune_epochs
-        teacher = np.load(folder / "teacher.npy")
+        # the parent's remaining epochs after the epoch-1 snapshot
+        epochs = max(1, args.parent_epochs - 1) if same else args.finetune_epochs
+        teacher = teacher if same else np.load(folder / "teacher.npy")
     else:
         model = shaped(parent, widths, seed=parent_seed + 100)
         kind = "B" if control == "scratch_b" else "E"
         epochs = int(round(scratch_epochs(kind, args.parent_epochs, dense_flops,
                                           model_cost(model)["flops"])))
-        teacher = None  # from scratch: the labels alone, as the parent was trained
-    tuned = _finetuned(args, model, train, validation, teacher, parent_seed, epochs=epochs)
+        teacher = teacher if same else None  # "labels": the labels alone, as the parent
+    tuned = _finetuned(args, model, train, validation, teacher, parent_seed, epochs=epochs,
+                       patience=patience)
     result = {**tuned, "control": control, "budget": budget, "label": label, "widths": widths,
-              "epochs_budget": epochs, "parent": parent_seed}
+              "epochs_budget": epochs, "parent": parent_seed, "recipe": args.control_recipe,
+              "teacher": args.teacher if teacher is not None else "none"}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result))
     return result
@@ -519,8 +573,14 @@ def _main(argv=None) -> int:
         if "published" in controls:
             for label, widths in PUBLISHED.items():
                 control_cells.append(("control", s, "published", None, widths, None, label))
+    # The controls that answer most first (a run cut short has those): the reference, then
+    # the controls of one epoch budget, then Scratch-B (up to 4x as long), then the shapes.
+    priority = {c: i for i, c in enumerate(("whole", "scratch_e", "rewind", "scratch_b",
+                                            "published"))}
+    run_order = sorted(control_cells,
+                       key=lambda c: (priority[c[2]], c[3] is None, -(c[3] or 0), c[1]))
     _log(f"{len(control_cells)} controls")
-    _run_cells(args, argv, control_cells)
+    _run_cells(args, argv, run_order)
     controls_done = [run_control(args, *c[1:]) for c in control_cells]
     results = _summarise(args, parents, parent_results, trajectories, controls_done, budgets,
                          pairs)

@@ -26,6 +26,7 @@ from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
     Budget,
+    ExtractionMismatch,
     accuracy,
     as_keep_set,
     copy_model,
@@ -434,13 +435,21 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
     rows = []
     for budget in budgets:
         keep = keeps[budget]
-        subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
-                                   scale=keep.compensation if settings["compensate"] else None)
+        mismatch = None
+        try:
+            subnetwork, keep = extract(model, keep, check_x=dataset.x_test[:32],
+                                       scale=keep.compensation if settings["compensate"]
+                                       else None)
+        except ExtractionMismatch as err:  # recorded for this subnetwork; the run goes on
+            subnetwork, keep, mismatch = err.subnetwork, err.keep_set, err.to_dict()
+            print(f"{method} at {budget:g}: {err}", file=sys.stderr, flush=True)
         recalibrate_batchnorm(subnetwork, x_sel)
         row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                "params": keep.params, "flops": keep.flops, "widths": keep.widths,
                "allocation": ALLOCATION[method],
                "accuracy_oneshot": accuracy(subnetwork, dataset.x_test, dataset.y_test)}
+        if mismatch is not None:
+            row["extraction_mismatch"] = mismatch
         _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed)
         if settings["measure_seed"] == seed:
             row["measure"] = measure(subnetwork)

@@ -25,7 +25,8 @@ from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples, deserialization_scope
 
-__all__ = ["RECALIBRATION_EXAMPLES", "Budget", "KeepSet", "accuracy", "as_keep_set",
+__all__ = ["RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet", "accuracy",
+           "as_keep_set",
            "copy_model", "extract", "finetune", "keep_sets", "measure", "model_cost",
            "recalibrate_batchnorm"]
 
@@ -362,6 +363,59 @@ def _as_keep(model, keep) -> tuple[Chain, KeepSet]:
 
 # --------------------------------------------------------------------------------- extraction
 
+class ExtractionMismatch(RuntimeError):
+    """The extracted subnetwork does not compute what the masked model computes.
+
+    Beyond float32 rounding this is a bug in subnet; it is an error of its own so that a long
+    run can record it for the one subnetwork and go on (:func:`subnet.compare` does). The
+    subnetwork and its keep-set travel with it.
+
+    Attributes:
+        difference: Largest absolute difference of output probabilities on the check examples.
+        tolerance: The tolerance it exceeded (see :func:`extraction_tolerance`).
+        subnetwork: The extracted ``keras.Model``.
+        keep_set: Its :class:`KeepSet`.
+    """
+
+    def __init__(self, difference: float, tolerance: float, subnetwork=None, keep_set=None):
+        super().__init__(
+            f"The extracted subnetwork does not compute what the masked model computes: output "
+            f"probabilities differ by {difference:.3g} > {tolerance:.3g} (float32 rounding at "
+            "this logit scale allows at most that). This is a bug in subnet; please report it "
+            "with the model.")
+        self.difference, self.tolerance = float(difference), float(tolerance)
+        self.subnetwork, self.keep_set = subnetwork, keep_set
+
+    def to_dict(self) -> dict:
+        """``{"max_difference", "tolerance"}``, as results record a failed check."""
+        return {"max_difference": self.difference, "tolerance": self.tolerance}
+
+
+def extraction_tolerance(probabilities: np.ndarray, atol: float = 1e-5) -> float:
+    """The largest probability difference float32 rounding explains, from the logits' scale.
+
+    Two float32 computations of the same logits differ by a rounding error proportional to the
+    logits' magnitude, and a softmax moves a probability by at most about as much as it moves a
+    logit difference. The logits' spread is read from the probabilities themselves (the range
+    of their logarithms, which is the range of the logits for a softmax; about 100 where the
+    smallest underflows), so the tolerance is ``atol * max(1, spread)``: ``atol`` for a network
+    whose logits are of order one, proportionally more for one with large logits (an untrained
+    MobileNetV2's reach the hundreds).
+
+    Args:
+        probabilities: The reference's class probabilities, shape (..., classes).
+        atol: The tolerance at a logit spread of one.
+
+    Returns:
+        The tolerance, a float.
+    """
+    p = np.clip(np.asarray(probabilities, np.float64), np.finfo(np.float32).tiny, 1.0)
+    if p.size == 0:
+        return float(atol)
+    spread = np.max(np.log(p.max(axis=-1)) - np.log(p.min(axis=-1)))
+    return float(atol * max(1.0, float(spread)))
+
+
 def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=None,
             atol: float = 1e-5):
     """Builds the subnetwork that keeps only the given units, as a new, smaller Keras model.
@@ -371,7 +425,7 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
     PReLU) their parameters sliced. Dropout layers are left out, so the model is deterministic.
     Layer names are kept. On every extraction the new model's outputs are compared with the full
     model's with the other units masked (on ``check_x``, or on random inputs); a difference
-    above ``atol`` is an error.
+    beyond float32 rounding at the logits' scale (:func:`extraction_tolerance`) is an error.
 
     Args:
         model: A ``keras.Model`` classifier (see :func:`subnet.sites`).
@@ -380,15 +434,18 @@ def extract(model, keep, *, scale: Mapping[str, float] | None = None, check_x=No
         scale: Optional {site name: factor} multiplying the kept units' outputs (folded into the
             next layer's kernel), e.g. to compensate for the units removed.
         check_x: Examples for the equality check (default: 16 random inputs in [0, 1]).
-        atol: Largest allowed absolute difference of output probabilities.
+        atol: Largest allowed absolute difference of output probabilities for logits of order
+            one; scaled up with the logits' spread.
 
     Returns:
         ``(subnetwork, keep_set)``: the new ``keras.Model`` and the :class:`KeepSet` with its
         exact cost.
 
     Raises:
-        ValueError: If ``keep`` empties a site, names unknown sites, the model cannot be masked,
-            or the extracted model does not match the masked model.
+        ValueError: If ``keep`` empties a site, names unknown sites or the model cannot be
+            masked.
+        ExtractionMismatch: If the extracted model does not match the masked model (it carries
+            the subnetwork, for a caller that records the failure and goes on).
     """
     with deserialization_scope(model):  # a trusted model's Lambda layers are rebuilt too
         return _extract(model, keep, scale=scale, check_x=check_x, atol=atol)
@@ -404,11 +461,15 @@ def _extract(model, keep, *, scale, check_x, atol):
                         keep_set.sites.units)
     subnetwork = chain.structure.extract(keep_set.mask, scale=factors,
                                          name=f"{model.name}_subnetwork")
-    _verify(chain, model, subnetwork, keep_set, scale, check_x, atol)
+    difference, tolerance = _verify(chain, model, subnetwork, keep_set, scale, check_x, atol)
+    if not difference <= tolerance:
+        raise ExtractionMismatch(difference, tolerance, subnetwork, keep_set)
     return subnetwork, keep_set
 
 
-def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
+def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> tuple[float, float]:
+    """(largest probability difference, its tolerance) between the subnetwork and the masked
+    model on ``check_x``."""
     if check_x is None:
         rng = np.random.default_rng(0)
         check_x = rng.random((16,) + tuple(model.inputs[0].shape[1:]), dtype=np.float32)
@@ -421,12 +482,7 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> None:
     got = np.asarray(subnetwork.predict(check_x, verbose=0), np.float32)
     if not chain.probabilities:
         got = keras.ops.convert_to_numpy(keras.ops.softmax(got))
-    difference = float(np.max(np.abs(got - reference)))
-    if not difference <= atol:
-        raise RuntimeError(f"The extracted subnetwork does not compute what the masked model "
-                           f"computes: output probabilities differ by {difference:.3g} > "
-                           f"{atol:g}. This is a bug in subnet; please report it with the "
-                           "model.")
+    return float(np.max(np.abs(got - reference))), extraction_tolerance(reference, atol)
 
 
 # ------------------------------------------------------------------------------- fine-tuning

@@ -146,3 +146,28 @@ def test_magnitude_oneshot_zeroes_the_smallest_kernel_weights_of_a_copy():
     assert not pruned.compiled
     with pytest.raises(ValueError, match="`sparsity`"):
         magnitude_oneshot(model, 1.5)
+
+
+def test_a_subnetwork_that_fails_its_check_is_recorded_and_the_run_goes_on(trained, mnist,
+                                                                           monkeypatch):
+    """A long run never dies at the end for one subnetwork: the failed check is in its row,
+    and the other budgets and methods are measured."""
+    from subnet import extraction
+    from subnet.extraction import ExtractionMismatch
+
+    original = extraction._verify
+    calls = {"n": 0}
+
+    def fail_first(*args):
+        calls["n"] += 1
+        difference, tolerance = original(*args)
+        return (1.0, tolerance) if calls["n"] == 1 else (difference, tolerance)
+
+    monkeypatch.setattr(extraction, "_verify", fail_first)
+    settings = {**SETTINGS, "finetune_epochs": 0.0, "budgets": (0.5, 0.25), "seeds": (0,)}
+    result = compare(trained["conv"], mnist, ("magnitude", "random"), **settings)
+    assert len(result.rows) == 4
+    failed = [r for r in result.rows if "extraction_mismatch" in r]
+    assert len(failed) == 1 and failed[0]["extraction_mismatch"]["max_difference"] == 1.0
+    assert 0 <= failed[0]["accuracy_oneshot"] <= 1
+    assert ExtractionMismatch.__mro__[1] is RuntimeError

@@ -276,3 +276,38 @@ def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist, one_pass, m
     assert recalibrate_batchnorm(trained["dense"], x) == 0
     # the layers are left as they were: their own call, their settings
     assert all(layer.call.__name__ == "call" and layer.momentum == 0.8 for layer in (bn1, bn2))
+
+
+def test_the_tolerance_follows_the_logits_scale():
+    """Float32 rounding grows with the logits: a tolerance of ``atol`` at logits of order one,
+    proportionally more where the logits spread over tens or hundreds (an untrained
+    MobileNetV2's reach the hundreds, and its extraction differed by 6e-5 in probability)."""
+    from subnet.extraction import extraction_tolerance
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    small = softmax(np.array([[0.1, -0.3, 0.5]]))
+    assert extraction_tolerance(small, 1e-5) == pytest.approx(1e-5)  # spread 0.8 < 1
+    wide = softmax(np.array([[40.0, 0.0, -20.0]]))
+    assert extraction_tolerance(wide, 1e-5) == pytest.approx(6e-4, rel=1e-4)
+    underflow = np.array([[1.0, 0.0, 0.0]])  # the smallest underflowed: about 87 in float32
+    assert 8e-4 < extraction_tolerance(underflow, 1e-5) < 1e-3
+
+
+def test_a_mismatch_carries_its_subnetwork_and_numbers(trained, monkeypatch):
+    from subnet.extraction import ExtractionMismatch
+
+    model = trained["dense"]
+    original = keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict",
+                        lambda self, x, **kw: original(self, x, **kw) * 0.5)
+    with pytest.raises(ExtractionMismatch) as caught:
+        extract(model, {"d1": np.arange(32) < 16})
+    err = caught.value
+    assert isinstance(err, RuntimeError)  # an internal error where nobody records it
+    assert err.difference > err.tolerance > 0
+    assert err.to_dict() == {"max_difference": err.difference, "tolerance": err.tolerance}
+    assert isinstance(err.subnetwork, keras.Model)
+    assert err.keep_set.widths["d1"] == 16
