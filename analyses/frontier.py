@@ -655,41 +655,144 @@ def _compute_seconds(parent_results, trajectories, controls) -> dict:
     return out
 
 
-def _within_the_whole(rows, controls, pairs) -> dict | None:
+def _counts(point: dict, kind: str, n: int) -> int:
+    """Correct images of a fine-tuned network on ``kind`` ("val" or "test"): recorded as a
+    count since counts were recorded; earlier cells have the fraction, exact to a count."""
+    count = point.get(f"{kind}_correct_count")
+    return int(count) if count is not None else int(round(point[f"{kind}_accuracy"] * n))
+
+
+def _within_the_whole(rows, controls, pairs, references=None) -> dict | None:
     """Against the whole network fine-tuned with the same recipe (the ``whole`` control), per
     method and allocation: the largest FLOPs reduction on the budget grid whose mean test
-    accuracy is within 0.5 points of the whole's, and the largest within 1.25x its error.
-    Test accuracy, means over parents (a measurement of the curve, not a selection). None
-    without the control."""
-    wholes = [c["test_accuracy"] for c in controls if c["control"] == "whole"]
-    if not wholes:
+    accuracy is within 0.5 points of the whole's, and the largest within 1.25x its error;
+    compared on integer counts of correct test images (a sum over parents), never on float
+    ties. Test accuracy, means over parents (a measurement of the curve, not a selection).
+    ``references`` ({name: per-parent test accuracies}) adds the same readouts against other
+    dense references (the best dense predictor). None without the control."""
+    wholes = [c for c in controls if c["control"] == "whole"]
+    if not wholes or not rows:
         return None
-    whole = float(np.mean(wholes))
+    n_test = rows[0]["n_test"]
+    whole_counts = [_counts(c, "test", n_test) for c in wholes]
+    whole = float(np.mean([c["test_accuracy"] for c in wholes]))
     out = {"whole_test_accuracy_mean": whole,
-           "whole_test_accuracy_sd": float(np.std(wholes, ddof=1)) if len(wholes) > 1 else None,
-           "parents": len(wholes), "methods": {}}
+           "whole_test_accuracy_sd": float(np.std([c["test_accuracy"] for c in wholes],
+                                                  ddof=1)) if len(wholes) > 1 else None,
+           "parents": len(wholes), "methods": {}, "compared_on": "counts of correct images"}
+    against = {"whole": whole_counts}
+    for name, accuracies in (references or {}).items():
+        against[name] = [int(round(a * n_test)) for a in accuracies]
+    out["references"] = {name: float(np.sum(c)) / (len(c) * n_test) for name, c in
+                         against.items()}
     for m, a in pairs:
         mine = [r for r in rows if r["method"] == m and r["allocation"] == a]
-        points = {}
-        for name, ok in (("within_half_point", lambda r: r["test_accuracy_mean"] >= whole -
-                          0.005),
-                         ("within_1.25x_error", lambda r: r["test_error_mean"] <= 1.25 *
-                          (1 - whole))):
-            passing = [r for r in mine if ok(r)]
-            best = max(passing, key=lambda r: r["flops_reduction"], default=None)
-            points[name] = None if best is None else {
-                "budget": best["budget"], "flops_reduction": best["flops_reduction"],
-                "test_accuracy_mean": best["test_accuracy_mean"]}
-        out["methods"][f"{m}/{a}"] = points
+        for name, counts in against.items():
+            parents, right = len(counts), int(np.sum(counts))
+            total = parents * n_test
+            points = {}
+            for key, ok in (
+                    # mean accuracy >= reference - 0.005, in counts over the same parents
+                    ("within_half_point", lambda r, right=right, total=total:
+                     200 * (r["test_correct_total"] - right) >= -total),
+                    # mean error <= 1.25 x the reference's error
+                    ("within_1.25x_error", lambda r, right=right, total=total:
+                     4 * (total - r["test_correct_total"]) <= 5 * (total - right))):
+                passing = [r for r in mine if r["parents"] == parents and ok(r)]
+                best = max(passing, key=lambda r: r["flops_reduction"], default=None)
+                points[key] = None if best is None else {
+                    "budget": best["budget"], "flops_reduction": best["flops_reduction"],
+                    "params_reduction": best.get("params_reduction"),
+                    "test_accuracy_mean": best["test_accuracy_mean"]}
+            if name == "whole":
+                out["methods"][f"{m}/{a}"] = points
+            else:
+                out.setdefault("against", {}).setdefault(name, {})[f"{m}/{a}"] = points
     return out
 
 
-def _summarise(args, parents, parent_results, trajectories, controls, budgets, pairs) -> dict:
+def _crossing(reductions: np.ndarray, errors: np.ndarray, target: float) -> dict:
+    """Where a curve's mean error crosses ``target``, reading from the largest budget down:
+    the FLOPs reduction interpolated linearly in log(reduction) between the last grid point
+    at or below the target and the first above it. ``bound`` says what the grid shows:
+    ``"interpolated"``, ``"at_least"`` (every point within: the crossing is beyond the grid)
+    or ``"below_grid"`` (the first point is already above)."""
+    order = np.argsort(reductions)
+    r, e = np.asarray(reductions, float)[order], np.asarray(errors, float)[order]
+    if e[0] > target:
+        return {"reduction": float(r[0]), "bound": "below_grid"}
+    for i in range(len(r) - 1):
+        if e[i + 1] > target:
+            t = (target - e[i]) / (e[i + 1] - e[i])
+            x = np.exp(np.log(r[i]) + t * (np.log(r[i + 1]) - np.log(r[i])))
+            return {"reduction": float(x), "bound": "interpolated"}
+    return {"reduction": float(r[-1]), "bound": "at_least"}
+
+
+def located_crossing(points_by_budget, dense_flops: float, kind: str, n: int, *,
+                     target: float = TARGET_ERROR, resamples: int = 2000,
+                     seed: int = 0) -> dict:
+    """The FLOPs reduction at which a curve's mean error (over parents) crosses ``target``,
+    with a percentile interval from a two-level bootstrap: parents resampled with
+    replacement, then each chosen parent's images (``kind``: "val" or "test").
+
+    Args:
+        points_by_budget: {budget: [fine-tuned checkpoint of each parent]}, each with
+            ``flops`` and ``{kind}_correct`` (packed bits).
+        dense_flops: The parent's FLOPs.
+        kind: Which split's outcomes.
+        n: Images in that split.
+        target: The error to cross (a fraction).
+        resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``{"reduction", "bound", "ci_low", "ci_high", "resamples", "censored_share"}``: the
+        point estimate, what the grid shows there, the 95 % interval (a resample whose crossing
+        lies beyond the grid counts at the grid's edge; ``censored_share`` is the share of
+        those), from ``kind``'s images.
+    """
+    budgets = sorted(points_by_budget)
+    if any(f"{kind}_correct" not in p for b in budgets for p in points_by_budget[b]):
+        return {"reduction": None, "bound": "not recorded", "ci_low": None, "ci_high": None}
+    bits = np.stack([np.stack([_unpack(p[f"{kind}_correct"], n) for p in points_by_budget[b]])
+                     for b in budgets], axis=1).astype(np.float64)  # (parents, budgets, n)
+    flops = np.array([[p["flops"] for p in points_by_budget[b]] for b in budgets]).T
+    parents = bits.shape[0]
+
+    def estimate(chosen, counts):
+        right = np.einsum("pbn,pn->b", bits[chosen], counts)
+        errors = 1.0 - right / (len(chosen) * n)
+        return _crossing(dense_flops / flops[chosen].mean(axis=0), errors, target)
+
+    point = estimate(np.arange(parents), np.ones((parents, n)))
+    rng = np.random.default_rng(seed)
+    draws, censored = np.empty(resamples), 0
+    for i in range(resamples):
+        chosen = rng.integers(0, parents, size=parents)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=parents).astype(np.float64)
+        found = estimate(chosen, counts)
+        draws[i] = found["reduction"]
+        censored += found["bound"] != "interpolated"
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return {**point, "ci_low": float(low), "ci_high": float(high), "resamples": resamples,
+            "censored_share": censored / resamples}
+
+
+def _summarise(args, parents, parent_results, trajectories, controls, budgets, pairs,
+               references=None) -> dict:
+    """Every readout of a run from its cells: rows (mean and SD over parents, FLOPs and
+    parameters), paired tests over parents with Holm's correction, the smallest subnetwork
+    within 1 % error on validation and on test, the readouts against the whole (and the
+    ``references``), and each curve's located 1 %-error crossing with its interval. Every
+    comparison with a threshold is made on integer counts of correct images."""
     import subnet
-    from subnet.stats import paired_bootstrap
+    from subnet.stats import holm, paired_over_parents
 
     n_test = parent_results[parents[0]]["n_test"]
+    n_val = int(parent_results[parents[0]]["validation"].get("size") or args.validation)
     dense_flops = parent_results[parents[0]]["flops"]
+    dense_params = parent_results[parents[0]]["params"]
     rows = []
     methods = list(dict.fromkeys(m for m, _ in pairs))
     allocations = list(dict.fromkeys(a for _, a in pairs))
@@ -698,55 +801,87 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
             points = [trajectories[(s, m, a)]["checkpoints"][repr(b)] for s in parents]
             test = np.array([p["test_accuracy"] for p in points])
             val = np.array([p["val_accuracy"] for p in points])
+            test_counts = [_counts(p, "test", n_test) for p in points]
+            val_counts = [_counts(p, "val", n_val) for p in points]
             rows.append({
-                "method": m, "allocation": a, "budget": b,
+                "method": m, "allocation": a, "budget": b, "parents": len(points),
                 "flops_mean": float(np.mean([p["flops"] for p in points])),
                 "flops_reduction": float(dense_flops / np.mean([p["flops"] for p in points])),
                 "params_mean": float(np.mean([p["params"] for p in points])),
+                "params_reduction": float(dense_params / np.mean([p["params"] for p in points])),
                 "widths": [p["widths"] for p in points],
                 "test_accuracy_mean": float(test.mean()),
                 "test_accuracy_sd": float(test.std(ddof=1)) if len(test) > 1 else None,
                 "test_error_mean": float(1 - test.mean()),
                 "val_accuracy_mean": float(val.mean()),
+                "test_correct_counts": test_counts, "test_correct_total": int(sum(test_counts)),
+                "val_correct_counts": val_counts, "val_correct_total": int(sum(val_counts)),
+                "n_test": n_test, "n_val": n_val,
                 "epochs_run": [p["epochs_run"] for p in points],
-                "outcomes": np.mean([_unpack(p["test_correct"], n_test) for p in points],
-                                    axis=0)})
-    # Paired tests at each budget: the best (by validation) against every other row.
+                "outcomes": np.stack([_unpack(p["test_correct"], n_test) for p in points])})
+    # Paired tests at each budget: the best (by validation, on counts) against every other row,
+    # the parent as the unit; one family, corrected by Holm's method.
     tests = []
     for b in budgets:
         at = [r for r in rows if r["budget"] == b]
-        best = max(at, key=lambda r: r["val_accuracy_mean"])
+        best = max(at, key=lambda r: (r["val_correct_total"], -r["flops_mean"]))
         for other in at:
             if other is best:
                 continue
-            test = paired_bootstrap(best["outcomes"], other["outcomes"], resamples=5000)
+            test = paired_over_parents(best["outcomes"], other["outcomes"], resamples=2000)
             tests.append({"budget": b, "a": [best["method"], best["allocation"]],
                           "b": [other["method"], other["allocation"]], **test.to_dict()})
-    smallest = {}
+    for test, adjusted in zip(tests, holm([t["pvalue"] for t in tests]), strict=True):
+        test["pvalue_holm"] = float(adjusted)
+    smallest, smallest_test = {}, {}
     for m, a in pairs:
-        ok = [r for r in rows if r["method"] == m and r["allocation"] == a and
-              1 - r["val_accuracy_mean"] <= TARGET_ERROR]
-        if ok:
-            r = min(ok, key=lambda r: r["flops_mean"])
-            smallest[f"{m}/{a}"] = {k: r[k] for k in (
-                "budget", "flops_reduction", "test_error_mean", "test_accuracy_sd", "widths")}
-    within = _within_the_whole(rows, controls, pairs)
-    control_rows = [{k: c[k] for k in ("control", "budget", "label", "widths", "parent",
-                                       "test_accuracy", "val_accuracy", "flops", "params",
-                                       "epochs_budget", "epochs_run")} for c in controls]
+        mine = [r for r in rows if r["method"] == m and r["allocation"] == a]
+        for found, kind, n in ((smallest, "val", n_val), (smallest_test, "test", n_test)):
+            # mean error over parents <= 1 %: 100 x errors <= images x parents
+            ok = [r for r in mine if 100 * (r["parents"] * n - r[f"{kind}_correct_total"])
+                  <= r["parents"] * n]
+            if ok:
+                r = min(ok, key=lambda r: r["flops_mean"])
+                found[f"{m}/{a}"] = {k: r[k] for k in (
+                    "budget", "flops_reduction", "params_reduction", "test_error_mean",
+                    "test_accuracy_sd", "widths")}
+                found[f"{m}/{a}"]["val_error_mean"] = 1 - r["val_accuracy_mean"]
+    within = _within_the_whole(rows, controls, pairs, references)
+    crossings = {}
+    for m, a in pairs:
+        points = {b: [trajectories[(s, m, a)]["checkpoints"][repr(b)] for s in parents]
+                  for b in budgets}
+        crossings[f"{m}/{a}"] = {
+            kind: located_crossing(points, dense_flops, kind, n) for kind, n in
+            (("test", n_test), ("val", n_val))}
+    control_rows = [{k: c.get(k) for k in ("control", "budget", "label", "widths", "parent",
+                                           "test_accuracy", "val_accuracy", "flops", "params",
+                                           "epochs_budget", "epochs_run", "best_epoch",
+                                           "recipe", "teacher", "test_correct_count",
+                                           "val_correct_count")} for c in controls]
     for row in rows:
         row.pop("outcomes")
     parents_summary = [{k: v for k, v in p.items() if k != "test_correct"}
                        for p in parent_results.values()]
     return {"settings": {**_settings(args), "parents": parents, "methods": methods,
-                         "allocations": allocations, "budgets": budgets},
+                         "allocations": allocations, "budgets": budgets,
+                         "teacher": args.teacher, "control_recipe": args.control_recipe},
             "versions": subnet.versions(), "parents": parents_summary, "rows": rows,
-            "paired_tests": tests, "controls": control_rows, "smallest_within_1pct": smallest,
-            "within_the_whole": within,
+            "paired_tests": tests,
+            "paired_tests_about": "paired t-test over parents (the unit is the parent) of the "
+                                  "best row by validation against each other row at each "
+                                  "budget; pvalue_holm: Holm-corrected over all of them; "
+                                  "intervals: bootstrap over parents and images, 2,000 "
+                                  "resamples",
+            "controls": control_rows, "smallest_within_1pct": smallest,
+            "smallest_within_1pct_test": smallest_test, "within_the_whole": within,
+            "crossing_1pct": crossings,
             "published": [{"source": k, "widths": v, "error": PUBLISHED_ERROR[k],
                            "error_on": "mnist"} for k, v in PUBLISHED.items()],
             "summary": {"dataset": args.dataset, "parents": len(parents),
-                        "dense_flops": dense_flops, "smallest_within_1pct": smallest,
+                        "dense_flops": dense_flops, "dense_params": dense_params,
+                        "smallest_within_1pct": smallest,
+                        "smallest_within_1pct_test": smallest_test,
                         "parent_test_accuracy": [p["test_accuracy"]
                                                  for p in parent_results.values()]}}
 

@@ -12,6 +12,13 @@ it can resolve a 0.1-point gap that two unpaired confidence intervals cannot. Tw
   over several seeds of one method (pass the per-example share of seeds that got it right).
 
 Both take per-example outcomes as numpy arrays and return a :class:`PairedTest`.
+
+Where each method was run on several parents (training seeds), the parent is the unit that
+varies between repetitions of the experiment, and a test on images alone (outcomes averaged over
+parents) takes a difference that one parent carries for one that all share.
+:func:`paired_over_parents` tests the per-parent differences (a paired t-test whose unit is the
+parent) with an interval from a bootstrap over parents and, within each, images; :func:`holm`
+corrects a family of such tests for multiplicity (Holm 1979).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 
 from subnet.errors import InputError, InputTypeError
 
-__all__ = ["PairedTest", "mcnemar", "paired_bootstrap"]
+__all__ = ["PairedTest", "holm", "mcnemar", "paired_bootstrap", "paired_over_parents"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,8 @@ class PairedTest:
         ci_high: Upper end of it (bootstrap only, else None).
         only_a: Examples A gets right and B wrong (McNemar only, else None).
         only_b: Examples B gets right and A wrong (McNemar only, else None).
+        differences: Per-parent differences of accuracy (:func:`paired_over_parents` only,
+            else None).
     """
 
     test: str
@@ -52,14 +61,23 @@ class PairedTest:
     ci_high: float | None = None
     only_a: int | None = None
     only_b: int | None = None
+    differences: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.differences is None:
+            del data["differences"]  # the fields every test had before
+        else:
+            data["differences"] = list(self.differences)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> PairedTest:
         """The inverse of :meth:`to_dict`."""
+        data = dict(data)
+        if data.get("differences") is not None:
+            data["differences"] = tuple(data["differences"])
         return cls(**data)
 
 
@@ -164,3 +182,96 @@ def paired_bootstrap(a, b, *, resamples: int = 10_000, seed: int = 0,
     return PairedTest(test="paired_bootstrap", n=int(n), accuracy_a=float(a.mean()),
                       accuracy_b=float(b.mean()), difference=float(difference.mean()),
                       pvalue=pvalue, ci_low=float(low), ci_high=float(high))
+
+
+def paired_over_parents(a, b, *, resamples: int = 2000, seed: int = 0,
+                        confidence: float = 0.95) -> PairedTest:
+    """A paired test of A against B whose unit is the parent (training seed).
+
+    Each parent gives one paired difference of accuracy (A's and B's subnetworks of that parent,
+    on the same examples); the p-value is the two-sided paired t-test on those differences
+    (``parents - 1`` degrees of freedom: with three parents only a difference that every parent
+    shows, and that varies little between them, can be significant). The interval is a
+    percentile interval from a two-level bootstrap: parents resampled with replacement, then
+    examples, the same indices for A and B.
+
+    Args:
+        a: A's outcomes, shape (parents, n), 0/1 (or fractions in [0, 1]), row i from parent i.
+        b: B's outcomes, same shape, the same parents in the same order.
+        resamples: Bootstrap resamples of the interval (>= 100).
+        seed: Seed of the resampling.
+        confidence: Coverage of the interval, in (0, 1).
+
+    Returns:
+        A :class:`PairedTest` with ``test="paired_t_over_parents"``, ``n`` the number of
+        parents, the per-parent ``differences``, the interval and the p-value (1.0 with one
+        parent, or when every difference is zero; 0.0 when they are equal and not zero).
+
+    Raises:
+        InputError: If the outcomes are not 2-D of one shape, not in [0, 1], or a setting is out
+            of range.
+    """
+    from scipy.stats import ttest_1samp
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise InputError(f"`a` and `b` must be outcomes of shape (parents, examples), the same "
+                         f"for both. Received shapes {a.shape} and {b.shape}")
+    rows = [_outcomes(row_a, row_b, binary=False) for row_a, row_b in zip(a, b, strict=True)]
+    a = np.stack([r[0] for r in rows])
+    b = np.stack([r[1] for r in rows])
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
+            not 100 <= resamples <= 1_000_000:
+        raise InputError(f"Invalid value for argument `resamples`: expected an int in "
+                         f"[100, 1,000,000]. Received: resamples={resamples!r}")
+    if not 0 < confidence < 1:
+        raise InputError(f"Invalid value for argument `confidence`: expected a fraction in "
+                         f"(0, 1). Received: confidence={confidence!r}")
+    parents, n = a.shape
+    differences = a.mean(axis=1) - b.mean(axis=1)
+    if parents < 2 or np.all(differences == 0):
+        pvalue = 1.0
+    elif np.all(differences == differences[0]):
+        pvalue = 0.0  # no spread between parents: the t statistic is infinite
+    else:
+        pvalue = float(ttest_1samp(differences, 0.0).pvalue)
+    rng = np.random.default_rng(seed)
+    per_example = a - b
+    means = np.empty(int(resamples))
+    for i in range(int(resamples)):
+        chosen = rng.integers(0, parents, size=parents)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=parents)  # examples, per parent
+        means[i] = float(np.mean(np.sum(per_example[chosen] * counts, axis=1) / n))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return PairedTest(test="paired_t_over_parents", n=int(parents),
+                      accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
+                      difference=float(differences.mean()), pvalue=pvalue, ci_low=float(low),
+                      ci_high=float(high), differences=tuple(float(d) for d in differences))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values for a family of tests (Holm 1979).
+
+    The k-th smallest of m p-values is multiplied by ``m - k + 1``, made non-decreasing in that
+    order and capped at 1; rejecting where the adjusted value is at most alpha controls the
+    family-wise error rate at alpha.
+
+    Args:
+        pvalues: The family's p-values, 1-D, in [0, 1].
+
+    Returns:
+        The adjusted p-values, float64, in the input's order.
+
+    Raises:
+        InputError: If a p-value is outside [0, 1] or not finite.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(p)) or (p.size and (p.min() < 0 or p.max() > 1)):
+        raise InputError("`pvalues` must be finite and in [0, 1].")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out

@@ -143,6 +143,7 @@ def test_convergence_compares_the_longest_training_with_the_next():
 def _frontier_point(accuracy, val, flops, correct, widths):
     return {"test_accuracy": accuracy, "val_accuracy": val, "flops": flops, "params": flops // 10,
             "widths": widths, "epochs_run": 3, "test_correct": frontier._pack(correct),
+            "val_correct": frontier._pack(np.arange(200) < round(val * 200)),
             "kept": {}, "model_file": "x.keras"}
 
 
@@ -152,7 +153,8 @@ def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smal
     assert np.array_equal(frontier._unpack(frontier._pack(correct), 50), correct)
     args = frontier._parse(["--budgets", "0.5,0.1", "--methods", "magnitude,random",
                             "--allocations", "cost", "--parents", "0,1"])
-    parents = {s: {"n_test": 50, "flops": 1000, "test_accuracy": 0.99, "seed": s,
+    parents = {s: {"n_test": 50, "flops": 1000, "params": 100, "test_accuracy": 0.99, "seed": s,
+                   "validation": {"size": 200},
                    "train_seconds": 1.0, "ensemble_test_accuracy": 0.99, "val_accuracy": 0.99,
                    "test_correct": frontier._pack(correct)} for s in (0, 1)}
     widths = {"conv1": 5, "conv2": 10, "dense": 20}
@@ -177,7 +179,8 @@ def test_frontier_outcomes_pack_and_the_summary_holds_parents_tests_and_the_smal
 
 def test_frontier_holds_each_curve_to_the_whole_fine_tuned_the_same_way():
     rows = [{"method": "magnitude", "allocation": "uniform", "budget": b, "flops_reduction": r,
-             "test_accuracy_mean": a, "test_error_mean": 1 - a}
+             "test_accuracy_mean": a, "test_error_mean": 1 - a, "parents": 2, "n_test": 10_000,
+             "test_correct_total": round(2 * 10_000 * a)}
             for b, r, a in ((0.5, 2.0, 0.990), (0.25, 4.1, 0.986), (0.125, 8.3, 0.984),
                             (0.0625, 16.0, 0.9875))]
     controls = [{"control": "whole", "test_accuracy": a} for a in (0.989, 0.991)]
@@ -188,7 +191,7 @@ def test_frontier_holds_each_curve_to_the_whole_fine_tuned_the_same_way():
     assert points["within_half_point"]["flops_reduction"] == 16.0
     # within 1.25x the whole's 1 % error (1.25 %): 0.9875 at 16x
     assert points["within_1.25x_error"]["budget"] == 0.0625
-    tight = frontier._within_the_whole(rows, [{"control": "whole", "test_accuracy": 0.9999}],
+    tight = frontier._within_the_whole(rows, [{"control": "whole", "test_accuracy": 0.9999}] * 2,
                                        [("magnitude", "uniform")])
     assert tight["methods"]["magnitude/uniform"]["within_1.25x_error"] is None
     assert frontier._within_the_whole(rows, [], [("magnitude", "uniform")]) is None
@@ -405,7 +408,8 @@ def test_frontier_partial_summarises_the_finished_cells_only(tmp_path, monkeypat
         folder = frontier._parent_dir(args, s)
         folder.mkdir(parents=True)
         (folder / "parent.json").write_text(json.dumps(
-            {"n_test": 50, "flops": 1000, "test_accuracy": 0.99, "seed": s, "train_seconds": 1.0,
+            {"n_test": 50, "flops": 1000, "params": 100, "test_accuracy": 0.99, "seed": s,
+             "train_seconds": 1.0, "validation": {"size": 200},
              "ensemble_test_accuracy": 0.99, "val_accuracy": 0.99,
              "test_correct": frontier._pack(correct)}))
         # magnitude finished on both parents, random on one only
@@ -526,3 +530,39 @@ def test_the_answer_states_the_parents_convergence_where_it_was_recorded():
     assert clause == "; validation accuracy moved +0.80 to +1.30 points over each parent's " \
         "last five epochs"
     assert answer.convergence_clause([{"val_accuracy_by_epoch": curve}, {}]) == ""
+
+
+def test_frontier_crossing_is_interpolated_in_log_reduction_by_hand():
+    # errors 0.8 % at 10x, 1.2 % at 20x: 1 % is halfway in log -> sqrt(10 * 20)
+    found = frontier._crossing(np.array([20.0, 10.0, 5.0]), np.array([0.012, 0.008, 0.005]),
+                               0.01)
+    assert found == {"reduction": pytest.approx(np.sqrt(200.0)), "bound": "interpolated"}
+    assert frontier._crossing(np.array([5.0, 10.0]), np.array([0.005, 0.009]), 0.01) == \
+        {"reduction": 10.0, "bound": "at_least"}
+    assert frontier._crossing(np.array([5.0, 10.0]), np.array([0.02, 0.03]), 0.01)["bound"] == \
+        "below_grid"
+
+
+def test_frontier_located_crossing_has_an_interval_over_parents_and_images():
+    n = 2000
+    points = {}
+    for budget, flops, errors in ((0.1, 100, (16, 18, 20)), (0.05, 50, (24, 22, 26))):
+        points[budget] = [{"flops": flops, "test_correct": frontier._pack(np.arange(n) >= e)}
+                          for e in errors]
+    found = frontier.located_crossing(points, 1000, "test", n, resamples=300)
+    # mean errors 0.9 % at 10x and 1.2 % at 20x: a third of the way in log(reduction)
+    assert found["bound"] == "interpolated"
+    assert found["reduction"] == pytest.approx(10 * 2 ** (1 / 3))
+    assert found["ci_low"] < found["reduction"] < found["ci_high"]
+    assert 10 <= found["ci_low"] and found["ci_high"] <= 20
+    assert frontier.located_crossing(points, 1000, "val", n)["bound"] == "not recorded"
+
+
+def test_frontier_thresholds_are_read_on_counts_not_float_ties():
+    """0.98999999999999990 validation accuracy is 4,950 of 5,000 images: exactly 1 % error,
+    within the target (a float comparison with 0.99 called it outside)."""
+    assert 1 - 0.98999999999999990 > 0.01  # the float tie the old readout fell on
+    point = {"val_accuracy": 0.98999999999999990}
+    count = frontier._counts(point, "val", 5000)
+    assert count == 4950 and 100 * (5000 - count) <= 5000
+    assert frontier._counts({"val_correct_count": 4949, "val_accuracy": 0.99}, "val", 5000) == 4949
