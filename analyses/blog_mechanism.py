@@ -3,6 +3,8 @@
     python analyses/blog_mechanism.py [--parent reports/frontier/parents/parent_s0_ebb6eae430fd]
         [--passes 20] [--masks 200] [--examples 10000] [--models reports/frontier/models]
         [--dataset mnist] [--out reports/blog_mechanism]
+    python analyses/blog_mechanism.py --parents reports/frontier/parents [--dataset mnist]
+        [--validation 5000] [--out reports/blog_mechanism]
 
 On a trained blog network and its test set, three ways of keeping about half the network, side by
 side, with the network with dropout off as the reference:
@@ -19,10 +21,15 @@ a dropped filter is lost everywhere. Measured directly: the share of the first p
 nonzero outputs that element-wise dropout turns to zero, against the share a unit mask does.
 The same place explains why the network scores lower with dropout off than on: the
 weight-scaling rule holds through linear layers, not through a max. Checked by intervention:
-dropout off with each such pooling replaced by the exact expectation of its dropout-on maximum.
+dropout off with each such pooling replaced by the exact expectation of its dropout-on maximum
+(:func:`subnet.expected_pooling`; the probabilistic weighted pooling of Wu & Gu 2015, "Max-pooling
+dropout for regularization of convolutional neural networks", arXiv:1512.01400, and "Towards
+dropout training for convolutional neural networks", arXiv:1512.00242).
 
 Prints one JSON object and writes ``--out/results.json`` and ``--out/README.md`` (generated from
-the JSON).
+the JSON). With ``--parents FOLDER``, instead: every parent under the folder (``parent_s*``), its
+test and validation accuracy with dropout off and with expected pooling, and their FLOPs, printed
+and written to ``--out/expected_pooling_parents.json`` (the README then shows them too).
 """
 
 from __future__ import annotations
@@ -66,61 +73,80 @@ def _pooled_loss(model, x, rate: float, seed: int) -> dict:
             "all_four_dropped": rate ** 4}
 
 
-def _expected_pooling(model, x, y) -> dict | None:
+def _expected_pooling(model, x, y) -> dict:
     """Why the network scores lower with dropout off than with it on, checked by intervention.
 
-    Dropout off relies on the weight-scaling rule: kept values are scaled by 1 / (1 - rate), so
-    a layer's input equals its dropout-on input *in expectation*. That holds for a linear layer,
-    not for a max: with dropout on, a pooled feature is the largest of its window's kept,
-    scaled-up inputs and of zero where any input was dropped, whose expectation is not the
-    plain maximum (the blog's convolutions have no activation, so their outputs are signed and
-    a dropped input lifts a negative window to zero). The layers after pooling were trained on
-    that expectation. So with dropout off, replace every max-pooling that follows a Dropout by
-    the exact expectation of the dropout-on max over all 2^4 masks of each 2x2 window, and
-    measure accuracy: parameter-free, nothing fitted. Walks the layers in order, so it is for
-    chain models like the blog's; None when a pooling is not 2x2, stride 2, valid padding."""
-    from subnet._tf import keras
+    Dropout off relies on the weight-scaling rule, which holds through linear layers but not
+    through a max; the layers after each max pooling were trained on the dropout-on maximum.
+    :func:`subnet.expected_pooling` turns dropout off and replaces every max pooling after a
+    dropout by the exact expectation of its dropout-on value over each window (Wu & Gu 2015's
+    probabilistic weighted pooling, for signed inputs): parameter-free, nothing fitted."""
+    import subnet
+    from subnet.extraction import accuracy
+    from subnet.pooling import expected_pooling_cost
 
-    layers = model.layers[1:] if isinstance(model.layers[0], keras.layers.InputLayer) \
-        else model.layers
-    pooled, predictions = [], []
-    for begin in range(0, len(x), 2000):  # bounded memory: windows x 2^4 masks in float64
-        h, pending, pooled = np.asarray(x[begin:begin + 2000], np.float32), None, []
-        for layer in layers:
-            if isinstance(layer, keras.layers.Dropout):
-                pending = layer.rate
-                continue
-            if pending is not None and isinstance(layer, keras.layers.MaxPooling2D):
-                if tuple(layer.pool_size) != (2, 2) or tuple(layer.strides) != (2, 2) or \
-                        layer.padding != "valid":
-                    return None
-                h = expected_max_pool(h, pending)
-                pooled.append(layer.name)
-            else:
-                h = np.asarray(layer(h))
-            pending = None
-        predictions.append(h.argmax(-1))
-    return {"layers": pooled,
-            "accuracy": float(np.mean(np.concatenate(predictions) == y))}
+    expected = subnet.expected_pooling(model)
+    return {"layers": [row["name"] for row in expected_pooling_cost(expected)["layers"]],
+            "accuracy": accuracy(expected, x, y)}
 
 
-def expected_max_pool(h: np.ndarray, rate: float) -> np.ndarray:
-    """E[max_pool_2x2(dropout(h))] exactly: for each 2x2 window (stride 2, valid) of ``h``
-    (N, H, W, C), the average over all 2^4 keep patterns, weighted by their chance, of the
-    largest of the kept inputs scaled by 1 / (1 - rate) and of zero where an input was
-    dropped."""
-    import itertools
+def _parents(folders: list[str]) -> list[Path]:
+    return sorted(p for folder in folders for p in Path(folder).glob("parent_s*")
+                  if (p / "parent.keras").exists())
 
-    n, rows, cols, c = h.shape
-    windows = h[:, :rows // 2 * 2, :cols // 2 * 2].reshape(
-        n, rows // 2, 2, cols // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(
-        n, rows // 2, cols // 2, c, 4)
-    expected = np.zeros(windows.shape[:-1])
-    for kept in itertools.product((False, True), repeat=4):
-        kept = np.array(kept)
-        chance = (1 - rate) ** kept.sum() * rate ** (4 - kept.sum())
-        expected += chance * np.where(kept, windows / (1 - rate), 0.0).max(-1)
-    return expected.astype(np.float32)
+
+def expected_pooling_parents(folders: list[str], dataset: str, validation: int) -> dict:
+    """Per parent network: test and validation accuracy of the network with dropout off and
+    of its expected-pooling network, and what each costs in FLOPs per example.
+
+    The validation split is the frontier's (``validation_split(data, validation,
+    seed=12345)``, as analyses/frontier.py makes it); the test set is the whole test split."""
+    import subnet
+    from subnet.extraction import model_cost
+    from subnet.pooling import expected_pooling_cost
+    from subnet.protocol import validation_split
+
+    train, (x_val, y_val), info = validation_split(subnet.load_dataset(dataset), validation,
+                                                   seed=12345)
+    x_test, y_test = train.x_test, train.y_test
+    rows = []
+    for folder in _parents(folders):
+        start = time.perf_counter()
+        model = subnet.load_model(folder / "parent.keras")
+        off = subnet.with_dropout(model, on=False)
+        expected = subnet.expected_pooling(model)
+        flops = model_cost(off)["flops"]
+        cost = expected_pooling_cost(expected)
+        row = {"parent": str(folder), "flops": int(flops),
+               "expected_pooling_extra_flops": cost["flops"],
+               "expected_pooling_flops": int(flops + cost["flops"]),
+               "expected_pooling_layers": cost["layers"],
+               "max_pooling_comparisons_replaced": cost["max_pooling_flops"]}
+        for name, net in (("dropout_off", off), ("expected_pooling", expected)):
+            for split, x, y in (("test", x_test, y_test), ("val", x_val, y_val)):
+                correct = int(np.sum(_predicted(net, x) == y))
+                row[f"{name}_{split}_correct"] = correct
+                row[f"{name}_{split}_accuracy"] = correct / len(y)
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
+        print(f"blog_mechanism: {folder.name}: expected pooling test "
+              f"{row['expected_pooling_test_accuracy']:.4f}, validation "
+              f"{row['expected_pooling_val_accuracy']:.4f}", file=sys.stderr)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+            if k.endswith("_accuracy")} if rows else {}
+    return {"dataset": dataset, "validation": info, "n_test": len(y_test), "parents": rows,
+            "mean": mean,
+            "flops_convention": "Conv/Dense: 2 per multiply-accumulate "
+                                "(subnet.extraction.model_cost); expected pooling: every "
+                                "comparison, multiplication, addition and max/min with zero "
+                                "of its sort-and-weight formula as one FLOP "
+                                "(subnet.pooling.expected_pooling_cost, an upper bound)",
+            "versions": subnet.versions()}
+
+
+def _predicted(model, x) -> np.ndarray:
+    return np.concatenate([np.asarray(model(x[i:i + 1000], training=False)).argmax(-1)
+                           for i in range(0, len(x), 1000)])
 
 
 def main(argv=None) -> int:
@@ -134,11 +160,29 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/blog_mechanism")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readme-only", action="store_true")
+    parser.add_argument("--parents", nargs="+", default=None,
+                        help="folders of parents (parent_s*/parent.keras): measure each one's "
+                             "expected-pooling network instead")
+    parser.add_argument("--validation", type=int, default=5000,
+                        help="with --parents: the frontier's validation split size")
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
+    if args.parents:
+        from subnet._io import atomic_write_text
+
+        start = time.perf_counter()
+        parents = expected_pooling_parents(args.parents, args.dataset, args.validation)
+        parents["wall_seconds"] = round(time.perf_counter() - start, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / PARENTS, json.dumps(parents, indent=1))
+        if (out_dir / "results.json").exists():
+            result = json.loads((out_dir / "results.json").read_text())
+            atomic_write_text(out_dir / "README.md", readme(result, parents))
+        print(json.dumps({k: v for k, v in parents.items() if k != "versions"}))
+        return 0
     if args.readme_only:
         result = json.loads((out_dir / "results.json").read_text())
-        (out_dir / "README.md").write_text(readme(result))
+        (out_dir / "README.md").write_text(readme(result, _load_parents(out_dir)))
         if "accuracies" in result["unit_masks"]:
             figure(result, out_dir / FIGURE)
         return 0
@@ -187,13 +231,19 @@ def main(argv=None) -> int:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1))
-    atomic_write_text(out_dir / "README.md", readme(result))
+    atomic_write_text(out_dir / "README.md", readme(result, _load_parents(out_dir)))
     figure(result, out_dir / FIGURE)
     print(json.dumps({k: v for k, v in result.items() if k != "versions"}))
     return 0
 
 
 FIGURE = "accuracies.png"
+PARENTS = "expected_pooling_parents.json"
+
+
+def _load_parents(out_dir: Path) -> dict | None:
+    path = out_dir / PARENTS
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def figure(r: dict, path: Path) -> None:
@@ -236,8 +286,9 @@ def figure(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def readme(r: dict) -> str:
-    """The comparison in words, every number read from ``r``."""
+def readme(r: dict, parents: dict | None = None) -> str:
+    """The comparison in words, every number read from ``r`` (and from ``parents``,
+    :func:`expected_pooling_parents`' JSON, when given)."""
     e, u, m = r["element_wise"], r["unit_masks"], r["mechanism"]
 
     def pct(v):
@@ -275,6 +326,7 @@ def readme(r: dict) -> str:
         f"{pct(m['unit_wise_lost'])}, {m['unit_wise_lost'] / m['element_wise_lost']:.1f} times "
         "as many, and a dropped unit is gone at every position of every image.",
         *_expected_pooling_text(r),
+        *_parents_text(parents),
         ""])
 
 
@@ -307,8 +359,51 @@ def _expected_pooling_text(r: dict) -> list[str]:
         "convolutions have no activation, so a dropped input lifts a negative window to "
         "zero), and the layers after pooling were trained on that. Replacing each pooling "
         "after a dropout (" + ", ".join(f"`{name}`" for name in x["layers"]) + ") by the "
-        "exact expectation of the dropout-on maximum over the 16 masks of each 2x2 window, "
-        f"with dropout off and nothing fitted, gives {pct(expected)}: {verdict}"]
+        "exact expectation of the dropout-on maximum over each 2x2 window "
+        "(`subnet.expected_pooling`), with dropout off and nothing fitted, gives "
+        f"{pct(expected)}: {verdict} The replacement is prior art: the probabilistic weighted "
+        "pooling of Wu & Gu, \"Max-pooling dropout for regularization of convolutional neural "
+        "networks\" (ICONIP 2015; arXiv:1512.01400) and \"Towards dropout training for "
+        "convolutional neural networks\" (Neural Networks 71, 2015; arXiv:1512.00242), here with "
+        "Keras's inverted scaling and for signed inputs (a dropped input is a zero in the "
+        "window)."]
+
+
+def _parents_text(parents: dict | None) -> list[str]:
+    """The expected-pooling network of every parent, a table from ``parents``."""
+    if not parents or not parents.get("parents"):
+        return []
+
+    def pct(v):
+        return f"{100 * v:.2f} %"
+
+    rows = parents["parents"]
+    first = rows[0]
+    lines = ["", "## Expected pooling on every parent", "",
+             f"Generated by `python analyses/blog_mechanism.py --parents ...` into `{PARENTS}`: "
+             f"{parents['dataset']}, the whole test set ({parents['n_test']:,} images) and the "
+             f"frontier's validation split ({parents['validation']['size']:,} training images, "
+             f"seed {parents['validation']['seed']}). FLOPs per example: the network's "
+             f"{first['flops']:,} (Conv/Dense, 2 per multiply-accumulate); expected pooling adds "
+             f"at most {first['expected_pooling_extra_flops']:,} "
+             f"({100 * first['expected_pooling_extra_flops'] / first['flops']:.1f} %), counting "
+             "every comparison, multiplication and addition of its sort-and-weight formula.",
+             "",
+             "| parent | dropout off, test | expected pooling, test | dropout off, validation "
+             "| expected pooling, validation | FLOPs (expected pooling) |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| `{Path(row['parent']).name}` | {pct(row['dropout_off_test_accuracy'])} "
+                     f"| {pct(row['expected_pooling_test_accuracy'])} | "
+                     f"{pct(row['dropout_off_val_accuracy'])} | "
+                     f"{pct(row['expected_pooling_val_accuracy'])} | "
+                     f"{row['expected_pooling_flops']:,} |")
+    m = parents["mean"]
+    lines.append(f"| mean | {pct(m['dropout_off_test_accuracy'])} | "
+                 f"{pct(m['expected_pooling_test_accuracy'])} | "
+                 f"{pct(m['dropout_off_val_accuracy'])} | "
+                 f"{pct(m['expected_pooling_val_accuracy'])} | |")
+    return lines
 
 
 if __name__ == "__main__":

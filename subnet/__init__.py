@@ -51,6 +51,7 @@ _EXPORTS = {
     "deserialization_scope": "subnet.models",
     "dropout_layers": "subnet.models",
     "estimate": "subnet.importance.core",
+    "expected_pooling": "subnet.pooling",
     "extract": "subnet.extraction",
     "finetune": "subnet.extraction",
     "iterative_keep_sets": "subnet.iterative",

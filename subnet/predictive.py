@@ -23,7 +23,9 @@ The predictive distributions of every predictor subnet makes come from one funct
 :func:`deterministic` (dropout off), :func:`dropout_passes` (the blog's test-time dropout, any
 number of passes; its first pass is "one stochastic pass") and :func:`unit_subnetworks` (random
 unit masks drawn as a record draws them: an ensemble of subnetworks). An extracted subnetwork is
-a model like any other: pass it to the first two.
+a model like any other: pass it to the first two. So is the deterministic network with exact
+expected pooling after its dropouts, :func:`subnet.expected_pooling` (``deterministic(
+expected_pooling(model), x)``), the cheap comparator test-time dropout must beat.
 """
 
 from __future__ import annotations
