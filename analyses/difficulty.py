@@ -397,7 +397,9 @@ def trend(tasks: list[dict], draws: dict, budgets=FIXED) -> dict:
 def readout_trend(tasks: list[dict]) -> dict:
     """The earlier readouts (largest reduction within 0.5 points, within 1.25x the error; 1x
     where no budget passes) against the whole's error: Spearman's rho and its exact permutation
-    p-value over the difficulty tasks and over all tasks (no interval: grid readouts)."""
+    p-value over the difficulty tasks and over all tasks (no interval: grid readouts), on the
+    FLOPs reduction (as the earlier answer read it) and on the grid point reached (``budgets``:
+    the same budget can give slightly different reductions, e.g. a 20-class output layer)."""
     out = {}
     for bar in ("within_half_point", "within_1.25x_error"):
         out[bar] = {}
@@ -406,10 +408,13 @@ def readout_trend(tasks: list[dict]) -> dict:
             chosen = [t for t in chosen if t["whole_test_accuracy_mean"] is not None]
             error = [1 - t["whole_test_accuracy_mean"] for t in chosen]
             reduction = [t[bar]["flops_reduction"] if t[bar] else 1.0 for t in chosen]
-            rho = float(spearman(error, reduction)) if len(chosen) >= 3 else math.nan
-            out[bar][name] = {"tasks": [t["task"] for t in chosen],
-                              "rho": None if math.isnan(rho) else rho,
-                              "permutation_p": permutation_p(error, reduction)}
+            budgets = [t[bar]["budget"] if t[bar] else 1.0 for t in chosen]
+            entry = {"tasks": [t["task"] for t in chosen], "budgets": budgets}
+            for suffix, values in (("", reduction), ("_grid", [-b for b in budgets])):
+                rho = float(spearman(error, values)) if len(chosen) >= 3 else math.nan
+                entry["rho" + suffix] = None if math.isnan(rho) else rho
+                entry["permutation_p" + suffix] = permutation_p(error, values)
+            out[bar][name] = entry
     return out
 
 
@@ -731,7 +736,12 @@ def conclusion(results: dict) -> str | None:
                  f"has rho {old['all_tasks']['rho']:+.2f} over all tasks "
                  f"(p {_p(old['all_tasks']['permutation_p'])}) and "
                  f"{old['difficulty_tasks']['rho']:+.2f} without {_listing(left_out)} "
-                 f"(p {_p(old['difficulty_tasks']['permutation_p'])}).")
+                 f"(p {_p(old['difficulty_tasks']['permutation_p'])})")
+        same = set(old["difficulty_tasks"].get("budgets") or [])
+        text += (f"; without {_listing(left_out)} every task reaches the same grid point, "
+                 f"{_fraction(same.pop())}, so its rho comes only from small FLOPs differences "
+                 "at that one budget (output layers of different widths), not from a trend"
+                 if len(same) == 1 else "") + "."
     return text
 
 
@@ -763,9 +773,16 @@ def readout_trend_text(results: dict) -> str | None:
         d, a = old[key]["difficulty_tasks"], old[key]["all_tasks"]
         if d["rho"] is None or a["rho"] is None:
             continue
-        parts.append(f"{label}: {d['rho']:+.2f} (p {d['permutation_p']:.2f}) over the "
-                     f"{len(d['tasks'])} difficulty tasks, {a['rho']:+.2f} (p "
-                     f"{a['permutation_p']:.2f}) over all {len(a['tasks'])}")
+        part = (f"{label}: {d['rho']:+.2f} (p {d['permutation_p']:.2f}) over the "
+                f"{len(d['tasks'])} difficulty tasks, {a['rho']:+.2f} (p "
+                f"{a['permutation_p']:.2f}) over all {len(a['tasks'])}")
+        if "budgets" in d:
+            grid = [f"{e['rho_grid']:+.2f} (p {e['permutation_p_grid']:.2f})"
+                    if e["rho_grid"] is not None else
+                    "undefined (every task at " + _fraction(e["budgets"][0]) + ")"
+                    for e in (d, a)]
+            part += f"; on the grid point reached, {grid[0]} and {grid[1]}"
+        parts.append(part)
     if not parts:
         return None
     return ("The earlier readouts, the largest reduction on the grid, against the whole's error "

@@ -104,6 +104,26 @@ def test_still_improving_marks_gains_from_the_threshold():
     assert difficulty.still_improving(gains) == [True, False, True, False, None]
 
 
+def test_the_earlier_readouts_trend_is_read_on_reductions_and_on_grid_points():
+    def row(task, error, budget, reduction):
+        point = {"budget": budget, "flops_reduction": reduction}
+        return {"task": task, "kind": "sample size" if task == "mnist_1k" else "difficulty",
+                "whole_test_accuracy_mean": 1 - error, "within_half_point": None,
+                "within_1.25x_error": point}
+
+    rows = [row("mnist", 0.006, 0.125, 8.05), row("mnist_noise", 0.013, 0.125, 8.05),
+            row("union20", 0.058, 0.125, 8.03), row("mnist_1k", 0.049, 0.25, 4.27)]
+    got = difficulty.readout_trend(rows)["within_1.25x_error"]
+    difficulty_tasks = got["difficulty_tasks"]
+    assert difficulty_tasks["tasks"] == ["mnist", "mnist_noise", "union20"]
+    assert difficulty_tasks["rho"] < 0  # union20's 8.03x ranks below 8.05x
+    assert difficulty_tasks["rho_grid"] is None  # one grid point: no trend to rank
+    assert got["all_tasks"]["rho_grid"] is not None
+    assert got["all_tasks"]["budgets"] == [0.125, 0.125, 0.125, 0.25]
+    half = difficulty.readout_trend(rows)["within_half_point"]["all_tasks"]
+    assert half["budgets"] == [1.0] * 4 and half["rho"] is None  # 1x where none passes
+
+
 # ------------------------------------------------------------- a whole gather on made-up runs
 
 SETTINGS = {"dataset": "x", "parent_epochs": 20, "validation": 100, "teacher_passes": 16,
