@@ -31,6 +31,7 @@ _EXPORTS = {
     "Importance": "subnet.importance.core",
     "InputError": "subnet.errors",
     "InputTypeError": "subnet.errors",
+    "KeepProbabilities": "subnet.keep",
     "KeepSet": "subnet.extraction",
     "LocalExecutor": "subnet.distributed",
     "MCDropoutResult": "subnet.engine.mc",
@@ -45,6 +46,7 @@ _EXPORTS = {
     "SiteTable": "subnet.engine.chain",
     "Uncertainty": "subnet.predictive",
     "UntrustedModelError": "subnet.errors",
+    "calibrate_keep": "subnet.keep",
     "channel_groups": "subnet.structure",
     "compare": "subnet.comparison",
     "compare_gradual": "subnet.frontier",
@@ -97,7 +99,8 @@ def versions() -> dict:
 
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
-                "controls", "protocol", "frontier", "structure", "predictive", "distributed")
+                "controls", "protocol", "frontier", "structure", "predictive", "distributed",
+                "keep")
 
 
 def __getattr__(name: str):

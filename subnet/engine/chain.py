@@ -248,6 +248,16 @@ def layer_flops(layer) -> int:
     return 0
 
 
+def check_site_scale(scales, n_sites: int) -> np.ndarray:
+    """One finite positive float32 factor per site (what a backend multiplies a site's kept
+    units by), or an InputError naming what was received."""
+    array = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if array.shape != (n_sites,) or not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise InputError(f"Invalid value for argument `scales`: expected {n_sites} finite "
+                         f"positive factors, one per site. Received: {np.asarray(scales)!r}")
+    return array.astype(np.float32)
+
+
 def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:
     """The maskable sites of a classifier, in model order.
 

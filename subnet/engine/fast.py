@@ -39,6 +39,7 @@ import numpy as np
 
 from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, layer_flops
+from subnet.engine.chain import check_site_scale as _check_site_scale
 from subnet.errors import InputError
 
 __all__ = ["FastBackend", "PREFIX_CACHE_BYTES"]
@@ -237,6 +238,19 @@ class FastBackend:
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
             tf.TensorSpec((None, len(self.table)), tf.float32)])
+
+    def set_site_scale(self, scales) -> None:
+        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
+        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
+
+        Args:
+            scales: One positive float per site, in the site table's order.
+
+        Raises:
+            InputError: If there is not one finite positive factor per site.
+        """
+        scales = _check_site_scale(scales, len(self.table))
+        self._scales = scales
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Class probabilities of every example under every mask.

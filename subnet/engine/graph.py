@@ -20,6 +20,7 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.engine.chain import Chain
+from subnet.engine.chain import check_site_scale as _check_site_scale
 from subnet.errors import InputError
 from subnet.structure import DEPTHWISE, NOISE, PRODUCERS, layer_weights
 
@@ -64,6 +65,21 @@ class GraphBackend:
             if all(name in fixed for name in call.inputs) and (s.units_of[call.name] < 0).all():
                 fixed.add(call.name)
         self._fixed = fixed
+
+    def set_site_scale(self, scales) -> None:
+        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
+        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
+
+        Args:
+            scales: One positive float per site, in the site table's order.
+
+        Raises:
+            InputError: If there is not one finite positive factor per site.
+        """
+        scales = _check_site_scale(scales, len(self.chain.table))
+        self._factors = np.append(np.repeat(scales, self.chain.table.units),
+                                  1.0).astype(np.float32)
+        self._reference = None  # built with the old factors
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Class probabilities of every example under every mask.
