@@ -44,6 +44,7 @@ _MAX_POOLINGS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
                  keras.layers.MaxPooling3D)
 _GLOBAL_MAX_POOLINGS = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
                         keras.layers.GlobalMaxPooling3D)
+_NETWORK_SORT_MAX = 16  # windows up to this size are sorted by a compare-exchange network
 _SPATIAL_DROPOUTS = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                      keras.layers.SpatialDropout3D)
 
@@ -189,16 +190,29 @@ class ExpectedMaxPooling(keras.layers.Layer):
             index[axis] = slice(o, o + s * (out - 1) + 1, s)
         return tuple(index)
 
-    def _expect(self, windows, counts):
-        """E[max] of the windows along the last axis, ``counts`` real inputs in each."""
+    def _expect(self, windows: list, counts):
+        """E[max] over ``windows`` (n tensors of one shape: the window's inputs), ``counts``
+        real inputs in each window. Up to 16 inputs they are sorted by an odd-even transposition
+        network (n(n - 1) / 2 compare-exchanges of whole tensors, what
+        :func:`expected_pooling_cost` counts); beyond that by a sort along a stacked axis."""
         ops = keras.ops
-        ordered = ops.flip(ops.sort(windows, axis=-1), axis=-1)
-        n = windows.shape[-1]
-        weights = ops.convert_to_tensor(self.rate ** np.arange(n), dtype=windows.dtype)
+        n = len(windows)
+        if n <= _NETWORK_SORT_MAX:
+            ordered = list(windows)
+            for step in range(n):
+                for i in range(step % 2, n - 1, 2):
+                    a, b = ordered[i], ordered[i + 1]
+                    ordered[i], ordered[i + 1] = ops.maximum(a, b), ops.minimum(a, b)
+        else:
+            stacked = ops.flip(ops.sort(ops.stack(windows, axis=-1), axis=-1), axis=-1)
+            ordered = [stacked[..., k] for k in range(n)]
         tail = ops.convert_to_tensor((1.0 - self.rate) ** (np.asarray(counts) - 1.0),
-                                     dtype=windows.dtype)
-        return (ops.sum(ops.relu(ordered) * weights, axis=-1) +
-                tail * ops.minimum(ordered[..., 0], 0.0))
+                                     dtype=windows[0].dtype)
+        out = tail * ops.minimum(ordered[0], 0.0)
+        for k, value in enumerate(ordered):
+            if self.rate ** k > 0:  # rate 0: only the largest counts
+                out = out + ops.relu(value) * (self.rate ** k)
+        return out
 
     def call(self, inputs):
         ops = keras.ops
@@ -207,8 +221,8 @@ class ExpectedMaxPooling(keras.layers.Layer):
             first = self.data_format == "channels_first"
             moved = inputs if first else ops.moveaxis(inputs, -1, 1)  # (batch, C, spatial...)
             n = int(np.prod([inputs.shape[a] for a in axes]))
-            windows = ops.reshape(moved, (-1, moved.shape[1], n))
-            out = self._expect(windows, n)
+            flat = ops.reshape(moved, (-1, moved.shape[1], n))
+            out = self._expect([flat[..., k] for k in range(n)], n)
             if self.keepdims:
                 ones = [1] * self.rank
                 shape = (-1, out.shape[-1], *ones) if first else (-1, *ones, out.shape[-1])
@@ -220,9 +234,8 @@ class ExpectedMaxPooling(keras.layers.Layer):
             for axis, p in zip(axes, pads, strict=True):
                 width[axis] = p
             inputs = ops.pad(inputs, width, constant_values=-np.inf)
-        windows = ops.stack([inputs[self._window_index(offset, outs, axes)]
-                             for offset in itertools.product(*map(range, self.pool_size))],
-                            axis=-1)
+        windows = [inputs[self._window_index(offset, outs, axes)]
+                   for offset in itertools.product(*map(range, self.pool_size))]
         shape = [1] * (len(inputs.shape))
         for axis, out in zip(axes, outs, strict=True):
             shape[axis] = out

@@ -17,7 +17,9 @@ class probabilities (one pass for a deterministic network):
   Fashion-MNIST, say), the AUROC of telling those out-of-distribution inputs from the test set.
 
 Every metric comes with a percentile bootstrap interval over the examples (the
-out-of-distribution set resampled on its own). Entropies are in nats.
+out-of-distribution set resampled on its own); two predictors measured with the same seed on the
+same examples are resampled alike, so :func:`paired_difference` gives their difference a paired
+interval. Entropies are in nats.
 
 The predictive distributions of every predictor subnet makes come from one function each, seeded:
 :func:`deterministic` (dropout off), :func:`dropout_passes` (the blog's test-time dropout, any
@@ -38,7 +40,7 @@ import numpy as np
 from subnet.errors import InputError, InputTypeError
 
 __all__ = ["SCORES", "Estimate", "Uncertainty", "auroc", "deterministic", "dropout_passes",
-           "uncertainty", "unit_subnetworks"]
+           "paired_difference", "uncertainty", "unit_subnetworks"]
 
 #: The per-example uncertainty scores, larger meaning less sure.
 SCORES = ("predictive_entropy", "expected_entropy", "mutual_information", "softmax_response")
@@ -82,6 +84,10 @@ class Uncertainty:
         correct: bool (n_examples,), whether the averaged prediction is right.
         confidence: Bootstrap interval level.
         resamples: Bootstrap resamples.
+        draws: With ``keep_draws``, {metric: float64 (resamples,)}, every resample's value.
+            The resamples are a function of the seed and the numbers of examples only, so two
+            predictors measured with the same seed on the same examples are resampled alike:
+            the difference of their draws is a paired bootstrap (:func:`paired_difference`).
     """
 
     n_examples: int
@@ -95,6 +101,7 @@ class Uncertainty:
     correct: np.ndarray
     confidence: float
     resamples: int
+    draws: dict | None = None
 
     def to_dict(self, per_example: bool = False) -> dict:
         """JSON-ready summary; with ``per_example``, the scores and outcomes too."""
@@ -211,7 +218,8 @@ def _point_metrics(mean, scores, labels, edges, ood_scores=None) -> dict[str, fl
 
 
 def uncertainty(probabilities, labels, *, ood=None, bins: int = 15, resamples: int = 1000,
-                confidence: float = 0.95, seed: int = 0) -> Uncertainty:
+                confidence: float = 0.95, seed: int = 0,
+                keep_draws: bool = False) -> Uncertainty:
     """Measures the uncertainty of a predictor from its predictive distributions.
 
     Args:
@@ -225,6 +233,8 @@ def uncertainty(probabilities, labels, *, ood=None, bins: int = 15, resamples: i
         resamples: Bootstrap resamples for the intervals (0: intervals equal the value).
         confidence: Interval level in (0, 1).
         seed: Seeds the bootstrap.
+        keep_draws: Keep every resample's metrics (``Uncertainty.draws``), for paired
+            comparisons between predictors.
 
     Returns:
         An :class:`Uncertainty`.
@@ -297,7 +307,50 @@ def uncertainty(probabilities, labels, *, ood=None, bins: int = 15, resamples: i
     return Uncertainty(n_examples=n, n_passes=passes, n_classes=classes, metrics=metrics,
                        reliability=reliability, coverage=coverage, scores=scores,
                        ood_scores=ood_scores, correct=correct, confidence=float(confidence),
-                       resamples=int(resamples))
+                       resamples=int(resamples),
+                       draws={k: np.asarray(v, float) for k, v in draws.items()}
+                       if keep_draws else None)
+
+
+def paired_difference(a: Uncertainty, b: Uncertainty, metric: str) -> Estimate:
+    """``metric`` of ``a`` minus that of ``b``, with a paired percentile bootstrap interval.
+
+    Both must come from :func:`uncertainty` with ``keep_draws=True``, the same seed, resamples
+    and numbers of examples (in and out of distribution): then resample i drew the same
+    examples for both, and the interval is over the differences of their draws.
+
+    Args:
+        a: The first predictor's :class:`Uncertainty`.
+        b: The second's.
+        metric: A name in both ``metrics`` (``"nll"``, ``"error_auroc_predictive_entropy"``).
+
+    Returns:
+        An :class:`Estimate` of a - b at ``a``'s confidence level (NaN where undefined).
+
+    Raises:
+        InputError: If draws are missing, or the two were not resampled alike.
+    """
+    for name, u in (("a", a), ("b", b)):
+        if not isinstance(u, Uncertainty) or u.draws is None:
+            raise InputError(f"`{name}` must be an Uncertainty measured with keep_draws=True.")
+    if metric not in a.metrics or metric not in b.metrics:
+        raise InputError(f"Unknown metric {metric!r}; both have: "
+                         f"{sorted(set(a.metrics) & set(b.metrics))}.")
+    same = (a.resamples == b.resamples and a.n_examples == b.n_examples and
+            (a.ood_scores is None) == (b.ood_scores is None) and
+            (a.ood_scores is None or len(next(iter(a.ood_scores.values()))) ==
+             len(next(iter(b.ood_scores.values())))))
+    if not same:
+        raise InputError("`a` and `b` were not resampled alike: measure both with the same "
+                         "seed, resamples and examples (and out-of-distribution examples).")
+    value = a.metrics[metric].value - b.metrics[metric].value
+    diff = a.draws[metric] - b.draws[metric]
+    diff = diff[np.isfinite(diff)]
+    if not len(diff):
+        return Estimate(value, value, value)
+    alpha = (1.0 - a.confidence) / 2.0
+    low, high = np.quantile(diff, [alpha, 1 - alpha])
+    return Estimate(value, float(low), float(high))
 
 
 # ------------------------------------------------------------------------------------ predictors

@@ -334,7 +334,11 @@ def test_the_uncertainty_report_is_generated_from_its_committed_results():
 
     folder = folder.parent / "blog_mechanism"
     results = json.loads((folder / "results.json").read_text())
-    assert (folder / "README.md").read_text() == blog_mechanism.readme(results)
+    assert (folder / "README.md").read_text() == blog_mechanism.readme(
+        results, blog_mechanism._load_parents(folder))
+    parents = blog_mechanism._load_parents(folder)
+    assert [round(p["expected_pooling_test_accuracy"], 4) for p in parents["parents"]] == [
+        0.9952, 0.9956, 0.9948]  # the issue's numbers, from the committed file
 
 
 def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(tmp_path):
@@ -360,9 +364,10 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
 
 
 def test_expected_max_pool_is_the_mean_of_dropout_then_max_pooling():
-    import blog_mechanism
-
+    """What blog_mechanism.py's intervention uses (now subnet.pooling), checked with dropout
+    drawn by hand in numpy."""
     from subnet._tf import keras
+    from subnet.pooling import ExpectedMaxPooling
 
     rng = np.random.default_rng(0)
     h = rng.normal(size=(3, 4, 6, 2)).astype(np.float32)  # signed, as the blog's conv outputs
@@ -370,7 +375,7 @@ def test_expected_max_pool_is_the_mean_of_dropout_then_max_pooling():
     kept = rng.random((draws, *h.shape)) >= 0.5
     sampled = np.asarray(keras.layers.MaxPooling2D(2)(
         (h * kept / 0.5).reshape(-1, *h.shape[1:]))).reshape(draws, 3, 2, 3, 2).mean(0)
-    exact = blog_mechanism.expected_max_pool(h, 0.5)
+    exact = np.asarray(ExpectedMaxPooling(0.5, 2, (2, 2))(h))
     assert exact.shape == (3, 2, 3, 2)
     np.testing.assert_allclose(exact, sampled, atol=0.03)
     # the weight-scaling rule is wrong through a max: the expectation is not the plain maximum
@@ -566,3 +571,65 @@ def test_frontier_thresholds_are_read_on_counts_not_float_ties():
     count = frontier._counts(point, "val", 5000)
     assert count == 4950 and 100 * (5000 - count) <= 5000
     assert frontier._counts({"val_correct_count": 4949, "val_accuracy": 0.99}, "val", 5000) == 4949
+
+
+def _uncertainty_results(rng, n=400):
+    """A results.json of analyses/uncertainty.py from made-up predictors: expected pooling sharp
+    and right, dropout passes blunter, every predictor resampled alike."""
+    from subnet.predictive import paired_difference, uncertainty
+
+    y = rng.integers(0, 3, n)
+
+    def predictor(sharpness, passes, right=0.97):
+        label = np.where(rng.random(n) < right, y, (y + 1) % 3)
+        logits = np.eye(3)[label] * sharpness + rng.normal(size=(passes, n, 3))
+        p = np.exp(logits)
+        return p / p.sum(-1, keepdims=True)
+
+    ood = rng.dirichlet(np.ones(3), size=(1, 150))
+    made = {"deterministic": (predictor(2.0, 1), 1), "expected_pooling": (predictor(6.0, 1), 1.02),
+            "dropout_1": (predictor(2.0, 1), 1), "dropout_10": (predictor(2.5, 10), 10)}
+    measured = {k: uncertainty(p, y, ood=np.repeat(ood, len(p), 0), resamples=100, seed=0,
+                               keep_draws=True) for k, (p, _) in made.items()}
+    return {"parent": "reports/frontier/parents/parent_s0_x", "parent_epochs": 12,
+            "examples": n, "ood": "made-up", "resamples": 100, "parent_flops": 1000,
+            "expected_pooling_extra_flops": 20, "dropout_seconds_all_passes": 1.0,
+            "predictors": {k: {"flops": int(1000 * made[k][1]), "flops_x_parent": made[k][1],
+                               **u.to_dict()} for k, u in measured.items()},
+            "differences": {"expected_pooling - dropout_10": {
+                m: paired_difference(measured["expected_pooling"], measured["dropout_10"],
+                                     m).to_dict() for m in ("accuracy", "nll", "brier", "ece",
+                                                            "error_auroc_predictive_entropy",
+                                                            "ood_auroc_predictive_entropy")}}}
+
+
+def test_uncertainty_headline_states_cost_and_paired_verdicts_from_the_results():
+    import uncertainty as script
+
+    results = _uncertainty_results(np.random.default_rng(0))
+    text = script.readme(json.loads(json.dumps(results)))
+    diff = results["differences"]["expected_pooling - dropout_10"]
+    assert diff["nll"]["high"] < 0  # the made-up sharp predictor is better, and it shows
+    assert "| expected pooling, one pass | 1,020 (1.02x) |" in text
+    assert "| 10 dropout passes | 10,000 (10.00x) |" in text
+    sentence = next(line for line in text.splitlines()
+                    if line.startswith("- **expected pooling, one pass**"))
+    assert "against **10 dropout passes** (10.00x)" in sentence
+    assert f"NLL {script._est(results['predictors']['expected_pooling']['metrics']['nll'])}" \
+        in sentence
+    assert f"difference {script._diff(diff['nll'])}: better" in sentence
+    # an older results.json (no comparators) still reads
+    old = {k: v for k, v in results.items() if k != "differences"}
+    old["predictors"] = {k: v for k, v in results["predictors"].items()
+                         if k != "expected_pooling"}
+    assert "## The headline" not in script.readme(old)
+
+
+@pytest.mark.parametrize("low, high, better, verdict", [
+    (-0.02, -0.01, "lower", "better"), (0.01, 0.02, "lower", "worse"),
+    (0.01, 0.02, "higher", "better"), (-0.01, 0.01, "higher", "no different"),
+    (None, None, "higher", "undefined")])
+def test_uncertainty_verdicts_read_the_paired_interval(low, high, better, verdict):
+    import uncertainty as script
+
+    assert script._verdict({"value": 0.0, "low": low, "high": high}, better).startswith(verdict)

@@ -71,6 +71,19 @@ def test_the_layer_on_2x2_windows_equals_enumeration_window_by_window():
         assert got[b, i, j, c] == pytest.approx(_enumerated(window, 0.5), abs=1e-5)
 
 
+@pytest.mark.parametrize("pool, strides", [((2, 2), (2, 2)), ((5, 4), (3, 2))])
+def test_the_layer_equals_the_numpy_core_with_either_sort(pool, strides):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 9, 8, 3)).astype(np.float32)
+    got = np.asarray(ExpectedMaxPooling(0.3, 2, pool, strides)(x))
+    rows, cols = got.shape[1:3]
+    for i, j in itertools.product(range(rows), range(cols)):
+        window = x[:, i * strides[0]:i * strides[0] + pool[0],
+                   j * strides[1]:j * strides[1] + pool[1]].reshape(2, -1, 3)
+        np.testing.assert_allclose(got[:, i, j], expected_max(window, 0.3, axis=1),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def _tiny(pooling, dropout=None, shape=(7, 7, 1), seed=0):
     """Input -> linear Conv -> Dropout -> pooling -> Flatten -> linear Dense: everything after
     the pooling is linear, so the model's dropout-on mean IS the expected pooling's output."""
@@ -97,7 +110,8 @@ def _monte_carlo(model, x, passes):
     (keras.layers.MaxPooling2D(2), (7, 7, 1)),
     (keras.layers.MaxPooling2D(3, strides=2, padding="same"), (8, 7, 1)),  # overlapping, padded
     (keras.layers.MaxPooling1D(3, strides=2), (11, 1)),
-    (keras.layers.GlobalMaxPooling2D(), (5, 5, 1)),
+    (keras.layers.GlobalMaxPooling2D(), (5, 5, 1)),  # 16 inputs: sorted by the network
+    (keras.layers.GlobalMaxPooling2D(), (7, 7, 1)),  # 36 inputs: sorted along an axis
 ])
 def test_expected_pooling_matches_monte_carlo_within_sampling_error(pooling, shape):
     model = _tiny(pooling, shape=shape)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from subnet.errors import InputError
-from subnet.predictive import SCORES, auroc, uncertainty
+from subnet.predictive import SCORES, auroc, paired_difference, uncertainty
 
 
 def _random_passes(rng, passes=5, n=300, classes=4, sharpness=3.0):
@@ -101,6 +101,35 @@ def test_bootstrap_intervals_hold_the_value_and_are_seeded():
     assert a.metrics["nll"].high > a.metrics["nll"].low
     assert set(a.to_dict()) >= {"metrics", "reliability", "coverage"}
     assert len(a.to_dict(per_example=True)["correct"]) == 200
+
+
+def test_paired_difference_resamples_two_predictors_alike():
+    rng = np.random.default_rng(2)
+    p, y = _random_passes(rng, passes=3, n=300)
+    q, _ = _random_passes(rng, passes=1, n=300, sharpness=1.0)  # a worse predictor
+    ood = _random_passes(rng, passes=3, n=120)[0]
+    a = uncertainty(p, y, ood=ood, resamples=300, seed=5, keep_draws=True)
+    b = uncertainty(q, y, ood=ood[:1], resamples=300, seed=5, keep_draws=True)
+    # each predictor's draws are its interval's
+    for u in (a, b):
+        assert np.quantile(u.draws["nll"], 0.025) == pytest.approx(u.metrics["nll"].low)
+    # against itself: exactly zero; against another: the quantiles of the draws' differences
+    itself = paired_difference(a, a, "nll")
+    assert (itself.value, itself.low, itself.high) == (0.0, 0.0, 0.0)
+    d = paired_difference(b, a, "nll")
+    assert d.value == pytest.approx(b.metrics["nll"].value - a.metrics["nll"].value)
+    diff = b.draws["nll"] - a.draws["nll"]
+    assert (d.low, d.high) == pytest.approx(tuple(np.quantile(diff, [0.025, 0.975])))
+    # paired: narrower than the two intervals side by side would suggest
+    assert d.high - d.low < (a.metrics["nll"].high - a.metrics["nll"].low) + \
+        (b.metrics["nll"].high - b.metrics["nll"].low)
+    assert d.low > 0  # the blunter predictor's NLL is higher, and the interval says so
+    with pytest.raises(InputError, match="keep_draws"):
+        paired_difference(a, uncertainty(q, y, ood=ood[:1], resamples=300, seed=5), "nll")
+    with pytest.raises(InputError, match="resampled alike"):
+        paired_difference(a, uncertainty(q, y, resamples=300, seed=5, keep_draws=True), "nll")
+    with pytest.raises(InputError, match="Unknown metric"):
+        paired_difference(a, b, "accuracy_top5")
 
 
 @pytest.mark.parametrize("kwargs, message", [
