@@ -93,10 +93,12 @@ FASHION_PARENT   := reports/frontier_fashion_mnist/parents/parent_s0_39b2ca7db22
 # subnetworks' recipe.
 LOCATED := --methods magnitude --allocations uniform --budgets 1/12,1/16,1/20,1/24,1/32 \
            --control-budgets 1/16 --controls whole,scratch_e,rewind,scratch_b \
-           --parents-from reports/frontier/parents --work out/analyses/frontier_located
+           --parents-from reports/frontier/parents --work out/analyses/frontier_located \
+           --best-dense reports/blog_mechanism/expected_pooling_parents.json
 
 analyses-frontier:
-	$(BIN)/python analyses/frontier.py --control-recipe labels --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py --control-recipe labels --jobs $(JOBS) \
+	    --best-dense reports/blog_mechanism/expected_pooling_parents.json
 	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --control-recipe labels --jobs $(JOBS)
 	$(BIN)/python analyses/frontier.py $(LOCATED) --out reports/frontier_located --jobs $(JOBS)
 	$(BIN)/python analyses/frontier.py $(LOCATED) --teacher none \

@@ -106,6 +106,11 @@ def _parse(argv):
              "checkpoint chosen on validation; rewinding gets the parent's remaining epochs. "
              "labels: the earlier recipe (labels only, early stopping), kept to reproduce "
              "reports/frontier*/")
+    arg("--best-dense", default=None,
+        help="a JSON of the parents' expected-pooling accuracies (analyses/blog_mechanism.py "
+             "--parents writes expected_pooling_parents.json): every readout against the "
+             "whole is also made against that network and against the better of the two per "
+             "parent (the best dense predictor)")
     arg("--parents-from", default=None,
         help="a folder of trained parents (as --out/parents/) to start from instead of "
              "training them (default: --out/parents)")
@@ -655,6 +660,29 @@ def _compute_seconds(parent_results, trajectories, controls) -> dict:
     return out
 
 
+def _dense_references(path, parents, controls) -> dict:
+    """{"expected_pooling": per-parent test accuracy of the parent with exact expected pooling
+    (nothing trained), "best_dense": per parent the better of it and the whole fine-tuned
+    alike}, in ``parents``' order, from ``path`` (analyses/blog_mechanism.py --parents)."""
+    from subnet.errors import InputError
+
+    data = json.loads(Path(path).read_text())
+    by_seed = {}
+    for entry in data["parents"]:
+        name = Path(entry["parent"]).name  # parent_s{seed}_{key}
+        by_seed[int(name.split("_")[1][1:])] = entry["expected_pooling_test_accuracy"]
+    missing = [s for s in parents if s not in by_seed]
+    if missing:
+        raise InputError(f"--best-dense {path} has no parents {missing}; run "
+                         "analyses/blog_mechanism.py --parents on them.")
+    expected = [by_seed[s] for s in parents]
+    whole = {c["parent"]: c["test_accuracy"] for c in controls if c["control"] == "whole"}
+    out = {"expected_pooling": expected}
+    if all(s in whole for s in parents):
+        out["best_dense"] = [max(e, whole[s]) for e, s in zip(expected, parents, strict=True)]
+    return out
+
+
 def _counts(point: dict, kind: str, n: int) -> int:
     """Correct images of a fine-tuned network on ``kind`` ("val" or "test"): recorded as a
     count since counts were recorded; earlier cells have the fraction, exact to a count."""
@@ -846,6 +874,8 @@ def _summarise(args, parents, parent_results, trajectories, controls, budgets, p
                     "budget", "flops_reduction", "params_reduction", "test_error_mean",
                     "test_accuracy_sd", "widths")}
                 found[f"{m}/{a}"]["val_error_mean"] = 1 - r["val_accuracy_mean"]
+    if references is None and args.best_dense:
+        references = _dense_references(args.best_dense, parents, controls)
     within = _within_the_whole(rows, controls, pairs, references)
     crossings = {}
     for m, a in pairs:

@@ -633,3 +633,31 @@ def test_uncertainty_verdicts_read_the_paired_interval(low, high, better, verdic
     import uncertainty as script
 
     assert script._verdict({"value": 0.0, "low": low, "high": high}, better).startswith(verdict)
+
+
+def test_frontier_holds_each_curve_to_the_best_dense_predictor_too(tmp_path):
+    import json
+
+    path = tmp_path / "ep.json"
+    path.write_text(json.dumps({"parents": [
+        {"parent": "parents/parent_s1_abc", "expected_pooling_test_accuracy": 0.995},
+        {"parent": "parents/parent_s0_def", "expected_pooling_test_accuracy": 0.990}]}))
+    controls = [{"control": "whole", "parent": 0, "test_accuracy": 0.992},
+                {"control": "whole", "parent": 1, "test_accuracy": 0.993}]
+    references = frontier._dense_references(path, [0, 1], controls)
+    assert references == {"expected_pooling": [0.990, 0.995], "best_dense": [0.992, 0.995]}
+    rows = [{"method": "magnitude", "allocation": "uniform", "budget": b, "flops_reduction": r,
+             "test_accuracy_mean": a, "test_error_mean": 1 - a, "parents": 2, "n_test": 10_000,
+             "test_correct_total": round(2 * 10_000 * a)}
+            for b, r, a in ((0.25, 4.0, 0.9925), (0.0625, 16.0, 0.9900))]
+    within = frontier._within_the_whole(rows, controls, [("magnitude", "uniform")], references)
+    # the whole (99.25 %, 0.75 % error): 99.00 % is within 0.5 points; within 1.25x the error
+    # (0.9375 %) 1.00 % is not: 4 x 200 = 800 > 5 x 150 = 750
+    assert within["methods"]["magnitude/uniform"]["within_half_point"]["budget"] == 0.0625
+    assert within["methods"]["magnitude/uniform"]["within_1.25x_error"]["budget"] == 0.25
+    best = within["against"]["best_dense"]["magnitude/uniform"]  # 99.35 %, 0.65 % error
+    assert best["within_half_point"]["budget"] == 0.0625  # 99.00 >= 98.85
+    # 1.25 x 0.65 % = 0.8125 %: 0.75 % at 4x passes (4 x 150 = 600 <= 5 x 130), 1 % does not
+    assert best["within_1.25x_error"]["budget"] == 0.25
+    with pytest.raises(ValueError, match="has no parents \\[2\\]"):
+        frontier._dense_references(path, [0, 2], controls)
