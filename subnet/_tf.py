@@ -17,13 +17,39 @@ run) but differ in float rounding, so :func:`subnet.versions` records which was 
 (``onednn``).
 """
 
+import os
+
 from subnet import _quiet
 
 _quiet.import_tensorflow_quietly()
 #: TF_ENABLE_ONEDNN_OPTS as TensorFlow saw it ("unknown" if it was imported before subnet).
 ONEDNN = _quiet.ONEDNN
+_INTRAOP_ENV = os.environ.get("TF_NUM_INTRAOP_THREADS")  # TensorFlow reads it once, at start
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras", "tf", "ONEDNN"]
+__all__ = ["keras", "tf", "ONEDNN", "intra_op_threads"]
+
+
+def intra_op_threads() -> int:
+    """The number of threads TensorFlow's CPU kernels split one operation over in this process.
+
+    It is ``tf.config.threading``'s setting when one was made, else ``TF_NUM_INTRAOP_THREADS``
+    (a whole number above 0), else the CPUs this process may run on: TensorFlow's own default.
+    A CPU matrix product or convolution sums in an order that depends on it, so that outcomes
+    computed with another count can differ in the last bits (``subnet.record`` stores it, and
+    computes every chunk of a record with the same count).
+    """
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured > 0:
+        return int(configured)
+    try:
+        from_env = int(_INTRAOP_ENV or 0)
+    except ValueError:
+        from_env = 0
+    if from_env > 0:
+        return from_env
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

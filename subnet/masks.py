@@ -18,6 +18,10 @@ class), stored in a folder::
                                 masks [0, 1000): ``masks`` (packbits along units, uint8),
                                 ``predicted`` (uint8, or uint16 above 256 classes) and
                                 ``true_prob`` (float16), rows = masks, columns = examples
+    .subnet-output, .subnet-output.lock, .subnet-output.files
+                                the folder's marker (``subnet.record`` made it), lock and list
+                                of the files subnet wrote (:mod:`subnet._outdir`), in a folder
+                                :func:`subnet.record_masks` or :meth:`MaskRecord.merge` wrote
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so an
 interrupted run loses at most the chunk in flight. Chunk files are byte-deterministic: the same
@@ -45,6 +49,7 @@ This module is pure numpy: it never imports Keras or TensorFlow.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import filecmp
 import functools
@@ -57,7 +62,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -66,7 +70,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text, publish_mode
+from subnet import _outdir
+from subnet._io import atomic_path, atomic_write_bytes, atomic_write_text
 from subnet.errors import InputError, InputTypeError, RecordError
 
 __all__ = [
@@ -475,6 +480,10 @@ def _identity_difference(a_meta: Mapping, a_labels: np.ndarray, a_examples: np.n
     if a_dnn is not None and b_dnn is not None and a_dnn != b_dnn:
         return ("versions.onednn", f"TensorFlow's oneDNN kernels {'on' if a_dnn else 'off'} (here "
                             f"{'on' if b_dnn else 'off'})")
+    # TensorFlow's CPU matrix products sum in an order that depends on its intra-op thread count.
+    a_th, b_th = a_meta.get("intra_op_threads"), b_meta.get("intra_op_threads")
+    if a_th is not None and b_th is not None and a_th != b_th:
+        return ("intra_op_threads", f"{a_th} TensorFlow intra-op threads (here {b_th})")
     a_nc, b_nc = a_meta.get("num_classes"), b_meta.get("num_classes")
     if a_nc is not None and b_nc is not None and a_nc != b_nc:
         return ("num_classes", f"another number of classes (num_classes {a_nc} vs {b_nc})")
@@ -499,6 +508,10 @@ def _how_to_continue(field: str, made: Mapping) -> str:
     if field == "versions.onednn":
         on = _onednn_on(made["versions"].get("onednn"))
         return f"set TF_ENABLE_ONEDNN_OPTS={int(bool(on))} to continue it, or "
+    if field == "intra_op_threads":
+        n = made["intra_op_threads"]
+        return (f"set TF_NUM_INTRAOP_THREADS={n} (with Ray: RayExecutor(threads_per_task={n})) "
+                "to continue it, or ")
     return ""
 
 
@@ -722,6 +735,66 @@ def _is_empty_dir(path: Path) -> bool:
 def _holds_chunk_files(path: Path) -> bool:
     with os.scandir(path) as entries:
         return any(_CHUNK_RE.match(e.name) for e in entries)
+
+
+# ------------------------------------------------------------------------- the record folder
+
+RECORD_TOOL = "subnet.record"
+"""The owner a record folder's marker names (:mod:`subnet._outdir`)."""
+
+
+def holds_record(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a record's files (``meta.json`` or chunk files)."""
+    path = Path(path)
+    return path.is_dir() and ((path / _META).exists() or _holds_chunk_files(path))
+
+
+def _is_unmarked_record(path: Path) -> bool:
+    """Whether an unmarked folder is a record subnet made before record folders were marked:
+    it holds a readable record ``meta.json`` and nothing but a record's files (and the
+    temporary files of their atomic writes). Such a folder is adopted as subnet's."""
+    with os.scandir(path) as entries:
+        names = [e.name for e in entries]
+    if _META not in names or not all(n in (_META, _LABELS, _EXAMPLES) or _CHUNK_RE.match(n)
+                                     or _TEMP_RE.match(n) for n in names):
+        return False
+    try:
+        _read_meta(path)
+    except RecordError:
+        return False
+    return True
+
+
+def check_record_folder(path: str | os.PathLike, *, resume: bool = False,
+                        name: str = "`out`") -> None:
+    """Refuses a folder a record may not be written into, writing nothing.
+
+    A record goes into a new or empty folder, or a record folder subnet made: one marked by
+    ``subnet.record``, or one that holds only a record's files with a valid ``meta.json`` (made
+    before record folders were marked; adopted). Anything else is someone else's.
+
+    Args:
+        path: The record folder.
+        resume: Word the refusal for a record to continue ("no record to resume at ...").
+        name: What the message calls the folder (``--out``, ``out``).
+
+    Raises:
+        InputError: If ``path`` is a file, another tool's folder, or a non-empty folder that is
+            not a record subnet made.
+    """
+    _outdir.check(path, RECORD_TOOL, name=name, adopt=_is_unmarked_record, resuming=resume)
+
+
+def claim_record_folder(path: str | os.PathLike, *, resume: bool = False, name: str = "`out`"):
+    """Claims a record folder for writing (:func:`check_record_folder` says which): created or
+    adopted, marked ``subnet.record``, and locked, so that a second writer is refused at once
+    ("... is in use by another record").
+
+    Returns:
+        A context manager yielding the :class:`subnet._outdir.Claim`.
+    """
+    return _outdir.claim(path, RECORD_TOOL, None, name=name, adopt=_is_unmarked_record,
+                         resuming=resume)
 
 
 class Chunk(NamedTuple):
@@ -1195,28 +1268,34 @@ class MaskRecord:
         num_classes, labels, example indices) and disjoint mask ranges; a chunk present in
         several shards is allowed only when its files hold identical arrays, and is kept once.
         The merged metadata is the first shard's, with ``n_masks`` the largest planned total.
-        Chunk files are copied; the merged folder is built beside ``out`` and renamed into
-        place at the end, so ``out`` appears complete or not at all.
+        ``out`` is claimed as a record folder (:func:`claim_record_folder`: marked, and locked
+        while the merge writes, so that a second writer is refused) and the chunk files are
+        copied into it, ``meta.json`` last: a folder with ``meta.json`` is complete. A merge that
+        fails removes what it wrote; one that was killed leaves a folder without ``meta.json``,
+        which the next merge into it replaces.
 
         Args:
             records_or_paths: Records or record folders, at least one.
-            out: The new record folder; must not exist or be an empty folder.
+            out: The new record folder: new, empty, or a record folder subnet made that holds no
+                record (``meta.json``).
 
         Returns:
             The merged record.
 
         Raises:
             RecordError: If shards differ in identity (the message names the field), overlap
-                with different contents, or ``out`` is not new.
+                with different contents, or ``out`` holds a record.
+            InputError: If ``out`` is not a folder a record may be written into, or in use by
+                another record.
         """
         records = [r if isinstance(r, MaskRecord) else MaskRecord.load(r)
                    for r in records_or_paths]
         if not records:
             raise InputError("`records_or_paths` must name at least one record. Received: none")
         out = Path(out)
-        if out.exists() and not _is_empty_dir(out):
-            raise RecordError(f"Merge output {out} already exists and is not empty; choose a new "
-                              f"folder.")
+        check_record_folder(out)
+        if (out / _META).exists():
+            raise RecordError(f"Merge output {out} already holds a record; choose a new folder.")
         first = records[0]
         for other in records[1:]:
             diff = _identity_difference(first._meta, first.labels, first.example_indices,
@@ -1239,21 +1318,27 @@ class MaskRecord:
             kept.append(c)
         meta = copy.deepcopy(first._meta)
         meta["n_masks"] = max(r._meta["n_masks"] for r in records)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".merging", dir=out.parent))
-        try:
-            atomic_write_bytes(tmp / _LABELS, _npy_bytes(first.labels))
-            atomic_write_bytes(tmp / _EXAMPLES, _npy_bytes(first.example_indices))
-            for c in kept:
-                shutil.copyfile(c.path, tmp / c.path.name)
-            atomic_write_text(tmp / _META, json.dumps(meta, indent=2, sort_keys=True))
-            os.chmod(tmp, publish_mode(directory=True))  # mkdtemp made it private
-            if out.exists():
-                out.rmdir()  # empty, checked above
-            os.rename(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with claim_record_folder(out) as held:
+            if (out / _META).exists():  # written since the check above
+                raise RecordError(f"Merge output {out} already holds a record; choose a new "
+                                  f"folder.")
+            held.discard()  # what a killed merge left: subnet's files, never anyone else's
+            written: list[Path] = []
+            try:
+                for name, arr in ((_LABELS, first.labels), (_EXAMPLES, first.example_indices)):
+                    written.append(out / name)
+                    atomic_write_bytes(out / name, _npy_bytes(arr))
+                for c in kept:
+                    written.append(out / c.path.name)
+                    with atomic_path(out / c.path.name) as tmp:
+                        shutil.copyfile(c.path, tmp)
+                written.append(out / _META)
+                atomic_write_text(out / _META, json.dumps(meta, indent=2, sort_keys=True))
+            except BaseException:
+                for path in written:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                raise
         return MaskRecord.load(out)
 
     # ------------------------------------------------------------------ metadata

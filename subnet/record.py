@@ -18,6 +18,12 @@ off, on the first ``--examples`` test examples, as ``python -m subnet.analyze`` 
 ``--ray ADDRESS`` evaluates the chunks (of the whole record or of a shard) as Ray tasks on a
 local instance (``local``) or a running cluster (``auto``, ``ray://HOST:PORT``) while this
 process writes them: the same record, chunk file for chunk file (:mod:`subnet.distributed`).
+
+``--out`` (and the merge's ``OUT``) must be new, empty, or a record folder subnet made (marked
+``subnet.record``; a folder holding nothing but a record with a valid ``meta.json``, from before
+record folders were marked, is adopted). Any other folder is refused in one line, exit 2, before
+anything is written; ``--resume`` refuses it as "no record to resume". While a record or a merge
+writes, the folder is locked: a second writer is refused at once (:mod:`subnet._outdir`).
 """
 
 from __future__ import annotations
@@ -36,8 +42,14 @@ import numpy as np
 
 import subnet
 from subnet._cli import progress_bar
-from subnet.errors import InputError, InputTypeError
-from subnet.masks import MaskRecord, sample_masks
+from subnet.errors import InputError, InputTypeError, clean
+from subnet.masks import (
+    MaskRecord,
+    check_record_folder,
+    claim_record_folder,
+    holds_record,
+    sample_masks,
+)
 
 # TensorFlow is imported where it is used, so that `python -m subnet.record --help` and argument
 # errors answer at once.
@@ -190,9 +202,15 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         seed: Seeds the masks.
         rate: Dropout rate(s) to mask with (see :func:`subnet.sites`); None uses the model's.
         backend: ``"fast"``, ``"reference"`` or ``"auto"``.
-        out: Record folder. None writes to a new temporary folder (its path is ``record.path``).
-        resume: Continue the record in ``out``: masks already there are not recomputed. A record
-            made from other weights, data, seed or sites is refused.
+        out: Record folder: new, empty, or a record folder subnet made (it is marked
+            ``subnet.record``; an unmarked folder holding only a record, from before folders
+            were marked, is adopted); any other folder is refused and nothing is written. It is
+            locked while the record is written: a second writer is refused. None writes to a
+            new temporary folder (its path is ``record.path``).
+        resume: Continue the record in ``out``: masks already there are not recomputed; a new
+            or empty folder starts the record. A record made from other weights, data, seed,
+            sites or thread count is refused, and so is a folder that is not a record ("no
+            record to resume").
         masks: The mask indices to compute, a ``range`` within [0, n_masks): one shard of the
             record, for sharding across processes or machines (join shards with
             :meth:`MaskRecord.merge`). None computes all of them.
@@ -211,18 +229,19 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             :class:`~subnet.distributed.RayExecutor` evaluates each chunk as a Ray
             task (the model travels as ``.keras`` bytes written from ``model``, the examples
             once through Ray's object store) while this process writes the chunks as they
-            arrive. The record is the same, chunk file for chunk file, when the workers use
-            as many TensorFlow threads as this process (``threads_per_task``): TensorFlow's
-            CPU matrix products sum in an order that depends on the thread count, which can
-            change the last bits of a probability. Not with ``stop``, which needs the chunks
-            in order.
+            arrive. The record is the same, chunk file for chunk file: the workers compute
+            with the executor's TensorFlow thread count (``threads``; by default this
+            process's), which the record stores as ``meta["intra_op_threads"]``, because
+            TensorFlow's CPU matrix products sum in an order that depends on it. Not with
+            ``stop``, which needs the chunks in order.
 
     Returns:
         The :class:`MaskRecord`, loaded from ``out``.
 
     Raises:
-        ValueError: If an argument is invalid, the model cannot be masked, or ``out`` holds a
-            record that does not match (or any record, without ``resume``).
+        ValueError: If an argument is invalid, the model cannot be masked, ``out`` is not a
+            folder a record may be written into or is in use by another record, or ``out``
+            holds a record that does not match (or any record, without ``resume``).
     """
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
         raise InputError(f"Invalid value received for argument `n_masks`. Expected an int >= 1. "
@@ -246,6 +265,9 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     if executor is not None and stop is not None:
         raise InputError("Adaptive stopping (`stop`) needs the chunks in order; record without "
                          "an executor, or give a fixed number of masks.")
+    if out is not None:
+        check_record_folder(out, resume=resume)  # before any work
+    from subnet._tf import intra_op_threads
     from subnet.engine import make_backend
     from subnet.engine.chain import analyse_chain
     from subnet.models import check_examples
@@ -258,6 +280,10 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     engine = make_backend(chain, backend, rescale=rescale)
     if example_indices is None:
         example_indices = np.arange(len(x), dtype=np.int64)
+    remote = executor is not None and executor.name != "local"
+    # Every chunk is computed with one thread count: the workers' or this process's.
+    threads = executor.threads if remote and hasattr(executor, "threads") else \
+        intra_op_threads()
     meta = {
         "seed": int(seed),
         "antithetic": bool(antithetic),
@@ -270,45 +296,48 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         "backend": engine.name,
         "backend_requested": backend,
         "backend_fallback": engine.fallback_reason,
+        "intra_op_threads": threads,
         "versions": subnet.versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is None:
         out = tempfile.mkdtemp(prefix="subnet-record-")
     out = Path(out)
-    if resume:
-        writer = MaskRecord.resume(out, meta, y, example_indices, num_classes=n_classes)
-    else:
-        writer = MaskRecord.create(out, meta, y, example_indices, num_classes=n_classes,
-                                   exist_ok=True)
-    todo = [range(max(r.start, masks.start), min(r.stop, masks.stop))
-            for r in writer.missing(int(n_masks), int(chunk_size))]
-    todo = [r for r in todo if len(r)]
-    keep = chain.table.unit_keep()
-    remaining = sum(len(r) for r in todo)
-    if executor is not None and executor.name != "local":
-        job = executor.put(_chunk_job(model, x, y, rate, engine.name, rescale, seed, antithetic,
-                                      meta))
-        outcomes = ((todo[i], done) for i, done in
-                    executor.map_unordered(record_chunk, [(job, r.start, r.stop) for r in todo]))
-    else:
-        outcomes = ((chunk, _outcomes(engine, x, y, keep, seed, chunk, antithetic))
-                    for chunk in todo)
-    with progress_bar(len(masks), f"recording {len(y)} examples", "mask", progress,
-                      initial=len(masks) - remaining) as bar:
-        for chunk, (bits, predicted, true_prob) in outcomes:
-            writer.write_chunk(chunk.start, bits, predicted, true_prob)
-            bar.update(len(chunk))
-            if stop is not None and chunk.stop >= stop.min_masks:
-                outcome = stop.check(writer.close())
-                bar.set_postfix(unresolved=outcome["unresolved_units"], refresh=False)
-                if outcome["resolved"]:
-                    break
-    if stop is not None:
-        record = writer.close()
-        outcome = stop.check(record) if record.n_masks >= 2 else {"resolved": False}
-        writer.annotate("adaptive", {**outcome, "stopped_early": record.n_masks < len(masks)})
-    return writer.close()
+    with claim_record_folder(out, resume=resume):  # locked while it writes
+        if resume:
+            writer = MaskRecord.resume(out, meta, y, example_indices, num_classes=n_classes)
+        else:
+            writer = MaskRecord.create(out, meta, y, example_indices, num_classes=n_classes,
+                                       exist_ok=True)  # new or empty but for the folder's marker
+        todo = [range(max(r.start, masks.start), min(r.stop, masks.stop))
+                for r in writer.missing(int(n_masks), int(chunk_size))]
+        todo = [r for r in todo if len(r)]
+        keep = chain.table.unit_keep()
+        remaining = sum(len(r) for r in todo)
+        if remote:
+            job = executor.put(_chunk_job(model, x, y, rate, engine.name, rescale, seed,
+                                          antithetic, meta, threads))
+            calls = [(job, r.start, r.stop) for r in todo]
+            outcomes = ((todo[i], done) for i, done in
+                        executor.map_unordered(record_chunk, calls))
+        else:
+            outcomes = ((chunk, _outcomes(engine, x, y, keep, seed, chunk, antithetic))
+                        for chunk in todo)
+        with progress_bar(len(masks), f"recording {len(y)} examples", "mask", progress,
+                          initial=len(masks) - remaining) as bar:
+            for chunk, (bits, predicted, true_prob) in outcomes:
+                writer.write_chunk(chunk.start, bits, predicted, true_prob)
+                bar.update(len(chunk))
+                if stop is not None and chunk.stop >= stop.min_masks:
+                    outcome = stop.check(writer.close())
+                    bar.set_postfix(unresolved=outcome["unresolved_units"], refresh=False)
+                    if outcome["resolved"]:
+                        break
+        if stop is not None:
+            record = writer.close()
+            outcome = stop.check(record) if record.n_masks >= 2 else {"resolved": False}
+            writer.annotate("adaptive", {**outcome, "stopped_early": record.n_masks < len(masks)})
+        return writer.close()
 
 
 def _outcomes(engine, x, y, keep, seed, chunk: range, antithetic: bool):
@@ -320,7 +349,7 @@ def _outcomes(engine, x, y, keep, seed, chunk: range, antithetic: bool):
 
 
 def _chunk_job(model, x, y, rate, backend: str, rescale: bool, seed: int, antithetic: bool,
-               meta: Mapping) -> dict:
+               meta: Mapping, threads: int) -> dict:
     """What a worker needs to evaluate any chunk of this record (see :func:`record_chunk`)."""
     from subnet.models import model_bytes
 
@@ -328,7 +357,8 @@ def _chunk_job(model, x, y, rate, backend: str, rescale: bool, seed: int, antith
     return {"key": hashlib.sha256(data).hexdigest() + repr((rate, backend, rescale)),
             "model": data, "x": x, "y": y, "rate": rate, "backend": backend,
             "rescale": bool(rescale), "seed": int(seed), "antithetic": bool(antithetic),
-            "model_fingerprint": meta["model_fingerprint"], "sites": meta["sites"]}
+            "model_fingerprint": meta["model_fingerprint"], "sites": meta["sites"],
+            "threads": int(threads)}
 
 
 _WORKER_ENGINE: dict = {}  # a worker's engine for the job it last ran: {job key: (engine, keep)}
@@ -338,12 +368,20 @@ def record_chunk(job: Mapping, start: int, stop: int):
     """Evaluates masks [start, stop) of a record in a worker (an executor's task).
 
     The model is loaded from the job's ``.keras`` bytes (:func:`subnet.models.model_from_bytes`)
-    and checked against the record's weight fingerprint and site table; the engine is kept for
-    the worker's next chunk of the same job.
+    and checked against the record's weight fingerprint and site table, and the worker's
+    TensorFlow thread count against the record's; the engine is kept for the worker's next chunk
+    of the same job.
 
     Returns:
         ``(masks, predicted, true_prob)`` of the chunk, as the record stores them.
     """
+    from subnet._tf import intra_op_threads
+
+    if intra_op_threads() != job["threads"]:
+        raise RuntimeError(f"A worker computes with {intra_op_threads()} TensorFlow intra-op "
+                           f"threads, the record with {job['threads']}; its chunks would differ "
+                           "in the last bits. Start the workers with TF_NUM_INTRAOP_THREADS="
+                           f"{job['threads']} (RayExecutor sets it from its `threads`).")
     if job["key"] not in _WORKER_ENGINE:
         from subnet.engine import make_backend
         from subnet.engine.chain import analyse_chain
@@ -391,8 +429,9 @@ def _parse(argv):
                     "joins shards.",
         epilog="Exit codes: 0 done, 2 bad input (one line), 1 internal error, 130 interrupted.")
     parser.add_argument("model", help="the trained classifier, a .keras or .h5 file")
-    parser.add_argument("--out", required=True, help="the record folder (new or empty; with "
-                                                     "--resume, the record to continue)")
+    parser.add_argument("--out", required=True,
+                        help="the record folder: new, empty, or a record subnet made (with "
+                             "--resume, the record to continue); any other folder is refused")
     parser.add_argument("--dataset", required=True, help="mnist, fashion_mnist or PATH.npz")
     parser.add_argument("--data-dir", default=None, help="folder with the dataset's IDX files")
     parser.add_argument("--masks", type=int, default=1500, help="masks in the whole record")
@@ -419,26 +458,34 @@ def _parse(argv):
 def _record_command(args) -> int:
     import json
 
-    from subnet.data import load_dataset
-    from subnet.distributed import executor_from_address
-    from subnet.models import load_model, with_dropout
-
-    out = Path(args.out)
-    if out.exists() and not args.resume and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out} exists and is not an empty folder; choose a new folder, "
-                         "or add --resume to continue the record in it.")
+    # Everything that needs no model is checked first, before TensorFlow loads.
     for name, value, low in (("masks", args.masks, 1), ("examples", args.examples, 1),
                              ("seed", args.seed, 0), ("chunk-size", args.chunk_size, 1)):
         if value < low:
             raise InputError(f"--{name} must be at least {low}. Received: {value}")
     masks = shard_range(args.masks, args.shard) if args.shard else range(args.masks)
+    out = Path(args.out)
+    check_record_folder(out, resume=args.resume, name="--out")
+    if not args.resume and holds_record(out):
+        raise InputError(f"--out {clean(str(out))!r} already holds a record; add --resume to "
+                         "continue it, or choose another --out.")
+
+    from subnet._quiet import quiet_tensorflow_warnings
+
+    quiet_tensorflow_warnings()  # imports TensorFlow
+    from subnet.data import load_dataset
+    from subnet.distributed import executor_from_address
+    from subnet.models import load_model, with_dropout
+
     model = load_model(args.model, trust=args.trust_model)
     rate = site_rates(model, args.rate)
     shape = tuple(model.inputs[0].shape[1:])
     data = load_dataset(args.dataset, data_dir=args.data_dir,
                         layout_3d="sequences" if len(shape) == 2 else "images")
     n = min(args.examples, len(data.x_test))
-    with executor_from_address(args.ray) as executor:
+    # The folder is claimed here, so that its refusals name --out; record_masks claims it again.
+    with claim_record_folder(out, resume=args.resume, name="--out"), \
+            executor_from_address(args.ray) as executor:
         # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
         record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
                               args.masks, seed=args.seed, rate=rate, out=out,
@@ -458,7 +505,11 @@ def _merge_command(argv) -> int:
     if len(argv) < 2:
         raise InputError("usage: python -m subnet.record merge OUT SHARD_DIR [SHARD_DIR ...]")
     out, shards = argv[0], argv[1:]
-    merged = MaskRecord.merge(shards, out)
+    check_record_folder(out, name="OUT")
+    # Claimed here so that its refusals name OUT; MaskRecord.merge claims it again, and a merge
+    # refused there (shards that differ) leaves no folder behind.
+    with claim_record_folder(out, name="OUT"):
+        merged = MaskRecord.merge(shards, out)
     print(json.dumps({"out": str(out), "shards": len(shards), "n_masks": int(merged.n_masks),
                       "complete": bool(merged.is_complete)}))
     return 0
@@ -475,9 +526,6 @@ def main(argv=None) -> int:
         args = _parse(argv)
     except SystemExit as exit_:  # --help or a usage error (already printed)
         return int(exit_.code or 0)
-    from subnet._quiet import quiet_tensorflow_warnings
-
-    quiet_tensorflow_warnings()
     return run_main(lambda: _record_command(args), "subnet.record")
 
 

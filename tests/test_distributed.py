@@ -1,5 +1,7 @@
 """Executors: a record made by Ray tasks (or in-process through the same path) equals the record
-one process makes, chunk file for chunk file, also when a worker dies mid-record."""
+one process makes, chunk file for chunk file, also when a worker dies mid-record; and the
+float32 probabilities behind it, to the last bit, as the workers compute with this process's
+TensorFlow thread count."""
 
 import filecmp
 import json
@@ -11,6 +13,7 @@ import pytest
 
 import subnet
 from subnet.distributed import LocalExecutor, RayExecutor, executor_from_address
+from subnet.masks import MaskRecord, RecordWriter
 from subnet.record import AdaptiveStop, main, record_masks
 from tests.helpers import skip_or_fail
 
@@ -63,6 +66,26 @@ def _assert_same_record(a, b):
     assert meta_a == meta_b
 
 
+def _spy_on_probabilities(monkeypatch):
+    """{record folder name: {chunk start: the float32 true-class probabilities}}, as the driver
+    receives them before they are stored as float16 (which hides most last-bit differences)."""
+    seen = {}
+    original = RecordWriter.write_chunk
+
+    def spy(self, start, masks, predicted, true_prob):
+        seen.setdefault(Path(self.path).name, {})[start] = np.array(true_prob, np.float32)
+        return original(self, start, masks, predicted, true_prob)
+
+    monkeypatch.setattr(RecordWriter, "write_chunk", spy)
+    return seen
+
+
+def _assert_same_probabilities(a, b):
+    assert sorted(a) == sorted(b) and a
+    for start in a:
+        assert a[start].tobytes() == b[start].tobytes(), f"chunk at {start}"
+
+
 def test_bad_executor_settings_are_one_line_errors():
     for options, word in (({"address": ""}, "address"), ({"num_cpus": 0}, "num_cpus"),
                           ({"cpus_per_task": 0}, "cpus_per_task"),
@@ -93,10 +116,15 @@ def test_the_in_process_executor_makes_the_same_record(model, data, whole, tmp_p
                                        executor=LocalExecutor()).path)
 
 
-def test_ray_tasks_make_the_same_record(model, data, whole, ray_local, tmp_path):
+def test_ray_tasks_make_the_same_record(model, data, ray_local, tmp_path, monkeypatch):
+    seen = _spy_on_probabilities(monkeypatch)
+    plain = _record(model, data, tmp_path / "plain")
     record = _record(model, data, tmp_path / "r", executor=ray_local)
     assert record.is_complete
-    _assert_same_record(whole, record.path)
+    assert record.meta["intra_op_threads"] == plain.meta["intra_op_threads"] == \
+        LocalExecutor().threads == ray_local.threads
+    _assert_same_record(plain.path, record.path)
+    _assert_same_probabilities(seen["plain"], seen["r"])
 
 
 class _CrashOnce(RayExecutor):
@@ -136,7 +164,10 @@ def test_an_interrupted_ray_record_resumes_to_the_same_record(model, data, whole
     _assert_same_record(whole, record.path)
 
 
-def test_the_command_line_records_through_ray(whole, model, data, ray_local, tmp_path, capsys):
+def test_the_command_line_records_through_ray(whole, model, data, ray_local, tmp_path, capsys,
+                                             monkeypatch):
+    """As a user runs it: a --ray local record against a plain one, both with the defaults."""
+    seen = _spy_on_probabilities(monkeypatch)
     model.save(tmp_path / "model.keras")
     x, y = data
     np.savez(tmp_path / "data.npz", x_test=x, y_test=y)
@@ -148,6 +179,24 @@ def test_the_command_line_records_through_ray(whole, model, data, ray_local, tmp
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["executor"] for line in lines] == ["local", "ray"]
     _assert_same_record(tmp_path / "plain", tmp_path / "ray")
+    _assert_same_probabilities(seen["plain"], seen["ray"])
+
+
+def test_a_record_computed_with_another_thread_count_is_not_mixed(model, data, ray_local,
+                                                                   tmp_path):
+    """Workers told to use another thread count record it, and the record refuses to be
+    continued here with this process's count, naming how to continue it."""
+    from subnet._tf import intra_op_threads
+
+    other = 1 if intra_op_threads() > 1 else 2
+    with RayExecutor("local", threads_per_task=other) as executor:  # joins ray_local's Ray
+        assert executor.threads == other
+        record = _record(model, data, tmp_path / "r", masks=range(0, 16), executor=executor)
+    assert record.meta["intra_op_threads"] == other
+    with pytest.raises(subnet.RecordError, match=rf"intra_op_threads.*set "
+                                                 rf"TF_NUM_INTRAOP_THREADS={other} "):
+        _record(model, data, tmp_path / "r", resume=True)
+    assert MaskRecord.load(tmp_path / "r").n_masks == 16
 
 
 # ------------------------------------------------------------------------ comparison grids

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import subnet
 import subnet.masks
 from subnet.masks import MaskRecord, RecordError, sample_masks
 
@@ -26,7 +27,7 @@ NUM_CLASSES = 3
 def make_meta(**changes):
     meta = {"seed": 7, "antithetic": False, "n_masks": 20, "sites": [dict(s) for s in SITES],
             "model_fingerprint": "a1b2c3d4e5f6a7b8c9d0", "data_fingerprint": "feedbeef" * 4,
-            "rescale": True, "backend": "fast",
+            "rescale": True, "backend": "fast", "intra_op_threads": 2,
             "versions": {"numpy": np.__version__, "onednn": "0"}, "note": "extra keys are kept"}
     meta.update(changes)
     return meta
@@ -320,6 +321,8 @@ IDENTITY_CHANGES = [
     ("backend", {"backend": "reference"}, None, None, r"backend.*'fast' vs 'reference'"),
     ("onednn", {"versions": {"numpy": np.__version__, "onednn": "true"}}, None, None,
      r"versions\.onednn.*oneDNN kernels off \(here on\)"),
+    ("intra_op_threads", {"intra_op_threads": 1}, None, None,
+     r"intra_op_threads.*2 TensorFlow intra-op threads \(here 1\)"),
 ]
 
 
@@ -337,6 +340,8 @@ def test_resume_refuses_another_identity(tmp_path, name, changes, labels, exampl
     ({"rescale": False}, "pass rescale=True to continue it, or use another folder"),
     ({"backend": "graph"}, r"pass backend='fast' \(--backend fast\) to continue it, or use"),
     ({"versions": {"onednn": "1"}}, "set TF_ENABLE_ONEDNN_OPTS=0 to continue it, or use"),
+    ({"intra_op_threads": 4}, r"set TF_NUM_INTRAOP_THREADS=2 \(with Ray: "
+                              r"RayExecutor\(threads_per_task=2\)\) to continue it, or use"),
 ])
 def test_resume_names_how_to_continue_a_record_computed_otherwise(tmp_path, changes, fix):
     """Another backend, rescaling or oneDNN setting would mix chunks computed two ways into a
@@ -348,7 +353,7 @@ def test_resume_names_how_to_continue_a_record_computed_otherwise(tmp_path, chan
 
 def test_a_record_older_than_the_computation_check_still_resumes(tmp_path):
     old = {key: value for key, value in make_meta(n_masks=6).items()
-           if key not in ("rescale", "backend")}
+           if key not in ("rescale", "backend", "intra_op_threads")}
     old["versions"] = {"numpy": np.__version__}
     writer = MaskRecord.create(tmp_path / "r", old, LABELS, EXAMPLES, NUM_CLASSES)
     writer.write_chunk(0, *outcomes(0, 3, old))
@@ -398,8 +403,37 @@ def test_merge_refuses_overlapping_chunks_that_differ_and_an_existing_output(tmp
         MaskRecord.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "x.txt").write_text("x")
-    with pytest.raises(RecordError, match="not empty"):
+    with pytest.raises(subnet.InputError, match="not empty and was not made by subnet"):
         MaskRecord.merge([tmp_path / "a"], tmp_path / "c")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["x.txt"]
+    MaskRecord.merge([tmp_path / "a"], tmp_path / "d")
+    with pytest.raises(RecordError, match="already holds a record"):
+        MaskRecord.merge([tmp_path / "a"], tmp_path / "d")
+
+
+def test_merge_writes_a_marked_folder_and_replaces_what_a_killed_merge_left(tmp_path):
+    from subnet._outdir import MARKER
+
+    full_record(tmp_path / "a", n_masks=12, chunk_size=6)
+    merged = MaskRecord.merge([tmp_path / "a"], tmp_path / "m")
+    assert json.loads((tmp_path / "m" / MARKER).read_text())["tool"] == "subnet.record"
+    (tmp_path / "m" / "meta.json").unlink()  # killed before it wrote meta.json
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    again = MaskRecord.merge([tmp_path / "a"], tmp_path / "m")
+    assert again.is_complete and again.n_masks == merged.n_masks == 12
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+
+
+def test_a_merge_that_fails_while_writing_leaves_no_folder(tmp_path, monkeypatch):
+    full_record(tmp_path / "a", n_masks=12, chunk_size=6)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(subnet.masks.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        MaskRecord.merge([tmp_path / "a"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_truncated_chunk_is_named_with_the_fix(tmp_path):

@@ -1,13 +1,16 @@
-"""python -m subnet.record: shards from the command line, and their merge."""
+"""python -m subnet.record: shards from the command line, and their merge; the folders it may
+write into."""
 
+import fcntl
 import json
 
 import numpy as np
 import pytest
 
 import subnet
+from subnet._outdir import LOCK, MANIFEST, MARKER
 from subnet.masks import MaskRecord
-from subnet.record import main, shard_range
+from subnet.record import main, record_masks, shard_range
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,118 @@ def test_the_analysis_uses_a_merged_record_instead_of_recording(files, tmp_path,
     assert analyze([str(tmp_path / "other.keras"), *common[1:-1], "--record",
                     str(tmp_path / "merged"), "--quiet", "--out", str(tmp_path / "o3")]) == 2
     assert not (tmp_path / "o3").exists()
+
+
+# ------------------------------------------------------------- the folders a record goes into
+
+def _one_line(capsys, *words):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_users_folder_is_refused_with_or_without_resume_and_left_untouched(files, tmp_path,
+                                                                             capsys):
+    user = tmp_path / "userproj"
+    user.mkdir()
+    np.save(user / "labels.npy", np.array([7, 7, 7]))
+    (user / "notes.txt").write_text("my notes")
+    before = _snapshot(user)
+    assert _record(files, user, "--resume") == 2
+    _one_line(capsys, "No record to resume at", "userproj", "labels.npy, notes.txt")
+    assert _record(files, user) == 2
+    _one_line(capsys, "--out", "userproj", "is not empty and was not made by subnet")
+    assert main(["merge", str(user), str(files)]) == 2
+    _one_line(capsys, "OUT", "userproj", "is not empty and was not made by subnet")
+    assert _snapshot(user) == before
+
+
+def test_an_analysis_folder_is_not_a_record(files, tmp_path, capsys):
+    from subnet._outdir import claim
+
+    analysis = tmp_path / "analysis"
+    with claim(analysis, "subnet.analyze", ("results.json",)):
+        (analysis / "results.json").write_text("{}")
+    before = _snapshot(analysis)
+    for extra in ((), ("--resume",)):
+        assert _record(files, analysis, *extra) == 2
+        _one_line(capsys, "analysis", "holds the output of subnet.analyze")
+    assert _snapshot(analysis) == before
+
+
+def test_a_second_writer_is_refused_at_once_for_record_and_merge(files, tmp_path, capsys):
+    assert _record(files, tmp_path / "r", "--shard", "0/2") == 0
+    capsys.readouterr()
+    before = _snapshot(tmp_path / "r")
+    with open(tmp_path / "r" / LOCK, "w") as held:  # a record still writing there
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert _record(files, tmp_path / "r", "--resume") == 2
+        _one_line(capsys, "r' is in use by another record")
+        (tmp_path / "m").mkdir()
+        with open(tmp_path / "m" / LOCK, "w") as merging:
+            fcntl.flock(merging, fcntl.LOCK_EX)
+            assert main(["merge", str(tmp_path / "m"), str(tmp_path / "r")]) == 2
+            _one_line(capsys, "m' is in use by another record")
+    assert _snapshot(tmp_path / "r") == before
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [LOCK]
+
+
+def test_a_record_folder_is_marked_and_resumes_and_a_record_needs_resume(files, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _record(files, out, "--shard", "0/2") == 0
+    assert json.loads((out / MARKER).read_text())["tool"] == "subnet.record"
+    assert _record(files, out) == 2
+    _one_line(capsys, "already holds a record; add --resume")
+    assert _record(files, out, "--resume") == 0
+    assert MaskRecord.load(out).is_complete
+
+
+def test_a_record_made_before_folders_were_marked_still_resumes(files, tmp_path, capsys):
+    out = tmp_path / "old"
+    assert _record(files, out, "--shard", "0/2") == 0
+    for name in (MARKER, LOCK, MANIFEST):
+        (out / name).unlink()  # as records were written before
+    assert _record(files, out, "--resume") == 0
+    assert MaskRecord.load(out).is_complete
+    assert json.loads((out / MARKER).read_text())["tool"] == "subnet.record"
+    # One with a file that is not a record's is someone else's folder.
+    assert _record(files, tmp_path / "old2", "--shard", "0/2") == 0
+    for name in (MARKER, LOCK, MANIFEST):
+        (tmp_path / "old2" / name).unlink()
+    (tmp_path / "old2" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert _record(files, tmp_path / "old2", "--resume") == 2
+    _one_line(capsys, "No record to resume at")
+
+
+def test_a_record_refused_later_leaves_no_folder(files, tmp_path, capsys):
+    np.savez(tmp_path / "small.npz", x_test=np.zeros((4, 20, 20, 1), np.float32),
+             y_test=np.arange(4))
+    code = main([str(files / "model.keras"), "--dataset", str(tmp_path / "small.npz"),
+                 "--masks", "8", "--quiet", "--out", str(tmp_path / "r")])
+    assert code == 2
+    capsys.readouterr()
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_library_keeps_to_the_same_folders(files, tmp_path):
+    model = subnet.with_dropout(subnet.seed_cnn(16, seed=0), on=False)
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    user = tmp_path / "userproj"
+    user.mkdir()
+    (user / "labels.npy").write_text("mine")
+    for resume, match in ((False, r"`out` '.*userproj' is not empty and was not made by subnet"),
+                          (True, r"No record to resume at '.*userproj'")):
+        with pytest.raises(subnet.InputError, match=match):
+            record_masks(model, x, np.arange(8), 4, rate=0.5, out=user, resume=resume,
+                         progress=False)
+    assert sorted(p.name for p in user.iterdir()) == ["labels.npy"]
+    assert (user / "labels.npy").read_text() == "mine"
