@@ -103,6 +103,34 @@ def test_bootstrap_intervals_hold_the_value_and_are_seeded():
     assert len(a.to_dict(per_example=True)["correct"]) == 200
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_resampled_metrics_equal_the_metrics_of_the_drawn_out_resample(ties):
+    from subnet.predictive import _point_metrics, _Resampled, _scores
+
+    rng = np.random.default_rng(7)
+    p, y = _random_passes(rng, passes=3, n=400)
+    q = _random_passes(rng, passes=3, n=150)[0]
+    if ties:  # coarse probabilities: many tied scores, within and across the two sets
+        p = np.round(p, 1) + 1e-3
+        p, q = p / p.sum(-1, keepdims=True), np.round(q, 1) + 1e-3
+        q = q / q.sum(-1, keepdims=True)
+    edges = np.linspace(0, 1, 16)
+    mean, scores, ood_scores = p.mean(0), _scores(p), _scores(q)
+    resampled = _Resampled(mean, scores, y, edges, ood_scores)
+    for _ in range(5):
+        pick, take = rng.integers(0, 400, 400), rng.integers(0, 150, 150)
+        want = _point_metrics(mean[pick], {k: v[pick] for k, v in scores.items()}, y[pick],
+                              edges, {k: v[take] for k, v in ood_scores.items()})
+        got = resampled(np.bincount(pick, minlength=400).astype(float),
+                        np.bincount(take, minlength=150).astype(float))
+        assert list(got) == list(want)
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-10,
+                                   atol=1e-12)
+    # no error to detect: undefined, as the drawn-out resample's
+    right = np.bincount(np.flatnonzero(mean.argmax(-1) == y)[:50], minlength=400).astype(float)
+    assert math.isnan(resampled(right, np.ones(150))["error_auroc_predictive_entropy"])
+
+
 def test_paired_difference_resamples_two_predictors_alike():
     rng = np.random.default_rng(2)
     p, y = _random_passes(rng, passes=3, n=300)
