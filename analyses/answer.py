@@ -26,6 +26,9 @@ REPORTS = ROOT / "reports"
 SOURCES = {
     "frontier_mnist": "frontier/results.json",
     "frontier_fashion_mnist": "frontier_fashion_mnist/results.json",
+    "located": "frontier_located/results.json",
+    "located_no_teacher": "frontier_located_no_teacher/results.json",
+    "expected_pooling": "blog_mechanism/expected_pooling_parents.json",
     "difficulty": "difficulty/results.json",
     "blog_mnist": "blog_mechanism/results.json",
     "blog_fashion_mnist": "blog_mechanism/fashion_mnist/results.json",
@@ -86,6 +89,148 @@ def source(name: str) -> str:
 
 def complete(results: dict | None) -> bool:
     return bool(results) and not results.get("partial")
+
+
+# --- the located frontier and the controls on the subnetworks' recipe ------------------------
+
+#: The targets the located frontier is held to (FLOPs reduction at <= 1 % mean test error).
+TARGETS = {"located": 20.0, "located_no_teacher": 15.0}
+ARMS = {"located": "with the teacher (the parents' 16-pass dropout ensemble)",
+        "located_no_teacher": "without a teacher (labels only)"}
+#: Rows of the init x teacher table: what a control's weights start from.
+INITS = (("inherited", "inherited (pruned gradually, then fine-tuned)"),
+         ("rewind", "rewound to the parent's epoch-1 weights"),
+         ("scratch_e", "from scratch, Scratch-E (the parent's epochs)"),
+         ("scratch_b", "from scratch, Scratch-B (the parent's training FLOPs, up to 4x)"))
+
+
+def crossing_text(c: dict | None, images: str) -> str:
+    """Where a curve's mean error crosses 1 % on ``images``, with its interval, or what the
+    grid shows instead."""
+    if not c or c.get("reduction") is None:
+        return f"on {images} not measured"
+    if c["bound"] == "interpolated":
+        censored = (f"; {c['censored_share']:.0%} of resamples cross outside the grid"
+                    if c.get("censored_share") else "")
+        return (f"on {images} at {c['reduction']:.1f}x fewer FLOPs (95 % interval "
+                f"{c['ci_low']:.1f}–{c['ci_high']:.1f}x{censored})")
+    if c["bound"] == "at_least":
+        return f"on {images} not within the grid (within 1 % up to {c['reduction']:.1f}x)"
+    return f"on {images} already above 1 % at the largest budget ({c['reduction']:.1f}x)"
+
+
+def within_1pct_on_test(f: dict, key: str) -> dict | None:
+    """The curve's smallest grid budget whose mean test error is at most 1 % (on counts)."""
+    return (f.get("smallest_within_1pct_test") or {}).get(key)
+
+
+def located_arm(name: str, f: dict) -> str:
+    """One arm of the located frontier in sentences: the crossing, the grid point, the target."""
+    key = "/".join((f["settings"]["methods"][0], f["settings"]["allocations"][0]))
+    crossing = f["crossing_1pct"][key]
+    point = within_1pct_on_test(f, key)
+    parents = len(f["parents"])
+    text = (f"{ARMS[name].capitalize()} ({source(name)}; {label(key)}, budgets "
+            f"{', '.join(fraction(b) for b in f['settings']['budgets'])}, {parents} parents): "
+            f"mean error (over parents, interpolated in log-reduction between grid points, "
+            f"interval from a bootstrap over parents and images) crosses 1 % "
+            f"{crossing_text(crossing['test'], 'the test images')}, and "
+            f"{crossing_text(crossing['val'], 'the validation images')}. ")
+    if point:
+        text += (f"The smallest budget on the grid within 1 % mean test error is "
+                 f"{fraction(point['budget'])}: {point['flops_reduction']:.1f}x fewer FLOPs and "
+                 f"{point['params_reduction']:.1f}x fewer parameters, at "
+                 f"{pct(point['test_error_mean'])} error (SD {100 * point['test_accuracy_sd']:.2f}"
+                 " points over parents)")
+        target = TARGETS[name]
+        text += (f"; the target, {target:.0f}x at ≤ 1 % error, is "
+                 + ("met." if point["flops_reduction"] >= target else
+                    "not met on the grid (the crossing's interval says where the frontier "
+                    "is)."))
+    else:
+        text += "No budget on the grid is within 1 % mean test error."
+    return text
+
+
+def _control_values(f: dict, control: str, budget: float | None) -> list[float]:
+    return [c["test_accuracy"] for c in f["controls"] if c["control"] == control and
+            (budget is None or c["budget"] == budget)]
+
+
+def recipe_table(s: dict) -> list[str]:
+    """Weights (inherited, rewound, from scratch) x teacher (yes, no) at the control budget,
+    every network on the subnetworks' recipe; test accuracy, mean ± SD over parents."""
+    arms = [n for n in ARMS if s.get(n)]
+    if not arms:
+        return []
+    budgets = sorted({c["budget"] for n in arms for c in s[n]["controls"]
+                      if c["control"] == "scratch_e"}, reverse=True)
+    if not budgets:
+        return []
+    lines = []
+    for b in budgets:
+        lines += [f"| at {fraction(b)} of the FLOPs | " + " | ".join(
+            "teacher" if n == "located" else "no teacher" for n in arms) + " |",
+            "|---" * (len(arms) + 1) + "|"]
+        for init, text in INITS:
+            cells = []
+            for n in arms:
+                f = s[n]
+                if init == "inherited":
+                    curve = (f["settings"]["methods"][0], f["settings"]["allocations"][0])
+                    values = [r for r in f["rows"] if r["budget"] == b and
+                              (r["method"], r["allocation"]) == curve]
+                    cell = pm(values[0]["test_accuracy_mean"], values[0]["test_accuracy_sd"]) \
+                        if values else "—"
+                else:
+                    values = _control_values(f, init, b)
+                    cell = pm(*mean_sd(values)) + (f" ({len(values)} parents)"
+                                                   if len(values) < len(f["parents"]) else "") \
+                        if values else "not run yet"
+                cells.append(cell)
+            lines.append(f"| {text} | " + " | ".join(cells) + " |")
+        whole = [pm(*mean_sd(_control_values(s[n], "whole", None)))
+                 if _control_values(s[n], "whole", None) else "not run yet" for n in arms]
+        lines.append("| the whole network, fine-tuned the same way | " + " | ".join(whole)
+                     + " |")
+        lines.append("")
+    return lines[:-1]
+
+
+def references_sentence(f: dict) -> str | None:
+    """The readouts against the whole fine-tuned alike, the expected-pooling parent and the
+    better of the two per parent (the best dense predictor)."""
+    w = f.get("within_the_whole")
+    if not w or not w.get("references"):
+        return None
+    names = {"whole": "the whole fine-tuned alike", "expected_pooling": "the parent with exact "
+             "expected pooling (nothing trained)", "best_dense": "the best dense predictor "
+             "(per parent the better of the two)"}
+    parts = []
+    for ref, accuracy in w["references"].items():
+        points = (w["methods"] if ref == "whole" else w["against"][ref])
+        curve = next(iter(points.values()))
+        bars = [f"{text} {curve[bar]['flops_reduction']:.1f}x" if curve[bar] else
+                f"{text} none on the grid" for bar, text in BARS]
+        parts.append(f"against {names.get(ref, ref)} ({pct(accuracy)}): " + ", ".join(bars))
+    return "Largest reduction on the grid " + "; ".join(parts) + "."
+
+
+def located_section(s: dict) -> list[str]:
+    """The located frontier, both arms, the init x teacher table, and the references."""
+    lines = []
+    for name in ARMS:
+        f = s.get(name)
+        if not f:
+            lines.append(f"- {ARMS[name].capitalize()}: not run yet (`make analyses-frontier`).")
+            continue
+        text = located_arm(name, f)
+        if f.get("partial"):
+            text += (" (Partial: " + ", ".join(f["partial"]["missing_trajectories"]) +
+                     " not finished.)")
+        refs = references_sentence(f)
+        lines.append(f"- {text}" + (f" {refs}" if refs else ""))
+    return lines
 
 
 # --- question 1 -----------------------------------------------------------------------------
