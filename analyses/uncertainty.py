@@ -344,7 +344,9 @@ def main(argv=None) -> int:
                          "flops": costs[name], "flops_x_parent": costs[name] / flops,
                          **result.to_dict()}
     differences = {}
-    for a, b in PAIRS:
+    subnetworks = [k for k in measured if k.startswith("subnetwork:")]
+    for a, b in (*PAIRS, *[(k, ref) for k in subnetworks
+                           for ref in ("whole_distilled", "expected_pooling")]):
         if a in measured and b in measured:
             differences[f"{a} - {b}"] = {m: paired_difference(measured[a], measured[b],
                                                               m).to_dict() for m, _ in HEADLINE}
@@ -415,6 +417,22 @@ def _verdict(difference: dict, better: str) -> str:
     return "no different (the paired interval holds 0)"
 
 
+def _verdicts(diff: dict) -> str:
+    """'better on ...; no different on ...; worse on ...' over the headline metrics."""
+    groups: dict[str, list[str]] = {"better": [], "no different": [], "worse": [],
+                                    "undefined": []}
+    for metric, better in HEADLINE:
+        verdict = _verdict(diff[metric], better)
+        groups["no different" if verdict.startswith("no different") else verdict].append(
+            _LABELS[metric])
+    parts = [f"{word} on {_and(names)}" for word, names in groups.items() if names]
+    return "; ".join(parts)
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _parent_epochs(results: dict):
     """The parent's training epochs: recorded in the results, else read from its folder."""
     if results.get("parent_epochs") is not None:
@@ -451,7 +469,7 @@ def _headline(results: dict) -> list[str]:
              f"{results['parent_flops']:,} for one deterministic pass of the parent, "
              f"{results['expected_pooling_extra_flops']:,} more for expected pooling).", "",
              *table, ""]
-    sentences = []
+    sentences, table = [], []
     for a, b in (("expected_pooling", "dropout_10"), ("expected_pooling", "dropout_50"),
                  ("ensemble_3_parents_expected_pooling", "dropout_50"),
                  ("expected_pooling", "whole_distilled"),
@@ -459,18 +477,18 @@ def _headline(results: dict) -> list[str]:
         diff = d.get(f"{a} - {b}")
         if not diff:
             continue
-        parts = []
-        for metric, better in HEADLINE:
-            pct = metric == "accuracy"
-            parts.append(f"{_LABELS[metric]} {_est(p[a]['metrics'][metric], pct)} against "
-                         f"{_est(p[b]['metrics'][metric], pct)}, difference "
-                         f"{_diff(diff[metric], pct)}: {_verdict(diff[metric], better)}")
         sentences.append(f"**{_name(a)}** ({p[a]['flops_x_parent']:.2f}x the parent's FLOPs) "
                          f"against **{_name(b)}** ({p[b]['flops_x_parent']:.2f}x): "
-                         + "; ".join(parts) + ".")
-    lines += ["Paired differences (first minus second, 95 % paired bootstrap interval over the "
-              "same resampled images):", ""]
-    lines += [f"- {s}" for s in sentences]
+                         f"{_verdicts(diff)}.")
+        table.append(f"| {_name(a)} − {_name(b)} | " + " | ".join(
+            _diff(diff[m], m == "accuracy") for m, _ in HEADLINE) + " |")
+    if sentences:
+        lines += ["Paired differences (first minus second; 95 % paired bootstrap interval over "
+                  "the same resampled images; better, worse or no different as the interval "
+                  "says):", ""]
+        lines += [f"- {s}" for s in sentences]
+        lines += ["", "| first − second | " + " | ".join(_LABELS[m] for m, _ in HEADLINE)
+                  + " |", "|---|" + "---|" * len(HEADLINE), *table]
     per = results.get("per_parent") or {}
     if per:
         lines += ["", "On every parent, expected pooling (one pass) against its first "
@@ -494,7 +512,9 @@ def _headline(results: dict) -> list[str]:
     if w:
         cell = w.get("committed_cell") or {}
         lines += ["", f"The whole distilled alike, rebuilt with the frontier's recipe from "
-                  f"`{w['parent']}`: {w['epochs_run']} epochs run, best epoch {w['best_epoch']}, "
+                  f"`{w['parent']}` (teacher {w['teacher_seconds']:.0f} s, fine-tuning "
+                  f"{w['finetune_seconds']:.0f} s): {w['epochs_run']} epochs run, best epoch "
+                  f"{w['best_epoch']}, "
                   f"test {w['test_correct']:,}/{w['n_test']:,}, validation "
                   f"{w['val_correct']:,}/{w['n_val']:,}"
                   + (f" (the frontier's committed cell: test {cell['test_accuracy']:.2%}, "
@@ -525,7 +545,6 @@ def readme(results: dict) -> str:
                if (p[f"dropout_{k}"]["metrics"]["error_auroc_predictive_entropy"]["value"]
                    or 0.0) >= (floor if floor is not None else 1.0)]
     need = min(reached, default=k_max)
-    wall = results.get("wall_seconds_this_run")
     lines = [
         "# How good is test-time dropout's uncertainty, and is it worth its cost?",
         "",
@@ -537,9 +556,7 @@ def readme(results: dict) -> str:
         f"examples ({results['resamples']:,} resamples). The {results.get('passes', k_max)} "
         f"dropout passes over "
         f"{2 * results['examples']:,} images took {results['dropout_seconds_all_passes']:.0f} s "
-        "on this 2-core machine while other work ran"
-        + (f"; the run that wrote these results took {wall:,.0f} s (cached parts not "
-           "recomputed)." if wall is not None else "."),
+        "on this 2-core machine while other work ran.",
         "",
         *_headline(results),
         "## Does test-time dropout flag errors and unfamiliar inputs better than the softmax?",
@@ -583,19 +600,27 @@ def readme(results: dict) -> str:
                   f"({_compare(u['nll'], ens['nll'])} it)."]
     if subnetworks:
         lines += ["", "## Do the trimmed subnetworks keep the whole's uncertainty?", ""]
+        d = results.get("differences") or {}
         err, ood = "error_auroc_predictive_entropy", "ood_auroc_predictive_entropy"
         for name in subnetworks:
             m = p[name]["metrics"]
+            cost = (f", {p[name]['flops_x_parent']:.2f}x the parent's FLOPs"
+                    if "flops_x_parent" in p[name] else "")
+            against = [f"against {_name(ref)}: {_verdicts(d[f'{name} - {ref}'])}"
+                       for ref in ("whole_distilled", "expected_pooling")
+                       if f"{name} - {ref}" in d]
             lines.append(
-                f"`{name.split(':', 1)[1]}` (deterministic): accuracy {_est(m['accuracy'], True)}"
-                f", NLL {_est(m['nll'])}, calibration error {_est(m['ece'])} "
-                f"({_compare(m['ece'], det['ece'])} the whole network's with dropout off), error "
-                f"AUROC {_est(m[err])} ({_compare(m[err], det[err])} the whole's), "
-                f"out-of-distribution AUROC {_est(m[ood])} ({_compare(m[ood], det[ood])} the "
-                "whole's).")
-        lines += ["", "Where the evidence is weak: one subnetwork per file, and the intervals "
-                  "are over test examples only (not over training seeds); the per-parent table "
-                  "above is the only comparison over parents."]
+                f"`{name.split(':', 1)[1]}` (deterministic{cost}): accuracy "
+                f"{_est(m['accuracy'], True)}, NLL {_est(m['nll'])}, calibration error "
+                f"{_est(m['ece'])}, error AUROC {_est(m[err])}, out-of-distribution AUROC "
+                f"{_est(m[ood])}" + (f"; {'; '.join(against)} (paired intervals)."
+                                     if against else
+                                     f" (calibration error {_compare(m['ece'], det['ece'])} "
+                                     "the whole network's with dropout off)."))
+            lines.append("")
+        lines += ["Where the evidence is weak: one subnetwork per file (the frontier's, one "
+                  "parent each), and the intervals are over test examples only (not over training "
+                  "seeds); the per-parent table above is the only comparison over parents."]
     lines += ["", "## Every predictor", "",
               "FLOPs as multiples of one deterministic pass of the parent (random unit "
               "subnetworks as run: masked whole networks).", "",
