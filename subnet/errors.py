@@ -9,6 +9,8 @@ a library, a ``KeyError``) is an internal error: exit 1, with the traceback save
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["DataError", "InputError", "InputTypeError", "ModelFileError", "RecordError",
            "UntrustedModelError", "clean"]
 
@@ -37,21 +39,22 @@ class RecordError(InputError):
     """A mask record folder is missing, corrupt, or does not match what it is used with."""
 
 
-def clean(text: object, limit: int = 2000) -> str:
+# What clean() shows as escapes: C0 and C1 controls, DEL, the line and paragraph separators, the
+# bidirectional controls, and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+
+
+def clean(text: object, limit: int | None = 2000) -> str:
     """``text`` made safe for one terminal line: control characters (escape sequences, carriage
-    returns, newlines) are shown as ``\\x1b``-style escapes, and a very long text is cut.
+    returns, newlines), bidirectional controls and lone surrogates (which UTF-8 cannot encode)
+    are shown as ``\\x1b``-style escapes, and a text longer than ``limit`` characters is cut
+    (``limit=None``: never; the reports show names this way).
 
     Everything that comes from a file (layer names, paths, messages quoting them) passes through
     here before it is printed.
     """
-    text = str(text)
-    out = []
-    for char in text:
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code < 0xA0 or char in "\u2028\u2029\u200e\u200f\u202a\u202b" \
-                "\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
-            out.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(char)
-    text = "".join(out)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more chars)"
+    text = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    if limit is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"... ({len(text) - limit} more chars)"

@@ -18,6 +18,12 @@ Optional parts may be missing or null; the report then says "not computed" there
 ``comparison``, ``importance.class_conditional``, ``importance.interactions``,
 ``blog.examples`` and each example's ``image``. :func:`validate_results` names the key path of
 anything missing or mistyped.
+
+Names from the model and the data files are shown as :mod:`subnet.report.names` shows them:
+control characters as visible escapes (``\\x1b``), and a name longer than 40 characters by its
+beginning and end with a tag; the report's last section lists its full name once, and in the
+HTML each shortened name has a tooltip with the full name's first 300 characters. So a report's
+size and the time to write it grow with the model's sites, not with the length of its names.
 """
 
 from __future__ import annotations

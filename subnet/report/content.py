@@ -3,6 +3,13 @@
 :func:`build` turns a validated results dict into a :class:`Document`. The HTML and the PDF
 writers render the same document, so both reports carry the same numbers, figures and readings.
 Every figure comes with a one-sentence reading computed from the numbers it shows.
+
+Names that come from the model or the data files (the model's, the data set's, sites, mask
+layers, ``site:unit`` labels, the names in the model file) are shown through
+:class:`subnet.report.names.Names`: control characters as visible escapes, names longer than
+:data:`subnet.report.names.NAME_LIMIT` characters shortened with a tag, and a last section that
+lists each shortened name in full. :func:`visible_document` shows the control characters of
+every other string the same way; both writers render what it returns.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import shlex
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -21,12 +29,14 @@ import numpy as np
 from subnet.errors import InputError
 from subnet.method_names import METHOD_NAMES, method_name
 from subnet.report import figures
+from subnet.report import names as _names
 
 __all__ = ["METHOD_NAMES", "Document", "Figure", "Link", "Note", "Section", "Table", "Text",
-           "build", "method_name", "percent"]
+           "build", "method_name", "percent", "visible_document"]
 
 MAX_EXAMPLES = 6
 MAX_HARDEST = 12
+MAX_RENAMED = 100  # rows of the table of names as in the model file (results.json has all)
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
@@ -155,6 +165,8 @@ class Document:
         facts: (label, value) pairs for the title block: model, dataset, date, version.
         answer: The answer sentences, shown first.
         sections: The numbered sections.
+        names: (shown form, full name) of each name the document shows shortened (the HTML
+            shows the full name as a tooltip; the section of full names lists them).
     """
 
     title: str
@@ -162,6 +174,7 @@ class Document:
     facts: tuple[tuple[str, str], ...]
     answer: tuple[str, ...]
     sections: tuple[Section, ...]
+    names: tuple[tuple[str, str], ...] = ()
 
     @property
     def figures(self) -> list[Figure]:
@@ -244,12 +257,17 @@ def _date(created: str) -> str:
 def build(results: Mapping) -> Document:
     """Builds the report's content from a results dict that passed ``validate_results``.
 
+    Names from files are shown as :class:`~subnet.report.names.Names` shows them (visible,
+    shortened with a tag), and, if any was shortened, a last section lists them in full.
+
     Args:
         results: The validated results dict.
 
     Returns:
         The :class:`Document` both writers render.
     """
+    names = _names.Names()
+    results = _shown_names(results, names)
     model, dataset = results["model"], results["inputs"]["dataset"]
     title = f"subnet report: {model['name']} on {dataset['name']}"
     subject = ("Does the trained network contain smaller subnetworks as good as the whole? "
@@ -268,8 +286,115 @@ def build(results: Mapping) -> Document:
         _answer_section(results),
         _provenance_section(results),
     )
+    if names.shortened:
+        sections += (_names_section(names),)
     return Document(title=title, subject=subject, facts=facts,
-                    answer=tuple(results["answer"]["sentences"]), sections=sections)
+                    answer=tuple(results["answer"]["sentences"]), sections=sections,
+                    names=tuple(names.shortened.items()))
+
+
+# A token of the answer's sentences long enough to be shortened (a site's name in "(conv2d 12,
+# dense 40)"): no spaces, brackets, commas or semicolons.
+_LONG_TOKEN = re.compile(rf"[^\s(),;]{{{_names.NAME_LIMIT + 1},}}")
+
+
+def _shown_names(results: Mapping, names: _names.Names) -> dict:
+    """``results`` with every name that came from a file replaced by its shown form: the model's
+    and the data set's names, the out-of-distribution set's, each site's and mask layer's, the
+    keys of the importance and width tables, the ``site:unit`` labels of the class-conditional
+    table and the interaction graph, the names in the model file, and long tokens (site names)
+    in the answer's sentences. Only the dicts on the way are copied."""
+    results = dict(results)
+    model = results["model"] = dict(results["model"])
+    model["name"] = names(model["name"])
+    inputs = results["inputs"] = dict(results["inputs"])
+    inputs["dataset"] = {**inputs["dataset"], "name": names(inputs["dataset"]["name"])}
+    model["sites"] = [{**site, "name": names(site["name"]),
+                       **({"mask_layer": names(site["mask_layer"])}
+                          if site.get("mask_layer") else {})} for site in model["sites"]]
+    if model.get("original_names"):  # the first MAX_RENAMED, in the order of the table
+        renamed = sorted(model["original_names"].items())
+        model["original_names"] = {names(new): names(old) for new, old in renamed[:MAX_RENAMED]}
+        model["original_names_total"] = len(renamed)
+    importance = results["importance"] = dict(results["importance"])
+    importance["sites"] = {names(key): value for key, value in importance["sites"].items()}
+    if importance.get("class_conditional") is not None:
+        table = importance["class_conditional"]
+        importance["class_conditional"] = {**table,
+                                           "units": [names.label(u) for u in table["units"]]}
+    if importance.get("interactions") is not None:
+        graph = importance["interactions"]
+        importance["interactions"] = {
+            **graph,
+            "nodes": [{**node, "id": names.label(node["id"]), "site": names(node["site"])}
+                      for node in graph["nodes"]],
+            "edges": [{**edge, "source": names.label(edge["source"]),
+                       "target": names.label(edge["target"])} for edge in graph["edges"]]}
+    answer = results["answer"] = dict(results["answer"])
+
+    def widths(entry):
+        if not entry or not entry.get("widths"):
+            return entry
+        return {**entry, "widths": {names(k): v for k, v in entry["widths"].items()}}
+
+    answer["smallest"] = widths(answer["smallest"])
+    answer["smallest_by_method"] = {m: widths(e) for m, e in answer["smallest_by_method"].items()}
+
+    def token(match: re.Match) -> str:
+        word = match.group()
+        core = word.rstrip(".:")
+        return names(core) + word[len(core):]
+
+    answer["sentences"] = [_LONG_TOKEN.sub(token, s) for s in answer["sentences"]]
+    uncertainty = results.get("uncertainty")
+    if uncertainty and uncertainty.get("ood"):
+        results["uncertainty"] = {**uncertainty, "ood": {
+            **uncertainty["ood"], "name": names(uncertainty["ood"]["name"])}}
+    return results
+
+
+def _names_section(names: _names.Names) -> Section:
+    return Section("names", "Full names", (Table(
+        "full-names", "Names shortened in this report", ("shown as", "full name"), names.rows(),
+        reading=f"Names longer than {_names.NAME_LIMIT} characters are shown by their beginning "
+                "and end around an ellipsis, with a tag in brackets (the first hexadecimal "
+                "digits of the name's SHA-256) that tells apart names alike at both ends; "
+                "control characters in names are shown as escapes such as \\x1b. Each full "
+                f"name is listed here once (up to {_names.FULL_NAME_LIMIT:,} characters); "
+                "results.json holds every name whole."),))
+
+
+def visible_document(doc: Document) -> Document:
+    """``doc`` with the control characters of every string it shows (titles, cells, readings,
+    paragraphs, notes) shown as escapes (``\\x1b``), as the terminal shows them. Figures draw
+    what they are given: the names they are given are shown already."""
+    see = _names.visible
+
+    def item(x):
+        if isinstance(x, Figure):
+            return dataclasses.replace(x, key=see(x.key), title=see(x.title),
+                                       reading=see(x.reading))
+        if isinstance(x, Table):
+            return dataclasses.replace(
+                x, key=see(x.key), title=see(x.title), reading=see(x.reading),
+                header=None if x.header is None else tuple(see(h) for h in x.header),
+                rows=tuple(tuple(see(c) for c in row) for row in x.rows))
+        if isinstance(x, Note):
+            return Note(see(x.what), see(x.reason))
+        if isinstance(x, Text):
+            return dataclasses.replace(x, paragraphs=tuple(
+                see(p) if isinstance(p, str) else tuple(
+                    Link(see(part.text), part.href) if isinstance(part, Link) else see(part)
+                    for part in p) for p in x.paragraphs))
+        return x
+
+    return Document(
+        title=see(doc.title), subject=see(doc.subject),
+        facts=tuple((see(k), see(v)) for k, v in doc.facts),
+        answer=tuple(see(a) for a in doc.answer),
+        sections=tuple(Section(see(s.key), see(s.title), tuple(item(x) for x in s.items))
+                       for s in doc.sections),
+        names=tuple((see(k), see(v)) for k, v in doc.names))
 
 
 def _summary(results) -> Section:
@@ -324,10 +449,14 @@ def _model_section(results) -> Section:
     items = [facts, sites, data_table]
     renamed = model.get("original_names") or {}
     if renamed:  # names TensorFlow refuses (spaces, quotes, non-ASCII) were renamed on loading
+        total = model.get("original_names_total", len(renamed))
+        more = (f" The first {len(renamed)} of {_count(total)} are listed; results.json has "
+                "them all.") if total > len(renamed) else ""
         items.insert(2, Table(
             "renamed", "Names as in the model file", ("name here", "name in the file"),
             tuple(sorted(renamed.items())), reading="TensorFlow refuses these names in a "
-            "graph, so subnet renamed them on loading; the analysis uses the names here."))
+            "graph, so subnet renamed them on loading; the analysis uses the names here."
+            + more))
     return Section("model", "The model and the data", tuple(items))
 
 
@@ -483,7 +612,9 @@ def _importance_section(results) -> Section:
                         f"({_score(matrix[c, u])}).")
         else:
             reading += ", no score is defined."
-        height = min(6.0, 1.6 + 0.28 * len(table["classes"]))
+        # The unit labels stand rotated under the map: room for the longest.
+        longest = max((len(u) for u in table["units"]), default=0)
+        height = min(6.0, 1.6 + 0.28 * len(table["classes"])) + 0.085 * max(0, longest - 12)
         items.append(Figure("class-conditional", "Class-conditional importance", reading,
                             functools.partial(figures.class_heatmap, classes=table["classes"],
                                               units=table["units"], matrix=table["matrix"],

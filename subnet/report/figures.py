@@ -5,7 +5,12 @@ and draws one figure; it never touches pyplot's global state. :func:`render_svg`
 into SVG for the HTML report (:func:`render_png` into PNG); the PDF report draws the same
 functions onto its pages.
 Text that came from a model or a file (site and unit names) is shown literally: drawing happens
-inside :func:`style`, where mathtext is off, so a ``$`` in a name is just a dollar sign.
+inside :func:`style`, where mathtext is off, so a ``$`` in a name is just a dollar sign. The
+functions that draw names of units and sites (unit labels, graph nodes and their legend) show
+them through :func:`subnet.report.names.shown`: control characters as escapes, long names
+shortened (the report's content passes them shown already; showing them again changes nothing);
+other labels they are given (methods, predictors) are drawn with their control characters
+shown as escapes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from subnet.report.names import label as _label
+from subnet.report.names import shown as _shown
+from subnet.report.names import visible as _visible
 
 __all__ = ["accuracy_vs_cost", "class_heatmap", "class_probabilities", "hardest_examples",
            "interaction_graph", "mask_accuracy_histogram", "method_colors", "render_png",
@@ -335,7 +344,7 @@ def class_heatmap(fig, *, classes: Sequence[int], units: Sequence[str],
     ax = fig.subplots()
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                       interpolation="nearest")
-    ax.set_xticks(np.arange(len(units)), list(units), rotation=90)
+    ax.set_xticks(np.arange(len(units)), [_label(u) for u in units], rotation=90)
     ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])
     ax.set_xlabel("unit")
     ax.set_ylabel("class")
@@ -383,10 +392,11 @@ def interaction_graph(fig, *, nodes: Sequence[Mapping], edges: Sequence[Mapping]
     ax.scatter(xy[:, 0], xy[:, 1], s=sizes, c=[site_colors[n["site"]] for n in nodes],
                edgecolor="white", linewidth=0.8, zorder=2)
     for (x, y), node in zip(xy, nodes, strict=True):
-        ax.annotate(node["id"], (x, y), xytext=(0, 9), textcoords="offset points",
+        ax.annotate(_label(node["id"]), (x, y), xytext=(0, 9), textcoords="offset points",
                     ha="center", fontsize=9, zorder=3)
     ax.margins(0.12)
-    handles = [Line2D([], [], marker="o", linestyle="", color=color, label=f"site {site}")
+    handles = [Line2D([], [], marker="o", linestyle="", color=color,
+                      label=f"site {_shown(site)}")
                for site, color in site_colors.items()]
     handles += [Line2D([], [], color=POSITIVE, linewidth=2, label="synergy (weight > 0)"),
                 Line2D([], [], color=NEGATIVE, linewidth=2, label="redundancy (weight < 0)")]
@@ -445,7 +455,8 @@ def accuracy_vs_cost(fig, summary: Sequence[Mapping], *, cost: str, dense_accura
     _percent_axis(overview.yaxis, 1)
     _percent_axis(zoom.yaxis, 2)
     overview.set_ylabel("test accuracy")
-    handles = [Line2D([], [], color=color, linewidth=2, label=names.get(method, method))
+    handles = [Line2D([], [], color=color, linewidth=2,
+                      label=_visible(names.get(method, method)))
                for method, color in colors.items()]
     handles += [Line2D([], [], color="black", linestyle="--", marker="o", markersize=3.5,
                        label="one-shot"),
@@ -473,7 +484,7 @@ def reliability_diagram(fig, reliabilities: Mapping[str, Mapping]) -> None:
                   if c is not None and a is not None]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color,
-                    label=label)
+                    label=_visible(label))
     _percent_axis(ax.xaxis)
     _percent_axis(ax.yaxis)
     ax.set_xlabel("confidence (largest averaged probability)")
@@ -501,7 +512,7 @@ def entropy_histograms(fig, edges: Sequence[float], panels: Mapping[str, Mapping
             ax.stairs(share, edges, color=color, linewidth=1.4,
                       label={"right": "right", "wrong": "wrong",
                              "ood": "out of distribution"}[name])
-        ax.set_title(label, fontsize=9)
+        ax.set_title(_visible(label), fontsize=9)
         ax.set_xlabel("predictive entropy (nats)")
     _percent_axis(axes[0].yaxis)
     axes[0].set_ylabel("share of the group")

@@ -5,7 +5,11 @@ with their text drawn as paths; the style sheet is inline; a Content-Security-Po
 other source, so a stray external reference would be blocked (and reported in the browser's
 console) rather than loaded. The only links are to the page's own sections and, where a document
 has a :class:`~subnet.report.content.Link`, to a relative path next to the report. Every string
-from the results is escaped by Jinja2.
+from the results is escaped by Jinja2, after its control characters are shown as escapes
+(``\\x1b``; :func:`subnet.report.content.visible_document`, and for every other value the
+environment's ``finalize``). A name shown shortened (:mod:`subnet.report.names`) carries its full
+name as a tooltip (``<abbr title>``, its first :data:`~subnet.report.names.TOOLTIP_LIMIT`
+characters); the section "Full names" lists it whole.
 
 Layout for reading on any screen: every table sits in a container that scrolls sideways, so a
 wide table never widens the page; a figure keeps a minimum width at which its tick labels are at
@@ -27,6 +31,7 @@ import markupsafe
 
 from subnet._io import atomic_write_text
 from subnet.report import content
+from subnet.report import names as _names
 from subnet.report.figures import render_svg
 from subnet.report.schema import validate_results
 
@@ -45,6 +50,32 @@ def _keep_units(text) -> markupsafe.Markup:
     return markupsafe.Markup(_UNIT.sub("\u00a0", str(markupsafe.escape(text))))
 
 
+def _text_filter(shortened: tuple[tuple[str, str], ...]):
+    """The filter that shows a text: escaped, numbers joined to their units, and each name shown
+    shortened in an ``<abbr>`` whose tooltip is (the beginning of) its full name."""
+    if not shortened:
+        return _keep_units
+    tips = {str(markupsafe.escape(form)): str(markupsafe.escape(_names.tooltip(full)))
+            for form, full in shortened}
+    pattern = re.compile("(" + "|".join(map(re.escape, sorted(tips, key=len, reverse=True)))
+                         + ")")
+
+    def text(value) -> markupsafe.Markup:
+        parts = pattern.split(str(markupsafe.escape(value)))
+        return markupsafe.Markup("".join(
+            f'<abbr title="{tips[part]}">{part}</abbr>' if k % 2 else _UNIT.sub("\u00a0", part)
+            for k, part in enumerate(parts)))
+
+    return text
+
+
+def _finalize(value):
+    """Every value the template prints, its control characters shown as escapes."""
+    if isinstance(value, markupsafe.Markup):  # escaped already; escapes add no markup
+        return markupsafe.Markup(_names.visible(value))
+    return _names.visible(value)
+
+
 def _cell_class(cell: str) -> str:
     """The class of a table cell that holds a long token: ``wrap`` (it may break anywhere), and
     ``code`` as well when the cell is one hexadecimal hash."""
@@ -53,15 +84,16 @@ def _cell_class(cell: str) -> str:
     return "wrap code" if re.fullmatch(r"[0-9a-fA-F]{32,}", cell) else "wrap"
 
 
-def _environment() -> jinja2.Environment:
+def _environment(shortened: tuple[tuple[str, str], ...] = ()) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("subnet.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
+                             keep_trailing_newline=True, finalize=_finalize)
     env.tests.update(figure=lambda x: isinstance(x, content.Figure),
                      table=lambda x: isinstance(x, content.Table),
                      note=lambda x: isinstance(x, content.Note),
                      link=lambda x: isinstance(x, content.Link))
-    env.filters.update(units=_keep_units, cell_class=_cell_class, parts=content.Text.parts)
+    env.filters.update(units=_text_filter(shortened), cell_class=_cell_class,
+                       parts=content.Text.parts)
     return env
 
 
@@ -76,13 +108,14 @@ def render_html(doc: content.Document, *, created: str, version: str) -> str:
     Returns:
         The HTML text.
     """
+    doc = content.visible_document(doc)
     images = {}
     for figure in doc.figures:
         svg = render_svg(figure.draw, figure.size)
         width, height = (round(CSS_PX_PER_INCH * inches) for inches in figure.size)
         images[figure.key] = {"uri": "data:image/svg+xml;base64," + base64.b64encode(svg).decode(),
                               "width": width, "height": height}
-    template = _environment().get_template("report.html.j2")
+    template = _environment(doc.names).get_template("report.html.j2")
     return template.render(doc=doc, images=images, created=created, version=version)
 
 

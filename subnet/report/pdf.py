@@ -7,6 +7,12 @@ their contents, numbers aligned right, a shaded header and rules between rows; l
 within their column, and long tables continue over several pages with their header repeated.
 Every page has "page k of N" in its footer. pypdf then adds the outline (bookmarks): one entry
 per section, with its figures and tables under it, and the PDF opens with the outline shown.
+
+Every string is drawn with its control characters shown as escapes (``\\x1b``;
+:func:`subnet.report.content.visible_document`). Laying out a table takes time in proportion to
+its text (a long token is broken at points found by search, not one character at a time), and
+a tall cell continues over several rows, which may fall on several pages: no text can stall the
+layout or run off a page.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from matplotlib.textpath import TextToPath
 
 from subnet._io import atomic_path
 from subnet.report import content
+from subnet.report import names as _names
 from subnet.report.figures import ACCENT, style
 from subnet.report.schema import validate_results
 
@@ -42,6 +49,7 @@ _TABLE_SIZE = 9.0  # points
 _CELL_PAD = 5.0  # points left and right of a cell's text
 _ROW_PAD = 2.0  # points above and below a row's text
 _LINE = 1.3  # line height of table text, in font sizes
+_ROW_LINES = 6  # lines of a table row, at most: a taller cell continues in the next row
 _GREY = "#5c6773"
 _SHADE = "#eef1f4"
 _RULE = "#d8dde3"
@@ -83,6 +91,7 @@ class _Row:
     numeric: tuple[bool, ...]
     header: bool = False
     key: bool = False  # the first cell of a key/value table (drawn like a header)
+    continues: bool = False  # its cells continue in the next row (no rule between them)
 
     @property
     def height(self) -> float:
@@ -97,8 +106,10 @@ class _Row:
         if self.header:
             fig.add_artist(Rectangle((_LEFT, bottom), width, top - bottom, color=_SHADE,
                                      transform=fig.transFigure, zorder=0, linewidth=0))
-        fig.add_artist(Line2D([_LEFT, _LEFT + width], [bottom, bottom], color=_RULE if not
-                              self.header else _GREY, linewidth=0.6, transform=fig.transFigure))
+        if not self.continues:
+            fig.add_artist(Line2D([_LEFT, _LEFT + width], [bottom, bottom], color=_RULE if not
+                                  self.header else _GREY, linewidth=0.6,
+                                  transform=fig.transFigure))
         x = _LEFT
         for j, (lines, column) in enumerate(zip(self.cells, self.widths, strict=True)):
             right = self.numeric[j]
@@ -261,6 +272,25 @@ def _text_width(text: str, bold: bool = False) -> float:
     return _MEASURE.get_text_width_height_descent(text, prop, ismath=False)[0]
 
 
+def _fitting(word: str, width: float, bold: bool) -> int:
+    """How many of ``word``'s first characters fit in ``width`` points (at least 1): found by
+    doubling a guess and then bisecting, so that only about a line's worth of text is measured
+    at a time, however long the word."""
+    fits = 1
+    end = min(len(word), max(2, int(width / (0.5 * _TABLE_SIZE))))
+    while _text_width(word[:end], bold) <= width:
+        if end == len(word):
+            return end
+        fits, end = end, min(len(word), 2 * end)
+    while end - fits > 1:  # word[:fits] fits (or fits == 1), word[:end] does not
+        middle = (fits + end) // 2
+        if _text_width(word[:middle], bold) <= width:
+            fits = middle
+        else:
+            end = middle
+    return fits
+
+
 def _wrap_cell(text: str, width: float, bold: bool) -> tuple[str, ...]:
     """Wraps a cell's text at spaces to ``width`` points; a word wider than that (a path, a
     hash) is broken between characters."""
@@ -273,11 +303,10 @@ def _wrap_cell(text: str, width: float, bold: bool) -> tuple[str, ...]:
             continue
         if line:
             lines.append(line)
-        line = ""
-        while _text_width(word, bold) > width and len(word) > 1:
-            cut = len(word) - 1
-            while cut > 1 and _text_width(word[:cut], bold) > width:
-                cut -= 1
+        while len(word) > 1:
+            cut = _fitting(word, width, bold)
+            if cut == len(word):
+                break
             lines.append(word[:cut])
             word = word[cut:]
         line = word
@@ -315,18 +344,28 @@ def _column_widths(table: content.Table) -> list[float]:
 
 
 def _table_rows(table: content.Table) -> tuple[_Row | None, list[_Row]]:
-    """The table as laid-out rows: (header row or None, body rows)."""
+    """The table as laid-out rows: (header row or None, body rows). A row taller than
+    ``_ROW_LINES`` lines continues in the rows after it, so that long tables break between
+    pages anywhere."""
     widths = _column_widths(table)
     numeric = tuple(table.is_numeric(j) for j in range(len(widths)))
 
-    def row(cells, header: bool) -> _Row:
-        return _Row(tuple(_wrap_cell(cell, width - 2 * _CELL_PAD, header or
-                                     (table.header is None and j == 0))
-                          for j, (cell, width) in enumerate(zip(cells, widths, strict=True))),
-                    tuple(widths), numeric, header=header, key=table.header is None)
+    def wrap(cells, header: bool) -> list[tuple[str, ...]]:
+        return [_wrap_cell(cell, width - 2 * _CELL_PAD, header or
+                           (table.header is None and j == 0))
+                for j, (cell, width) in enumerate(zip(cells, widths, strict=True))]
 
-    header = row(table.header, True) if table.header else None
-    return header, [row(r, False) for r in table.rows]
+    def rows(cells) -> list[_Row]:
+        wrapped = wrap(cells, False)
+        tallest = max(len(lines) for lines in wrapped)
+        return [_Row(tuple(lines[start:start + _ROW_LINES] or ("",) for lines in wrapped),
+                     tuple(widths), numeric, key=table.header is None,
+                     continues=start + _ROW_LINES < tallest)
+                for start in range(0, tallest, _ROW_LINES)]
+
+    header = _Row(tuple(wrap(table.header, True)), tuple(widths), numeric,
+                  header=True) if table.header else None
+    return header, [part for r in table.rows for part in rows(r)]
 
 
 def _title_page(doc: content.Document, contents: list[tuple[str, int]]
@@ -427,9 +466,10 @@ def render_pdf(doc: content.Document, path: str | os.PathLike, *, version: str) 
     Returns:
         The number of pages.
     """
+    doc = content.visible_document(doc)
     pages, outline, links = _pages(doc)
     metadata = {"Title": doc.title, "Author": "subnet", "Subject": doc.subject,
-                "Creator": f"subnet {version}", "CreationDate": None}
+                "Creator": f"subnet {_names.visible(version)}", "CreationDate": None}
     buffer = io.BytesIO()
     with style(), PdfPages(buffer, metadata=metadata) as pdf:
         for k, page in enumerate(pages, start=1):
