@@ -7,15 +7,17 @@ Kept free of TensorFlow (and of any subnet module that imports it), so that ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 
 from subnet.errors import InputError, clean
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "ArgumentParser", "HelpFormatter", "progress_bar",
-           "run_main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "ArgumentParser", "HelpFormatter", "byte_count",
+           "progress_bar", "run_main"]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -58,6 +60,26 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
+_BYTE_SUFFIXES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_count(text: str) -> int:
+    """An argparse type: a positive number of bytes, written as an int (``2000000000``) or with
+    a binary suffix K, M, G or T (``512M`` is 512 x 2**20 bytes, ``2G`` 2 x 2**30; ``2GB`` and
+    ``2GiB`` mean the same)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = _BYTE_SUFFIXES.get(value[-1:], 1)
+    digits = value[:-1] if scale > 1 else value
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of bytes such as 2000000000, 512M or 2G; received "
+            f"{clean(text, limit=100)!r}")
+    return int(digits) * scale
+
+
+byte_count.__name__ = "byte count"  # argparse names the type in its messages
+
+
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):
     """A tqdm progress bar on stderr: redrawn often on a terminal, every 30 s in a log file."""
     from tqdm.auto import tqdm
@@ -87,7 +109,9 @@ def run_main(body: Callable[[], int | None], prog: str,
     ``OSError`` from the user's file system (full disk, read-only folder, permissions): one line on
     stderr, exit 2, no traceback. ``KeyboardInterrupt`` exits 130. Anything else, a plain
     ``ValueError`` included, is an internal error: exit 1, with the traceback written by
-    ``log_internal`` (which returns where it wrote it) or printed.
+    ``log_internal`` (which returns where it wrote it) or printed. Warnings the body raises
+    (those Python's filters let through) are shown as one line each, ``prog: warning: ...``,
+    without the file and source line Python adds.
 
     Args:
         body: The command's work; returns an exit code or None for 0.
@@ -99,7 +123,8 @@ def run_main(body: Callable[[], int | None], prog: str,
         The exit code.
     """
     try:
-        code = body()
+        with one_line_warnings(prog):
+            code = body()
         return EXIT_OK if code is None else int(code)
     except InputError as err:
         message = " ".join(clean(err).split()) or type(err).__name__
@@ -116,6 +141,25 @@ def run_main(body: Callable[[], int | None], prog: str,
         return EXIT_BAD_INPUT
     except Exception as err:  # the last resort of a command-line tool
         return _internal(err, prog, log_internal)
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Within the block, a warning Python shows is written as ``prog: warning: message``
+    (control characters escaped), not as ``file:line: Category: message`` and a source line.
+
+    Only the format changes (``warnings.formatwarning``): which warnings are shown is still up
+    to Python's filters, and a caller that records warnings still records them.
+    """
+    def one_line(message, category, filename, lineno, line=None):
+        return f"{prog}: warning: {' '.join(clean(message).split())}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
 
 
 def _internal(err: BaseException, prog: str,

@@ -8,6 +8,7 @@ descriptor 2 pointed at a temporary file; if the import fails, what it wrote is 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -65,13 +66,16 @@ def import_tensorflow_quietly() -> None:
 
 def quiet_tensorflow_warnings() -> None:
     """For command-line tools: TensorFlow's Python warnings (such as the tf.function retracing
-    notice that predicting with many small models triggers) are not for their users.
+    notice that training or predicting with many small models triggers: each new model traces
+    its own function once) are not for their users. TensorFlow's errors still show.
 
-    Set ``SUBNET_TF_LOGS=1`` to keep them.
+    Sets the level of the ``tensorflow`` logger, which TensorFlow leaves alone when it is
+    imported, so that this imports nothing: a command checks its arguments and answers at once,
+    and TensorFlow starts only when there is work (with its oneDNN kernels off unless the
+    environment says otherwise, as :func:`import_tensorflow_quietly` sets them). Set
+    ``SUBNET_TF_LOGS=1`` to keep the warnings.
     """
+    _onednn_off_unless_set()
     if os.environ.get("SUBNET_TF_LOGS") == "1":
         return
-    import_tensorflow_quietly()
-    import tensorflow
-
-    tensorflow.get_logger().setLevel("ERROR")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)

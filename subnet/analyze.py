@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet._cli import ArgumentParser, HelpFormatter, run_main
+from subnet._cli import ArgumentParser, HelpFormatter, byte_count, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
@@ -62,6 +62,10 @@ OUTPUTS = ("state", "record", "models", "comparison.json", *_FINAL_OUTPUTS)
 LIMITS = {"masks": 10_000_000, "examples": 1_000_000, "repeats": 100, "passes": 10_000,
           "seed": 2**32 - 1, "selection_examples": 1_000_000, "steps_per_halving": 100,
           "step_masks": 1_000_000, "uncertainty_passes": 10_000}
+#: Test examples read besides ``--examples``: the blog's accuracies use the first
+#: max(``--examples``, TEST_EXAMPLES) test examples (all of MNIST's 10,000), and no more are read
+#: from the data file, however many it holds.
+TEST_EXAMPLES = 10_000
 #: The out-of-distribution set ``--ood auto`` takes for each built-in data set.
 OOD_AUTO = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
@@ -206,13 +210,74 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _exists(path) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a path the system cannot even look up: its reader says why
+        return True
+
+
+def _check_paths(model_path, settings: Settings, *, data_dir=None, record=None) -> None:
+    """Refuses, before TensorFlow is imported, paths that do not exist: the model file,
+    ``--dataset`` and ``--ood`` where they are not data set names, ``--data-dir``, ``--record``."""
+    from subnet.data import KNOWN_DATASETS
+    from subnet.errors import DataError, ModelFileError, RecordError
+
+    if not _exists(model_path):
+        raise ModelFileError(f"Model file not found: {clean(str(model_path))!r}. Check the path "
+                             "(the MODEL argument: a .keras or .h5 file).")
+    names = ", ".join(KNOWN_DATASETS)
+    for option, value, words in (("--dataset", settings.dataset, ()),
+                                 ("--ood", settings.ood, ("auto", "none"))):
+        if value is None or value in words or \
+                value.strip().lower().replace("-", "_") in KNOWN_DATASETS or _exists(value):
+            continue
+        raise DataError(f"{option} {clean(value, limit=200)!r}: unknown data set, and no such "
+                        f"file; give {names}, or the path of a .npz file (or of a folder of IDX "
+                        "files)" + (", or none." if option == "--ood" else "."))
+    if data_dir is not None and not _exists(data_dir):
+        raise DataError(f"--data-dir {clean(str(data_dir), limit=200)!r} does not exist; give the "
+                        "folder that holds the data set's IDX files (or its .npz file), or leave "
+                        "--data-dir out.")
+    if record is not None and not Path(record).is_dir():
+        raise RecordError(f"--record {clean(str(record), limit=200)!r} is not a folder; give the "
+                          "folder python -m subnet.record wrote (its --out), or leave --record "
+                          "out to record here.")
+
+
+def _check_max_data_bytes(value) -> int | None:
+    if value is not None and (not _is_int(value) or value < 1):
+        raise InputError(f"Invalid value for --max-data-bytes (max_data_bytes): expected a "
+                         f"positive number of bytes. Received: {clean(repr(value), limit=100)}")
+    return None if value is None else int(value)
+
+
+def _check_formats(formats) -> tuple:
+    formats = tuple(formats)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise InputError(f"Invalid value for --formats: {unknown}; expected names among "
+                         f"{', '.join(FORMATS)}, e.g. html,pdf,json.")
+    return formats
+
+
+def _check_ray_address(address: str | None) -> None:
+    """Refuses a ``--ray`` value that is no address, before Ray or TensorFlow start."""
+    if address is None or address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"Invalid value for --ray: expected local, auto, HOST:PORT or "
+                         f"ray://HOST:PORT. Received: {clean(address, limit=100)!r}")
+
+
 # --------------------------------------------------------------------------------- the pipeline
 
 def analyze(model_path: str | Path, out: str | Path, settings: Settings | None = None, *,
             formats: Sequence[str] = FORMATS, resume: bool = False, trust_model: bool = False,
             data_dir: str | Path | None = None, progress: bool = True,
             command: Sequence[str] | None = None, record: str | Path | None = None,
-            executor=None) -> dict:
+            executor=None, max_data_bytes: int | None = None) -> dict:
     """Runs the whole analysis of one model file and writes results and reports.
 
     Args:
@@ -232,6 +297,9 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
         executor: Where the record's chunks and the comparison's cells run
             (:mod:`subnet.distributed`): None here; a :class:`~subnet.distributed.RayExecutor`
             as Ray tasks. The results are the same.
+        max_data_bytes: The most bytes the data set's arrays may declare, decompressed (None:
+            :data:`subnet.data.MAX_BYTES`). Of its test split, only the first
+            max(``settings.examples``, :data:`TEST_EXAMPLES`) examples are read.
 
     Returns:
         The results dict (as written to ``results.json``).
@@ -240,17 +308,11 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
         ValueError: Bad input: missing or corrupt model, untrusted code, no maskable layer, a
             dataset that does not fit the model, bad settings.
     """
-    from subnet.models import load_model
-
     settings = settings or Settings()
     if not isinstance(settings, Settings):
         raise InputTypeError(f"`settings` must be a subnet.analyze.Settings. Received: "
                              f"{type(settings).__name__}")
-    formats = tuple(formats)
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise InputError(f"Invalid value for --formats: {unknown}; expected names among "
-                         f"{', '.join(FORMATS)}, e.g. html,pdf,json.")
+    formats = _check_formats(formats)
     model_path = Path(model_path)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -258,22 +320,28 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
                          "folder.")
     log = _Log(progress)
     started = time.perf_counter()
-    # Everything that can be wrong with the input is found before any work or any write.
+    # Everything that can be wrong with the input is found before any work or any write, and
+    # what needs no model before TensorFlow is imported (an error comes in a second).
+    _check_paths(model_path, settings, data_dir=data_dir, record=record)
+    max_data_bytes = _check_max_data_bytes(max_data_bytes)
     source = None
     if record is not None:
         source = _given_record(record, settings)
         settings = dataclasses.replace(settings, masks=source.n_masks,
                                        examples=source.n_examples)
+    from subnet.models import load_model
+
     model = load_model(model_path, trust=trust_model)
     rate = site_rates(model, settings.rate)  # model problems first, before loading data
     _check_budgets(model, rate, settings.budgets)
     _check_methods(model, settings.methods)
-    data, inferred = _dataset(model, settings, data_dir, log)
+    data, inferred = _dataset(model, settings, data_dir, log, max_data_bytes)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
     settings = _fit_to_data(settings, data, log)
-    ood_data = _ood_dataset(data, settings)
+    ood_data = _ood_dataset(data, settings, max_data_bytes)
     if source is not None:
         _check_given_record(source, model, data, settings)
+    _check_outputs(model, model_path, data, settings)
     log(f"model: {model.name} from {model_path}; data: {data.name} ({len(data.x_test)} test "
         f"examples, from {data.source})")
 
@@ -305,7 +373,17 @@ def _given_record(path, settings: Settings):
     from subnet.errors import RecordError
     from subnet.masks import MaskRecord
 
-    source = MaskRecord.load(path)
+    try:
+        source = MaskRecord.load(path)
+    except RecordError as err:
+        reason = _file_terms(str(err)).rstrip(".")
+        raise RecordError(f"--record {clean(str(path))}: {reason}. Give a folder that python -m "
+                          "subnet.record wrote, or leave --record out to record here.") from None
+    for what, n, low in (("masks", source.n_masks, 20), ("examples", source.n_examples, 10)):
+        if not low <= n <= LIMITS[what]:
+            raise RecordError(f"--record {clean(str(path))} holds {n:,} {what}; subnet.analyze "
+                              f"needs {low} to {LIMITS[what]:,}. Record again with python -m "
+                              f"subnet.record ... --{what} N (N in that range).")
     if not source.is_complete:
         raise RecordError(f"--record {clean(str(path))}: the record is incomplete; finish it "
                           "(python -m subnet.record ... --resume) or merge all its shards "
@@ -317,6 +395,38 @@ def _given_record(path, settings: Settings):
     return source
 
 
+def _file_terms(message: str) -> str:
+    """A record reader's message with the metadata keys written as in ``meta.json``
+    (``n_masks``, ``sites[0].units``), not as the Python expression ``meta['n_masks']``."""
+    import re
+
+    def key_path(match: re.Match) -> str:
+        parts = re.findall(r"\['([^']*)'\]|\[(\d+)\]", match.group(1))
+        text = "".join(f".{name}" if name else f"[{index}]" for name, index in parts)
+        return text.lstrip(".")
+
+    return re.sub(r"`?meta((?:\['[^']*'\]|\[\d+\])+)`?", key_path, message)
+
+
+def _check_outputs(model, model_path, data, settings: Settings) -> None:
+    """Refuses a model whose outputs are not finite on the examples the analysis uses (NaN or
+    infinite weights, or weights so large that they overflow), before any work."""
+    from subnet._tf import keras
+
+    n = min(settings.examples, len(data.x_test))
+    bad = 0
+    for start in range(0, n, 1000):  # eager calls: no tf.function traced for one look
+        out = keras.ops.convert_to_numpy(model(data.x_test[start:min(n, start + 1000)],
+                                               training=False))
+        bad += int(np.sum(~np.isfinite(out).all(axis=-1)))
+    if bad:
+        raise InputError(f"The model in {clean(str(model_path))!r} gives NaN or infinite outputs "
+                         f"on {bad:,} of the first {n:,} test examples of {data.name}: its "
+                         "weights hold NaN or infinite values, or values so large that they "
+                         "overflow float32 (a diverged training run gives such weights). Train "
+                         "it again, or save the model from a checkpoint before it diverged.")
+
+
 def _check_given_record(source, model, data, settings: Settings) -> None:
     """The ``--record`` must be of this model (dropout off) and these test examples."""
     from subnet.errors import RecordError
@@ -325,12 +435,15 @@ def _check_given_record(source, model, data, settings: Settings) -> None:
 
     if source.meta["model_fingerprint"] != model_fingerprint(with_dropout(model, on=False)):
         raise RecordError(f"--record {source.path} was made from other weights than this "
-                          "model's.")
+                          "model's; give the record of this model file, or leave --record out "
+                          "to record here.")
     n = source.n_examples
     if n > len(data.x_test) or source.meta["data_fingerprint"] != data_fingerprint(
             data.x_test[:n], data.y_test[:n]):
         raise RecordError(f"--record {source.path} was made on other examples than the first "
-                          f"{n} test examples of {data.name}.")
+                          f"{n} test examples of {data.name}; give the --dataset (and "
+                          "--data-dir) it was recorded on, or leave --record out to record "
+                          "here.")
 
 
 def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
@@ -462,22 +575,26 @@ class _State:
         atomic_write_text(self.dir / f"{name}.json", json.dumps(_jsonable(value)))
 
 
-def _dataset(model, settings: Settings, data_dir, log):
-    """Loads the dataset, inferring it from the model when not given; checks that it fits."""
+def _dataset(model, settings: Settings, data_dir, log, max_data_bytes: int | None = None):
+    """Loads the dataset, inferring it from the model when not given; checks that it fits.
+
+    Of the test split, the first max(``settings.examples``, :data:`TEST_EXAMPLES`) examples are
+    read, however many the file holds."""
     from subnet.data import load_dataset
 
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    limits = {"n_test": max(settings.examples, TEST_EXAMPLES), "max_bytes": max_data_bytes}
     if settings.dataset is not None:
         # A 3-D array in a .npz without a `layout` key is (N, L, C) sequences for a model that
         # takes (L, C), else (N, H, W) grayscale images.
         data = load_dataset(settings.dataset, data_dir=data_dir,
-                            layout_3d="sequences" if len(shape) == 2 else "images")
+                            layout_3d="sequences" if len(shape) == 2 else "images", **limits)
         _check_fits(model, data, settings.dataset)
         return data, data.name
     candidates, failures = [], []
     for name in DATASETS:
         try:
-            data = load_dataset(name, data_dir=data_dir)
+            data = load_dataset(name, data_dir=data_dir, **limits)
         except InputError as err:
             failures.append(err)
             continue
@@ -541,9 +658,16 @@ def _fit_to_data(settings: Settings, data, log) -> Settings:
     from subnet.baselines import tfmot_available
 
     changes = {}
+    fewest = 10  # the fewest test examples the masks may be evaluated on (Settings.examples)
+    if len(data.x_test) < fewest:
+        raise InputError(f"Dataset {data.name!r} ({clean(data.source, limit=300)}) has "
+                         f"{len(data.x_test)} test example{'s' * (len(data.x_test) != 1)}; "
+                         f"subnet.analyze evaluates its masks on at least {fewest}. Give a data "
+                         f"set with {fewest} or more test examples (x_test, y_test).")
     if settings.examples > len(data.x_test):
-        log(f"--examples {settings.examples:,} is more than the {len(data.x_test):,} test "
-            f"examples of {data.name}; using {len(data.x_test):,}")
+        log(f"{data.name} has {len(data.x_test):,} test examples, fewer than the "
+            f"{settings.examples:,} to evaluate masks on (--examples): using "
+            f"{len(data.x_test):,}")
         changes["examples"] = len(data.x_test)
     if data.x_train is None:
         log(f"{data.name} has no training split: the comparison (which fine-tunes and chooses "
@@ -553,9 +677,11 @@ def _fit_to_data(settings: Settings, data, log) -> Settings:
         if n_train <= settings.selection_examples:
             chosen = n_train // 5
             if chosen < 10:
-                raise InputError(f"Dataset {data.name!r} has {n_train} training examples; the "
-                                 "comparison needs at least 50 (it chooses units on a held-out "
-                                 "fifth of them). Give a larger training split.")
+                raise InputError(f"Dataset {data.name!r} ({clean(data.source, limit=300)}) has "
+                                 f"{n_train} training examples; the comparison needs at least "
+                                 "50 (it chooses units on a held-out fifth of them). Give a "
+                                 "larger training split (x_train, y_train), or a test-only "
+                                 "data set to skip the comparison.")
             log(f"{data.name} has {n_train:,} training examples: units are chosen on the last "
                 f"{chosen:,} (a fifth) instead of {settings.selection_examples:,}")
             changes["selection_examples"] = chosen
@@ -634,16 +760,18 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
     return result
 
 
-def _ood_dataset(data, settings: Settings):
+def _ood_dataset(data, settings: Settings, max_data_bytes: int | None = None):
     """The out-of-distribution test set of the uncertainty section (None for none), checked
-    against the analysed data's example shape before any stage runs."""
+    against the analysed data's example shape before any stage runs; only its first
+    ``settings.examples`` test examples are read."""
     from subnet.data import load_dataset
 
     name = settings.ood
     if name == "none" or (name == "auto" and data.name not in OOD_AUTO):
         return None
     name = OOD_AUTO[data.name] if name == "auto" else name
-    ood = load_dataset(name)  # --data-dir holds the analysed data set's files, not this one's
+    # --data-dir holds the analysed data set's files, not this one's.
+    ood = load_dataset(name, n_test=settings.examples, max_bytes=max_data_bytes)
     if tuple(ood.x_test.shape[1:]) != tuple(data.x_test.shape[1:]):
         raise InputError(f"--ood {clean(name)}: its examples have shape "
                          f"{tuple(ood.x_test.shape[1:])}, the model's input "
@@ -766,8 +894,16 @@ def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Pat
 
     n = min(settings.examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n]
+    # A record already there (--record's copy, or an interrupted run's) goes on with the
+    # backend that made it.
+    backend = "auto"
+    if (record_dir / "meta.json").is_file():
+        from subnet.masks import MaskRecord
+
+        backend = MaskRecord.load(record_dir).meta.get("backend") or "auto"
     record = record_masks(deterministic, x, y, settings.masks, seed=settings.seed, rate=rate,
-                          out=record_dir, resume=True, progress=progress, executor=executor)
+                          out=record_dir, resume=True, progress=progress, executor=executor,
+                          backend=backend)
     share = record.example_accuracy()
     predicted = record.predicted
     classes = int(deterministic.outputs[0].shape[-1])
@@ -1109,10 +1245,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None,
                         help="folder with the dataset's IDX files; when given, the data is "
                              "read from there or not at all")
+    parser.add_argument("--max-data-bytes", type=byte_count, default=None, metavar="BYTES",
+                        help="the most bytes the data file's arrays may declare, decompressed, "
+                             "e.g. 4G (default: 1G, subnet.data.MAX_BYTES); of the test "
+                             f"examples only the first max(--examples, {TEST_EXAMPLES:,}) are "
+                             "read")
     parser.add_argument("--masks", type=int, default=d.masks,
                         help="random masks (subnetworks) recorded on the test examples")
     parser.add_argument("--examples", type=int, default=d.examples,
-                        help="test examples each mask is evaluated on")
+                        help="test examples (the first N) each mask is evaluated on")
     parser.add_argument("--rate", type=float, default=d.rate,
                         help="dropout rate for sites with no Dropout layer after them "
                              "(default: the model's own rates only)")
@@ -1193,7 +1334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
         return int(exit_.code or 0)
-    quiet_tensorflow_warnings()
+    quiet_tensorflow_warnings()  # TensorFlow itself is imported only once the values are checked
     model = Path(args.model)
     out = Path(args.out) if args.out else model.with_name(model.stem + "_analysis")
 
@@ -1213,11 +1354,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from subnet.distributed import executor_from_address
 
+        # Every value check that needs no model, before Ray or TensorFlow start (analyze()
+        # checks the paths again; they cost nothing).
+        settings = _settings(args, argv)
+        _check_formats(args.formats)
+        _check_ray_address(args.ray)
+        _check_paths(model, settings, data_dir=args.data_dir, record=args.record)
         with executor_from_address(args.ray) as executor:
-            analyze(model, out, _settings(args, argv), formats=args.formats,
+            analyze(model, out, settings, formats=args.formats,
                     resume=args.resume, trust_model=args.trust_model, data_dir=args.data_dir,
                     progress=not args.quiet, command=["python", "-m", "subnet.analyze", *argv],
-                    record=args.record, executor=executor)
+                    record=args.record, executor=executor, max_data_bytes=args.max_data_bytes)
         return 0
 
     return run_main(body, prog="subnet.analyze", log_internal=log_internal)

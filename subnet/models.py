@@ -34,6 +34,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import types
 import warnings
 import weakref
@@ -83,6 +84,9 @@ _legacy_model_from_config = _keras_internal("keras.src.legacy.saving.saving_util
                                             "model_from_config")
 # Where Keras keeps the variables whose initialization a StatelessScope deferred.
 _global_state = importlib.import_module("keras.src.backend.common.global_state")
+# Keras's loader of .keras archives, whose get_temp_dir() makes the folders it extracts into.
+_saving_lib = importlib.import_module("keras.src.saving.saving_lib")
+_KERAS_TEMP_LOCK = threading.RLock()
 
 
 def seed_cnn(
@@ -640,13 +644,31 @@ def _file_kind(mode: int) -> str:
 
 def _keras_load(path: Path, *, display: Path, safe_mode: bool):
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+        with _keras_temp_dirs():
+            return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as err:  # Keras raises many types for broken files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
             f"Could not load model file '{clean(display)}': {clean(reason, 300)}. The file may "
             "be truncated or hold layers this Keras version cannot build; re-save it with "
             "model.save() from the code that made it.") from err
+
+
+@contextlib.contextmanager
+def _keras_temp_dirs() -> Iterator[None]:
+    """Keras extracts the files of a ``.keras`` archive into a new folder of the temporary
+    directory (``saving_lib.get_temp_dir``) and, when the archive is refused or malformed,
+    leaves it there. Within this block those folders are made inside one folder of subnet's,
+    which is removed on the way out, whatever happened."""
+    folder = tempfile.mkdtemp(prefix="subnet-keras-load-")
+    with _KERAS_TEMP_LOCK:  # the patched function is Keras's module-level one
+        original = _saving_lib.get_temp_dir
+        _saving_lib.get_temp_dir = lambda: tempfile.mkdtemp(dir=folder)
+        try:
+            yield
+        finally:
+            _saving_lib.get_temp_dir = original
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_classifier(model, path: Path) -> None:

@@ -372,8 +372,9 @@ def _zeros_gzip(path: Path, header: bytes, n_zeros: int) -> Path:
     return path
 
 
-def _zeros_npz(path: Path, shape: tuple[int, ...]) -> Path:
-    """Writes a deflated .npz whose x_test holds ``shape`` uint8 zeros, written in blocks."""
+def _zeros_npz(path: Path, shape: tuple[int, ...], labels: int = 1) -> Path:
+    """Writes a deflated .npz whose x_test holds ``shape`` uint8 zeros, written in blocks, and
+    y_test ``labels`` zeros."""
     import zipfile
 
     header = io.BytesIO()
@@ -386,7 +387,8 @@ def _zeros_npz(path: Path, shape: tuple[int, ...]) -> Path:
             member.write(header.getvalue())
             for start in range(0, n, len(block)):
                 member.write(block[: min(len(block), n - start)])
-        zf.writestr("y_test.npy", _npy(np.zeros(1, np.int64)))
+        zf.writestr("y_test.npy", _npy(np.zeros(labels, np.uint8 if labels > 1 else np.int64)),
+                    compress_type=zipfile.ZIP_DEFLATED)
     return path
 
 
@@ -426,6 +428,101 @@ print(int(status) // 1024)
     assert done.returncode == 0, done.stderr
     assert "trailing bytes" in lines[0] and "above the limit of 67,108,864" in lines[1]
     assert int(lines[-1]) < 200  # MiB of peak memory: far below the 256 MB each bomb holds
+
+
+def test_a_small_file_declaring_a_large_array_needs_the_limit_raised(tmp_path, monkeypatch):
+    # 4 MiB of test images in a file of a few KB: refused above the byte limit, before anything
+    # is decompressed, with the option that raises it; accepted once it is raised.
+    npz = _zeros_npz(tmp_path / "inflating.npz", (4096, 32, 32), labels=4096)
+    assert npz.stat().st_size < 64 << 10
+    monkeypatch.setattr(data, "MAX_BYTES", 1 << 20)
+    reads = []
+    monkeypatch.setattr(data, "_read_member", lambda *args: reads.append(args))
+    with pytest.raises(DataError, match=r"inflating\.npz: key 'x_test' declares shape \(4096, 32, "
+                       r"32\) of uint8: 4,194,304 bytes, above the limit of 1,048,576 \(subnet\."
+                       r"data\.MAX_BYTES\)\. .*max_bytes= \(command line: --max-data-bytes 4M\)"):
+        load_dataset(npz)
+    with pytest.raises(DataError, match=r"above the limit of 2,000,000 \(the limit given: "
+                       r"max_bytes, command line --max-data-bytes\)"):
+        load_dataset(npz, max_bytes=2_000_000)
+    assert reads == []
+    monkeypatch.undo()
+    dataset = load_dataset(npz, max_bytes=8 << 20, n_test=5)
+    assert dataset.x_test.shape == (5, 32, 32, 1) and dataset.x_train is None
+    with pytest.raises(ValueError, match=r"`max_bytes` must be a positive int or None. "
+                       r"Received: max_bytes=0"):
+        load_dataset(npz, max_bytes=0)
+
+
+def test_n_test_reads_only_the_first_test_examples(tmp_path):
+    rng = np.random.default_rng(3)
+    x_test, y_test = rng.integers(0, 256, (50, 6, 6), np.uint8), np.arange(50) % 4
+    x_train, y_train = rng.integers(0, 256, (30, 6, 6), np.uint8), np.arange(30) % 4
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, x_test=x_test, y_test=y_test, x_train=x_train, y_train=y_train)
+    np.savez_compressed(tmp_path / "deflated.npz", x_test=x_test, y_test=y_test[:, None],
+                        x_train=x_train, y_train=y_train)
+    np.savez(tmp_path / "fortran.npz", x_test=np.asfortranarray(x_test), y_test=y_test)
+    for name in ("whole.npz", "deflated.npz", "fortran.npz"):
+        some = load_dataset(tmp_path / name, n_test=7)
+        assert some.x_test.shape == (7, 6, 6, 1), name
+        np.testing.assert_array_equal(some.x_test[..., 0] * 255, x_test[:7].astype(np.float32))
+        np.testing.assert_array_equal(some.y_test, y_test[:7])
+        assert some.source.endswith(f"{name} [first 7 of 50 test examples]")
+        if some.x_train is not None:  # the training split is read whole
+            assert some.x_train.shape == (30, 6, 6, 1)
+    assert load_dataset(whole, n_test=500).source == str(whole)  # no more than it holds
+    # An IDX folder, raw and gzip: only the rows asked for are read.
+    for gz in (False, True):
+        arrays = make_idx_set(tmp_path / f"idx{gz}", seed=4, gz=gz)
+        some = load_dataset(tmp_path / f"idx{gz}", n_test=3)
+        np.testing.assert_array_equal(some.y_test, arrays["t10k-labels-idx1-ubyte"][:3])
+        assert some.x_train.shape[0] == len(arrays["train-labels-idx1-ubyte"])
+        path = tmp_path / f"idx{gz}" / ("t10k-images-idx3-ubyte" + ".gz" * gz)
+        np.testing.assert_array_equal(read_idx(path, rows=2),
+                                      arrays["t10k-images-idx3-ubyte"][:2])
+    # The rest of a file read in part is not decompressed: a gzip cut short after the first
+    # rows still gives them.
+    images = rng.integers(0, 256, (4, 28, 28), np.uint8)  # random: the gzip holds each row
+    full = gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 4, 28, 28) + images.tobytes())
+    (tmp_path / "cut.gz").write_bytes(full[: len(full) // 2])
+    np.testing.assert_array_equal(read_idx(tmp_path / "cut.gz", rows=1), images[:1])
+    with pytest.raises(DataError, match=r"cut\.gz starts like a gzip file but is not a valid"):
+        read_idx(tmp_path / "cut.gz")
+
+
+def test_a_named_dataset_read_in_part_is_still_told_from_the_other(hermetic, tmp_path,
+                                                                   monkeypatch):
+    make_idx_set(tmp_path / "shared", seed=17)
+    fingerprint = load_dataset(tmp_path / "shared").fingerprint()
+    monkeypatch.setitem(data._KNOWN_TEST_FINGERPRINTS, "mnist", fingerprint)
+    with pytest.raises(DataError, match=r"holds the mnist test set, not fashion_mnist"):
+        load_dataset("fashion_mnist", data_dir=tmp_path / "shared", n_test=2)
+    some = load_dataset("mnist", data_dir=tmp_path / "shared", n_test=2)
+    assert len(some.x_test) == 2 and "[first 2 of 20 test examples]" in some.source
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_memory_follows_the_examples_read_not_the_file(tmp_path):
+    # The issue's file: 510,000 test images (400 MB once inflated) in a file of under 2 MB.
+    # Reading the first 1,000 decompresses and allocates those rows only (reading it all
+    # peaked at 5.4 GB in the analysis).
+    npz = _zeros_npz(tmp_path / "inflating.npz", (510_000, 28, 28), labels=510_000)
+    assert npz.stat().st_size < 2 << 20
+    script = f"""
+from subnet import data
+dataset = data.load_dataset({str(npz)!r}, n_test=1000)
+print(dataset.x_test.shape, dataset.source)
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+print(int(status) // 1024)
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"(1000, 28, 28, 1) {npz} [first 1,000 of 510,000 test examples]"
+    assert int(lines[-1]) < 150  # MiB of peak memory: the interpreter and numpy, about 40
 
 
 # ------------------------------------------------------------------------------------------
@@ -1140,7 +1237,8 @@ def test_argument_types_and_data_dir_with_path(tmp_path):
     with pytest.raises(TypeError, match=r"`data_dir` must be a path or None"):
         load_dataset("mnist", data_dir=1)
     np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
-    with pytest.raises(ValueError, match=r"`data_dir` only applies to the named data sets"):
+    with pytest.raises(ValueError, match=r"data_dir \(command line: --data-dir\) .* only "
+                       r"applies to the named data sets"):
         load_dataset(tmp_path / "t.npz", data_dir=tmp_path)
 
 

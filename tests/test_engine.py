@@ -191,14 +191,15 @@ def test_a_softmax_classifier_followed_by_dropout_outputs_probabilities(tail):
         np.testing.assert_allclose(backend.probabilities(x, full)[0], expected, atol=1e-5)
 
 
-def test_a_fallback_to_the_graph_backend_is_warned_and_recorded(tmp_path):
+def test_a_fallback_to_the_graph_backend_is_recorded_without_a_warning(tmp_path):
     inputs = keras.Input((28, 28))
     x = keras.layers.Conv1D(4, 3, name="c")(inputs)
     x = keras.layers.Conv1D(3, 3, padding="causal", name="k")(x)  # the fast backend cannot
     x = keras.layers.Flatten()(x)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name="causal")
     x_test = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
-    with pytest.warns(RuntimeWarning, match=r"'causal'.*causal padding.*graph backend"):
+    with warnings.catch_warnings():  # the graph backend is as good: nothing to warn about
+        warnings.simplefilter("error", RuntimeWarning)
         record = record_masks(model, x_test, np.arange(5), 3, rate=0.5, out=tmp_path / "r",
                               progress=False)
     assert record.meta["backend"] == "graph"

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import tracemalloc
 import zipfile
 
@@ -551,3 +552,51 @@ def test_deep_walkers_are_iterative():
     assert len(list(models._walk_layer_configs(config))) == 3000
     assert models._code_in_config(config) == []
     assert len(models._code_objects(deeply_nested_code(3000))) == 3002
+
+
+def _corrupt_member(path, out, name, payload):
+    """``path`` with an extra deflated member ``name`` whose compressed bytes are damaged."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.writestr(name, payload, compress_type=zipfile.ZIP_DEFLATED)
+    raw = bytearray(out.read_bytes())
+    start = raw.index(name.encode()) + len(name)  # the member's data follows its local header
+    raw[start:start + 8] = b"\xff" * 8
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def test_refused_and_malformed_archives_leave_nothing_in_the_temporary_directory(
+        tmp_path, monkeypatch, x4):
+    """Keras extracts a .keras archive with extra files into a folder of the temporary
+    directory and left it there when the load failed; load_model removes it."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    good = tmp_path / "good.keras"
+    small_model().save(good)
+    with_assets = rewrite_keras_config(good, lambda c: c, out=tmp_path / "assets.keras",
+                                       extra={"assets/notes.txt": b"kept with the model"})
+    broken = _corrupt_member(good, tmp_path / "broken.keras", "assets/notes.txt",
+                             bytes(range(256)) * 64)
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Dense(3)(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "code.keras")
+    code = rewrite_keras_config(tmp_path / "code.keras", lambda c: c,
+                                out=tmp_path / "code_assets.keras",
+                                extra={"assets/notes.txt": b"x"})
+    with pytest.raises(ModelFileError, match=r"Could not load model file .*broken\.keras"):
+        load_model(broken)
+    for path in (tmp_path / "code.keras", code):
+        with pytest.raises(UntrustedModelError, match=r"--trust-model"):
+            load_model(path)
+    with pytest.raises(ModelFileError, match=r"Could not load model file .*code_broken"):
+        load_model(_corrupt_member(code, tmp_path / "code_broken.keras", "assets/more.txt",
+                                   bytes(range(256)) * 64), trust=True)
+    np.testing.assert_allclose(load_model(with_assets)(x4), small_model_outputs(good, x4))
+    assert sorted(p.name for p in temp.iterdir()) == []
+
+
+def small_model_outputs(path, x):
+    return keras.models.load_model(path)(x)

@@ -24,10 +24,12 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
     """Builds a masked-evaluation backend for a model.
 
     With ``"auto"``: the fast backend for a chain of layers; for another graph (or a chain the
-    fast backend cannot run), the graph backend, which slices any supported graph per mask;
-    where neither can, the reference backend (same results, slower). Each step down is warned
-    about in one line (:class:`RuntimeWarning`) saying why. The backend returned says which one
-    it is (``name``) and, after such a fallback, why (``fallback_reason``; None otherwise).
+    fast backend cannot run), the graph backend, which slices any supported graph per mask
+    (the same results; the best backend for such a model, so not warned about); where neither
+    can, the reference backend (same results, slower), which is warned about in one line
+    (:class:`RuntimeWarning`) saying why. The backend returned says which one it is (``name``)
+    and, when it is not the fast one under ``"auto"``, why (``fallback_reason``; None
+    otherwise), which records and reports keep.
 
     Args:
         chain: The model split at its sites (:func:`subnet.engine.chain.analyse_chain`).
@@ -60,8 +62,8 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
         reasons.append(str(err).split("; use backend=")[0].rstrip("."))
         engine = ReferenceBackend(chain, rescale=rescale, jit=True)
     reason = "; ".join(reasons)
-    slower = "" if engine.name == "graph" else ", slower"
-    warnings.warn(f"Model {chain.model.name!r}: {reason}; the {engine.name} backend evaluates "
-                  f"it instead (same results{slower}).", RuntimeWarning, stacklevel=2)
+    if engine.name == "reference":  # the graph backend is the right one: nothing to warn about
+        warnings.warn(f"Model {chain.model.name!r}: {reason}; the reference backend evaluates "
+                      "it instead (same results, slower).", RuntimeWarning, stacklevel=2)
     engine.fallback_reason = reason
     return engine

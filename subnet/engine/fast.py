@@ -33,6 +33,7 @@ the classifier, a softmax activation or ``Softmax`` layer over the classes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -233,7 +234,11 @@ class FastBackend:
         self.n_classes = int(chain.model.outputs[0].shape[-1])
         self._prefix_shape = prefix_shape
         self._prefix_cache = None
-        self._program = tf.function(self._block, input_signature=[
+        # One compiled program per backend, traced once: a partial (not the bound method) so that
+        # TensorFlow counts its traces per backend. Keyed by the method's code, the backends of
+        # a loop over models (iterative pruning, one record per step) would add up to its
+        # "excessive retracing" warning, though none of them retraces.
+        self._program = tf.function(functools.partial(FastBackend._block, self), input_signature=[
             tf.TensorSpec((None, *prefix_shape), tf.float32),
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),

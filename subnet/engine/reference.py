@@ -16,6 +16,8 @@ backend is faster.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from subnet._tf import keras, tf
@@ -34,7 +36,7 @@ class ReferenceBackend:
         rescale: Multiply kept units by 1 / keep, as inverted dropout does.
         batch_size: (mask, example) rows per Keras call.
         jit: Run the masked model as an XLA-compiled function over fixed-size blocks (needs
-            Keras's TensorFlow backend; otherwise ``predict_on_batch``).
+            Keras's TensorFlow backend; otherwise eager calls of the masked model).
     """
 
     name = "reference"
@@ -50,8 +52,9 @@ class ReferenceBackend:
             self._build(chain, rescale=rescale, batch_size=batch_size)
         self._compiled = None
         if jit and keras.backend.backend() == "tensorflow":
-            model = self._model
-            self._compiled = tf.function(lambda x, v: model([x, v], training=False),
+            # A partial, so that TensorFlow counts the traces of each backend's function on
+            # their own (see FastBackend): one per record is no "excessive retracing".
+            self._compiled = tf.function(functools.partial(_call, self._model),
                                          jit_compile=True, reduce_retracing=True)
 
     def _build(self, chain: Chain, *, rescale: bool, batch_size: int) -> None:
@@ -115,7 +118,10 @@ class ReferenceBackend:
             stop = min(n_masks, start + rows_per_mask)
             tiled_x = np.tile(x, (stop - start,) + (1,) * (x.ndim - 1))
             tiled_values = np.repeat(values[start:stop], n_examples, axis=0)
-            prob = self._model.predict_on_batch([tiled_x, tiled_values])
+            # Called eagerly: predict_on_batch would trace a function for each new masked
+            # model (one per extraction check), for a few calls; the numbers are the same.
+            prob = keras.ops.convert_to_numpy(self._model([tiled_x, tiled_values],
+                                                          training=False))
             out.append(np.asarray(prob, dtype=np.float32).reshape(stop - start, n_examples, -1))
         return np.concatenate(out) if out else np.zeros((0, n_examples, 0), np.float32)
 
@@ -134,3 +140,8 @@ class ReferenceBackend:
             stop = min(n_rows, start + block)
             out[start:stop] = np.asarray(prob)[:stop - start]
         return out.reshape(n_masks, n_examples, self.n_classes)
+
+
+def _call(model, x, v):
+    """The masked model on examples ``x`` and unit values ``v``, in inference mode."""
+    return model([x, v], training=False)

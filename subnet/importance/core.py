@@ -391,9 +391,10 @@ def check_record(source, estimator: str):
         raise InputTypeError(f"Estimator {estimator!r} reads a MaskRecord (from record_masks). "
                         f"Received: {type(source).__name__}")
     if source.n_masks < 2:
-        raise InputError(f"Estimator {estimator!r} needs at least 2 masks in the record; it has "
-                         f"{source.n_masks}. Record more masks with record_masks(..., resume=True)."
-                         )
+        raise InputError(f"Estimator {estimator!r} needs at least 2 masks in the record "
+                         f"{source.path}; it has {source.n_masks}. Record more masks into it: "
+                         "record_masks(..., resume=True) with a larger n_masks (command line: "
+                         "python -m subnet.record ... --resume --masks N).")
     return source
 
 
