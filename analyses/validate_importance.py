@@ -10,6 +10,9 @@
    how many masks until the top-k set stops changing (Jaccard >= 0.9 between two seeds);
    and how few top-ranked units must be removed to bring accuracy to <= 20 % (the Neuron
    Shapley experiment), for mask statistics, L1 magnitude and random orderings.
+
+Networks trained without dropout, at a keep probability chosen by subnet.keep.calibrate_keep:
+analyses/validate_calibrated.py (reports/validate_importance).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Ground truth: exact Banzhaf values by enumerating every mask, and leave-one-out ablation."""
+"""Ground truth: exact q-weighted Banzhaf values by enumerating every mask, and leave-one-out
+ablation."""
 
 from __future__ import annotations
 
@@ -49,11 +50,14 @@ def _backend(model, rate, backend: str, rescale: bool):
 def exact_banzhaf(model, x, y, metric: str = "accuracy",
                   rate: float | Mapping[str, float] | None = None, *, backend: str = "auto",
                   rescale: bool = True, chunk: int = 256) -> Importance:
-    """Exact keep-weighted Banzhaf values by evaluating all 2^n masks (n <= 16 units).
+    """Exact q-weighted Banzhaf values by evaluating all 2^n masks (n <= 16 units).
 
     The value of unit i is E[f | i kept] − E[f | i dropped] under masks that keep each unit
-    independently with its site's keep probability (exactly the Banzhaf value at keep 0.5),
-    computed by weighting every mask by its probability. This is the limit that the record
+    independently with its site's keep probability q, computed by weighting every mask by its
+    probability. With one q for every site this is the q-weighted Banzhaf value (a binomial
+    semivalue: a coalition S of the other units weighs q^|S| (1 − q)^(n−1−|S|)), the classic
+    Banzhaf value at q = 0.5; with keep probabilities that differ by site, the partial
+    derivative of the game's multilinear extension at q. This is the limit that the record
     estimators converge to, with the same masking (and rescaling) as :func:`~subnet.record_masks`.
 
     Args:
