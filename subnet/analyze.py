@@ -144,8 +144,13 @@ class Settings:
             if not ok:
                 where = f"--{name.replace('_', '-')}" if name in _CLI_SETTINGS else \
                     f"Settings.{name}"
+                value = getattr(self, name)
+                if isinstance(value, tuple) and where.startswith("--"):  # as it was typed
+                    shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+                else:
+                    shown = repr(value)
                 raise InputError(f"Invalid value for {where}: expected {expected}. Received: "
-                                 f"{clean(repr(getattr(self, name)), limit=200)}")
+                                 f"{clean(shown, limit=200)}")
 
         def count(name, low):
             high = LIMITS[name]
@@ -489,7 +494,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
         model, data, settings, rate, ood_data, _subnetwork_files(comparison, settings),
         trust=trust_model))
     answer = _answer(comparison, settings, blog)
-    answer["subnetwork"] = _save_subnetwork(answer.pop("model_file", None), comparison, out)
+    answer["subnetwork"] = _save_subnetwork(answer, out)
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
     if blog.get("accuracy_dropout_on_mean") is None:  # no Dropout layer: unit masks stand in
         accuracy = np.asarray(recorded["mask_accuracy"])
@@ -1049,30 +1054,66 @@ def _answer(comparison: dict | None, settings: Settings, blog: dict) -> dict:
     smallest_by_method = {m: (_describe(by_method[m], comparison, key) if m in by_method else
                               None) for m in settings.methods}
     # tfmot keeps the dense shape and reinit is not a part of the model: neither is a subnetwork.
-    structured = [v for m, v in smallest_by_method.items() if v and m not in ("tfmot", "reinit")]
-    smallest = min(structured, key=lambda e: (e["budget_flops_fraction"], -e["accuracy_mean"]),
-                   default=None)
+    # The smallest budget any method meets; there, the best method by validation accuracy
+    # (the thorough protocol's split) or, without one, by the measured accuracy. No method is
+    # preferred by name.
+    structured = [v for m, v in smallest_by_method.items() if v and m not in SHAPELESS]
+    smallest = min(structured, key=lambda e: (e["budget_flops_fraction"],
+                                              -_choice_accuracy(e)), default=None)
+    best = None if smallest is not None else _most_accurate(comparison, key)
+    chosen = smallest or best
     return {"tolerance": tol, "dense_accuracy": reference, "dense_accuracy_basis": basis,
             "dense_accuracy_dropout_off": off, "comparison_dense_accuracy": dense["accuracy"],
             "smallest": smallest, "smallest_by_method": smallest_by_method,
+            "most_accurate": best, "chosen_by": _CHOSEN_BY[chosen is not None and
+                                                        "val_accuracy_mean" in chosen],
             "measured_after": "fine-tuning" if key == "accuracy_finetuned_mean" else "one-shot",
-            "model_file": smallest.get("model_file") if smallest else None,
+            "model_file": chosen.get("model_file") if chosen else None,
             "dense_finetuned": dense.get("finetuned"),
             "sentences": _sentences(reference, basis, blog["n_test"], smallest,
-                                    smallest_by_method, settings, key, dense.get("finetuned"))}
+                                    smallest_by_method, settings, key, dense.get("finetuned"))
+            + _none_met(best, settings)}
 
 
-def _save_subnetwork(chosen: str | None, comparison: dict | None, out: Path) -> dict | None:
-    """Copies the answer's subnetwork (or, if none met the tolerance, the most accurate one of
-    the first structured method at the largest budget) to ``out/subnetwork.keras``."""
-    within = chosen is not None
-    if not within:
-        rows = [r for r in (comparison or {}).get("rows", []) if r.get("model_file")]
-        if not rows:
-            return None
-        largest = max(r["budget_flops_fraction"] for r in rows)
-        row = rows[[r["budget_flops_fraction"] for r in rows].index(largest)]
-        chosen = f"models/{Path(row['model_file']).name}"
+#: Methods whose rows are not subnetworks: TFMOT keeps the dense shape; reinit is a control.
+SHAPELESS = ("tfmot", "reinit")
+_CHOSEN_BY = {True: "validation accuracy",
+              False: "test accuracy (the quick protocol holds out no validation split)"}
+
+
+def _choice_accuracy(entry: dict) -> float:
+    """What the answer's subnetwork is chosen by: validation accuracy where the protocol
+    measured it, else the measured (test) accuracy."""
+    value = entry.get("val_accuracy_mean")
+    return entry["accuracy_mean"] if value is None else value
+
+
+def _most_accurate(comparison: dict, key: str) -> dict | None:
+    """Where no method meets the tolerance: the most accurate subnetwork of any method and
+    budget (by :func:`_choice_accuracy`; ties: the smaller budget) that has a model file."""
+    entries = [e for e in comparison["summary"] if e["method"] not in SHAPELESS and
+               e.get(key) is not None]
+    described = [_describe(e, comparison, key) for e in entries]
+    described = [d for d in described if d["model_file"]]
+    return max(described, key=lambda d: (_choice_accuracy(d), -d["budget_flops_fraction"]),
+               default=None)
+
+
+def _none_met(best: dict | None, settings: Settings) -> list[str]:
+    if best is None:
+        return []
+    return [f"No method met the tolerance, so subnetwork.keras is the most accurate subnetwork "
+            f"found: {method_name(best['method'])} at {best['budget_flops_fraction']:.3g} of the "
+            f"FLOPs ({best['flops_reduction']:.1f}x fewer), {_spread(best)}."]
+
+
+def _save_subnetwork(answer: dict, out: Path) -> dict | None:
+    """Copies the answer's subnetwork (the smallest within the tolerance or, where none met it,
+    the most accurate one found: :func:`_answer` chose it) to ``out/subnetwork.keras``."""
+    chosen = answer.pop("model_file", None)
+    if chosen is None:
+        return None
+    within = answer.get("smallest") is not None
     _copy_atomic(out / chosen, out / "subnetwork.keras")
     method, budget, seed = Path(chosen).stem.rsplit("_", 2)
     return {"file": "subnetwork.keras", "method": method, "budget_flops_fraction": float(budget),
@@ -1088,6 +1129,8 @@ def _describe(entry: dict, comparison: dict, key: str) -> dict:
             "widths_per_seed": [r.get("widths") for r in rows],
             "accuracy_mean": entry[key], "accuracy_std": entry[key.replace("_mean", "_std")],
             "seeds": entry["seeds"],
+            **({"val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in rows]))}
+               if all(r.get("val_accuracy") is not None for r in rows) else {}),
             "flops_reduction": comparison["dense"]["flops"] / entry["flops"],
             "params_reduction": comparison["dense"]["params"] / entry["params"],
             "model_file": f"models/{Path(first['model_file']).name}"

@@ -40,7 +40,7 @@ def case(tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["{model}", "--budgets", "0.5,2"], ["--budgets", "(0, 1)"]),
+    (["{model}", "--budgets", "0.5,2"], ["--budgets", "(0, 1)", "Received: 0.5,2"]),
     (["{dir}/missing.keras"], ["Model file not found", "missing.keras"]),
     (["{model}", "--dataset", "{dir}/nowhere.npz"], ["--dataset", "nowhere.npz", "unknown"]),
     (["{model}", "--ood", "nowhere"], ["--ood", "nowhere", "none"]),
