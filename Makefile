@@ -99,7 +99,8 @@ LOCATED := --methods magnitude --allocations uniform --budgets 1/12,1/16,1/20,1/
 analyses-frontier:
 	$(BIN)/python analyses/frontier.py --control-recipe labels --jobs $(JOBS) \
 	    --best-dense reports/blog_mechanism/expected_pooling_parents.json
-	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --control-recipe labels --jobs $(JOBS)
+	$(BIN)/python analyses/frontier.py $(FRONTIER_FASHION) --control-recipe labels --jobs $(JOBS) \
+	    --best-dense reports/blog_mechanism/fashion_mnist/expected_pooling_parents.json
 	$(BIN)/python analyses/frontier.py $(LOCATED) --out reports/frontier_located --jobs $(JOBS)
 	$(BIN)/python analyses/frontier.py $(LOCATED) --teacher none \
 	    --out reports/frontier_located_no_teacher --jobs $(JOBS)

@@ -713,8 +713,24 @@ def _within_the_whole(rows, controls, pairs, references=None) -> dict | None:
         against[name] = [int(round(a * n_test)) for a in accuracies]
     out["references"] = {name: float(np.sum(c)) / (len(c) * n_test) for name, c in
                          against.items()}
+    # The same readouts on the validation images (against the whole's validation counts).
+    n_val = rows[0].get("n_val")
+    whole_val = [_counts(c, "val", n_val) for c in wholes] if n_val else None
     for m, a in pairs:
         mine = [r for r in rows if r["method"] == m and r["allocation"] == a]
+        if whole_val is not None:
+            right, total = int(np.sum(whole_val)), len(whole_val) * n_val
+            points = {}
+            for key, ok in (
+                    ("within_half_point", lambda r, right=right, total=total:
+                     200 * (r["val_correct_total"] - right) >= -total),
+                    ("within_1.25x_error", lambda r, right=right, total=total:
+                     4 * (total - r["val_correct_total"]) <= 5 * (total - right))):
+                passing = [r for r in mine if r["parents"] == len(whole_val) and ok(r)]
+                best = max(passing, key=lambda r: r["flops_reduction"], default=None)
+                points[key] = None if best is None else {
+                    "budget": best["budget"], "flops_reduction": best["flops_reduction"]}
+            out.setdefault("methods_val", {})[f"{m}/{a}"] = points
         for name, counts in against.items():
             parents, right = len(counts), int(np.sum(counts))
             total = parents * n_test

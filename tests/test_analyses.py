@@ -663,3 +663,52 @@ def test_frontier_holds_each_curve_to_the_best_dense_predictor_too(tmp_path):
     assert best["within_1.25x_error"]["budget"] == 0.25
     with pytest.raises(ValueError, match="has no parents \\[2\\]"):
         frontier._dense_references(path, [0, 2], controls)
+
+
+def test_the_answer_reads_the_located_frontier_and_the_recipe_table():
+    import answer
+
+    crossing = {"reduction": 21.3, "bound": "interpolated", "ci_low": 18.0, "ci_high": 25.5,
+                "censored_share": 0.0}
+    assert answer.crossing_text(crossing, "test") == \
+        "on test at 21.3x fewer FLOPs (95 % interval 18.0–25.5x)"
+    assert "already above 1 %" in answer.crossing_text(
+        {"reduction": 4.0, "bound": "below_grid"}, "test")
+    row = {"method": "magnitude", "allocation": "uniform", "budget": 0.0625,
+           "test_accuracy_mean": 0.991, "test_accuracy_sd": 0.001}
+    f = {"settings": {"methods": ["magnitude"], "allocations": ["uniform"],
+                      "budgets": [1 / 16, 1 / 20]},
+         "parents": [{}, {}], "rows": [row],
+         "crossing_1pct": {"magnitude/uniform": {"test": crossing, "val": crossing}},
+         "smallest_within_1pct_test": {"magnitude/uniform": {
+             "budget": 0.05, "flops_reduction": 20.4, "params_reduction": 25.0,
+             "test_error_mean": 0.0098, "test_accuracy_sd": 0.0005}},
+         "controls": [{"control": "scratch_e", "budget": 0.0625, "test_accuracy": a}
+                      for a in (0.985, 0.987)] +
+                     [{"control": "whole", "budget": 1.0, "test_accuracy": 0.994}]}
+    text = answer.located_arm("located", f)
+    assert "21.3x" in text and "1/20: 20.4x fewer FLOPs" in text and "target, 20x" in text
+    assert text.endswith("is met.")
+    assert "not met" in answer.located_arm("located_no_teacher", {
+        **f, "smallest_within_1pct_test": {"magnitude/uniform": {
+            **f["smallest_within_1pct_test"]["magnitude/uniform"], "flops_reduction": 12.0}}})
+    table = answer.recipe_table({"located": f, "located_no_teacher": None})
+    assert table[0] == "| at 1/16 of the FLOPs | teacher |"
+    assert "| inherited (pruned gradually, then fine-tuned) | 99.10 ± 0.10 % |" in table
+    assert any("Scratch-E" in line and "98.60 ± 0.14 %" in line for line in table)
+    assert any("rewound" in line and "not run yet" in line for line in table)
+
+
+def test_the_answer_says_a_published_shape_needs_no_pruning_where_it_meets_the_target():
+    import answer
+
+    f = {"summary": {"dense_flops": 4_586_000},
+         "published": [{"source": "SBP", "widths": {"conv1": 3, "conv2": 18, "dense": 283},
+                        "error": 0.0086}],
+         "controls": [{"control": "published", "label": "SBP", "flops": 428_600,
+                       "test_accuracy": a} for a in (0.9902, 0.9904, 0.9903)]}
+    text = answer.published_note(f)
+    assert "without a 99.5 % teacher" in text
+    assert "SBP's shape (3-18-283) reaches 0.97 % error at 10.7x" in text
+    f["controls"] = [{**c, "test_accuracy": 0.98} for c in f["controls"]]
+    assert "needs no pruning" not in answer.published_note(f)
