@@ -551,7 +551,8 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 def _corrupt(path: Path, why: str) -> RecordError:
     return RecordError(f"Chunk file {path} is corrupt or incomplete ({why}). Delete it and resume "
-                       f"the record (resume=True) to recompute those masks.")
+                       "the record (resume=True; command line: --resume) to recompute those "
+                       "masks.")
 
 
 def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -1177,8 +1178,8 @@ class MaskRecord:
             has_record = (path / _META).exists() or _holds_chunk_files(path)
             if has_record or not exist_ok:
                 what = "a mask record" if has_record else "files"
-                raise RecordError(f"Folder {path} already holds {what}: use resume=True to "
-                                  f"continue it, or choose another folder.")
+                raise RecordError(f"Folder {path} already holds {what}: use resume=True (command "
+                                  "line: --resume) to continue it, or choose another folder.")
         return MaskRecord._start(path, meta, labels, example_indices, num_classes)
 
     @staticmethod

@@ -471,7 +471,8 @@ def test_overlapping_chunk_files_are_refused_on_load(tmp_path):
 
 def test_create_refuses_a_non_empty_folder_and_load_a_missing_one(tmp_path):
     full_record(tmp_path / "r", n_masks=6, chunk_size=3)
-    with pytest.raises(RecordError, match=r"use resume=True to continue it, or choose another"):
+    with pytest.raises(RecordError, match=r"use resume=True \(command line: --resume\) to "
+                       "continue it, or choose another"):
         MaskRecord.create(tmp_path / "r", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
     with pytest.raises(RecordError, match=r"resume=True"):
         MaskRecord.create(tmp_path / "r", make_meta(), LABELS, EXAMPLES, NUM_CLASSES,
