@@ -6,8 +6,11 @@ whole, and how that compares with magnitude pruning. Stages, each resumable with
 
 1. ``blog``: test accuracy with dropout off and on (element-wise, as Keras applies it), the class
    probabilities of a few test images across passes;
-2. ``record``: random unit masks at the sites' dropout rates on test examples
-   (:func:`subnet.record_masks`), per-mask and per-example accuracy;
+2. ``record``: random unit masks at the sites' keep probabilities on test examples
+   (:func:`subnet.record_masks`), per-mask and per-example accuracy. The keep probabilities
+   (``keep``, before ``blog``) are the model's own dropout rates where every site has a Dropout
+   and masks at them are not near chance, else calibrated on held-out training examples
+   (:func:`subnet.record.choose_keep`, :func:`subnet.calibrate_keep`), or ``--rate R``;
 3. ``importance``: Banzhaf values with 95 % intervals and FDR-controlled significance,
    class-conditional importance and the interaction graph of the top units;
 4. ``comparison``: subnetworks chosen by mask statistics, magnitude, random units and TFMOT at
@@ -42,7 +45,7 @@ from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.method_names import method_name
-from subnet.record import site_rates
+from subnet.record import NEAR_CHANCE, parse_rate
 from subnet.results import SCHEMA_VERSION
 
 __all__ = ["Settings", "analyze", "main"]
@@ -51,7 +54,7 @@ DATASETS = ("mnist", "fashion_mnist")
 METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz", "activation",
            "ablation", "tfmot", "reinit")
 FORMATS = ("html", "pdf", "json")
-STAGES = ("blog", "record", "importance", "comparison", "uncertainty")
+STAGES = ("keep", "blog", "record", "importance", "comparison", "uncertainty")
 THOROUGH_METHODS = ("banzhaf", "magnitude", "taylor", "random")
 # What a run writes in --out, and so all that a new run there may delete (see subnet._outdir).
 _FINAL_OUTPUTS = ("results.json", "report.html", "report.pdf", "subnetwork.keras",
@@ -83,7 +86,11 @@ class Settings:
         dataset: ``mnist``, ``fashion_mnist`` or a ``.npz`` path; None infers it.
         masks: Random masks recorded on the test examples.
         examples: Test examples the masks are evaluated on.
-        rate: Dropout rate for sites with no Dropout after them (None: the model's rates only).
+        rate: ``"auto"`` (None is the same): the model's own dropout rates where every site
+            has a Dropout and random subnetworks at them are not within 5 points of chance,
+            else one keep probability calibrated on the last ``selection_examples`` training
+            examples (:func:`subnet.record.choose_keep`); or a dropout rate in (0, 1) for sites
+            with no Dropout after them.
         seed: Base seed; comparison seeds are ``seed, seed + 1, ...``.
         repeats: Seeds of the comparison.
         budgets: FLOP fractions of the comparison.
@@ -110,7 +117,7 @@ class Settings:
     dataset: str | None = None
     masks: int = 1500
     examples: int = 1000
-    rate: float | None = None
+    rate: float | str | None = "auto"
     seed: int = 0
     repeats: int = 1
     budgets: tuple = (1 / 2, 1 / 8, 1 / 32)
@@ -161,10 +168,12 @@ class Settings:
             return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
                 and bool(np.isfinite(value))
 
+        if self.rate is None:
+            object.__setattr__(self, "rate", "auto")
         count("masks", 20)
         count("examples", 10)
-        check("rate", self.rate is None or (number(self.rate) and 0 < self.rate < 1),
-              "a dropout rate in (0, 1)")
+        check("rate", self.rate == "auto" or (number(self.rate) and 0 < self.rate < 1),
+              "'auto' or a dropout rate in (0, 1)")
         count("seed", 0)
         count("repeats", 1)
         count("passes", 1)
@@ -337,8 +346,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     from subnet.models import load_model
 
     model = load_model(model_path, trust=trust_model)
-    rate = site_rates(model, settings.rate)  # model problems first, before loading data
-    _check_budgets(model, rate, settings.budgets)
+    _check_budgets(model, 0.5, settings.budgets)  # model problems first, before loading data
     _check_methods(model, settings.methods)
     data, inferred = _dataset(model, settings, data_dir, log, max_data_bytes)
     settings = dataclasses.replace(settings, dataset=settings.dataset or inferred)
@@ -353,7 +361,7 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
     with claim(out, "subnet.analyze", OUTPUTS, fresh=not resume):
         if source is not None and not (out / "record").exists():
             _copy_tree_atomic(Path(source.path), out / "record")
-        return _run(model, model_path, out, settings, data, rate, formats=formats,
+        return _run(model, model_path, out, settings, data, formats=formats,
                     resume=resume, trust_model=trust_model, progress=progress,
                     command=command, log=log, started=started, ood_data=ood_data,
                     executor=executor)
@@ -451,7 +459,7 @@ def _check_given_record(source, model, data, settings: Settings) -> None:
                           "here.")
 
 
-def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dict, *, formats,
+def _run(model, model_path: Path, out: Path, settings: Settings, data, *, formats,
          resume: bool, trust_model: bool, progress: bool, command, log, started: float,
          ood_data=None, executor=None) -> dict:
     """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
@@ -479,12 +487,16 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
             reused.append(name)
         return value
 
+    from subnet.keep import KeepProbabilities
     from subnet.models import with_dropout
 
     deterministic = with_dropout(model, on=False)
-    blog = stage("blog", lambda: _blog(model, deterministic, data, settings, rate))
     record_dir = out / "record"
-    recorded = stage("record", lambda: _record(deterministic, data, settings, rate, record_dir,
+    chosen = stage("keep", lambda: _keep(model, deterministic, data, settings, record_dir))
+    keep = KeepProbabilities.from_dict(chosen["keep"])
+    rate = keep.rates
+    blog = stage("blog", lambda: _blog(model, deterministic, data, settings, keep))
+    recorded = stage("record", lambda: _record(deterministic, data, settings, keep, record_dir,
                                                 progress, executor))
     importance = stage("importance", lambda: _importance(record_dir))
     comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
@@ -495,6 +507,10 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
         trust=trust_model))
     answer = _answer(comparison, settings, blog)
     answer["subnetwork"] = _save_subnetwork(answer, out)
+    keep_section = _keep_section(chosen, recorded)
+    sentence = _chance_sentence(keep_section)
+    if sentence:  # one sentence, after the answer's own
+        answer["sentences"] = [*answer.get("sentences", []), sentence]
     blog = {**blog, "mask_accuracy": recorded["mask_accuracy"], "record": recorded["record"]}
     if blog.get("accuracy_dropout_on_mean") is None:  # no Dropout layer: unit masks stand in
         accuracy = np.asarray(recorded["mask_accuracy"])
@@ -520,6 +536,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, rate: dic
             timings[name] for name in reused), 1)},
         "reused_stages": reused,
         "model": _model_summary(deterministic, rate),
+        "keep": keep_section,
         "blog": blog,
         "robustness": recorded["robustness"],
         "importance": importance,
@@ -729,7 +746,7 @@ def _check_token_ids(model, data, name) -> None:
                          "encode the text with the vocabulary the model was trained with.")
 
 
-def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
+def _blog(model, deterministic, data, settings: Settings, keep) -> dict:
     """Test accuracy with dropout off and on; probability spread of a few test images."""
     from subnet.engine.mc import mc_dropout
     from subnet.extraction import accuracy
@@ -753,10 +770,13 @@ def _blog(model, deterministic, data, settings: Settings, rate: dict) -> dict:
         from subnet.engine.chain import analyse_chain
         from subnet.masks import sample_masks
 
-        result["dropout"] = "unit masks at the sites' rates (the model has no Dropout layer)"
-        chain = analyse_chain(deterministic, rate)
+        result["dropout"] = (f"unit masks at keep {_keep_words(keep)} (the model has no "
+                             "Dropout layer)")
+        chain = analyse_chain(deterministic, keep.rates)
         masks = sample_masks(chain.table.unit_keep(), settings.seed, range(200))
-        probabilities = make_backend(chain).probabilities(data.x_test[picks], masks)
+        engine = make_backend(chain)
+        engine.set_site_scale(keep.site_scale(chain.table.names))
+        probabilities = engine.probabilities(data.x_test[picks], masks)
     result["examples"] = [
         {"index": int(i), "label": int(data.y_test[i]), "image": _image(data.x_test[i]),
          "prob_mean": probabilities[:, k].mean(axis=0).tolist(),
@@ -893,8 +913,89 @@ def _image(x: np.ndarray):
     return np.round(np.clip(image, 0, 1), 2).tolist()
 
 
-def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Path,
+def _keep_words(keep) -> str:
+    """``q = 0.86, kept units not rescaled``: a KeepProbabilities in words."""
+    values = sorted(set(keep.keep.values()))
+    q = f"q = {values[0]:.3g}" if len(values) == 1 else \
+        "q = " + ", ".join(f"{n} {v:.3g}" for n, v in keep.keep.items())
+    return q + (", kept units scaled by 1/q" if keep.rescale else ", kept units not rescaled")
+
+
+def _keep(model, deterministic, data, settings: Settings, record_dir: Path) -> dict:
+    """The keep probabilities of the record (:func:`subnet.record.choose_keep`): those of a
+    record already in ``record_dir`` (--record's copy), else chosen on the last
+    ``selection_examples`` training examples (those the comparison holds out to choose units
+    on; never the test set), with the settings' seed."""
+    from subnet.record import choose_keep, keep_of_record
+
+    if (record_dir / "meta.json").is_file():
+        from subnet.masks import MaskRecord
+
+        keep = keep_of_record(MaskRecord.load(record_dir).meta)
+        return {"keep": keep.to_dict(), "check": None, "held_out": None,
+                "how": "taken from the given record (--record)"}
+    x = y = held_out = None
+    if settings.rate == "auto" and data.x_train is not None and len(data.x_train) >= 10:
+        n = min(settings.selection_examples, len(data.x_train))
+        x, y = data.x_train[-n:], data.y_train[-n:]
+        held_out = (f"the last {n} training examples (those the comparison holds out to choose "
+                    "units on; never the test set)")
+    keep, check = choose_keep(deterministic, settings.rate, x, y, seed=settings.seed,
+                              held_out=held_out, rates_from=model)
+    how = {"model": "the model's own dropout rates (kept units scaled by 1/q)",
+           "given": f"--rate {settings.rate} for sites with no Dropout after them",
+           "auto": "calibrated so that random subnetworks' mean accuracy sits halfway between "
+                   "chance and the whole model"}[keep.source]
+    return {"keep": keep.to_dict(), "check": check, "held_out": held_out, "how": how}
+
+
+def _keep_section(chosen: dict, recorded: dict) -> dict:
+    """results.json's ``keep``: the keep probabilities per site, their source, how they were
+    chosen, the statistic they define, and the record's masked-accuracy distribution with
+    chance and the whole model."""
+    accuracy = np.asarray(recorded["mask_accuracy"], float)
+    chance, whole = recorded.get("chance"), recorded.get("whole")
+    mean = float(accuracy.mean())
+    edges = np.linspace(0.0, 1.0, 41)
+    distribution = {
+        "examples": recorded["record"]["n_examples"], "masks": int(len(accuracy)),
+        "chance": chance, "whole": whole, "mean": mean,
+        "std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
+        "quantiles": {str(q): float(np.quantile(accuracy, q))
+                      for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)},
+        "histogram": {"edges": edges.tolist(),
+                      "counts": np.histogram(np.clip(accuracy, 0, 1), edges)[0].tolist()},
+        "position": None, "near_chance": None}
+    if chance is not None and whole is not None:
+        distribution["near_chance"] = bool(mean - chance < NEAR_CHANCE)
+        if whole - chance > 0:
+            distribution["position"] = float((mean - chance) / (whole - chance))
+    q = sorted(set(chosen["keep"]["keep"].values()))
+    return {**chosen["keep"], "how": chosen["how"], "held_out": chosen["held_out"],
+            "model_rates_check": chosen["check"],
+            "statistic": ("q-weighted Banzhaf value (a binomial semivalue: E[metric | unit "
+                          "kept] - E[metric | unit dropped] over masks keeping each unit with "
+                          f"probability q; q = {q[0]:.3g}" + (" to " + f"{q[-1]:.3g}"
+                                                               if len(q) > 1 else "")
+                          + "; Banzhaf at q = 0.5)"),
+            "mask_accuracy": distribution}
+
+
+def _chance_sentence(keep_section: dict) -> str | None:
+    """The answer's sentence for a record whose random subnetworks' mean accuracy sits within
+    :data:`subnet.record.NEAR_CHANCE` of chance (None otherwise)."""
+    d = keep_section["mask_accuracy"]
+    if not d.get("near_chance"):
+        return None
+    return (f"Random subnetworks at these keep probabilities sit near chance (mean accuracy "
+            f"{d['mean']:.1%} against chance {d['chance']:.1%} and the whole model's "
+            f"{d['whole']:.1%}), so the unit importances and the mask-statistics subnetworks "
+            "rest on little information: record at a higher keep (--rate auto calibrates it).")
+
+
+def _record(deterministic, data, settings: Settings, keep, record_dir: Path,
             progress: bool, executor=None) -> dict:
+    from subnet.extraction import accuracy
     from subnet.record import record_masks
 
     n = min(settings.examples, len(data.x_test))
@@ -906,7 +1007,7 @@ def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Pat
         from subnet.masks import MaskRecord
 
         backend = MaskRecord.load(record_dir).meta.get("backend") or "auto"
-    record = record_masks(deterministic, x, y, settings.masks, seed=settings.seed, rate=rate,
+    record = record_masks(deterministic, x, y, settings.masks, seed=settings.seed, rate=keep,
                           out=record_dir, resume=True, progress=progress, executor=executor,
                           backend=backend)
     share = record.example_accuracy()
@@ -919,6 +1020,8 @@ def _record(deterministic, data, settings: Settings, rate: dict, record_dir: Pat
     return {
         "mask_accuracy": record.mask_accuracy().tolist(),
         "vote_accuracy": float(np.mean(mode == y)),
+        "chance": float(np.bincount(y).max() / len(y)),
+        "whole": float(accuracy(deterministic, x, y)),
         "record": {"n_masks": record.n_masks, "n_examples": record.n_examples,
                    "seed": settings.seed, "path": "record"},
         "robustness": {
@@ -1268,6 +1371,15 @@ def _comma_list(kind, name: str):
     return parse
 
 
+def _rate(text: str):
+    """An argparse type: ``auto`` or a dropout rate in (0, 1)."""
+    try:
+        return parse_rate(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(
+            str(err).removeprefix("Invalid value for --rate: ")) from None
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     d = Settings()
     parser = ArgumentParser(
@@ -1297,9 +1409,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="random masks (subnetworks) recorded on the test examples")
     parser.add_argument("--examples", type=int, default=d.examples,
                         help="test examples (the first N) each mask is evaluated on")
-    parser.add_argument("--rate", type=float, default=d.rate,
-                        help="dropout rate for sites with no Dropout layer after them "
-                             "(default: the model's own rates only)")
+    parser.add_argument("--rate", type=_rate, default=d.rate,
+                        help="auto (default): the model's own dropout rates where every site "
+                             "has a Dropout and masks at them are not near chance, else one keep "
+                             "probability calibrated on held-out training examples (the last "
+                             "1,000, 500 with --quick; never the test set) so that random "
+                             "subnetworks sit halfway between chance and the whole model; or R, "
+                             "a dropout rate in (0, 1) for sites with no Dropout after them")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="base seed (masks, fine-tuning; comparison seeds count up from it)")
     parser.add_argument("--repeats", type=int, default=d.repeats,

@@ -43,6 +43,7 @@ import numpy as np
 import subnet
 from subnet._cli import progress_bar
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.keep import KeepProbabilities
 from subnet.masks import (
     MaskRecord,
     check_record_folder,
@@ -54,8 +55,18 @@ from subnet.masks import (
 # TensorFlow is imported where it is used, so that `python -m subnet.record --help` and argument
 # errors answer at once.
 
-__all__ = ["AdaptiveStop", "data_fingerprint", "model_fingerprint", "record_chunk",
-           "record_masks", "shard_range", "site_rates"]
+__all__ = ["AdaptiveStop", "NEAR_CHANCE", "choose_keep", "data_fingerprint", "keep_of_record",
+           "model_fingerprint", "parse_rate", "record_chunk", "record_masks", "shard_range",
+           "site_rates"]
+
+#: How close to chance (a fraction of accuracy: 5 points) random subnetworks' mean accuracy may
+#: sit before the masks are called uninformative: the model's own rates are then replaced by
+#: calibrated keep probabilities (``rate="auto"``), and the analysis' answer says so.
+NEAR_CHANCE = 0.05
+
+#: Training examples (the last ones of the training split) python -m subnet.record calibrates
+#: the keep probabilities on, as python -m subnet.analyze's default ``selection_examples``.
+CALIBRATION_EXAMPLES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +162,145 @@ def site_rates(model, rate: float | None) -> dict:
     return rates
 
 
+def parse_rate(text) -> str | float:
+    """``--rate``'s value: ``"auto"`` or a dropout rate in (0, 1) (a float).
+
+    Raises:
+        InputError: For anything else.
+    """
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise InputError(f"Invalid value for --rate: expected auto (keep probabilities calibrated "
+                         f"on held-out training examples) or a dropout rate in (0, 1). "
+                         f"Received: {clean(str(text), limit=100)!r}")
+    return value
+
+
+def _mean_masked_accuracy(model, rates: Mapping[str, float], x, y, *, rescale: bool,
+                          n_masks: int, seed: int, backend: str) -> dict:
+    """Chance, the whole model's accuracy and random subnetworks' mean accuracy on (x, y)."""
+    from subnet.engine import make_backend
+    from subnet.engine.chain import analyse_chain
+    from subnet.models import check_examples
+
+    x, y, _ = check_examples(model, x, y)
+    chain = analyse_chain(model, dict(rates))
+    engine = make_backend(chain, backend, rescale=rescale)
+    whole = float(np.mean(engine.probabilities(x, np.ones((1, chain.table.n_units), bool))[0]
+                          .argmax(-1) == y))
+    masks = sample_masks(chain.table.unit_keep(), int(seed), range(int(n_masks)))
+    accuracy = float(np.mean(engine.probabilities(x, masks).argmax(-1) == y))
+    return {"chance": float(np.bincount(y).max() / len(y)), "whole": whole,
+            "mean_accuracy": accuracy, "examples": int(len(y)), "masks": int(n_masks),
+            "seed": int(seed), "rescale": bool(rescale)}
+
+
+def choose_keep(model, rate: str | float | None = "auto", x=None, y=None, *, seed: int = 0,
+                n_masks: int = 16, steps: int = 7, near_chance: float = NEAR_CHANCE,
+                backend: str = "auto", held_out: str | None = None, rates_from=None
+                ) -> tuple[KeepProbabilities, dict | None]:
+    """The keep probabilities a record of ``model`` is drawn with, and where they came from.
+
+    - ``rate=R`` (a float in (0, 1)): sites with no Dropout after them drop units at rate R,
+      the others at the model's own rate; kept units scaled by 1 / q (source ``"given"``, or
+      ``"model"`` when every site has its own Dropout).
+    - ``rate="auto"`` (or None): a model whose every site has a Dropout uses its own rates
+      (source ``"model"``, 1 / q scaling), unless random subnetworks at those rates sit within
+      ``near_chance`` of chance on (x, y); then, and for any model with a site without
+      Dropout, :func:`subnet.calibrate_keep` chooses one keep probability for every site (and
+      whether to rescale) on (x, y) (source ``"auto"``).
+
+    Args:
+        model: A ``keras.Model`` classifier, dropout off (:func:`subnet.models.with_dropout`).
+        rate: ``"auto"``, None (the same) or a dropout rate in (0, 1).
+        x: Held-out *training* examples (never the test set): needed unless ``rate`` is
+            given.
+        y: Their integer labels.
+        seed: Seed of the masks of the check and of the calibration.
+        n_masks: Masks per evaluated keep probability.
+        steps: Bisection steps of the calibration.
+        near_chance: The margin above chance (a fraction) below which masks count as at
+            chance.
+        backend: The masked-evaluation backend.
+        held_out: Which examples (x, y) are, in words, stored in the calibration dict.
+        rates_from: The model whose Dropout layers give the sites' own rates, when ``model``
+            is its copy with dropout off (which has none); default ``model``.
+
+    Returns:
+        ``(keep, check)``: the :class:`~subnet.KeepProbabilities`, and for the model's own
+        rates, what the check measured (chance, whole, mean accuracy; None when not checked).
+
+    Raises:
+        InputError: If ``rate`` is invalid, the model cannot be masked, or examples are needed
+            and not given.
+    """
+    from subnet.engine.chain import analyse_chain
+    from subnet.keep import calibrate_keep
+
+    # structure (and the model's own rates) only
+    table = analyse_chain(model if rates_from is None else rates_from, 0.5).table
+    own = {site.name: float(site.dropout_rate) for site in table if site.dropout_rate > 0}
+    if rate is not None and rate != "auto":
+        rate = parse_rate(rate)
+        rates = {site.name: own.get(site.name, rate) for site in table}
+        source = "model" if len(own) == len(table) else "given"
+        return KeepProbabilities(keep={n: 1.0 - r for n, r in rates.items()}, source=source,
+                                 rescale=True), None
+    def model_keep():
+        return KeepProbabilities(keep={n: 1.0 - r for n, r in own.items()}, source="model",
+                                 rescale=True)
+
+    if x is None or y is None:
+        if len(own) == len(table):  # nothing to check the model's rates on
+            return model_keep(), {"checked": False, "why": "no held-out training examples"}
+        missing = [s.name for s in table if s.name not in own]
+        raise InputError(f"Site {clean(missing[0])!r} has no Dropout layer after it, so its keep "
+                         "probability is calibrated (rate='auto', subnet.calibrate_keep) on "
+                         "held-out training examples, and none were given (the data set needs "
+                         "a training split; never the test set): give them, or a rate "
+                         "(rate=R, --rate R).")
+    check = None
+    if len(own) == len(table):
+        check = _mean_masked_accuracy(model, own, x, y, rescale=True, n_masks=n_masks,
+                                      seed=seed, backend=backend)
+        check["checked"] = True
+        check["near_chance"] = check["mean_accuracy"] - check["chance"] < near_chance
+        if held_out:
+            check["held_out"] = held_out
+        if not check["near_chance"] or check["whole"] - check["chance"] < near_chance:
+            # informative, or the whole model is itself near chance: no keep would help
+            return model_keep(), check
+    keep = calibrate_keep(model, x, y, n_masks=n_masks, seed=seed, steps=steps,
+                          backend=backend)
+    calibration = dict(keep.calibration)
+    calibration["why"] = ("the model's own rates leave random subnetworks within "
+                          f"{near_chance:.0%} of chance" if check is not None else
+                          "sites without a Dropout layer after them: "
+                          + ", ".join(s.name for s in table if s.name not in own))
+    if held_out:
+        calibration["held_out"] = held_out
+    return dataclasses.replace(keep, calibration=calibration), check
+
+
+def keep_of_record(meta: Mapping) -> KeepProbabilities:
+    """The keep probabilities a record was drawn with: its ``meta["keep"]``, or for a record
+    made before records stored them, its sites' keep and ``rescale`` (source ``"given"``
+    unless every keep is 1 - the site's own dropout rate, then ``"model"``)."""
+    if meta.get("keep") is not None:
+        return KeepProbabilities.from_dict(meta["keep"])
+    sites = meta["sites"]
+    own = all(float(s.get("dropout_rate", 0.0)) > 0 and
+              abs(float(s["keep"]) - (1.0 - float(s["dropout_rate"]))) < 1e-9 for s in sites)
+    return KeepProbabilities(keep={s["name"]: float(s["keep"]) for s in sites},
+                             source="model" if own else "given",
+                             rescale=bool(meta.get("rescale", True)))
+
+
 def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     """SHA-256 (hex) of examples (as float32) and labels (as int64), with their shapes: the
     record's ``data_fingerprint``."""
@@ -178,7 +328,8 @@ def temporary_record(model, x, y, n_masks: int, **options) -> Iterator[MaskRecor
 
 
 def record_masks(model, x, y, n_masks: int, seed: int = 0,
-                 rate: float | Mapping[str, float] | None = None, backend: str = "auto",
+                 rate: float | Mapping[str, float] | KeepProbabilities | None = None,
+                 backend: str = "auto",
                  out: str | os.PathLike | None = None, resume: bool = False, *,
                  masks: range | None = None, antithetic: bool = False, rescale: bool = True,
                  chunk_size: int = 64, example_indices=None, stop: AdaptiveStop | None = None,
@@ -200,7 +351,11 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         y: True classes, int array of shape (n_examples,).
         n_masks: Number of masks, >= 1.
         seed: Seeds the masks.
-        rate: Dropout rate(s) to mask with (see :func:`subnet.sites`); None uses the model's.
+        rate: Dropout rate(s) to mask with (see :func:`subnet.sites`), or a
+            :class:`~subnet.KeepProbabilities` (its keep probabilities and its ``rescale``
+            are used, overriding ``rescale``, and ``record.meta["keep"]`` stores its
+            ``to_dict()``); None uses the model's own rates, and is refused for a model with a
+            site that no Dropout follows (choose them with :func:`subnet.calibrate_keep`).
         backend: ``"fast"``, ``"reference"`` or ``"auto"``.
         out: Record folder: new, empty, or a record folder subnet made (it is marked
             ``subnet.record``; an unmarked folder holding only a record, from before folders
@@ -273,7 +428,21 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     from subnet.models import check_examples
 
     x, y, n_classes = check_examples(model, x, y)
-    chain = analyse_chain(model, rate)
+    keep_given = None
+    if isinstance(rate, KeepProbabilities):
+        keep_given, rate, rescale = rate, rate.rates, rate.rescale
+    try:
+        chain = analyse_chain(model, rate)
+    except InputError as err:
+        if rate is not None or "has no Dropout after it" not in str(err):
+            raise
+        site = str(err).split(" has no Dropout", 1)[0].removeprefix("Site ")
+        raise InputError(
+            f"Site {site} of model {clean(model.name)!r} has no Dropout layer after it, so "
+            "there is no rate to draw masks with. Choose keep probabilities where random "
+            "subnetworks are informative with subnet.calibrate_keep(model, x_held_out, "
+            "y_held_out) (held-out training examples) and pass them as rate=, or give a rate "
+            "(rate=R, a float in (0, 1)).") from None
     if stop is not None and stop.keep_units >= chain.table.n_units:
         raise InputError(f"AdaptiveStop.keep_units={stop.keep_units} must be below the number of "
                          f"units ({chain.table.n_units}).")
@@ -290,6 +459,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
         "n_masks": int(n_masks),
         "rescale": bool(rescale),
         "sites": chain.table.to_list(),
+        **({"keep": keep_given.to_dict()} if keep_given is not None else {}),
         "model_name": model.name,
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": data_fingerprint(x, y),
@@ -438,8 +608,14 @@ def _parse(argv):
     parser.add_argument("--examples", type=int, default=1000,
                         help="test examples (the first N) each mask is evaluated on")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masks")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="dropout rate for sites with no Dropout layer after them")
+    parser.add_argument("--rate", default="auto",
+                        help="auto (default): the model's own dropout rates where every site "
+                             "has a Dropout and masks at them are not near chance, else one "
+                             "keep probability calibrated on the last "
+                             f"{CALIBRATION_EXAMPLES} training examples (never the test set) "
+                             "so that random subnetworks sit halfway between chance and the "
+                             "whole model; or R, a dropout rate in (0, 1) for sites with no "
+                             "Dropout layer after them")
     parser.add_argument("--shard", default=None, help="I/K: record shard I of K only")
     parser.add_argument("--backend", choices=("auto", "fast", "graph", "reference"), default="auto")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted record")
@@ -463,6 +639,7 @@ def _record_command(args) -> int:
                              ("seed", args.seed, 0), ("chunk-size", args.chunk_size, 1)):
         if value < low:
             raise InputError(f"--{name} must be at least {low}. Received: {value}")
+    rate = parse_rate(args.rate)
     masks = shard_range(args.masks, args.shard) if args.shard else range(args.masks)
     out = Path(args.out)
     check_record_folder(out, resume=args.resume, name="--out")
@@ -478,25 +655,45 @@ def _record_command(args) -> int:
     from subnet.models import load_model, with_dropout
 
     model = load_model(args.model, trust=args.trust_model)
-    rate = site_rates(model, args.rate)
+    deterministic = with_dropout(model, on=False)
+    choose_keep(deterministic, 0.5 if rate == "auto" else rate,  # model problems first
+                rates_from=model)
     shape = tuple(model.inputs[0].shape[1:])
     data = load_dataset(args.dataset, data_dir=args.data_dir,
                         layout_3d="sequences" if len(shape) == 2 else "images")
     n = min(args.examples, len(data.x_test))
+    keep = _cli_keep(deterministic, model, rate, data, out, args)
     # The folder is claimed here, so that its refusals name --out; record_masks claims it again.
     with claim_record_folder(out, resume=args.resume, name="--out"), \
             executor_from_address(args.ray) as executor:
         # The same record python -m subnet.analyze makes: dropout off, the first n test examples.
-        record = record_masks(with_dropout(model, on=False), data.x_test[:n], data.y_test[:n],
-                              args.masks, seed=args.seed, rate=rate, out=out,
+        record = record_masks(deterministic, data.x_test[:n], data.y_test[:n],
+                              args.masks, seed=args.seed, rate=keep, out=out,
                               resume=args.resume, masks=masks, backend=args.backend,
                               chunk_size=args.chunk_size, progress=not args.quiet,
                               executor=executor)
     print(json.dumps({"out": str(out), "masks": [masks.start, masks.stop],
                       "n_masks": int(record.n_masks), "n_examples": int(record.n_examples),
                       "complete": bool(record.is_complete), "backend": record.meta["backend"],
+                      "keep": keep.keep, "keep_source": keep.source, "rescale": keep.rescale,
                       "executor": executor.name}))
     return 0
+
+
+def _cli_keep(model, parent, rate, data, out: Path, args) -> KeepProbabilities:
+    """The keep probabilities of the command's record: those of the record being continued
+    (--resume with --rate auto), else :func:`choose_keep` on the last
+    :data:`CALIBRATION_EXAMPLES` training examples, with the masks' seed."""
+    if args.resume and rate == "auto" and holds_record(out) and (out / "meta.json").is_file():
+        return keep_of_record(MaskRecord.load(out).meta)
+    x = y = held_out = None
+    if rate == "auto" and data.x_train is not None and len(data.x_train) >= 10:
+        k = min(CALIBRATION_EXAMPLES, len(data.x_train))
+        x, y = data.x_train[-k:], data.y_train[-k:]
+        held_out = f"the last {k} training examples (never the test set)"
+    keep, _ = choose_keep(model, rate, x, y, seed=args.seed, held_out=held_out,
+                          rates_from=parent)
+    return keep
 
 
 def _merge_command(argv) -> int:

@@ -397,6 +397,27 @@ def visible_document(doc: Document) -> Document:
         names=tuple((see(k), see(v)) for k, v in doc.names))
 
 
+def _unit_masks(results) -> bool:
+    """Whether the blog's "dropout on" rows are unit masks (a model without Dropout)."""
+    return str(results["blog"].get("dropout", "")).startswith("unit masks")
+
+
+def _keep_q(results) -> str:
+    """``q = 0.86`` (one keep probability) or ``q per site``, from results' keep or sites."""
+    keep = results.get("keep")
+    values = sorted(set((keep["keep"] if keep else
+                         {s["name"]: s["keep"] for s in results["model"]["sites"]}).values()))
+    return f"q = {values[0]:.3g}" if len(values) == 1 else "q per site"
+
+
+def _masked_words(results) -> tuple[str, str]:
+    """How the blog's masked passes are named: ("dropout on", "passes") or, for a model
+    without Dropout, ("unit masks at keep q = 0.86", "masks")."""
+    if _unit_masks(results):
+        return f"unit masks at keep {_keep_q(results)}", "masks"
+    return "dropout on", "passes"
+
+
 def _summary(results) -> Section:
     blog = results["blog"]
     items: list = []
@@ -404,11 +425,12 @@ def _summary(results) -> Section:
         items.append(Note("The answer sentences"))
     model, dataset = results["model"], results["inputs"]["dataset"]
     dropout_on = _pm(blog["accuracy_dropout_on_mean"], blog["accuracy_dropout_on_std"])
+    masked, passes = _masked_words(results)
     items.append(Text((
         f"{model['name']} ({_count(model['params'])} parameters, {len(model['sites'])} maskable "
         f"sites) on {dataset['name']}: {percent(blog['accuracy_dropout_off'])} test accuracy "
-        f"with dropout off, {dropout_on} with dropout on ({blog['passes']} passes), "
-        f"{percent(blog['ensemble_accuracy'])} for the ensemble of those passes.",)))
+        f"with dropout off, {dropout_on} with {masked} ({_count(blog['passes'])} {passes}), "
+        f"{percent(blog['ensemble_accuracy'])} for the ensemble of those {passes}.",)))
     smallest, answer = results["answer"]["smallest"], results["answer"]
     if smallest is not None:
         items.append(Text((
@@ -475,13 +497,20 @@ def _not_images(results) -> str | None:
 
 def _blog_section(results) -> Section:
     blog, record = results["blog"], results["blog"]["record"]
+    masked, passes = _masked_words(results)
+    unit = _unit_masks(results)
     table = Table("blog-accuracy", "Test accuracy", ("measurement", "accuracy"), (
         ("dropout off (the full network)", percent(blog["accuracy_dropout_off"])),
-        (f"dropout on, one pass (mean ± std over {blog['passes']} passes)",
+        (f"{masked}, one {'mask' if unit else 'pass'} (mean ± std over "
+         f"{_count(blog['passes'])} {passes})",
          _pm(blog["accuracy_dropout_on_mean"], blog["accuracy_dropout_on_std"])),
-        (f"dropout on, ensemble of the {blog['passes']} passes (mean probability)",
+        (f"{masked}, {'majority vote' if unit else 'ensemble'} of the "
+         f"{_count(blog['passes'])} {passes}"
+         f"{'' if unit else ' (mean probability)'}",
          percent(blog["ensemble_accuracy"])),
-    ), (False, True), reading=f"On the {_count(blog['n_test'])} test examples.")
+    ), (False, True), reading=f"On the {_count(blog['n_test'])} test examples." + (
+        " The model has no Dropout layer: the masked rows are the record's unit masks, on its "
+        f"{_count(record['n_examples'])} examples." if unit else ""))
     accuracies = np.asarray(blog["mask_accuracy"], dtype=float)
     keeps = sorted({s["keep"] for s in results["model"]["sites"]})
     keep = (f"keeping each unit with probability {keeps[0]:g}" if len(keeps) == 1
@@ -492,11 +521,28 @@ def _blog_section(results) -> Section:
                f"{percent(np.median(accuracies))}); the full network with dropout off scores "
                f"{percent(blog['accuracy_dropout_off'])} on the {_count(blog['n_test'])} test "
                "examples.")
+    keep = results.get("keep")
+    marks = {}
+    if keep is not None:
+        d = keep["mask_accuracy"]
+        if d.get("chance") is not None and d.get("whole") is not None:
+            marks = {"chance": d["chance"], "whole": d["whole"]}
+            reading += (f" On the record's examples chance is {percent(d['chance'])} and the whole "
+                        f"model scores {percent(d['whole'])}; the masks' mean, "
+                        f"{percent(d['mean'])}, sits "
+                        + (f"{d['position']:.0%} of the way from chance to the whole"
+                           if d.get("position") is not None else "where it is") + ".")
+            if d.get("near_chance"):
+                reading += (" The masks sit near chance: their outcomes carry little "
+                            "information about the units.")
     items: list = [table, Figure(
         "mask-accuracy", "Accuracy of random subnetworks", reading,
         functools.partial(figures.mask_accuracy_histogram, accuracies=blog["mask_accuracy"],
                           dropout_off=blog["accuracy_dropout_off"],
-                          dropout_on_mean=blog["accuracy_dropout_on_mean"]))]
+                          dropout_on_mean=blog["accuracy_dropout_on_mean"],
+                          masked=masked, **marks))]
+    if keep is not None:
+        items.insert(0, _keep_table(keep))
     examples = (blog.get("examples") or [])[:MAX_EXAMPLES]
     if examples:
         true = [ex["prob_mean"][ex["label"]] for ex in examples]
@@ -518,6 +564,50 @@ def _blog_section(results) -> Section:
     else:
         items.append(Note("Per-example class probabilities"))
     return Section("blog", "The blog's experiment: random dropout at test time", tuple(items))
+
+
+_KEEP_SOURCES = {"model": "the model's own dropout rates", "given": "given (--rate)",
+                 "auto": "calibrated (--rate auto)"}
+
+
+def _keep_table(keep: Mapping) -> Table:
+    """The keep probability of every site, where it came from and how it was chosen."""
+    calibration = keep.get("calibration") or {}
+    check = keep.get("model_rates_check") or {}
+    rows = [(f"keep probability q of {name}", f"{q:.4g}") for name, q in keep["keep"].items()]
+    rows += [("source", _KEEP_SOURCES.get(keep["source"], keep["source"])),
+             ("kept units scaled by 1/q", "yes" if keep["rescale"] else "no")]
+    if keep.get("how"):
+        rows.append(("how chosen", keep["how"]))
+    if keep.get("held_out"):
+        rows.append(("chosen on", keep["held_out"]))
+    if calibration:
+        rows.append(("calibration", (
+            f"target {percent(calibration['target_accuracy'])} (chance "
+            f"{percent(calibration['chance'])} + {calibration['target']:g} × (whole "
+            f"{percent(calibration['whole'])} − chance)); reached "
+            f"{percent(calibration['mean_accuracy'])} with {calibration['masks']} masks per "
+            f"keep, seed {calibration['seed']}")))
+        if calibration.get("why"):
+            rows.append(("why calibrated", calibration["why"]))
+    if check.get("checked"):
+        rows.append(("model's rates checked", (
+            f"random subnetworks {percent(check['mean_accuracy'])} against chance "
+            f"{percent(check['chance'])} and whole {percent(check['whole'])} on "
+            f"{_count(check['examples'])} held-out examples")))
+    d = keep["mask_accuracy"]
+    rows.append(("the record's masks", (
+        f"mean accuracy {percent(d['mean'])} over {_count(d['masks'])} masks; chance "
+        f"{percent(d['chance'])}, whole model {percent(d['whole'])}"
+        + ("; near chance" if d.get("near_chance") else ""))))
+    return Table("keep", "Keep probabilities of the record's masks", None,
+                 tuple(rows), reading=(
+                     "Every unit is kept independently with its site's keep probability q; the "
+                     "importance estimated from these masks, E[metric | unit kept] − "
+                     "E[metric | unit dropped], is the q-weighted Banzhaf value (a binomial "
+                     "semivalue; the classic Banzhaf value at q = 0.5). It carries information "
+                     "only where random subnetworks are neither at chance nor all as good as "
+                     "the whole model."))
 
 
 def _robustness_section(results) -> Section:
@@ -578,7 +668,9 @@ def _importance_section(results) -> Section:
         f"Unit importance by {method_name(importance['method'])} ({importance['method']}) from "
         f"{_count(importance['n_masks'])} masks, measured in {metric}; a unit is significant at "
         f"alpha = {alpha:g}. Bars (or, for sites with many units, the band) are confidence "
-        "intervals.",))]
+        "intervals." + (f" The statistic is the q-weighted Banzhaf value at keep "
+                        f"{_keep_q(results)} (a binomial semivalue; Banzhaf at q = 0.5)."
+                        if results.get("keep") else ""),))]
     for number, name in enumerate(_site_order(results), start=1):
         site = importance["sites"][name]
         scores = np.asarray(site["scores"], dtype=float)  # null (undefined) -> NaN

@@ -153,24 +153,32 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
 
 
 def mask_accuracy_histogram(fig, accuracies: Sequence[float], *, dropout_off: float,
-                            dropout_on_mean: float) -> None:
+                            dropout_on_mean: float, masked: str = "dropout on",
+                            chance: float | None = None, whole: float | None = None) -> None:
     """Histogram of the accuracy of each recorded random mask.
 
     Args:
         fig: The figure to draw on.
         accuracies: Accuracy of each mask (fractions).
         dropout_off: Accuracy of the full network with dropout off (fraction).
-        dropout_on_mean: Mean accuracy of passes with random dropout (fraction).
+        dropout_on_mean: Mean accuracy of passes with random dropout, or of the unit masks
+            for a model without Dropout (fraction).
+        masked: What the passes were, in words ("dropout on", "unit masks at keep q = 0.86").
+        chance: Chance accuracy on the record's examples (fraction), drawn as a line if given.
+        whole: The whole model's accuracy on the record's examples (fraction), drawn as a line
+            if given (instead of ``dropout_off``, which is on all test examples).
     """
     values = _finite(accuracies)
     ax = fig.subplots()
     bins = int(np.clip(math.sqrt(max(len(values), 1)), 10, 60))
     ax.hist(values, bins=bins, color=MUTED, edgecolor="white", linewidth=0.4,
             label=f"random masks ({len(values):,})")
-    ax.axvline(dropout_off, color="black", linestyle="--", linewidth=1.2,
-               label="full network, dropout off")
+    ax.axvline(dropout_off if whole is None else whole, color="black", linestyle="--",
+               linewidth=1.2, label="whole network, dropout off")
+    if chance is not None:
+        ax.axvline(chance, color="0.45", linestyle="-.", linewidth=1.2, label="chance")
     ax.axvline(dropout_on_mean, color=ACCENT, linestyle=":", linewidth=1.5,
-               label="mean of passes with dropout on")
+               label=f"mean with {masked}")
     _percent_axis(ax.xaxis, 1)
     ax.set_xlabel("accuracy")
     ax.set_ylabel("masks")
