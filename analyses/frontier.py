@@ -719,40 +719,38 @@ def _within_the_whole(rows, controls, pairs, references=None) -> dict | None:
     for m, a in pairs:
         mine = [r for r in rows if r["method"] == m and r["allocation"] == a]
         if whole_val is not None:
-            right, total = int(np.sum(whole_val)), len(whole_val) * n_val
-            points = {}
-            for key, ok in (
-                    ("within_half_point", lambda r, right=right, total=total:
-                     200 * (r["val_correct_total"] - right) >= -total),
-                    ("within_1.25x_error", lambda r, right=right, total=total:
-                     4 * (total - r["val_correct_total"]) <= 5 * (total - right))):
-                passing = [r for r in mine if r["parents"] == len(whole_val) and ok(r)]
-                best = max(passing, key=lambda r: r["flops_reduction"], default=None)
-                points[key] = None if best is None else {
-                    "budget": best["budget"], "flops_reduction": best["flops_reduction"]}
-            out.setdefault("methods_val", {})[f"{m}/{a}"] = points
+            out.setdefault("methods_val", {})[f"{m}/{a}"] = _largest_within(
+                mine, whole_val, n_val, "val")
         for name, counts in against.items():
-            parents, right = len(counts), int(np.sum(counts))
-            total = parents * n_test
-            points = {}
-            for key, ok in (
-                    # mean accuracy >= reference - 0.005, in counts over the same parents
-                    ("within_half_point", lambda r, right=right, total=total:
-                     200 * (r["test_correct_total"] - right) >= -total),
-                    # mean error <= 1.25 x the reference's error
-                    ("within_1.25x_error", lambda r, right=right, total=total:
-                     4 * (total - r["test_correct_total"]) <= 5 * (total - right))):
-                passing = [r for r in mine if r["parents"] == parents and ok(r)]
-                best = max(passing, key=lambda r: r["flops_reduction"], default=None)
-                points[key] = None if best is None else {
-                    "budget": best["budget"], "flops_reduction": best["flops_reduction"],
-                    "params_reduction": best.get("params_reduction"),
-                    "test_accuracy_mean": best["test_accuracy_mean"]}
+            points = _largest_within(mine, counts, n_test, "test")
             if name == "whole":
                 out["methods"][f"{m}/{a}"] = points
             else:
                 out.setdefault("against", {}).setdefault(name, {})[f"{m}/{a}"] = points
     return out
+
+
+def _largest_within(rows, counts, n: int, kind: str) -> dict:
+    """The largest FLOPs reduction among ``rows`` (one curve) within 0.5 points of a reference
+    and within 1.25x its error, on ``kind``'s images; ``counts`` are the reference's correct
+    images per parent (the rows must cover as many parents)."""
+    parents, right = len(counts), int(np.sum(counts))
+    total = parents * n
+    points = {}
+    for key, ok in (
+            # mean accuracy >= reference - 0.005, in counts over the same parents
+            ("within_half_point", lambda r: 200 * (r[f"{kind}_correct_total"] - right)
+             >= -total),
+            # mean error <= 1.25 x the reference's error
+            ("within_1.25x_error", lambda r: 4 * (total - r[f"{kind}_correct_total"])
+             <= 5 * (total - right))):
+        passing = [r for r in rows if r["parents"] == parents and ok(r)]
+        best = max(passing, key=lambda r: r["flops_reduction"], default=None)
+        points[key] = None if best is None else {
+            "budget": best["budget"], "flops_reduction": best["flops_reduction"],
+            "params_reduction": best.get("params_reduction"),
+            "test_accuracy_mean": best["test_accuracy_mean"]}
+    return points
 
 
 def _crossing(reductions: np.ndarray, errors: np.ndarray, target: float) -> dict:

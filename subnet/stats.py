@@ -105,6 +105,16 @@ def _outcomes(a, b, *, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
+def _check_resampling(resamples, confidence, most: int) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
+            not 100 <= resamples <= most:
+        raise InputError(f"Invalid value for argument `resamples`: expected an int in "
+                         f"[100, {most:,}]. Received: resamples={resamples!r}")
+    if not 0 < confidence < 1:
+        raise InputError(f"Invalid value for argument `confidence`: expected a fraction in "
+                         f"(0, 1). Received: confidence={confidence!r}")
+
+
 def mcnemar(a, b) -> PairedTest:
     """The exact McNemar test of two classifiers on the same examples.
 
@@ -159,13 +169,7 @@ def paired_bootstrap(a, b, *, resamples: int = 10_000, seed: int = 0,
             or a setting is out of range.
     """
     a, b = _outcomes(a, b, binary=False)
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
-            not 100 <= resamples <= 10_000_000:
-        raise InputError(f"Invalid value for argument `resamples`: expected an int in "
-                         f"[100, 10,000,000]. Received: resamples={resamples!r}")
-    if not 0 < confidence < 1:
-        raise InputError(f"Invalid value for argument `confidence`: expected a fraction in "
-                         f"(0, 1). Received: confidence={confidence!r}")
+    _check_resampling(resamples, confidence, 10_000_000)
     rng = np.random.default_rng(seed)
     difference = a - b
     n = difference.size
@@ -220,13 +224,7 @@ def paired_over_parents(a, b, *, resamples: int = 2000, seed: int = 0,
     rows = [_outcomes(row_a, row_b, binary=False) for row_a, row_b in zip(a, b, strict=True)]
     a = np.stack([r[0] for r in rows])
     b = np.stack([r[1] for r in rows])
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
-            not 100 <= resamples <= 1_000_000:
-        raise InputError(f"Invalid value for argument `resamples`: expected an int in "
-                         f"[100, 1,000,000]. Received: resamples={resamples!r}")
-    if not 0 < confidence < 1:
-        raise InputError(f"Invalid value for argument `confidence`: expected a fraction in "
-                         f"(0, 1). Received: confidence={confidence!r}")
+    _check_resampling(resamples, confidence, 1_000_000)
     parents, n = a.shape
     differences = a.mean(axis=1) - b.mean(axis=1)
     if parents < 2 or np.all(differences == 0):

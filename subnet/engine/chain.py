@@ -28,8 +28,9 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers
 
-__all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteTable", "analyse_chain", "call_inference",
-           "chain_layers", "layer_flops", "layers_before", "sites"]
+__all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteScaled", "SiteTable", "analyse_chain",
+           "call_inference", "chain_layers", "check_site_scale", "layer_flops", "layers_before",
+           "sites"]
 
 #: What a site can be (see :attr:`Site.kind`).
 SITE_KINDS = ("conv1d", "conv2d", "conv3d", "dense", "separable", "coupled")
@@ -256,6 +257,24 @@ def check_site_scale(scales, n_sites: int) -> np.ndarray:
         raise InputError(f"Invalid value for argument `scales`: expected {n_sites} finite "
                          f"positive factors, one per site. Received: {np.asarray(scales)!r}")
     return array.astype(np.float32)
+
+
+class SiteScaled:
+    """What every backend shares: a factor per site that its kept units are multiplied by,
+    set at construction from ``rescale`` and replaceable (:meth:`set_site_scale`). A backend
+    has ``chain`` and implements ``_apply_site_scale(scales)``."""
+
+    def set_site_scale(self, scales) -> None:
+        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
+        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
+
+        Args:
+            scales: One positive float per site, in the site table's order.
+
+        Raises:
+            InputError: If there is not one finite positive factor per site.
+        """
+        self._apply_site_scale(check_site_scale(scales, len(self.chain.table)))
 
 
 def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:

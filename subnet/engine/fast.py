@@ -39,8 +39,7 @@ import hashlib
 import numpy as np
 
 from subnet._tf import keras, tf
-from subnet.engine.chain import Chain, layer_flops
-from subnet.engine.chain import check_site_scale as _check_site_scale
+from subnet.engine.chain import Chain, SiteScaled, layer_flops
 from subnet.errors import InputError
 
 __all__ = ["FastBackend", "PREFIX_CACHE_BYTES"]
@@ -186,7 +185,7 @@ def _defer_past_max_pooling(segment: list[_Op]) -> None:
         op.deferred = following is not None and following.kind == "max_pooling"
 
 
-class FastBackend:
+class FastBackend(SiteScaled):
     """Masked evaluation that runs only each mask's subnetwork (see the module docstring).
 
     Args:
@@ -244,17 +243,7 @@ class FastBackend:
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
             tf.TensorSpec((None, len(self.table)), tf.float32)])
 
-    def set_site_scale(self, scales) -> None:
-        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
-        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
-
-        Args:
-            scales: One positive float per site, in the site table's order.
-
-        Raises:
-            InputError: If there is not one finite positive factor per site.
-        """
-        scales = _check_site_scale(scales, len(self.table))
+    def _apply_site_scale(self, scales: np.ndarray) -> None:
         self._scales = scales
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -19,8 +19,7 @@ import inspect
 import numpy as np
 
 from subnet._tf import keras
-from subnet.engine.chain import Chain
-from subnet.engine.chain import check_site_scale as _check_site_scale
+from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
 from subnet.structure import DEPTHWISE, NOISE, PRODUCERS, layer_weights
 
@@ -31,7 +30,7 @@ _CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
 _SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
 
 
-class GraphBackend:
+class GraphBackend(SiteScaled):
     """Masked evaluation of any supported graph, each mask running its own sliced subnetwork.
 
     Args:
@@ -66,17 +65,7 @@ class GraphBackend:
                 fixed.add(call.name)
         self._fixed = fixed
 
-    def set_site_scale(self, scales) -> None:
-        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
-        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
-
-        Args:
-            scales: One positive float per site, in the site table's order.
-
-        Raises:
-            InputError: If there is not one finite positive factor per site.
-        """
-        scales = _check_site_scale(scales, len(self.chain.table))
+    def _apply_site_scale(self, scales: np.ndarray) -> None:
         self._factors = np.append(np.repeat(scales, self.chain.table.units),
                                   1.0).astype(np.float32)
         self._reference = None  # built with the old factors

@@ -21,14 +21,13 @@ import functools
 import numpy as np
 
 from subnet._tf import keras, tf
-from subnet.engine.chain import Chain
-from subnet.engine.chain import check_site_scale as _check_site_scale
+from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
 
 __all__ = ["ReferenceBackend"]
 
 
-class ReferenceBackend:
+class ReferenceBackend(SiteScaled):
     """Masked evaluation by running the Keras model with channel masks multiplied in.
 
     Args:
@@ -68,17 +67,7 @@ class ReferenceBackend:
         scales = [1.0 / site.keep if rescale else 1.0 for site in table]
         self._unit_scale = np.repeat(scales, table.units).astype(np.float32)
 
-    def set_site_scale(self, scales) -> None:
-        """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
-        inverted-dropout rescaling, 1 without), replacing what ``rescale`` chose.
-
-        Args:
-            scales: One positive float per site, in the site table's order.
-
-        Raises:
-            InputError: If there is not one finite positive factor per site.
-        """
-        scales = _check_site_scale(scales, len(self.chain.table))
+    def _apply_site_scale(self, scales: np.ndarray) -> None:
         self._unit_scale = np.repeat(scales, self.chain.table.units).astype(np.float32)
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
