@@ -659,7 +659,8 @@ def _record_command(args) -> int:
     choose_keep(deterministic, 0.5 if rate == "auto" else rate,  # model problems first
                 rates_from=model)
     shape = tuple(model.inputs[0].shape[1:])
-    data = load_dataset(args.dataset, data_dir=args.data_dir,
+    # Only the test examples recorded are read (memory follows --examples, not the file).
+    data = load_dataset(args.dataset, data_dir=args.data_dir, n_test=args.examples,
                         layout_3d="sequences" if len(shape) == 2 else "images")
     n = min(args.examples, len(data.x_test))
     keep = _cli_keep(deterministic, model, rate, data, out, args)

@@ -220,3 +220,21 @@ def test_the_library_keeps_to_the_same_folders(files, tmp_path):
                          progress=False)
     assert sorted(p.name for p in user.iterdir()) == ["labels.npy"]
     assert (user / "labels.npy").read_text() == "mine"
+
+
+def test_the_command_reads_only_the_test_examples_it_records(files, tmp_path, monkeypatch):
+    """Memory follows --examples, not what the data file holds: load_dataset is asked for the
+    first --examples test examples only."""
+    import subnet.data
+
+    asked = {}
+    original = subnet.data.load_dataset
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(subnet.data, "load_dataset", spy)
+    assert _record(files, tmp_path / "r", "--examples", "7") == 0
+    assert asked["n_test"] == 7
+    assert MaskRecord.load(tmp_path / "r").n_examples == 7
