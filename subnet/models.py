@@ -51,6 +51,7 @@ from subnet.errors import InputError, InputTypeError, ModelFileError, UntrustedM
 __all__ = [
     "AlwaysOnDropout",
     "check_examples",
+    "clone_layers",
     "deserialization_scope",
     "DropoutInfo",
     "dropout_layers",
@@ -244,8 +245,23 @@ def with_dropout(model, on: bool, *, seed: int | None = 0, rates: dict | None = 
             return AlwaysOnDropout(rate, seed=layer_seed, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
-    with deserialization_scope(model):  # a trusted model's Lambda layers are rebuilt too
-        copied = keras.models.clone_model(model, clone_function=clone)
+    return clone_layers(model, clone)
+
+
+def clone_layers(model, clone_function):
+    """A copy of ``model`` whose layers ``clone_function(layer)`` builds anew, with ``model``'s
+    weights and :func:`original_names`.
+
+    Args:
+        model: A ``keras.Model`` (a trusted model's Lambda layers are rebuilt too).
+        clone_function: Takes each layer, returns the layer to put in its place (a layer with
+            the same weights, in the same order).
+
+    Returns:
+        A new ``keras.Model`` sharing no state with ``model``.
+    """
+    with deserialization_scope(model):
+        copied = keras.models.clone_model(model, clone_function=clone_function)
     copied.set_weights(model.get_weights())
     if model in _ORIGINAL_NAMES:
         _ORIGINAL_NAMES[copied] = dict(_ORIGINAL_NAMES[model])

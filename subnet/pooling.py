@@ -345,7 +345,7 @@ def expected_pooling(model):
         InputError: If the model's graph cannot be read, or a dropout before a max pooling
             shares its mask over part of the window only.
     """
-    from subnet.models import _ORIGINAL_NAMES, deserialization_scope
+    from subnet.models import clone_layers
 
     if not isinstance(model, keras.Model):
         raise InputTypeError(f"Expected a keras.Model for argument `model`. "
@@ -359,12 +359,7 @@ def expected_pooling(model):
             return ExpectedMaxPooling.replacing(layer, replace[layer.name])
         return layer.__class__.from_config(layer.get_config())
 
-    with deserialization_scope(model):  # a trusted model's Lambda layers are rebuilt too
-        copied = keras.models.clone_model(model, clone_function=clone)
-    copied.set_weights(model.get_weights())
-    if model in _ORIGINAL_NAMES:
-        _ORIGINAL_NAMES[copied] = dict(_ORIGINAL_NAMES[model])
-    return copied
+    return clone_layers(model, clone)
 
 
 def expected_pooling_cost(model) -> dict:

@@ -87,7 +87,7 @@ def test_resume_reuses_finished_stages(analysis, model_file, monkeypatch):
         raise AssertionError("a finished stage was recomputed")
 
     before = json.loads((analysis / "results.json").read_text())
-    for name in ("_blog", "_record", "_importance", "_comparison", "_uncertainty"):
+    for name in ("_keep", "_blog", "_record", "_importance", "_comparison", "_uncertainty"):
         monkeypatch.setattr(analyze_module, name, fail)
     assert main([str(model_file), "--out", str(analysis), "--formats", "json", "--resume",
                  *TINY]) == 0
@@ -96,7 +96,7 @@ def test_resume_reuses_finished_stages(analysis, model_file, monkeypatch):
     assert after["uncertainty"] == before["uncertainty"]
     assert after["answer"] == before["answer"]
     # The reused stages keep the seconds they took; the total is the computation behind them.
-    stages = ("blog", "record", "importance", "comparison", "uncertainty")
+    stages = ("keep", "blog", "record", "importance", "comparison", "uncertainty")
     assert after["reused_stages"] == list(stages) and before["reused_stages"] == []
     assert {k: after["timings"][k] for k in stages} == {k: before["timings"][k] for k in stages}
     assert after["timings"]["total"] >= sum(before["timings"][k] for k in stages) > 0

@@ -132,7 +132,7 @@ def test_an_internal_error_before_the_folder_is_claimed_logs_elsewhere(case, mon
     def bug(*args, **kwargs):
         raise KeyError("early")
 
-    monkeypatch.setattr(analyze_module, "site_rates", bug)
+    monkeypatch.setattr(analyze_module, "_check_outputs", bug)  # the last check before the claim
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("x")

@@ -235,8 +235,10 @@ def test_keras_operations_in_a_chain(between_sites):
         warnings.simplefilter("always")
         backend = subnet.engine.make_backend(chain, "auto")
     assert backend.name == ("graph" if between_sites else "fast")
-    if between_sites:
-        assert re.search(r"'add(_\d+)?' \(Add\) is a Keras operation", str(caught[0].message))
+    # the graph backend is the right one for such a model: no warning about the choice
+    assert not [w for w in caught if "backend" in str(w.message)]
+    if between_sites:  # the reason is kept (records store it)
+        assert re.search(r"'add(_\d+)?' \(Add\) is a Keras operation", backend.fallback_reason)
     np.testing.assert_allclose(backend.probabilities(x, masks),
                                ReferenceBackend(chain).probabilities(x, masks), atol=1e-5)
 
