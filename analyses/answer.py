@@ -106,18 +106,19 @@ INITS = (("inherited", "inherited (pruned gradually, then fine-tuned)"),
 
 
 def crossing_text(c: dict | None, images: str) -> str:
-    """Where a curve's mean error crosses 1 % on ``images``, with its interval, or what the
-    grid shows instead."""
+    """A clause: where a curve's mean error crosses 1 % on ``images``, with its interval, or
+    what the grid shows instead."""
     if not c or c.get("reduction") is None:
-        return f"on {images} not measured"
+        return f"is not recorded on {images}"
     if c["bound"] == "interpolated":
         censored = (f"; {100 * c['censored_share']:.1f} % of resamples cross outside the grid"
                     if c.get("censored_share") else "")
-        return (f"on {images} at {c['reduction']:.1f}x fewer FLOPs (95 % interval "
+        return (f"crosses 1 % on {images} at {c['reduction']:.1f}x fewer FLOPs (95 % interval "
                 f"{c['ci_low']:.1f}–{c['ci_high']:.1f}x{censored})")
     if c["bound"] == "at_least":
-        return f"on {images} not within the grid (within 1 % up to {c['reduction']:.1f}x)"
-    return f"on {images} already above 1 % at the largest budget ({c['reduction']:.1f}x)"
+        return f"stays within 1 % on {images} over the whole grid (to {c['reduction']:.1f}x)"
+    return (f"is above 1 % on {images} already at the largest budget tried "
+            f"({c['reduction']:.1f}x)")
 
 
 def within_1pct_on_test(f: dict, key: str) -> dict | None:
@@ -133,8 +134,8 @@ def located_arm(name: str, f: dict) -> str:
     parents = len(f["parents"])
     text = (f"{ARMS[name].capitalize()} ({source(name)}; {label(key)}, budgets "
             f"{', '.join(fraction(b) for b in f['settings']['budgets'])}, {parents} parents): "
-            f"mean error (over parents, interpolated in log-reduction between grid points, "
-            f"interval from a bootstrap over parents and images) crosses 1 % "
+            f"mean error over parents (interpolated in log-reduction between grid points, "
+            f"interval from a bootstrap over parents and images) "
             f"{crossing_text(crossing['test'], 'the test images')}, and "
             f"{crossing_text(crossing['val'], 'the validation images')}. ")
     if point:
@@ -144,10 +145,16 @@ def located_arm(name: str, f: dict) -> str:
                  f"{pct(point['test_error_mean'])} error (SD {100 * point['test_accuracy_sd']:.2f}"
                  " points over parents)")
         target = TARGETS[name]
-        text += (f"; the target, {target:.0f}x at ≤ 1 % error, is "
-                 + ("met." if point["flops_reduction"] >= target else
-                    "not met on the grid (the crossing's interval says where the frontier "
-                    "is)."))
+        reached = point["flops_reduction"] >= target
+        if parents < 3:
+            text += (f"; the target, {target:.0f}x at ≤ 1 % mean error over three parents, is "
+                     + ("reached on these parents, not yet on three." if reached else
+                        "not reached on these parents."))
+        else:
+            text += (f"; the target, {target:.0f}x at ≤ 1 % error, is "
+                     + ("met." if reached else
+                        "not met on the grid (the crossing's interval says where the frontier "
+                        "is)."))
     else:
         text += "No budget on the grid is within 1 % mean test error."
     return text
@@ -227,8 +234,11 @@ def located_section(s: dict) -> list[str]:
             continue
         text = located_arm(name, f)
         if f.get("partial"):
-            text += (" (Partial: " + ", ".join(f["partial"]["missing_trajectories"]) +
-                     " not finished.)")
+            missing = f["partial"]["missing_trajectories"]
+            text += (f" (Partial: parents {', '.join(map(str, f['settings']['parents']))} of "
+                     "the three so far"
+                     + (f"; {', '.join(missing)} not finished" if missing else "")
+                     + f"; {f['partial']['controls_done']} controls done.)")
         refs = references_sentence(f)
         lines.append(f"- {text}" + (f" {refs}" if refs else ""))
     return lines
@@ -595,11 +605,11 @@ def crossing_sentence(f: dict) -> str | None:
     crossings = f.get("crossing_1pct")
     if not crossings:
         return None
-    parts = [f"{label(key)} {crossing_text(c['test'], 'test')[len('on test '):]}"
+    parts = [f"{label(key)} {crossing_text(c['test'], 'the test images')}"
              for key, c in crossings.items()]
-    return ("Where each curve's mean test error crosses 1 %, interpolated in log-reduction "
-            "between grid points (interval: bootstrap over parents and images, 2,000 "
-            "resamples): " + "; ".join(parts) + ".")
+    return ("Where each curve's mean error over parents crosses 1 %, interpolated in "
+            "log-reduction between grid points (interval: bootstrap over parents and images, "
+            "2,000 resamples): " + "; ".join(parts) + ".")
 
 
 def uniform_sentence(f: dict) -> str | None:

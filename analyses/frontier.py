@@ -941,6 +941,16 @@ def _chosen(results) -> list[tuple[str, dict]]:
         entry = points.get("within_1.25x_error")
         if entry:
             chosen.setdefault((name, entry["budget"]), entry)
+    # A located run (budgets finer than the first grid) also keeps each curve's subnetwork at
+    # 1/16 (the headline budget) and the smallest within 1 % mean test error.
+    if any(b not in (0.5, 0.25, 0.125, 0.1, 0.0625, 0.03125)
+           for b in (results.get("settings") or {}).get("budgets", ())):
+        for name, entry in (results.get("smallest_within_1pct_test") or {}).items():
+            chosen.setdefault((name, entry["budget"]), entry)
+        for row in results["rows"]:
+            if row["budget"] == 0.0625:
+                name = f"{row['method']}/{row['allocation']}"
+                chosen.setdefault((name, 0.0625), {"budget": 0.0625})
     return [(name, entry) for (name, _), entry in chosen.items()]
 
 
@@ -954,7 +964,9 @@ def _write(args, results, trajectories) -> None:
         method, allocation = name.split("/")
         point = trajectories[(results["settings"]["parents"][0], method, allocation)][
             "checkpoints"][repr(entry["budget"])]
-        target = out / "models" / f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}.keras"
+        suffix = "_no_teacher" if args.teacher == "none" else ""
+        target = out / "models" / (f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}"
+                                   f"{suffix}.keras")
         about = {"method": method, "allocation": allocation, "budget": entry["budget"],
                  "widths": point["widths"], "flops": point["flops"], "params": point["params"],
                  "test_accuracy": point["test_accuracy"],

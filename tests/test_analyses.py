@@ -227,7 +227,7 @@ def test_frontier_summary_on_a_machine_without_the_trajectories_models(tmp_path,
                "within_the_whole": None, "settings": {"parents": [0]},
                "summary": {"dense_flops": 10000}}
     trajectories = {(0, "magnitude", "uniform"): {"checkpoints": {"0.1": point}}}
-    args = argparse.Namespace(out=str(tmp_path / "out"), dataset="mnist_1k")
+    args = argparse.Namespace(out=str(tmp_path / "out"), dataset="mnist_1k", teacher="ensemble")
     described = tmp_path / "out" / "models" / "mnist_1k_magnitude_uniform_0.1.json"
 
     frontier._write(args, results, trajectories)
@@ -671,14 +671,14 @@ def test_the_answer_reads_the_located_frontier_and_the_recipe_table():
     crossing = {"reduction": 21.3, "bound": "interpolated", "ci_low": 18.0, "ci_high": 25.5,
                 "censored_share": 0.0}
     assert answer.crossing_text(crossing, "test") == \
-        "on test at 21.3x fewer FLOPs (95 % interval 18.0–25.5x)"
-    assert "already above 1 %" in answer.crossing_text(
+        "crosses 1 % on test at 21.3x fewer FLOPs (95 % interval 18.0–25.5x)"
+    assert "above 1 % on test already at the largest budget" in answer.crossing_text(
         {"reduction": 4.0, "bound": "below_grid"}, "test")
     row = {"method": "magnitude", "allocation": "uniform", "budget": 0.0625,
            "test_accuracy_mean": 0.991, "test_accuracy_sd": 0.001}
     f = {"settings": {"methods": ["magnitude"], "allocations": ["uniform"],
                       "budgets": [1 / 16, 1 / 20]},
-         "parents": [{}, {}], "rows": [row],
+         "parents": [{}, {}, {}], "rows": [row],
          "crossing_1pct": {"magnitude/uniform": {"test": crossing, "val": crossing}},
          "smallest_within_1pct_test": {"magnitude/uniform": {
              "budget": 0.05, "flops_reduction": 20.4, "params_reduction": 25.0,
