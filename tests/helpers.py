@@ -1,6 +1,7 @@
 """Small real networks of every architecture the engine supports, and test utilities."""
 
 import os
+import shutil
 
 import keras
 import pytest
@@ -25,6 +26,15 @@ def skip_or_fail(reason: str):
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def poppler(tool: str) -> str:
+    """The path of one of poppler's tools (pdfinfo, pdftotext, pdffonts), or skip_or_fail."""
+    path = shutil.which(tool)
+    if path is None:
+        skip_or_fail(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
+                     "`make test` installs it as root)")
+    return path
 
 
 def _init(i):

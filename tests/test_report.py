@@ -4,7 +4,6 @@ read back with poppler and the HTML loaded in headless Chromium."""
 import copy
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from subnet.report import (
     write_reports,
 )
 from subnet.report.__main__ import main
-from tests.helpers import skip_or_fail
+from tests.helpers import poppler, skip_or_fail
 from tests.report_example import (
     DENSE_ACCURACY,
     FULL_FIGURES,
@@ -450,16 +449,8 @@ def test_command_rejects_unknown_formats(tmp_path, capsys):
 
 # ---- the PDF, read back with poppler ----
 
-def _poppler(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        skip_or_fail(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
-                     "`make test` installs it as root)")
-    return path
-
-
 def test_pdf_pages_metadata_and_text(reports, full_results):
-    info = subprocess.run([_poppler("pdfinfo"), str(reports["pdf"])], check=True,
+    info = subprocess.run([poppler("pdfinfo"), str(reports["pdf"])], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
@@ -470,7 +461,7 @@ def test_pdf_pages_metadata_and_text(reports, full_results):
     assert fields["Author"] == "subnet"
     assert fields["Subject"].startswith("Does the trained network contain smaller subnetworks")
 
-    text = subprocess.run([_poppler("pdftotext"), "-layout", str(reports["pdf"]), "-"],
+    text = subprocess.run([poppler("pdftotext"), "-layout", str(reports["pdf"]), "-"],
                           check=True, capture_output=True, text=True, timeout=60).stdout
     assert sorted({int(k) for k, n in re.findall(r"page (\d+) of (\d+)", text)
                    if int(n) == pages}) == list(range(1, pages + 1))
@@ -496,7 +487,7 @@ def test_pdf_has_an_outline_of_sections_figures_and_tables(reports):
                 for s in doc.sections]
     assert [[c.title for c in group] for group in children] == [e for e in expected if e]
     # Each entry points at the page where its title is printed.
-    pdftotext = _poppler("pdftotext")
+    pdftotext = poppler("pdftotext")
 
     def page_text(page: int) -> str:
         return " ".join(subprocess.run([pdftotext, "-f", str(page), "-l", str(page), "-layout",
@@ -527,10 +518,10 @@ def test_pdf_tables_are_tables_within_the_margins(tmp_path):
                                           (("hash", digest), ("sentence", prose))))),))
     path = write_document(doc, tmp_path, created="2026-12-01T00:00:00+00:00",
                           formats=["pdf"])["pdf"]
-    fonts = subprocess.run([_poppler("pdffonts"), str(path)], check=True, capture_output=True,
+    fonts = subprocess.run([poppler("pdffonts"), str(path)], check=True, capture_output=True,
                            text=True, timeout=60).stdout
     assert "Mono" not in fonts and "DejaVuSans" in fonts
-    bbox = subprocess.run([_poppler("pdftotext"), "-bbox", str(path), "-"], check=True,
+    bbox = subprocess.run([poppler("pdftotext"), "-bbox", str(path), "-"], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     width = float(re.search(r'<page width="([\d.]+)"', bbox).group(1))
     words = [(float(x0), float(x1), w) for x0, x1, w in re.findall(
@@ -546,7 +537,7 @@ def test_pdf_tables_are_tables_within_the_margins(tmp_path):
 
 def test_pdf_shows_names_literally(full_results, tmp_path):
     path = write_pdf(_evil(full_results), tmp_path / "report.pdf")
-    text = subprocess.run([_poppler("pdftotext"), str(path), "-"], check=True,
+    text = subprocess.run([poppler("pdftotext"), str(path), "-"], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     assert EVIL_MODEL in text
     assert EVIL_SITE in text

@@ -5,7 +5,6 @@ import base64
 import contextlib
 import copy
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from subnet.errors import clean
 from subnet.report import content, names, pdf, write_html, write_pdf
-from tests.helpers import skip_or_fail
+from tests.helpers import poppler
 from tests.report_example import example_results
 
 # Names as a hostile model file may hold them: thousands of characters, alike at both ends.
@@ -86,14 +85,6 @@ def _text_of(html: str) -> tuple[str, list[bytes]]:
     svgs = [base64.b64decode(b) for b in
             re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", html)]
     return re.sub(r"data:image/svg\+xml;base64,[A-Za-z0-9+/=]+", "data:", html), svgs
-
-
-def _poppler(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        skip_or_fail(f"poppler's `{tool}` is not installed (Debian package poppler-utils; "
-                     "`make test` installs it as root)")
-    return path
 
 
 @contextlib.contextmanager
@@ -219,11 +210,11 @@ def test_long_names_pdf_is_built_in_bounded_time(tmp_path):
         path = write_pdf(_long_results(), tmp_path / "long.pdf")
     seconds = time.perf_counter() - start
     pages = [int(re.search(r"Pages:\s+(\d+)", subprocess.run(
-        [_poppler("pdfinfo"), str(p)], check=True, capture_output=True, text=True,
+        [poppler("pdfinfo"), str(p)], check=True, capture_output=True, text=True,
         timeout=60).stdout).group(1)) for p in (normal, path)]
     assert pages[1] <= pages[0] + 15  # the list of full names: about 40,000 characters
     assert path.stat().st_size < normal.stat().st_size + 200_000
-    text = subprocess.run([_poppler("pdftotext"), str(path), "-"], check=True,
+    text = subprocess.run([poppler("pdftotext"), str(path), "-"], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     assert names.shown(LONG_MODEL) in text and "Names shortened in this report" in text
     shown, listed = text.split("Names shortened in this report", 1)
@@ -291,7 +282,7 @@ def test_control_characters_are_shown_as_escapes_in_the_html(tmp_path):
 def test_control_characters_are_shown_as_escapes_in_the_pdf(tmp_path):
     pypdf = pytest.importorskip("pypdf")
     path = write_pdf(_controlled(), tmp_path / "report.pdf")
-    text = subprocess.run([_poppler("pdftotext"), str(path), "-"], check=True,
+    text = subprocess.run([poppler("pdftotext"), str(path), "-"], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     assert not RAW_CONTROL.search(text)
     assert CONTROL_SHOWN in text and r"model\x1b]0;title\x07" in text
@@ -316,6 +307,6 @@ def test_a_document_of_an_analysis_shows_control_characters_as_escapes(tmp_path)
     written = write_document(doc, tmp_path, created="2026-12-01T00:00:00+00:00")
     html = written["html"].read_text()
     assert not RAW_CONTROL.search(html) and html.count(CONTROL_SHOWN) == 2
-    text = subprocess.run([_poppler("pdftotext"), str(written["pdf"]), "-"], check=True,
+    text = subprocess.run([poppler("pdftotext"), str(written["pdf"]), "-"], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     assert not RAW_CONTROL.search(text) and CONTROL_SHOWN in text
