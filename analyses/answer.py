@@ -235,10 +235,13 @@ def located_section(s: dict) -> list[str]:
         text = located_arm(name, f)
         if f.get("partial"):
             missing = f["partial"]["missing_trajectories"]
-            text += (f" (Partial: parents {', '.join(map(str, f['settings']['parents']))} of "
-                     "the three so far"
-                     + (f"; {', '.join(missing)} not finished" if missing else "")
-                     + f"; {f['partial']['controls_done']} controls done.)")
+            parents_done = len(f["settings"]["parents"])
+            text += (" (Partial: "
+                     + (f"parents {', '.join(map(str, f['settings']['parents']))} of the three "
+                        "so far; " if parents_done < 3 else "")
+                     + (f"{', '.join(missing)} not finished; " if missing else "")
+                     + f"the controls are still running, {f['partial']['controls_done']} "
+                     "done.)")
         refs = references_sentence(f)
         lines.append(f"- {text}" + (f" {refs}" if refs else ""))
     return lines
