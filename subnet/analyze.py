@@ -504,7 +504,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, *, format
                                                          executor=executor))
     uncertainty = stage("uncertainty", lambda: _uncertainty(
         model, data, settings, rate, ood_data, _subnetwork_files(comparison, settings),
-        trust=trust_model))
+        trust=trust_model, rescale=keep.rescale))
     answer = _answer(comparison, settings, blog)
     answer["subnetwork"] = _save_subnetwork(answer, out)
     keep_section = _keep_section(chosen, recorded)
@@ -814,7 +814,8 @@ def _subnetwork_files(comparison: dict | None, settings: Settings) -> dict[str, 
 
 
 def _uncertainty(model, data, settings: Settings, rate: dict, ood,
-                 subnetworks: dict[str, str] | None = None, *, trust: bool = False) -> dict:
+                 subnetworks: dict[str, str] | None = None, *, trust: bool = False,
+                 rescale: bool = True) -> dict:
     """How good the network's uncertainty is (:func:`subnet.uncertainty`): the deterministic
     network, test-time dropout with 1 to ``uncertainty_passes`` passes, as many random unit
     subnetworks, and each extracted subnetwork (deterministic), on ``examples`` test examples,
@@ -846,7 +847,8 @@ def _uncertainty(model, data, settings: Settings, rate: dict, ood,
     else:
         ensemble = None
     runs[f"unit_subnetworks_{passes}"] = both(
-        lambda v: unit_subnetworks(model, v, passes, rate=rate, seed=settings.seed))
+        lambda v: unit_subnetworks(model, v, passes, rate=rate, seed=settings.seed,
+                                   rescale=rescale))
     ensemble = ensemble or f"unit_subnetworks_{passes}"
     from subnet.models import load_model
 

@@ -465,10 +465,11 @@ def dropout_passes(model, x, passes: int, *, seed: int = 0, rates=None,
 
 
 def unit_subnetworks(model, x, n: int, *, rate=0.5, seed: int = 0,
-                     backend: str = "auto") -> np.ndarray:
+                     backend: str = "auto", rescale: bool = True) -> np.ndarray:
     """An ensemble of ``n`` random unit subnetworks: masks drawn as :func:`subnet.record_masks`
-    draws them (mask i a function of (seed, i), kept units rescaled by 1 / keep), float32
-    (n, examples, classes)."""
+    draws them (mask i a function of (seed, i), kept units rescaled by 1 / keep unless
+    ``rescale`` is False, as a calibrated :class:`~subnet.keep.KeepProbabilities` may say),
+    float32 (n, examples, classes)."""
     from subnet.engine import make_backend
     from subnet.engine.chain import analyse_chain
     from subnet.masks import sample_masks
@@ -480,4 +481,5 @@ def unit_subnetworks(model, x, n: int, *, rate=0.5, seed: int = 0,
     x, _, _ = check_examples(model, x, np.zeros(len(x), np.int64))
     chain = analyse_chain(model, rate)
     masks = sample_masks(chain.table.unit_keep(), int(seed), range(int(n)))
-    return make_backend(chain, backend).probabilities(x, masks).astype(np.float32)
+    return make_backend(chain, backend, rescale=rescale).probabilities(x, masks).astype(
+        np.float32)

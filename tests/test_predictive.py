@@ -192,6 +192,17 @@ def test_every_predictor_gives_distributions_the_metrics_take():
     assert one.shape == (1, 12, 10) and passes.shape == (4, 12, 10) and units.shape == (3, 12, 10)
     np.testing.assert_array_equal(dropout_passes(model, x, 2, seed=1), passes[:2])
     np.testing.assert_array_equal(unit_subnetworks(model, x, 3, seed=2), units)
+    # a calibrated keep may leave kept units unscaled: the same masks, computed without 1 / keep
+    from subnet.engine import make_backend
+    from subnet.engine.chain import analyse_chain
+    from subnet.masks import sample_masks
+
+    chain = analyse_chain(model, 0.5)
+    plain = make_backend(chain, rescale=False).probabilities(
+        x, sample_masks(chain.table.unit_keep(), 2, range(3)))
+    np.testing.assert_allclose(unit_subnetworks(model, x, 3, seed=2, rescale=False), plain,
+                               atol=1e-6)
+    assert not np.allclose(plain, units)
     assert not np.allclose(passes[0], passes[1])
     for p in (one, passes, units):
         result = uncertainty(p, y, resamples=10)
