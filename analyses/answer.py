@@ -197,8 +197,8 @@ def recipe_table(s: dict) -> list[str]:
                         if values else "not run yet"
                 cells.append(cell)
             lines.append(f"| {text} | " + " | ".join(cells) + " |")
-        whole = [pm(*mean_sd(_control_values(s[n], "whole", None)))
-                 if _control_values(s[n], "whole", None) else "not run yet" for n in arms]
+        wholes = [_control_values(s[n], "whole", None) for n in arms]
+        whole = [pm(*mean_sd(values)) if values else "not run yet" for values in wholes]
         lines.append("| the whole network, fine-tuned the same way | " + " | ".join(whole)
                      + " |")
         lines.append("")
@@ -336,8 +336,7 @@ def whole_sentence(f: dict) -> str:
 
 def control_mean(f: dict, control: str, budget: float) -> float | None:
     """The mean test accuracy over parents of one control at one budget (None if not run)."""
-    values = [c["test_accuracy"] for c in f["controls"]
-              if c["control"] == control and c["budget"] == budget]
+    values = _control_values(f, control, budget)
     return mean_sd(values)[0] if values else None
 
 
