@@ -160,18 +160,24 @@ def test_the_graph_backend_equals_the_masked_model_on_every_graph(built, name):
     site = chain.structure.sites[-1]
     masks[1, list(site.groups)] = False  # a whole site dropped
     masks[2] = False  # every site dropped
-    # Without rescaling, to float32 rounding. With it, x2 at every unit compounds through the
-    # depth of an untrained network (MobileNetV2: ~50 layers) into logits so large that the two
-    # backends' float32 rounding moves a probability by up to ~1e-2; shallower graphs stay
-    # within 1e-3.
+    # Without rescaling, to float32 rounding (the graph backend folds BatchNormalization into
+    # the convolution before it, which rounds differently: up to 5e-5 over MobileNetV2's ~50
+    # layers). With it, x2 at every unit compounds through the depth of the untrained
+    # MobileNetV2 into a function so ill-conditioned that no float32 comparison means
+    # anything there (weights perturbed by 1e-7 of their value move the reference backend's
+    # own probabilities by 0.36), so it is compared without; shallower graphs stay within 1e-3.
     deep = name == "mobilenetv2"
-    for rescale, atol in ((False, 5e-5), (True, 2e-2 if deep else 1e-3)):
+    for rescale, atol in ((False, 1e-4 if deep else 5e-5),) + (() if deep else ((True, 1e-3),)):
         graph = GraphBackend(chain, rescale=rescale, batch_size=5)  # several batches
         reference = ReferenceBackend(chain, rescale=rescale)
-        assert graph._plan(masks[1], graph._factors) is None or len(site.groups) == 0
-        np.testing.assert_allclose(graph.probabilities(x, masks),
-                                   reference.probabilities(x, masks), atol=atol)
+        assert graph._plans(masks)[2].all()  # every mask sliced, emptied sites included
+        sliced = graph.probabilities(x, masks)
+        np.testing.assert_allclose(sliced, reference.probabilities(x, masks), atol=atol)
         assert graph._reference is None  # no mask needed the masked model
+        # A mask's probabilities do not depend on the masks it shares a call with: records
+        # shard and resume bit-identically.
+        assert np.array_equal(graph.probabilities(x, masks[5:8]), sliced[5:8])
+        assert np.array_equal(graph.probabilities(x, masks[[9, 2]]), sliced[[9, 2]])
 
 
 @pytest.mark.parametrize("name", ["resnet20_layout", "inception_block", "text_conv1d"])
