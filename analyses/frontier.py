@@ -141,7 +141,7 @@ def _parse(argv):
 
 
 METHODS = ("magnitude", "taylor", "apoz", "activation", "random", "banzhaf")
-ALLOCATIONS = ("cost", "uniform", "global")
+ALLOCATIONS = ("cost", "uniform", "global", "joint")
 CONTROLS = ("whole", "scratch_e", "scratch_b", "rewind", "published")
 #: How the report's figure draws each control: marker and legend text.
 CONTROL_MARKERS = {"whole": ("s", "the whole, fine-tuned the same way"),

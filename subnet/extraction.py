@@ -25,10 +25,13 @@ from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples, deserialization_scope
 
-__all__ = ["RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet", "accuracy",
+__all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet", "accuracy",
            "as_keep_set",
            "copy_model", "extract", "finetune", "keep_sets", "measure", "model_cost",
            "recalibrate_batchnorm"]
+
+#: How :func:`keep_sets` spreads a budget over sites (see its ``allocation``).
+ALLOCATIONS = ("global", "cost", "joint", "uniform")
 
 # --------------------------------------------------------------------------------- accounting
 
@@ -216,8 +219,12 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
             same, in order of score per unit of the budget the unit costs (what adding it adds
             to this layer *and* the next, at the widths chosen so far; units with a negative
             score come last, least harmful per cost first), so cheap units of many sites are
-            kept before one costly unit; ``"uniform"``: keep the same fraction of every site,
-            each site's best units (for per-layer criteria such as weight magnitude).
+            kept before one costly unit; ``"joint"``: as ``"cost"``, with a unit's cost its
+            share of the dense model's FLOPs plus its share of the dense model's parameters
+            (so a convolution unit, cheap in parameters and costly in FLOPs, and a dense unit,
+            the reverse, are priced on both axes; the budget still bounds its own kind);
+            ``"uniform"``: keep the same fraction of every site, each site's best units (for
+            per-layer criteria such as weight magnitude).
         min_units: Units every site keeps at least, so that no layer collapses (>= 1).
 
     Returns:
@@ -239,9 +246,9 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
             not 1 <= min_units <= int(min(table.units)):
         raise InputError(f"Invalid value received for argument `min_units`. Expected an int in "
                          f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
-    if allocation not in ("global", "cost", "uniform"):
-        raise InputError(f"Invalid value received for argument `allocation`. Expected 'global', "
-                         f"'cost' or 'uniform'. Received: allocation={allocation!r}")
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"Invalid value received for argument `allocation`. Expected one of "
+                         f"{', '.join(map(repr, ALLOCATIONS))}. Received: allocation={allocation!r}")
     scores = np.asarray(importance.scores, np.float64)
     if scores.ndim != 1:
         raise InputError("keep_sets needs one score per unit; for class-conditional scores use "
@@ -268,6 +275,12 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
                          f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
     if allocation == "cost":
         bits = _cost_allocation(per_site, orders, counts, spend, limit, table)
+    elif allocation == "joint":
+        def price(counts):
+            params, flops = cost.widths(counts, orders)
+            return params / dense_params + flops / dense_flops
+
+        bits = _cost_allocation(per_site, orders, counts, spend, limit, table, price)
     elif allocation == "global":
         offsets = table.offsets
         site_of = table.unit_site()
@@ -300,29 +313,30 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     return _keep_set(cost, table, bits, budget)
 
 
-def _cost_allocation(per_site, orders, counts, spend, limit, table) -> dict:
+def _cost_allocation(per_site, orders, counts, spend, limit, table, price=None) -> dict:
     """Greedy by score per cost: each step adds the next-best unit of the site whose unit buys
-    the most score per unit of budget at the current widths. A site whose next unit no longer
-    fits is closed: its marginal cost only grows as the other sites grow."""
+    the most score per unit of ``price`` (default: the budget, ``spend``) at the current
+    widths, while ``spend`` stays within ``limit``. A site whose next unit no longer fits is
+    closed: its marginal cost only grows as the other sites grow."""
+    price = price or spend
     counts = list(counts)
     open_sites = {k for k, site in enumerate(table) if counts[k] < site.units}
-    base = spend(counts)
+    base = price(counts)
     while open_sites:
-        best, best_key, best_spend = None, None, None
+        best, best_key, best_trial = None, None, None
         for k in open_sites:
             trial = list(counts)
             trial[k] += 1
-            trial_spend = spend(trial)
-            marginal = max(trial_spend - base, 1e-12)
+            marginal = max(price(trial) - base, 1e-12)
             score = float(per_site[table.names[k]][orders[table.names[k]][counts[k]]])
             key = (score > 0, score / marginal if score > 0 else score * marginal)
             if best_key is None or key > best_key:
-                best, best_key, best_spend = k, key, trial_spend
-        if best_spend > limit:
+                best, best_key, best_trial = k, key, trial
+        if spend(best_trial) > limit:
             open_sites.discard(best)
             continue
-        counts[best] += 1
-        base = best_spend
+        counts = best_trial
+        base = price(counts)
         if counts[best] == table[best].units:
             open_sites.discard(best)
     return {name: np.isin(np.arange(site.units), orders[name][:count])

@@ -35,6 +35,7 @@ from subnet._cli import progress_bar
 from subnet._io import atomic_path, atomic_write_text
 from subnet.errors import InputError
 from subnet.extraction import (
+    ALLOCATIONS,
     RECALIBRATION_EXAMPLES,
     Budget,
     accuracy,
@@ -59,7 +60,7 @@ class Trajectory:
 
     Attributes:
         method: The criterion.
-        allocation: ``"uniform"``, ``"global"`` or ``"cost"``.
+        allocation: ``"uniform"``, ``"global"``, ``"cost"`` or ``"joint"``.
         seed: The run's seed.
         dense_flops: FLOPs per example of the parent.
         rounds: One dict per round: ``flops``, ``params``, ``widths``, ``val_accuracy`` (after
@@ -107,7 +108,8 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
         step: Fraction of the current FLOPs each round removes, in (0, 1].
         retrain_epochs: Epochs of training after each round (0: none; fractions allowed).
         allocation: ``"uniform"`` (each site keeps the same fraction), ``"global"`` (units
-            ranked across sites by normalised score) or ``"cost"`` (by score per FLOP saved).
+            ranked across sites by normalised score), ``"cost"`` (by score per FLOP saved) or
+            ``"joint"`` (by score per share of FLOPs plus share of parameters saved).
         selection: ``(x, y)`` the criterion is measured on (validation examples, never the test
             set); default: ``validation``, else the last 1,000 training examples.
         validation: ``(x_val, y_val)`` measured after every round (reported, never trained on).
@@ -147,9 +149,9 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
     if not 0 <= retrain_epochs <= 1000:
         raise InputError(f"Invalid value for argument `retrain_epochs`: expected epochs in "
                          f"[0, 1000]. Received: retrain_epochs={retrain_epochs!r}")
-    if allocation not in ("uniform", "global", "cost"):
-        raise InputError(f"Invalid value for argument `allocation`: expected 'uniform', "
-                         f"'global' or 'cost'. Received: allocation={allocation!r}")
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"Invalid value for argument `allocation`: expected one of "
+                         f"{', '.join(map(repr, ALLOCATIONS))}. Received: allocation={allocation!r}")
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training split to retrain on.")
     if selection is None:

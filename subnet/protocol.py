@@ -47,7 +47,8 @@ class Protocol:
         temperature: Distillation temperature (> 0).
         distill_weight: Weight of the distillation term, in [0, 1].
         allocation: ``"uniform"`` (the same fraction of every site), ``"global"`` (units ranked
-            across sites by score) or ``"cost"`` (ranked by score per FLOP).
+            across sites by score), ``"cost"`` (ranked by score per FLOP) or ``"joint"`` (by
+            score per share of FLOPs plus share of parameters).
         step: Fraction of the current FLOPs removed per round of gradual pruning, in (0, 1);
             1 prunes in one shot.
         retrain_epochs: Epochs of retraining between rounds of gradual pruning (>= 0).
@@ -107,8 +108,10 @@ class Protocol:
             fail("temperature", "a number > 0")
         if not number(self.distill_weight) or not 0 <= self.distill_weight <= 1:
             fail("distill_weight", "a fraction in [0, 1]")
-        if self.allocation not in ("uniform", "global", "cost"):
-            fail("allocation", "'uniform', 'global' or 'cost'")
+        from subnet.extraction import ALLOCATIONS
+
+        if self.allocation not in ALLOCATIONS:
+            fail("allocation", " or ".join(map(repr, ALLOCATIONS)))
         if not number(self.step) or not 0 < self.step <= 1:
             fail("step", "a fraction in (0, 1]")
         if not number(self.retrain_epochs) or not 0 <= self.retrain_epochs <= 1000:

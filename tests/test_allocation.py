@@ -58,3 +58,24 @@ def test_a_costly_unit_loses_to_cheaper_units_worth_more_together():
 
     assert sum(by_cost.widths.values()) > sum(by_score.widths.values())
     assert kept_score(by_cost) > kept_score(by_score)
+
+
+@pytest.mark.parametrize("fraction", [0.6, 0.3])
+def test_joint_allocation_prices_parameters_as_well_as_flops(fraction):
+    # Equal scores: the cost allocation keeps the units cheapest in FLOPs; the joint one also
+    # counts parameters, so within the same FLOP budget it keeps a subnetwork with fewer of
+    # them (site b's units each feed 36 weights of every unit of c).
+    model = _model()
+    importance = _importance(model, np.ones(20))
+    by_flops = keep_sets(importance, Budget.flops(fraction), model, allocation="cost")
+    joint = keep_sets(importance, Budget.flops(fraction), model, allocation="joint")
+    assert joint.flops <= fraction * joint.dense_flops
+    assert joint.params < by_flops.params
+    assert joint.params / joint.dense_params + joint.flops / joint.dense_flops < \
+        by_flops.params / by_flops.dense_params + by_flops.flops / by_flops.dense_flops
+
+
+def test_an_unknown_allocation_names_the_known_ones():
+    model = _model()
+    with pytest.raises(ValueError, match=r"'joint'.*Received: allocation='params'"):
+        keep_sets(_importance(model, np.ones(20)), Budget.flops(0.5), model, allocation="params")

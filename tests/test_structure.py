@@ -208,7 +208,7 @@ def test_a_chain_keeps_the_fast_backend(built):
     assert record.meta["backend"] == "fast" and record.meta["backend_fallback"] is None
 
 
-@pytest.mark.parametrize("allocation", ["cost", "uniform", "global"])
+@pytest.mark.parametrize("allocation", ["cost", "joint", "uniform", "global"])
 def test_budgets_on_a_graph_are_met_exactly(built, allocation):
     model, x, y = built["resnet20_layout"]
     importance = estimate((model, x, y), "magnitude", rate=0.5)
