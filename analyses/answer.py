@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import difficulty
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +105,8 @@ INITS = (("inherited", "inherited (pruned gradually, then fine-tuned)"),
          ("rewind", "rewound to the parent's epoch-1 weights"),
          ("scratch_e", "from scratch, Scratch-E (the parent's epochs)"),
          ("scratch_b", "from scratch, Scratch-B (the parent's training FLOPs, up to 4x)"))
+LABELS_INIT = {"inherited": "inherited", "rewind": "rewound", "scratch_e": "Scratch-E",
+               "scratch_b": "Scratch-B"}
 
 
 def crossing_text(c: dict | None, images: str) -> str:
@@ -163,6 +167,90 @@ def located_arm(name: str, f: dict) -> str:
 def _control_values(f: dict, control: str, budget: float | None) -> list[float]:
     return [c["test_accuracy"] for c in f["controls"] if c["control"] == control and
             (budget is None or c["budget"] == budget)]
+
+
+def _per_parent(f: dict, init: str, budget: float) -> dict[int, float]:
+    """{parent seed: test accuracy} of one cell of the init x teacher table."""
+    if init == "inherited":
+        curve = (f["settings"]["methods"][0], f["settings"]["allocations"][0])
+        for r in f["rows"]:
+            if r["budget"] == budget and (r["method"], r["allocation"]) == curve:
+                return {s: c / r["n_test"] for s, c in
+                        zip(f["settings"]["parents"], r["test_correct_counts"], strict=True)}
+        return {}
+    return {c["parent"]: c["test_accuracy"] for c in f["controls"]
+            if c["control"] == init and c["budget"] == budget}
+
+
+def recipe_tests(s: dict) -> list[str]:
+    """The two questions of the init x teacher table as paired differences over parents: does
+    the inherited network beat each control of its own arm, and does the teacher help each
+    start? One family, Holm-corrected; the unit is the parent (paired t-test)."""
+    from scipy.stats import ttest_rel
+
+    from subnet.stats import holm
+
+    if not all(s.get(n) for n in ARMS):
+        return []
+    teacher, none = (s[n] for n in ARMS)
+    budgets = sorted({c["budget"] for c in teacher["controls"] if c["control"] == "scratch_b"},
+                     reverse=True)
+    tests = []
+    for b in budgets:
+        for arm, f in (("with the teacher", teacher), ("without", none)):
+            mine = _per_parent(f, "inherited", b)
+            for init, _ in INITS[1:]:
+                tests.append((f"inherited − {LABELS_INIT[init]}, {arm}", mine,
+                              _per_parent(f, init, b), b))
+        for init, _ in INITS:
+            tests.append((f"teacher − no teacher, {LABELS_INIT[init]}",
+                          _per_parent(teacher, init, b), _per_parent(none, init, b), b))
+    rows = []
+    for text, a, c, b in tests:
+        common = sorted(set(a) & set(c))
+        if len(common) < 2:
+            continue
+        d = np.array([a[k] - c[k] for k in common]) * 100
+        pvalue = 1.0 if np.all(d == 0) else float(ttest_rel([a[k] for k in common],
+                                                           [c[k] for k in common]).pvalue)
+        rows.append((text, b, d, pvalue))
+    if not rows:
+        return []
+    corrected = holm([r[3] for r in rows])
+    lines = ["Paired over parents (each parent's pruned network against its own controls; "
+             f"paired t-test over parents, Holm-corrected over these {len(rows)} comparisons; "
+             "with three parents only a difference every parent shows can pass):", "",
+             "| at the control budget | difference, points (per parent) | p | Holm |",
+             "|---|---|---|---|"]
+    for (text, b, d, pvalue), p_holm in zip(rows, corrected, strict=True):
+        lines.append(f"| {fraction(b)}: {text} | {d.mean():+.2f} ("
+                     + ", ".join(f"{v:+.2f}" for v in d) + f") | {pvalue:.3f} | "
+                     f"{min(1.0, p_holm):.2f} |")
+    held = sum(p < 0.05 for p in corrected)
+    by = {text: d for text, _, d, _ in rows}
+    e, b_ = by.get("inherited − Scratch-E, with the teacher"), \
+        by.get("inherited − Scratch-B, with the teacher")
+    sentence = (f"{held} of the {len(rows)} differences hold after Holm's correction"
+                if held else f"None of the {len(rows)} differences holds after Holm's "
+                "correction")
+    if e is not None and b_ is not None:
+        sentence += (f". Read as effect sizes: with the teacher, the inherited network beats its "
+                     f"shape trained from scratch for the parent's epochs (Scratch-E) by "
+                     f"{e.mean():+.2f} points ({'in every parent' if (e > 0).all() else 'not in every parent'}), "
+                     f"but the same shape trained for the parent's training FLOPs (Scratch-B) "
+                     f"comes within {abs(b_.mean()):.2f} points of it ("
+                     + ", ".join(f"{v:+.2f}" for v in b_) + "): on this evidence what the "
+                     "inherited weights buy is training time, not an accuracy that training "
+                     "the small shape longer cannot reach"
+                     if abs(b_.mean()) < 0.1 else
+                     f". With the teacher, inherited − Scratch-E is {e.mean():+.2f} points and "
+                     f"inherited − Scratch-B {b_.mean():+.2f} points")
+    t = [by.get(f"teacher − no teacher, {LABELS_INIT[i]}") for i, _ in INITS]
+    if all(d is not None for d in t):
+        sentence += ("; the teacher adds " + ", ".join(
+            f"{d.mean():+.2f} ({LABELS_INIT[i]})" for d, (i, _) in zip(t, INITS, strict=True))
+            + " points")
+    return lines + ["", sentence + "."]
 
 
 def recipe_table(s: dict) -> list[str]:
@@ -522,6 +610,9 @@ def question_1(s: dict) -> list[str]:
             lines += ["", "Test accuracy by where the weights start and whether a teacher "
                       "is distilled from (mean ± SD over parents; each arm's controls use the "
                       "widths of its own trajectory):", "", *table]
+            tests = recipe_tests(s)
+            if tests:
+                lines += ["", *tests]
     return lines + [""]
 
 
