@@ -273,31 +273,17 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
         raise InputError(f"The budget ({budget.amount} {budget.kind}: {limit:.0f}) is smaller "
                          f"than a subnetwork with {min_units} unit(s) per site costs "
                          f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
-    if allocation == "cost":
-        bits = _cost_allocation(per_site, orders, counts, spend, limit, table)
-    elif allocation == "joint":
-        def price(counts):
-            params, flops = cost.widths(counts, orders)
-            return params / dense_params + flops / dense_flops
-
-        bits = _cost_allocation(per_site, orders, counts, spend, limit, table, price)
-    elif allocation == "global":
-        offsets = table.offsets
-        site_of = table.unit_site()
-        taken = {name: set(orders[name][:min_units].tolist()) for name in table.names}
-        for unit in np.argsort(-scores, kind="stable"):
-            s = int(site_of[unit])
-            name = table.names[s]
-            local = int(unit - offsets[s])
-            if local in taken[name]:
-                continue
-            trial = list(counts)
-            trial[s] += 1
-            if spend(trial) <= limit:
-                counts = trial
-                taken[name].add(local)
-        bits = {name: np.isin(np.arange(table[name].units), sorted(taken[name]))
-                for name in table.names}
+    if allocation in ("cost", "joint", "global"):
+        start = np.zeros(table.n_units, bool)
+        for name, offset in zip(table.names, table.offsets[:-1], strict=True):
+            start[offset + orders[name][:min_units]] = True
+        state = cost.model.grow(start)
+        if allocation == "global":
+            _score_allocation(state, scores, budget.kind, limit)
+        else:
+            _cost_allocation(state, per_site, orders, counts, table, budget.kind, limit,
+                             (dense_params, dense_flops) if allocation == "joint" else None)
+        bits = dict(zip(table.names, table.split(state.bits).values(), strict=True))
     else:
         lo, hi = 0.0, 1.0
         for _ in range(40):
@@ -313,34 +299,58 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
     return _keep_set(cost, table, bits, budget)
 
 
-def _cost_allocation(per_site, orders, counts, spend, limit, table, price=None) -> dict:
-    """Greedy by score per cost: each step adds the next-best unit of the site whose unit buys
-    the most score per unit of ``price`` (default: the budget, ``spend``) at the current
-    widths, while ``spend`` stays within ``limit``. A site whose next unit no longer fits is
-    closed: its marginal cost only grows as the other sites grow."""
-    price = price or spend
-    counts = list(counts)
-    open_sites = {k for k, site in enumerate(table) if counts[k] < site.units}
-    base = price(counts)
-    while open_sites:
-        best, best_key, best_trial = None, None, None
-        for k in open_sites:
-            trial = list(counts)
-            trial[k] += 1
-            marginal = max(price(trial) - base, 1e-12)
-            score = float(per_site[table.names[k]][orders[table.names[k]][counts[k]]])
-            key = (score > 0, score / marginal if score > 0 else score * marginal)
-            if best_key is None or key > best_key:
-                best, best_key, best_trial = k, key, trial
-        if spend(best_trial) > limit:
-            open_sites.discard(best)
+def _spent(state, kind: str, added: int = 0, change=(0.0, 0.0)) -> float:
+    """What ``state`` spends of a budget of ``kind`` after ``added`` units costing ``change``."""
+    if kind == "units":
+        return float(state.bits.sum() + added)
+    return state.params + change[0] if kind == "params" else state.flops + change[1]
+
+
+def _score_allocation(state, scores, kind: str, limit: float) -> None:
+    """Greedy by score: every unit in order of score, kept while the budget allows it."""
+    for unit in np.argsort(-scores, kind="stable"):
+        if state.bits[unit]:
             continue
-        counts = best_trial
-        base = price(counts)
-        if counts[best] == table[best].units:
-            open_sites.discard(best)
-    return {name: np.isin(np.arange(site.units), orders[name][:count])
-            for name, site, count in zip(table.names, table, counts, strict=True)}
+        params, flops = state.delta([unit])
+        if _spent(state, kind, 1, (params[0], flops[0])) <= limit:
+            state.add(int(unit))
+
+
+def _cost_allocation(state, per_site, orders, counts, table, kind: str, limit: float,
+                     joint=None) -> None:
+    """Greedy by score per cost: each step adds the next-best unit of the site whose unit buys
+    the most score per unit of price at the current widths (the price: the budget's own kind,
+    or with ``joint`` = (dense parameters, dense FLOPs) the sum of both shares), while the
+    budget allows it. A site whose next unit no longer fits is closed: its marginal cost only
+    grows as the other sites grow."""
+    counts = list(counts)
+    offsets = table.offsets
+    open_sites = [k for k, site in enumerate(table) if counts[k] < site.units]
+    while open_sites:
+        names = [table.names[k] for k in open_sites]
+        nexts = np.array([offsets[k] + orders[name][counts[k]]
+                          for k, name in zip(open_sites, names, strict=True)])
+        params, flops = state.delta(nexts)
+        if joint is not None:
+            price = params / joint[0] + flops / joint[1]
+        else:
+            price = {"units": np.ones(len(nexts)), "params": params, "flops": flops}[kind]
+        price = np.maximum(price, 1e-12)
+        score = np.array([per_site[name][orders[name][counts[k]]]
+                          for k, name in zip(open_sites, names, strict=True)], np.float64)
+        # Units with a positive score first, most score per price; then the least harmful per
+        # price. lexsort sorts by its last key first; ties go to the earliest site.
+        value = np.where(score > 0, score / price, score * price)
+        order = np.lexsort((np.arange(len(nexts)), -value, score <= 0))
+        i = int(order[0])
+        k = open_sites[i]
+        if _spent(state, kind, 1, (params[i], flops[i])) > limit:
+            open_sites.remove(k)
+            continue
+        state.add(int(nexts[i]))
+        counts[k] += 1
+        if counts[k] == table[k].units:
+            open_sites.remove(k)
 
 
 def as_keep_set(model, keep) -> KeepSet:

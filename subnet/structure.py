@@ -45,8 +45,8 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.models import AlwaysOnDropout
 
-__all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "Group", "Structure",
-           "StructureSite", "channel_groups", "graph_calls", "layer_weights"]
+__all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "CostState", "Group",
+           "Structure", "StructureSite", "channel_groups", "graph_calls", "layer_weights"]
 
 L = keras.layers
 
@@ -687,6 +687,47 @@ class CostModel:
         terms = np.stack([n_in * n_out, n_in, n_out, np.ones_like(n_in)], axis=1)
         return int(round(float(np.sum(terms * self.params)))), \
             int(round(float(np.sum(terms * self.flops))))
+
+    def grow(self, bits: np.ndarray) -> CostState:
+        """An incremental view from the subnetwork keeping ``bits``: what adding each unit
+        would cost, then adding it, each in one product over the layers (no pass over every
+        unit per step, as a greedy allocation on a large model would otherwise make)."""
+        return CostState(self, bits)
+
+
+class CostState:
+    """A growing subnetwork's cost (see :meth:`CostModel.grow`): its kept channels per layer,
+    its parameters and FLOPs, and the exact change adding any unit would make.
+
+    All counts are integers held in float64, exact below 2**53."""
+
+    def __init__(self, model: CostModel, bits: np.ndarray):
+        self._m = model
+        self.bits = np.array(bits, bool)
+        b = self.bits.astype(np.float64)
+        self._in = model.in_const + model.in_units @ b
+        self._out = model.out_const + model.out_units @ b
+        self.params, self.flops = (float(v) for v in model(self.bits))
+
+    def delta(self, units) -> tuple[np.ndarray, np.ndarray]:
+        """(parameters, FLOPs) each of ``units`` (global indices, not yet kept) would add."""
+        units = np.atleast_1d(np.asarray(units, np.int64))
+        d_in = self._m.in_units[:, units]
+        d_out = self._m.out_units[:, units]
+        product = d_in * self._out[:, None] + d_out * self._in[:, None] + d_in * d_out
+        change = []
+        for weights in (self._m.params, self._m.flops):
+            change.append(weights[:, 0] @ product + weights[:, 1] @ d_in + weights[:, 2] @ d_out)
+        return np.rint(change[0]), np.rint(change[1])
+
+    def add(self, unit: int) -> None:
+        """Keeps ``unit`` (a global index)."""
+        params, flops = self.delta([unit])
+        self._in += self._m.in_units[:, unit]
+        self._out += self._m.out_units[:, unit]
+        self.bits[unit] = True
+        self.params += float(params[0])
+        self.flops += float(flops[0])
 
 
 def _linear(units: np.ndarray, n: int) -> tuple[int, np.ndarray]:

@@ -79,3 +79,104 @@ def test_an_unknown_allocation_names_the_known_ones():
     model = _model()
     with pytest.raises(ValueError, match=r"'joint'.*Received: allocation='params'"):
         keep_sets(_importance(model, np.ones(20)), Budget.flops(0.5), model, allocation="params")
+
+
+def _reference_greedy(cost, scores, table, orders, kind, limit, allocation, start_counts):
+    """The allocations as first written: every candidate priced by evaluating the whole cost
+    model on its widths (slow, plainly right); the incremental cost state must choose alike."""
+    counts = list(start_counts)
+    dense_params, dense_flops = cost(np.ones(table.n_units, bool))
+
+    def bits_of(counts):
+        bits = np.zeros(table.n_units, bool)
+        for k, (name, start) in enumerate(zip(table.names, table.offsets[:-1], strict=True)):
+            bits[start + orders[name][:counts[k]]] = True
+        return bits
+
+    def spend(counts):
+        if kind == "units":
+            return sum(counts)
+        params, flops = cost(bits_of(counts))
+        return params if kind == "params" else flops
+
+    def price(counts):
+        if allocation == "joint":
+            params, flops = cost(bits_of(counts))
+            return params / dense_params + flops / dense_flops
+        return spend(counts)
+
+    per_site = table.split(scores)
+    if allocation == "global":
+        bits = bits_of(counts)
+        for unit in np.argsort(-scores, kind="stable"):
+            if bits[unit]:
+                continue
+            trial = bits.copy()
+            trial[unit] = True
+            params, flops = cost(trial)
+            if {"units": trial.sum(), "params": params, "flops": flops}[kind] <= limit:
+                bits = trial
+        return bits
+    open_sites = [k for k, site in enumerate(table) if counts[k] < site.units]
+    while open_sites:
+        best, best_key = None, None
+        for k in open_sites:
+            trial = list(counts)
+            trial[k] += 1
+            marginal = max(price(trial) - price(counts), 1e-12)
+            score = float(per_site[table.names[k]][orders[table.names[k]][counts[k]]])
+            key = (score > 0, score / marginal if score > 0 else score * marginal)
+            if best_key is None or key > best_key:
+                best, best_key = k, key
+        trial = list(counts)
+        trial[best] += 1
+        if spend(trial) > limit:
+            open_sites.remove(best)
+            continue
+        counts = trial
+        if counts[best] == table[best].units:
+            open_sites.remove(best)
+    return bits_of(counts)
+
+
+@pytest.mark.parametrize("builder", ["resnet20_layout", "inception_block", "mobilenet_style"])
+@pytest.mark.parametrize("allocation", ["global", "cost", "joint"])
+def test_the_incremental_allocation_chooses_what_pricing_every_candidate_would(builder,
+                                                                                allocation):
+    from subnet.engine.chain import analyse_chain
+    from tests import zoo
+
+    model = getattr(zoo, builder)()
+    table = as_keep_set(model, {}).sites
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=table.n_units)  # negative scores too: the least harmful come last
+    scores[rng.random(table.n_units) < 0.1] = 0.25  # ties
+    importance = _importance(model, scores)
+    cost = analyse_chain(model, rate=dict.fromkeys(table.names, 0.0)).structure.cost_model()
+    orders = {n: np.argsort(-s, kind="stable") for n, s in table.split(scores).items()}
+    for budget in (Budget.flops(0.3), Budget.params(0.4), Budget.units(0.5)):
+        keep = keep_sets(importance, budget, model, allocation=allocation)
+        dense = {"units": table.n_units, "params": keep.dense_params, "flops": keep.dense_flops}
+        expected = _reference_greedy(cost, scores, table, orders, budget.kind,
+                                     budget.target(dense[budget.kind]), allocation,
+                                     [1] * len(table))
+        assert np.array_equal(keep.mask, expected), (budget, allocation)
+
+
+def test_the_cost_state_adds_exactly_what_the_cost_model_counts():
+    from subnet.structure import channel_groups
+    from tests import zoo
+
+    s = channel_groups(zoo.resnet20_layout())
+    model = s.cost_model()
+    rng = np.random.default_rng(0)
+    bits = rng.random(s.n_units) < 0.3
+    state = model.grow(bits)
+    for unit in rng.permutation(np.flatnonzero(~bits))[:25]:
+        params, flops = state.delta([unit])
+        after = bits.copy()
+        after[unit] = True
+        assert (state.params + params[0], state.flops + flops[0]) == model(after)
+        state.add(int(unit))
+        bits = after
+        assert (state.params, state.flops) == model(bits)
