@@ -17,9 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import difficulty
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -234,9 +233,10 @@ def recipe_tests(s: dict) -> list[str]:
                 if held else f"None of the {len(rows)} differences holds after Holm's "
                 "correction")
     if e is not None and b_ is not None:
+        every = "in every parent" if (e > 0).all() else "not in every parent"
         sentence += (f". Read as effect sizes: with the teacher, the inherited network beats its "
                      f"shape trained from scratch for the parent's epochs (Scratch-E) by "
-                     f"{e.mean():+.2f} points ({'in every parent' if (e > 0).all() else 'not in every parent'}), "
+                     f"{e.mean():+.2f} points ({every}), "
                      f"but the same shape trained for the parent's training FLOPs (Scratch-B) "
                      f"comes within {abs(b_.mean()):.2f} points of it ("
                      + ", ".join(f"{v:+.2f}" for v in b_) + "): on this evidence what the "

@@ -25,10 +25,9 @@ from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.models import check_examples, deserialization_scope
 
-__all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet", "accuracy",
-           "as_keep_set",
-           "copy_model", "extract", "finetune", "keep_sets", "measure", "model_cost",
-           "recalibrate_batchnorm"]
+__all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet",
+           "accuracy", "as_keep_set", "copy_model", "extract", "finetune", "keep_sets", "measure",
+           "model_cost", "recalibrate_batchnorm"]
 
 #: How :func:`keep_sets` spreads a budget over sites (see its ``allocation``).
 ALLOCATIONS = ("global", "cost", "joint", "uniform")
@@ -248,7 +247,8 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
                          f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
     if allocation not in ALLOCATIONS:
         raise InputError(f"Invalid value received for argument `allocation`. Expected one of "
-                         f"{', '.join(map(repr, ALLOCATIONS))}. Received: allocation={allocation!r}")
+                         f"{', '.join(map(repr, ALLOCATIONS))}. "
+                         f"Received: allocation={allocation!r}")
     scores = np.asarray(importance.scores, np.float64)
     if scores.ndim != 1:
         raise InputError("keep_sets needs one score per unit; for class-conditional scores use "

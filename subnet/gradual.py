@@ -151,7 +151,8 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
                          f"[0, 1000]. Received: retrain_epochs={retrain_epochs!r}")
     if allocation not in ALLOCATIONS:
         raise InputError(f"Invalid value for argument `allocation`: expected one of "
-                         f"{', '.join(map(repr, ALLOCATIONS))}. Received: allocation={allocation!r}")
+                         f"{', '.join(map(repr, ALLOCATIONS))}. "
+                         f"Received: allocation={allocation!r}")
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training split to retrain on.")
     if selection is None:
