@@ -56,6 +56,7 @@ _EXPORTS = {
     "expected_pooling": "subnet.pooling",
     "extract": "subnet.extraction",
     "finetune": "subnet.extraction",
+    "flatten_nested": "subnet.flatten",
     "iterative_keep_sets": "subnet.iterative",
     "keep_sets": "subnet.extraction",
     "load_dataset": "subnet.data",
@@ -100,7 +101,7 @@ def versions() -> dict:
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
                 "controls", "protocol", "frontier", "structure", "predictive", "distributed",
-                "keep")
+                "keep", "flatten")
 
 
 def __getattr__(name: str):

@@ -431,7 +431,9 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
     HDF5 file is refused), the sizes it declares must fit :data:`MAX_CONFIG_BYTES`,
     :data:`MAX_EXPANSION`, :data:`MAX_LAYERS` and :data:`MAX_PARAMETERS` (counted by building
     the architecture without allocating its weights), and its architecture must not nest deeper
-    than :data:`MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True.
+    than :data:`MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True. A model used as a
+    layer (a nested model) is flattened: its layers are called inline in an equivalent copy
+    (:func:`subnet.flatten.flatten_nested`).
 
     Model and layer names that TensorFlow cannot use as name scopes (spaces, non-ASCII letters,
     ``<``, quotes, ``$``...) are renamed (``my layer`` becomes ``my_layer``, with a ``_2``-style
@@ -481,6 +483,11 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
             load_path = stack.enter_context(_with_suffix(path, fmt))
         model = _keras_load(load_path, display=path, safe_mode=not code)
     _check_classifier(model, path)
+    from subnet.flatten import flatten_nested, has_nested
+
+    if has_nested(model):  # a model used as a layer: its layers called inline, in a copy
+        with deserialization_scope(model) if code else contextlib.nullcontext():
+            model = flatten_nested(model)
     if renamed:
         _ORIGINAL_NAMES[model] = renamed
     return model

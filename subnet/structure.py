@@ -219,8 +219,8 @@ def graph_calls(model) -> tuple[list[Call], str, str]:
         if isinstance(layer, keras.Model):
             raise InputError(
                 f"Layer {clean(layer.name)!r} is a nested model ({type(layer).__name__}); "
-                "subnet needs a flat model. Rebuild it with the nested model's layers called "
-                "inline, e.g. x = layer(x) for each of its layers.")
+                "subnet needs a flat model: model = subnet.flatten_nested(model) calls its "
+                "layers inline (subnet.load_model does this).")
     calls: dict[str, Call] = {}
     order: list[str] = []
     seen: dict[str, int] = {}

@@ -249,6 +249,44 @@ def resnet20_layout(input_shape=(32, 32, 3), classes: int = 10, width: int = 4, 
     return _model(inputs, _classifier(x, classes), "resnet20_layout", seed)
 
 
+def densenet_style(input_shape=(32, 32, 3), classes: int = 10, growth: int = 12,
+                   blocks: tuple = (4, 4, 4), seed: int = 0):
+    """A small DenseNet (Huang et al. 2017, the CIFAR form without bottlenecks): a stem conv of
+    ``2 * growth`` channels, dense blocks of pre-activation layers (BN, ReLU, 3x3 conv of
+    ``growth`` channels, concatenated to everything before it), transitions (BN, ReLU, 1x1 conv
+    halving the channels, 2x2 average pooling) between blocks, then BN, ReLU, GAP, the classifier.
+
+    Args:
+        input_shape: ``(H, W, C)``.
+        classes: Number of classes.
+        growth: Channels each layer adds.
+        blocks: Layers per dense block.
+        seed: Seed of the weights.
+
+    Returns:
+        A ``keras.Model`` named ``"densenet_style"``.
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(2 * growth, 3, padding="same", use_bias=False, name="stem")(inputs)
+    for b, count in enumerate(blocks, start=1):
+        for i in range(1, count + 1):
+            name = f"block{b}_layer{i}"
+            y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+            y = layers.ReLU(name=f"{name}_relu")(y)
+            y = layers.Conv2D(growth, 3, padding="same", use_bias=False, name=f"{name}_conv")(y)
+            x = layers.Concatenate(name=f"{name}_concat")([x, y])
+        if b < len(blocks):
+            name = f"transition{b}"
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
+            x = layers.Conv2D(int(x.shape[-1]) // 2, 1, use_bias=False, name=f"{name}_conv")(x)
+            x = layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_bn")(x)
+    x = layers.ReLU(name="final_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return _model(inputs, _classifier(x, classes), "densenet_style", seed)
+
+
 def inception_block(input_shape=(28, 28, 1), classes: int = 10, seed: int = 0):
     """One Inception-style block: a stem conv(8, relu) and 2x2 max pooling, then four branches
     joined by ``Concatenate`` ``"mixed"`` (18 channels: 1x1(4); 1x1(4) -> 3x3(6);
