@@ -107,6 +107,14 @@ class Settings:
         steps_per_halving: Steps per halving of the FLOPs of iterative mask-statistics pruning.
         step_masks: Masks per step of it.
         quick: Whether these are the ``--quick`` settings.
+        time_budget: Seconds the stages may take (None: no budget): masks, examples, held-out
+            examples, fine-tuning epochs and passes are sized from the model's measured costs
+            so that each stage fits its share (:mod:`subnet.plan`); ``--quick`` sets
+            :data:`QUICK_SECONDS`.
+        calibration_examples: Held-out training examples the keep probabilities are
+            calibrated on (None: ``selection_examples``).
+        sized: The settings a time budget may change (None: all it sizes); the command line
+            leaves out those given explicitly.
         protocol: ``"quick"`` (the comparison above: one-shot cuts and a short fine-tune) or
             ``"thorough"`` (the frontier protocol, :func:`subnet.frontier.compare_gradual`:
             gradual prune-retrain trajectories through the budgets, each subnetwork fine-tuned
@@ -132,18 +140,21 @@ class Settings:
     step_masks: int = 250
     quick: bool = False
     protocol: str = "quick"
+    time_budget: float | None = None
+    calibration_examples: int | None = None
+    sized: tuple | None = None
 
     @classmethod
     def quick_settings(cls, **changes) -> Settings:
-        """Small settings for a first look in about a minute on two cores."""
+        """Small settings for a first look, sized to :data:`QUICK_SECONDS` of stages."""
         base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 4, 1 / 16),
                     methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
                     uncertainty_passes=5, selection_examples=500, steps_per_halving=1,
-                    step_masks=150, quick=True)
+                    step_masks=150, quick=True, time_budget=QUICK_SECONDS)
         return cls(**{**base, **changes})
 
     def __post_init__(self):
-        for name in ("budgets", "methods"):  # lists are welcome; stored as tuples (hashable)
+        for name in ("budgets", "methods", "sized"):  # lists welcome; stored as tuples
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -194,6 +205,14 @@ class Settings:
         count("steps_per_halving", 1)
         count("step_masks", 20)
         check("protocol", self.protocol in ("quick", "thorough"), "'quick' or 'thorough'")
+        check("time_budget", self.time_budget is None or (
+            number(self.time_budget) and 1 <= self.time_budget <= 30 * 86400),
+              "None or seconds in [1, 2592000] (on the command line: 90s, 30m, 2h)")
+        check("calibration_examples", self.calibration_examples is None or (
+            _is_int(self.calibration_examples) and 10 <= self.calibration_examples <= 1_000_000),
+              "None or an int in [10, 1,000,000]")
+        check("sized", self.sized is None or (isinstance(self.sized, tuple) and set(
+            self.sized) <= set(SIZED)), f"None or names among {', '.join(SIZED)}")
         if self.protocol == "thorough":
             from subnet.frontier import METHODS as GRADUAL
 
@@ -216,8 +235,14 @@ class Settings:
 
 # The settings the command line sets (an error about another names the Settings field).
 _CLI_SETTINGS = {"protocol", "dataset", "masks", "examples", "rate", "seed", "repeats", "budgets",
-                 "methods",
-                 "finetune_epochs", "tolerance", "passes", "quick", "uncertainty_passes", "ood"}
+                 "methods", "finetune_epochs", "tolerance", "passes", "quick",
+                 "uncertainty_passes", "ood", "time_budget"}
+#: Seconds of stages ``--quick`` plans for (TensorFlow's start, loading and the report come on
+#: top: about 2 minutes in all on the blog's network).
+QUICK_SECONDS = 75.0
+#: The settings a time budget sizes (:mod:`subnet.plan`).
+SIZED = ("calibration_examples", "masks", "examples", "selection_examples", "step_masks",
+         "steps_per_halving", "finetune_epochs", "passes", "uncertainty_passes")
 
 
 def _is_int(value) -> bool:
@@ -359,12 +384,59 @@ def analyze(model_path: str | Path, out: str | Path, settings: Settings | None =
         f"examples, from {data.source})")
 
     with claim(out, "subnet.analyze", OUTPUTS, fresh=not resume):
+        plan = None
+        if settings.time_budget is not None:
+            settings, plan = _planned(model, data, settings, out, resume, source, log)
         if source is not None and not (out / "record").exists():
             _copy_tree_atomic(Path(source.path), out / "record")
         return _run(model, model_path, out, settings, data, formats=formats,
                     resume=resume, trust_model=trust_model, progress=progress,
                     command=command, log=log, started=started, ood_data=ood_data,
-                    executor=executor)
+                    executor=executor, plan=plan)
+
+
+def _planned(model, data, settings: Settings, out: Path, resume: bool, source, log):
+    """``settings`` sized to their time budget from the model's measured costs
+    (:mod:`subnet.plan`), and the plan; a resumed run reuses the plan it made (its measured
+    costs would differ, and with them the settings its finished stages were made with)."""
+    from subnet.models import dropout_layers, with_dropout
+    from subnet.plan import Plan, measure, plan
+
+    asked = json.dumps(settings.to_dict(), sort_keys=True)
+    saved = out / "state" / "plan.json"
+    if resume and saved.is_file():
+        stored = json.loads(saved.read_text())
+        if stored.get("asked") == asked:
+            made = Plan.from_dict(stored["plan"])
+            log("time budget: the plan of the run being resumed")
+            return dataclasses.replace(settings, **made.values), made
+    sized = set(SIZED if settings.sized is None else settings.sized)
+    if source is not None:  # a given record fixes its masks and examples
+        sized -= {"masks", "examples"}
+    deterministic = with_dropout(model, on=False)
+    n_train = 0 if data.x_train is None else len(data.x_train)
+    start = time.perf_counter()
+    costs = measure(deterministic, data.x_test, data.x_train, data.y_train, seed=settings.seed)
+    values = {name: getattr(settings, name) for name in SIZED}
+    values["calibration_examples"] = min(values["calibration_examples"] or
+                                         settings.selection_examples, max(n_train, 10))
+    about = dict(n_train=n_train, n_test=len(data.x_test),
+                 auto_keep=settings.rate == "auto" and not dropout_layers(model),
+                 dropout=bool(dropout_layers(model)), methods=settings.methods,
+                 budgets=settings.budgets, repeats=settings.repeats)
+    made = plan(values, costs, settings.time_budget, grow=not settings.quick, **about)
+    kept = {name: (made.values[name] if name in sized else values[name]) for name in SIZED}
+    made = dataclasses.replace(
+        made, values=kept, changes={k: v for k, v in made.changes.items() if k in sized})
+    log(f"time budget {settings.time_budget:.0f} s: costs measured in "
+        f"{time.perf_counter() - start:.1f} s (one masked evaluation "
+        f"{costs.mask_example * 1e6:.0f} us, one training example "
+        f"{costs.train_example * 1e6:.0f} us); " + (", ".join(
+            f"{k} {a} -> {b:.3g}" if isinstance(b, float) else f"{k} {a} -> {b}"
+            for k, (a, b) in made.changes.items()) or "nothing changed"))
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, json.dumps({"asked": asked, "plan": made.to_dict()}))
+    return dataclasses.replace(settings, **kept), made
 
 
 def _copy_tree_atomic(source: Path, dest: Path) -> None:
@@ -461,7 +533,7 @@ def _check_given_record(source, model, data, settings: Settings) -> None:
 
 def _run(model, model_path: Path, out: Path, settings: Settings, data, *, formats,
          resume: bool, trust_model: bool, progress: bool, command, log, started: float,
-         ood_data=None, executor=None) -> dict:
+         ood_data=None, executor=None, plan=None) -> dict:
     """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
@@ -543,6 +615,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, *, format
         "comparison": comparison,
         "uncertainty": uncertainty,
         "answer": answer,
+        "plan": None if plan is None else plan.to_dict(),
     }
     results = _jsonable(results)
     from subnet.report.schema import validate_results
@@ -938,7 +1011,8 @@ def _keep(model, deterministic, data, settings: Settings, record_dir: Path) -> d
                 "how": "taken from the given record (--record)"}
     x = y = held_out = None
     if settings.rate == "auto" and data.x_train is not None and len(data.x_train) >= 10:
-        n = min(settings.selection_examples, len(data.x_train))
+        n = min(settings.calibration_examples or settings.selection_examples,
+                len(data.x_train))
         x, y = data.x_train[-n:], data.y_train[-n:]
         held_out = (f"the last {n} training examples (those the comparison holds out to choose "
                     "units on; never the test set)")
@@ -1464,8 +1538,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "distilled, with a Scratch-E control (hours; methods default to "
                              f"{','.join(THOROUGH_METHODS)})")
     parser.add_argument("--quick", action="store_true",
-                        help="small settings for a first look (~1-2 minutes); options given "
+                        help="small settings for a first look, sized to the model's measured "
+                             f"costs so that the stages take about {QUICK_SECONDS:.0f} s "
+                             "(about 2 minutes in all on the blog's network); options given "
                              "explicitly still apply")
+    parser.add_argument("--time-budget", type=_duration, default=None, metavar="DURATION",
+                        help="seconds the stages may take, e.g. 90s, 30m, 2h: masks, examples, "
+                             "held-out examples, fine-tuning epochs and passes not given "
+                             "explicitly are sized from the model's measured costs to fit; "
+                             "results.json and the report say what the budget bought")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser.parse_args(argv)
 
@@ -1477,13 +1558,26 @@ def _settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
               "budgets": tuple(args.budgets), "methods": tuple(args.methods),
               "finetune_epochs": args.finetune_epochs, "tolerance": args.tolerance / 100,
               "passes": args.passes, "protocol": args.protocol,
-              "uncertainty_passes": args.uncertainty_passes, "ood": args.ood}
+              "uncertainty_passes": args.uncertainty_passes, "ood": args.ood,
+              "time_budget": args.time_budget}
     if args.protocol == "thorough" and "methods" not in given:
         fields["methods"] = THOROUGH_METHODS
+    # A time budget sizes what was not given explicitly.
+    fields["sized"] = tuple(name for name in SIZED if name not in given)
     if args.quick:
-        explicit = {k: v for k, v in fields.items() if k in given or k == "dataset"}
+        explicit = {k: v for k, v in fields.items()
+                    if k in given or k in ("dataset", "sized")}
         return Settings.quick_settings(**explicit)
     return Settings(**fields)
+
+
+def _duration(text: str) -> float:
+    from subnet.plan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

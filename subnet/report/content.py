@@ -1013,4 +1013,37 @@ def _provenance_section(results) -> Section:
               + ((("total (sum of the stages)", _seconds(sum(timings.values()))),)
                  if "total" not in timings and len(timings) > 1 else ()), (False, True)),
     )
+    if results.get("plan"):
+        items += (_plan_table(results["plan"], timings),)
     return Section("provenance", "Provenance", items)
+
+
+#: The stages a plan predicts, and the timings that measured them.
+_PLANNED = (("keep", ("keep",)), ("record", ("record",)),
+            ("selection and fine-tuning", ("selection", "finetune")),
+            ("blog and uncertainty", ("rest",)))
+
+
+def _plan_table(plan: dict, timings: dict) -> Table:
+    """What the time budget bought: the measured costs, what it changed, and the predicted
+    seconds of each stage beside the measured ones."""
+    costs = plan["costs"]
+    rows = [("time budget", f"{_seconds(plan['seconds'])} of stages"
+             + ("" if plan["fits"] else " (the smallest settings predicted to exceed it)")),
+            ("one masked evaluation", f"{costs['mask_example'] * 1e6:,.1f} µs"),
+            ("building an engine", _seconds(costs["engine_build"])),
+            ("one training example", f"{costs['train_example'] * 1e6:,.1f} µs")]
+    for name, (asked, planned) in sorted(plan["changes"].items()):
+        def shown(v):
+            return f"{v:.3g}" if isinstance(v, float) else _value(v)
+
+        rows.append((name.replace("_", " "), f"{shown(asked)} → {shown(planned)}"))
+    measured = {"keep": ("keep",), "record": ("record",),
+                "selection and fine-tuning": ("comparison",),
+                "blog and uncertainty": ("blog", "uncertainty")}
+    for label, parts in _PLANNED:
+        predicted = sum(plan["predicted"].get(p, 0.0) for p in parts)
+        took = [timings[t] for t in measured[label] if t in timings]
+        rows.append((f"{label}: predicted / measured",
+                     f"{_seconds(predicted)} / " + (_seconds(sum(took)) if took else "—")))
+    return Table("plan", "What the time budget bought", None, tuple(rows), (False, True))
