@@ -571,7 +571,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, *, format
     recorded = stage("record", lambda: _record(deterministic, data, settings, keep, record_dir,
                                                 progress, executor))
     importance = stage("importance", lambda: _importance(record_dir))
-    comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, rate,
+    comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, keep,
                                                          out, progress, parent=model,
                                                          executor=executor))
     uncertainty = stage("uncertainty", lambda: _uncertainty(
@@ -1163,8 +1163,10 @@ def _unit_labels(table) -> list[str]:
     return [f"{site.name}:{i}" for site in table for i in range(site.units)]
 
 
-def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
+def _comparison(deterministic, data, settings: Settings, keep, out: Path,
                 progress: bool, parent=None, executor=None) -> dict | None:
+    """The comparison of the methods; mask statistics at ``keep`` (a KeepProbabilities: its
+    keep probabilities and its rescaling, as the record was made)."""
     from subnet.comparison import compare
 
     if data.x_train is None:
@@ -1186,7 +1188,7 @@ def _comparison(deterministic, data, settings: Settings, rate: dict, out: Path,
                      finetune_epochs=settings.finetune_epochs,
                      selection_examples=settings.selection_examples, n_masks=settings.masks,
                      steps_per_halving=settings.steps_per_halving,
-                     step_masks=settings.step_masks, rate=rate,
+                     step_masks=settings.step_masks, rate=keep,
                      reference_method="banzhaf" if "banzhaf" in methods else methods[0],
                      out=out / "comparison.json", models_dir=out / "models",
                      progress=progress, executor=executor)

@@ -24,6 +24,7 @@ import numpy as np
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
+from subnet.keep import KeepProbabilities
 from subnet.extraction import (
     Budget,
     ExtractionMismatch,
@@ -229,7 +230,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         steps_per_halving: Steps per halving of the FLOPs for ``banzhaf``.
         step_masks: Masks recorded at each of those steps.
         compensate: Rescale kept units by units/kept at extraction (all methods alike).
-        rate: Dropout rate(s) for masks, where the model's sites have no Dropout after them.
+        rate: Dropout rate(s) for masks, where the model's sites have no Dropout after them,
+            or a :class:`~subnet.KeepProbabilities` (its keep probabilities and whether kept
+            units are rescaled by 1/q, as :func:`subnet.record_masks` takes it).
         reference_method: The structured method whose parameter count TFMOT matches.
         out: JSON file the results stream into; an existing one is resumed.
         measure_latency: Measure size and latency of each subnetwork (first seed only).
@@ -420,12 +423,14 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
                                     steps_per_halving=settings["steps_per_halving"],
                                     n_masks=settings["step_masks"], seed=seed, progress=progress)
     else:
-        if method == "banzhaf_single":
+        rate = settings["rate"]
+        if method == "banzhaf_single":  # at the keep probabilities, and their rescaling
             with temporary_record(model, x_sel, y_sel, settings["n_masks"], seed=seed,
-                                  rate=settings["rate"], progress=progress) as record:
+                                  rate=rate, progress=progress) as record:
                 importance = estimate(record, "banzhaf")
         else:
-            options = {"rate": settings["rate"], **({"seed": seed} if method == "random" else {})}
+            rates = rate.rates if isinstance(rate, KeepProbabilities) else rate
+            options = {"rate": rates, **({"seed": seed} if method == "random" else {})}
             importance = estimate((model, x_sel, y_sel), method, **options)
         keeps = {b: keep_sets(importance, Budget.flops(b), model, allocation=ALLOCATION[method])
                  for b in budgets}

@@ -171,3 +171,37 @@ def test_a_subnetwork_that_fails_its_check_is_recorded_and_the_run_goes_on(train
     assert len(failed) == 1 and failed[0]["extraction_mismatch"]["max_difference"] == 1.0
     assert 0 <= failed[0]["accuracy_oneshot"] <= 1
     assert ExtractionMismatch.__mro__[1] is RuntimeError
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_mask_statistics_record_at_the_keep_probabilities_and_their_rescaling(rescale,
+                                                                            monkeypatch):
+    # The record banzhaf_single chooses units on is made as the analysis' own record was:
+    # at its keep probabilities, scaled by 1/q only where the calibration chose it.
+    import keras
+
+    from subnet import record as record_module
+    from subnet.data import Dataset
+    from subnet.keep import KeepProbabilities
+
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    rng = np.random.default_rng(0)
+    data = Dataset(name="tiny", x_train=rng.random((120, 6), dtype=np.float32),
+                   y_train=np.arange(120) % 3, x_test=rng.random((30, 6), dtype=np.float32),
+                   y_test=np.arange(30) % 3, num_classes=3)
+    keep = KeepProbabilities(keep={"hidden": 0.8}, source="auto", rescale=rescale)
+    seen = []
+    real = record_module.temporary_record
+
+    def spy(*args, **options):
+        seen.append(options["rate"])
+        return real(*args, **options)
+
+    monkeypatch.setattr(record_module, "temporary_record", spy)
+    result = compare(model, data, ("banzhaf_single",), budgets=(0.5,), seeds=(0,),
+                     finetune_epochs=0.0, selection_examples=40, n_masks=20, rate=keep,
+                     measure_latency=False, progress=False, dense_finetuned=False,
+                     reference_method="banzhaf_single")
+    assert seen == [keep] and len(result.rows) == 1
