@@ -24,7 +24,6 @@ import numpy as np
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
-from subnet.keep import KeepProbabilities
 from subnet.extraction import (
     Budget,
     ExtractionMismatch,
@@ -38,6 +37,7 @@ from subnet.extraction import (
     model_cost,
     recalibrate_batchnorm,
 )
+from subnet.keep import KeepProbabilities
 from subnet.models import model_bytes, model_from_bytes
 from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
 
