@@ -182,10 +182,13 @@ def test_conv1d_spatial_mean_by_hand():
     grad = ((p - np.eye(2)[y]) @ w_out.T).reshape(7, 4, 2)
     expected = np.abs((z * grad).mean(axis=1)).mean(axis=0)
 
-    with pytest.raises(ValueError, match="no Dropout after it"):
-        estimate((model, x, y), "taylor")
+    # No criterion uses a keep probability, so none asks for one: without a rate the site
+    # table says keep 1 where the model has no Dropout; the scores are the same either way.
+    unasked = estimate((model, x, y), "taylor")
+    assert unasked.sites[0].keep == 1.0
     taylor = estimate((model, x, y), "taylor", rate=0.5)
     np.testing.assert_allclose(taylor.scores, expected, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(unasked.scores, taylor.scores)
     assert not np.allclose(taylor.scores, np.abs(z * grad).mean(axis=(0, 1)))
     assert taylor.sites[0].keep == 0.5 and taylor.details["rate"] == 0.5
     assert taylor.details["positions"] == {"conv": 4}

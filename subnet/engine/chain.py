@@ -8,18 +8,18 @@ per-channel layer before the next layer that mixes channels (a Conv or Dense) or
 Zeroing there is the same function as deleting the unit, which is what makes masking and
 physical extraction agree.
 
-Every model is first analysed by :mod:`subnet.structure` (channel groups: what a unit is in any
-graph, residual, concatenating and depthwise models included). Where the layers from the first
-site on form a chain (one input, one output per layer), :func:`analyse_chain` also splits the
-model into the segments the fast backend runs; anything before the first site (the *prefix*) may
-be any Keras graph: it is the same for every mask and is run as a sub-model. For other graphs the
-:class:`Chain` has no segments, and the reference backend evaluates it.
+Every model is analysed by :mod:`subnet.structure` (channel groups: what a unit is in any
+graph, residual, concatenating and depthwise models included), the one reader of a model's
+graph. Where the layers from the first site on form a chain (one input, one output per layer),
+:func:`analyse_chain` also splits the structure's layer calls into the segments the fast
+backend runs; anything before the first site (the *prefix*) may be any Keras graph: it is the
+same for every mask and is run as a sub-model. For other graphs the :class:`Chain` has no
+segments, and the graph backend (or the reference one) evaluates it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,32 +27,15 @@ import numpy as np
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers
+from subnet.structure.rules import DROPOUT, FAST_LAYOUT, FAST_MIXING, FAST_PER_CHANNEL
 
 __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteScaled", "SiteTable", "analyse_chain",
-           "call_inference", "chain_layers", "check_site_scale", "layer_flops", "layers_before",
-           "sites"]
+           "check_site_scale", "layer_flops", "sites"]
 
 #: What a site can be (see :attr:`Site.kind`).
 SITE_KINDS = ("conv1d", "conv2d", "conv3d", "dense", "separable", "coupled")
 #: Layer classes that mix channels in a chain the fast backend runs: the sites, the classifier.
-MIXING_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
-# Layers that act on each channel separately and map an all-zero channel to zero (or are the
-# identity at inference): allowed between a site and its mask point.
-_PER_CHANNEL = (
-    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
-    keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
-    keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU,
-    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
-    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.Identity,
-    keras.layers.ActivityRegularization,
-)
-# Layers that only re-arrange values (between a mask point and the next mixing layer).
-_LAYOUT = (keras.layers.Flatten,)
-_DROPOUT = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D)
+MIXING_LAYERS = FAST_MIXING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,14 +208,6 @@ class Chain:
         return keras.Model(self.model.inputs, self.prefix_output.output)
 
 
-def call_inference(layer, tensor):
-    """Calls ``layer`` on ``tensor`` in inference mode: ``training=False`` where the layer takes
-    it (dropout off, BatchNormalization on its moving statistics)."""
-    if "training" in inspect.signature(layer.call).parameters:
-        return layer(tensor, training=False)
-    return layer(tensor)
-
-
 def layer_flops(layer) -> int:
     """FLOPs per example of a whole Conv/Dense layer, 2 per multiply-accumulate (0 for others).
 
@@ -329,15 +304,9 @@ def analyse_chain(model, rate: float | Mapping[str, float] | None = None) -> Cha
         reason = f"it has depthwise or separable convolutions ({depthwise[0]!r})"
     elif graph.is_chain:
         try:
-            chain = _analyse_chain(model, rate)
+            return _chain_of(model, graph, rate)
         except _NotAChain as err:
             reason = str(err)
-        else:
-            if chain.table.names == [s.name for s in graph.sites] and \
-                    list(chain.table.units) == [s.units for s in graph.sites]:
-                chain.structure = graph
-                return chain
-            reason = "its chain and its channel groups disagree on the sites"
     else:
         reason = "it has branches, merges or coupled channels"
     return _graph_chain(model, graph, rate, reason)
@@ -368,191 +337,56 @@ class _NotAChain(InputError):
     """The strict chain analysis does not apply (the structure's analysis does)."""
 
 
-def _analyse_chain(model, rate) -> Chain:
-    """The strict chain analysis (the fast backend's view); see :func:`analyse_chain`."""
-    # channel_groups has checked the model: one input, one output, flat, known layers.
-    order = chain_layers(model)
-    mixing = [i for i, layer in enumerate(order) if isinstance(layer, MIXING_LAYERS)]
-    if len(mixing) < 2:
-        raise _NotAChain(
-            f"Model {model.name!r} has no maskable site: subnet masks the output channels of "
-            "hidden Conv1D, Conv2D or Dense layers, and this model has "
-            f"{len(mixing)} such layer(s) in all (the last one is the classifier).")
+def _chain_of(model, graph, rate) -> Chain:
+    """The fast backend's view of a chain, read from its structure (the one reader of the
+    model's graph): the layers from the first site's mask point on, split after each mask
+    point into segments of layout layers, one Conv/Dense layer and per-channel layers."""
+    calls = graph.calls
+    names = [call.name for call in calls]
+    points = [names.index(site.mask_layer) for site in graph.sites]
+    by_name = {call.name: call.layer for call in calls}
+    mixing = [i for i, call in enumerate(calls[points[0]:], start=points[0])
+              if isinstance(call.layer, MIXING_LAYERS)]
+    for site in graph.sites:
+        layer = by_name[site.name]
+        if not isinstance(layer, MIXING_LAYERS):
+            raise _NotAChain(f"site {site.name!r} is a {type(layer).__name__}, not a Conv1D, "
+                             "Conv2D or Dense layer")
+        _kind(layer)  # channels-last, ungrouped
+    if not mixing:
+        raise _NotAChain("no Conv/Dense layer follows the last site")
+    for call in calls[names.index(graph.sites[0].name) + 1:]:
+        if not isinstance(call.layer, keras.layers.Layer):
+            raise _NotAChain(f"{call.name!r} ({type(call.layer).__name__}) is a Keras "
+                             "operation, not a layer")
+    order = [call.layer for call in calls]
     _check_classifier_tail(order, mixing[-1])
-
-    always_on = {info.name: info.always_on for info in dropout_layers(model)}
-    rates = _normalise_rate(rate, [order[i].name for i in mixing[:-1]])
-    site_list, mask_points = [], []
-    for k, index in enumerate(mixing[:-1]):
-        layer = order[index]
-        stop = mixing[k + 1]
-        mask_at = index
-        dropout = []
+    sites_at = [names.index(site.name) for site in graph.sites]
+    for k, (index, point) in enumerate(zip(sites_at, points, strict=True)):
+        stop = sites_at[k + 1] if k + 1 < len(sites_at) else mixing[-1]
         for j in range(index + 1, stop):
             between = order[j]
-            if isinstance(between, _PER_CHANNEL) and mask_at == j - 1:
-                mask_at = j
-            elif not isinstance(between, _LAYOUT + _DROPOUT):
+            if j <= point and not isinstance(between, FAST_PER_CHANNEL):
+                raise _NotAChain(f"layer {between.name!r} ({type(between).__name__}) sits "
+                                 f"between site {order[index].name!r} and its mask point")
+            if j > point and not isinstance(between, FAST_LAYOUT + DROPOUT):
                 raise _NotAChain(
                     f"Layer {between.name!r} ({type(between).__name__}) between sites "
-                    f"{layer.name!r} and {order[stop].name!r} cannot be masked correctly: subnet "
-                    "supports per-channel layers (BatchNormalization, activations, dropout, "
-                    "pooling, padding) and Flatten between Conv/Dense layers.")
-            if isinstance(between, _DROPOUT):
-                dropout.append(between)
+                    f"{order[index].name!r} and {order[stop].name!r} cannot be masked correctly: "
+                    "subnet supports per-channel layers (BatchNormalization, activations, "
+                    "dropout, pooling, padding) and Flatten between Conv/Dense layers.")
             _check_per_channel_layer(between)
-        model_rate = 1.0 - float(np.prod([1.0 - d.rate for d in dropout])) if dropout else 0.0
-        chosen = rates.get(layer.name, model_rate if dropout else None)
-        if chosen is None:
-            raise InputError(
-                f"Site {layer.name!r} has no Dropout after it, so subnet does not know at what "
-                "rate to drop its units. Pass rate=R (command line: --rate R), a float in [0, 1), "
-                "or a mapping {site name: rate}.")
-        site_list.append(Site(
-            name=layer.name,
-            kind=_kind(layer),
-            units=_units(layer),
-            keep=1.0 - float(chosen),
-            mask_layer=order[mask_at].name,
-            dropout_rate=model_rate,
-            always_on=any(always_on.get(d.name, False) for d in dropout),
-        ))
-        mask_points.append(mask_at)
-
-    segments = []
-    bounds = mask_points + [len(order) - 1]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        segments.append(order[a + 1:b + 1])
-    return Chain(model=model, table=SiteTable(site_list), prefix_output=order[mask_points[0]],
-                 segments=segments, probabilities=_ends_in_softmax(order[mixing[-1]:]))
-
-
-def chain_layers(model) -> list:
-    """The layers from the first Conv/Dense layer to the output, checked to form a chain.
-
-    Args:
-        model: A functional or Sequential ``keras.Model``.
-
-    Returns:
-        The layers in order (empty if the model has no Conv/Dense layer).
-
-    Raises:
-        InputError: If a layer after the first Conv/Dense one has several inputs, or a layer is
-            used more than once.
-    """
-    if isinstance(model, keras.Sequential):
-        chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    else:
-        graph = _inbound_graph(model)
-        # Layers, and Keras operations on tensors (x / 255.0): allowed before the first site
-        # (the prefix runs as a sub-model), not between sites (checked below).
-        operations = {op.name: op for op in model.operations}
-        current = _output_layer_name(model)
-        chain = [operations[current]]
-        while True:
-            parents = graph.get(current, [])
-            if len(parents) > 1:
-                if any(isinstance(layer, MIXING_LAYERS) for layer in chain):
-                    raise _NotAChain(
-                        f"Layer {current!r} ({type(chain[-1]).__name__}) has {len(parents)} "
-                        "inputs; subnet masks models whose layers from the first Conv/Dense on "
-                        "form a chain (no branches or residual connections between sites).")
-                break
-            if not parents:
-                break
-            parent = operations[parents[0]]
-            if isinstance(parent, keras.layers.InputLayer):
-                break
-            chain.append(parent)
-            current = parent.name
-        chain.reverse()
-    first = next((i for i, layer in enumerate(chain) if isinstance(layer, MIXING_LAYERS)), None)
-    if first is None:
-        return []
-    op = next((op for op in chain[first:] if not isinstance(op, keras.layers.Layer)), None)
-    if op is not None:
-        raise _NotAChain(f"{op.name!r} ({type(op).__name__}) is a Keras operation, not a layer")
-    return chain[first:]
-
-
-def layers_before(model, first) -> list:
-    """The layers (and Keras operations on tensors, such as ``x / 255.0``) between the model's
-    input and ``first``, in order (the *prefix* of a chain).
-
-    Args:
-        model: A functional or Sequential ``keras.Model``.
-        first: One of its layers, reached from the input by a chain (usually
-            ``chain_layers(model)[0]``).
-
-    Returns:
-        The layers from the input (exclusive) to ``first`` (exclusive).
-
-    Raises:
-        InputError: If a layer before ``first`` has more than one input.
-    """
-    if isinstance(model, keras.Sequential):
-        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        return layers[:layers.index(first)]
-    graph = _inbound_graph(model)
-    operations = {op.name: op for op in model.operations}
-    layers, current = [], first.name
-    while True:
-        parents = graph.get(current, [])
-        if len(parents) != 1:
-            raise _NotAChain(f"subnet supports models whose layers before the first site form "
-                             f"a chain; layer {current!r} has {len(parents)} inputs.")
-        parent = operations[parents[0]]
-        if isinstance(parent, keras.layers.InputLayer):
-            return layers[::-1]
-        layers.append(parent)
-        current = parent.name
-
-
-def _output_layer_name(model) -> str:
-    outputs = model.get_config().get("output_layers")
-    while isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], (list, tuple)):
-        outputs = outputs[0]
-    if not isinstance(outputs, (list, tuple)) or not outputs or not isinstance(outputs[0], str):
-        raise _NotAChain(f"Could not read the output layer of model {model.name!r}.")
-    return outputs[0]
-
-
-def _history_names(value) -> list[str]:
-    """Names of the layers whose tensors appear in a serialized call argument."""
-    if isinstance(value, dict):
-        history = value.get("config", {}).get("keras_history") \
-            if value.get("class_name") == "__keras_tensor__" else None
-        if history:
-            return [history[0]]
-        return [name for item in value.values() for name in _history_names(item)]
-    if isinstance(value, (list, tuple)):
-        if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
-            return [value[0]]  # Keras 2 style [layer name, node index, tensor index, kwargs]
-        return [name for item in value for name in _history_names(item)]
-    return []
-
-
-def _inbound_graph(model) -> dict[str, list[str]]:
-    """Layer name → names of the layers feeding it, read from the model's own config."""
-    graph: dict[str, list[str]] = {}
-    for layer in model.get_config().get("layers", []):
-        name = layer.get("name") or layer.get("config", {}).get("name")
-        nodes = layer.get("inbound_nodes") or []
-        if len(nodes) > 1:
-            raise _NotAChain(f"Layer {name!r} is used {len(nodes)} times (shared weights); "
-                             "subnet needs each layer used once.")
-        parents: list[str] = []
-        for node in nodes:
-            args = node.get("args", []) if isinstance(node, dict) else node
-            parents += _history_names(args)
-        graph[name] = parents
-    return graph
+    bounds = points + [len(order) - 1]
+    segments = [order[a + 1:b + 1] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    table = _graph_chain(model, graph, rate, "").table
+    return Chain(model=model, table=table, prefix_output=order[points[0]], segments=segments,
+                 probabilities=graph.probabilities, structure=graph)
 
 
 def _check_classifier_tail(order: list, classifier_index: int) -> None:
     classifier = order[classifier_index]
     for layer in order[classifier_index + 1:]:
-        if not isinstance(layer, (keras.layers.Activation, keras.layers.Softmax) + _DROPOUT):
+        if not isinstance(layer, (keras.layers.Activation, keras.layers.Softmax) + DROPOUT):
             raise _NotAChain(
                 f"Layer {layer.name!r} ({type(layer).__name__}) after the classifier "
                 f"{classifier.name!r} is not supported; subnet expects the classifier to end in "
@@ -561,19 +395,6 @@ def _check_classifier_tail(order: list, classifier_index: int) -> None:
         raise _NotAChain(
             f"The last Conv/Dense layer {classifier.name!r} is a convolution; subnet expects a "
             "Dense classifier (add Flatten or global pooling and a Dense layer).")
-
-
-def _ends_in_softmax(tail: list) -> bool:
-    """Whether the classifier and the layers after it (activations, Softmax, dropout) end in a
-    softmax, wherever in the tail it is: a Dropout after a softmax classifier still outputs
-    probabilities at inference."""
-    result = False
-    for layer in tail:
-        if isinstance(layer, keras.layers.Softmax):
-            result = True
-        elif not isinstance(layer, _DROPOUT):
-            result = getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
-    return result
 
 
 def _check_per_channel_layer(layer) -> None:
@@ -604,10 +425,6 @@ def _kind(layer) -> str:
         raise _NotAChain(f"Convolution {layer.name!r} has groups={layer.groups}; subnet supports "
                          "ungrouped convolutions.")
     return "conv2d" if isinstance(layer, keras.layers.Conv2D) else "conv1d"
-
-
-def _units(layer) -> int:
-    return int(layer.units if isinstance(layer, keras.layers.Dense) else layer.filters)
 
 
 def _normalise_rate(rate, names: list[str]) -> dict[str, float]:

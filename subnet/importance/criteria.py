@@ -18,9 +18,10 @@ name            score of a unit                                             read
 ==============  ==========================================================  ===========
 
 Every criterion still validates the whole ``(model, x, y)`` source, so all estimators share one
-call. Every constructor takes ``rate``, the dropout rate(s) the site table's keep probabilities
-come from, as in :func:`subnet.engine.chain.analyse_chain`: models without a Dropout layer after
-each site need it. It does not change any criterion's scores.
+call. Every constructor takes an optional ``rate``, the dropout rate(s) the site table of the
+returned importance describes, as in :func:`subnet.engine.chain.analyse_chain`; no criterion
+uses it, and without it a site with no Dropout after it is described at keep 1 (a criterion
+never asks for a rate it does not use).
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
 
 # --------------------------------------------------------------------------------------------
 # Option checks
+
+
+def _chain(model, rate) -> Chain:
+    """The model's sites for a criterion's importance: at ``rate`` where given, else at the
+    model's own dropout rates, keep 1 where a site has none (criteria never use it)."""
+    if rate is None:
+        from subnet.structure import channel_groups
+
+        rate = {site.name: site.dropout_rate if site.dropout_layers else 0.0
+                for site in channel_groups(model).sites}
+    return analyse_chain(model, rate)
 
 
 def _check_rate(rate):
@@ -193,7 +205,7 @@ class Magnitude(Estimator):
                 cannot be split into sites.
         """
         model, _, _ = check_model_source(source, self.name)
-        chain = analyse_chain(model, self.rate)
+        chain = _chain(model, self.rate)
         s = chain.structure
         total, fan = np.zeros(s.n_units), np.zeros(s.n_units)
         for call in s.calls:
@@ -259,7 +271,7 @@ class Activation(Estimator):
                 cannot be split into sites.
         """
         model, x, _ = check_model_source(source, self.name)
-        chain = analyse_chain(model, self.rate)
+        chain = _chain(model, self.rate)
         entries = _entries(chain)
         n_units = chain.table.n_units
         sums = np.zeros(n_units)
@@ -325,7 +337,7 @@ class APoZ(Estimator):
                 cannot be split into sites.
         """
         model, x, _ = check_model_source(source, self.name)
-        chain = analyse_chain(model, self.rate)
+        chain = _chain(model, self.rate)
         entries = _entries(chain)
         n_units = chain.table.n_units
         zeros = np.zeros(n_units)
@@ -400,7 +412,7 @@ class Taylor(Estimator):
                 cannot be split into sites.
         """
         model, x, y = check_model_source(source, self.name)
-        chain = analyse_chain(model, self.rate)
+        chain = _chain(model, self.rate)
         table = chain.table
         # The model with a multiplier v_u on each unit's channels where they are read: at v = 1
         # it is the model, and dℓ/dv_u = Σ over the unit's read entries of a · dℓ/da.
@@ -470,7 +482,7 @@ class RandomScores(Estimator):
                 cannot be split into sites.
         """
         model, _, _ = check_model_source(source, self.name)
-        table = analyse_chain(model, self.rate).table
+        table = _chain(model, self.rate).table
         scores = np.random.default_rng(self.seed).random(table.n_units)
         return Importance(method=self.name, scores=scores, sites=table,
                           details={"seed": self.seed, "rate": self.rate,

@@ -1,37 +1,5 @@
-"""Channel groups: what a unit is in any Keras graph, and what deleting one removes.
-
-In a chain of layers a unit is one output channel of a Conv or Dense layer. In a general graph
-channels are *coupled* (Torch-Pruning's DepGraph does the same analysis for PyTorch):
-
-- ``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum`` and ``Minimum`` tie channel c of
-  every input to channel c of their output, so a residual stream's channel c is one unit across
-  every block that writes or reads it;
-- ``Concatenate`` places its inputs' channels side by side;
-- per-channel layers (BatchNormalization, activations, dropout, pooling, padding, cropping,
-  up-sampling, and ``DepthwiseConv2D``, whose output channels c*m .. c*m+m-1 read only input
-  channel c) pass channels through;
-- ``Flatten`` and channel-preserving ``Reshape`` spread a channel over positions;
-- channel-mixing layers (Conv, Dense, the pointwise half of ``SeparableConv2D``) *produce* new
-  channels and *consume* their input's.
-
-A **group** is a set of channels that must be kept or dropped together; it is a *unit*. Groups
-produced by the same layers form a **site** (in a chain: one Conv/Dense layer). Channels that
-reach the model's input or output (the classes) are fixed: they are never units.
-
-Dropping a unit zeroes its channels where channel-mixing layers *read* them (its *mask
-points*), with every value in between left alone. Deleting the unit removes its channels from
-every producer's output, every per-channel layer between, and every consumer's input, so the
-two are the same function, which is what makes masking and physical extraction agree. Layers
-across which zeroing a channel is not deleting it (LayerNormalization, a softmax over channels)
-and layers subnet cannot see into (Lambda, nested models) are refused by name, with the reason.
-
-The structure says nothing about keep probabilities: those belong to the record.
-
-:func:`channel_groups` derives it from a live Keras model; :class:`Structure` answers which channels
-of which tensors and weights each unit owns, and builds the masked model
-(:meth:`Structure.masked_model`), the exact cost of any keep-set (:meth:`Structure.cost`) and the
-physically smaller model (:meth:`Structure.extract`).
-"""
+"""Channel groups: the structure of a model, its sites and what any keep-set keeps (see
+:mod:`subnet.structure`)."""
 
 from __future__ import annotations
 
@@ -42,75 +10,27 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from subnet._tf import keras
-from subnet.errors import InputError, InputTypeError, clean
-from subnet.models import AlwaysOnDropout
-
-__all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "CostState", "Group",
-           "Structure", "StructureSite", "channel_groups", "graph_calls", "layer_weights"]
-
-L = keras.layers
-
-#: Channel-mixing layers: they consume their input's channels and produce new ones.
-PRODUCERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.SeparableConv1D, L.SeparableConv2D)
-#: Layers that act on each channel separately, without weights to slice.
-_PASS = (
-    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
-    L.GaussianDropout, L.AlphaDropout, L.Activation, L.ReLU, L.LeakyReLU, L.ELU,
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
-    L.AveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
-    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.Identity, L.ActivityRegularization,
-    L.RepeatVector, AlwaysOnDropout,
+from subnet.errors import InputError, clean
+from subnet.structure.cost import CostModel
+from subnet.structure.graph import Call, graph_calls, is_binary_op, is_elementwise_op
+from subnet.structure.rules import (
+    DEPTHWISE,
+    DROPOUT,
+    KNOWN,
+    LAYOUT,
+    MERGES,
+    MIXING_NORMALISERS,
+    NOISE,
+    PASS,
+    PER_CHANNEL_WEIGHTS,
+    PRODUCERS,
+    L,
+    check_layout,
+    check_pass,
+    layer_error,
+    layer_weights,
+    softmax_activation,
 )
-#: Per-channel layers whose weights have one entry per channel (sliced on extraction).
-_PER_CHANNEL_WEIGHTS = (L.BatchNormalization, L.PReLU)
-#: Depthwise convolutions: output channel c*m + j reads input channel c only.
-DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
-_LAYOUT = (L.Flatten, L.Reshape)
-#: Layers refused because zeroing a channel is not deleting it across them.
-_MIXING_NORMALISERS = (L.LayerNormalization, L.UnitNormalization, L.GroupNormalization,
-                       L.Softmax)
-#: Layers whose channel flow :func:`channel_groups` knows (any other may stand before the first
-#: unit, where no channel can be dropped).
-_KNOWN = PRODUCERS + DEPTHWISE + _PASS + _PER_CHANNEL_WEIGHTS + _MERGES + _LAYOUT + (
-    L.Concatenate, L.Rescaling, L.Permute) + _MIXING_NORMALISERS
-#: Keras operations called on a tensor in a functional model (``x + 3.0``, ``keras.ops.relu(x)``:
-#: the hard sigmoid of MobileNetV3's squeeze-and-excite blocks) that act on each element alone.
-#: With one tensor argument and numbers for the rest they pass channels through.
-_ELEMENTWISE_OPS = {
-    "keras.src.ops.numpy": {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Power",
-                            "Maximum", "Minimum", "Negative", "Absolute", "Abs", "Square",
-                            "Sqrt", "Exp", "Log", "Tanh", "Clip", "Sign", "Round", "Floor",
-                            "Ceil", "Sin", "Cos"},
-    "keras.src.ops.nn": {"Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gelu",
-                         "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign"},
-}
-#: Keras operations that combine two tensors element by element: merges.
-_BINARY_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"}
-_DROPOUT = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
-#: Layers that are the identity at inference: left out of an extracted subnetwork.
-NOISE = _DROPOUT + (L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """One layer call in the graph, in topological order.
-
-    Attributes:
-        layer: The Keras layer.
-        node: Its Keras node (holds the call's arguments).
-        inputs: Names of the tensors it reads (the producing layers' names), in argument order.
-    """
-
-    layer: keras.layers.Layer
-    node: object
-    inputs: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.layer.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,79 +103,6 @@ class _UnionFind:
 
     def fix(self, i: int) -> None:
         self.fixed[self.find(i)] = True
-
-
-def _layer_error(layer, reason: str) -> InputError:
-    return InputError(f"Layer {clean(layer.name)!r} ({type(layer).__name__}) {reason}")
-
-
-def graph_calls(model) -> tuple[list[Call], str, str]:
-    """The model's layer calls in topological order, with its input and output tensor names.
-
-    Args:
-        model: A flat functional or Sequential ``keras.Model`` with one input and one output.
-
-    Returns:
-        ``(calls, input name, output name)``.
-
-    Raises:
-        InputError: If the model has several inputs or outputs, a nested model, a layer used
-            more than once or a layer with several outputs.
-    """
-    if not isinstance(model, keras.Model):
-        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
-                             f"Received: {type(model)!r}")
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
-    if not inputs or not outputs:
-        raise InputError(f"Model {clean(model.name)!r} has no defined input; subnet needs a "
-                         "built functional or Sequential model (give the first layer an Input).")
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise InputError("subnet analyses classifiers with one input and one output; the model "
-                         f"has {len(inputs)} inputs and {len(outputs)} outputs.")
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise InputError(
-                f"Layer {clean(layer.name)!r} is a nested model ({type(layer).__name__}); "
-                "subnet needs a flat model: model = subnet.flatten_nested(model) calls its "
-                "layers inline (subnet.load_model does this).")
-    calls: dict[str, Call] = {}
-    order: list[str] = []
-    seen: dict[str, int] = {}
-
-    def visit(tensor) -> str:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
-            raise InputError(f"Model {clean(model.name)!r}: a tensor without Keras history; "
-                             "subnet needs a functional or Sequential model.")
-        layer, node_index = history[0], history[1]
-        name = layer.name
-        if history[2] != 0 or seen.setdefault(name, node_index) != node_index:
-            raise _layer_error(layer, "is used more than once or has several outputs (shared "
-                                      "weights); subnet needs each layer called once.")
-        if name in calls:
-            return name
-        node = layer._inbound_nodes[node_index]
-        parents = tuple(visit(t) for t in node.arguments.keras_tensors)
-        calls[name] = Call(layer=layer, node=node, inputs=parents)
-        order.append(name)
-        return name
-
-    stack_limit = 10_000
-    if len(model.layers) > stack_limit:
-        raise InputError(f"Model {clean(model.name)!r} has {len(model.layers)} layers; subnet "
-                         f"supports at most {stack_limit}.")
-    import sys
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 4 * len(model.layers) + 1000))
-    try:
-        output = visit(outputs[0])
-    finally:
-        sys.setrecursionlimit(limit)
-    input_name = inputs[0]._keras_history[0].name
-    return [calls[name] for name in order], input_name, output
 
 
 class Structure:
@@ -367,7 +214,7 @@ class Structure:
     def _read_source(self, call: Call) -> str:
         """The layer whose output consumer ``call`` reads, looking through Flatten/Reshape."""
         source = call.inputs[0]
-        while isinstance(self._by_name[source].layer, _LAYOUT):
+        while isinstance(self._by_name[source].layer, LAYOUT):
             source = self._by_name[source].inputs[0]
         return source
 
@@ -380,9 +227,9 @@ class Structure:
             source = self._read_source(call)
             mask_layer, dropouts = source, []
             while source in self._by_name and not isinstance(self._by_name[source].layer,
-                                                             PRODUCERS + _MERGES):
+                                                             PRODUCERS + MERGES):
                 layer = self._by_name[source].layer
-                if isinstance(layer, _DROPOUT):
+                if isinstance(layer, DROPOUT):
                     dropouts.append(source)
                 if len(self._by_name[source].inputs) != 1:
                     break
@@ -595,7 +442,7 @@ class Structure:
         elif isinstance(layer, DEPTHWISE):
             rows = self.kept_channels(name, bits, reads=True)
             weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
-        elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
+        elif isinstance(layer, PER_CHANNEL_WEIGHTS):
             weights = [w[..., out] for w in weights]
         return out, weights
 
@@ -627,112 +474,6 @@ class Structure:
             if weights:
                 copy.set_weights(weights)
         return keras.Model(image, tensors[self.output_name], name=name)
-
-
-class CostModel:
-    """Parameters and FLOPs of a subnetwork as a function of its keep bits, in a few products.
-
-    Every weighted layer's cost is ``a * n_in * n_out + b * n_in + c * n_out + d``, where
-    ``n_in`` and ``n_out`` (the kept channels it reads and writes) are linear in the keep bits:
-    a constant for the fixed channels plus, for each unit, the number of channels it owns
-    there (a Flatten's positions, a depthwise multiplier).
-
-    Args:
-        s: The :class:`Structure`.
-    """
-
-    def __init__(self, s: Structure):
-        n = s.n_units
-        rows = []  # (in const, in per unit, out const, out per unit, params abcd, flops abcd)
-        for call in s.calls:
-            layer = call.layer
-            if not getattr(layer, "weights", None) and not isinstance(layer, PRODUCERS + DEPTHWISE):
-                continue
-            reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
-            writes = s.units_of[call.name]
-            rank = len(layer.output.shape)
-            positions = int(np.prod(layer.output.shape[1:-1])) if rank > 2 else 1
-            bias = 1 if getattr(layer, "use_bias", False) else 0
-            if isinstance(layer, L.Dense):
-                p, f = (1, 0, bias, 0), (2 * positions, 0, 0, 0)
-            elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-                window, m = int(np.prod(layer.kernel_size)), int(layer.depth_multiplier)
-                p = (m, window * m, bias, 0)
-                f = (2 * positions * m, 2 * positions * window * m, 0, 0)
-            elif isinstance(layer, PRODUCERS):
-                window = int(np.prod(layer.kernel_size))
-                p, f = (window, 0, bias, 0), (2 * positions * window, 0, 0, 0)
-            elif isinstance(layer, DEPTHWISE):
-                window = int(np.prod(layer.kernel_size))
-                p, f = (0, 0, window + bias, 0), (0, 0, 2 * positions * window, 0)
-            elif isinstance(layer, _PER_CHANNEL_WEIGHTS):
-                total = sum(int(np.prod(w.shape)) for w in layer.weights)
-                p, f = (0, 0, total // int(layer.output.shape[-1]), 0), (0, 0, 0, 0)
-            else:
-                total = sum(int(np.prod(w.shape)) for w in layer.weights)
-                p, f = (0, 0, 0, total), (0, 0, 0, 0)
-            rows.append((_linear(reads, n), _linear(writes, n), p, f))
-        self.in_const = np.array([r[0][0] for r in rows], np.float64)
-        self.in_units = np.array([r[0][1] for r in rows], np.float64).reshape(len(rows), n)
-        self.out_const = np.array([r[1][0] for r in rows], np.float64)
-        self.out_units = np.array([r[1][1] for r in rows], np.float64).reshape(len(rows), n)
-        self.params = np.array([r[2] for r in rows], np.float64).reshape(len(rows), 4)
-        self.flops = np.array([r[3] for r in rows], np.float64).reshape(len(rows), 4)
-
-    def __call__(self, bits: np.ndarray) -> tuple[int, int]:
-        """(parameters, FLOPs per example) of the subnetwork keeping ``bits`` (n_units,)."""
-        b = np.asarray(bits, np.float64)
-        n_in = self.in_const + self.in_units @ b
-        n_out = self.out_const + self.out_units @ b
-        terms = np.stack([n_in * n_out, n_in, n_out, np.ones_like(n_in)], axis=1)
-        return int(round(float(np.sum(terms * self.params)))), \
-            int(round(float(np.sum(terms * self.flops))))
-
-    def grow(self, bits: np.ndarray) -> CostState:
-        """An incremental view from the subnetwork keeping ``bits``: what adding each unit
-        would cost, then adding it, each in one product over the layers (no pass over every
-        unit per step, as a greedy allocation on a large model would otherwise make)."""
-        return CostState(self, bits)
-
-
-class CostState:
-    """A growing subnetwork's cost (see :meth:`CostModel.grow`): its kept channels per layer,
-    its parameters and FLOPs, and the exact change adding any unit would make.
-
-    All counts are integers held in float64, exact below 2**53."""
-
-    def __init__(self, model: CostModel, bits: np.ndarray):
-        self._m = model
-        self.bits = np.array(bits, bool)
-        b = self.bits.astype(np.float64)
-        self._in = model.in_const + model.in_units @ b
-        self._out = model.out_const + model.out_units @ b
-        self.params, self.flops = (float(v) for v in model(self.bits))
-
-    def delta(self, units) -> tuple[np.ndarray, np.ndarray]:
-        """(parameters, FLOPs) each of ``units`` (global indices, not yet kept) would add."""
-        units = np.atleast_1d(np.asarray(units, np.int64))
-        d_in = self._m.in_units[:, units]
-        d_out = self._m.out_units[:, units]
-        product = d_in * self._out[:, None] + d_out * self._in[:, None] + d_in * d_out
-        change = []
-        for weights in (self._m.params, self._m.flops):
-            change.append(weights[:, 0] @ product + weights[:, 1] @ d_in + weights[:, 2] @ d_out)
-        return np.rint(change[0]), np.rint(change[1])
-
-    def add(self, unit: int) -> None:
-        """Keeps ``unit`` (a global index)."""
-        params, flops = self.delta([unit])
-        self._in += self._m.in_units[:, unit]
-        self._out += self._m.out_units[:, unit]
-        self.bits[unit] = True
-        self.params += float(params[0])
-        self.flops += float(flops[0])
-
-
-def _linear(units: np.ndarray, n: int) -> tuple[int, np.ndarray]:
-    """A tensor's kept channel count as (fixed channels, channels per unit)."""
-    return int(np.sum(units < 0)), np.bincount(units[units >= 0], minlength=n).astype(np.float64)
 
 
 def _slice_producer(layer, weights, rows, out, factor):
@@ -804,7 +545,7 @@ def _ends_in_softmax(s: Structure) -> bool:
         activation = getattr(getattr(layer, "activation", None), "__name__", "")
         if activation in ("softmax",):
             return True
-        if isinstance(layer, _DROPOUT + (L.Identity,)) and s._by_name[name].inputs:
+        if isinstance(layer, DROPOUT + (L.Identity,)) and s._by_name[name].inputs:
             name = s._by_name[name].inputs[0]
             continue
         return False
@@ -835,10 +576,10 @@ def channel_groups(model) -> Structure:
             ids[call.name] = uf.new(int(layer.output.shape[-1]) if len(layer.output.shape) > 1
                                     else 1, fixed=True)
             continue
-        _check_layout(layer)
+        check_layout(layer)
         inputs = [ids[name] for name in call.inputs]
         width = int(layer.output.shape[-1]) if len(layer.output.shape) > 1 else 1
-        if not isinstance(layer, _KNOWN) and all(
+        if not isinstance(layer, KNOWN) and all(
                 uf.fixed[uf.find(int(i))] for value in inputs for i in value):
             # Before the first unit (the prefix) any layer may stand: no channel it touches
             # can be dropped, so its output's channels are fixed too.
@@ -847,29 +588,29 @@ def channel_groups(model) -> Structure:
             ids[call.name] = uf.new(width, fixed=True)
         elif isinstance(layer, PRODUCERS):
             if getattr(layer, "groups", 1) != 1:
-                raise _layer_error(layer, f"is a grouped convolution (groups={layer.groups}); "
+                raise layer_error(layer, f"is a grouped convolution (groups={layer.groups}); "
                                           "subnet supports ungrouped convolutions.")
             consumers.add(call.name)
             ids[call.name] = uf.new(width)
-            if _softmax_activation(layer):
+            if softmax_activation(layer):
                 across.append(call.name)
         elif isinstance(layer, DEPTHWISE):
             ids[call.name] = np.repeat(inputs[0], int(layer.depth_multiplier))
-        elif isinstance(layer, _PASS + _PER_CHANNEL_WEIGHTS):
-            if _softmax_activation(layer):
+        elif isinstance(layer, PASS + PER_CHANNEL_WEIGHTS):
+            if softmax_activation(layer):
                 across.append(call.name)
-            _check_pass(layer)
+            check_pass(layer)
             if isinstance(layer, L.PReLU) and layer.shared_axes and \
                     (len(layer.input.shape) - 1) in [a % len(layer.input.shape)
                                                      for a in layer.shared_axes]:
-                raise _layer_error(layer, "shares its slope across channels; subnet needs "
+                raise layer_error(layer, "shares its slope across channels; subnet needs "
                                           "one slope per channel.")
             ids[call.name] = inputs[0]
-        elif _is_elementwise_op(call):
+        elif is_elementwise_op(call):
             ids[call.name] = inputs[0]
-        elif _is_binary_op(call):
+        elif is_binary_op(call):
             ids[call.name] = _merge(layer, uf, inputs)
-        elif isinstance(layer, _MERGES):
+        elif isinstance(layer, MERGES):
             ids[call.name] = _merge(layer, uf, inputs)
         elif isinstance(layer, L.Concatenate):
             if layer.axis in (-1, len(layer.output.shape) - 1):
@@ -880,41 +621,41 @@ def channel_groups(model) -> Structure:
             ids[call.name] = np.tile(inputs[0], width // max(1, len(inputs[0])))
         elif isinstance(layer, L.Reshape):
             if width % len(inputs[0]):
-                raise _layer_error(layer, f"reshapes {len(inputs[0])} channels into a last axis "
+                raise layer_error(layer, f"reshapes {len(inputs[0])} channels into a last axis "
                                           f"of {width}; subnet supports reshapes that keep a "
                                           "channel's values on the last axis (Flatten-like, or "
                                           "the last axis unchanged).")
             ids[call.name] = np.tile(inputs[0], width // len(inputs[0]))
         elif isinstance(layer, L.Rescaling):
             if np.ndim(layer.scale) or np.ndim(layer.offset):
-                raise _layer_error(layer, "rescales channels by different factors; subnet "
+                raise layer_error(layer, "rescales channels by different factors; subnet "
                                           "supports a scalar scale and offset.")
             ids[call.name] = inputs[0]
         elif isinstance(layer, L.Normalization):
             if not all(uf.fixed[uf.find(int(i))] for i in inputs[0]):
-                raise _layer_error(layer, "normalises channels that can be dropped; subnet "
+                raise layer_error(layer, "normalises channels that can be dropped; subnet "
                                           "supports Normalization on the model's input only.")
             ids[call.name] = inputs[0]
-        elif isinstance(layer, _MIXING_NORMALISERS):
+        elif isinstance(layer, MIXING_NORMALISERS):
             across.append(call.name)  # allowed where no channel can be dropped (checked below)
             ids[call.name] = inputs[0]
         elif isinstance(layer, L.Permute):
             if layer.dims[-1] != len(layer.dims):
-                raise _layer_error(layer, "moves the channel axis; subnet supports "
+                raise layer_error(layer, "moves the channel axis; subnet supports "
                                           "channels-last models whose channels stay last.")
             ids[call.name] = inputs[0]
         elif isinstance(layer, L.Lambda):
-            raise _layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
+            raise layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
                                       "which channels it mixes; rebuild the model with Keras "
                                       "layers in its place.")
         elif not isinstance(layer, keras.layers.Layer):
-            raise _layer_error(layer, "is a Keras operation on tensors that subnet cannot see "
+            raise layer_error(layer, "is a Keras operation on tensors that subnet cannot see "
                                       "through; subnet supports element-wise operations of one "
                                       "tensor and numbers (x + 3.0, keras.ops.relu(x)) or of two "
                                       "tensors (x * y). Rebuild the model with a Keras layer in "
                                       "its place.")
         else:
-            raise _layer_error(layer, "is not a layer subnet knows how channels flow through "
+            raise layer_error(layer, "is not a layer subnet knows how channels flow through "
                                       "(it knows Conv, Dense, separable and depthwise "
                                       "convolutions, normalisation, activations, pooling, "
                                       "dropout, padding, merges, Concatenate, Flatten and "
@@ -927,9 +668,9 @@ def channel_groups(model) -> Structure:
     for name in across:
         if not all(fixed[int(r)] for r in roots[name]):
             layer = next(c.layer for c in calls if c.name == name)
-            what = "applies a softmax across channels" if _softmax_activation(layer) else \
+            what = "applies a softmax across channels" if softmax_activation(layer) else \
                 "normalises across channels"
-            raise _layer_error(layer, f"{what}, so zeroing one channel changes the others and "
+            raise layer_error(layer, f"{what}, so zeroing one channel changes the others and "
                                       "masking it is not deleting it; subnet supports it only "
                                       "where no channel can be dropped (at the classifier's "
                                       "output or on the model's input).")
@@ -950,66 +691,10 @@ def _merge(layer, uf: _UnionFind, inputs: list[np.ndarray]) -> np.ndarray:
         if len(value) == 1 and wide > 1:  # broadcast over channels: it can never be dropped
             uf.fix(int(value[0]))
         elif len(value) != wide:
-            raise _layer_error(layer, f"merges inputs of {sorted(widths)} channels; subnet needs "
+            raise layer_error(layer, f"merges inputs of {sorted(widths)} channels; subnet needs "
                                       "equal channel counts (or one channel, broadcast).")
     full = [v for v in inputs if len(v) == wide]
     for value in full[1:]:
         for a, b in zip(full[0], value, strict=True):
             uf.union(int(a), int(b))
     return full[0]
-
-
-def _is_elementwise_op(call: Call) -> bool:
-    """Whether the call is a Keras operation (not a layer) that acts on each element of its one
-    tensor argument alone, with numbers for its other arguments (see :data:`_ELEMENTWISE_OPS`)."""
-    op = call.layer
-    if isinstance(op, keras.layers.Layer) or \
-            type(op).__name__ not in _ELEMENTWISE_OPS.get(type(op).__module__, ()):
-        return False
-    values = _op_arguments(call)
-    tensors = [v for v in values if isinstance(v, keras.KerasTensor)]
-    numbers = [v for v in values if isinstance(v, (int, float, np.number))]
-    return len(tensors) == 1 and len(tensors) + len(numbers) == len(values)
-
-
-def _is_binary_op(call: Call) -> bool:
-    """Whether the call is a Keras operation that combines two tensors element by element
-    (``x * s``, ``x + y``): a merge, like the Multiply or Add layer."""
-    op = call.layer
-    if isinstance(op, keras.layers.Layer) or type(op).__module__ != "keras.src.ops.numpy" or \
-            type(op).__name__ not in _BINARY_OPS:
-        return False
-    values = _op_arguments(call)
-    return len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
-
-
-def _op_arguments(call: Call) -> list:
-    """The arguments of the call, positional then keyword."""
-    arguments = call.node.arguments
-    return list(arguments.args) + list(arguments.kwargs.values())
-
-
-def layer_weights(layer) -> list:
-    """A layer's weights as ``get_weights`` gives them; none for a Keras operation."""
-    return layer.get_weights() if isinstance(layer, keras.layers.Layer) else []
-
-
-def _check_layout(layer) -> None:
-    data_format = getattr(layer, "data_format", "channels_last")
-    if data_format not in (None, "channels_last"):
-        raise _layer_error(layer, f"uses data_format={data_format!r}; subnet supports "
-                                  "channels_last models.")
-
-
-def _softmax_activation(layer) -> bool:
-    name = getattr(getattr(layer, "activation", None), "__name__", "")
-    return name in ("softmax", "log_softmax")
-
-
-def _check_pass(layer) -> None:
-    if isinstance(layer, L.BatchNormalization):
-        axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
-        rank = len(layer.input.shape)
-        if axis not in (-1, [-1], rank - 1, [rank - 1]):
-            raise _layer_error(layer, f"normalises axis {layer.axis}; subnet supports "
-                                      "channels-last normalisation (axis=-1).")

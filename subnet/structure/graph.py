@@ -1,0 +1,130 @@
+"""A model's layer calls in topological order: the one walk of a Keras graph that every view
+of the model (channel groups, cost, extraction, the backends' segments) reads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from subnet._tf import keras
+from subnet.errors import InputError, InputTypeError, clean
+from subnet.structure.rules import BINARY_OPS, ELEMENTWISE_OPS, layer_error
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One layer call in the graph, in topological order.
+
+    Attributes:
+        layer: The Keras layer.
+        node: Its Keras node (holds the call's arguments).
+        inputs: Names of the tensors it reads (the producing layers' names), in argument order.
+    """
+
+    layer: keras.layers.Layer
+    node: object
+    inputs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+def graph_calls(model) -> tuple[list[Call], str, str]:
+    """The model's layer calls in topological order, with its input and output tensor names.
+
+    Args:
+        model: A flat functional or Sequential ``keras.Model`` with one input and one output.
+
+    Returns:
+        ``(calls, input name, output name)``.
+
+    Raises:
+        InputError: If the model has several inputs or outputs, a nested model, a layer used
+            more than once or a layer with several outputs.
+    """
+    if not isinstance(model, keras.Model):
+        raise InputTypeError(f"Expected a keras.Model for argument `model`. "
+                             f"Received: {type(model)!r}")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise InputError(f"Model {clean(model.name)!r} has no defined input; subnet needs a "
+                         "built functional or Sequential model (give the first layer an Input).")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise InputError("subnet analyses classifiers with one input and one output; the model "
+                         f"has {len(inputs)} inputs and {len(outputs)} outputs.")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise InputError(
+                f"Layer {clean(layer.name)!r} is a nested model ({type(layer).__name__}); "
+                "subnet needs a flat model: model = subnet.flatten_nested(model) calls its "
+                "layers inline (subnet.load_model does this).")
+    calls: dict[str, Call] = {}
+    order: list[str] = []
+    seen: dict[str, int] = {}
+
+    def visit(tensor) -> str:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise InputError(f"Model {clean(model.name)!r}: a tensor without Keras history; "
+                             "subnet needs a functional or Sequential model.")
+        layer, node_index = history[0], history[1]
+        name = layer.name
+        if history[2] != 0 or seen.setdefault(name, node_index) != node_index:
+            raise layer_error(layer, "is used more than once or has several outputs (shared "
+                                      "weights); subnet needs each layer called once.")
+        if name in calls:
+            return name
+        node = layer._inbound_nodes[node_index]
+        parents = tuple(visit(t) for t in node.arguments.keras_tensors)
+        calls[name] = Call(layer=layer, node=node, inputs=parents)
+        order.append(name)
+        return name
+
+    stack_limit = 10_000
+    if len(model.layers) > stack_limit:
+        raise InputError(f"Model {clean(model.name)!r} has {len(model.layers)} layers; subnet "
+                         f"supports at most {stack_limit}.")
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * len(model.layers) + 1000))
+    try:
+        output = visit(outputs[0])
+    finally:
+        sys.setrecursionlimit(limit)
+    input_name = inputs[0]._keras_history[0].name
+    return [calls[name] for name in order], input_name, output
+
+
+def is_elementwise_op(call: Call) -> bool:
+    """Whether the call is a Keras operation (not a layer) that acts on each element of its one
+    tensor argument alone, with numbers for its other arguments (see :data:`ELEMENTWISE_OPS`)."""
+    op = call.layer
+    if isinstance(op, keras.layers.Layer) or \
+            type(op).__name__ not in ELEMENTWISE_OPS.get(type(op).__module__, ()):
+        return False
+    values = op_arguments(call)
+    tensors = [v for v in values if isinstance(v, keras.KerasTensor)]
+    numbers = [v for v in values if isinstance(v, (int, float, np.number))]
+    return len(tensors) == 1 and len(tensors) + len(numbers) == len(values)
+
+
+def is_binary_op(call: Call) -> bool:
+    """Whether the call is a Keras operation that combines two tensors element by element
+    (``x * s``, ``x + y``): a merge, like the Multiply or Add layer."""
+    op = call.layer
+    if isinstance(op, keras.layers.Layer) or type(op).__module__ != "keras.src.ops.numpy" or \
+            type(op).__name__ not in BINARY_OPS:
+        return False
+    values = op_arguments(call)
+    return len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
+
+
+def op_arguments(call: Call) -> list:
+    """The arguments of the call, positional then keyword."""
+    arguments = call.node.arguments
+    return list(arguments.args) + list(arguments.kwargs.values())
