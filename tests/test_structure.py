@@ -223,6 +223,18 @@ def test_a_merge_before_the_first_site_is_part_of_the_prefix(built):
     s = channel_groups(built["merge_before_first_site"][0])
     assert [site.name for site in s.sites] == ["conv1", "conv2", "dense1"]
     assert (s.channels("merge") < 0).all()  # fixed: the input's own channels
+    # the fast backend's segments are read from the structure: the merge is in its prefix
+    from subnet.engine import make_backend
+    from subnet.engine.chain import analyse_chain
+    from subnet.engine.reference import ReferenceBackend
+
+    model, x, _ = built["merge_before_first_site"]
+    chain = analyse_chain(model, 0.5)
+    masks = subnet.sample_masks(chain.table.unit_keep(), 0, range(5))
+    fast = make_backend(chain)
+    assert fast.name == "fast"
+    np.testing.assert_allclose(fast.probabilities(x[:16], masks),
+                               ReferenceBackend(chain).probabilities(x[:16], masks), atol=1e-5)
 
 
 def test_layers_that_cannot_be_masked_are_named_with_the_reason():
