@@ -341,9 +341,9 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     merged bit-identically. For every mask and example the record holds the predicted class and
     the probability of the true class, plus the masks, labels, site table, seed, fingerprints of
     the weights and data, and library versions. ``record.meta["backend"]`` says which backend
-    ran (``"fast"`` or ``"reference"``), ``"backend_requested"`` which was asked for, and
-    ``"backend_fallback"`` why the fast one could not (None if it did not have to); a fallback
-    is also warned about (:func:`subnet.engine.make_backend`).
+    ran (``"fast"``, ``"graph"`` or ``"reference"``), ``"backend_requested"`` which was asked
+    for, and ``"backend_fallback"`` why the fast one could not (None if it did not have to); a
+    fallback is also warned about (:func:`subnet.engine.make_backend`).
 
     Args:
         model: A ``keras.Model`` classifier (see :func:`subnet.sites` for what can be masked).
@@ -356,7 +356,8 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             are used, overriding ``rescale``, and ``record.meta["keep"]`` stores its
             ``to_dict()``); None uses the model's own rates, and is refused for a model with a
             site that no Dropout follows (choose them with :func:`subnet.calibrate_keep`).
-        backend: ``"fast"``, ``"reference"`` or ``"auto"``.
+        backend: ``"auto"``, ``"fast"``, ``"graph"`` or ``"reference"``
+            (:func:`subnet.engine.make_backend`).
         out: Record folder: new, empty, or a record folder subnet made (it is marked
             ``subnet.record``; an unmarked folder holding only a record, from before folders
             were marked, is adopted); any other folder is refused and nothing is written. It is

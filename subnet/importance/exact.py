@@ -66,7 +66,7 @@ def exact_banzhaf(model, x, y, metric: str = "accuracy",
         y: True classes, int (n_examples,).
         metric: ``"accuracy"`` or ``"log_prob"``.
         rate: Dropout rate(s) defining the keep probabilities (see :func:`subnet.sites`).
-        backend: Engine backend: ``"auto"``, ``"fast"`` or ``"reference"``.
+        backend: Engine backend: ``"auto"``, ``"fast"``, ``"graph"`` or ``"reference"``.
         rescale: Scale kept units by 1 / keep, as :func:`~subnet.record_masks` does.
         chunk: Masks evaluated per engine call.
 
@@ -118,7 +118,7 @@ def ablation(model, x, y, metric: str = "accuracy",
         metric: ``"accuracy"`` or ``"log_prob"``.
         rate: Only needed where a site has no Dropout after it (any value works: ablation does
             not use keep probabilities).
-        backend: Engine backend: ``"auto"``, ``"fast"`` or ``"reference"``.
+        backend: Engine backend: ``"auto"``, ``"fast"``, ``"graph"`` or ``"reference"``.
         chunk: Masks evaluated per engine call.
 
     Returns:
