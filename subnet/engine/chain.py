@@ -255,9 +255,12 @@ class SiteScaled:
 def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:
     """The maskable sites of a classifier, in model order.
 
-    Every hidden Conv1D/Conv2D/Dense layer is a site; the last one (the classifier) is not. A
-    site's keep probability is 1 - the rate of the Dropout that follows it in the model
-    (including dropout baked on at test time), unless ``rate`` says otherwise.
+    A site is the set of units produced together (:func:`subnet.channel_groups`): in a chain,
+    each hidden Conv1D/Conv2D/Dense layer (the classifier is not one); in a residual network,
+    a residual stream's channels across every block that writes them; separable and 3-D
+    convolutions alike. A site's keep probability is 1 - the rate of the Dropout that follows
+    it in the model (including dropout baked on at test time), unless ``rate`` says otherwise
+    (keep probabilities chosen for a record: :func:`subnet.calibrate_keep`).
 
     Args:
         model: A ``keras.Model`` classifier.
