@@ -57,6 +57,8 @@ import numpy as np
 # records which kernels it ran on: `onednn`). Set TF_ENABLE_ONEDNN_OPTS=0 to run without.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from subnet.methods import accepted  # noqa: E402  (a light module: no TensorFlow)
+
 PUBLISHED = {  # conv1-conv2-dense widths of this network in the structured-pruning literature
     "Neklyudov et al. 2017 (SBP)": {"conv1": 3, "conv2": 18, "dense": 283},
     "Louizos et al. 2017 (BC-GHS)": {"conv1": 5, "conv2": 10, "dense": 16},
@@ -140,7 +142,7 @@ def _parse(argv):
     return args
 
 
-METHODS = ("magnitude", "taylor", "apoz", "activation", "random", "banzhaf")
+METHODS = accepted("thorough")  # subnet.methods: the methods the frontier protocol runs
 ALLOCATIONS = ("cost", "uniform", "global", "joint")
 CONTROLS = ("whole", "scratch_e", "scratch_b", "rewind", "published")
 #: How the report's figure draws each control: marker and legend text.
@@ -1008,7 +1010,7 @@ def _write(args, results, trajectories) -> None:
 def _draw_frontier(fig, results) -> None:
     """Test error against FLOPs reduction (log x): each method and allocation (mean ± SD over
     parents), the controls and the published shapes; the 1 % target as a dotted line."""
-    from subnet.method_names import method_name
+    from subnet.methods import method_name
     from subnet.report import figures
 
     ax = fig.subplots()
@@ -1056,7 +1058,7 @@ def _compute_text(results) -> tuple[str, ...]:
 
 def write_report(results, out: Path) -> None:
     """The frontier as report.html and report.pdf: every number from ``results``."""
-    from subnet.method_names import method_name
+    from subnet.methods import method_name
     from subnet.report import write_document
     from subnet.report.content import Document, Figure, Section, Table, Text
 

@@ -146,7 +146,7 @@ def _cell(entry, method: str = "") -> str:
 
 
 def write_report(result: dict, out: Path) -> None:
-    from subnet.method_names import method_name
+    from subnet.methods import method_name
     from subnet.report import write_document
     from subnet.report.content import Document, Link, Section, Table, Text
 

@@ -44,18 +44,17 @@ from subnet._cli import ArgumentParser, HelpFormatter, byte_count, run_main
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet._outdir import MARKER, claim
 from subnet.errors import InputError, InputTypeError, clean
-from subnet.method_names import method_name
+from subnet.methods import accepted, method_name
 from subnet.record import NEAR_CHANCE, parse_rate
 from subnet.results import SCHEMA_VERSION
 
 __all__ = ["Settings", "analyze", "main"]
 
 DATASETS = ("mnist", "fashion_mnist")
-METHODS = ("banzhaf", "banzhaf_single", "magnitude", "random", "taylor", "apoz", "activation",
-           "ablation", "tfmot", "reinit")
+METHODS = accepted("quick")
 FORMATS = ("html", "pdf", "json")
 STAGES = ("keep", "blog", "record", "importance", "comparison", "uncertainty")
-THOROUGH_METHODS = ("banzhaf", "magnitude", "taylor", "random")
+THOROUGH_METHODS = accepted("thorough", default=True)
 # What a run writes in --out, and so all that a new run there may delete (see subnet._outdir).
 _FINAL_OUTPUTS = ("results.json", "report.html", "report.pdf", "subnetwork.keras",
                   "analyze-error.log")
@@ -129,7 +128,7 @@ class Settings:
     seed: int = 0
     repeats: int = 1
     budgets: tuple = (1 / 2, 1 / 8, 1 / 32)
-    methods: tuple = ("banzhaf", "magnitude", "random", "tfmot")
+    methods: tuple = accepted("quick", default=True)
     finetune_epochs: float = 0.25
     tolerance: float = 0.005
     passes: int = 5
@@ -214,10 +213,9 @@ class Settings:
         check("sized", self.sized is None or (isinstance(self.sized, tuple) and set(
             self.sized) <= set(SIZED)), f"None or names among {', '.join(SIZED)}")
         if self.protocol == "thorough":
-            from subnet.frontier import METHODS as GRADUAL
-
-            check("methods", set(self.methods) <= set(GRADUAL),
-                  f"names among {', '.join(GRADUAL)} for --protocol thorough")
+            gradual = accepted("thorough")
+            check("methods", set(self.methods) <= set(gradual),
+                  f"names among {', '.join(gradual)} for --protocol thorough")
         for method in ("tfmot", "reinit"):
             if method in self.methods and "banzhaf" not in self.methods:
                 raise InputError(f"Invalid value for --methods: {method} is built on the banzhaf "

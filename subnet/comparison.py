@@ -38,6 +38,7 @@ from subnet.extraction import (
     recalibrate_batchnorm,
 )
 from subnet.keep import KeepProbabilities
+from subnet.methods import METHODS, accepted
 from subnet.models import model_bytes, model_from_bytes
 from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
 
@@ -49,14 +50,13 @@ __all__ = ["ALLOCATION", "Comparison", "compare", "run_cell"]
 # and of ablation are in the metric's units, comparable across layers); weight magnitudes,
 # activations and Taylor scores are not comparable across layers, so those methods keep the same
 # fraction of every layer.
-ALLOCATION = {"banzhaf": "iterative", "banzhaf_single": "global", "ablation": "global",
-              "magnitude": "uniform", "random": "uniform", "taylor": "uniform",
-              "apoz": "uniform", "activation": "uniform"}
+ALLOCATION = {m.key: m.allocation for m in METHODS
+              if "quick" in m.protocols and m.allocation is not None}
 STRUCTURED = tuple(ALLOCATION)
 # Methods built on ``reference_method``'s subnetwork: TFMOT prunes the dense model to its number
 # of nonzero weights; ``reinit`` trains a network of its widths from a fresh initialisation
 # (is the subnetwork special, or only its shape?).
-REFERENCED = ("tfmot", "reinit")
+REFERENCED = accepted("quick", referenced=True)
 
 
 # The columns to_frame() puts first, in this order (rows have more, which follow).

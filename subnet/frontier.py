@@ -26,12 +26,14 @@ from subnet._cli import progress_bar
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
+from subnet.methods import accepted
 from subnet.models import model_bytes
 
 __all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "gradual_cell",
            "smallest_on_validation"]
 
-METHODS = ("banzhaf", "magnitude", "taylor", "apoz", "activation", "random")
+#: The methods the thorough protocol runs (:mod:`subnet.methods`).
+METHODS = accepted("thorough")
 
 
 def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=None,

@@ -47,11 +47,13 @@ from subnet.extraction import (
     recalibrate_batchnorm,
 )
 from subnet.importance import Importance, estimate
+from subnet.methods import accepted, method
 
 __all__ = ["Trajectory", "prune_gradually"]
 
-MODEL_CRITERIA = ("magnitude", "taylor", "apoz", "activation", "random")
-RECORD_CRITERIA = ("banzhaf",)
+#: Criteria read from the model (:mod:`subnet.methods`), and those that record masks.
+MODEL_CRITERIA = tuple(k for k in accepted("thorough") if method(k).kind != "estimator")
+RECORD_CRITERIA = accepted("thorough", kind="estimator")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,12 +27,15 @@ from datetime import datetime
 import numpy as np
 
 from subnet.errors import InputError
-from subnet.method_names import METHOD_NAMES, method_name
+from subnet.methods import display_names, method_name
 from subnet.report import figures
 from subnet.report import names as _names
 
 __all__ = ["METHOD_NAMES", "Document", "Figure", "Link", "Note", "Section", "Table", "Text",
            "build", "method_name", "percent", "visible_document"]
+
+#: {method key: display name} (:mod:`subnet.methods`).
+METHOD_NAMES = display_names()
 
 MAX_EXAMPLES = 6
 MAX_HARDEST = 12

@@ -1,0 +1,115 @@
+"""The one registry of methods: every list of methods subnet accepts or reports reads it.
+
+A method is what chooses a subnetwork (or stands beside one as a baseline or control) under a
+key that ``--methods``, ``results.json`` and the reports use. Each has one display name, a
+kind, the allocation the quick comparison (:func:`subnet.compare`) spreads its budget with, and
+the protocols that run it (``"quick"``: one-shot cuts and a short fine-tune; ``"thorough"``:
+gradual prune-retrain, :func:`subnet.compare_gradual`). A light module: no TensorFlow.
+
+==================  ================================  ==========  ==========  ===============
+key                 name                              kind        allocation  protocols
+==================  ================================  ==========  ==========  ===============
+``banzhaf``         mask statistics                   estimator   iterative   quick, thorough
+``banzhaf_single``  mask statistics (one record)      estimator   global      quick
+``ablation``        ablation                          criterion   global      quick
+``magnitude``       L1 magnitude                      criterion   uniform     quick, thorough
+``taylor``          Taylor                            criterion   uniform     quick, thorough
+``apoz``            APoZ                              criterion   uniform     quick, thorough
+``activation``      mean activation                   criterion   uniform     quick, thorough
+``random``          random units                      control     uniform     quick, thorough
+``tfmot``           TFMOT (unstructured)              baseline    —           quick
+``reinit``          reinitialised widths              control     —           quick
+==================  ================================  ==========  ==========  ===============
+
+``banzhaf`` is mask statistics measured again as the network shrinks (iterative in the quick
+comparison, a record per round in gradual pruning); ``banzhaf_single`` ranks the units of one
+record. ``tfmot`` and ``reinit`` are built on another method's subnetwork (its nonzero weights,
+its widths): they are *referenced*. Estimators that only score units (exact Banzhaf values,
+regression on masks) have display names and no protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["METHODS", "Method", "accepted", "display_names", "method", "method_name"]
+
+KINDS = ("estimator", "criterion", "control", "baseline")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method.
+
+    Attributes:
+        key: What ``--methods`` and ``results.json`` say.
+        name: The one display name in figures, tables and prose.
+        kind: ``"estimator"`` (mask statistics), ``"criterion"`` (a classical pruning
+            criterion), ``"control"`` or ``"baseline"``.
+        allocation: How the quick comparison spreads a budget over sites (``"iterative"``,
+            ``"global"``, ``"uniform"``), or None for a method built on another's subnetwork.
+        protocols: The protocols that run it.
+        referenced: Built on the reference method's subnetwork (its widths or nonzero weights).
+        default: The protocols whose default method list includes it.
+    """
+
+    key: str
+    name: str
+    kind: str
+    allocation: str | None = None
+    protocols: tuple[str, ...] = ()
+    referenced: bool = False
+    default: tuple[str, ...] = ()
+
+
+_BOTH = ("quick", "thorough")
+#: Every method, in the order lists show them.
+METHODS: tuple[Method, ...] = (
+    Method("banzhaf", "mask statistics", "estimator", "iterative", _BOTH, default=_BOTH),
+    Method("banzhaf_single", "mask statistics (one record)", "estimator", "global", ("quick",)),
+    Method("magnitude", "L1 magnitude", "criterion", "uniform", _BOTH, default=_BOTH),
+    Method("taylor", "Taylor", "criterion", "uniform", _BOTH, default=("thorough",)),
+    Method("random", "random units", "control", "uniform", _BOTH, default=_BOTH),
+    Method("apoz", "APoZ", "criterion", "uniform", _BOTH),
+    Method("activation", "mean activation", "criterion", "uniform", _BOTH),
+    Method("ablation", "ablation", "criterion", "global", ("quick",)),
+    Method("tfmot", "TFMOT (unstructured)", "baseline", None, ("quick",), referenced=True,
+           default=("quick",)),
+    Method("reinit", "reinitialised widths", "control", None, ("quick",), referenced=True),
+    Method("exact_banzhaf", "exact Banzhaf values", "estimator"),
+    Method("regression", "regression on masks", "estimator"),
+    Method("logistic", "logistic regression on masks", "estimator"),
+    Method("class_conditional", "class-conditional mask statistics", "estimator"),
+)
+_BY_KEY = {m.key: m for m in METHODS}
+
+
+def method(key: str) -> Method:
+    """The :class:`Method` of ``key``.
+
+    Raises:
+        KeyError: If no method has that key.
+    """
+    return _BY_KEY[key]
+
+
+def accepted(protocol: str, *, default: bool = False, referenced: bool | None = None,
+             kind: str | None = None) -> tuple[str, ...]:
+    """Keys of the methods ``protocol`` runs (only its defaults with ``default``; only those
+    built on another's subnetwork, or only those not, with ``referenced``; of one ``kind``)."""
+    return tuple(m.key for m in METHODS if protocol in m.protocols
+                 and (not default or protocol in m.default)
+                 and (referenced is None or m.referenced == referenced)
+                 and (kind is None or m.kind == kind))
+
+
+def display_names() -> dict[str, str]:
+    """{key: display name} of every method."""
+    return {m.key: m.name for m in METHODS}
+
+
+def method_name(key: str) -> str:
+    """The display name of a method key (``"banzhaf"`` -> ``"mask statistics"``); an unknown key
+    is shown as it is."""
+    found = _BY_KEY.get(key)
+    return key if found is None else found.name
