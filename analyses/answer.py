@@ -20,6 +20,8 @@ from pathlib import Path
 import difficulty
 import numpy as np
 
+from subnet.methods import display_names
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 
@@ -29,6 +31,7 @@ SOURCES = {
     "frontier_fashion_mnist": "frontier_fashion_mnist/results.json",
     "located": "frontier_located/results.json",
     "located_no_teacher": "frontier_located_no_teacher/results.json",
+    "joint": "frontier_joint/results.json",
     "expected_pooling_mnist": "blog_mechanism/expected_pooling_parents.json",
     "expected_pooling_fashion_mnist": "blog_mechanism/fashion_mnist/expected_pooling_parents.json",
     "difficulty": "difficulty/results.json",
@@ -39,8 +42,7 @@ SOURCES = {
     "previous": "subnetworks/results.json",
 }
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
-NAMES = {"magnitude": "L1 magnitude", "taylor": "Taylor", "banzhaf": "mask statistics",
-         "random": "random units", "apoz": "APoZ", "activation": "mean activation"}
+NAMES = display_names()  # subnet.methods: the one display name of each method
 CONTROL_NAMES = {"rewind": "rewinding to epoch 1", "scratch_e": "Scratch-E",
                  "scratch_b": "Scratch-B"}
 
@@ -777,7 +779,37 @@ def question_2(s: dict) -> list[str]:
                   "report it, after their own long training; and the same widths trained from "
                   "scratch with our recipe):", "", *published_table(f), "",
                   *([published_note(f), ""] if published_note(f) else [])]
-    return lines
+    joint = joint_paragraph(s.get("joint"))
+    return lines + ([joint, ""] if joint else [])
+
+
+def joint_paragraph(f: dict | None) -> str | None:
+    """The two axes: the cost-aware allocation (score per FLOP) against the joint one (score
+    per share of FLOPs plus share of parameters), one trajectory each per parent, the same
+    criterion and recipe."""
+    if not f or not f.get("rows"):
+        return None
+    rows = {(r["allocation"], r["budget"]): r for r in f["rows"]}
+    if not any(a == "joint" for a, _ in rows):
+        return None
+    cells = []
+    for b in sorted({b for _, b in rows}, reverse=True):
+        cost, joint = rows.get(("cost", b)), rows.get(("joint", b))
+        if cost and joint:
+            cells.append(
+                f"at {fraction(b)} of the FLOPs, counting FLOPs only "
+                f"{pm(cost['test_accuracy_mean'], cost['test_accuracy_sd'])} with "
+                f"{cost['params_reduction']:.1f}x fewer parameters, counting both "
+                f"{pm(joint['test_accuracy_mean'], joint['test_accuracy_sd'])} with "
+                f"{joint['params_reduction']:.1f}x fewer")
+    if not cells:
+        return None
+    return ("**Two axes** (" + source("joint") + f"; L1 magnitude, {len(f['parents'])} parents, "
+            "the same gradual protocol and teacher): the cost-aware allocation prices a unit "
+            "by the FLOPs it costs, so it keeps cheap-in-FLOPs, costly-in-parameters dense "
+            "units; an allocation that prices FLOPs and parameters together (each as a share "
+            "of the whole network's) trades accuracy for parameters: " + "; ".join(cells)
+            + ".")
 
 
 def published_note(f: dict) -> str | None:
