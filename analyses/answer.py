@@ -779,14 +779,14 @@ def question_2(s: dict) -> list[str]:
                   "report it, after their own long training; and the same widths trained from "
                   "scratch with our recipe):", "", *published_table(f), "",
                   *([published_note(f), ""] if published_note(f) else [])]
-    joint = joint_paragraph(s.get("joint"))
+    joint = joint_paragraph(s.get("joint"), s.get("frontier_mnist"))
     return lines + ([joint, ""] if joint else [])
 
 
-def joint_paragraph(f: dict | None) -> str | None:
+def joint_paragraph(f: dict | None, frontier: dict | None = None) -> str | None:
     """The two axes: the cost-aware allocation (score per FLOP) against the joint one (score
     per share of FLOPs plus share of parameters), one trajectory each per parent, the same
-    criterion and recipe."""
+    criterion and recipe; beside them the uniform allocation of the main frontier."""
     if not f or not f.get("rows"):
         return None
     rows = {(r["allocation"], r["budget"]): r for r in f["rows"]}
@@ -804,12 +804,22 @@ def joint_paragraph(f: dict | None) -> str | None:
                 f"{joint['params_reduction']:.1f}x fewer")
     if not cells:
         return None
+    uniform = {r["budget"]: r for r in (frontier or {}).get("rows", [])
+               if (r["method"], r["allocation"]) == ("magnitude", "uniform")}
+    beside = [f"{fraction(b)} {pm(r['test_accuracy_mean'], r['test_accuracy_sd'])} with "
+              f"{r['params_reduction']:.1f}x fewer parameters"
+              for b, r in sorted(uniform.items(), reverse=True)
+              if any(("joint", b) == k for k in rows)]
+    tail = ("" if not beside else
+            ". Neither beats keeping the same fraction of every layer (the uniform allocation "
+            "of the main frontier, " + source("frontier_mnist") + "): " + "; ".join(beside)
+            + ", on both axes at once")
     return ("**Two axes** (" + source("joint") + f"; L1 magnitude, {len(f['parents'])} parents, "
             "the same gradual protocol and teacher): the cost-aware allocation prices a unit "
             "by the FLOPs it costs, so it keeps cheap-in-FLOPs, costly-in-parameters dense "
             "units; an allocation that prices FLOPs and parameters together (each as a share "
             "of the whole network's) trades accuracy for parameters: " + "; ".join(cells)
-            + ".")
+            + tail + ".")
 
 
 def published_note(f: dict) -> str | None:
