@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import subnet
-from subnet._io import atomic_path
+from subnet.io import atomic_path
 from subnet.train import fit
 
 CACHE = Path("out/analyses/models")

@@ -1167,7 +1167,7 @@ def main(argv=None) -> int:
             return 1
         return 0
     sys.path.insert(0, str(ROOT))
-    from subnet._io import atomic_write_text
+    from subnet.io import atomic_write_text
 
     atomic_write_text(path, text)
     print(path.relative_to(ROOT))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 def _data(work: Path, n_train: int, n_test: int) -> Path:
     from analyses.make_rgb32 import arrays_of
-    from subnet._io import atomic_path
+    from subnet.io import atomic_path
 
     path = work / f"mnist_rgb32_{n_train}_{n_test}.npz"
     if not path.exists():
@@ -54,7 +54,7 @@ def _model(work: Path, data_path: Path, width: int, epochs: int) -> Path:
         return path
     import keras
 
-    from subnet._io import atomic_path
+    from subnet.io import atomic_path
     from tests import zoo
 
     keras.utils.set_random_seed(0)

@@ -47,7 +47,7 @@ BLOG_PARENT = ROOT / "reports/frontier/parents/parent_s0_ebb6eae430fd/parent.ker
 
 def _rgb32(work: Path, n_train: int) -> Path:
     from analyses.make_rgb32 import arrays_of
-    from subnet._io import atomic_path
+    from subnet.io import atomic_path
 
     path = work / f"mnist_rgb32_{n_train}.npz"
     if not path.exists():
@@ -78,7 +78,7 @@ def _trained(work: Path, name: str, data_path: Path, epochs: int) -> Path:
         return path
     import keras
 
-    from subnet._io import atomic_path
+    from subnet.io import atomic_path
 
     keras.utils.set_random_seed(0)
     model = _build(name)

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     if args.parents:
-        from subnet._io import atomic_write_text
+        from subnet.io import atomic_write_text
 
         start = time.perf_counter()
         parents = expected_pooling_parents(args.parents, args.dataset, args.validation)
@@ -188,8 +188,8 @@ def main(argv=None) -> int:
         return 0
 
     import subnet
-    from subnet._io import atomic_write_text
     from subnet.extraction import accuracy, model_cost
+    from subnet.io import atomic_write_text
     from subnet.predictive import dropout_passes, unit_subnetworks
 
     data = subnet.load_dataset(args.dataset).subset(n_test=args.examples)
@@ -254,7 +254,7 @@ def figure(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from subnet._io import atomic_path
+    from subnet.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(7.5, 3.4), layout="constrained")
     rng = np.random.default_rng(0)  # vertical jitter only

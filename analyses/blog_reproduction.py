@@ -204,7 +204,7 @@ def main(argv=None) -> int:
               "seconds": round(time.time() - start, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from subnet._io import atomic_write_text
+    from subnet.io import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(result, indent=1))
     write_report(result, out)

@@ -860,7 +860,7 @@ def main(argv=None) -> int:
     # The curve is every finished task's, whichever ran this time.
     results = gather(list(TASKS), _fingerprint)
     results["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
-    from subnet._io import atomic_write_text
+    from subnet.io import atomic_write_text
 
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / "results.json", json.dumps(results, indent=1))

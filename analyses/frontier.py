@@ -267,7 +267,7 @@ def run_parent(args, seed: int) -> dict:
     (committed: retraining them costs more than a session can spare), and a later run on a
     fresh machine starts from there.
     """
-    from subnet._io import atomic_path, atomic_write_text
+    from subnet.io import atomic_path, atomic_write_text
 
     folder = _parent_dir(args, seed)
     done = folder / "parent.json"
@@ -389,7 +389,7 @@ def _cell_work(args, path: Path) -> Path:
 
 def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict:
     """One gradual trajectory of one parent, each checkpoint fine-tuned to saturation."""
-    from subnet._io import atomic_path, atomic_write_text
+    from subnet.io import atomic_path, atomic_write_text
 
     path = _cell_path(args, "trajectory", parent_seed, method, allocation)
     cell = json.loads(path.read_text()) if path.exists() else {}
@@ -436,7 +436,7 @@ def run_trajectory(args, parent_seed: int, method: str, allocation: str) -> dict
 def run_control(args, parent_seed: int, control: str, budget: float | None,
                 widths: dict | None, kept: dict | None, label: str | None = None) -> dict:
     """One control network of one parent: Scratch-E/B, rewinding, or a published shape."""
-    from subnet._io import atomic_write_text
+    from subnet.io import atomic_write_text
 
     tag = (label or f"{budget:g}").split(" ")[0].lower()  # readable; the hash tells apart
     made = (widths, kept, label, budget)
@@ -958,7 +958,7 @@ def _chosen(results) -> list[tuple[str, dict]]:
 
 def _write(args, results, trajectories) -> None:
     import subnet
-    from subnet._io import atomic_path, atomic_write_text
+    from subnet.io import atomic_path, atomic_write_text
 
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from subnet._cli import ArgumentParser, run_main
-from subnet._io import atomic_path
 from subnet.errors import DataError
+from subnet.io import atomic_path
 
 SIZE = 32
 KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                         default=ROOT / "reports" / "subnetworks" / "mnist" / "results.json")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "mask_resolution")
     args = parser.parse_args(argv)
-    from subnet._io import atomic_write_text
+    from subnet.io import atomic_write_text
 
     importance = json.loads(args.results.read_text())["importance"]
     family = sum(len(site["scores"]) for site in importance["sites"].values())

@@ -38,8 +38,8 @@ from _trained import accuracy_dropout_off, load, path_of, trained
 
 import subnet
 from subnet import comparison
-from subnet._io import atomic_write_text
 from subnet.analyze import Settings, analyze
+from subnet.io import atomic_write_text
 
 METHODS = ("banzhaf", "magnitude", "random", "tfmot", "reinit")
 # the methods that give a smaller network (tfmot keeps the dense shape, reinit is not cut out)

@@ -125,7 +125,7 @@ class _Cache:
         self.args = args
 
     def probabilities(self, name: str, make, *key) -> tuple[np.ndarray, np.ndarray, float]:
-        from subnet._io import atomic_path
+        from subnet.io import atomic_path
 
         path = self.root / f"p_{name.replace(':', '_')}_{_key(name, *key)}.npz"
         if path.exists():
@@ -144,7 +144,7 @@ class _Cache:
         takes minutes at 2,000 resamples)."""
         import pickle
 
-        from subnet._io import atomic_path
+        from subnet.io import atomic_path
         from subnet.predictive import uncertainty
 
         a = self.args
@@ -178,9 +178,9 @@ def _whole_distilled(args, cache: _Cache, folder: Path):
     on labels and the parent's ``--teacher-passes``-pass dropout ensemble's probabilities,
     seeded by the parent's seed. Cached as a ``.keras`` file without optimizer state."""
     import subnet
-    from subnet._io import atomic_path, atomic_write_text
     from subnet.extraction import copy_model
     from subnet.frontier import finetune_to_saturation
+    from subnet.io import atomic_path, atomic_write_text
     from subnet.protocol import validation_split
     from subnet.train import teacher_probabilities
 
@@ -249,8 +249,8 @@ def main(argv=None) -> int:
     wall = time.perf_counter()
 
     import subnet
-    from subnet._io import atomic_write_text
     from subnet.extraction import model_cost
+    from subnet.io import atomic_write_text
     from subnet.pooling import expected_pooling_cost
     from subnet.predictive import deterministic, dropout_passes, paired_difference, unit_subnetworks
 

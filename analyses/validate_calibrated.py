@@ -588,7 +588,7 @@ def main(argv=None) -> int:
                              "nothing")
     args = parser.parse_args(argv)
     if args.readme_only:
-        from subnet._io import atomic_write_text
+        from subnet.io import atomic_write_text
 
         out = args.out or ROOT / "reports" / "validate_importance"
         atomic_write_text(out / "README.md",
@@ -614,7 +614,7 @@ def main(argv=None) -> int:
     print(json.dumps(result))
     out = args.out or (None if args.quick else ROOT / "reports" / "validate_importance")
     if out is not None:
-        from subnet._io import atomic_write_text
+        from subnet.io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.json", json.dumps(result, indent=1))

@@ -34,7 +34,7 @@ import numpy as np
 from _trained import accuracy_dropout_off, load, trained
 
 import subnet
-from subnet._io import atomic_write_text
+from subnet.io import atomic_write_text
 
 SITES = {"dense": ("drop3",), "conv": ("drop1", "drop2")}
 MATCH_POINTS = 0.5

@@ -101,7 +101,7 @@ def versions() -> dict:
 _SUBPACKAGES = ("baselines", "comparison", "data", "engine", "extraction", "importance",
                 "iterative", "masks", "models", "record", "report", "stats", "train", "gradual",
                 "controls", "protocol", "frontier", "structure", "predictive", "distributed",
-                "keep", "flatten")
+                "keep", "flatten", "io", "methods", "plan")
 
 
 def __getattr__(name: str):
