@@ -7,8 +7,10 @@
 Four classifiers: the ResNet-20 layout at width 16 (He et al.'s CIFAR network), MobileNetV2 at
 alpha 0.35 and a DenseNet-style concatenating network (``tests/zoo.py``), each trained *without
 dropout* for ``--epochs`` on the first ``--train`` images of MNIST made 32 x 32 x 3
-(``analyses/make_rgb32.py``); and the blog's network (a committed frontier parent,
-``reports/frontier/parents/``, trained with dropout 0.5 on MNIST). For each:
+(``analyses/make_rgb32.py``; MobileNetV2's BatchNormalization statistics, momentum 0.999,
+then set from 1,024 training images, as a longer training would have); and the blog's
+network (a committed frontier parent, ``reports/frontier/parents/``, trained with dropout 0.5
+on MNIST). For each:
 
 - ``python -m subnet.analyze MODEL --quick`` in a child process, as a user runs it (default
   keep probabilities, ``auto``): its wall time, the keep probabilities it chose and how, and
@@ -73,7 +75,8 @@ def _trained(work: Path, name: str, data_path: Path, epochs: int) -> Path:
     """``name`` trained without dropout on ``data_path`` (cached by what made it)."""
     if name == "blog":
         return BLOG_PARENT
-    path = work / f"{name}_e{epochs}_{data_path.stem}.keras"
+    tag = "_bn" if name == "mobilenetv2" else ""
+    path = work / f"{name}_e{epochs}{tag}_{data_path.stem}.keras"
     if path.exists():
         return path
     import keras
@@ -88,6 +91,13 @@ def _trained(work: Path, name: str, data_path: Path, epochs: int) -> Path:
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    if name == "mobilenetv2":
+        # One short epoch leaves its BatchNormalization moving statistics (momentum 0.999)
+        # near their initial values, and the model at chance in inference mode: set them from
+        # 1,024 training images, as a longer training would have.
+        from tests import zoo
+
+        zoo.calibrate_batch_norm(model, x[:1024])
     print(f"trained {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     with atomic_path(path) as tmp:  # keeps the .keras suffix
         model.save(tmp)

@@ -192,14 +192,15 @@ def predict(values: dict, costs: Costs, *, n_train: int, n_test: int, auto_keep:
         tuned = len(budgets) * repeats * len(methods)
         steps = tuned * (values["finetune_epochs"] * n_train * c.train_example
                          + (c.train_call if values["finetune_epochs"] > 0 else 0.0))
-        # Each subnetwork is extracted and measured on the test set before and after
-        # fine-tuning (a new model: its program is built each time), and the first seed's
-        # latency is timed against the whole network's (20 calls of 256 examples each).
+        # Each subnetwork is extracted, its BatchNormalization re-estimated, measured on the
+        # test set before and after fine-tuning and (the first seed's) its latency timed in
+        # 20 calls of 256 examples: a new model each time, whose programs are built anew
+        # (about four builds); the whole network is measured once.
         measured = repeats * len(methods) * sum(budgets) * 2 * n_test * c.forward_example \
-            + tuned * 3 * build
-        latency = len(methods) * sum(20 * 256 * c.forward_example * (1 + b) + build
-                                     for b in budgets)
-        finetune = steps + measured + latency
+            + tuned * 4 * build
+        latency = len(methods) * sum(20 * 256 * c.forward_example * b for b in budgets)
+        dense = (n_test + 20 * 256) * c.forward_example + build
+        finetune = steps + measured + latency + dense
     blog = (values["passes"] * n_test * c.forward_example if dropout
             else BLOG_MASKS * 4 * mask + build)
     uncertainty = values["uncertainty_passes"] * values["examples"] * (mask + c.forward_example)
