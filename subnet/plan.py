@@ -256,14 +256,15 @@ def plan(values: dict, costs: Costs, seconds: float, *, grow: bool = True, **abo
             scale = max(share("selection") - fixed, 0.0) / max(cost("selection") - fixed, 1e-12)
             v[name] = int(max(FLOORS[name], min(v[name], v[name] * scale)))
     # fine-tuning epochs: at least one batch of 128 per subnetwork, or none at all where even
-    # that does not fit (the comparison then measures the subnetworks as cut).
-    if cost("finetune") > share("finetune") and about.get("n_train"):
-        asked_epochs = v["finetune_epochs"]
-        v["finetune_epochs"] = 0.0
-        fixed = cost("finetune")  # measuring the subnetworks
-        v["finetune_epochs"] = asked_epochs
+    # that does not fit (the comparison then measures the subnetworks as cut). Measuring the
+    # subnetworks is done either way, so only fine-tuning itself is held to the share.
+    asked_epochs = v["finetune_epochs"]
+    v["finetune_epochs"] = 0.0
+    fixed = cost("finetune")  # measuring the subnetworks
+    v["finetune_epochs"] = asked_epochs
+    if cost("finetune") - fixed > share("finetune") and about.get("n_train"):
         tuned = len(about["budgets"]) * about["repeats"] * len(about["methods"])
-        room = share("finetune") - fixed - tuned * costs.train_call
+        room = share("finetune") - tuned * costs.train_call
         floor = min(asked_epochs, 128 / about["n_train"])
         per_epoch = tuned * about["n_train"] * costs.train_example
         epochs = room / per_epoch if per_epoch > 0 else asked_epochs
