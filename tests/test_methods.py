@@ -3,7 +3,7 @@
 import pytest
 
 from subnet import analyze, comparison, frontier, gradual
-from subnet.methods import METHODS, KINDS, accepted, display_names, method, method_name
+from subnet.methods import KINDS, METHODS, accepted, display_names, method, method_name
 
 
 def test_each_key_and_each_display_name_is_unique():
