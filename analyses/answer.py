@@ -170,15 +170,20 @@ def _control_values(f: dict, control: str, budget: float | None) -> list[float]:
             (budget is None or c["budget"] == budget)]
 
 
+def _curve_row(f: dict, budget: float) -> dict | None:
+    """The row of a located run's curve (its first method and allocation) at ``budget``."""
+    curve = (f["settings"]["methods"][0], f["settings"]["allocations"][0])
+    return next((r for r in f["rows"] if r["budget"] == budget and
+                 (r["method"], r["allocation"]) == curve), None)
+
+
 def _per_parent(f: dict, init: str, budget: float) -> dict[int, float]:
     """{parent seed: test accuracy} of one cell of the init x teacher table."""
     if init == "inherited":
-        curve = (f["settings"]["methods"][0], f["settings"]["allocations"][0])
-        for r in f["rows"]:
-            if r["budget"] == budget and (r["method"], r["allocation"]) == curve:
-                return {s: c / r["n_test"] for s, c in
-                        zip(f["settings"]["parents"], r["test_correct_counts"], strict=True)}
-        return {}
+        r = _curve_row(f, budget)
+        return {} if r is None else {
+            s: c / r["n_test"] for s, c in
+            zip(f["settings"]["parents"], r["test_correct_counts"], strict=True)}
     return {c["parent"]: c["test_accuracy"] for c in f["controls"]
             if c["control"] == init and c["budget"] == budget}
 
@@ -275,11 +280,9 @@ def recipe_table(s: dict) -> list[str]:
             for n in arms:
                 f = s[n]
                 if init == "inherited":
-                    curve = (f["settings"]["methods"][0], f["settings"]["allocations"][0])
-                    values = [r for r in f["rows"] if r["budget"] == b and
-                              (r["method"], r["allocation"]) == curve]
-                    cell = pm(values[0]["test_accuracy_mean"], values[0]["test_accuracy_sd"]) \
-                        if values else "—"
+                    row = _curve_row(f, b)
+                    cell = "—" if row is None else \
+                        pm(row["test_accuracy_mean"], row["test_accuracy_sd"])
                 else:
                     values = _control_values(f, init, b)
                     cell = pm(*mean_sd(values)) + (f" ({len(values)} parents)"

@@ -418,9 +418,10 @@ def _planned(model, data, settings: Settings, out: Path, resume: bool, source, l
     values = {name: getattr(settings, name) for name in SIZED}
     values["calibration_examples"] = min(values["calibration_examples"] or
                                          settings.selection_examples, max(n_train, 10))
+    dropout = bool(dropout_layers(model))
     about = dict(n_train=n_train, n_test=len(data.x_test),
-                 auto_keep=settings.rate == "auto" and not dropout_layers(model),
-                 dropout=bool(dropout_layers(model)), methods=settings.methods,
+                 auto_keep=settings.rate == "auto" and not dropout, dropout=dropout,
+                 methods=settings.methods,
                  budgets=settings.budgets, repeats=settings.repeats)
     made = plan(values, costs, settings.time_budget, grow=not settings.quick, **about)
     kept = {name: (made.values[name] if name in sized else values[name]) for name in SIZED}
@@ -840,11 +841,12 @@ def _blog(model, deterministic, data, settings: Settings, keep) -> dict:
         from subnet.engine import make_backend
         from subnet.engine.chain import analyse_chain
         from subnet.masks import sample_masks
+        from subnet.plan import BLOG_MASKS
 
         result["dropout"] = (f"unit masks at keep {_keep_words(keep)} (the model has no "
                              "Dropout layer)")
         chain = analyse_chain(deterministic, keep.rates)
-        masks = sample_masks(chain.table.unit_keep(), settings.seed, range(200))
+        masks = sample_masks(chain.table.unit_keep(), settings.seed, range(BLOG_MASKS))
         engine = make_backend(chain)
         engine.set_site_scale(keep.site_scale(chain.table.names))
         probabilities = engine.probabilities(data.x_test[picks], masks)

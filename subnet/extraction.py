@@ -48,11 +48,15 @@ class _Cost:
 
     def widths(self, counts, orders: Mapping[str, np.ndarray]) -> tuple[int, int]:
         """The same for ``counts[k]`` units kept at site k: its first units in ``orders``."""
+        return self.model(self.first(counts, orders))
+
+    def first(self, counts, orders: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Keep bits (all sites) of the first ``counts[k]`` units of site k in ``orders``."""
         bits = np.zeros(self.table.n_units, bool)
         for k, (name, start) in enumerate(zip(self.table.names, self.table.offsets[:-1],
                                               strict=True)):
             bits[start + orders[name][:int(counts[k])]] = True
-        return self.model(bits)
+        return bits
 
     def dense(self) -> tuple[int, int]:
         return self.model(np.ones(self.table.n_units, bool))
@@ -274,10 +278,7 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
                          f"than a subnetwork with {min_units} unit(s) per site costs "
                          f"({spend(counts):.0f}). Give a larger budget or a smaller min_units.")
     if allocation in ("cost", "joint", "global"):
-        start = np.zeros(table.n_units, bool)
-        for name, offset in zip(table.names, table.offsets[:-1], strict=True):
-            start[offset + orders[name][:min_units]] = True
-        state = cost.model.grow(start)
+        state = cost.model.grow(cost.first(counts, orders))
         if allocation == "global":
             _score_allocation(state, scores, budget.kind, limit)
         else:

@@ -73,8 +73,7 @@ def _inline(model, tensors, taken: set[str], prefix: str):
     def clone(layer):
         if isinstance(layer, keras.Model):
             return layer  # expanded by call() below
-        copy = layer.__class__.from_config({**layer.get_config(),
-                                            "name": _unique(layer.name, taken, prefix)})
+        copy = _copy(layer, taken, prefix)
         originals[id(copy)] = layer
         return copy
 
@@ -82,11 +81,7 @@ def _inline(model, tensors, taken: set[str], prefix: str):
         if isinstance(layer, keras.Model):
             return _inline(layer, args[0] if len(args) == 1 else list(args), taken,
                            f"{layer.name}_")
-        out = layer(*args, **kwargs)
-        original = originals.get(id(layer))
-        if original is not None and original.weights:
-            layer.set_weights(original.get_weights())
-        return out
+        return _run(layer, originals.get(id(layer)), args, kwargs)
 
     if isinstance(model.input, (list, tuple)) and not isinstance(tensors, (list, tuple)):
         tensors = [tensors]
@@ -101,11 +96,20 @@ def _call(layer, args, kwargs, taken: set[str], prefix: str):
         return _inline(layer, args[0], taken, f"{layer.name}_")
     if isinstance(layer, keras.layers.InputLayer):
         return args[0]
-    copy = layer.__class__.from_config({**layer.get_config(),
+    return _run(_copy(layer, taken, prefix), layer, args, kwargs)
+
+
+def _copy(layer, taken: set[str], prefix: str):
+    """A new layer from ``layer``'s config, under a name not yet taken (built when called)."""
+    return layer.__class__.from_config({**layer.get_config(),
                                         "name": _unique(layer.name, taken, prefix)})
+
+
+def _run(copy, original, args, kwargs):
+    """``copy`` called on ``args``, then given ``original``'s weights (now that it is built)."""
     out = copy(*args, **kwargs)
-    if layer.weights:
-        copy.set_weights(layer.get_weights())
+    if original is not None and original.weights:
+        copy.set_weights(original.get_weights())
     return out
 
 

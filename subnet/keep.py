@@ -39,6 +39,10 @@ __all__ = ["KEEP_SOURCES", "KeepProbabilities", "calibrate_keep"]
 #: Where keep probabilities come from.
 KEEP_SOURCES = ("model", "given", "auto")
 
+#: Masks per keep probability, and bisection steps, of :func:`calibrate_keep` by default.
+CALIBRATION_MASKS = 16
+CALIBRATION_STEPS = 7
+
 
 @dataclasses.dataclass(frozen=True)
 class KeepProbabilities:
@@ -90,8 +94,9 @@ class KeepProbabilities:
                    calibration=data.get("calibration"))
 
 
-def calibrate_keep(model, x, y, *, target: float = 0.5, n_masks: int = 16, seed: int = 0,
-                   low: float = 0.05, steps: int = 7, backend: str = "auto",
+def calibrate_keep(model, x, y, *, target: float = 0.5, n_masks: int = CALIBRATION_MASKS,
+                   seed: int = 0, low: float = 0.05, steps: int = CALIBRATION_STEPS,
+                   backend: str = "auto",
                    rescale: bool | None = None) -> KeepProbabilities:
     """Chooses one keep probability for every site where random subnetworks are informative.
 

@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from subnet.errors import InputError
+from subnet.keep import CALIBRATION_MASKS, CALIBRATION_STEPS
 
 __all__ = ["Costs", "Plan", "measure", "parse_duration", "plan"]
 
@@ -47,7 +48,7 @@ FLOORS = {"calibration_examples": 100, "masks": 50, "examples": 200, "selection_
 #: How far a generous budget grows the record's masks.
 MOST_GROWTH = 20
 #: calibrate_keep's work: 2 (scaled or not) x (steps + 1) keep probabilities x masks each.
-CALIBRATION_EVALUATIONS = 2 * (7 + 1) * 16
+CALIBRATION_EVALUATIONS = 2 * (CALIBRATION_STEPS + 1) * CALIBRATION_MASKS
 #: Masks the blog stage draws on a model with no Dropout layer (4 pictured examples).
 BLOG_MASKS = 200
 
@@ -249,19 +250,14 @@ def plan(values: dict, costs: Costs, seconds: float, *, grow: bool = True, **abo
     # the engines built per step do not shrink).
     for name in ("selection_examples", "step_masks"):
         if cost("selection") > share("selection"):
-            was = v[name]
-            v[name] = 0
-            fixed = cost("selection")
-            v[name] = was
+            fixed = predict({**v, name: 0}, costs, **about)["selection"]
             scale = max(share("selection") - fixed, 0.0) / max(cost("selection") - fixed, 1e-12)
             v[name] = int(max(FLOORS[name], min(v[name], v[name] * scale)))
     # fine-tuning epochs: at least one batch of 128 per subnetwork, or none at all where even
     # that does not fit (the comparison then measures the subnetworks as cut). Measuring the
     # subnetworks is done either way, so only fine-tuning itself is held to the share.
     asked_epochs = v["finetune_epochs"]
-    v["finetune_epochs"] = 0.0
-    fixed = cost("finetune")  # measuring the subnetworks
-    v["finetune_epochs"] = asked_epochs
+    fixed = predict({**v, "finetune_epochs": 0.0}, costs, **about)["finetune"]  # measuring
     if cost("finetune") - fixed > share("finetune") and about.get("n_train"):
         tuned = len(about["budgets"]) * about["repeats"] * len(about["methods"])
         room = share("finetune") - tuned * costs.train_call

@@ -43,7 +43,7 @@ import numpy as np
 import subnet
 from subnet._cli import progress_bar
 from subnet.errors import InputError, InputTypeError, clean
-from subnet.keep import KeepProbabilities
+from subnet.keep import CALIBRATION_MASKS, CALIBRATION_STEPS, KeepProbabilities
 from subnet.masks import (
     MaskRecord,
     check_record_folder,
@@ -201,7 +201,8 @@ def _mean_masked_accuracy(model, rates: Mapping[str, float], x, y, *, rescale: b
 
 
 def choose_keep(model, rate: str | float | None = "auto", x=None, y=None, *, seed: int = 0,
-                n_masks: int = 16, steps: int = 7, near_chance: float = NEAR_CHANCE,
+                n_masks: int = CALIBRATION_MASKS, steps: int = CALIBRATION_STEPS,
+                near_chance: float = NEAR_CHANCE,
                 backend: str = "auto", held_out: str | None = None, rates_from=None
                 ) -> tuple[KeepProbabilities, dict | None]:
     """The keep probabilities a record of ``model`` is drawn with, and where they came from.
