@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from subnet import analyze as analyze_module
-from subnet.analyze import Settings, main
+from subnet.analyze import Settings, main, runner
 
 TINY = ["--dataset", "mnist", "--masks", "60", "--examples", "80", "--budgets", "0.5,0.25",
         "--methods", "banzhaf,magnitude,random", "--repeats", "1",
@@ -88,7 +88,7 @@ def test_resume_reuses_finished_stages(analysis, model_file, monkeypatch):
 
     before = json.loads((analysis / "results.json").read_text())
     for name in ("_keep", "_blog", "_record", "_importance", "_comparison", "_uncertainty"):
-        monkeypatch.setattr(analyze_module, name, fail)
+        monkeypatch.setattr(runner, name, fail)
     assert main([str(model_file), "--out", str(analysis), "--formats", "json", "--resume",
                  *TINY]) == 0
     after = json.loads((analysis / "results.json").read_text())
@@ -180,7 +180,7 @@ def test_internal_error_exits_1_and_keeps_the_traceback(model_file, tmp_path, ca
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(analyze_module, "_blog", broken)
+    monkeypatch.setattr(runner, "_blog", broken)
     out = tmp_path / "out"
     assert main([str(model_file), "--out", str(out), *TINY]) == 1
     err = capsys.readouterr().err

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import subnet
-from subnet import analyze as analyze_module
-from subnet.analyze import main
+from subnet.analyze import inputs, main
 from subnet.models import load_model, with_dropout
 from tests.test_analyze_safety import FAST, _tiny_data, _tiny_model
 
@@ -160,7 +159,7 @@ def test_data_dir_with_a_path_names_the_option(case, capsys):
 
 def test_test_examples_read_follow_examples_and_max_data_bytes_is_an_option(case, capsys,
                                                                              monkeypatch):
-    monkeypatch.setattr(analyze_module, "TEST_EXAMPLES", 25)  # the file has 40
+    monkeypatch.setattr(inputs, "TEST_EXAMPLES", 25)  # the file has 40
     out = case["dir"] / "o"
     assert main([case["model"], "--dataset", case["data"], "--out", str(out), *FAST]) == 0
     dataset = json.loads((out / "results.json").read_text())["inputs"]["dataset"]

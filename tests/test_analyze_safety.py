@@ -16,7 +16,7 @@ import pytest
 
 from subnet import analyze as analyze_module
 from subnet._outdir import LOCK, MARKER
-from subnet.analyze import main
+from subnet.analyze import main, runner
 
 FAST = ["--masks", "20", "--examples", "10", "--passes", "1", "--methods", "banzhaf,random",
         "--budgets", "0.5", "--finetune-epochs", "0", "--formats", "json", "--quiet"]
@@ -108,7 +108,7 @@ def test_a_failed_rerun_leaves_no_results_of_the_previous_run(case, monkeypatch,
     def broken(*args, **kwargs):
         raise RuntimeError("stage broke")
 
-    monkeypatch.setattr(analyze_module, "_record", broken)
+    monkeypatch.setattr(runner, "_record", broken)
     assert _run(case, out, "--seed", "5") == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "stage broke" in err
@@ -120,7 +120,7 @@ def test_subnet_bugs_are_internal_errors_not_bad_input(case, monkeypatch, capsys
     def bug(*args, **kwargs):
         raise ValueError("an internal invariant failed")  # not subnet's validation
 
-    monkeypatch.setattr(analyze_module, "_importance", bug)
+    monkeypatch.setattr(runner, "_importance", bug)
     out = case["dir"] / "bug"
     assert _run(case, out) == 1
     err = capsys.readouterr().err
@@ -132,7 +132,7 @@ def test_an_internal_error_before_the_folder_is_claimed_logs_elsewhere(case, mon
     def bug(*args, **kwargs):
         raise KeyError("early")
 
-    monkeypatch.setattr(analyze_module, "_check_outputs", bug)  # the last check before the claim
+    monkeypatch.setattr(runner, "_check_outputs", bug)  # the last check before the claim
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("x")
@@ -173,7 +173,7 @@ def test_option_errors_come_before_any_work(case, option, value, words, capsys, 
     def never(*args, **kwargs):
         raise AssertionError("work started")
 
-    monkeypatch.setattr(analyze_module, "_blog", never)
+    monkeypatch.setattr(runner, "_blog", never)
     out = case["dir"] / "never"
     code = _run(case, out, option, value)
     assert code == 2
@@ -216,7 +216,7 @@ def test_a_full_disk_is_one_line_naming_the_file(case, monkeypatch, capsys):
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(analyze_module, "atomic_write_text", full)
+    monkeypatch.setattr(runner, "atomic_write_text", full)
     out = case["dir"] / "full"
     assert _run(case, out) == 2
     _one_line_error(capsys, "No space left on device", str(out))

@@ -279,15 +279,15 @@ def test_unknown_keys_are_accepted_at_every_level():
 
 
 def _analyze_results_keys() -> set[str]:
-    """The top-level keys of the ``results = {...}`` literal in subnet/analyze.py (the one
+    """The top-level keys of the ``results = {...}`` literal in subnet/analyze/runner.py (the one
     with ``created``, wherever it is)."""
-    source = (Path(__file__).parents[1] / "subnet" / "analyze.py").read_text()
+    source = (Path(__file__).parents[1] / "subnet" / "analyze" / "runner.py").read_text()
     literals = [node.value for node in ast.walk(ast.parse(source))
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
                 and any(isinstance(t, ast.Name) and t.id == "results" for t in node.targets)
                 and any(isinstance(k, ast.Constant) and k.value == "created"
                         for k in node.value.keys)]
-    assert len(literals) == 1, "analyze.py builds results.json in one dict literal"
+    assert len(literals) == 1, "analyze/runner.py builds results.json in one dict literal"
     keys = {key.value for key in literals[0].keys if isinstance(key, ast.Constant)}
     assert len(keys) == len(literals[0].keys), "every key of results is a string literal"
     return keys
