@@ -21,6 +21,13 @@ Outputs in ``--out``: ``results.json`` (every number, the config, seeds, version
 fingerprints), ``report.html``, ``report.pdf``, ``record/``, ``comparison.json``,
 ``subnetwork.keras`` (the answer's subnetwork) and ``models/``; each appears atomically.
 
+The package, one concern a module: :mod:`~subnet.analyze.settings` (:class:`Settings`, their
+limits and the checks that need no model), :mod:`~subnet.analyze.inputs` (model, data and a
+given record checked against each other, the data sets loaded),
+:mod:`~subnet.analyze.runner` (:func:`analyze`: the stages in order, their state and timings,
+results.json and the reports), :mod:`~subnet.analyze.stages` (the stages),
+:mod:`~subnet.analyze.answer` (the answer in sentences) and ``__main__`` (the command line).
+
 Exit codes: 0 success; 2 bad input (one line, no traceback); 1 internal error (the traceback is
 saved to ``DIR/analyze-error.log``); 130 interrupted.
 """
