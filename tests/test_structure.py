@@ -10,6 +10,7 @@ from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.extraction import Budget, as_keep_set, extract, keep_sets, model_cost
 from subnet.importance import estimate
+from subnet.models import AlwaysOnDropout
 from subnet.structure import channel_groups
 from tests import zoo
 
@@ -458,3 +459,63 @@ def test_the_analysis_runs_end_to_end_on_keras_operations(tmp_path):
     assert [site["name"] for site in results["model"]["sites"]] == ["c1", "squeeze", "c2"]
     assert {row["method"] for row in results["comparison"]["rows"]} == {"magnitude", "banzhaf"}
     assert results["importance"]["record_backend"] == "graph"
+
+
+class _Swish(keras.layers.Layer):
+    """A per-channel layer subnet's table does not know (zero stays zero)."""
+
+    def call(self, x):
+        return x * keras.ops.sigmoid(x)
+
+
+def test_a_layer_type_is_taught_by_one_rule_in_the_table(monkeypatch):
+    """An unknown layer is refused by name; one rule in the table makes it masked, costed,
+    extracted and run by every backend like the layers subnet knows."""
+    from subnet.engine.chain import analyse_chain
+    from subnet.engine.graph import GraphBackend
+    from subnet.engine.reference import ReferenceBackend
+    from subnet.structure import rules
+
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(6, 3, name="c1")(inputs)
+    x = _Swish(name="swish")(x)
+    x = keras.layers.Conv2D(5, 3, name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+    with pytest.raises(InputError, match=r"'swish' \(_Swish\) is not a layer subnet knows"):
+        channel_groups(model)
+    monkeypatch.setattr(rules, "TABLE", (((_Swish,), rules.Rule()),) + rules.TABLE)
+    s = channel_groups(model)
+    assert [(site.name, len(site.groups)) for site in s.sites] == [("c1", 6), ("c2", 5)]
+    x = np.random.default_rng(3).random((5, 8, 8, 2), dtype=np.float32)
+    bits = _random_keep(s, 4)
+    small, keep_set = extract(model, {site.name: bits[list(site.groups)] for site in s.sites},
+                              check_x=x)  # checked against the masked model
+    assert model_cost(small)["flops"] == keep_set.flops == s.cost(bits)["flops"]
+    chain = analyse_chain(model, 0.5)
+    masks = subnet.sample_masks(chain.table.unit_keep(), 0, range(6))
+    np.testing.assert_allclose(GraphBackend(chain, rescale=False).probabilities(x, masks),
+                               ReferenceBackend(chain, rescale=False).probabilities(x, masks),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, name, produces, noise", [
+    (keras.layers.Dense(3), "dense", True, False),
+    (keras.layers.Conv2D(3, 3), "conv", True, False),
+    (keras.layers.SeparableConv2D(3, 3), "separable", True, False),
+    (keras.layers.DepthwiseConv2D(3), "depthwise", False, False),
+    (keras.layers.Dropout(0.5), "dropout", False, True),
+    (keras.layers.GaussianNoise(0.1), "noise", False, True),
+    (keras.layers.BatchNormalization(), "batch_norm", False, False),
+    (keras.layers.PReLU(), "prelu", False, False),
+    (keras.layers.Add(), "merge", False, False),
+    (keras.layers.Concatenate(), "concatenate", False, False),
+    (keras.layers.Flatten(), "flatten", False, False),
+    (keras.layers.ReLU(), "pass", False, False),
+    (AlwaysOnDropout(0.5), "pass", False, False),  # on at inference: not noise
+])
+def test_the_table_gives_each_layer_kind_its_rule(layer, name, produces, noise):
+    from subnet.structure import rule_for
+
+    rule = rule_for(layer)
+    assert (rule.name, rule.produces, rule.noise) == (name, produces, noise)

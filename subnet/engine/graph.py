@@ -35,13 +35,12 @@ import numpy as np
 from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
-from subnet.structure import DEPTHWISE, NOISE, PRODUCERS, layer_weights
+from subnet.structure import layer_weights
 
 __all__ = ["GraphBackend", "PREFIX_CACHE_BYTES"]
 
 L = keras.layers
 _CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
-_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
 #: The most memory the backend keeps the prefix's outputs in between calls (bytes).
 PREFIX_CACHE_BYTES = 1 << 30
 #: Masks of a block the compiled program may run at the same time (as the chain backend).
@@ -285,24 +284,25 @@ class _Op:
     def run(self, tensors, kept, factors, layouts):
         layer = self.layer
         x = tensors[self.call.inputs[0]] if self.call.inputs else None
-        if isinstance(layer, NOISE) or self.folded:
+        rule = self.call.rule
+        if rule.noise or self.folded:
             return x
         out = kept[self.writes]
-        if isinstance(layer, PRODUCERS + DEPTHWISE):
+        if rule.reads:
             rows = kept[self.reads]
             factor = tf.gather(factors, tf.gather(layouts[self.reads], rows))
             bias = self.weights[-1] if self.has_bias else None
-            if isinstance(layer, DEPTHWISE):
+            if rule.name == "depthwise":
                 return _depthwise(layer, x, self.weights, rows, out, bias)
-            return _producer(layer, x, self.weights, rows, out, factor, bias)
-        if isinstance(layer, L.BatchNormalization):
+            return _producer(rule.name, layer, x, self.weights, rows, out, factor, bias)
+        if rule.name == "batch_norm":
             return _batch_norm(layer, x, [tf.gather(w, out, axis=-1) for w in self.weights])
-        if isinstance(layer, L.PReLU):
+        if rule.name == "prelu":
             alpha = tf.gather(self.weights[0], out, axis=-1)
             return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
-        if isinstance(layer, L.Flatten):
+        if rule.name == "flatten":
             return tf.reshape(x, (tf.shape(x)[0], -1))
-        if isinstance(layer, L.Reshape):
+        if rule.name == "reshape":
             return tf.reshape(x, tf.concat([[tf.shape(x)[0]], list(layer.target_shape[:-1]),
                                             [tf.size(out)]], axis=0))
         return _run_as_is(self.call, tensors)
@@ -321,11 +321,11 @@ def _fold_batch_norms(ops: list[_Op], calls) -> None:
     by_name = {op.name: op for op in ops}
     for op in ops:
         layer = op.layer
-        if not isinstance(layer, L.BatchNormalization) or len(op.call.inputs) != 1:
+        if op.call.rule.name != "batch_norm" or len(op.call.inputs) != 1:
             continue
         source = by_name.get(op.call.inputs[0])
         if source is None or readers.get(source.name) != 1 or source.folded or \
-                not isinstance(source.layer, PRODUCERS + DEPTHWISE) or \
+                not source.call.rule.reads or \
                 source.layer.activation not in (None, keras.activations.linear) or \
                 _axis(layer) not in (-1, len(op.call.node.outputs[0].shape) - 1):
             continue
@@ -334,12 +334,12 @@ def _fold_batch_norms(ops: list[_Op], calls) -> None:
         beta = next(values) if layer.center else 0.0
         mean, variance = next(values), next(values)
         inv = (gamma / np.sqrt(variance + layer.epsilon)).astype(np.float32)
-        kernel_at = 1 if isinstance(source.layer, _SEPARABLE) else 0
+        kernel_at = 1 if source.call.rule.name == "separable" else 0
         weights = list(source.weights)
         kernel = weights[kernel_at]
         # A depthwise kernel is (..., in, multiplier): output channel c * m + j at [..., c, j].
         weights[kernel_at] = (kernel * inv.reshape(kernel.shape[-2:]) if
-                              isinstance(source.layer, DEPTHWISE) else kernel * inv
+                              source.call.rule.name == "depthwise" else kernel * inv
                               ).astype(np.float32)
         bias = weights[-1] if source.layer.use_bias else 0.0
         shift = ((bias - mean) * inv + beta).astype(np.float32)
@@ -367,10 +367,11 @@ def _finish(layer, y, bias, out):
     return layer.activation(y) if layer.activation is not None else y
 
 
-def _producer(layer, x, weights, rows, out, factor, bias):
-    """A Conv/Dense/separable layer on kept input ``rows`` (each scaled by ``factor``),
-    computing output channels ``out`` (plus ``bias``, all channels', if given)."""
-    if isinstance(layer, L.Dense):
+def _producer(kind, layer, x, weights, rows, out, factor, bias):
+    """A Conv/Dense/separable layer (``kind``, its rule's name) on kept input ``rows`` (each
+    scaled by ``factor``), computing output channels ``out`` (plus ``bias``, all channels', if
+    given)."""
+    if kind == "dense":
         kernel = tf.gather(tf.gather(weights[0], rows, axis=0), out, axis=1) * factor[:, None]
         return _finish(layer, tf.matmul(x, kernel), bias, out)
     padding = layer.padding
@@ -378,7 +379,7 @@ def _producer(layer, x, weights, rows, out, factor, bias):
         left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
         x = tf.pad(x, [[0, 0], [left, 0], [0, 0]])
         padding = "valid"
-    if isinstance(layer, _SEPARABLE):
+    if kind == "separable":
         m = int(layer.depth_multiplier)
         depthwise = tf.gather(weights[0], rows, axis=-2) * factor[:, None]
         expanded = tf.reshape(rows[:, None] * m + tf.range(m)[None, :], [-1])

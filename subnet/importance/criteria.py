@@ -35,7 +35,6 @@ from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, analyse_chain
 from subnet.errors import InputError, InputTypeError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
-from subnet.structure import PRODUCERS
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
 
@@ -210,7 +209,7 @@ class Magnitude(Estimator):
         total, fan = np.zeros(s.n_units), np.zeros(s.n_units)
         for call in s.calls:
             units = s.channels(call.name)
-            if not isinstance(call.layer, PRODUCERS) or not (units >= 0).any():
+            if not call.rule.produces or not (units >= 0).any():
                 continue
             kernel = getattr(call.layer, "pointwise_kernel", None)
             kernel = call.layer.kernel if kernel is None else kernel

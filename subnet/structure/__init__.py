@@ -33,7 +33,10 @@ of which tensors and weights each unit owns, and builds the masked model
 physically smaller model (:meth:`Structure.extract`).
 
 The package is the one reader of a model's graph: :mod:`~subnet.structure.rules` (the table of
-layer rules: what each layer type does to channels, and what the fast backend runs),
+layer rules, one :class:`Rule` per kind of layer: how channels flow through it, how its weights
+are cut to the kept channels, how its copy is resized and what it costs; channel groups, cost,
+extraction, criteria and the backends all look a layer up there, and teaching subnet a layer
+type means adding one rule),
 :mod:`~subnet.structure.graph` (the layer calls in topological order),
 :mod:`~subnet.structure.groups` (channel groups, sites, masking and extraction) and
 :mod:`~subnet.structure.cost` (exact cost of any keep-set, and its incremental form). The
@@ -43,7 +46,7 @@ backends' segments (:func:`subnet.engine.chain.analyse_chain`) are read from the
 from subnet.structure.cost import CostModel, CostState
 from subnet.structure.graph import Call, graph_calls
 from subnet.structure.groups import Group, Structure, StructureSite, channel_groups
-from subnet.structure.rules import DEPTHWISE, NOISE, PRODUCERS, layer_weights
+from subnet.structure.rules import TABLE, Rule, layer_weights, rule_for
 
-__all__ = ["DEPTHWISE", "NOISE", "PRODUCERS", "Call", "CostModel", "CostState", "Group",
-           "Structure", "StructureSite", "channel_groups", "graph_calls", "layer_weights"]
+__all__ = ["TABLE", "Call", "CostModel", "CostState", "Group", "Rule", "Structure",
+           "StructureSite", "channel_groups", "graph_calls", "layer_weights", "rule_for"]

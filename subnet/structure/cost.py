@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from subnet.structure.rules import DEPTHWISE, PER_CHANNEL_WEIGHTS, PRODUCERS, L
-
 
 class CostModel:
     """Parameters and FLOPs of a subnetwork as a function of its keep bits, in a few products.
 
-    Every weighted layer's cost is ``a * n_in * n_out + b * n_in + c * n_out + d``, where
-    ``n_in`` and ``n_out`` (the kept channels it reads and writes) are linear in the keep bits:
+    Every weighted layer's cost is ``a * n_in * n_out + b * n_in + c * n_out + d`` (the
+    coefficients are its rule's, :meth:`subnet.structure.rules.Rule.cost`), where ``n_in`` and
+    ``n_out`` (the kept channels it reads and writes) are linear in the keep bits:
     a constant for the fixed channels plus, for each unit, the number of channels it owns
     there (a Flatten's positions, a depthwise multiplier).
 
@@ -25,31 +24,14 @@ class CostModel:
         rows = []  # (in const, in per unit, out const, out per unit, params abcd, flops abcd)
         for call in s.calls:
             layer = call.layer
-            if not getattr(layer, "weights", None) and not isinstance(layer, PRODUCERS + DEPTHWISE):
-                continue
-            reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
-            writes = s.units_of[call.name]
             rank = len(layer.output.shape)
             positions = int(np.prod(layer.output.shape[1:-1])) if rank > 2 else 1
-            bias = 1 if getattr(layer, "use_bias", False) else 0
-            if isinstance(layer, L.Dense):
-                p, f = (1, 0, bias, 0), (2 * positions, 0, 0, 0)
-            elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-                window, m = int(np.prod(layer.kernel_size)), int(layer.depth_multiplier)
-                p = (m, window * m, bias, 0)
-                f = (2 * positions * m, 2 * positions * window * m, 0, 0)
-            elif isinstance(layer, PRODUCERS):
-                window = int(np.prod(layer.kernel_size))
-                p, f = (window, 0, bias, 0), (2 * positions * window, 0, 0, 0)
-            elif isinstance(layer, DEPTHWISE):
-                window = int(np.prod(layer.kernel_size))
-                p, f = (0, 0, window + bias, 0), (0, 0, 2 * positions * window, 0)
-            elif isinstance(layer, PER_CHANNEL_WEIGHTS):
-                total = sum(int(np.prod(w.shape)) for w in layer.weights)
-                p, f = (0, 0, total // int(layer.output.shape[-1]), 0), (0, 0, 0, 0)
-            else:
-                total = sum(int(np.prod(w.shape)) for w in layer.weights)
-                p, f = (0, 0, 0, total), (0, 0, 0, 0)
+            coefficients = call.rule.cost(layer, positions)
+            if coefficients is None:
+                continue
+            p, f = coefficients
+            reads = s.units_of[call.inputs[0]] if call.inputs else np.zeros(0, np.int64)
+            writes = s.units_of[call.name]
             rows.append((_linear(reads, n), _linear(writes, n), p, f))
         self.in_const = np.array([r[0][0] for r in rows], np.float64)
         self.in_units = np.array([r[0][1] for r in rows], np.float64).reshape(len(rows), n)

@@ -4,12 +4,11 @@ of the model (channel groups, cost, extraction, the backends' segments) reads.""
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
+import functools
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
-from subnet.structure.rules import BINARY_OPS, ELEMENTWISE_OPS, layer_error
+from subnet.structure.rules import Rule, layer_error, rule_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +28,11 @@ class Call:
     @property
     def name(self) -> str:
         return self.layer.name
+
+    @functools.cached_property
+    def rule(self) -> Rule:
+        """The layer's rule in the table (:func:`subnet.structure.rules.rule_for`)."""
+        return rule_for(self.layer, op_arguments(self))
 
 
 def graph_calls(model) -> tuple[list[Call], str, str]:
@@ -98,30 +102,6 @@ def graph_calls(model) -> tuple[list[Call], str, str]:
         sys.setrecursionlimit(limit)
     input_name = inputs[0]._keras_history[0].name
     return [calls[name] for name in order], input_name, output
-
-
-def is_elementwise_op(call: Call) -> bool:
-    """Whether the call is a Keras operation (not a layer) that acts on each element of its one
-    tensor argument alone, with numbers for its other arguments (see :data:`ELEMENTWISE_OPS`)."""
-    op = call.layer
-    if isinstance(op, keras.layers.Layer) or \
-            type(op).__name__ not in ELEMENTWISE_OPS.get(type(op).__module__, ()):
-        return False
-    values = op_arguments(call)
-    tensors = [v for v in values if isinstance(v, keras.KerasTensor)]
-    numbers = [v for v in values if isinstance(v, (int, float, np.number))]
-    return len(tensors) == 1 and len(tensors) + len(numbers) == len(values)
-
-
-def is_binary_op(call: Call) -> bool:
-    """Whether the call is a Keras operation that combines two tensors element by element
-    (``x * s``, ``x + y``): a merge, like the Multiply or Add layer."""
-    op = call.layer
-    if isinstance(op, keras.layers.Layer) or type(op).__module__ != "keras.src.ops.numpy" or \
-            type(op).__name__ not in BINARY_OPS:
-        return False
-    values = op_arguments(call)
-    return len(values) == 2 and all(isinstance(v, keras.KerasTensor) for v in values)
 
 
 def op_arguments(call: Call) -> list:

@@ -12,21 +12,12 @@ import numpy as np
 from subnet._tf import keras
 from subnet.errors import InputError, clean
 from subnet.structure.cost import CostModel
-from subnet.structure.graph import Call, graph_calls, is_binary_op, is_elementwise_op
+from subnet.structure.graph import Call, graph_calls
 from subnet.structure.rules import (
-    DEPTHWISE,
-    DROPOUT,
-    KNOWN,
-    LAYOUT,
-    MERGES,
-    MIXING_NORMALISERS,
-    NOISE,
-    PASS,
-    PER_CHANNEL_WEIGHTS,
-    PRODUCERS,
+    Dropout,
     L,
+    Merge,
     check_layout,
-    check_pass,
     layer_error,
     layer_weights,
     softmax_activation,
@@ -131,7 +122,7 @@ class Structure:
         # Producers of each root id, in model order.
         producers: dict[int, dict[str, list[int]]] = {}
         for call in calls:
-            if isinstance(call.layer, PRODUCERS):
+            if call.rule.produces:
                 for channel, root in enumerate(ids[call.name]):
                     if not fixed[root]:
                         producers.setdefault(int(root), {}).setdefault(call.name, []).append(
@@ -203,18 +194,15 @@ class Structure:
     def _kind(self, layers) -> str:
         if len(layers) > 1:
             return "coupled"
-        layer = self._by_name[layers[0]].layer
-        for kind, types in (("separable", (L.SeparableConv1D, L.SeparableConv2D)),
-                            ("dense", L.Dense), ("conv1d", L.Conv1D), ("conv2d", L.Conv2D),
-                            ("conv3d", L.Conv3D)):
-            if isinstance(layer, types):
-                return kind
-        return "coupled"
+        call = self._by_name[layers[0]]
+        if call.rule.name == "conv":
+            return f"conv{len(call.layer.kernel_size)}d"
+        return call.rule.name
 
     def _read_source(self, call: Call) -> str:
         """The layer whose output consumer ``call`` reads, looking through Flatten/Reshape."""
         source = call.inputs[0]
-        while isinstance(self._by_name[source].layer, LAYOUT):
+        while self._by_name[source].rule.layout:
             source = self._by_name[source].inputs[0]
         return source
 
@@ -226,10 +214,9 @@ class Structure:
                 continue
             source = self._read_source(call)
             mask_layer, dropouts = source, []
-            while source in self._by_name and not isinstance(self._by_name[source].layer,
-                                                             PRODUCERS + MERGES):
-                layer = self._by_name[source].layer
-                if isinstance(layer, DROPOUT):
+            while source in self._by_name and not (self._by_name[source].rule.produces or
+                                                   isinstance(self._by_name[source].rule, Merge)):
+                if isinstance(self._by_name[source].rule, Dropout):
                     dropouts.append(source)
                 if len(self._by_name[source].inputs) != 1:
                     break
@@ -432,19 +419,14 @@ class Structure:
         channel's), and the columns of kept output channels; depthwise kernels,
         BatchNormalization and PReLU keep their kept channels' entries; other weights are
         returned as they are."""
-        layer = self._by_name[name].layer
+        call = self._by_name[name]
         out = self.kept_channels(name, bits)
-        if isinstance(layer, PRODUCERS):
+        rows = factor = None
+        if call.rule.reads:
             rows = self.kept_channels(name, bits, reads=True)
             read = self.input_channels(name)[rows]
-            weights = _slice_producer(layer, weights, rows, out,
-                                      factors[np.where(read >= 0, read, self.n_units)])
-        elif isinstance(layer, DEPTHWISE):
-            rows = self.kept_channels(name, bits, reads=True)
-            weights = [weights[0][..., rows, :]] + [w[out] for w in weights[1:]]
-        elif isinstance(layer, PER_CHANNEL_WEIGHTS):
-            weights = [w[..., out] for w in weights]
-        return out, weights
+            factor = factors[np.where(read >= 0, read, self.n_units)]
+        return out, call.rule.slice(call.layer, weights, rows, out, factor)
 
     def _extract(self, bits, factors, name):
         original = self.model.inputs[0]
@@ -456,17 +438,11 @@ class Structure:
             layer = call.layer
             if isinstance(layer, keras.layers.InputLayer):
                 continue
-            if isinstance(layer, NOISE):
+            if call.rule.noise:
                 tensors[call.name] = tensors[call.inputs[0]]
                 continue
             out, weights = self.slice_weights(call.name, layer_weights(layer), bits, factors)
-            changes = {}
-            if isinstance(layer, PRODUCERS):
-                changes = {"units": len(out)} if isinstance(layer, L.Dense) else \
-                    {"filters": len(out)}
-            elif isinstance(layer, L.Reshape):
-                changes = {"target_shape": tuple(layer.target_shape[:-1]) + (len(out),)}
-            copy = _copy_layer(layer, **changes)
+            copy = _copy_layer(layer, **call.rule.resized(layer, len(out)))
             feed = {source: tensors[source] for source in call.inputs}
             tensors[call.name] = _call_copy(call, feed, layer=copy, weights=False)
             pending.append((copy, weights))
@@ -474,23 +450,6 @@ class Structure:
             if weights:
                 copy.set_weights(weights)
         return keras.Model(image, tensors[self.output_name], name=name)
-
-
-def _slice_producer(layer, weights, rows, out, factor):
-    """A Conv/Dense/separable layer's weights with input ``rows`` (each scaled by ``factor``)
-    and output channels ``out`` kept."""
-    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        m = int(layer.depth_multiplier)
-        depthwise = weights[0][..., rows, :] * factor[:, None]
-        expanded = (rows[:, None] * m + np.arange(m)[None, :]).ravel()
-        pointwise = weights[1][..., expanded, :][..., out]
-        return [depthwise, pointwise] + [w[out] for w in weights[2:]]
-    kernel = weights[0]
-    if isinstance(layer, L.Dense):
-        kernel = kernel[rows][:, out] * factor[:, None]
-    else:
-        kernel = kernel[..., rows, :][..., out] * factor[:, None]
-    return [kernel] + [w[out] for w in weights[1:]]
 
 
 class _ChannelGather(keras.layers.Layer):
@@ -545,7 +504,8 @@ def _ends_in_softmax(s: Structure) -> bool:
         activation = getattr(getattr(layer, "activation", None), "__name__", "")
         if activation in ("softmax",):
             return True
-        if isinstance(layer, DROPOUT + (L.Identity,)) and s._by_name[name].inputs:
+        if (isinstance(s._by_name[name].rule, Dropout) or isinstance(layer, L.Identity)) \
+                and s._by_name[name].inputs:
             name = s._by_name[name].inputs[0]
             continue
         return False
@@ -571,95 +531,18 @@ def channel_groups(model) -> Structure:
     consumers: set[str] = set()
     across: list[str] = []  # layers that mix channels without weights (softmax, normalisation)
     for call in calls:
-        layer = call.layer
-        if isinstance(layer, keras.layers.InputLayer):
-            ids[call.name] = uf.new(int(layer.output.shape[-1]) if len(layer.output.shape) > 1
-                                    else 1, fixed=True)
-            continue
-        check_layout(layer)
+        layer, rule = call.layer, call.rule
+        if not isinstance(layer, keras.layers.InputLayer):
+            check_layout(layer)
         inputs = [ids[name] for name in call.inputs]
         width = int(layer.output.shape[-1]) if len(layer.output.shape) > 1 else 1
-        if not isinstance(layer, KNOWN) and all(
-                uf.fixed[uf.find(int(i))] for value in inputs for i in value):
+        flow = _Flow(uf, call.name, consumers, across)
+        if not rule.known and all(flow.all_fixed(value) for value in inputs):
             # Before the first unit (the prefix) any layer may stand: no channel it touches
             # can be dropped, so its output's channels are fixed too.
             ids[call.name] = uf.new(width, fixed=True)
-        elif isinstance(layer, L.Embedding):
-            ids[call.name] = uf.new(width, fixed=True)
-        elif isinstance(layer, PRODUCERS):
-            if getattr(layer, "groups", 1) != 1:
-                raise layer_error(layer, f"is a grouped convolution (groups={layer.groups}); "
-                                          "subnet supports ungrouped convolutions.")
-            consumers.add(call.name)
-            ids[call.name] = uf.new(width)
-            if softmax_activation(layer):
-                across.append(call.name)
-        elif isinstance(layer, DEPTHWISE):
-            ids[call.name] = np.repeat(inputs[0], int(layer.depth_multiplier))
-        elif isinstance(layer, PASS + PER_CHANNEL_WEIGHTS):
-            if softmax_activation(layer):
-                across.append(call.name)
-            check_pass(layer)
-            if isinstance(layer, L.PReLU) and layer.shared_axes and \
-                    (len(layer.input.shape) - 1) in [a % len(layer.input.shape)
-                                                     for a in layer.shared_axes]:
-                raise layer_error(layer, "shares its slope across channels; subnet needs "
-                                          "one slope per channel.")
-            ids[call.name] = inputs[0]
-        elif is_elementwise_op(call):
-            ids[call.name] = inputs[0]
-        elif is_binary_op(call):
-            ids[call.name] = _merge(layer, uf, inputs)
-        elif isinstance(layer, MERGES):
-            ids[call.name] = _merge(layer, uf, inputs)
-        elif isinstance(layer, L.Concatenate):
-            if layer.axis in (-1, len(layer.output.shape) - 1):
-                ids[call.name] = np.concatenate(inputs)
-            else:
-                ids[call.name] = _merge(layer, uf, inputs)
-        elif isinstance(layer, L.Flatten):
-            ids[call.name] = np.tile(inputs[0], width // max(1, len(inputs[0])))
-        elif isinstance(layer, L.Reshape):
-            if width % len(inputs[0]):
-                raise layer_error(layer, f"reshapes {len(inputs[0])} channels into a last axis "
-                                          f"of {width}; subnet supports reshapes that keep a "
-                                          "channel's values on the last axis (Flatten-like, or "
-                                          "the last axis unchanged).")
-            ids[call.name] = np.tile(inputs[0], width // len(inputs[0]))
-        elif isinstance(layer, L.Rescaling):
-            if np.ndim(layer.scale) or np.ndim(layer.offset):
-                raise layer_error(layer, "rescales channels by different factors; subnet "
-                                          "supports a scalar scale and offset.")
-            ids[call.name] = inputs[0]
-        elif isinstance(layer, L.Normalization):
-            if not all(uf.fixed[uf.find(int(i))] for i in inputs[0]):
-                raise layer_error(layer, "normalises channels that can be dropped; subnet "
-                                          "supports Normalization on the model's input only.")
-            ids[call.name] = inputs[0]
-        elif isinstance(layer, MIXING_NORMALISERS):
-            across.append(call.name)  # allowed where no channel can be dropped (checked below)
-            ids[call.name] = inputs[0]
-        elif isinstance(layer, L.Permute):
-            if layer.dims[-1] != len(layer.dims):
-                raise layer_error(layer, "moves the channel axis; subnet supports "
-                                          "channels-last models whose channels stay last.")
-            ids[call.name] = inputs[0]
-        elif isinstance(layer, L.Lambda):
-            raise layer_error(layer, "runs code subnet cannot see into, so it cannot tell "
-                                      "which channels it mixes; rebuild the model with Keras "
-                                      "layers in its place.")
-        elif not isinstance(layer, keras.layers.Layer):
-            raise layer_error(layer, "is a Keras operation on tensors that subnet cannot see "
-                                      "through; subnet supports element-wise operations of one "
-                                      "tensor and numbers (x + 3.0, keras.ops.relu(x)) or of two "
-                                      "tensors (x * y). Rebuild the model with a Keras layer in "
-                                      "its place.")
         else:
-            raise layer_error(layer, "is not a layer subnet knows how channels flow through "
-                                      "(it knows Conv, Dense, separable and depthwise "
-                                      "convolutions, normalisation, activations, pooling, "
-                                      "dropout, padding, merges, Concatenate, Flatten and "
-                                      "Reshape); rebuild the model without it.")
+            ids[call.name] = rule.flow(layer, inputs, width, flow)
     for i in ids[output_name]:
         uf.fix(int(i))
     roots = {name: np.array([uf.find(int(i)) for i in value], np.int64)
@@ -676,7 +559,7 @@ def channel_groups(model) -> Structure:
                                       "output or on the model's input).")
     built = Structure(model, calls, input_name, output_name, roots, fixed, consumers)
     if not built.sites:
-        producers = [c.name for c in calls if isinstance(c.layer, PRODUCERS)]
+        producers = [c.name for c in calls if c.rule.produces]
         raise InputError(
             f"Model {clean(model.name)!r} has no maskable site: subnet drops output channels of "
             "hidden Conv, Dense and separable layers, and this model has "
@@ -684,17 +567,38 @@ def channel_groups(model) -> Structure:
     return built
 
 
-def _merge(layer, uf: _UnionFind, inputs: list[np.ndarray]) -> np.ndarray:
-    widths = {len(v) for v in inputs}
-    wide = max(widths)
-    for value in inputs:
-        if len(value) == 1 and wide > 1:  # broadcast over channels: it can never be dropped
-            uf.fix(int(value[0]))
-        elif len(value) != wide:
-            raise layer_error(layer, f"merges inputs of {sorted(widths)} channels; subnet needs "
-                                      "equal channel counts (or one channel, broadcast).")
-    full = [v for v in inputs if len(v) == wide]
-    for value in full[1:]:
-        for a, b in zip(full[0], value, strict=True):
-            uf.union(int(a), int(b))
-    return full[0]
+class _Flow:
+    """What a rule may do while :func:`channel_groups` follows channels through layer
+    ``name`` (see :class:`subnet.structure.rules.Flow`)."""
+
+    def __init__(self, uf: _UnionFind, name: str, consumers: set, across: list):
+        self._uf, self._name, self._consumers, self._across = uf, name, consumers, across
+
+    def new(self, width: int, fixed: bool = False) -> np.ndarray:
+        return self._uf.new(width, fixed=fixed)
+
+    def all_fixed(self, ids: np.ndarray) -> bool:
+        return all(self._uf.fixed[self._uf.find(int(i))] for i in ids)
+
+    def consumer(self) -> None:
+        self._consumers.add(self._name)
+
+    def across(self) -> None:
+        self._across.append(self._name)
+
+    def merge(self, layer, inputs: list[np.ndarray]) -> np.ndarray:
+        uf = self._uf
+        widths = {len(v) for v in inputs}
+        wide = max(widths)
+        for value in inputs:
+            if len(value) == 1 and wide > 1:  # broadcast over channels: it can never be dropped
+                uf.fix(int(value[0]))
+            elif len(value) != wide:
+                raise layer_error(layer, f"merges inputs of {sorted(widths)} channels; subnet "
+                                          "needs equal channel counts (or one channel, "
+                                          "broadcast).")
+        full = [v for v in inputs if len(v) == wide]
+        for value in full[1:]:
+            for a, b in zip(full[0], value, strict=True):
+                uf.union(int(a), int(b))
+        return full[0]
