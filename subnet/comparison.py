@@ -200,8 +200,10 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             selection_examples: int = 2000, n_masks: int = 2000, steps_per_halving: int = 4,
             step_masks: int = 1000, compensate: bool = True, rate=None,
             reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
-            measure_latency: bool = True, models_dir: str | os.PathLike | None = None,
-            dense_finetuned: bool = True, progress: bool = True, executor=None) -> Comparison:
+            measure_latency: bool = True, latency_repeats: int = 20,
+            models_dir: str | os.PathLike | None = None, dense_finetuned: bool = True,
+            dense_accuracy: float | None = None, progress: bool = True,
+            executor=None) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
@@ -236,11 +238,15 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
         reference_method: The structured method whose parameter count TFMOT matches.
         out: JSON file the results stream into; an existing one is resumed.
         measure_latency: Measure size and latency of each subnetwork (first seed only).
+        latency_repeats: Timed calls of each model when measuring latency (the median is
+            reported; fewer is faster and noisier).
         models_dir: If given, the first seed's structured subnetworks (fine-tuned, if they were)
             are saved there as ``{method}_{budget}_{seed}.keras``, atomically.
         dense_finetuned: Also fine-tune a copy of the whole model with the same budget and
             seeds (``dense["finetuned"]``): the fair reference for the fine-tuned subnetworks,
             which have had that much more training than the model they came from.
+        dense_accuracy: The whole model's accuracy on ``dataset``'s test set, if it was
+            already measured (a fraction; None measures it).
         progress: Print one line per finished cell to stderr.
         executor: Where the cells run (:mod:`subnet.distributed`): None runs them here, one
             after another; a :class:`~subnet.distributed.RayExecutor` runs them as Ray tasks
@@ -271,6 +277,15 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             raise InputError(f"`{method}` is built on the subnetwork of `reference_method`="
                              f"{reference_method!r}, which is not among the structured methods "
                              f"{[m for m in methods if m in STRUCTURED]}.")
+    if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, (int, np.integer)) \
+            or latency_repeats < 1:
+        raise InputError("Invalid value received for argument `latency_repeats`. Expected an "
+                         f"int >= 1. Received: latency_repeats={latency_repeats!r}")
+    if dense_accuracy is not None and not (isinstance(dense_accuracy, (float, np.floating))
+                                           and 0.0 <= dense_accuracy <= 1.0):
+        raise InputError("Invalid value received for argument `dense_accuracy`. Expected a "
+                         f"fraction in [0, 1] or None. Received: dense_accuracy="
+                         f"{dense_accuracy!r}")
     n_train = len(dataset.x_train)
     tune_examples = int(round(finetune_epochs * n_train))
     config = {"methods": list(methods), "budgets": budgets, "seeds": [int(s) for s in seeds],
@@ -278,6 +293,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
               "n_masks": n_masks, "steps_per_halving": steps_per_halving,
               "step_masks": step_masks, "compensate": compensate,
               "reference_method": reference_method, "dense_finetuned": dense_finetuned,
+              "latency_repeats": int(latency_repeats),
               "allocation": {m: ALLOCATION[m] for m in methods if m in ALLOCATION}}
     previous = None
     if out is not None and Path(out).exists():
@@ -287,8 +303,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                              "file or delete it to start again.")
     executor = LocalExecutor() if executor is None else executor
     dense = previous.dense if previous else {
-        "accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
-        **({"measure": measure(model)} if measure_latency else {})}
+        "accuracy": float(accuracy(model, dataset.x_test, dataset.y_test)
+                          if dense_accuracy is None else dense_accuracy), **model_cost(model),
+        **({"measure": measure(model, repeats=latency_repeats)} if measure_latency else {})}
     comparison = Comparison(rows=list(previous.rows) if previous else [], dense=dense,
                             config=config)
     if out is not None:
@@ -325,6 +342,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
                 "steps_per_halving": steps_per_halving, "step_masks": step_masks,
                 "compensate": compensate, "rate": rate, "tune_examples": tune_examples,
                 "measure_seed": int(seeds[0]) if measure_latency else None,
+                "latency_repeats": int(latency_repeats),
                 "models_seed": int(seeds[0]) if models_dir is not None else None,
                 "progress": progress and executor.name == "local",
                 "dense_accuracy": dense["accuracy"]}
@@ -401,7 +419,8 @@ def run_cell(job: Mapping, kind: str, seed: int, *args):
     finally:
         if pending is not None:
             pending.cancel()
-    return [_tfmot_row(model, dataset, budget, seed, n, tuned, settings["measure_seed"] == seed)
+    repeats = settings["latency_repeats"] if settings["measure_seed"] == seed else None
+    return [_tfmot_row(model, dataset, budget, seed, n, tuned, repeats)
             for budget, n, tuned in zip(budgets, nonzero, pruned, strict=True)]
 
 
@@ -457,7 +476,7 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
             row["extraction_mismatch"] = mismatch
         _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed)
         if settings["measure_seed"] == seed:
-            row["measure"] = measure(subnetwork)
+            row["measure"] = measure(subnetwork, repeats=settings["latency_repeats"])
         if settings["models_seed"] == seed:
             row["model_bytes"] = model_bytes(copy_model(subnetwork))  # no optimizer state
         rows.append(row)
@@ -544,9 +563,10 @@ def _start_tfmot(model, dataset, nonzero: list[int], seed: int, tune_examples: i
                                  examples=tune_examples, seed=seed)
 
 
-def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, with_measure) -> dict:
+def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, latency_repeats) -> dict:
     """The TFMOT row: one-shot magnitude pruning to ``nonzero`` weights, and ``tuned`` (the
-    child's ``(pruned model, info)``, or None without fine-tuning)."""
+    child's ``(pruned model, info)``, or None without fine-tuning), measured in
+    ``latency_repeats`` timed calls (None: not measured)."""
     from subnet.baselines.tfmot import kernel_sparsity, magnitude_oneshot
 
     sparsity = kernel_sparsity(model, nonzero)
@@ -561,6 +581,6 @@ def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, with_measure) -> di
         row["accuracy_finetuned"] = accuracy(pruned, dataset.x_test, dataset.y_test)
         row["nonzero_params"] = info["nonzero_params"]
         row["finetune_seconds"] = round(info["seconds"], 1)
-        if with_measure:
-            row["measure"] = measure(pruned)
+        if latency_repeats is not None:
+            row["measure"] = measure(pruned, repeats=latency_repeats)
     return row

@@ -15,7 +15,8 @@ record          0.30    masks (100, then 50) and test examples (200) of the reco
 selection       0.20    held-out examples units are chosen on (200), masks per iterative
                         step (40)
 fine-tuning     0.30    epochs of fine-tuning of every subnetwork (1 batch; none where even
-                        one call per subnetwork does not fit)
+                        one call per subnetwork does not fit), then the timed calls of
+                        each subnetwork's latency (5)
 the rest        0.10    passes of the blog's experiment and of the uncertainty ensembles
 ==============  ======  ===================================================================
 
@@ -44,7 +45,7 @@ __all__ = ["Costs", "Plan", "measure", "parse_duration", "plan"]
 SHARES = {"keep": 0.10, "record": 0.30, "selection": 0.20, "finetune": 0.30, "rest": 0.10}
 #: The fewest of each sized quantity a budget may leave.
 FLOORS = {"calibration_examples": 100, "masks": 50, "examples": 200, "selection_examples": 200,
-          "step_masks": 40, "passes": 2, "uncertainty_passes": 3}
+          "step_masks": 40, "passes": 2, "uncertainty_passes": 3, "latency_repeats": 5}
 #: How far a generous budget grows the record's masks.
 MOST_GROWTH = 20
 #: calibrate_keep's work: 2 (scaled or not) x (steps + 1) keep probabilities x masks each.
@@ -195,12 +196,14 @@ def predict(values: dict, costs: Costs, *, n_train: int, n_test: int, auto_keep:
                          + (c.train_call if values["finetune_epochs"] > 0 else 0.0))
         # Each subnetwork is extracted, its BatchNormalization re-estimated, measured on the
         # test set before and after fine-tuning and (the first seed's) its latency timed in
-        # 20 calls of 256 examples: a new model each time, whose programs are built anew
-        # (about four builds); the whole network is measured once.
+        # ``latency_repeats`` calls of 256 examples: a new model each time, whose programs are
+        # built anew (about four builds); the whole network's latency is measured once (its
+        # accuracy comes from the blog's stage).
         measured = repeats * len(methods) * sum(budgets) * 2 * n_test * c.forward_example \
             + tuned * 4 * build
-        latency = len(methods) * sum(20 * 256 * c.forward_example * b for b in budgets)
-        dense = (n_test + 20 * 256) * c.forward_example + build
+        calls = values["latency_repeats"] * 256 * c.forward_example
+        latency = len(methods) * sum(calls * b for b in budgets)
+        dense = calls + build
         finetune = steps + measured + latency + dense
     blog = (values["passes"] * n_test * c.forward_example if dropout
             else BLOG_MASKS * 4 * mask + build)
@@ -266,6 +269,11 @@ def plan(values: dict, costs: Costs, seconds: float, *, grow: bool = True, **abo
         epochs = room / per_epoch if per_epoch > 0 else asked_epochs
         v["finetune_epochs"] = float(min(asked_epochs, epochs)) if epochs >= floor else \
             (float(floor) if room > 0 else 0.0)
+    if cost("finetune") > share("finetune"):  # then fewer timed calls of the latency
+        fixed = predict({**v, "latency_repeats": 0}, costs, **about)["finetune"]
+        scale = max(share("finetune") - fixed, 0.0) / max(cost("finetune") - fixed, 1e-12)
+        v["latency_repeats"] = int(max(FLOORS["latency_repeats"],
+                                       min(v["latency_repeats"], v["latency_repeats"] * scale)))
     for name in ("passes", "uncertainty_passes"):
         if cost("rest") > share("rest"):
             scale = share("rest") / cost("rest")

@@ -110,6 +110,25 @@ def test_reinitialized_draws_fresh_weights_from_the_seed(trained):
                 np.testing.assert_array_equal(wa, 0)
 
 
+def test_a_measured_dense_accuracy_is_taken_and_latency_timed_as_asked(trained, mnist,
+                                                                       monkeypatch):
+    """The whole model's accuracy, measured already (the analysis' blog stage), is not measured
+    again; latency is timed in ``latency_repeats`` calls of every model."""
+    repeats = []
+    original = compare_module.measure
+
+    def counted(model, **kwargs):
+        repeats.append(kwargs.get("repeats"))
+        return original(model, **kwargs)
+
+    monkeypatch.setattr(compare_module, "measure", counted)
+    result = compare(trained["conv"], mnist, ("random",), **{
+        **SETTINGS, "finetune_epochs": 0.0, "budgets": (0.5,), "seeds": (0,),
+        "dense_accuracy": 0.25, "latency_repeats": 3, "measure_latency": True})
+    assert result.dense["accuracy"] == 0.25 and result.config["latency_repeats"] == 3
+    assert repeats == [3, 3]  # the whole model and the subnetwork
+
+
 def test_compare_bad_input(trained, mnist, tmp_path):
     model = trained["conv"]
     with pytest.raises(ValueError, match="Unknown comparison methods"):
@@ -122,6 +141,10 @@ def test_compare_bad_input(trained, mnist, tmp_path):
         compare(model, mnist, ("random", "reinit"), **SETTINGS)
     with pytest.raises(ValueError, match="more than 5000 training examples"):
         compare(model, mnist, ("random",), **{**SETTINGS, "selection_examples": 5000})
+    for name, value in (("latency_repeats", 0), ("latency_repeats", 2.0),
+                        ("dense_accuracy", 1.5), ("dense_accuracy", "0.9")):
+        with pytest.raises(ValueError, match=f"argument `{name}`"):
+            compare(model, mnist, ("random",), **{**SETTINGS, name: value})
     out = tmp_path / "c.json"
     compare(model, mnist, ("random",), out=out, **{**SETTINGS, "finetune_epochs": 0.0,
                                                    "budgets": (0.5,), "seeds": (0,)})

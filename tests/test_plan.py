@@ -11,7 +11,7 @@ from tests.test_analyze_safety import _tiny_data, _tiny_model
 
 ASKED = dict(calibration_examples=500, masks=300, examples=500, selection_examples=500,
              step_masks=150, steps_per_halving=1, finetune_epochs=0.1, passes=3,
-             uncertainty_passes=5)
+             uncertainty_passes=5, latency_repeats=20)
 ABOUT = dict(n_train=12000, n_test=10000, auto_keep=True, dropout=False,
              methods=("banzhaf", "magnitude", "random"), budgets=(0.25, 0.0625), repeats=1)
 #: A ResNet-20-like model on two loaded cores (as measured), and the blog's network.
@@ -70,6 +70,14 @@ def test_a_fast_model_keeps_its_settings_and_a_generous_budget_grows_the_masks()
     assert set(grown.changes) == {"masks"}
     assert ASKED["masks"] < grown.values["masks"] <= 20 * ASKED["masks"]
     assert grown.predicted["record"] <= SHARES["record"] * 1800
+
+
+def test_latency_is_timed_in_fewer_calls_when_measuring_the_subnetworks_is_over_its_share():
+    slow = plan(ASKED, SLOW, 75, grow=False, **ABOUT)
+    assert FLOORS["latency_repeats"] <= slow.values["latency_repeats"] < 20
+    more = predict({**slow.values, "latency_repeats": 20}, SLOW, **ABOUT)["finetune"]
+    assert slow.predicted["finetune"] < more
+    assert plan(ASKED, FAST_COSTS, 75, grow=False, **ABOUT).values["latency_repeats"] == 20
 
 
 def test_the_plan_round_trips():

@@ -234,9 +234,10 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, *, format
     recorded = stage("record", lambda: _record(deterministic, data, settings, keep, record_dir,
                                                 progress, executor))
     importance = stage("importance", lambda: _importance(record_dir))
-    comparison = stage("comparison", lambda: _comparison(deterministic, data, settings, keep,
-                                                         out, progress, parent=model,
-                                                         executor=executor))
+    comparison = stage("comparison", lambda: _comparison(
+        deterministic, data, settings, keep, out, progress, parent=model, executor=executor,
+        dense_accuracy=blog["accuracy_dropout_off"]
+        if blog.get("n_test") == len(data.x_test) else None))
     uncertainty = stage("uncertainty", lambda: _uncertainty(
         model, data, settings, rate, ood_data, _subnetwork_files(comparison, settings),
         trust=trust_model, rescale=keep.rescale))

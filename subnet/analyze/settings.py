@@ -24,7 +24,7 @@ OUTPUTS = ("state", "record", "models", "comparison.json", *_FINAL_OUTPUTS)
 # (an extra zero or ten) is refused before memory or hours are spent on it.
 LIMITS = {"masks": 10_000_000, "examples": 1_000_000, "repeats": 100, "passes": 10_000,
           "seed": 2**32 - 1, "selection_examples": 1_000_000, "steps_per_halving": 100,
-          "step_masks": 1_000_000, "uncertainty_passes": 10_000}
+          "step_masks": 1_000_000, "uncertainty_passes": 10_000, "latency_repeats": 1000}
 #: Test examples read besides ``--examples``: the blog's accuracies use the first
 #: max(``--examples``, TEST_EXAMPLES) test examples (all of MNIST's 10,000), and no more are read
 #: from the data file, however many it holds.
@@ -66,6 +66,8 @@ class Settings:
         selection_examples: Training examples the comparison chooses units on.
         steps_per_halving: Steps per halving of the FLOPs of iterative mask-statistics pruning.
         step_masks: Masks per step of it.
+        latency_repeats: Timed calls of each subnetwork (and the whole model) when the
+            comparison measures latency; the median is reported.
         quick: Whether these are the ``--quick`` settings.
         time_budget: Seconds the stages may take (None: no budget): masks, examples, held-out
             examples, fine-tuning epochs and passes are sized from the model's measured costs
@@ -98,6 +100,7 @@ class Settings:
     selection_examples: int = 1000
     steps_per_halving: int = 2
     step_masks: int = 250
+    latency_repeats: int = 20
     quick: bool = False
     protocol: str = "quick"
     time_budget: float | None = None
@@ -164,6 +167,7 @@ class Settings:
         count("selection_examples", 10)
         count("steps_per_halving", 1)
         count("step_masks", 20)
+        count("latency_repeats", 1)
         check("protocol", self.protocol in ("quick", "thorough"), "'quick' or 'thorough'")
         check("time_budget", self.time_budget is None or (
             number(self.time_budget) and 1 <= self.time_budget <= 30 * 86400),
@@ -201,7 +205,8 @@ _CLI_SETTINGS = {"protocol", "dataset", "masks", "examples", "rate", "seed", "re
 QUICK_SECONDS = 75.0
 #: The settings a time budget sizes (:mod:`subnet.plan`).
 SIZED = ("calibration_examples", "masks", "examples", "selection_examples", "step_masks",
-         "steps_per_halving", "finetune_epochs", "passes", "uncertainty_passes")
+         "steps_per_halving", "finetune_epochs", "passes", "uncertainty_passes",
+         "latency_repeats")
 
 
 def _is_int(value) -> bool:

@@ -230,9 +230,11 @@ def _unit_labels(table) -> list[str]:
 
 
 def _comparison(deterministic, data, settings: Settings, keep, out: Path,
-                progress: bool, parent=None, executor=None) -> dict | None:
+                progress: bool, parent=None, executor=None,
+                dense_accuracy: float | None = None) -> dict | None:
     """The comparison of the methods; mask statistics at ``keep`` (a KeepProbabilities: its
-    keep probabilities and its rescaling, as the record was made)."""
+    keep probabilities and its rescaling, as the record was made); ``dense_accuracy``: the
+    whole model's test accuracy, if the blog's stage measured it on the same test set."""
     from subnet.comparison import compare
 
     if data.x_train is None:
@@ -257,6 +259,7 @@ def _comparison(deterministic, data, settings: Settings, keep, out: Path,
                      step_masks=settings.step_masks, rate=keep,
                      reference_method="banzhaf" if "banzhaf" in methods else methods[0],
                      out=out / "comparison.json", models_dir=out / "models",
+                     latency_repeats=settings.latency_repeats, dense_accuracy=dense_accuracy,
                      progress=progress, executor=executor)
     return {**result.to_dict(), "summary": result.summary()}
 
