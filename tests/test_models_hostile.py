@@ -14,12 +14,13 @@ import keras
 import numpy as np
 import pytest
 
-from subnet import model_files, model_json
 from subnet.errors import ModelFileError, UntrustedModelError
 from subnet.models import (
     DropoutInfo,
+    architecture,
     deserialization_scope,
     dropout_layers,
+    files,
     load_model,
     original_names,
     with_dropout,
@@ -191,16 +192,17 @@ def test_config_json_over_the_limit_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "big.keras"
     small_model().save(path)
     rewrite_keras_config(path, lambda c: json.dumps(c).encode() + b" " * 50_000)
-    monkeypatch.setattr(model_files, "MAX_CONFIG_BYTES", 20_000)
+    monkeypatch.setattr(files, "MAX_CONFIG_BYTES", 20_000)
+    # The message names the limit where assigning it changes what load_model enforces.
     with pytest.raises(ModelFileError, match=r"declares a config.json of [\d,]+ bytes.*"
-                                             r"MAX_CONFIG_BYTES"):
+                                             r"subnet\.models\.files\.MAX_CONFIG_BYTES"):
         load_model(path)
 
 
 def test_h5_model_config_over_the_limit_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "big.h5"
     small_model().save(path)
-    monkeypatch.setattr(model_files, "MAX_CONFIG_BYTES", 1000)
+    monkeypatch.setattr(files, "MAX_CONFIG_BYTES", 1000)
     with pytest.raises(ModelFileError, match="big.h5' declares an architecture of"):
         load_model(path)
 
@@ -210,13 +212,13 @@ def test_h5_large_attribute_is_refused(tmp_path, monkeypatch):
     small_model().save(path)
     with h5py.File(path, "r+") as f:
         f["model_weights"].attrs["junk"] = np.zeros(5000, dtype="S1")
-    monkeypatch.setattr(model_files, "MAX_CONFIG_BYTES", 1000)
+    monkeypatch.setattr(files, "MAX_CONFIG_BYTES", 1000)
     with pytest.raises(ModelFileError, match=r"declares an HDF5 attribute '/model_weights@junk'"):
         load_model(path)
 
 
 def test_compressed_member_bomb_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_files, "EXPANSION_FLOOR_BYTES", 2**20)
+    monkeypatch.setattr(files, "EXPANSION_FLOOR_BYTES", 2**20)
     path = tmp_path / "bomb.keras"
     small_model().save(path)
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
@@ -229,7 +231,7 @@ def test_compressed_member_bomb_is_refused(tmp_path, monkeypatch):
 def test_archive_with_too_many_members_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "many.keras"
     small_model().save(path)
-    monkeypatch.setattr(model_files, "MAX_ZIP_MEMBERS", 3)
+    monkeypatch.setattr(files, "MAX_ZIP_MEMBERS", 3)
     load_model(path)
     with zipfile.ZipFile(path, "a") as z:
         z.writestr("assets/extra.txt", "x")
@@ -281,7 +283,7 @@ def test_h5_link_cycles_are_walked_once(tmp_path, monkeypatch):
         loop = f["model_weights"].create_group("loop")
         loop["again"], loop["and_again"] = loop, loop  # hard links back to the group
     load_model(path)
-    monkeypatch.setattr(model_files, "MAX_H5_OBJECTS", 10)
+    monkeypatch.setattr(files, "MAX_H5_OBJECTS", 10)
     with pytest.raises(ModelFileError, match="more than 10 HDF5 objects"):
         load_model(path)
 
@@ -308,11 +310,11 @@ def test_absurd_layer_size_is_refused_before_allocation(tmp_path, suffix):
 def test_parameter_limit_is_a_module_constant(tmp_path, monkeypatch):
     path = tmp_path / "m.keras"
     small_model().save(path)
-    monkeypatch.setattr(model_files, "MAX_PARAMETERS", 40)
+    monkeypatch.setattr(files, "MAX_PARAMETERS", 40)
     with pytest.raises(ModelFileError, match=r"declares 53 parameters.*largest weight is "
                                              r"'hidden/kernel' with 30"):
         load_model(path)
-    monkeypatch.setattr(model_files, "MAX_PARAMETERS", 53)
+    monkeypatch.setattr(files, "MAX_PARAMETERS", 53)
     assert load_model(path).count_params() == 53
 
 
@@ -431,10 +433,11 @@ def test_zip_with_an_hdf5_model_behind_it_is_refused(tmp_path):
 def test_too_many_layers_are_refused(tmp_path, monkeypatch):
     path = tmp_path / "m.keras"
     small_model().save(path)
-    monkeypatch.setattr(model_files, "MAX_LAYERS", 2)
-    with pytest.raises(ModelFileError, match="declares more than 2 layers"):
+    monkeypatch.setattr(files, "MAX_LAYERS", 2)
+    with pytest.raises(ModelFileError, match=r"declares more than 2 layers "
+                                             r"\(subnet\.models\.files\.MAX_LAYERS\)"):
         load_model(path)
-    monkeypatch.setattr(model_files, "MAX_LAYERS", 3)
+    monkeypatch.setattr(files, "MAX_LAYERS", 3)
     load_model(path)
 
 
@@ -549,9 +552,9 @@ def test_deep_walkers_are_iterative():
         inner = {"class_name": "Functional", "name": f"m{i}", "config": {"layers": []}}
         layer["config"]["layers"].append(inner)
         layer = inner
-    assert len(list(model_json._walk_layer_configs(config))) == 3000
-    assert model_json._code_in_config(config) == []
-    assert len(model_json._code_objects(deeply_nested_code(3000))) == 3002
+    assert len(list(architecture._walk_layer_configs(config))) == 3000
+    assert architecture._code_in_config(config) == []
+    assert len(architecture._code_objects(deeply_nested_code(3000))) == 3002
 
 
 def _corrupt_member(path, out, name, payload):

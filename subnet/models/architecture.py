@@ -1,7 +1,7 @@
 """A model file's architecture JSON, read as data: code in it, names, dropout ``Lambda`` layers.
 
 Nothing here deserializes anything or runs code: the architecture is walked as nested dicts and
-lists (iteratively, so that no nesting depth exhausts the stack). :mod:`subnet.model_loading`
+lists (iteratively, so that no nesting depth exhausts the stack). :mod:`subnet.models.loading`
 uses these walks to refuse code, to rename layers TensorFlow cannot run, and, once the user
 trusts the file, to rebuild dropout ``Lambda`` layers as ``Dropout`` layers.
 """

@@ -1,28 +1,17 @@
-"""The blog's network, safe model loading, and what a model says about its own dropout.
+"""The blog's network, and what a model says about its own dropout.
 
-This is the module through which model files become Keras 3 models: loading is implemented in
-:mod:`subnet.model_loading`, with the file checks of :mod:`subnet.model_files` and the reading
-of architectures of :mod:`subnet.model_json`, and re-exported here together with the limits it
-applies (:data:`MAX_CONFIG_BYTES` and the others, which its messages name; they are read in
-:mod:`subnet.model_files`).
-
-Model files are untrusted input: :func:`load_model` reads the architecture before anything is
-deserialized and refuses code stored anywhere in it (``Lambda`` layers, wrapped or nested ones
-too, and Python functions serialized as activations or initializers) unless the caller passes
-``trust=True``; it refuses, in one line and before Keras reads them, files that are not regular
-files, that are both a zip and an HDF5 file, that nest too deeply, declare too much (bytes,
-layers, parameters) or are decompression bombs. Names TensorFlow cannot run are replaced, and
-:func:`original_names` keeps the file's own. :func:`deserialization_scope` lets other modules
-copy a model whose code was trusted. With trust, a ``Lambda`` that only applies dropout (the
-blog's ``PermaDropout = Lambda(lambda x: K.dropout(x, level=rate))``) is recognised and rebuilt
-as a Keras ``Dropout`` layer that is always on, so the rest of subnet sees an ordinary dropout
-rate.
+:func:`seed_cnn` builds the blog's LeNet-style CNN. With trust, :func:`subnet.models.load_model`
+rebuilds a ``Lambda`` that only applies dropout (the blog's
+``PermaDropout = Lambda(lambda x: K.dropout(x, level=rate))``) as a Keras ``Dropout`` layer that
+is always on, so the functions here see an ordinary dropout rate. :class:`AlwaysOnDropout` is
+the layer :func:`with_dropout` puts in place of each dropout layer to turn it on.
 
 Keras 2 models built the blog's other way, ``Dropout(0.5)(x, training=True)``, load in Keras 3
 with that dropout *baked on*: ``model(x)`` is random on every call, while ``model.predict`` and
 ``model(x, training=False)`` are deterministic. :func:`dropout_layers` reports which dropout
 layers are baked on, and :func:`with_dropout` returns a copy whose dropout is on or off in every
-call, whatever the original said.
+call, whatever the original said. :func:`outputs_probabilities` and :func:`check_examples` read
+a classifier's output and check examples against its input.
 """
 
 from __future__ import annotations
@@ -34,37 +23,15 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
-
-# The limits load_model applies, where its messages name them (read in subnet.model_files).
-from subnet.model_files import EXPANSION_FLOOR_BYTES as EXPANSION_FLOOR_BYTES
-from subnet.model_files import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
-from subnet.model_files import MAX_CONFIG_DEPTH as MAX_CONFIG_DEPTH
-from subnet.model_files import MAX_EXPANSION as MAX_EXPANSION
-from subnet.model_files import MAX_H5_OBJECTS as MAX_H5_OBJECTS
-from subnet.model_files import MAX_LAYERS as MAX_LAYERS
-from subnet.model_files import MAX_PARAMETERS as MAX_PARAMETERS
-from subnet.model_files import MAX_ZIP_MEMBERS as MAX_ZIP_MEMBERS
-from subnet.model_json import _walk_layer_configs
-from subnet.model_loading import (
-    _ORIGINAL_NAMES,
-    deserialization_scope,
-    load_model,
-    model_bytes,
-    model_from_bytes,
-    original_names,
-)
+from subnet.models.architecture import _walk_layer_configs
+from subnet.models.loading import _ORIGINAL_NAMES, deserialization_scope
 
 __all__ = [
     "AlwaysOnDropout",
     "check_examples",
     "clone_layers",
-    "deserialization_scope",
     "DropoutInfo",
     "dropout_layers",
-    "load_model",
-    "model_bytes",
-    "model_from_bytes",
-    "original_names",
     "outputs_probabilities",
     "seed_cnn",
     "with_dropout",

@@ -1,8 +1,9 @@
 """Safe loading of model files as Keras 3 models, and copies of a model that trusted code.
 
 This is the one module that decides how model files become Keras 3 models (its public functions
-are re-exported by :mod:`subnet.models`): the file is checked first (:mod:`subnet.model_files`),
-its architecture read as data (:mod:`subnet.model_json`), and only then handed to Keras.
+are re-exported by :mod:`subnet.models`): the file is checked first (:mod:`subnet.models.files`,
+which holds the limits), its architecture read as data (:mod:`subnet.models.architecture`), and
+only then handed to Keras.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from pathlib import Path
 
 from subnet._tf import keras
 from subnet.errors import InputTypeError, ModelFileError, UntrustedModelError, clean
-from subnet.model_files import (
+from subnet.models.architecture import (
+    _WRAPPED_LAYER_KEYS,
+    _code_in_config,
+    _rename_invalid,
+    _rewrite_dropout_lambdas,
+)
+from subnet.models.files import (
     _check_depth,
     _check_parameter_count,
     _model_format,
     _read_config,
     _SafeModeScope,
-)
-from subnet.model_json import (
-    _WRAPPED_LAYER_KEYS,
-    _code_in_config,
-    _rename_invalid,
-    _rewrite_dropout_lambdas,
 )
 
 __all__ = [
@@ -58,12 +59,14 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
     Reads Keras 3 ``.keras`` archives, Keras 3 ``.h5`` files and ``.h5`` files written by Keras 2
     (tf.keras, tf_keras), the blog's functional models included. Before anything is deserialized,
     the file is checked: it must be a regular file of one format (a file that is both a zip and an
-    HDF5 file is refused), the sizes it declares must fit :data:`MAX_CONFIG_BYTES`,
-    :data:`MAX_EXPANSION`, :data:`MAX_LAYERS` and :data:`MAX_PARAMETERS` (counted by building
-    the architecture without allocating its weights), and its architecture must not nest deeper
-    than :data:`MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True. A model used as a
-    layer (a nested model) is flattened: its layers are called inline in an equivalent copy
-    (:func:`subnet.flatten.flatten_nested`).
+    HDF5 file is refused), the sizes it declares must fit the limits of
+    :mod:`subnet.models.files` (:data:`~subnet.models.files.MAX_CONFIG_BYTES`,
+    :data:`~subnet.models.files.MAX_EXPANSION`, :data:`~subnet.models.files.MAX_LAYERS` and
+    :data:`~subnet.models.files.MAX_PARAMETERS`, counted by building the architecture without
+    allocating its weights), and its architecture must not nest deeper than
+    :data:`~subnet.models.files.MAX_CONFIG_DEPTH` nor hold code unless ``trust`` is True. A model
+    used as a layer (a nested model) is flattened: its layers are called inline in an equivalent
+    copy (:func:`subnet.flatten.flatten_nested`).
 
     Model and layer names that TensorFlow cannot use as name scopes (spaces, non-ASCII letters,
     ``<``, quotes, ``$``...) are renamed (``my layer`` becomes ``my_layer``, with a ``_2``-style

@@ -4,8 +4,8 @@
 the file must be a regular file of one format; the architecture JSON, zip members (read with
 :mod:`subnet.data.archive`) and HDF5 objects must fit the limits below; the architecture must
 not nest too deeply nor declare too many layers or parameters (counted by building it without
-allocating its weights). The limits are named in messages as ``subnet.models.<NAME>``, which
-re-exports them.
+allocating its weights). The limits are module attributes read at each check, and messages name
+them as ``subnet.models.files.<NAME>``: assigning one there changes what is enforced.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from subnet._tf import keras
 from subnet.data.archive import expands_beyond, zip_member_count
 from subnet.errors import ModelFileError, clean
-from subnet.model_json import _walk_layer_configs
+from subnet.models.architecture import _walk_layer_configs
 
 __all__ = [
     "EXPANSION_FLOOR_BYTES",
@@ -60,7 +60,7 @@ _global_state = importlib.import_module("keras.src.backend.common.global_state")
 
 
 # --------------------------------------------------------------------------------------------
-# Limits (messages name them subnet.models.<NAME>, where they are re-exported)
+# Limits (read at each check; messages name them subnet.models.files.<NAME>)
 
 #: Largest architecture JSON read from a model file (``config.json`` in a ``.keras`` archive, the
 #: ``model_config`` attribute of an ``.h5`` file), in bytes. Real architectures are kilobytes to a
@@ -183,14 +183,14 @@ def _read_config(path: Path, fmt: str) -> dict:
 def _too_large(path: Path, what: str, size: int) -> ModelFileError:
     return ModelFileError(
         f"Model file '{clean(path)}' declares {clean(what)} of {size:,} bytes, more than subnet "
-        f"reads ({MAX_CONFIG_BYTES:,} bytes; subnet.models.MAX_CONFIG_BYTES). The file is corrupt "
-        "or hostile; re-save the model with model.save() from the code that made it.")
+        f"reads ({MAX_CONFIG_BYTES:,} bytes; subnet.models.files.MAX_CONFIG_BYTES). The file is "
+        "corrupt or hostile; re-save the model with model.save() from the code that made it.")
 
 
 def _too_deep(path: Path) -> ModelFileError:
     return ModelFileError(
         f"Model file '{clean(path)}' has an architecture nested more than {MAX_CONFIG_DEPTH} "
-        "levels deep (subnet.models.MAX_CONFIG_DEPTH); no real Keras model is. The file is "
+        "levels deep (subnet.models.files.MAX_CONFIG_DEPTH); no real Keras model is. The file is "
         "corrupt or hostile.")
 
 
@@ -198,7 +198,7 @@ def _bomb(path: Path, what: str, declared: int, stored: int) -> ModelFileError:
     return ModelFileError(
         f"Model file '{clean(path)}' is a decompression bomb: {clean(what)} declares "
         f"{declared:,} bytes but stores {stored:,} (more than {MAX_EXPANSION}x; "
-        "subnet.models.MAX_EXPANSION). Refusing to read it.")
+        "subnet.models.files.MAX_EXPANSION). Refusing to read it.")
 
 
 def _check_zip_members(path: Path) -> None:
@@ -209,8 +209,8 @@ def _check_zip_members(path: Path) -> None:
     if members > MAX_ZIP_MEMBERS:
         raise ModelFileError(
             f"Model file '{clean(path)}' lists {members:,} archive members, more than subnet "
-            f"reads ({MAX_ZIP_MEMBERS:,}; subnet.models.MAX_ZIP_MEMBERS); a Keras model has a "
-            "few. The file is corrupt or hostile.")
+            f"reads ({MAX_ZIP_MEMBERS:,}; subnet.models.files.MAX_ZIP_MEMBERS); a Keras model "
+            "has a few. The file is corrupt or hostile.")
 
 
 def _read_zip_config(z: zipfile.ZipFile, path: Path) -> str:
@@ -268,7 +268,7 @@ def _check_h5(f, path: Path, where: str = "") -> None:
         if count > MAX_H5_OBJECTS:
             raise ModelFileError(
                 f"Model file '{clean(path)}' holds more than {MAX_H5_OBJECTS:,} HDF5 objects "
-                "(subnet.models.MAX_H5_OBJECTS); no real Keras model does.")
+                "(subnet.models.files.MAX_H5_OBJECTS); no real Keras model does.")
 
     count = 0
     total = 0
@@ -298,7 +298,8 @@ def _check_h5(f, path: Path, where: str = "") -> None:
             if total > 8 * MAX_PARAMETERS:
                 raise ModelFileError(
                     f"Model file '{clean(path)}' declares more than {8 * MAX_PARAMETERS:,} bytes "
-                    f"of weights (8 bytes per subnet.models.MAX_PARAMETERS={MAX_PARAMETERS:,}).")
+                    "of weights (8 bytes per "
+                    f"subnet.models.files.MAX_PARAMETERS={MAX_PARAMETERS:,}).")
         elif isinstance(obj, h5py.Group):
             for key in obj:
                 link = obj.get(key, getlink=True)
@@ -332,7 +333,7 @@ def _check_depth(config: dict, path: Path) -> None:
     if layers > MAX_LAYERS and sum(1 for _ in _walk_layer_configs(config)) > MAX_LAYERS:
         raise ModelFileError(
             f"Model file '{clean(path)}' declares more than {MAX_LAYERS:,} layers "
-            "(subnet.models.MAX_LAYERS); no image classifier has that many. The file is "
+            "(subnet.models.files.MAX_LAYERS); no image classifier has that many. The file is "
             "corrupt or hostile.")
 
 
@@ -362,7 +363,7 @@ def _check_parameter_count(config: dict, fmt: str, path: Path, *, trust: bool) -
         size, where = max(sizes)
         raise ModelFileError(
             f"Model file '{clean(path)}' declares {total:,} parameters, more than subnet loads "
-            f"({MAX_PARAMETERS:,}; subnet.models.MAX_PARAMETERS); the largest weight is "
+            f"({MAX_PARAMETERS:,}; subnet.models.files.MAX_PARAMETERS); the largest weight is "
             f"'{clean(where, 200)}' with {size:,}. The file is corrupt or hostile.")
 
 
