@@ -132,7 +132,7 @@ analyses-sweep: $(SWEEP_NETS)
 	$(RUN) analyses/width_dropout_sweep.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check subnet tests analyses
+	$(BIN)/ruff check subnet tests analyses benchmarks
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

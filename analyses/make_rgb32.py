@@ -67,6 +67,21 @@ def arrays_of(data) -> dict[str, np.ndarray]:
     return arrays
 
 
+def cached_file(path: Path, n_train: int | None = None, n_test: int | None = None) -> Path:
+    """``path``, an ``.npz`` of the first ``n_train`` training and ``n_test`` test images of
+    MNIST made 32 x 32 x 3 (:func:`arrays_of`; None: all), written atomically unless it exists
+    (callers name it by what made it)."""
+    from subnet.io import atomic_path
+
+    if not path.exists():
+        import subnet
+
+        data = subnet.load_dataset("mnist").subset(n_train=n_train, n_test=n_test)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays_of(data))
+    return path
+
+
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 hex digest of ``arrays``: for each key of :data:`KEYS` present, in that order, its
     name, dtype and shape, then its bytes (C order, the dtype's little-endian form).

@@ -9,7 +9,7 @@ With ``jit=True`` (what :func:`subnet.engine.make_backend` asks for) the masked 
 XLA-compiled function over blocks of (mask, example) rows of one fixed size, the last block
 padded, so it compiles once per record and every row is computed the same way wherever its block
 starts (records stay bit-identical across shards and resumes). Measured on a quiet machine
-(``analyses/bench_graph.py``), a record on the ResNet-20 layout ran at 1.13x the naive loop (the
+(``benchmarks/bench_graph.py``), a record on the ResNet-20 layout ran at 1.13x the naive loop (the
 masked model, ``predict`` once per mask) at width 4 and at 0.84x at width 16, where the graph
 backend is faster.
 """

@@ -1,6 +1,7 @@
 """Benchmark: recording masks with the fast backend vs the blog's way, in one process.
 
-    python analyses/bench_record.py [--model out/demo/seed.keras] [--masks 1000] [--examples 10000]
+    python benchmarks/bench_record.py [--model out/demo/seed.keras] [--masks 1000]
+        [--examples 10000]
 
 On the blog's model (trained weights; it is trained first if the file is missing) this records
 ``--masks`` masks × ``--examples`` MNIST test examples with the fast backend, then evaluates the

@@ -1,7 +1,7 @@
 """Benchmark: ``python -m subnet.analyze --quick`` end to end on the ResNet-20 layout.
 
-    python analyses/bench_analyze_graph.py [--width 4] [--examples 1000] [--train 12000]
-        [--epochs 1] [--work out/analyses/bench_analyze_graph]
+    python benchmarks/bench_analyze_graph.py [--width 4] [--examples 1000] [--train 12000]
+        [--epochs 1] [--work out/benchmarks/bench_analyze_graph]
 
 The ResNet-20 layout (``tests/zoo.py``: a stem, 3 stages of 3 basic blocks with widths w, 2w,
 4w, projection shortcuts, BatchNormalization after every conv; ``--width 16`` is He et al.'s
@@ -35,17 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _data(work: Path, n_train: int, n_test: int) -> Path:
-    from analyses.make_rgb32 import arrays_of
-    from subnet.io import atomic_path
+    from analyses.make_rgb32 import cached_file
 
-    path = work / f"mnist_rgb32_{n_train}_{n_test}.npz"
-    if not path.exists():
-        import subnet
-
-        data = subnet.load_dataset("mnist").subset(n_train=n_train, n_test=n_test)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays_of(data))
-    return path
+    return cached_file(work / f"mnist_rgb32_{n_train}_{n_test}.npz", n_train, n_test)
 
 
 def _model(work: Path, data_path: Path, width: int, epochs: int) -> Path:
@@ -75,7 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--train", type=int, default=12000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--work", type=Path, default=ROOT / "out/analyses/bench_analyze_graph")
+    parser.add_argument("--work", type=Path, default=ROOT / "out/benchmarks/bench_analyze_graph")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     data_path = _data(args.work, args.train, args.examples)

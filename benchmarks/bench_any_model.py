@@ -1,8 +1,8 @@
 """Benchmark: the analysis on the models users bring, side by side in one run.
 
-    python analyses/bench_any_model.py [--models resnet20,mobilenetv2,densenet,blog]
+    python benchmarks/bench_any_model.py [--models resnet20,mobilenetv2,densenet,blog]
         [--train 12000] [--epochs 1] [--masks 32] [--examples 200] [--skip-analyze]
-        [--work out/analyses/bench_any_model]
+        [--work out/benchmarks/bench_any_model]
 
 Four classifiers: the ResNet-20 layout at width 16 (He et al.'s CIFAR network), MobileNetV2 at
 alpha 0.35 and a DenseNet-style concatenating network (``tests/zoo.py``), each trained *without
@@ -48,17 +48,9 @@ BLOG_PARENT = ROOT / "reports/frontier/parents/parent_s0_ebb6eae430fd/parent.ker
 
 
 def _rgb32(work: Path, n_train: int) -> Path:
-    from analyses.make_rgb32 import arrays_of
-    from subnet.io import atomic_path
+    from analyses.make_rgb32 import cached_file
 
-    path = work / f"mnist_rgb32_{n_train}.npz"
-    if not path.exists():
-        import subnet
-
-        data = subnet.load_dataset("mnist").subset(n_train=n_train)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays_of(data))
-    return path
+    return cached_file(work / f"mnist_rgb32_{n_train}.npz", n_train)
 
 
 def _build(name: str):
@@ -184,7 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--skip-analyze", action="store_true",
                         help="throughput at keep 0.5 only, no analysis")
-    parser.add_argument("--work", type=Path, default=ROOT / "out/analyses/bench_any_model")
+    parser.add_argument("--work", type=Path, default=ROOT / "out/benchmarks/bench_any_model")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     if set(names) - set(MODELS) or min(args.train, args.epochs, args.masks, args.examples) < 1:

@@ -1,6 +1,6 @@
 """Benchmark: what Ray costs and gives on this machine, against one process, in one run.
 
-    python analyses/bench_distributed.py [--model reports/frontier/parents/.../parent.keras]
+    python benchmarks/bench_distributed.py [--model reports/frontier/parents/.../parent.keras]
         [--masks 512] [--examples 2000] [--grid-examples 1000] [--skip-grid]
 
 (b) **Record**: the blog's network (dropout off) recorded under ``--masks`` masks on the first

@@ -1,6 +1,6 @@
 """Benchmark: choosing a subnetwork under a budget (:func:`subnet.keep_sets`) on large graphs.
 
-    python analyses/bench_keep_sets.py [--models resnet50,densenet121] [--budget 0.25]
+    python benchmarks/bench_keep_sets.py [--models resnet50,densenet121] [--budget 0.25]
 
 Keras's ResNet50 and DenseNet121 (random weights, 32x32x3 inputs, 10 classes), L1 magnitude
 scores, one FLOPs budget, every allocation. The greedy allocations price each candidate unit

@@ -1,6 +1,6 @@
 """Benchmark: recording masks on a graph model (the ResNet-20 layout) against the naive loop.
 
-    python analyses/bench_graph.py [--masks 64] [--examples 500] [--width 4] [--repeats 3]
+    python benchmarks/bench_graph.py [--masks 64] [--examples 500] [--width 4] [--repeats 3]
 
 The ResNet-20 layout (3 stages x 3 basic blocks, projection shortcuts; ``tests/zoo.py``) on
 32x32x3 inputs made from MNIST test images (padded, tiled to 3 channels) is recorded under
