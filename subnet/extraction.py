@@ -1,29 +1,30 @@
-"""From importance to a physically smaller network: budgets, keep-sets, extraction, fine-tuning.
+"""From importance to a physically smaller network: budgets, keep-sets, extraction.
 
 :func:`keep_sets` turns per-unit importance and a budget (units, parameters or FLOPs) into the
 units each site keeps, with exact accounting of the parameters and FLOPs that result.
 :func:`extract` builds that subnetwork as a new, smaller Keras model (fewer filters and units,
 the next layers' kernels sliced on their input side) and checks, on every extraction, that it
 computes exactly what the full model computes with the other units masked.
-:func:`finetune` trains it further; :func:`measure` reports its size and speed.
+:func:`finetune` trains it further (:mod:`subnet.finetuning`); :func:`measure` reports its size
+and speed (:mod:`subnet.measuring`). Both are re-exported here with the other names of those
+two modules, so ``subnet.extraction`` still offers every step from importance to a measured,
+fine-tuned subnetwork.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import tempfile
-import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from subnet._tf import keras
-from subnet.engine.chain import Chain, SiteTable, analyse_chain, layer_flops
+from subnet.engine.chain import Chain, SiteTable, analyse_chain
 from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
-from subnet.models import check_examples, deserialization_scope
+from subnet.finetuning import RECALIBRATION_EXAMPLES, finetune, recalibrate_batchnorm
+from subnet.measuring import accuracy, copy_model, measure, model_cost
+from subnet.models import deserialization_scope
 
 __all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet",
            "accuracy", "as_keep_set", "copy_model", "extract", "finetune", "keep_sets", "measure",
@@ -60,27 +61,6 @@ class _Cost:
 
     def dense(self) -> tuple[int, int]:
         return self.model(np.ones(self.table.n_units, bool))
-
-
-def model_cost(model) -> dict:
-    """Parameters and FLOPs per example (2 per multiply-accumulate of Conv, Dense, depthwise
-    and separable layers; see :meth:`subnet.structure.Structure.cost`).
-
-    Args:
-        model: A ``keras.Model``.
-
-    Returns:
-        {"params": int, "flops": int, "nonzero_params": int}.
-    """
-    from subnet.structure import channel_groups
-
-    weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
-    try:
-        flops = channel_groups(model).cost()["flops"]
-    except InputError:  # a model subnet cannot mask is still counted, Conv/Dense layers only
-        flops = sum(layer_flops(layer) for layer in model.layers)
-    return {"params": int(model.count_params()), "flops": int(flops),
-            "nonzero_params": int(sum(np.count_nonzero(w) for w in weights))}
 
 
 # ------------------------------------------------------------------------------------ budgets
@@ -508,258 +488,3 @@ def _verify(chain, model, subnetwork, keep_set, scale, check_x, atol) -> tuple[f
     if not chain.probabilities:
         got = keras.ops.convert_to_numpy(keras.ops.softmax(got))
     return float(np.max(np.abs(got - reference))), extraction_tolerance(reference, atol)
-
-
-# ------------------------------------------------------------------------------- fine-tuning
-
-#: Examples BatchNormalization statistics are re-estimated on after training. A channel's mean
-#: and variance average over every example and position, so 1,000 examples pin them down (the
-#: standard error of a mean is under 0.5 % of the channel's SD even for a Dense layer), and
-#: every BatchNormalization layer costs one pass of the model up to it
-#: (:func:`recalibrate_batchnorm`): on the ResNet-20 layout 5,000 examples took a minute.
-RECALIBRATION_EXAMPLES = 1000
-
-
-def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
-             batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
-             recalibrate: bool = True, accuracy_before: float | None = None,
-             progress: bool = True) -> dict:
-    """Trains a (sub)network further and reports its test accuracy before and after.
-
-    Args:
-        model: The ``keras.Model`` to train (in place).
-        dataset: A :class:`~subnet.data.Dataset` with training and test data.
-        epochs: Budget in passes over the training data; or
-        examples: Budget in training examples (exactly one of the two).
-        batch_size: Examples per step.
-        learning_rate: Adam's initial learning rate, decayed along a cosine to 0.
-        seed: Seeds the shuffling.
-        recalibrate: Afterwards, re-estimate BatchNormalization statistics on (up to)
-            :data:`RECALIBRATION_EXAMPLES` training examples (:func:`recalibrate_batchnorm`);
-            short fine-tunings leave them lagging behind the weights.
-        accuracy_before: The model's test accuracy, if already measured (saves a pass over the
-            test set); None measures it.
-        progress: Show a progress bar.
-
-    Returns:
-        {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}. The model is
-        left compiled, with its optimizer's state: save it as ``copy_model(model).save(path)``
-        to leave that state (for Adam, two more copies of the weights) out of the file.
-
-    Raises:
-        ValueError: If the budget is invalid or the dataset has no training data.
-    """
-    from subnet.train import fit
-
-    if dataset.x_train is None:
-        raise InputError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
-    before = accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \
-        float(accuracy_before)
-    history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
-                  batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                  progress=progress)
-    if recalibrate:
-        recalibrate_batchnorm(model, dataset.x_train[:RECALIBRATION_EXAMPLES])
-    return {"accuracy_before": before,
-            "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
-            "examples_seen": history["examples_seen"], "seconds": history["seconds"],
-            "loss": history["loss"]}
-
-
-#: Largest activation memory (bytes, estimated) for which the statistics are computed in one
-#: pass over all examples at once.
-_ONE_PASS_BYTES = 1 << 30
-
-
-def recalibrate_batchnorm(model, x, *, batch_size: int = 500) -> int:
-    """Re-estimates every BatchNormalization layer's moving mean and variance on ``x``, in place.
-
-    After units are removed (or after a short fine-tuning, whose momentum updates lag behind),
-    the statistics a BatchNormalization layer stored no longer describe its inputs. Each layer's
-    statistics are set to the exact mean and (biased) variance of its inputs over ``x`` and every
-    position, those inputs computed with the layers before it already recalibrated. Nothing is
-    trained.
-
-    Where the activations of all of ``x`` fit in memory (about 1 GiB), this is one forward pass
-    over ``x`` as a single batch in which each BatchNormalization layer, as it is reached, first
-    sets its statistics from its inputs (accumulated in float64: TensorFlow's own float32
-    moments over a million values were off by 1 % here) and then normalises with them.
-    Otherwise it runs the model up to each BatchNormalization layer in turn, in batches of
-    ``batch_size`` (a pass of the model per layer).
-
-    Args:
-        model: A functional or Sequential ``keras.Model``.
-        x: Examples, float32 (n, *input shape); a few thousand suffice.
-        batch_size: Examples per forward call where the layers are done one at a time.
-
-    Returns:
-        The number of layers recalibrated (0 if the model has no BatchNormalization).
-    """
-    layers = [layer for layer in model.layers
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    if not layers:
-        return 0
-    if _one_pass_possible(model, len(x)):
-        _recalibrate_in_one_pass(model, x, layers)
-    else:
-        _recalibrate_layer_by_layer(model, x, layers, batch_size)
-    return len(layers)
-
-
-def _one_pass_possible(model, n: int) -> bool:
-    largest = 0
-    for layer in model.layers:
-        for tensor in keras.tree.flatten(layer.output):
-            largest = max(largest, int(np.prod([d or 1 for d in tensor.shape[1:]])))
-    return 4 * largest * n * 4 <= _ONE_PASS_BYTES  # a few float32 tensors of n examples alive
-
-
-def _reduced_axes(layer, ndim: int) -> tuple[int, ...]:
-    """The axes a BatchNormalization layer's statistics average over: all but its own."""
-    return tuple(i for i in range(ndim) if i != layer.axis % ndim)
-
-
-def _set_statistics(layer, h) -> None:
-    """Sets a BatchNormalization layer's moving statistics to those of its inputs ``h``."""
-    h = np.asarray(keras.ops.convert_to_numpy(h), np.float64)
-    axes = _reduced_axes(layer, h.ndim)
-    mean = h.mean(axis=axes)
-    variance = h.var(axis=axes)
-    layer.moving_mean.assign(mean.astype(np.float32))
-    layer.moving_variance.assign(variance.astype(np.float32))
-
-
-def _recalibrate_in_one_pass(model, x, layers) -> None:
-    originals = {}
-
-    def calibrating(layer, call):
-        def wrapped(inputs, *args, **kwargs):
-            _set_statistics(layer, inputs)
-            return call(inputs, *args, **kwargs)
-        return wrapped
-
-    try:
-        for layer in layers:
-            originals[layer] = layer.call
-            layer.call = calibrating(layer, layer.call)
-        model(x, training=False)
-    finally:
-        for layer, call in originals.items():
-            layer.call = call
-
-
-def _recalibrate_layer_by_layer(model, x, layers, batch_size: int) -> None:
-    for layer in layers:
-        probe = keras.Model(model.inputs[0], layer.input)
-        axes = _reduced_axes(layer, len(layer.input.shape))
-        total, total_sq, count = 0.0, 0.0, 0
-        for start in range(0, len(x), batch_size):
-            h = keras.ops.convert_to_numpy(probe(x[start:start + batch_size], training=False))
-            h = h.astype(np.float64)
-            total = total + h.sum(axis=axes)
-            total_sq = total_sq + (h * h).sum(axis=axes)
-            count += h.size // h.shape[layer.axis]
-        mean = total / count
-        variance = np.maximum(total_sq / count - mean * mean, 0.0)
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(variance.astype(np.float32))
-
-
-def accuracy(model, x, y, *, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of a classifier (dropout off, as ``predict`` runs it).
-
-    Args:
-        model: A ``keras.Model`` classifier.
-        x: Examples, float array of shape (n, *model input shape).
-        y: True classes, int array of shape (n,).
-        batch_size: Examples per forward call.
-
-    Returns:
-        The fraction of examples whose highest output is the true class, in [0, 1].
-
-    Raises:
-        InputError: If ``x`` or ``y`` do not fit the model.
-    """
-    x, y, _ = check_examples(model, x, y)
-    prediction = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(prediction.argmax(axis=-1) == y))
-
-
-def copy_model(model):
-    """A bare copy of ``model``: the same architecture and weights, not compiled.
-
-    What a model file should hold and a latency measurement should run: no optimizer (whose
-    state, for Adam, is two more copies of the weights in a saved file), no loss or metrics.
-    (``keras.models.clone_model`` compiles its copy like the original, and a compiled model saves
-    its optimizer's variables, even unused ones.)
-
-    Args:
-        model: A functional or Sequential ``keras.Model``.
-
-    Returns:
-        A new, uncompiled ``keras.Model``.
-    """
-    with deserialization_scope(model):
-        copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-
-def measure(model, *, batch_size: int = 256, repeats: int = 20, reference=None) -> dict:
-    """Size and speed of a model, measured the same way for every model.
-
-    Both are measured on the model's bare copy (:func:`copy_model`): the saved file holds the
-    architecture and weights only (a trained model's optimizer state is left out, so that
-    trained and untrained models are measured alike), and every model runs the same
-    uncompiled inference path. Latency on a shared machine drifts with the load; give
-    ``reference`` (e.g. the dense model) to time the two models in alternation and report
-    their ratio, which the drift mostly cancels out of.
-
-    Args:
-        model: A ``keras.Model``.
-        batch_size: Examples per timed call (the same for all models compared).
-        repeats: Timed calls (per model); medians are reported.
-        reference: Optional ``keras.Model`` with the same input shape, timed in alternation.
-
-    Returns:
-        {"params", "nonzero_params", "flops", "file_bytes", "gzip_bytes",
-        "latency_ms_per_example", "batch_size"}: sizes of the saved ``.keras`` file raw and
-        gzipped (level 9), and the median time per example of ``predict_on_batch``. With
-        ``reference``, also "reference_latency_ms_per_example" and "latency_ratio" (the median
-        over repeats of this model's time / the reference's time in the same repeat).
-
-    Raises:
-        InputError: If ``repeats`` or ``batch_size`` is not a positive int.
-    """
-    for name, value in (("batch_size", batch_size), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"Invalid value received for argument `{name}`. Expected an int "
-                             f">= 1. Received: {name}={value!r}")
-    result = model_cost(model)
-    bare = copy_model(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        bare.save(path)
-        raw = path.read_bytes()
-    result["file_bytes"] = len(raw)
-    result["gzip_bytes"] = len(gzip.compress(raw, compresslevel=9))
-    x = np.random.default_rng(0).random((batch_size,) + tuple(model.inputs[0].shape[1:]),
-                                        dtype=np.float32)
-    timed = [bare] if reference is None else [bare, copy_model(reference)]
-    for m in timed:
-        m.predict_on_batch(x)  # traces the inference function
-    times = np.zeros((repeats, len(timed)))
-    for r in range(repeats):
-        order = range(len(timed)) if r % 2 == 0 else reversed(range(len(timed)))
-        for i in order:
-            start = time.perf_counter()
-            timed[i].predict_on_batch(x)
-            times[r, i] = time.perf_counter() - start
-    result["latency_ms_per_example"] = float(np.median(times[:, 0]) / batch_size * 1000)
-    result["batch_size"] = int(batch_size)
-    if reference is not None:
-        result["reference_latency_ms_per_example"] = float(np.median(times[:, 1]) /
-                                                           batch_size * 1000)
-        result["latency_ratio"] = float(np.median(times[:, 0] / times[:, 1]))
-    return result

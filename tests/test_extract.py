@@ -252,11 +252,11 @@ def test_recalibrate_batchnorm_sets_exact_statistics(trained, mnist, one_pass, m
     """In one pass (each layer sets its statistics as it is reached) or layer by layer: the same
     exact statistics, each layer's from inputs computed with the layers before it
     recalibrated."""
-    from subnet import extraction
+    from subnet import finetuning
     from subnet.extraction import recalibrate_batchnorm
 
     if not one_pass:
-        monkeypatch.setattr(extraction, "_ONE_PASS_BYTES", 0)
+        monkeypatch.setattr(finetuning, "_ONE_PASS_BYTES", 0)
     model = keras.models.clone_model(trained["conv_bn"])
     model.set_weights(trained["conv_bn"].get_weights())
     x = mnist.x_train[:700]
