@@ -100,14 +100,15 @@ def expected_pooling_parents(folders: list[str], dataset: str, validation: int) 
     of its expected-pooling network, and what each costs in FLOPs per example.
 
     The validation split is the frontier's (``validation_split(data, validation,
-    seed=12345)``, as analyses/frontier.py makes it); the test set is the whole test split."""
+    seed=VALIDATION_SEED)``, as analyses/frontier.py makes it); the test set is the whole test
+    split."""
     import subnet
     from subnet.extraction import model_cost
     from subnet.pooling import expected_pooling_cost
-    from subnet.protocol import validation_split
+    from subnet.protocol import VALIDATION_SEED, validation_split
 
     train, (x_val, y_val), info = validation_split(subnet.load_dataset(dataset), validation,
-                                                   seed=12345)
+                                                   seed=VALIDATION_SEED)
     x_test, y_test = train.x_test, train.y_test
     rows = []
     for folder in _parents(folders):

@@ -242,7 +242,7 @@ def _data(args):
     from analyses.tasks import TASKS
     from analyses.tasks import build as build_task
     from subnet.data import KNOWN_DATASETS
-    from subnet.protocol import validation_split
+    from subnet.protocol import VALIDATION_SEED, validation_split
 
     if args.dataset in KNOWN_DATASETS or args.dataset not in TASKS:
         data = subnet.load_dataset(args.dataset)
@@ -250,7 +250,7 @@ def _data(args):
         data = build_task(args.dataset, seed=0)
     if args.train_subset or args.test_subset:
         data = data.subset(n_train=args.train_subset, n_test=args.test_subset)
-    train, validation, info = validation_split(data, args.validation, seed=12345)
+    train, validation, info = validation_split(data, args.validation, seed=VALIDATION_SEED)
     return train, validation, info
 
 

@@ -181,7 +181,7 @@ def _whole_distilled(args, cache: _Cache, folder: Path):
     from subnet.extraction import copy_model
     from subnet.frontier import finetune_to_saturation
     from subnet.io import atomic_path, atomic_write_text
-    from subnet.protocol import validation_split
+    from subnet.protocol import VALIDATION_SEED, validation_split
     from subnet.train import teacher_probabilities
 
     seed = _parent_seed(folder)
@@ -192,7 +192,7 @@ def _whole_distilled(args, cache: _Cache, folder: Path):
     if path.exists() and info.exists():
         return subnet.load_model(path), json.loads(info.read_text())
     train, validation, _ = validation_split(subnet.load_dataset("mnist"), args.validation,
-                                            seed=12345)
+                                            seed=VALIDATION_SEED)
     parent = subnet.load_model(folder / "parent.keras")
     teacher_path = cache.root.parent / f"teacher_s{seed}_{made}.npy"
     start = time.perf_counter()

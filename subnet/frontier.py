@@ -88,7 +88,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     size = protocol.validation
     if isinstance(size, int) and size >= len(dataset.x_train) // 2:
         size = 0.1  # a small training split: hold out a tenth rather than most of it
-    train, validation, info = validation_split(dataset, size, seed=12345)
+    train, validation, info = validation_split(dataset, size, seed=protocol.validation_seed)
     work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="subnet-frontier-"))
     work.mkdir(parents=True, exist_ok=True)
     teacher = None
@@ -175,7 +175,7 @@ def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float])
         oneshot = accuracy(small, *test)
         tuned = finetune_to_saturation(small, train, validation, teacher=teacher, seed=seed,
                                        **saturation)
-        fresh = scratch(small, seed=seed + 1000)
+        fresh = scratch(small, seed=seed + protocol.scratch_seed_offset)
         control = finetune_to_saturation(fresh, train, validation, seed=seed, **saturation)
         row = {"method": method, "budget_flops_fraction": budget, "seed": int(seed),
                "allocation": protocol.allocation, "widths": point["widths"],

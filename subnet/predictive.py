@@ -464,12 +464,13 @@ def dropout_passes(model, x, passes: int, *, seed: int = 0, rates=None,
     return np.asarray(result.probabilities, np.float32)
 
 
-def unit_subnetworks(model, x, n: int, *, rate=0.5, seed: int = 0,
+def unit_subnetworks(model, x, n: int, *, rate=None, seed: int = 0,
                      backend: str = "auto", rescale: bool = True) -> np.ndarray:
     """An ensemble of ``n`` random unit subnetworks: masks drawn as :func:`subnet.record_masks`
-    draws them (mask i a function of (seed, i), kept units rescaled by 1 / keep unless
-    ``rescale`` is False, as a calibrated :class:`~subnet.keep.KeepProbabilities` may say),
-    float32 (n, examples, classes)."""
+    draws them (mask i a function of (seed, i), at ``rate``: None the model's own dropout
+    rates, as there; kept units rescaled by 1 / keep unless ``rescale`` is False, as a
+    calibrated :class:`~subnet.keep.KeepProbabilities` may say), float32
+    (n, examples, classes)."""
     from subnet.engine import make_backend
     from subnet.engine.chain import analyse_chain
     from subnet.masks import sample_masks

@@ -25,7 +25,12 @@ import numpy as np
 
 from subnet.errors import InputError, InputTypeError
 
-__all__ = ["PROTOCOLS", "Protocol", "validation_split"]
+__all__ = ["PROTOCOLS", "VALIDATION_SEED", "Protocol", "validation_split"]
+
+#: The seed every validation split of the frontier protocol is drawn with (the analyses' own
+#: parents and data use it too, so that a parent never trained on the examples its subnetworks
+#: are judged on).
+VALIDATION_SEED = 12345
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +58,9 @@ class Protocol:
             1 prunes in one shot.
         retrain_epochs: Epochs of retraining between rounds of gradual pruning (>= 0).
         seeds: Seeds of each method (the spread over seeds).
+        validation_seed: Seed of the validation split (:func:`validation_split`).
+        scratch_seed_offset: The Scratch-E control of seed s is initialised with seed
+            s + ``scratch_seed_offset`` (its own draw, not the parent's initialisation).
     """
 
     name: str = "custom"
@@ -68,6 +76,8 @@ class Protocol:
     step: float = 1.0
     retrain_epochs: float = 0.0
     seeds: tuple = (0,)
+    validation_seed: int = VALIDATION_SEED
+    scratch_seed_offset: int = 1000
 
     def __post_init__(self):
         for name in ("budgets", "seeds"):
@@ -120,6 +130,10 @@ class Protocol:
                 isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
                 for s in self.seeds):
             fail("seeds", "a non-empty tuple of ints in [0, 2**32)")
+        for name in ("validation_seed", "scratch_seed_offset"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+                fail(name, "an int in [0, 2**31)")
 
     @classmethod
     def preset(cls, name: str, **changes) -> Protocol:

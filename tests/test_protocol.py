@@ -74,3 +74,20 @@ def test_presets_round_trip_and_changes_are_named():
 def test_bad_protocol_settings_are_one_line_errors(changes, name):
     with pytest.raises(InputError, match=f"`{name}`"):
         Protocol(**changes)
+
+
+def test_the_protocols_seeds_are_settings_recorded_with_it():
+    """The validation split's seed and the Scratch-E control's seed offset are the protocol's
+    (recorded in its dict), not constants hidden in the code; a protocol saved before they
+    were settings loads with the values it ran with."""
+    from subnet.protocol import VALIDATION_SEED
+
+    made = Protocol.preset("thorough", validation_seed=7, scratch_seed_offset=3)
+    assert Protocol.from_dict(made.to_dict()) == made
+    saved = {k: v for k, v in Protocol.preset("thorough").to_dict().items()
+             if k not in ("validation_seed", "scratch_seed_offset")}
+    old = Protocol.from_dict(saved)
+    assert (old.validation_seed, old.scratch_seed_offset) == (VALIDATION_SEED, 1000)
+    for name in ("validation_seed", "scratch_seed_offset"):
+        with pytest.raises(ValueError, match=f"protocol setting `{name}`"):
+            Protocol(**{name: -1})
