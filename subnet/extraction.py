@@ -25,6 +25,7 @@ from subnet.errors import InputError, InputTypeError
 from subnet.finetuning import RECALIBRATION_EXAMPLES, finetune, recalibrate_batchnorm
 from subnet.measuring import accuracy, copy_model, measure, model_cost
 from subnet.models import deserialization_scope
+from subnet.validation import check_choice, check_int
 
 __all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet",
            "accuracy", "as_keep_set", "copy_model", "extract", "finetune", "keep_sets", "measure",
@@ -225,14 +226,8 @@ def keep_sets(importance, budget: Budget, model, *, allocation: str = "global",
                          f"{list(chain.table.units)}.")
     if not isinstance(budget, Budget):
         raise InputTypeError(f"`budget` must be a Budget. Received: {type(budget)!r}")
-    if isinstance(min_units, bool) or not isinstance(min_units, int) or \
-            not 1 <= min_units <= int(min(table.units)):
-        raise InputError(f"Invalid value received for argument `min_units`. Expected an int in "
-                         f"[1, {int(min(table.units))}]. Received: min_units={min_units!r}")
-    if allocation not in ALLOCATIONS:
-        raise InputError(f"Invalid value received for argument `allocation`. Expected one of "
-                         f"{', '.join(map(repr, ALLOCATIONS))}. "
-                         f"Received: allocation={allocation!r}")
+    check_int("min_units", min_units, low=1, high=int(min(table.units)))
+    check_choice("allocation", allocation, ALLOCATIONS)
     scores = np.asarray(importance.scores, np.float64)
     if scores.ndim != 1:
         raise InputError("keep_sets needs one score per unit; for class-conditional scores use "

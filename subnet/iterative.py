@@ -33,6 +33,7 @@ from subnet.extraction import (
 )
 from subnet.importance import Importance, estimate
 from subnet.record import temporary_record
+from subnet.validation import check_choice, check_int, check_number
 
 __all__ = ["iterative_keep_sets"]
 
@@ -86,19 +87,10 @@ def iterative_keep_sets(model, x, y, budgets: Sequence[float | Budget], *,
         ValueError: If an argument is out of range or a budget cannot be met.
     """
     budgets = _as_budgets(budgets)
-    if isinstance(steps_per_halving, bool) or not isinstance(steps_per_halving, int) or \
-            steps_per_halving < 1:
-        raise InputError(f"Invalid value received for argument `steps_per_halving`. Expected an "
-                         f"int >= 1. Received: {steps_per_halving!r}")
-    if isinstance(n_masks, bool) or not isinstance(n_masks, int) or n_masks < 20:
-        raise InputError(f"Invalid value received for argument `n_masks`. Expected an int >= 20."
-                         f" Received: {n_masks!r}")
-    if not 0 < max_rate <= 0.5:
-        raise InputError(f"Invalid value received for argument `max_rate`. Expected a float in "
-                         f"(0, 0.5]. Received: {max_rate!r}")
-    if estimator not in ("banzhaf", "regression"):
-        raise InputError(f"Invalid value received for argument `estimator`. Expected 'banzhaf' "
-                         f"or 'regression'. Received: {estimator!r}")
+    check_int("steps_per_halving", steps_per_halving, low=1)
+    check_int("n_masks", n_masks, low=20)
+    check_number("max_rate", max_rate, low=0.0, high=0.5, low_open=True)
+    check_choice("estimator", estimator, ("banzhaf", "regression"))
     kind = budgets[0].kind
     start = as_keep_set(model, {})
     dense = {"units": sum(start.sites.units), "params": start.dense_params,

@@ -18,6 +18,7 @@ from subnet._tf import keras
 from subnet.engine.chain import layer_flops
 from subnet.errors import InputError
 from subnet.models import check_examples, deserialization_scope
+from subnet.validation import check_int
 
 __all__ = ["accuracy", "copy_model", "measure", "model_cost"]
 
@@ -110,9 +111,7 @@ def measure(model, *, batch_size: int = 256, repeats: int = 20, reference=None) 
         InputError: If ``repeats`` or ``batch_size`` is not a positive int.
     """
     for name, value in (("batch_size", batch_size), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"Invalid value received for argument `{name}`. Expected an int "
-                             f">= 1. Received: {name}={value!r}")
+        check_int(name, value, low=1)
     result = model_cost(model)
     bare = copy_model(model)
     with tempfile.TemporaryDirectory() as tmp:

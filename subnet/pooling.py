@@ -37,6 +37,7 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.validation import check_choice, check_fraction, check_int
 
 __all__ = ["ExpectedMaxPooling", "expected_max", "expected_pooling", "expected_pooling_cost"]
 
@@ -50,11 +51,7 @@ _SPATIAL_DROPOUTS = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2
 
 
 def _check_rate(rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or \
-            not 0.0 <= float(rate) < 1.0:
-        raise InputError("Invalid value received for argument `rate`. Expected a float in "
-                         f"[0, 1). Received: rate={rate!r}")
-    return float(rate)
+    return check_fraction("rate", rate, high_open=True)
 
 
 def expected_max(values, rate: float, *, axis: int = -1) -> np.ndarray:
@@ -123,10 +120,7 @@ class ExpectedMaxPooling(keras.layers.Layer):
                  keepdims: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.rate = _check_rate(rate)
-        if rank not in (1, 2, 3):
-            raise InputError(f"Invalid value received for argument `rank`. Expected 1, 2 or 3. "
-                             f"Received: rank={rank!r}")
-        self.rank = int(rank)
+        self.rank = check_int("rank", rank, low=1, high=3)
         if pool_size is not None:
             pool_size = tuple(int(p) for p in np.broadcast_to(pool_size, (rank,)))
             strides = pool_size if strides is None else \
@@ -135,13 +129,8 @@ class ExpectedMaxPooling(keras.layers.Layer):
                 raise InputError("`pool_size` and `strides` must be positive ints. Received: "
                                  f"pool_size={pool_size}, strides={strides}")
         self.pool_size, self.strides = pool_size, strides
-        if padding not in ("valid", "same"):
-            raise InputError("Invalid value received for argument `padding`. Expected 'valid' "
-                             f"or 'same'. Received: padding={padding!r}")
-        if data_format not in ("channels_last", "channels_first"):
-            raise InputError("Invalid value received for argument `data_format`. Expected "
-                             "'channels_last' or 'channels_first'. Received: "
-                             f"data_format={data_format!r}")
+        check_choice("padding", padding, ("valid", "same"))
+        check_choice("data_format", data_format, ("channels_last", "channels_first"))
         self.padding, self.data_format, self.keepdims = padding, data_format, bool(keepdims)
 
     @classmethod

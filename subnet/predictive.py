@@ -38,6 +38,7 @@ import math
 import numpy as np
 
 from subnet.errors import InputError, InputTypeError
+from subnet.validation import check_int
 
 __all__ = ["SCORES", "Estimate", "Uncertainty", "auroc", "deterministic", "dropout_passes",
            "paired_difference", "uncertainty", "unit_subnetworks"]
@@ -342,10 +343,8 @@ def uncertainty(probabilities, labels, *, ood=None, bins: int = 15, resamples: i
         if q.shape[0] != passes:
             raise InputError(f"`ood` has {q.shape[0]} passes, `probabilities` {passes}: give the "
                              "same predictor's passes on both.")
-    for name, value, low in (("bins", bins, 1), ("resamples", resamples, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"Invalid value received for argument `{name}`. Expected an int "
-                             f">= {low}. Received: {name}={value!r}")
+    check_int("bins", bins, low=1)
+    check_int("resamples", resamples, low=0)
     if not isinstance(confidence, (int, float)) or not 0.0 < float(confidence) < 1.0:
         raise InputError(f"Invalid value received for argument `confidence`. Expected a float "
                          f"in (0, 1). Received: confidence={confidence!r}")
@@ -476,9 +475,7 @@ def unit_subnetworks(model, x, n: int, *, rate=None, seed: int = 0,
     from subnet.masks import sample_masks
     from subnet.models import check_examples
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"Invalid value received for argument `n`. Expected an int >= 1. "
-                         f"Received: n={n!r}")
+    check_int("n", n, low=1)
     x, _, _ = check_examples(model, x, np.zeros(len(x), np.int64))
     chain = analyse_chain(model, rate)
     masks = sample_masks(chain.table.unit_keep(), int(seed), range(int(n)))

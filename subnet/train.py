@@ -25,6 +25,7 @@ from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
 from subnet.errors import InputError, clean
 from subnet.models import check_examples, outputs_probabilities, seed_cnn
+from subnet.validation import check_choice, check_number
 
 __all__ = ["fit", "label_accuracy", "main", "teacher_probabilities"]
 
@@ -307,18 +308,12 @@ def label_accuracy(y_true, y_pred):
 
 def _optimizer(name: str, learning_rate: float | None, schedule: str, steps: int):
     defaults = {"adam": 2e-3, "adadelta": 1.0}
-    if name not in defaults:
-        raise InputError(f"Invalid value received for argument `optimizer`. Expected 'adam' or "
-                         f"'adadelta'. Received: optimizer={name!r}")
-    rate = defaults[name] if learning_rate is None else float(learning_rate)
-    if not rate > 0:
-        raise InputError(f"Invalid value received for argument `learning_rate`. Expected a "
-                         f"positive float. Received: learning_rate={learning_rate!r}")
+    check_choice("optimizer", name, defaults)
+    rate = defaults[name] if learning_rate is None else \
+        check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    check_choice("schedule", schedule, ("cosine", "constant"))
     if schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
-    elif schedule != "constant":
-        raise InputError(f"Invalid value received for argument `schedule`. Expected 'cosine' or "
-                         f"'constant'. Received: schedule={schedule!r}")
     if name == "adam":
         return keras.optimizers.Adam(rate)
     return keras.optimizers.Adadelta(rate, rho=0.95, epsilon=1e-7)

@@ -298,15 +298,15 @@ def test_random_is_seeded(cnn):
 
 
 @pytest.mark.parametrize(("name", "options", "error", "match"), [
-    ("magnitude", {"norm": "l3"}, ValueError, r"`norm`.*'l1' or 'l2'.*norm='l3'"),
+    ("magnitude", {"norm": "l3"}, ValueError, r"`norm`.*'l1', 'l2'.*norm='l3'"),
     ("magnitude", {"normalize": "yes"}, TypeError, r"`normalize`.*bool"),
-    ("activation", {"batch_size": 0}, ValueError, r"`batch_size`.*positive int.*batch_size=0"),
+    ("activation", {"batch_size": 0}, ValueError, r"`batch_size`.*an int >= 1.*batch_size=0"),
     ("taylor", {"batch_size": 2.5}, ValueError, r"`batch_size`"),
     ("apoz", {"tol": -0.1}, ValueError, r"`tol`.*>= 0"),
     ("apoz", {"tol": float("nan")}, ValueError, r"`tol`"),
-    ("random", {"seed": -1}, ValueError, r"`seed`.*non-negative int"),
+    ("random", {"seed": -1}, ValueError, r"`seed`.*an int >= 0"),
     ("taylor", {"rate": 1.5}, ValueError, r"`rate`.*\[0, 1\)"),
-    ("activation", {"rate": {"dense": "half"}}, ValueError, r"`rate`\['dense'\]"),
+    ("activation", {"rate": {"dense": "half"}}, ValueError, r"`rate\['dense'\]`"),
     ("apoz", {"threshold": 0.1}, TypeError, r"threshold"),
 ])
 def test_bad_options(dense, name, options, error, match):

@@ -26,6 +26,7 @@ from subnet._tf import keras
 from subnet.errors import InputError, clean
 from subnet.extraction import copy_model
 from subnet.models import outputs_probabilities
+from subnet.validation import check_fraction
 
 __all__ = ["PendingPrune", "kernel_sparsity", "magnitude_oneshot", "magnitude_prune",
            "start_magnitude_prune", "tfmot_available"]
@@ -75,10 +76,7 @@ def magnitude_oneshot(model, sparsity: float):
     Raises:
         InputError: If ``sparsity`` is not in [0, 1].
     """
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or \
-            not 0.0 <= float(sparsity) <= 1.0:
-        raise InputError(f"Invalid value received for argument `sparsity`. Expected a float in "
-                         f"[0, 1]. Received: sparsity={sparsity!r}")
+    check_fraction("sparsity", sparsity)
     pruned = copy_model(model)
     for layer in pruned.layers:
         if _has_kernel(layer):
@@ -170,9 +168,7 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
         raise InputError("Give exactly one fine-tuning budget: `epochs` or `examples`.")
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training data to fine-tune on.")
-    if not 0 < prune_fraction <= 1:
-        raise InputError(f"Invalid value received for argument `prune_fraction`. Expected a "
-                         f"float in (0, 1]. Received: prune_fraction={prune_fraction!r}")
+    check_fraction("prune_fraction", prune_fraction, low_open=True)
     targets = list(nonzero if sparsity is None else sparsity)
     if not targets:
         raise InputError("Give at least one pruning target.")
@@ -310,11 +306,7 @@ def _sparsity(model, nonzero) -> float:
 
 
 def _checked_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.number)) or \
-            not 0 <= sparsity < 1:
-        raise InputError(f"Invalid value received for argument `sparsity`. Expected a float in "
-                         f"[0, 1). Received: sparsity={sparsity!r}")
-    return float(sparsity)
+    return check_fraction("sparsity", sparsity, high_open=True)
 
 
 def _json_default(value):

@@ -14,6 +14,7 @@ from subnet.engine.fast import FastBackend
 from subnet.engine.graph import GraphBackend
 from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError
+from subnet.validation import check_choice
 
 __all__ = ["BACKENDS", "make_backend"]
 
@@ -43,9 +44,7 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
     Raises:
         InputError: If ``backend`` is unknown, or the backend asked for cannot run the model.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"Invalid value received for argument `backend`. Expected one of "
-                         f"{list(BACKENDS)}. Received: backend={backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if backend == "reference":
         return ReferenceBackend(chain, rescale=rescale, jit=True)
     if backend == "graph":

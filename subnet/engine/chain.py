@@ -28,6 +28,7 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers
 from subnet.structure.rules import DROPOUT, FAST_LAYOUT, FAST_MIXING, FAST_PER_CHANNEL
+from subnet.validation import check_fraction
 
 __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteScaled", "SiteTable", "analyse_chain",
            "check_site_scale", "layer_flops", "sites"]
@@ -432,11 +433,7 @@ def _kind(layer) -> str:
 
 def _normalise_rate(rate, names: list[str]) -> dict[str, float]:
     def check(value, label):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
-                not 0.0 <= float(value) < 1.0:
-            raise InputError(f"Invalid value received for argument `rate`{label}. Expected a "
-                             f"float in [0, 1). Received: {value!r}")
-        return float(value)
+        return check_fraction(f"rate{label}", value, high_open=True)
 
     if rate is None:
         return {}

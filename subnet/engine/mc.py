@@ -10,6 +10,7 @@ import numpy as np
 from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.models import check_examples, dropout_layers, outputs_probabilities, with_dropout
+from subnet.validation import check_int
 
 __all__ = ["MCDropoutResult", "mc_dropout"]
 
@@ -102,9 +103,7 @@ def mc_dropout(model, x, y, samples: int = 10, rates: float | Mapping[str, float
         ValueError: If ``samples`` < 1, the data do not fit the model, the model has no
             Dropout layer, or ``rates`` is invalid.
     """
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise InputError(f"Invalid value received for argument `samples`. Expected an int >= 1. "
-                         f"Received: samples={samples!r}")
+    check_int("samples", samples, low=1)
     x, y, _ = check_examples(model, x, y)
     infos = dropout_layers(model)
     if not infos:

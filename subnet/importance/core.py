@@ -17,6 +17,7 @@ from subnet._io import atomic_path, atomic_write_text
 from subnet.engine.chain import SiteTable
 from subnet.errors import InputError, InputTypeError
 from subnet.results import SCHEMA_VERSION, import_pandas, schema_version
+from subnet.validation import check_int
 
 __all__ = ["ESTIMATORS", "Estimator", "Importance", "benjamini_hochberg", "estimate",
            "normal_intervals", "register"]
@@ -139,10 +140,8 @@ class Importance:
                 with ``per_site``).
         """
         limit = int(min(self.sites.units)) if per_site else self.n_units
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= limit:
-            raise InputError(f"Invalid value received for argument `k`. Expected an int in "
-                             f"[1, {limit}] (the number of units{' per site' if per_site else ''}"
-                             f"). Received: k={k!r}")
+        check_int("k", k, low=1, high=limit,
+                  note=f"the number of units{' per site' if per_site else ''}")
         ranking = self.rank(per_site)
         if per_site:
             return {name: order[:k] for name, order in ranking.items()}

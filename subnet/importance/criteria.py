@@ -33,8 +33,9 @@ import numpy as np
 
 from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, analyse_chain
-from subnet.errors import InputError, InputTypeError
+from subnet.errors import InputTypeError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
+from subnet.validation import check_bool, check_choice, check_fraction, check_int, check_number
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]
 
@@ -57,12 +58,7 @@ def _chain(model, rate) -> Chain:
 def _check_rate(rate):
     """Validates the ``rate`` option; returns it JSON-ready (None, a float or a dict)."""
     def one(value, label):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                             np.floating)) \
-                or not 0.0 <= float(value) < 1.0:
-            raise InputError(f"Invalid value received for argument `rate`{label}. Expected a "
-                             f"float in [0, 1). Received: {value!r}")
-        return float(value)
+        return check_fraction(f"rate{label}", value, high_open=True)
 
     if rate is None:
         return None
@@ -73,21 +69,6 @@ def _check_rate(rate):
                                 f"(str). Received: {key!r}")
         return {key: one(value, f"[{key!r}]") for key, value in rate.items()}
     return one(rate, "")
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise InputError("Invalid value received for argument `batch_size`. Expected a positive "
-                         f"int. Received: batch_size={batch_size!r}")
-    return int(batch_size)
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InputTypeError(f"Invalid value received for argument `{name}`. Expected a bool. "
-                        f"Received: {name}={value!r}")
-    return bool(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,11 +161,8 @@ class Magnitude(Estimator):
     source = "model"
 
     def __init__(self, *, norm: str = "l1", normalize: bool = False, rate=None):
-        if norm not in ("l1", "l2"):
-            raise InputError("Invalid value received for argument `norm`. Expected 'l1' or "
-                             f"'l2'. Received: norm={norm!r}")
-        self.norm = norm
-        self.normalize = _check_bool(normalize, "normalize")
+        self.norm = check_choice("norm", norm, ("l1", "l2"))
+        self.normalize = check_bool("normalize", normalize)
         self.rate = _check_rate(rate)
 
     def score(self, source) -> Importance:
@@ -250,7 +228,7 @@ class Activation(Estimator):
     source = "model"
 
     def __init__(self, *, batch_size: int = 256, rate=None):
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.rate = _check_rate(rate)
 
     def score(self, source) -> Importance:
@@ -311,12 +289,8 @@ class APoZ(Estimator):
     source = "model"
 
     def __init__(self, *, tol: float = 0.0, batch_size: int = 256, rate=None):
-        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(float(tol)) or tol < 0:
-            raise InputError("Invalid value received for argument `tol`. Expected a finite "
-                             f"float >= 0. Received: tol={tol!r}")
-        self.tol = float(tol)
-        self.batch_size = _check_batch_size(batch_size)
+        self.tol = check_number("tol", tol, low=0.0)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.rate = _check_rate(rate)
 
     def score(self, source) -> Importance:
@@ -390,8 +364,8 @@ class Taylor(Estimator):
     source = "model"
 
     def __init__(self, *, batch_size: int = 256, normalize: bool = False, rate=None):
-        self.batch_size = _check_batch_size(batch_size)
-        self.normalize = _check_bool(normalize, "normalize")
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.normalize = check_bool("normalize", normalize)
         self.rate = _check_rate(rate)
 
     def score(self, source) -> Importance:
@@ -460,10 +434,7 @@ class RandomScores(Estimator):
     source = "model"
 
     def __init__(self, *, seed: int = 0, rate=None):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InputError("Invalid value received for argument `seed`. Expected a "
-                             f"non-negative int. Received: seed={seed!r}")
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, low=0)
         self.rate = _check_rate(rate)
 
     def score(self, source) -> Importance:

@@ -14,6 +14,7 @@ from subnet.errors import InputError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
 from subnet.importance.from_record import LOG_FLOOR, METRICS
 from subnet.models import check_examples
+from subnet.validation import check_choice, invalid
 
 __all__ = ["AblationEstimator", "ablation", "exact_banzhaf", "metric_from_probabilities"]
 
@@ -38,8 +39,7 @@ def metric_from_probabilities(probabilities: np.ndarray, y: np.ndarray,
     if metric == "log_prob":
         true = probabilities[:, np.arange(len(y)), y].astype(np.float16).astype(np.float64)
         return np.mean(np.log(np.maximum(true, LOG_FLOOR)), axis=1)
-    raise InputError(f"Invalid value received for argument `metric`. Expected one of "
-                     f"{list(METRICS)}. Received: metric={metric!r}")
+    raise invalid("metric", f"one of {', '.join(map(repr, METRICS))}", metric)
 
 
 def _backend(model, rate, backend: str, rescale: bool):
@@ -152,9 +152,7 @@ class AblationEstimator(Estimator):
     source = "model"
 
     def __init__(self, metric: str = "accuracy", rate=None, backend: str = "auto"):
-        if metric not in METRICS:
-            raise InputError(f"Invalid value received for argument `metric`. Expected one of "
-                             f"{list(METRICS)}. Received: metric={metric!r}")
+        check_choice("metric", metric, METRICS)
         self.metric, self.rate, self.backend = metric, rate, backend
 
     def score(self, source) -> Importance:

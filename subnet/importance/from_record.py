@@ -48,6 +48,7 @@ from subnet.importance.core import (
     register,
     warn_nan,
 )
+from subnet.validation import check_choice, check_fraction, check_int, check_number, invalid
 
 __all__ = ["LOG_FLOOR", "METRICS", "BanzhafEstimator", "ClassConditionalEstimator",
            "LogisticEstimator", "RegressionEstimator", "class_importance", "interactions",
@@ -75,9 +76,7 @@ def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
     Raises:
         ValueError: If ``metric`` is unknown or a class has no example.
     """
-    if metric not in METRICS:
-        raise InputError(f"Invalid value received for argument `metric`. Expected one of "
-                         f"{list(METRICS)}. Received: metric={metric!r}")
+    check_choice("metric", metric, METRICS)
     labels = record.labels
     groups = None
     if classes is not None:
@@ -190,8 +189,7 @@ def _estimate_effects(record, values: np.ndarray, estimator: str, name: str):
         scores, stderr, dof = least_squares(masks[:, varies], values)
         scores, stderr = _expand(scores, varies), _expand(stderr, varies)
     else:
-        raise InputError(f"Invalid value received for argument `estimator`. Expected 'auto', "
-                         f"'least_squares' or 'difference'. Received: estimator={estimator!r}")
+        raise invalid("estimator", "one of 'auto', 'least_squares', 'difference'", estimator)
     if not varies.all():
         warn_nan(np.where(varies, 0.0, np.nan), "these units are kept (or dropped) in every mask "
                  "of the record, so their effect is not identified")
@@ -215,13 +213,6 @@ def _importance(method, record, scores, stderr, dof, details) -> Importance:
                       qvalue=benjamini_hochberg(pvalue), details=details)
 
 
-def _check_choice(value, name: str, choices) -> str:
-    if value not in choices:
-        raise InputError(f"Invalid value received for argument `{name}`. Expected one of "
-                         f"{list(choices)}. Received: {name}={value!r}")
-    return value
-
-
 @register
 class BanzhafEstimator(Estimator):
     """The q-weighted Banzhaf value of each unit (its main effect at the record's keep
@@ -236,8 +227,8 @@ class BanzhafEstimator(Estimator):
     name = "banzhaf"
 
     def __init__(self, metric: str = "accuracy", estimator: str = "auto"):
-        self.metric = _check_choice(metric, "metric", METRICS)
-        self.estimator = _check_choice(estimator, "estimator",
+        self.metric = check_choice("metric", metric, METRICS)
+        self.estimator = check_choice("estimator", estimator,
                                        ("auto", "least_squares", "difference"))
 
     def score(self, source) -> Importance:
@@ -263,11 +254,8 @@ class RegressionEstimator(Estimator):
     name = "regression"
 
     def __init__(self, metric: str = "accuracy", alpha: float = 0.0):
-        self.metric = _check_choice(metric, "metric", METRICS)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise InputError(f"Invalid value received for argument `alpha`. Expected a float "
-                             f">= 0. Received: alpha={alpha!r}")
-        self.alpha = float(alpha)
+        self.metric = check_choice("metric", metric, METRICS)
+        self.alpha = check_number("alpha", alpha, low=0.0)
 
     def score(self, source) -> Importance:
         """Estimates from a :class:`~subnet.masks.MaskRecord`; see the class docstring."""
@@ -302,9 +290,7 @@ class LogisticEstimator(Estimator):
     name = "logistic"
 
     def __init__(self, max_iter: int = 50, tol: float = 1e-8):
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise InputError(f"Invalid value received for argument `max_iter`. Expected an int "
-                             f">= 1. Received: max_iter={max_iter!r}")
+        check_int("max_iter", max_iter, low=1)
         self.max_iter = max_iter
         self.tol = float(tol)
 
@@ -367,8 +353,8 @@ class ClassConditionalEstimator(Estimator):
     name = "class_conditional"
 
     def __init__(self, metric: str = "accuracy", estimator: str = "auto", classes=None):
-        self.metric = _check_choice(metric, "metric", METRICS)
-        self.estimator = _check_choice(estimator, "estimator",
+        self.metric = check_choice("metric", metric, METRICS)
+        self.estimator = check_choice("estimator", estimator,
                                        ("auto", "least_squares", "difference"))
         self.classes = None if classes is None else [int(c) for c in classes]
 
@@ -427,12 +413,8 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
     """
     record = check_record(record, "interactions")
     n_units = record.n_units
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= n_units:
-        raise InputError(f"Invalid value received for argument `k`. Expected an int in "
-                         f"[2, {n_units}] (the number of units). Received: k={k!r}")
-    if not 0 < alpha < 1:
-        raise InputError(f"Invalid value received for argument `alpha`. Expected a float in "
-                         f"(0, 1). Received: alpha={alpha!r}")
+    check_int("k", k, low=2, high=n_units, note="the number of units")
+    check_fraction("alpha", alpha, low_open=True, high_open=True)
     if importance is None:
         importance = BanzhafEstimator(metric=metric).score(record)
     top = importance.top(int(k))
