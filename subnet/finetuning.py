@@ -7,6 +7,8 @@ inputs, which removing units or a short fine-tuning leaves out of date.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from subnet._tf import keras
@@ -26,7 +28,7 @@ RECALIBRATION_EXAMPLES = 1000
 def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
              batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
              recalibrate: bool = True, accuracy_before: float | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, callbacks: Sequence | None = None) -> dict:
     """Trains a (sub)network further and reports its test accuracy before and after.
 
     Args:
@@ -43,6 +45,8 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
         accuracy_before: The model's test accuracy, if already measured (saves a pass over the
             test set); None measures it.
         progress: Show a progress bar.
+        callbacks: Keras callbacks, called as ``Model.fit`` calls them (e.g.
+            ``keras.callbacks.CSVLogger``, ``TensorBoard``); they see the fine-tuning steps.
 
     Returns:
         {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}. The model is
@@ -60,7 +64,7 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
         float(accuracy_before)
     history = fit(model, dataset.x_train, dataset.y_train, epochs=epochs, examples=examples,
                   batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                  progress=progress)
+                  progress=progress, callbacks=callbacks)
     if recalibrate:
         recalibrate_batchnorm(model, dataset.x_train[:RECALIBRATION_EXAMPLES])
     return {"accuracy_before": before,

@@ -220,6 +220,29 @@ def test_a_finetuned_subnetwork_saves_no_larger_than_before(tmp_path):
     assert (tmp_path / "tuned.keras").stat().st_size <= before["file_bytes"] + 4096
 
 
+def test_finetune_calls_keras_callbacks_as_fit_does():
+    _, small = _half_width_cnn()
+    rng = np.random.default_rng(2)
+    data = Dataset(name="random", x_test=rng.random((32, 28, 28, 1), dtype=np.float32),
+                   y_test=rng.integers(0, 10, 32), num_classes=10,
+                   x_train=rng.random((256, 28, 28, 1), dtype=np.float32),
+                   y_train=rng.integers(0, 10, 256))
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(("batch", batch))
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(("epoch", epoch, sorted(logs or {})))
+
+    finetune(small, data, epochs=2, batch_size=128, progress=False, accuracy_before=0.1,
+             callbacks=[Count()])
+    assert [e for e in seen if e[0] == "batch"] == [("batch", 0), ("batch", 1)] * 2
+    assert [e[:2] for e in seen if e[0] == "epoch"] == [("epoch", 0), ("epoch", 1)]
+    assert "loss" in seen[-1][2]
+
+
 def test_copy_model_is_an_uncompiled_equal_copy():
     model, _ = _half_width_cnn()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
