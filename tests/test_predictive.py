@@ -217,8 +217,8 @@ def test_the_analysis_uncertainty_section_from_a_tiny_model(tmp_path):
     from subnet.analyze import Settings, _uncertainty
     from subnet.data import Dataset
     from subnet.report import figures
-    from subnet.report.content import _uncertainty_section
     from subnet.report.schema import validate_results
+    from subnet.report.uncertainty import _uncertainty_section
 
     model = subnet.seed_cnn(16, seed=0)
     rng = np.random.default_rng(0)
