@@ -12,6 +12,9 @@ import pytest
 
 import subnet
 import subnet.masks
+import subnet.record.files
+import subnet.record.meta
+import subnet.record.storage
 from subnet.masks import MaskRecord, RecordError, sample_masks
 
 # ------------------------------------------------------------------------------------ helpers
@@ -157,8 +160,10 @@ def test_sample_masks_rejects_bad_input(kwargs, error, match):
         sample_masks(**args)
 
 
-def test_masks_module_imports_no_keras_or_tensorflow():
-    tree = ast.parse(Path(subnet.masks.__file__).read_text())
+@pytest.mark.parametrize("module", ["masks", "record/meta", "record/files", "record/reader",
+                                    "record/storage"])
+def test_masks_and_storage_modules_import_no_keras_or_tensorflow(module):
+    tree = ast.parse((Path(subnet.__file__).parent / f"{module}.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
@@ -167,6 +172,25 @@ def test_masks_module_imports_no_keras_or_tensorflow():
 
 
 # ------------------------------------------------------------------------------------ storage
+
+def test_record_meta_is_a_frozen_view_of_the_metadata_the_storage_reads(tmp_path):
+    import dataclasses
+
+    from subnet.record import RecordMeta
+
+    record = full_record(tmp_path / "r", n_masks=12, chunk_size=6)
+    info = RecordMeta.from_dict(record.meta)
+    assert (info.seed, info.antithetic, info.n_masks, info.num_classes) == (7, False, 12, 3)
+    assert info.sites == (("conv1", 3, 0.5), ("dense", 6, 0.25)) and info.n_units == 9
+    assert (info.rescale, info.backend, info.onednn, info.intra_op_threads) == (True, "fast",
+                                                                                False, 2)
+    np.testing.assert_array_equal(info.keep(), record.keep)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.seed = 8
+    older = RecordMeta.from_dict({k: v for k, v in make_meta().items()
+                                  if k not in ("rescale", "backend", "intra_op_threads")})
+    assert (older.num_classes, older.rescale, older.backend, older.intra_op_threads) == (None,) * 4
+
 
 def test_write_then_load_round_trips_bit_exactly(tmp_path):
     meta = make_meta()
@@ -430,7 +454,7 @@ def test_a_merge_that_fails_while_writing_leaves_no_folder(tmp_path, monkeypatch
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(subnet.masks.shutil, "copyfile", full_disk)
+    monkeypatch.setattr(subnet.record.storage.shutil, "copyfile", full_disk)
     with pytest.raises(OSError, match="No space"):
         MaskRecord.merge([tmp_path / "a"], tmp_path / "m")
     assert not (tmp_path / "m").exists()
@@ -566,16 +590,16 @@ def test_counts_a_user_gives_are_bounded_with_one_line_errors(tmp_path, monkeypa
         sample_masks(KEEP, 0, range(10 ** 12))
     with pytest.raises(ValueError, match=r"`start` must be below 10,000,000"):
         writer.write_chunk(limit, *outcomes(0, 1))
-    monkeypatch.setattr(subnet.masks, "MAX_UNITS", 8)
+    monkeypatch.setattr(subnet.record.meta, "MAX_UNITS", 8)
     with pytest.raises(ValueError, match=r"`meta\['sites'\]` must have at most 8 units in all "
                                          r"\(subnet\.masks\.MAX_UNITS\)\. Received: 9 units"):
         MaskRecord.create(tmp_path / "units", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
     monkeypatch.undo()
-    monkeypatch.setattr(subnet.masks, "MAX_EXAMPLES", 4)
+    monkeypatch.setattr(subnet.record.meta, "MAX_EXAMPLES", 4)
     with pytest.raises(ValueError, match=r"`labels` must have at most 4 examples .*Received: 5"):
         MaskRecord.create(tmp_path / "ex", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
     # One chunk of 100 masks: 100 * (2 bytes of packed masks + 5 * 3 bytes) = 1,700 bytes.
-    monkeypatch.setattr(subnet.masks, "MAX_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(subnet.record.files, "MAX_CHUNK_BYTES", 1000)
     pattern = r"chunk of 100 masks .* takes 1,700 bytes, above the limit of 1,000 .*at most 58"
     with pytest.raises(ValueError, match=pattern):
         writer.missing(200, 100)
@@ -639,7 +663,7 @@ def test_a_hostile_record_folder_is_refused_before_allocating(tmp_path, monkeypa
     with pytest.raises(RecordError, match=r"labels\.npy must hold an int64 vector .*at most "
                                           r"10,000,000.*\(1000000000000,\)"):
         MaskRecord.load(record)
-    monkeypatch.setattr(subnet.masks, "MAX_EXAMPLES", 10 ** 13)
+    monkeypatch.setattr(subnet.record.files, "MAX_EXAMPLES", 10 ** 13)
     with pytest.raises(RecordError, match=r"labels\.npy: its header declares .* bytes, the file "
                                           r"has"):
         MaskRecord.load(record)
@@ -655,7 +679,7 @@ def test_a_hostile_record_folder_is_refused_before_allocating(tmp_path, monkeypa
     bogus.unlink()
 
     # A chunk whose arrays would exceed MAX_CHUNK_BYTES is refused from its name and headers.
-    monkeypatch.setattr(subnet.masks, "MAX_CHUNK_BYTES", 50)
+    monkeypatch.setattr(subnet.record.files, "MAX_CHUNK_BYTES", 50)
     with pytest.raises(RecordError, match=r"chunk_0000000000_0000000006\.npz is corrupt .*would "
                                           r"take 102 bytes, above the limit of 50"):
         MaskRecord.load(record)

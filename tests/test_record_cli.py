@@ -86,7 +86,7 @@ def test_the_analysis_uses_a_merged_record_instead_of_recording(files, tmp_path,
     def no_recording(*args, **kwargs):
         raise AssertionError("the analysis recorded masks instead of using the given record")
 
-    monkeypatch.setattr("subnet.record.sample_masks", no_recording)
+    monkeypatch.setattr("subnet.record.run.sample_masks", no_recording)
     code = analyze([*common[:-1], "--record", str(tmp_path / "merged"), "--methods",
                     "magnitude", "--budgets", "0.5", "--finetune-epochs", "0.01", "--passes",
                     "2", "--uncertainty-passes", "2", "--formats", "json", "--quiet",
