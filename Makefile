@@ -133,6 +133,7 @@ analyses-sweep: $(SWEEP_NETS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check subnet tests analyses benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -56,7 +56,7 @@ def make_backend(chain: Chain, backend: str = "auto", *, rescale: bool = True):
             raise
         reasons = [str(err).split("; use backend=")[0].rstrip(".")]
     try:
-        engine = GraphBackend(chain, rescale=rescale)
+        engine: GraphBackend | ReferenceBackend = GraphBackend(chain, rescale=rescale)
     except InputError as err:
         reasons.append(str(err).split("; use backend=")[0].rstrip("."))
         engine = ReferenceBackend(chain, rescale=rescale, jit=True)

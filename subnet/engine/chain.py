@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers
 from subnet.structure.rules import DROPOUT, FAST_LAYOUT, FAST_MIXING, FAST_PER_CHANNEL
 from subnet.validation import check_fraction
+
+if TYPE_CHECKING:
+    from subnet.structure import Structure
 
 __all__ = ["MIXING_LAYERS", "Chain", "Site", "SiteScaled", "SiteTable", "analyse_chain",
            "check_site_scale", "layer_flops", "sites"]
@@ -193,7 +197,7 @@ class Chain:
     prefix_output: keras.layers.Layer | None
     segments: list[list[keras.layers.Layer]] | None
     probabilities: bool
-    structure: object = None
+    structure: Structure
     not_chain: str | None = None
 
     @property
@@ -239,6 +243,11 @@ class SiteScaled:
     """What every backend shares: a factor per site that its kept units are multiplied by,
     set at construction from ``rescale`` and replaceable (:meth:`set_site_scale`). A backend
     has ``chain`` and implements ``_apply_site_scale(scales)``."""
+
+    chain: Chain
+
+    def _apply_site_scale(self, scales: np.ndarray) -> None:
+        raise NotImplementedError
 
     def set_site_scale(self, scales) -> None:
         """Sets the factor each site's kept units are multiplied by (``1 / keep`` under
@@ -403,9 +412,9 @@ def _check_classifier_tail(order: list, classifier_index: int) -> None:
 
 def _check_per_channel_layer(layer) -> None:
     activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.Activation) and \
-            getattr(activation, "__name__", "") in ("softmax", "log_softmax"):
-        raise _NotAChain(f"Activation layer {layer.name!r} ({activation.__name__}) mixes "
+    name = getattr(activation, "__name__", "")
+    if isinstance(layer, keras.layers.Activation) and name in ("softmax", "log_softmax"):
+        raise _NotAChain(f"Activation layer {layer.name!r} ({name}) mixes "
                          "channels; subnet supports it only at the classifier's output.")
     if isinstance(layer, keras.layers.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)

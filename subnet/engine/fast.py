@@ -208,10 +208,11 @@ class FastBackend(SiteScaled):
             raise InputError("The fast backend needs Keras's TensorFlow backend (KERAS_BACKEND="
                              f"tensorflow); this process uses {keras.backend.backend()!r}. Use "
                              "backend='reference'.")
-        if not chain.is_chain:
+        if chain.segments is None or chain.prefix_output is None:  # not a chain
             raise InputError(f"The fast backend runs chains of layers, and model "
                              f"{chain.model.name!r} is not one: {chain.not_chain}; use "
                              "backend='reference'.")
+        self._prefix_output = chain.prefix_output
         self.chain = chain
         self.table = chain.table
         self.rescale = rescale
@@ -222,7 +223,7 @@ class FastBackend(SiteScaled):
         self._scales = np.array([1.0 / s.keep if rescale else 1.0 for s in self.table],
                                 dtype=np.float32)
         self._offsets = self.table.offsets
-        prefix_shape = tuple(int(d) for d in chain.prefix_output.output.shape[1:])
+        prefix_shape = tuple(int(d) for d in self._prefix_output.output.shape[1:])
         self._prefix_channels = prefix_shape[-1]
         if example_batch is None:
             # Measured on the blog's model (2 cores): 2048 examples per batch runs at 94 % of
@@ -232,7 +233,7 @@ class FastBackend(SiteScaled):
         self.example_batch = int(example_batch)
         self.n_classes = int(chain.model.outputs[0].shape[-1])
         self._prefix_shape = prefix_shape
-        self._prefix_cache = None
+        self._prefix_cache: tuple | None = None
         # One compiled program per backend, traced once: a partial (not the bound method) so that
         # TensorFlow counts its traces per backend. Keyed by the method's code, the backends of
         # a loop over models (iterative pruning, one record per step) would add up to its
@@ -307,7 +308,7 @@ class FastBackend(SiteScaled):
             The FLOP count, an int.
         """
         n_sites = len(self.table)
-        positions = int(np.prod(self.chain.prefix_output.output.shape[1:-1]))
+        positions = int(np.prod(self._prefix_output.output.shape[1:-1]))
         per_example = sum(layer_flops(layer) for layer in self._prefix.layers) if prefix else 0
         for mask in np.asarray(masks, bool):
             kept, _ = self._kept(mask)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
 from subnet.structure import layer_weights
+
+if TYPE_CHECKING:
+    from subnet.engine.reference import ReferenceBackend
 
 __all__ = ["GraphBackend", "PREFIX_CACHE_BYTES"]
 
@@ -76,7 +80,8 @@ class GraphBackend(SiteScaled):
             _check_supported(call.layer)
         self.chain, self.structure = chain, s
         self._calls = {c.name: c for c in s.calls}
-        self._rescale, self._reference = rescale, None
+        self._rescale = rescale
+        self._reference: ReferenceBackend | None = None
         table = chain.table
         self._n_units = table.n_units
         self._apply_site_scale(np.array([1.0 / site.keep if rescale else 1.0 for site in table],
@@ -126,7 +131,7 @@ class GraphBackend(SiteScaled):
         self.batch_size = int(batch_size) if batch_size else \
             int(np.clip(_BATCH_FLOATS // max(1, largest), 64, 1024))
         self.n_classes = int(s.model.outputs[0].shape[-1])
-        self._prefix_cache = None
+        self._prefix_cache: tuple | None = None
         frontier_specs = tuple(tf.TensorSpec(self._shape_of(name), tf.float32)
                                for name in self._frontier)
         # Partials (not bound methods), so that TensorFlow counts traces per backend.
@@ -299,7 +304,7 @@ class _Op:
             return _batch_norm(layer, x, [tf.gather(w, out, axis=-1) for w in self.weights])
         if rule.name == "prelu":
             alpha = tf.gather(self.weights[0], out, axis=-1)
-            return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+            return tf.nn.relu(x) - alpha * tf.nn.relu(tf.negative(x))
         if rule.name == "flatten":
             return tf.reshape(x, (tf.shape(x)[0], -1))
         if rule.name == "reshape":

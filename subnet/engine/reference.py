@@ -17,6 +17,7 @@ backend is faster.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class ReferenceBackend(SiteScaled):
 
         with deserialization_scope(chain.model):  # a trusted model's Lambdas are copied too
             self._build(chain, rescale=rescale, batch_size=batch_size)
-        self._compiled = None
+        self._compiled: Callable | None = None
         if jit and keras.backend.backend() == "tensorflow":
             # A partial, so that TensorFlow counts the traces of each backend's function on
             # their own (see FastBackend): one per record is no "excessive retracing".
@@ -100,7 +101,7 @@ class ReferenceBackend(SiteScaled):
             raise InputError(f"Expected unit values of shape (n_masks, "
                              f"{self.chain.table.n_units}). Received shape {values.shape}.")
         if self._compiled is not None and n_masks and n_examples:
-            return self._jit_probabilities(x, values)
+            return self._jit_probabilities(self._compiled, x, values)
         rows_per_mask = max(1, self.batch_size // max(1, n_examples))
         out = []
         for start in range(0, n_masks, rows_per_mask):
@@ -114,7 +115,8 @@ class ReferenceBackend(SiteScaled):
             out.append(np.asarray(prob, dtype=np.float32).reshape(stop - start, n_examples, -1))
         return np.concatenate(out) if out else np.zeros((0, n_examples, 0), np.float32)
 
-    def _jit_probabilities(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _jit_probabilities(self, compiled: Callable, x: np.ndarray,
+                           values: np.ndarray) -> np.ndarray:
         """Rows are (mask, example) pairs in mask-major order, evaluated in blocks of exactly
         ``batch_size`` rows (the last one padded with copies of row 0), so one compiled shape
         serves every call with this many examples."""
@@ -125,7 +127,7 @@ class ReferenceBackend(SiteScaled):
         for start in range(0, n_rows, block):
             rows = np.arange(start, start + block)
             rows[rows >= n_rows] = 0
-            prob = self._compiled(x[rows % n_examples], values[rows // n_examples])
+            prob = compiled(x[rows % n_examples], values[rows // n_examples])
             stop = min(n_rows, start + block)
             out[start:stop] = np.asarray(prob)[:stop - start]
         return out.reshape(n_masks, n_examples, self.n_classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
@@ -22,7 +23,7 @@ class Call:
     """
 
     layer: keras.layers.Layer
-    node: object
+    node: Any
     inputs: tuple[str, ...]
 
     @property

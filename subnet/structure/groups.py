@@ -164,7 +164,7 @@ class Structure:
         self.sites: list[StructureSite] = []
         self._unit_of_root: dict[int, int] = {}
         for s, k in enumerate(order):
-            layers = sorted(site_layers[k], key=self._positions.get)
+            layers = sorted(site_layers[k], key=self._positions.__getitem__)
             roots = sorted(site_roots[k], key=lambda r: min(
                 (self._positions[n], ch[0]) for n, ch in producers[r].items()))
             indices = []
