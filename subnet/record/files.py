@@ -6,22 +6,22 @@ interrupted run loses at most the chunk in flight. Chunk files are byte-determin
 arrays always give the same bytes, so shards and resumed records can be compared file by file.
 A folder's ``meta.json``, ``labels.npy`` and chunk files are checked against the limits
 (:data:`MAX_CHUNK_BYTES`, :data:`subnet.record.meta.MAX_EXAMPLES`, :data:`subnet.masks.MAX_MASKS`)
-and against the files' real sizes before anything is read, and only regular files are opened.
+and against the files' real sizes before anything is read, and only regular files are opened
+(the readers of untrusted files are :mod:`subnet.data.archive`'s).
 
 Pure Python and numpy: no Keras, no TensorFlow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import io
 import json
-import math
 import os
 import re
 import stat
 import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +30,12 @@ import numpy as np
 
 from subnet import _outdir
 from subnet._io import atomic_path
+from subnet.data.archive import (
+    ZIP_READ_ERRORS,
+    implausible_member,
+    open_regular,
+    read_npy_header,
+)
 from subnet.errors import InputError, RecordError
 from subnet.masks import MAX_MASKS
 from subnet.record.meta import FORMAT, MAX_EXAMPLES, _check_meta, _check_num_classes
@@ -46,12 +52,10 @@ MAX_CHUNK_BYTES = 512 << 20
 """The most bytes one chunk file's arrays may hold (512 MiB; 1,000 masks of 10,000 examples take
 30 MB). ``write_chunk`` refuses a larger chunk; loading refuses a chunk file that declares more."""
 
-_MAX_DEFLATE_RATIO = 1032  # deflate expands at most this many times
 _MAX_META_BYTES = 64 << 20  # meta.json
-# What reading a damaged zip can raise (RuntimeError: encrypted; NotImplementedError: an unknown
-# compression method).
-_READ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError,
-                NotImplementedError, zlib.error)
+_NPY_VERSIONS = ((1, 0), (2, 0))  # the .npy versions numpy writes a record's arrays in
+# What reading a damaged chunk file can raise (KeyError: a member it lacks).
+_READ_ERRORS = (*ZIP_READ_ERRORS, KeyError)
 _ARRAYS = ("masks", "predicted", "true_prob")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -122,27 +126,21 @@ def _inspect_chunk(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             for name in _ARRAYS:
                 info = infos[f"{name}.npy"]
                 with zf.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        header = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
-                        header = np.lib.format.read_array_header_2_0(member)
-                    else:
+                    version = np.lib.format.read_magic(member)  # named in the message
+                    if version not in _NPY_VERSIONS:
                         raise _corrupt(path, f"{name} has .npy format version {version}")
-                    shape, fortran, dtype = header
-                    header_len = member.tell() if member.seekable() else None
-                if info.compress_size > archive_size or \
-                        info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
+                    member.seek(0)
+                    header = read_npy_header(member, _NPY_VERSIONS)
+                if implausible_member(info, archive_size):
                     raise _corrupt(path, f"{name} declares {info.file_size:,} bytes from "
                                          f"{info.compress_size:,} in a file of {archive_size:,}")
-                if fortran:
+                if header.fortran_order:
                     raise _corrupt(path, f"{name} is Fortran-ordered")
-                if header_len is not None:
-                    size = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                    if size != info.file_size:
-                        raise _corrupt(path, f"{name} holds {info.file_size} bytes, its header "
-                                             f"says {size}")
-                out[name] = (tuple(shape), dtype)
+                size = header.header_len + header.nbytes
+                if size != info.file_size:
+                    raise _corrupt(path, f"{name} holds {info.file_size} bytes, its header "
+                                         f"says {size}")
+                out[name] = (header.shape, header.dtype)
             return out
     except RecordError:
         raise
@@ -237,20 +235,15 @@ def _read_vector(path: Path, n: int | None) -> np.ndarray:
     """Reads an int64 vector of ``n`` entries (at most MAX_EXAMPLES), checking its header first."""
     want = f"an int64 vector of {n if n else 'n_examples'} entries"
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise RecordError(f"{path} is not a regular file; the record is damaged. Start it "
-                              f"again in another folder.")
-        with os.fdopen(fd, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"unsupported .npy format version {version}")
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-            declared = f.tell() + math.prod(shape) * dtype.itemsize
-            size = os.fstat(f.fileno()).st_size
+        with contextlib.ExitStack() as stack:
+            f, st = open_regular(path, stack)  # a FIFO must not block
+            if f is None:
+                raise RecordError(f"{path} is not a regular file; the record is damaged. Start "
+                                  f"it again in another folder.")
+            header = read_npy_header(f, _NPY_VERSIONS)
+            shape, dtype = header.shape, header.dtype
+            declared = header.header_len + header.nbytes
+            size = st.st_size
             if dtype != np.int64 or len(shape) != 1 or (n is not None and shape[0] != n) \
                     or shape[0] > MAX_EXAMPLES:
                 raise RecordError(f"{path} must hold {want} (at most {MAX_EXAMPLES:,}, "
