@@ -80,7 +80,7 @@ def _check_chunk_bytes(k: int, n_units: int, n_examples: int, pred_dtype: np.dty
         most = max(1, MAX_CHUNK_BYTES // _chunk_bytes(1, n_units, n_examples, pred_dtype))
         raise InputError(f"A chunk of {k:,} masks of {n_units:,} units and {n_examples:,} "
                          f"examples takes {size:,} bytes, above the limit of "
-                         f"{MAX_CHUNK_BYTES:,} (subnet.masks.MAX_CHUNK_BYTES). Received: "
+                         f"{MAX_CHUNK_BYTES:,} (subnet.record.files.MAX_CHUNK_BYTES). Received: "
                          f"{name}={k}; use at most {most:,} masks per chunk.")
 
 
@@ -163,7 +163,7 @@ def _check_chunk_header(path: Path, k: int, n_units: int, n_examples: int,
     if size > MAX_CHUNK_BYTES:
         raise _corrupt(path, f"its {k:,} masks of {n_units:,} units and {n_examples:,} examples "
                              f"would take {size:,} bytes, above the limit of {MAX_CHUNK_BYTES:,} "
-                             f"(subnet.masks.MAX_CHUNK_BYTES)")
+                             f"(subnet.record.files.MAX_CHUNK_BYTES)")
     expected = {"masks": ((k, -(-n_units // 8)), np.dtype(np.uint8)),
                 "predicted": ((k, n_examples), pred_dtype),
                 "true_prob": ((k, n_examples), np.dtype(np.float16))}
@@ -247,7 +247,7 @@ def _read_vector(path: Path, n: int | None) -> np.ndarray:
             if dtype != np.int64 or len(shape) != 1 or (n is not None and shape[0] != n) \
                     or shape[0] > MAX_EXAMPLES:
                 raise RecordError(f"{path} must hold {want} (at most {MAX_EXAMPLES:,}, "
-                                  f"subnet.masks.MAX_EXAMPLES). Found dtype {dtype}, shape "
+                                  f"subnet.record.meta.MAX_EXAMPLES). Found dtype {dtype}, shape "
                                   f"{shape}.")
             if declared != size:
                 raise ValueError(f"its header declares {declared:,} bytes, the file has "

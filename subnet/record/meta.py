@@ -110,7 +110,7 @@ def _check_meta(meta: Any) -> dict:
     total = sum(site["units"] for site in sites)
     if total > MAX_UNITS:
         raise InputError(f"`meta['sites']` must have at most {MAX_UNITS:,} units in all "
-                         f"(subnet.masks.MAX_UNITS). Received: {total:,} units over "
+                         f"(subnet.record.meta.MAX_UNITS). Received: {total:,} units over "
                          f"{len(sites)} sites")
     return meta
 
@@ -156,7 +156,7 @@ def _check_examples(labels: Any, example_indices: Any,
     example_indices = _check_int_vector(example_indices, "example_indices")
     if labels.size > MAX_EXAMPLES:
         raise InputError(f"`labels` must have at most {MAX_EXAMPLES:,} examples "
-                         f"(subnet.masks.MAX_EXAMPLES). Received: {labels.size:,}")
+                         f"(subnet.record.meta.MAX_EXAMPLES). Received: {labels.size:,}")
     if example_indices.shape != labels.shape:
         raise InputError(f"`example_indices` must have one entry per label, shape "
                          f"{labels.shape}. Received: shape {example_indices.shape}")
