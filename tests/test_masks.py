@@ -592,7 +592,7 @@ def test_counts_a_user_gives_are_bounded_with_one_line_errors(tmp_path, monkeypa
         writer.write_chunk(limit, *outcomes(0, 1))
     monkeypatch.setattr(subnet.record.meta, "MAX_UNITS", 8)
     with pytest.raises(ValueError, match=r"`meta\['sites'\]` must have at most 8 units in all "
-                                         r"\(subnet\.masks\.MAX_UNITS\)\. Received: 9 units"):
+                                         r"\(subnet\.record\.meta\.MAX_UNITS\)\. Received: 9 units"):
         MaskRecord.create(tmp_path / "units", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
     monkeypatch.undo()
     monkeypatch.setattr(subnet.record.meta, "MAX_EXAMPLES", 4)
