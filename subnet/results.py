@@ -1,307 +1,556 @@
-"""What subnet's result formats share: the schema version, checks against the JSON Schema of
-results.json with one-line errors, and the optional pandas import of ``to_frame()``.
+"""Typed results: :func:`load_results` reads a whole ``results.json`` into a frozen
+:class:`Results`, with typed sections where a section has a fixed shape.
 
-One version number covers every result format subnet writes (``results.json``,
-:meth:`subnet.Importance.to_dict`, :meth:`subnet.Comparison.to_dict` and the files saved from
-them): :data:`SCHEMA_VERSION`. Data without ``schema_version`` is version 1, what subnet wrote
-before the formats were versioned; readers upgrade it. Data of a newer version is refused with a
-message that says to upgrade subnet.
+``python -m subnet.analyze`` writes ``results.json`` (schema: :mod:`subnet.results_schema`, whose
+names this module re-exports: :data:`SCHEMA_VERSION`, :func:`check_schema`,
+:func:`schema_version`, :func:`import_pandas` and the others). :func:`load_results` reads every
+schema version written so far (1: files without ``schema_version``; 2: the current one), upgrades
+an older one (:func:`~subnet.results_schema.upgrade_results`), checks it as the report does
+(:func:`~subnet.results_schema.validate_results`) and returns:
 
-The schema is the declarative file ``subnet/report/results.schema.json`` (JSON Schema, draft
-2020-12), checked with the ``jsonschema`` package. Two things are stricter than plain JSON
-Schema: a ``number`` must be finite (NaN and infinities are refused; results write them as
-null), and an ``integer`` must be an integer, not a float such as ``3.0``.
+* :class:`Results`: the provenance (``subnet_version``, ``created``, ``command``, ``versions``,
+  ``inputs``, ``timings``), the :class:`Config`, the time budget's :class:`Plan`, the
+  :class:`Keep` probabilities, the :class:`ComparisonSection` (its :class:`Dense` model and one
+  :class:`ComparisonRow` per method, budget and seed) and the :class:`Answer` (with a
+  :class:`Smallest` per method). The other sections (``model``, ``blog``, ``robustness``,
+  ``importance``, ``uncertainty``) are the dicts the schema describes.
+
+Every typed section keeps the keys it does not name in ``extra`` (nothing read is dropped) and
+the order its keys were read in, so that ``to_dict()`` gives back what was read: for a file of
+the current version, exactly its contents; for an older one, its upgrade. ``to_frame()`` is the
+comparison's rows as a ``pandas.DataFrame`` (pandas is optional).
+
+Files are untrusted: :func:`load_results` reads at most :data:`MAX_RESULTS_BYTES`, parses JSON
+only, and refuses anything that is not a results file in one line naming the problem and the
+fix. Strings are kept as they were written (the report escapes what it shows).
 """
 
 from __future__ import annotations
 
-import functools
+import copy
+import dataclasses
 import json
-import math
+import os
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
-from subnet.errors import InputError, InputTypeError
+from subnet.errors import InputError, InputTypeError, clean
+from subnet.results_schema import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    check_schema,
+    describe_value,
+    import_pandas,
+    schema,
+    schema_version,
+    upgrade_results,
+    validate_results,
+    where_text,
+)
 
-__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "check_schema", "import_pandas", "schema",
-           "schema_version"]
+__all__ = ["MAX_RESULTS_BYTES", "ROW_COLUMNS", "SCHEMA_PATH", "SCHEMA_VERSION", "Answer",
+           "ComparisonRow", "ComparisonSection", "Config", "Dense", "Keep", "Plan", "Results",
+           "Smallest", "check_schema", "describe_value", "import_pandas", "load_results",
+           "schema", "schema_version", "upgrade_results", "validate_results", "where_text"]
 
-SCHEMA_VERSION = 2
-"""The version of the result formats this subnet writes; it reads this one and every older one."""
+MAX_RESULTS_BYTES = 256 * 2**20
+"""The largest results file :func:`load_results` reads (bytes). A results.json with every image
+is a few MB; a file over this is refused before it is read."""
 
-SCHEMA_PATH = Path(__file__).parent / "report" / "results.schema.json"
-"""The JSON Schema of results.json; its ``$defs`` also describe a comparison."""
+ROW_COLUMNS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_oneshot",
+               "accuracy_finetuned")
+"""The columns :meth:`Results.to_frame` puts first, in this order (as
+:meth:`subnet.Comparison.to_frame`); the other fields of the rows follow."""
+
+_HOW = "give the results.json that python -m subnet.analyze wrote (in its --out folder)"
+_BOOKKEEPING = frozenset({"extra", "key_order", "source_version"})
 
 
-def schema_version(data: Mapping, where: str) -> int:
-    """The schema version of ``data``, a dict read from a result file.
+def _to_json(value):
+    """A JSON-ready copy of a field's value: sections as dicts, tuples as lists."""
+    if isinstance(value, _Section):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _to_json(item) for key, item in value.items()}
+    return value
+
+
+def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else decode(value)
+
+
+def _strings(value) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Section:
+    """A typed part of results.json: its declared fields, the keys it does not name (``extra``)
+    and the order its keys were read in (``key_order``, which :meth:`to_dict` keeps)."""
+
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    key_order: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+    # How a field's JSON value becomes the field's value (default: a deep copy).
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+    # The $defs entry of the schema that from_dict checks a section against, if any.
+    _DEFINITION: ClassVar[str | None] = None
+    _WHERE: ClassVar[str] = "section"
+
+    @classmethod
+    def _names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING]
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Self:
+        """Builds the section from its dict as results.json holds it.
+
+        Args:
+            data: The section's dict; keys this class does not name go to ``extra``.
+
+        Returns:
+            The section; ``to_dict()`` gives ``data`` back.
+
+        Raises:
+            InputTypeError: If ``data`` is not a dict.
+            InputError: If a field is missing or of the wrong type or range (one line naming
+                the key path).
+        """
+        if not isinstance(data, Mapping):
+            raise InputTypeError(f"`{cls._WHERE}` must be a dict. Received: "
+                                 f"{type(data).__name__}")
+        if cls._DEFINITION is not None:
+            check_schema(dict(data), cls._WHERE, cls._DEFINITION)
+        else:
+            missing = [f.name for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING
+                       and f.default is dataclasses.MISSING and f.name not in data]
+            if missing:
+                raise InputError(f"{where_text(cls._WHERE, [missing[0]])} is required but "
+                                 f"missing.")
+        return cls._build(data)
+
+    @classmethod
+    def _build(cls, data: Mapping) -> Self:
+        """The section from a dict already checked (no checks here)."""
+        names = set(cls._names())
+        values = {key: cls._DECODE.get(key, copy.deepcopy)(value)
+                  for key, value in data.items() if key in names}
+        extra = {key: copy.deepcopy(value) for key, value in data.items() if key not in names}
+        return cls(**values, extra=extra, key_order=tuple(data))
+
+    def to_dict(self) -> dict:
+        """The section as results.json holds it: its keys in the order they were read, then any
+        other field that is set; an optional field that is None and was not read is left out."""
+        names = self._names()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        order = list(dict.fromkeys([*self.key_order, *names, *self.extra]))
+        out = {}
+        for key in order:
+            if key in names:
+                value = getattr(self, key)
+                if value is None and defaults[key] is None and key not in self.key_order:
+                    continue
+                out[key] = _to_json(value)
+            elif key in self.extra:
+                out[key] = copy.deepcopy(self.extra[key])
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ComparisonRow(_Section):
+    """One subnetwork of the comparison: a method at a budget and seed.
+
+    Accuracies are fractions of the test set in [0, 1]; ``budget_flops_fraction`` is a fraction
+    of the dense model's FLOPs. Fields after ``accuracy_finetuned`` are None where the row does
+    not have them: ``sparsity``, ``dense_shape_params`` and ``nonzero_params`` are TFMOT's;
+    ``val_accuracy`` to ``scratch_epochs_run`` are the gradual protocol's
+    (:func:`subnet.compare_gradual`: validation accuracy, epochs fine-tuned, and the Scratch-E
+    control of the same widths).
+    """
+
+    method: str
+    budget_flops_fraction: float
+    seed: int
+    params: int
+    flops: int
+    accuracy_oneshot: float
+    accuracy_finetuned: float | None = None
+    widths: dict[str, int] | None = None
+    allocation: str | None = None
+    measure: dict[str, Any] | None = None
+    finetune_seconds: float | None = None
+    model_file: str | None = None
+    extraction_mismatch: dict[str, Any] | None = None
+    sparsity: float | None = None
+    dense_shape_params: int | None = None
+    nonzero_params: int | None = None
+    val_accuracy: float | None = None
+    finetune_epochs_run: int | None = None
+    scratch_accuracy: float | None = None
+    scratch_val_accuracy: float | None = None
+    scratch_epochs_run: int | None = None
+
+    _DEFINITION: ClassVar[str | None] = "row"
+    _WHERE: ClassVar[str] = "row"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dense(_Section):
+    """The dense model the comparison is against: its test accuracy (a fraction), parameters,
+    FLOPs per example, size and latency (``measure``) and, where the dense model was fine-tuned
+    alike, its accuracies (``finetuned``)."""
+
+    accuracy: float
+    params: int
+    flops: int
+    measure: dict[str, Any] | None = None
+    finetuned: dict[str, Any] | None = None
+
+    _WHERE: ClassVar[str] = "dense"
+
+
+def _rows(value) -> tuple[ComparisonRow, ...]:
+    return tuple(ComparisonRow._build(row) for row in value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ComparisonSection(_Section):
+    """results.json's ``comparison``: :meth:`subnet.Comparison.to_dict` with the summary.
+
+    Attributes:
+        dense: The dense model.
+        rows: One :class:`ComparisonRow` per (method, budget, seed).
+        config: The settings that produced the rows (None where not written).
+        summary: Mean and standard deviation over seeds per (method, budget), as written.
+        schema_version: As written inside the section (None in results.json, whose version is
+            :attr:`Results.schema_version`).
+    """
+
+    dense: Dense
+    rows: tuple[ComparisonRow, ...]
+    config: dict[str, Any] | None = None
+    summary: tuple[dict[str, Any], ...] | None = None
+    schema_version: int | None = None
+
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "dense": Dense._build, "rows": _rows,
+        "summary": _optional(lambda v: tuple(copy.deepcopy(e) for e in v))}
+    _DEFINITION: ClassVar[str | None] = "comparison"
+    _WHERE: ClassVar[str] = "comparison"
+
+    def to_frame(self):
+        """The rows as a table; see :meth:`Results.to_frame`."""
+        pd = _pandas()
+        if not self.rows:
+            return pd.DataFrame(columns=list(ROW_COLUMNS))
+        frame = pd.json_normalize([row.to_dict() for row in self.rows], sep=".")
+        rest = [c for c in frame.columns if c not in ROW_COLUMNS]
+        return frame.reindex(columns=list(ROW_COLUMNS) + rest)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Smallest(_Section):
+    """The smallest subnetwork of a method within the answer's tolerance: its budget (fraction
+    of the dense FLOPs), size, accuracy over seeds (mean and SD, fractions) and reductions
+    (factors: dense / subnetwork)."""
+
+    method: str
+    budget_flops_fraction: float
+    params: int
+    flops: int
+    accuracy_mean: float
+    accuracy_std: float
+    flops_reduction: float
+    params_reduction: float
+    widths: dict[str, int] | None = None
+    seeds: int | None = None
+
+    _DEFINITION: ClassVar[str | None] = "smallest"
+    _WHERE: ClassVar[str] = "smallest"
+
+
+_smallest = _optional(Smallest._build)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Answer(_Section):
+    """results.json's ``answer``: do equally good subnetworks exist?
+
+    Attributes:
+        tolerance: Accuracy (a fraction) a subnetwork may lose and still count as equally good.
+        dense_accuracy: The dense model's accuracy the tolerance is measured from (a fraction).
+        smallest: The smallest subnetwork within the tolerance over all methods, or None.
+        smallest_by_method: The same per method (None for a method with none).
+        sentences: The answer in English.
+        subnetwork: The saved subnetwork (``file``, ``method``, ``budget_flops_fraction``,
+            ``seed``, ``within_tolerance``), or None.
+    """
+
+    tolerance: float
+    dense_accuracy: float
+    smallest: Smallest | None
+    smallest_by_method: dict[str, Smallest | None]
+    sentences: tuple[str, ...]
+    subnetwork: dict[str, Any] | None = None
+
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "smallest": _smallest, "sentences": _strings,
+        "smallest_by_method": lambda v: {k: _smallest(e) for k, e in v.items()}}
+    _WHERE: ClassVar[str] = "answer"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Keep(_Section):
+    """results.json's ``keep``: the keep probability q of every site the masks were drawn with.
+
+    Attributes:
+        keep: q per site, in (0, 1].
+        source: ``model`` (the model's own dropout rates), ``given`` (--rate) or ``auto``
+            (calibrated on held-out training examples).
+        rescale: Whether kept units were scaled by 1/q.
+        mask_accuracy: The record's masked-accuracy distribution, with chance and the whole
+            model on the record's examples (fractions).
+        statistic, how, held_out, calibration, model_rates_check: How q was chosen and what
+            the importance is (None where not written).
+    """
+
+    keep: dict[str, float]
+    source: str
+    rescale: bool
+    mask_accuracy: dict[str, Any]
+    statistic: str | None = None
+    how: str | None = None
+    held_out: str | None = None
+    calibration: dict[str, Any] | None = None
+    model_rates_check: dict[str, Any] | None = None
+
+    _WHERE: ClassVar[str] = "keep"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan(_Section):
+    """results.json's ``plan``: what --time-budget (or --quick) bought (:mod:`subnet.plan`).
+
+    Attributes:
+        seconds: The budget, in seconds.
+        costs: Measured unit costs in seconds (one masked evaluation, an engine build, a
+            forward pass, one training example).
+        values: The sized settings.
+        changes: The settings the budget changed, ``{name: [as asked, as planned]}``.
+        predicted: Predicted seconds per stage.
+        fits: Whether the prediction fits the budget.
+    """
+
+    seconds: float
+    costs: dict[str, float]
+    values: dict[str, Any]
+    changes: dict[str, list]
+    predicted: dict[str, float]
+    fits: bool
+
+    _WHERE: ClassVar[str] = "plan"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(_Section):
+    """results.json's ``config``: the analysis settings (``python -m subnet.analyze``'s
+    options) and how the run was made. The settings every version wrote are typed (None where
+    a file lacks one); the others (``passes``, ``formats``, ``resume``, ...) are in ``extra``.
+
+    Attributes:
+        dataset: The data set's name (None: chosen from the model).
+        seed: The seed of the masks.
+        seeds: The comparison's seeds.
+        budgets: The comparison's budgets, fractions of the dense FLOPs.
+        methods: The comparison's methods.
+        masks: Masks recorded.
+        examples: Test examples the masks are evaluated on.
+        rate: The dropout rate asked for (a number, ``"auto"``, or None: the model's).
+        rates: The keep probability per site used (or one number).
+        tolerance: Accuracy a subnetwork may lose (a fraction).
+        finetune_epochs: Fine-tuning budget per subnetwork, in epochs.
+        quick: Whether --quick was given.
+        key: The hash of the settings, model and data that names a resumable run.
+    """
+
+    dataset: str | None = None
+    seed: int | None = None
+    seeds: tuple[int, ...] | None = None
+    budgets: tuple[float, ...] | None = None
+    methods: tuple[str, ...] | None = None
+    masks: int | None = None
+    examples: int | None = None
+    rate: float | str | None = None
+    rates: dict[str, float] | float | None = None
+    tolerance: float | None = None
+    finetune_epochs: float | None = None
+    quick: bool | None = None
+    key: str | None = None
+
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "seeds": _optional(tuple), "budgets": _optional(tuple), "methods": _optional(tuple)}
+    _WHERE: ClassVar[str] = "config"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Results(_Section):
+    """A whole results.json, as :func:`load_results` reads it (always in the current schema
+    version: an older file is upgraded).
+
+    Attributes:
+        schema_version: :data:`SCHEMA_VERSION`.
+        subnet_version: The subnet that wrote the file.
+        created: When, ISO 8601 (UTC).
+        command: The command line.
+        config: The analysis settings.
+        versions: Versions of Python, TensorFlow, Keras, NumPy, subnet.
+        inputs: The model file and data set, with their fingerprints.
+        timings: Seconds per stage, and ``total``.
+        model: The model's name, size, input shape, classes and sites (a dict).
+        blog: The test-time-dropout experiment (a dict).
+        robustness: How often each test example is right under the masks (a dict).
+        importance: Unit importance per site (a dict).
+        answer: The answer, with the smallest equally good subnetworks.
+        comparison: The comparison, or None where it was not computed.
+        keep: The keep probabilities (None in files written before them).
+        plan: What the time budget bought (None without one).
+        uncertainty: How good the uncertainty is (a dict; None where not computed).
+        reused_stages: Stages a resumed run reused (None where not written).
+        extra: Top-level keys this subnet does not name, kept as read.
+        source_version: The schema version of the file read (before the upgrade); None for
+            results built otherwise. Not part of :meth:`to_dict` or of equality.
+    """
+
+    schema_version: int
+    subnet_version: str
+    created: str
+    command: tuple[str, ...]
+    config: Config
+    versions: dict[str, str | None]
+    inputs: dict[str, Any]
+    timings: dict[str, float]
+    model: dict[str, Any]
+    blog: dict[str, Any]
+    robustness: dict[str, Any]
+    importance: dict[str, Any]
+    answer: Answer
+    comparison: ComparisonSection | None = None
+    keep: Keep | None = None
+    plan: Plan | None = None
+    uncertainty: dict[str, Any] | None = None
+    reused_stages: tuple[str, ...] | None = None
+    source_version: int | None = dataclasses.field(default=None, compare=False)
+
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "command": _strings, "config": Config._build, "answer": Answer._build,
+        "comparison": _optional(ComparisonSection._build), "keep": _optional(Keep._build),
+        "plan": _optional(Plan._build), "reused_stages": _optional(_strings)}
+    _WHERE: ClassVar[str] = "results"
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Self:
+        """Reads the contents of a results.json (any version this subnet reads).
+
+        Args:
+            data: The parsed JSON. An older version is upgraded first (``data`` is not
+                changed).
+
+        Returns:
+            The results in the current schema version.
+
+        Raises:
+            InputTypeError: If ``data`` is not a dict.
+            InputError: If it is not a results.json (none of its sections), of a newer
+                schema version, or does not fit the schema: one line naming the key path.
+        """
+        if not isinstance(data, Mapping):
+            raise InputTypeError(f"`results` must be a dict (the contents of results.json). "
+                                 f"Received: {type(data).__name__}")
+        version = schema_version(data, "results")
+        required = [key for key in schema()["required"] if key != "schema_version"]  # v1 lacks it
+        missing = [key for key in required if key not in data]
+        if len(missing) > len(required) // 2:  # not a damaged results file: another file
+            named = ", ".join(map(repr, missing[:4])) + (", ..." if len(missing) > 4 else "")
+            raise InputError(f"This is not a results.json of python -m subnet.analyze: it lacks "
+                             f"{len(missing)} of the {len(required)} keys one has ({named}); "
+                             f"{_HOW}.")
+        checked = validate_results(data)
+        results = cls._build(checked)
+        return dataclasses.replace(results, source_version=version)
+
+    def to_frame(self):
+        """The comparison's rows as a table, one row per :class:`ComparisonRow`.
+
+        Returns:
+            A ``pandas.DataFrame``: the columns :data:`ROW_COLUMNS` first, then the other fields
+            the rows have, nested dicts flattened with dots (``measure.file_bytes``,
+            ``widths.conv1``); missing values are NaN. Without a comparison, no rows.
+
+        Raises:
+            InputError: If pandas is not installed (``pip install pandas``).
+        """
+        if self.comparison is None:
+            return _pandas().DataFrame(columns=list(ROW_COLUMNS))
+        return self.comparison.to_frame()
+
+
+def _pandas():
+    try:
+        return import_pandas()
+    except ImportError as err:
+        raise InputError(f"{err} (it is optional, only to_frame() uses it).") from err
+
+
+def load_results(path: str | os.PathLike) -> Results:
+    """Reads a ``results.json`` written by ``python -m subnet.analyze``, of any schema version
+    written so far, into a typed :class:`Results`.
+
+    The file is untrusted: at most :data:`MAX_RESULTS_BYTES` are read, it is parsed as JSON and
+    nothing in it is executed; it is checked against the schema as the report checks it.
 
     Args:
-        data: The dict; its ``schema_version`` is missing (version 1) or an int.
-        where: How messages name ``data``, e.g. ``"results"`` or ``"comparison"``.
+        path: The file.
 
     Returns:
-        The version, 1 to :data:`SCHEMA_VERSION`.
+        The results, upgraded to the current schema version (``source_version`` says which
+        version the file was); ``to_dict()`` gives back the file's contents (for an older
+        version, their upgrade) and ``to_frame()`` the comparison's rows.
 
     Raises:
-        InputTypeError: If ``data`` is not a dict.
-        InputError: If ``schema_version`` is not an integer >= 1, or is newer than this subnet
-            knows (the message says to upgrade subnet).
+        InputError: If the file is missing, not a regular file, too large, not UTF-8 JSON, not
+            a results.json, of a newer schema version than this subnet reads, or does not fit
+            the schema: one line naming the file, the problem and the fix.
     """
-    if not isinstance(data, Mapping):
-        raise InputTypeError(f"`{where}` must be a dict. Received: {type(data).__name__}")
-    version = data.get("schema_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InputError(f"{where}['schema_version'] must be an integer >= 1. Received: "
-                         f"{describe_value(version)}")
-    if version > SCHEMA_VERSION:
-        raise InputError(f"{where} has schema_version {version}: it was written by a newer "
-                         f"subnet; upgrade subnet to read it (this one reads versions 1 to "
-                         f"{SCHEMA_VERSION}).")
-    return version
-
-
-@functools.cache
-def schema() -> dict:
-    """The JSON Schema of results.json (parsed once; do not modify it)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def check_schema(value, where: str, definition: str | None = None) -> None:
-    """Checks ``value`` against the results.json schema or one of its definitions.
-
-    Args:
-        value: Data as JSON gives it (dicts, lists, str, int, float, bool, None).
-        where: How the message names ``value``; the key path follows, e.g. ``results['model']``.
-        definition: A name under ``$defs`` (e.g. ``"comparison"``, which is checked as an
-            object), or None for the whole results.json schema.
-
-    Raises:
-        InputError: At the first place ``value`` does not fit, one line naming the key path,
-            what was expected and what was received.
-    """
-    error = next(iter(_validator(definition).iter_errors(value)), None)
-    if error is not None:
-        raise InputError(_message(error, where))
-
-
-def import_pandas():
-    """The ``pandas`` module, which only ``to_frame()`` needs.
-
-    Raises:
-        ImportError: If pandas is not installed, saying how to install it.
-    """
+    path = Path(path)
+    where = f"Could not read results from {clean(str(path), 500)!r}"
     try:
-        import pandas
-    except ImportError as err:
-        raise ImportError("to_frame() needs pandas: pip install pandas") from err
-    return pandas
-
-
-def where_text(where: str, path) -> str:
-    """``where`` followed by a key path: ``results['comparison']['rows'][3]``."""
-    return where + "".join(f"[{part!r}]" for part in path)
-
-
-def describe_value(value) -> str:
-    """A received value for a message: its type and a short repr."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-# ----------------------------------------------------------------------------- the validator
-
-def _is_number(checker, value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def _is_integer(checker, value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_datetime(value) -> bool:
-    if not isinstance(value, str):
-        return True
+        if not path.is_file():  # also refuses a FIFO or a device, which could block a read
+            problem = "no such file" if not path.exists() else "not a regular file"
+            raise InputError(f"{where}: {problem}; {_HOW}.")
+        with path.open("rb") as file:
+            raw = file.read(MAX_RESULTS_BYTES + 1)
+    except OSError as err:
+        raise InputError(f"{where}: {clean(err.strerror or err, 200)}; {_HOW}.") from err
+    if len(raw) > MAX_RESULTS_BYTES:
+        raise InputError(f"{where}: the file is larger than a results.json may be "
+                         f"({MAX_RESULTS_BYTES:,} bytes; subnet.results.MAX_RESULTS_BYTES); "
+                         f"{_HOW}.")
     try:
-        datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_image(value) -> bool:
-    """A nested list H x W or H x W x C (C in 1, 3, 4) of finite numbers in [0, 1], or null."""
-    import numpy as np
-
-    if value is None:
-        return True
-    if not isinstance(value, list):
-        return False
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: not UTF-8 text (byte {err.start}); {_HOW}.") from err
+    except (ValueError, RecursionError) as err:
+        raise InputError(f"{where}: not valid JSON ({clean(err, 200)}); {_HOW}.") from err
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: the file holds a JSON {type(data).__name__}, not an object "
+                         f"of results; {_HOW}.")
     try:
-        array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return False
-    return bool(array.ndim in (2, 3) and min(array.shape) >= 1 and (
-        array.ndim == 2 or array.shape[2] in (1, 3, 4)) and np.all(np.isfinite(array))
-        and array.min() >= 0 and array.max() <= 1)
-
-
-@functools.cache
-def _validator(definition: str | None):
-    import jsonschema
-
-    base = jsonschema.Draft202012Validator
-    types = base.TYPE_CHECKER.redefine_many({"number": _is_number, "integer": _is_integer})
-    default_items = base.VALIDATORS["items"]
-
-    def items(validator, schema_items, instance, node):
-        """``items``, with a fast pass over lists of plain numbers, strings or bools: only an
-        item that fails it goes through the full check (which makes the error)."""
-        fits = _leaf_check(schema_items)
-        if fits is None or "prefixItems" in node or not isinstance(instance, list):
-            yield from default_items(validator, schema_items, instance, node)
-            return
-        for index, item in enumerate(instance):
-            if not fits(item):
-                yield from validator.descend(item, schema_items, path=index)
-
-    cls = jsonschema.validators.extend(base, {"items": items}, type_checker=types)
-    formats = jsonschema.FormatChecker(formats=())
-    formats.checks("date-time")(_is_datetime)
-    formats.checks("image")(_is_image)
-    full = schema()
-    if definition is None:
-        root = {k: v for k, v in full.items() if k != "$defs"}
-    else:
-        if definition not in full["$defs"]:
-            raise KeyError(f"no definition {definition!r} in {SCHEMA_PATH}")
-        root = {"$schema": full["$schema"], "type": "object", "$ref": f"#/$defs/{definition}"}
-    # Local references resolved once here (the schema has no recursion): following a $ref
-    # at every item of a long list would make checking ten times slower.
-    return cls(_inline(root), format_checker=formats)
-
-
-def _inline(node):
-    if isinstance(node, dict):
-        return {k: _inline(v) for k, v in _resolve(node).items()}
-    if isinstance(node, list):
-        return [_inline(v) for v in node]
-    return node
-
-
-_LEAF_TYPES = {"number": lambda v: _is_number(None, v), "integer": lambda v: _is_integer(None, v),
-               "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
-               "null": lambda v: v is None}
-
-
-def _leaf_check(node) -> Callable | None:
-    """A quick test of one value against a schema of only ``type`` and numeric bounds (what
-    the full check accepts), or None for any other schema."""
-    if not isinstance(node, dict) or "type" not in node or not set(node) <= {
-            "type", "minimum", "maximum", "exclusiveMinimum"}:
-        return None
-    kinds = [node["type"]] if isinstance(node["type"], str) else node["type"]
-    if not all(kind in _LEAF_TYPES for kind in kinds):
-        return None
-    tests = [_LEAF_TYPES[kind] for kind in kinds]
-    low, high = node.get("minimum"), node.get("maximum")
-    above = node.get("exclusiveMinimum")
-
-    def fits(value) -> bool:
-        if not any(test(value) for test in tests):
-            return False
-        if value is None or isinstance(value, (str, bool)):
-            return True
-        return ((low is None or value >= low) and (high is None or value <= high)
-                and (above is None or value > above))
-
-    return fits
-
-
-_IMAGE = "an image: a nested list H x W or H x W x C (C in 1, 3, 4) of numbers in [0, 1]"
-
-
-def _resolve(node: dict) -> dict:
-    """``node`` with a local ``$ref`` merged in: ``required`` and ``properties`` of both, the
-    node's own other keywords over the definition's (how this schema uses ``$ref``)."""
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target = _resolve(schema()["$defs"][ref.rsplit("/", 1)[-1]])
-    merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    if "required" in target and "required" in node:
-        merged["required"] = list(dict.fromkeys(target["required"] + node["required"]))
-    if "properties" in target and "properties" in node:
-        merged["properties"] = {**target["properties"], **node["properties"]}
-    return merged
-
-
-def _describe(node: dict, plural: bool = False) -> str:
-    """What a schema node expects, in words: "an integer >= 1", or plural "integers >= 1"."""
-    node = _resolve(node)
-    kinds = node.get("type", "object" if "properties" in node or "required" in node else None)
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
-    nullable = "null" in kinds and len(kinds) > 1
-    kinds = [k for k in kinds if k != "null"] or kinds
-    kind = kinds[0] if kinds else None
-    if node.get("format") == "image":
-        text = "images" if plural else _IMAGE
-    elif node.get("format") == "date-time":
-        text = "ISO-8601 dates and times" if plural else "an ISO-8601 date and time"
-    elif kind in ("integer", "number"):
-        low, high = node.get("minimum"), node.get("maximum")
-        if "exclusiveMinimum" in node:
-            bound = f" > {node['exclusiveMinimum']:g}"
-        elif low is not None and high is not None:
-            bound = f" in [{low:g}, {high:g}]"
-        elif low is not None:
-            bound = f" >= {low:g}"
-        else:
-            bound = ""
-        word = {"integer": ("an integer", "integers"), "number": ("a number", "numbers")}[kind]
-        text = word[plural] + bound
-    elif kind == "array":
-        items = node.get("items")
-        text = ("lists" if plural else "a list") + (
-            f" of {_describe(items, plural=True)}" if items else "")
-        least = node.get("minItems", 0)
-        if least and not plural:
-            text += f" with at least {least} item{'s' if least > 1 else ''}"
-    elif kind == "object":
-        values = node.get("additionalProperties")
-        text = ("objects" if plural else "an object") + (
-            f" of {_describe(values, plural=True)}" if isinstance(values, dict) else "")
-    elif kind in ("string", "boolean"):
-        word = {"string": ("a string", "strings"), "boolean": ("a bool", "bools")}[kind]
-        text = word[plural]
-    elif "const" in node:
-        text = repr(node["const"])
-    else:
-        text = "values" if plural else "a value"
-    if nullable:
-        text += " or nulls" if plural else " or null"
-    return text
-
-
-def _message(error, where: str) -> str:
-    path = list(error.absolute_path)
-    if error.validator == "required":
-        missing = next(key for key in error.validator_value if key not in error.instance)
-        return f"{where_text(where, path + [missing])} is required but missing."
-    node = _resolve(error.schema)
-    kinds = node.get("type")
-    if path and isinstance(path[-1], int) and kinds == "number":
-        # An item of a list of numbers: the message names the list, as for a long list the
-        # index is easier to read after the value than inside the key path.
-        index = path.pop()
-        return (f"{where_text(where, path)} must be a list of {_describe(node, plural=True)}. "
-                f"Received: {describe_value(error.instance)} at index {index}")
-    return (f"{where_text(where, path)} must be {_describe(node)}. Received: "
-            f"{describe_value(error.instance)}")
+        return Results.from_dict(data)
+    except InputError as err:
+        message = str(err)
+        if "upgrade subnet" not in message and "not a results.json" not in message:
+            message = f"{message.rstrip('.')}; {_HOW}, unchanged."  # damaged or edited
+        raise InputError(f"{where}: {message}") from err
