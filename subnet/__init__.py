@@ -29,6 +29,7 @@ _EXPORTS = {
     "ComparisonRow": "subnet.results",
     "DataError": "subnet.errors",
     "Dataset": "subnet.data",
+    "FinetuneResult": "subnet.finetuning",
     "Importance": "subnet.importance.core",
     "InputError": "subnet.errors",
     "InputTypeError": "subnet.errors",

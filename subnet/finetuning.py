@@ -7,7 +7,8 @@ inputs, which removing units or a short fine-tuning leaves out of date.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.measuring import accuracy
 
-__all__ = ["RECALIBRATION_EXAMPLES", "finetune", "recalibrate_batchnorm"]
+__all__ = ["RECALIBRATION_EXAMPLES", "FinetuneResult", "finetune", "recalibrate_batchnorm"]
 
 #: Examples BatchNormalization statistics are re-estimated on after training. A channel's mean
 #: and variance average over every example and position, so 1,000 examples pin them down (the
@@ -25,10 +26,67 @@ __all__ = ["RECALIBRATION_EXAMPLES", "finetune", "recalibrate_batchnorm"]
 RECALIBRATION_EXAMPLES = 1000
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FinetuneResult(Mapping):
+    """What :func:`finetune` reports: a frozen result that also reads as the dict it used to
+    be (``result["accuracy_after"]``, ``dict(result)``, ``**result``; equal to a dict of the
+    same keys and values).
+
+    Attributes:
+        accuracy_before: Test accuracy before the fine-tuning, a fraction in [0, 1].
+        accuracy_after: Test accuracy after it (and after the BatchNormalization
+            recalibration), a fraction in [0, 1].
+        examples_seen: Training examples the fine-tuning went through.
+        seconds: Wall-clock seconds of the training.
+        loss: The training loss at the end of each epoch (or of the one partial pass).
+    """
+
+    accuracy_before: float
+    accuracy_after: float
+    examples_seen: int
+    seconds: float
+    loss: list[float]
+
+    def __getitem__(self, key: str):
+        if key not in _FINETUNE_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FINETUNE_KEYS)
+
+    def __len__(self) -> int:
+        return len(_FINETUNE_KEYS)
+
+    def to_dict(self) -> dict:
+        """``{"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}``, JSON
+        ready (the dict :func:`finetune` returned before it returned this class)."""
+        return {key: list(self.loss) if key == "loss" else getattr(self, key)
+                for key in _FINETUNE_KEYS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> FinetuneResult:
+        """Rebuilds a result from :meth:`to_dict`'s dict.
+
+        Raises:
+            InputError: If a key is missing.
+        """
+        missing = [key for key in _FINETUNE_KEYS if key not in data]
+        if missing:
+            raise InputError(f"finetune result[{missing[0]!r}] is required but missing.")
+        return cls(accuracy_before=float(data["accuracy_before"]),
+                   accuracy_after=float(data["accuracy_after"]),
+                   examples_seen=int(data["examples_seen"]), seconds=float(data["seconds"]),
+                   loss=[float(value) for value in data["loss"]])
+
+
+_FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(FinetuneResult))
+
+
 def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,
              batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
              recalibrate: bool = True, accuracy_before: float | None = None,
-             progress: bool = True, callbacks: Sequence | None = None) -> dict:
+             progress: bool = True, callbacks: Sequence | None = None) -> FinetuneResult:
     """Trains a (sub)network further and reports its test accuracy before and after.
 
     Args:
@@ -49,9 +107,11 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
             ``keras.callbacks.CSVLogger``, ``TensorBoard``); they see the fine-tuning steps.
 
     Returns:
-        {"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}. The model is
-        left compiled, with its optimizer's state: save it as ``copy_model(model).save(path)``
-        to leave that state (for Adam, two more copies of the weights) out of the file.
+        A :class:`FinetuneResult`, which reads as the dict ``{"accuracy_before",
+        "accuracy_after", "examples_seen", "seconds", "loss"}`` (accuracies are fractions of
+        the test set; ``to_dict()`` gives that dict for JSON). The model is left compiled,
+        with its optimizer's state: save it as ``copy_model(model).save(path)`` to leave that
+        state (for Adam, two more copies of the weights) out of the file.
 
     Raises:
         ValueError: If the budget is invalid or the dataset has no training data.
@@ -67,10 +127,10 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
                   progress=progress, callbacks=callbacks)
     if recalibrate:
         recalibrate_batchnorm(model, dataset.x_train[:RECALIBRATION_EXAMPLES])
-    return {"accuracy_before": before,
-            "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
-            "examples_seen": history["examples_seen"], "seconds": history["seconds"],
-            "loss": history["loss"]}
+    return FinetuneResult(accuracy_before=before,
+                          accuracy_after=accuracy(model, dataset.x_test, dataset.y_test),
+                          examples_seen=history["examples_seen"], seconds=history["seconds"],
+                          loss=history["loss"])
 
 
 #: Largest activation memory (bytes, estimated) for which the statistics are computed in one
