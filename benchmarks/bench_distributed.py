@@ -47,8 +47,7 @@ def _same_chunks(a: Path, b: Path) -> bool:
 
 
 def _record_bench(model, data, args, executor_factory) -> dict:
-    from subnet.masks import MaskRecord
-    from subnet.record import record_masks, site_rates
+    from subnet.record import MaskRecord, record_masks, site_rates
 
     rate = site_rates(model, None)
     deterministic = __import__("subnet").with_dropout(model, on=False)

@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AdaptiveStop": "subnet.record",
     "Budget": "subnet.extraction",
+    "CellStore": "subnet.cells",
     "Comparison": "subnet.comparison",
     "ComparisonRow": "subnet.results",
     "DataError": "subnet.errors",
@@ -37,8 +38,9 @@ _EXPORTS = {
     "KeepSet": "subnet.extraction",
     "LocalExecutor": "subnet.distributed",
     "MCDropoutResult": "subnet.engine.mc",
-    "MaskRecord": "subnet.masks",
+    "MaskRecord": "subnet.record",
     "PairedTest": "subnet.stats",
+    "ProcessExecutor": "subnet.distributed",
     "Protocol": "subnet.protocol",
     "ModelFileError": "subnet.errors",
     "RayExecutor": "subnet.distributed",

@@ -9,36 +9,22 @@ of ``(seed, i)``: a record can be sharded over processes or machines, resumed af
 merged, and every shard draws exactly the masks an uninterrupted run would.
 
 The record of what each mask predicts (:class:`~subnet.record.MaskRecord`, its writer, its size
-limits and its folder) is :mod:`subnet.record`'s; its names are still importable from here
-(looked up on first use, so that importing this module loads no storage).
+limits and its folder) is :mod:`subnet.record`'s, which builds on this module.
 
 This module is pure numpy: it never imports Keras or TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from subnet.errors import InputError, InputTypeError, RecordError
+from subnet.errors import InputError, InputTypeError
 
-# The storage's names are looked up on first use (see the end of the module).
-__all__ = [
-    "MAX_CHUNK_BYTES",  # noqa: F822
-    "MAX_EXAMPLES",  # noqa: F822
-    "MAX_MASKS",
-    "MAX_UNITS",  # noqa: F822
-    "Chunk",  # noqa: F822
-    "MaskRecord",  # noqa: F822
-    "MissingRanges",  # noqa: F822
-    "RecordError",
-    "RecordWriter",  # noqa: F822
-    "sample_masks",
-]
+__all__ = ["MAX_MASKS", "check_seed", "sample_masks"]
 
 _PHILOX_WORDS = 4          # numpy's Philox4x64 gives 4 uint64 words per counter value
 _BLOCK_WORDS = 1 << 22     # raw words drawn per call (32 MiB), bounds sample_masks' memory
@@ -213,34 +199,3 @@ def sample_masks(keep: Any, seed: int, indices: range | Sequence[int] | np.ndarr
         out[target] = g < threshold
     return out
 
-
-# ------------------------------------------------------------------- the record's storage names
-
-# Where each storage name that used to be defined here lives now.
-_STORAGE = {
-    "Chunk": "subnet.record.reader",
-    "MaskRecord": "subnet.record.storage",
-    "MissingRanges": "subnet.record.storage",
-    "RecordWriter": "subnet.record.storage",
-    "FORMAT": "subnet.record.meta",
-    "MAX_EXAMPLES": "subnet.record.meta",
-    "MAX_UNITS": "subnet.record.meta",
-    "MAX_CHUNK_BYTES": "subnet.record.files",
-    "RECORD_TOOL": "subnet.record.files",
-    "check_record_folder": "subnet.record.files",
-    "claim_record_folder": "subnet.record.files",
-    "holds_record": "subnet.record.files",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # subnet.record imports this module, so its names are looked up here on first use, by name:
-    # the record's storage depends on sampling, not the other way round.
-    module = _STORAGE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'subnet.masks' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_STORAGE))

@@ -1,20 +1,28 @@
-"""Executors: a record made by Ray tasks (or in-process through the same path) equals the record
-one process makes, chunk file for chunk file, also when a worker dies mid-record; and the
-float32 probabilities behind it, to the last bit, as the workers compute with this process's
-TensorFlow thread count."""
+"""Executors: a record made by Ray tasks or worker processes (or in-process through the same
+path) equals the record one process makes, chunk file for chunk file, also when a worker dies
+mid-record; and the float32 probabilities behind it, to the last bit, as the workers compute with
+this process's TensorFlow thread count. A comparison through worker processes equals the
+sequential one; commands run some at a time."""
 
 import filecmp
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import subnet
-from subnet.distributed import LocalExecutor, RayExecutor, executor_from_address
-from subnet.masks import MaskRecord, RecordWriter
-from subnet.record import AdaptiveStop, main, record_masks
+from subnet._tf import intra_op_threads
+from subnet.distributed import (
+    LocalExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    executor_from_address,
+    run_commands,
+)
+from subnet.record import AdaptiveStop, MaskRecord, RecordWriter, main, record_masks
 from tests.helpers import skip_or_fail
 
 N_MASKS, CHUNK = 40, 8
@@ -99,6 +107,16 @@ def test_bad_executor_settings_are_one_line_errors():
     assert isinstance(executor_from_address(None), LocalExecutor)
     assert executor_from_address("local").num_cpus >= 1
     assert executor_from_address("auto").address == "auto"
+    assert executor_from_address("processes:3").workers == 3
+    assert executor_from_address("processes").workers >= 1
+    for address in ("processes:0", "processes:x", "processes:"):
+        with pytest.raises(subnet.InputError, match="processes:N") as error:
+            executor_from_address(address)
+        assert "\n" not in str(error.value)
+    for options, word in (({"workers": 0}, "workers"), ({"threads_per_task": 1.5},
+                                                        "threads_per_task")):
+        with pytest.raises(subnet.InputError, match=word):
+            ProcessExecutor(**options)
 
 
 def test_an_executor_argument_is_checked(model, data, tmp_path):
@@ -125,6 +143,49 @@ def test_ray_tasks_make_the_same_record(model, data, ray_local, tmp_path, monkey
         LocalExecutor().threads == ray_local.threads
     _assert_same_record(plain.path, record.path)
     _assert_same_probabilities(seen["plain"], seen["r"])
+
+
+@pytest.fixture(scope="module")
+def processes():
+    """Two worker processes for the module, computing with this process's thread count."""
+    with ProcessExecutor(2) as executor:
+        yield executor
+
+
+class TaskFailed(Exception):
+    """An exception of the tests' own, which the driver must receive as itself."""
+
+
+def _fail_on(value, bad):
+    if value == bad:
+        raise TaskFailed(f"task {value} failed", value)
+    return value * 10
+
+
+def test_worker_processes_make_the_same_record(model, data, whole, processes, tmp_path,
+                                               monkeypatch):
+    seen = _spy_on_probabilities(monkeypatch)
+    plain = _record(model, data, tmp_path / "plain")
+    record = _record(model, data, tmp_path / "r", executor=processes)
+    assert record.is_complete and processes.threads == LocalExecutor().threads
+    _assert_same_record(plain.path, record.path)
+    _assert_same_probabilities(seen["plain"], seen["r"])
+
+
+def test_a_task_exception_reaches_the_driver_as_itself(processes):
+    shared = processes.put(3)  # a value put once reaches the task as itself
+    assert sorted(processes.map_unordered(_fail_on, [(1, shared), (2, shared)])) == \
+        [(0, 10), (1, 20)]
+    with pytest.raises(TaskFailed) as error:
+        list(processes.map_unordered(_fail_on, [(1, 9), (3, shared)]))
+    assert type(error.value) is TaskFailed and error.value.args == ("task 3 failed", 3)
+    assert dict(processes.map_unordered(_fail_on, [(4, 0)])) == {0: 40}  # the pool goes on
+
+
+def test_each_worker_computes_with_the_executors_thread_count():
+    with ProcessExecutor(1, threads_per_task=1) as executor:
+        assert executor.threads == 1
+        assert list(executor.map_unordered(intra_op_threads, [()])) == [(0, 1)]
 
 
 class _CrashOnce(RayExecutor):
@@ -229,6 +290,27 @@ def test_a_comparison_grid_through_ray_equals_the_sequential_one(mnist, ray_loca
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) == 2
 
 
+def test_a_comparison_grid_in_worker_processes_equals_the_sequential_one(mnist, processes,
+                                                                         tmp_path):
+    from subnet.comparison import compare
+
+    model = subnet.seed_cnn(16, conv_filters=(4, 6), seed=1)
+    data = mnist.subset(n_train=600, n_test=64)
+    settings = dict(methods=("magnitude", "random", "reinit"), budgets=(0.5,), seeds=(1,),
+                    finetune_epochs=0.05, selection_examples=200, measure_latency=False,
+                    progress=False, reference_method="magnitude")
+    sequential = compare(model, data, out=tmp_path / "a.json", models_dir=tmp_path / "a",
+                         **settings)
+    parallel = compare(model, data, out=tmp_path / "b.json", models_dir=tmp_path / "b",
+                       executor=processes, **settings)
+    assert len(parallel.rows) == 3 and "finetuned" in parallel.dense
+    assert _comparable(parallel) == _comparable(sequential)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) == 2
+    for name in files:
+        assert (tmp_path / "b" / name).stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_a_thorough_comparison_through_ray_equals_the_sequential_one(mnist, ray_local,
                                                                     tmp_path):
@@ -266,3 +348,24 @@ def test_an_unreachable_cluster_is_a_one_line_error_at_once(model, data, address
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "Ray" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_commands_run_some_at_a_time_and_report_how_each_ended(tmp_path):
+    script = ("import os, sys; print(os.environ['TF_NUM_INTRAOP_THREADS'], "
+              "os.environ['OMP_NUM_THREADS']); sys.exit(int(sys.argv[1]))")
+    commands = [[sys.executable, "-c", script, str(code)] for code in (0, 2, 0)]
+    started = []
+    results = dict(run_commands(commands, 2, threads=3, on_start=started.append))
+    assert sorted(results) == sorted(started) == [0, 1, 2]
+    assert [results[i].returncode for i in range(3)] == [0, 2, 0]
+    assert [results[i].ok for i in range(3)] == [True, False, True]
+    assert results[0].stdout == "3 3\n" and results[0].command == tuple(commands[0])
+    logs = [tmp_path / "logs" / f"{i}.log" for i in range(3)]
+    logs[0].parent.mkdir()
+    logs[0].write_text("before\n")
+    results = dict(run_commands(commands, 1, threads=1, logs=logs))
+    assert logs[0].read_text() == "before\n1 1\n" and results[1].stdout == ""
+    for options, word in (({"jobs": 0}, "jobs"), ({"threads": 0}, "threads"),
+                          ({"logs": logs[:1]}, "logs")):
+        with pytest.raises(subnet.InputError, match=word):
+            list(run_commands(commands, **{"jobs": 1, **options}))

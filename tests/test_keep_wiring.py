@@ -10,8 +10,7 @@ import pytest
 
 from subnet.errors import InputError
 from subnet.keep import KeepProbabilities, calibrate_keep
-from subnet.masks import MaskRecord
-from subnet.record import choose_keep, keep_of_record, parse_rate, record_masks
+from subnet.record import MaskRecord, choose_keep, keep_of_record, parse_rate, record_masks
 
 
 def _model(dropout: bool):

@@ -15,7 +15,9 @@ import subnet.masks
 import subnet.record.files
 import subnet.record.meta
 import subnet.record.storage
-from subnet.masks import MaskRecord, RecordError, sample_masks
+from subnet.errors import RecordError
+from subnet.masks import sample_masks
+from subnet.record import MaskRecord
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -219,7 +221,7 @@ def test_write_then_load_round_trips_bit_exactly(tmp_path):
     assert record.seed == 7 and record.antithetic is False and record.is_complete
     assert record.sites == meta["sites"]
     assert record.meta["note"] == "extra keys are kept"
-    assert record.meta["num_classes"] == 3 and record.meta["format"] == subnet.masks.FORMAT
+    assert record.meta["num_classes"] == 3 and record.meta["format"] == subnet.record.FORMAT
     assert record.chunk_ranges == [range(0, 8), range(8, 16), range(16, 20)]
     assert "masks=20/20 complete" in repr(record)
     # The stored masks are what the sampler draws, packed along units.
@@ -591,8 +593,9 @@ def test_counts_a_user_gives_are_bounded_with_one_line_errors(tmp_path, monkeypa
     with pytest.raises(ValueError, match=r"`start` must be below 10,000,000"):
         writer.write_chunk(limit, *outcomes(0, 1))
     monkeypatch.setattr(subnet.record.meta, "MAX_UNITS", 8)
-    with pytest.raises(ValueError, match=r"`meta\['sites'\]` must have at most 8 units in all "
-                                         r"\(subnet\.record\.meta\.MAX_UNITS\)\. Received: 9 units"):
+    with pytest.raises(ValueError, match=r"`meta\['sites'\]` must have at most 8 units in "
+                                         r"all \(subnet\.record\.meta\.MAX_UNITS\)\. "
+                                         r"Received: 9 units"):
         MaskRecord.create(tmp_path / "units", make_meta(), LABELS, EXAMPLES, NUM_CLASSES)
     monkeypatch.undo()
     monkeypatch.setattr(subnet.record.meta, "MAX_EXAMPLES", 4)

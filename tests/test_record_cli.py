@@ -9,8 +9,7 @@ import pytest
 
 import subnet
 from subnet._outdir import LOCK, MANIFEST, MARKER
-from subnet.masks import MaskRecord
-from subnet.record import main, record_masks, shard_range
+from subnet.record import MaskRecord, main, record_masks, shard_range
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import numpy as np
 
 from subnet.analyze.settings import DATASETS, LIMITS, OOD_AUTO, TEST_EXAMPLES, Settings
 from subnet.errors import InputError, RecordError, clean
-from subnet.masks import MaskRecord
-from subnet.record import data_fingerprint, model_fingerprint
+from subnet.record import MaskRecord, data_fingerprint, model_fingerprint
 
 
 def _given_record(path, settings: Settings):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from subnet.analyze.settings import Settings
-from subnet.masks import MaskRecord, sample_masks
-from subnet.record import NEAR_CHANCE, choose_keep, keep_of_record, record_masks
+from subnet.masks import sample_masks
+from subnet.record import NEAR_CHANCE, MaskRecord, choose_keep, keep_of_record, record_masks
 
 
 def _keep(model, deterministic, data, settings: Settings, record_dir: Path) -> dict:

@@ -333,7 +333,7 @@ class Estimator:
     """Base class of importance estimators: configured by the constructor, run by ``score``.
 
     Subclasses set ``name`` and ``source`` (``"record"`` for estimators that read a
-    :class:`~subnet.masks.MaskRecord`, ``"model"`` for those that read a model and data), and
+    :class:`~subnet.record.MaskRecord`, ``"model"`` for those that read a model and data), and
     implement :meth:`score`.
     """
 
@@ -360,7 +360,7 @@ def estimate(source, method: str = "banzhaf", **options) -> Importance:
     """Estimates each unit's importance with a registered estimator.
 
     Args:
-        source: A :class:`~subnet.masks.MaskRecord` for the mask-statistics estimators
+        source: A :class:`~subnet.record.MaskRecord` for the mask-statistics estimators
             (``banzhaf``, ``regression``, ``logistic``, ``class_conditional``), or a tuple
             ``(model, x, y)`` for the estimators that read a model (``magnitude``,
             ``activation``, ``apoz``, ``taylor``, ``random``, ``ablation``).
@@ -384,7 +384,7 @@ def estimate(source, method: str = "banzhaf", **options) -> Importance:
 
 def check_record(source, estimator: str):
     """Validates that ``source`` is a record an estimator can use; returns it."""
-    from subnet.masks import MaskRecord
+    from subnet.record.storage import MaskRecord
 
     if not isinstance(source, MaskRecord):
         raise InputTypeError(f"Estimator {estimator!r} reads a MaskRecord (from record_masks). "

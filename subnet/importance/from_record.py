@@ -64,7 +64,7 @@ def mask_metric(record, metric: str = "accuracy", classes=None) -> np.ndarray:
     """Per-mask metric over the record's examples, streamed chunk by chunk.
 
     Args:
-        record: A :class:`~subnet.masks.MaskRecord`.
+        record: A :class:`~subnet.record.MaskRecord`.
         metric: ``"accuracy"`` (fraction correct) or ``"log_prob"`` (mean natural log of the
             probability of the true class, floored at 2**-24 because it is stored as float16).
         classes: If given, a sequence of class labels: the metric is computed over the examples
@@ -232,7 +232,7 @@ class BanzhafEstimator(Estimator):
                                        ("auto", "least_squares", "difference"))
 
     def score(self, source) -> Importance:
-        """Estimates from a :class:`~subnet.masks.MaskRecord`; see the class docstring."""
+        """Estimates from a :class:`~subnet.record.MaskRecord`; see the class docstring."""
         record = check_record(source, self.name)
         values = mask_metric(record, self.metric)
         scores, stderr, dof, used = _estimate_effects(record, values, self.estimator, self.name)
@@ -258,7 +258,7 @@ class RegressionEstimator(Estimator):
         self.alpha = check_number("alpha", alpha, low=0.0)
 
     def score(self, source) -> Importance:
-        """Estimates from a :class:`~subnet.masks.MaskRecord`; see the class docstring."""
+        """Estimates from a :class:`~subnet.record.MaskRecord`; see the class docstring."""
         record = check_record(source, self.name)
         values = mask_metric(record, self.metric)
         if self.alpha == 0:
@@ -295,7 +295,7 @@ class LogisticEstimator(Estimator):
         self.tol = float(tol)
 
     def score(self, source) -> Importance:
-        """Estimates from a :class:`~subnet.masks.MaskRecord`; see the class docstring."""
+        """Estimates from a :class:`~subnet.record.MaskRecord`; see the class docstring."""
         record = check_record(source, self.name)
         masks = record.masks
         varies = masks.any(axis=0) & ~masks.all(axis=0)
@@ -359,7 +359,7 @@ class ClassConditionalEstimator(Estimator):
         self.classes = None if classes is None else [int(c) for c in classes]
 
     def score(self, source) -> Importance:
-        """Estimates from a :class:`~subnet.masks.MaskRecord`; see the class docstring."""
+        """Estimates from a :class:`~subnet.record.MaskRecord`; see the class docstring."""
         record = check_record(source, self.name)
         classes = self.classes or sorted(int(c) for c in np.unique(record.labels))
         values = mask_metric(record, self.metric, classes=classes)
@@ -375,7 +375,7 @@ def class_importance(record, metric: str = "accuracy") -> Importance:
     ``estimate(record, "class_conditional", metric=metric)``.
 
     Args:
-        record: A :class:`~subnet.masks.MaskRecord`.
+        record: A :class:`~subnet.record.MaskRecord`.
         metric: ``"accuracy"`` or ``"log_prob"``.
 
     Returns:
@@ -396,7 +396,7 @@ def interactions(record, k: int = 20, *, importance: Importance | None = None,
     pairs whose Benjamini–Hochberg q-value is below ``alpha``.
 
     Args:
-        record: A :class:`~subnet.masks.MaskRecord`.
+        record: A :class:`~subnet.record.MaskRecord`.
         k: Number of top units to test pairwise (>= 2).
         importance: Ranking that picks the top units (default: ``banzhaf`` on ``metric``).
         metric: ``"accuracy"`` or ``"log_prob"``.

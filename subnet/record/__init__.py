@@ -81,14 +81,6 @@ from subnet.record.files import (
 from subnet.record.meta import FORMAT, MAX_EXAMPLES, MAX_UNITS, RecordMeta
 from subnet.record.rates import NEAR_CHANCE, choose_keep, keep_of_record, parse_rate, site_rates
 from subnet.record.reader import Chunk
-from subnet.record.run import (
-    AdaptiveStop,
-    data_fingerprint,
-    model_fingerprint,
-    record_chunk,
-    record_masks,
-    temporary_record,
-)
 from subnet.record.storage import MaskRecord, MissingRanges, RecordWriter
 
 __all__ = ["FORMAT", "MAX_CHUNK_BYTES", "MAX_EXAMPLES", "MAX_MASKS", "MAX_UNITS", "NEAR_CHANCE",
@@ -98,16 +90,23 @@ __all__ = ["FORMAT", "MAX_CHUNK_BYTES", "MAX_EXAMPLES", "MAX_MASKS", "MAX_UNITS"
            "model_fingerprint", "parse_rate", "record_chunk", "record_masks", "sample_masks",
            "shard_range", "site_rates", "temporary_record"]
 
-# The command's names, imported on first use: importing subnet.record.__main__ here would run it
-# twice under ``python -m subnet.record``.
-_COMMAND = ("CALIBRATION_EXAMPLES", "main", "shard_range")
+# Names imported on first use. The command's: importing subnet.record.__main__ here would run it
+# twice under ``python -m subnet.record``. Running a record's: adaptive stopping (AdaptiveStop)
+# reads the record with an importance estimator, and the estimators read the record's storage,
+# so the storage (what this package holds) sits below the estimators and running a record above
+# them; importing subnet.record (for MaskRecord, say) loads no estimator.
+_LAZY = {name: "subnet.record.__main__" for name in ("CALIBRATION_EXAMPLES", "main",
+                                                     "shard_range")}
+_LAZY.update({name: "subnet.record.run" for name in (
+    "AdaptiveStop", "data_fingerprint", "model_fingerprint", "record_chunk", "record_masks",
+    "temporary_record")})
 
 
 def __getattr__(name: str) -> Any:
-    if name in _COMMAND:
-        return getattr(importlib.import_module("subnet.record.__main__"), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'subnet.record' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_COMMAND))
+    return sorted(set(globals()) | set(_LAZY))

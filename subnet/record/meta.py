@@ -75,7 +75,7 @@ def _check_meta(meta: Any) -> dict:
             raise InputTypeError(f"`meta['{key}']` must be of type {types[0].__name__}. "
                             f"Received: meta['{key}']={value!r}")
     check_seed(meta["seed"], "meta['seed']")
-    _check_count(meta["n_masks"], "meta['n_masks']", MAX_MASKS, "MAX_MASKS",
+    _check_count(meta["n_masks"], "meta['n_masks']", MAX_MASKS, "subnet.masks.MAX_MASKS",
                  "the planned number of masks", low=0)
     sites = meta["sites"]
     if not sites:
@@ -99,7 +99,7 @@ def _check_meta(meta: Any) -> dict:
         if not _is_int(site["units"]):
             raise InputError(f"`{where}['units']` must be a positive int. "
                              f"Received: {site['units']!r}")
-        _check_count(site["units"], f"{where}['units']", MAX_UNITS, "MAX_UNITS",
+        _check_count(site["units"], f"{where}['units']", MAX_UNITS, "subnet.record.meta.MAX_UNITS",
                      "the number of units of the site")
         q = site["keep"]
         if not (isinstance(q, numbers.Real) and not isinstance(q, bool)
@@ -123,7 +123,7 @@ def _check_count(value: Any, name: str, limit: int, limit_name: str, what: str,
                              f"type {type(value).__name__}")
     if not low <= value <= limit:
         raise InputError(f"`{name}` must be between {low} and {limit:,} ({what}; "
-                         f"subnet.masks.{limit_name}). Received: {name}={value}")
+                         f"{limit_name}). Received: {name}={value}")
     return int(value)
 
 

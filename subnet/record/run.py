@@ -122,7 +122,7 @@ def temporary_record(model, x, y, n_masks: int, **options) -> Iterator[MaskRecor
         **options: Any other argument of :func:`record_masks` but ``out`` and ``resume``.
 
     Yields:
-        The :class:`~subnet.masks.MaskRecord`.
+        The :class:`~subnet.record.MaskRecord`.
     """
     with tempfile.TemporaryDirectory(prefix="subnet-record-") as folder:
         yield record_masks(model, x, y, n_masks, out=folder, **options)

@@ -187,9 +187,9 @@ class RecordWriter:
             ValueError: If ``n_masks`` or ``chunk_size`` is out of range, or a chunk of
                 ``chunk_size`` masks would exceed :data:`MAX_CHUNK_BYTES`.
         """
-        n_masks = _check_count(n_masks, "n_masks", MAX_MASKS, "MAX_MASKS",
+        n_masks = _check_count(n_masks, "n_masks", MAX_MASKS, "subnet.masks.MAX_MASKS",
                                "the number of masks wanted", low=0)
-        chunk_size = _check_count(chunk_size, "chunk_size", MAX_MASKS, "MAX_MASKS",
+        chunk_size = _check_count(chunk_size, "chunk_size", MAX_MASKS, "subnet.masks.MAX_MASKS",
                                   "the most masks per chunk")
         _check_chunk_bytes(min(chunk_size, max(n_masks, 1)), self.n_units, self.n_examples,
                            self._pred_dtype, "chunk_size")
