@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._io import atomic_write_bytes, atomic_write_text
+from subnet._io import atomic_write_text
+from subnet.cells import CellStore
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
@@ -194,6 +195,15 @@ def _cell_key(method: str, budget: float, seed: int) -> str:
     return f"{method}|{budget:.10g}|{seed}"
 
 
+def _row_key(row: Mapping) -> str:
+    return _cell_key(row["method"], row["budget_flops_fraction"], row["seed"])
+
+
+def _read_comparison(path: Path) -> dict:
+    """A comparison file's dict, checked (:meth:`Comparison.load`'s errors)."""
+    return Comparison.load(path).to_dict()
+
+
 def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "random", "tfmot"),
             budgets: Sequence[float] = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
             seeds: Sequence[int] = (0, 1, 2), *, finetune_epochs: float = 1.0,
@@ -295,48 +305,42 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
               "reference_method": reference_method, "dense_finetuned": dense_finetuned,
               "latency_repeats": int(latency_repeats),
               "allocation": {m: ALLOCATION[m] for m in methods if m in ALLOCATION}}
-    previous = None
-    if out is not None and Path(out).exists():
-        previous = Comparison.load(out)
-        if previous.config != config:
-            raise InputError(f"{out} holds a comparison with other settings; choose another "
-                             "file or delete it to start again.")
-    executor = LocalExecutor() if executor is None else executor
-    dense = previous.dense if previous else {
-        "accuracy": float(accuracy(model, dataset.x_test, dataset.y_test)
-                          if dense_accuracy is None else dense_accuracy), **model_cost(model),
-        **({"measure": measure(model, repeats=latency_repeats)} if measure_latency else {})}
-    comparison = Comparison(rows=list(previous.rows) if previous else [], dense=dense,
-                            config=config)
-    if out is not None:
-        comparison.save(out)
-    done = {_cell_key(r["method"], r["budget_flops_fraction"], r["seed"]) for r in
-            comparison.rows}
+    # The rows, resumed from `out` (refused if it was made with other settings), saved after
+    # each cell, in one order whatever order the cells finished in: seeds, budgets, methods as
+    # given.
     order = {"seed": {int(s): i for i, s in enumerate(seeds)},
              "budget": {b: i for i, b in enumerate(budgets)},
              "method": {m: i for i, m in enumerate(methods)}}
+    store = CellStore(out, key=_row_key, config=config, read=_read_comparison, indent=1,
+                      files=models_dir,
+                      order=lambda r: (order["seed"].get(r["seed"], len(seeds)),
+                                       order["budget"].get(r["budget_flops_fraction"], 0),
+                                       order["method"].get(r["method"], len(methods))))
+    executor = LocalExecutor() if executor is None else executor
+    dense = store.fields["dense"] if store.resumed else {
+        "accuracy": float(accuracy(model, dataset.x_test, dataset.y_test)
+                          if dense_accuracy is None else dense_accuracy), **model_cost(model),
+        **({"measure": measure(model, repeats=latency_repeats)} if measure_latency else {})}
+    store.fields.update(schema_version=SCHEMA_VERSION, dense=dense)
+    comparison = Comparison(rows=store.rows, dense=dense, config=config)
+    store.save()
 
     def log(message: str) -> None:
         if progress:
             print(message, file=sys.stderr, flush=True)
 
     def add(rows: list) -> None:
-        for row in rows:
+        for n, row in enumerate(rows, start=len(store) + 1):
             data = row.pop("model_bytes", None)
             if data is not None:
-                row["model_file"] = str(_save_model_bytes(data, models_dir, row))
-            comparison.rows.append(row)
+                row["model_file"] = str(store.write_file(model_file_name(
+                    row["method"], row["budget_flops_fraction"], row["seed"]), data))
             tuned = row["accuracy_finetuned"]
-            log(f"[{len(comparison.rows)}] {row['method']} flops "
+            log(f"[{n}] {row['method']} flops "
                 f"{row['budget_flops_fraction']:.4g} seed {row['seed']}: one-shot "
                 f"{row['accuracy_oneshot']:.4f}, fine-tuned "
                 f"{'-' if tuned is None else format(tuned, '.4f')}")
-        # One order whatever order the cells finished in: seeds, budgets, methods as given.
-        comparison.rows.sort(key=lambda r: (order["seed"].get(r["seed"], len(seeds)),
-                                            order["budget"].get(r["budget_flops_fraction"], 0),
-                                            order["method"].get(r["method"], len(methods))))
-        if out is not None:
-            comparison.save(out)
+        store.add(rows)
 
     settings = {"selection_examples": selection_examples, "n_masks": n_masks,
                 "steps_per_halving": steps_per_halving, "step_masks": step_masks,
@@ -356,7 +360,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
              if tune_examples > 0 and dense_finetuned and "finetuned" not in dense]
     for seed in seeds:
         for method in [m for m in methods if m in STRUCTURED]:
-            todo = [b for b in budgets if _cell_key(method, b, seed) not in done]
+            todo = [b for b in budgets if _cell_key(method, b, seed) not in store]
             if todo:
                 cells.append(("structured", int(seed), method, todo))
     log(f"compare: {len(cells)} cells on {executor.name}")
@@ -375,11 +379,11 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             add([])  # saves it
     cells = []
     for seed in seeds:
-        todo = {m: [b for b in budgets if _cell_key(m, b, seed) not in done]
+        todo = {m: [b for b in budgets if _cell_key(m, b, seed) not in store]
                 for m in REFERENCED if m in methods}
         if not any(todo.values()):
             continue
-        reference = {b: _find_row(comparison.rows, reference_method, b, seed) for b in budgets}
+        reference = {b: store.get(_cell_key(reference_method, b, seed)) for b in budgets}
         cells += [("reinit", int(seed), b, reference[b]["widths"]) for b in todo.get("reinit", [])]
         if todo.get("tfmot"):
             cells.append(("tfmot", int(seed), todo["tfmot"],
@@ -483,22 +487,9 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
     return rows
 
 
-def _find_row(rows: list, method: str, budget: float, seed: int) -> dict:
-    key = _cell_key(method, budget, seed)
-    return next(r for r in rows if _cell_key(r["method"], r["budget_flops_fraction"],
-                                              r["seed"]) == key)
-
-
 def model_file_name(method: str, budget: float, seed: int) -> str:
     """The file name :func:`compare` saves a cell's subnetwork under in ``models_dir``."""
     return f"{method}_{budget:.6g}_{seed}.keras"
-
-
-def _save_model_bytes(data: bytes, models_dir, row: Mapping) -> Path:
-    path = Path(models_dir) / model_file_name(row["method"], row["budget_flops_fraction"],
-                                              row["seed"])
-    atomic_write_bytes(path, data)
-    return path
 
 
 def reinitialized(model, seed: int):

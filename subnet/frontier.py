@@ -15,7 +15,6 @@ stopping.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet._cli import progress_bar
-from subnet._io import atomic_write_bytes, atomic_write_text
+from subnet.cells import CellStore
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
 from subnet.methods import accepted
@@ -102,9 +101,13 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
                       distill_weight=protocol.distill_weight)
     dense = {"accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
              "val_accuracy": accuracy(model, *validation)}
-    rows_path = work / "rows.json"
-    rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
-    done = {(r["method"], r["budget_flops_fraction"], r["seed"]) for r in rows}
+    # The rows (work/rows.json, resumed), in one order whatever order the cells finish in:
+    # methods as given, seeds, budgets from the largest.
+    order = {m: i for i, m in enumerate(methods)}
+    store = CellStore(work / "rows.json", files=models_dir,
+                      key=lambda r: (r["method"], r["budget_flops_fraction"], r["seed"]),
+                      order=lambda r: (order.get(r["method"], len(order)), r["seed"],
+                                       -r["budget_flops_fraction"]))
     budgets = sorted({float(b) for b in protocol.budgets if b < 1}, reverse=True)
     executor = LocalExecutor() if executor is None else executor
     remote = executor.name != "local"
@@ -113,34 +116,27 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         "validation": validation, "test": (dataset.x_test, dataset.y_test), "teacher": teacher,
         "protocol": protocol, "saturation": saturation, "work": str(work),
         "models_dir": None if models_dir is None else str(models_dir)})
-    cells = [(method, int(seed), [b for b in budgets if (method, b, seed) not in done])
+    cells = [(method, int(seed), [b for b in budgets if (method, b, seed) not in store])
              for method in methods for seed in protocol.seeds]
     cells = [cell for cell in cells if cell[2]]
-    order = {m: i for i, m in enumerate(methods)}
     bar = progress_bar(len(methods) * len(protocol.seeds) * len(budgets),
-                       "thorough comparison", "subnetwork", progress, initial=len(done))
+                       "thorough comparison", "subnetwork", progress, initial=len(store))
     try:
         for _, new_rows in executor.map_unordered(gradual_cell,
                                                   [(job, *cell) for cell in cells]):
             for row in new_rows:
                 data = row.pop("model_bytes", None)
                 if data is not None:
-                    path = Path(models_dir) / model_file_name(row["method"],
-                                                              row["budget_flops_fraction"],
-                                                              row["seed"])
-                    atomic_write_bytes(path, data)
-                    row["model_file"] = str(path)
-                rows.append(row)
-            rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"],
-                                     -r["budget_flops_fraction"]))
-            atomic_write_text(rows_path, json.dumps(rows))
+                    row["model_file"] = str(store.write_file(model_file_name(
+                        row["method"], row["budget_flops_fraction"], row["seed"]), data))
+            store.add(new_rows)
             bar.update(len(new_rows))
     finally:
         bar.close()
     config = {"protocol": protocol.to_dict(), "methods": list(methods), "validation": info,
               "budgets": budgets, "seeds": list(protocol.seeds),
               "finetune_epochs": protocol.finetune_epochs}
-    return Comparison(rows=rows, dense=dense, config=config)
+    return Comparison(rows=store.rows, dense=dense, config=config)
 
 
 def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float]) -> list:
