@@ -36,12 +36,9 @@ summarises what has finished (no training). Writes ``reports/difficulty/results.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import itertools
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 import zlib
@@ -97,19 +94,14 @@ def _frontier_argv(task: str, parents: str) -> list[str]:
             "--out", str(OUT / task)]
 
 
-def _run(task: str, parents: str) -> None:
-    """One task's frontier run, in its own process on one core (its cells one after another),
-    its output in ``out/analyses/difficulty/<task>.log``."""
-    argv = [sys.executable, str(ROOT / "analyses" / "frontier.py"), *_frontier_argv(task, parents)]
-    log = ROOT / "out" / "analyses" / "difficulty" / f"{task}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-           "OMP_NUM_THREADS": "1"}
-    _say(f"difficulty: {task}: {' '.join(argv[2:])} (log: {log.relative_to(ROOT)})")
-    started = time.perf_counter()
-    with open(log, "a") as out:
-        subprocess.run(argv, check=True, cwd=ROOT, env=env, stdout=out, stderr=out)
-    _say(f"difficulty: {task}: done in {time.perf_counter() - started:.0f} s")
+def _command(task: str, parents: str) -> list[str]:
+    """One task's frontier run, as a command line."""
+    return [sys.executable, str(ROOT / "analyses" / "frontier.py"), *_frontier_argv(task, parents)]
+
+
+def _log_file(task: str) -> Path:
+    """Where one task's frontier run writes its output (appended)."""
+    return ROOT / "out" / "analyses" / "difficulty" / f"{task}.log"
 
 
 def _say(line: str) -> None:
@@ -119,17 +111,32 @@ def _say(line: str) -> None:
 
 
 def _run_all(tasks: list[str], parents: str, jobs: int) -> list[str]:
-    """The tasks ``jobs`` at a time, each on one core: a task's three parents (and then its
-    trajectories and controls) would leave one of two cores idle half the time if the task
-    ran its cells two at a time, while the tasks cost about the same. A task that fails does
-    not stop the others; returns the failed ones (their logs say why)."""
-    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        futures = {task: pool.submit(_run, task, parents) for task in tasks}
-    failed = [task for task, future in futures.items() if future.exception() is not None]
-    for task in failed:
-        _say(f"difficulty: {task}: failed ({futures[task].exception()}); see "
+    """The tasks ``jobs`` at a time, each a frontier run in its own process on one core (its
+    cells one after another), its output in ``out/analyses/difficulty/<task>.log``: a task's
+    three parents (and then its trajectories and controls) would leave one of two cores idle
+    half the time if the task ran its cells two at a time, while the tasks cost about the same.
+    A task that fails does not stop the others; returns the failed ones (their logs say why)."""
+    from subnet.distributed import run_commands
+
+    commands = [_command(task, parents) for task in tasks]
+    logs = [_log_file(task) for task in tasks]
+
+    def start(i: int) -> None:
+        _say(f"difficulty: {tasks[i]}: {' '.join(commands[i][2:])} "
+             f"(log: {logs[i].relative_to(ROOT)})")
+
+    failed = {}
+    for i, done in run_commands(commands, max(1, jobs), threads=1, cwd=ROOT, logs=logs,
+                                on_start=start):
+        if done.ok:
+            _say(f"difficulty: {tasks[i]}: done in {done.seconds:.0f} s")
+        else:
+            failed[tasks[i]] = done.returncode
+    failed_tasks = [task for task in tasks if task in failed]
+    for task in failed_tasks:
+        _say(f"difficulty: {task}: failed (its frontier run exited {failed[task]}); see "
              f"out/analyses/difficulty/{task}.log")
-    return failed
+    return failed_tasks
 
 
 def _task_row(task: str, results: dict, fingerprint: str | None) -> dict:

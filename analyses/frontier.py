@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import concurrent.futures
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -492,25 +490,22 @@ def run_control(args, parent_seed: int, control: str, budget: float | None,
 # ------------------------------------------------------------------------------------ driver
 
 def _run_cells(args, argv, cells: list[tuple]) -> None:
-    """Runs the missing cells, ``--jobs`` at once, each in its own process."""
+    """Runs the missing cells, ``--jobs`` at once, each in its own process (this script with
+    ``--cell``); every cell runs, and the first to fail is then raised."""
     if args.jobs <= 1:
         for cell in cells:
             _dispatch(args, cell)
         return
-    env = dict(os.environ)
-    threads = str(args.threads or max(1, (os.cpu_count() or 2) // args.jobs))
-    env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1",
-               OMP_NUM_THREADS=threads)
+    from subnet.distributed import run_commands
 
-    def run(cell):
-        command = [sys.executable, __file__, *argv, "--cell", json.dumps(cell)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"cell {cell} failed:\n{done.stderr[-3000:]}")
-
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(run, c) for c in cells]):
-            future.result()
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+    commands = [[sys.executable, __file__, *argv, "--cell", json.dumps(cell)] for cell in cells]
+    failed = None
+    for i, done in run_commands(commands, args.jobs, threads=threads):
+        if not done.ok and failed is None:
+            failed = RuntimeError(f"cell {cells[i]} failed:\n{done.stderr[-3000:]}")
+    if failed is not None:
+        raise failed
 
 
 def _dispatch(args, cell) -> None:

@@ -259,7 +259,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             already measured (a fraction; None measures it).
         progress: Print one line per finished cell to stderr.
         executor: Where the cells run (:mod:`subnet.distributed`): None runs them here, one
-            after another; a :class:`~subnet.distributed.RayExecutor` runs them as Ray tasks
+            after another; a :class:`~subnet.distributed.ProcessExecutor` in worker
+            processes; a :class:`~subnet.distributed.RayExecutor` runs them as Ray tasks
             (the whole model fine-tuned per seed, each structured method per seed, then the
             TFMOT and ``reinit`` cells, which need the reference method's rows). Each cell has
             its own seed; this process writes the rows as they arrive, in one order.

@@ -8,6 +8,10 @@ seed). An executor runs such tasks and hands their results back as they finish; 
 byte, and a driver that is interrupted resumes from what it wrote.
 
 - :class:`LocalExecutor` runs the tasks one after another in this process (the default).
+- :class:`ProcessExecutor` runs them in a pool of worker processes on this machine
+  (``concurrent.futures`` with the "spawn" start method), ``workers`` at once. A task's
+  exception reaches the driver as itself; a worker that dies fails the run
+  (``concurrent.futures.process.BrokenProcessPool``), nothing is retried.
 - :class:`RayExecutor` runs them as `Ray <https://docs.ray.io>`_ tasks on a local Ray instance
   (``address="local"``) or a running cluster (``"auto"`` or ``"ray://HOST:PORT"``). A task whose
   worker dies (a killed process, a lost node) is run again, up to ``max_retries`` times; an
@@ -23,18 +27,30 @@ images, 2 cores): with 1 and with 2 threads, 3.3 % of the float32 true-class pro
 differ, by at most 1.4e-6, and 1 of the 96,000 values a record stores as float16. So an
 executor's tasks compute with one thread count, its ``threads``: by default the calling
 process's (:func:`subnet._tf.intra_op_threads`), so that a task computes what this process
-would, to the last bit, on the same kind of machine.
+would, to the last bit, on the same kind of machine. Each worker process is started with
+``TF_NUM_INTRAOP_THREADS`` (and ``OMP_NUM_THREADS``) set to it and one inter-op thread
+(:func:`thread_env`), before it imports TensorFlow.
+
+Some work is a *command* rather than a function (an analysis script that runs its own cells as
+child processes, each resuming from its files): :func:`run_commands` runs such commands ``jobs``
+at a time, with the same thread settings, and reports how each ended.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable, Iterable, Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from subnet.errors import InputError
 
-__all__ = ["LocalExecutor", "RayExecutor", "executor_from_address"]
+__all__ = ["CommandResult", "LocalExecutor", "ProcessExecutor", "RayExecutor",
+           "executor_from_address", "run_commands", "thread_env"]
 
 
 class LocalExecutor:
@@ -63,6 +79,187 @@ class LocalExecutor:
         """Yields ``(i, fn(*calls[i]))`` for each call, as each finishes (here: in order)."""
         for i, args in enumerate(calls):
             yield i, fn(*args)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment variables that make a new process's TensorFlow compute with ``threads``
+    intra-op threads (and one inter-op thread), and OpenMP with ``threads``: what every
+    executor's workers and :func:`run_commands`' children start with.
+
+    Args:
+        threads: Intra-op (and OpenMP) threads, >= 1.
+
+    Returns:
+        ``{"TF_NUM_INTRAOP_THREADS": ..., "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": ...}``.
+    """
+    return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+            "OMP_NUM_THREADS": str(threads)}
+
+
+def _check_count(name: str, value, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"Invalid value for argument `{name}`: expected "
+                         f"{'None or ' if allow_none else ''}an int >= 1. Received: "
+                         f"{name}={value!r}")
+
+
+class ProcessExecutor:
+    """Runs tasks in worker processes on this machine, ``workers`` at once.
+
+    A pool of ``concurrent.futures`` worker processes, started with the "spawn" method (a fresh
+    interpreter: no TensorFlow state is inherited from this process), each with TensorFlow's
+    thread count set to :attr:`threads` before it imports TensorFlow. A value given to
+    :meth:`put` is pickled once into a temporary file, read once per worker. A task's exception
+    reaches the driver as itself (its traceback in the worker is its ``__cause__``); a worker
+    that dies (killed, out of memory) fails the run with
+    ``concurrent.futures.process.BrokenProcessPool``: tasks are not retried (Ray's are).
+
+    Use it as a context manager (or call :meth:`start` and :meth:`shutdown`).
+
+    Args:
+        workers: Worker processes (tasks at once), >= 1 (None: the CPUs this process may run
+            on).
+        threads_per_task: TensorFlow (intra-op) and OpenMP threads in each worker. None (the
+            default): as many as this process's TensorFlow uses, so that a task computes
+            exactly what this process would (see the module's docstring), even where
+            ``workers`` times that is more threads than the machine has cores. For throughput
+            give it explicitly (e.g. 1 with one worker per core); a single process equals it
+            when started with ``TF_NUM_INTRAOP_THREADS`` set to it.
+
+    Raises:
+        InputError: If an argument is not None or an int >= 1.
+    """
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None, *, threads_per_task: int | None = None):
+        _check_count("workers", workers)
+        _check_count("threads_per_task", threads_per_task)
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+                (os.cpu_count() or 1)
+        self.workers, self.threads_per_task = workers, threads_per_task
+        self._pool = None
+        self._folder = None
+        self._stored = 0
+
+    @property
+    def threads(self) -> int:
+        """TensorFlow's intra-op thread count the tasks compute with: ``threads_per_task``, or
+        this process's when it is None."""
+        if self.threads_per_task is not None:
+            return self.threads_per_task
+        from subnet._tf import intra_op_threads
+
+        return intra_op_threads()
+
+    def __enter__(self) -> ProcessExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def start(self) -> ProcessExecutor:
+        """Makes the pool (its processes start with the first tasks); a no-op when started."""
+        if self._pool is None:
+            import concurrent.futures
+            import multiprocessing
+            import tempfile
+
+            self._folder = Path(tempfile.mkdtemp(prefix="subnet-processes-"))
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(thread_env(self.threads),))
+        return self
+
+    def shutdown(self) -> None:
+        """Stops the workers (after the tasks they are running) and removes what :meth:`put`
+        stored."""
+        import shutil
+
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+        self._pool, self._folder = None, None
+
+    def put(self, value: Any) -> Any:
+        """Pickles ``value`` once to a temporary file; a task given what this returns as one
+        of its arguments gets the value (read once per worker process)."""
+        import pickle
+
+        self.start()
+        self._stored += 1
+        path = self._folder / f"value_{self._stored}.pickle"
+        path.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        return _Stored(str(path))
+
+    def map_unordered(self, fn: Callable, calls: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+        """Runs ``fn(*args)`` for each ``args`` of ``calls`` in the workers; yields ``(i,
+        result)`` as each finishes. Tasks not yet started when the caller stops iterating (or
+        one task raises) are cancelled.
+
+        ``fn``, its arguments and its result are pickled: ``fn`` must be importable by the
+        workers (a module-level function of a module they can import).
+        """
+        import concurrent.futures
+
+        self.start()
+        pending = {self._pool.submit(_run_task, fn, args): i for i, args in enumerate(calls)}
+        try:
+            while pending:
+                done, _ = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class _Stored:
+    """A value :meth:`ProcessExecutor.put` stored: the path of its pickle."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return _Stored, (self.path,)
+
+
+_LOADED: dict[str, Any] = {}  # in a worker: the values put, by path, read once
+
+
+def _start_worker(env: dict) -> None:
+    """A worker's initializer: TensorFlow's thread count, before TensorFlow is imported."""
+    os.environ.update(env)
+    if "tensorflow" in sys.modules:  # imported already (by the main module): set it there
+        import tensorflow as tf
+
+        threads = int(env["TF_NUM_INTRAOP_THREADS"])
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _run_task(fn: Callable, args: tuple):
+    """In a worker: ``fn(*args)``, with the values :meth:`ProcessExecutor.put` stored read."""
+    import pickle
+
+    values = []
+    for arg in args:
+        if isinstance(arg, _Stored):
+            if arg.path not in _LOADED:
+                _LOADED[arg.path] = pickle.loads(Path(arg.path).read_bytes())
+            arg = _LOADED[arg.path]
+        values.append(arg)
+    return fn(*values)
 
 
 class RayExecutor:
@@ -206,12 +403,10 @@ class RayExecutor:
         package) or picklable by value (a function defined in a test or a notebook).
         """
         ray = self._started()
-        threads = str(self.threads)
         remote = ray.remote(fn).options(
             num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
             max_retries=self.max_retries, retry_exceptions=False,
-            runtime_env={"env_vars": {"TF_NUM_INTRAOP_THREADS": threads,
-                                      "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads,
+            runtime_env={"env_vars": {**thread_env(self.threads),
                                       "TF_CPP_MIN_LOG_LEVEL": "2"}})
         pending = {remote.remote(*args): i for i, args in enumerate(calls)}
         try:
@@ -243,11 +438,116 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 
 def executor_from_address(address: str | None, *, num_cpus: int | None = None):
-    """The executor a ``--ray ADDRESS`` option asks for: None gives a :class:`LocalExecutor`,
-    ``"local"`` a :class:`RayExecutor` on a local instance (``num_cpus``: its CPUs, default
-    this machine's), anything else a :class:`RayExecutor` joining that cluster."""
+    """The executor a ``--ray ADDRESS`` option asks for.
+
+    Args:
+        address: None gives a :class:`LocalExecutor`; ``"processes"`` a
+            :class:`ProcessExecutor` with a worker per CPU, ``"processes:N"`` one with ``N``
+            workers; ``"local"`` a :class:`RayExecutor` on a local instance; anything else a
+            :class:`RayExecutor` joining that cluster.
+        num_cpus: The CPUs of a local Ray instance (None: this machine's).
+
+    Returns:
+        The executor (not started).
+
+    Raises:
+        InputError: If ``"processes:N"`` has no whole number N >= 1.
+    """
     if address is None:
         return LocalExecutor()
+    if address == "processes" or address.startswith("processes:"):
+        count = address.partition(":")[2]
+        if address != "processes" and not (count.isdigit() and int(count) >= 1):
+            raise InputError(f"Executor address {address!r} is not 'processes' or "
+                             f"'processes:N' with N a whole number >= 1 (worker processes).")
+        return ProcessExecutor(int(count) if count else None)
     if address == "local":
         return RayExecutor("local", num_cpus=num_cpus or os.cpu_count() or 1)
     return RayExecutor(address)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandResult:
+    """How one command of :func:`run_commands` ended.
+
+    Attributes:
+        command: The command line, as run.
+        returncode: Its exit status (0: success; negative: killed by that signal).
+        seconds: Wall-clock seconds it ran.
+        stdout: What it wrote to stdout ("" when it went to a log file).
+        stderr: What it wrote to stderr ("" when it went to a log file).
+    """
+
+    command: tuple
+    returncode: int
+    seconds: float
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with status 0."""
+        return self.returncode == 0
+
+
+def run_commands(commands: Sequence[Sequence[str]], jobs: int = 1, *,
+                 threads: int | None = None, cwd: str | os.PathLike | None = None,
+                 logs: Sequence[str | os.PathLike] | None = None,
+                 on_start: Callable[[int], None] | None = None
+                 ) -> Iterator[tuple[int, CommandResult]]:
+    """Runs commands as child processes, ``jobs`` at a time; yields how each ended.
+
+    A command that fails does not stop the others: its result says so (``ok`` is False), and
+    the caller decides. When the caller stops iterating, commands not yet started are not
+    started; those running are waited for.
+
+    Args:
+        commands: Command lines (lists of strings, no shell).
+        jobs: Commands running at once, >= 1.
+        threads: TensorFlow intra-op and OpenMP threads of each child (:func:`thread_env`);
+            None: the environment as it is.
+        cwd: The children's working directory (None: this process's).
+        logs: One file per command that its stdout and stderr are appended to (created, with
+            its folder, if missing); None: both are captured into the result.
+        on_start: Called with a command's index just before it starts (from the thread that
+            waits for it).
+
+    Yields:
+        ``(i, CommandResult)`` for ``commands[i]``, as each command ends.
+
+    Raises:
+        InputError: If ``jobs`` or ``threads`` is not an int >= 1, or ``logs`` does not have
+            one file per command.
+    """
+    import concurrent.futures
+
+    commands = [tuple(str(part) for part in command) for command in commands]
+    _check_count("jobs", jobs, allow_none=False)
+    _check_count("threads", threads)
+    if logs is not None and len(logs) != len(commands):
+        raise InputError(f"Invalid value for argument `logs`: expected one file per command "
+                         f"({len(commands)}). Received: {len(logs)} files")
+    env = None if threads is None else {**os.environ, **thread_env(threads)}
+
+    def run(i: int) -> CommandResult:
+        if on_start is not None:
+            on_start(i)
+        started = time.perf_counter()
+        if logs is None:
+            done = subprocess.run(commands[i], cwd=cwd, env=env, capture_output=True, text=True)
+            out, err = done.stdout, done.stderr
+        else:
+            Path(logs[i]).parent.mkdir(parents=True, exist_ok=True)
+            with open(logs[i], "a") as log:
+                done = subprocess.run(commands[i], cwd=cwd, env=env, stdout=log, stderr=log)
+            out = err = ""
+        return CommandResult(commands[i], done.returncode, time.perf_counter() - started,
+                             out, err)
+
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    try:
+        pending = {pool.submit(run, i): i for i in range(len(commands))}
+        for future in concurrent.futures.as_completed(pending):
+            yield pending[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -54,8 +54,9 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         progress: Progress bars on stderr.
         executor: Where the cells (one criterion's trajectory for one seed, with its
             fine-tuned checkpoints and their Scratch-E controls) run (:mod:`subnet.distributed`):
-            None runs them here in turn; a :class:`~subnet.distributed.RayExecutor` as Ray
-            tasks. The rows are the same, in one order.
+            None runs them here in turn; a :class:`~subnet.distributed.ProcessExecutor` in
+            worker processes; a :class:`~subnet.distributed.RayExecutor` as Ray tasks. The
+            rows are the same, in one order.
 
     Returns:
         A :class:`~subnet.comparison.Comparison` whose rows have ``accuracy_oneshot`` (test

@@ -303,17 +303,22 @@ def test_difficulty_runs_on_past_a_failed_task_and_summarises_every_finished_one
     (tmp_path / "mnist_rotated" / "results.json").write_text(json.dumps(finished))
     ran = []
 
-    def run(task, parents):
+    def command(task, parents):  # each task's run: a child process that fails or finishes
         ran.append(task)
         if task == "mnist_noise":
-            raise RuntimeError("its frontier run exited 1")
-        (tmp_path / task).mkdir()
-        (tmp_path / task / "results.json").write_text(json.dumps(finished))
+            return [sys.executable, "-c", "import sys; print('it broke'); sys.exit(3)"]
+        return [sys.executable, "-c", "import pathlib, sys; folder = pathlib.Path(sys.argv[1]); "
+                "folder.mkdir(); (folder / 'results.json').write_text(sys.argv[2])",
+                str(tmp_path / task), json.dumps(finished)]
 
-    monkeypatch.setattr(difficulty, "_run", run)
+    monkeypatch.setattr(difficulty, "_command", command)
     code = difficulty.main(["--tasks", "mnist_noise,mnist_1k", "--jobs", "1"])
     assert code == 1 and ran == ["mnist_noise", "mnist_1k"]
-    assert "mnist_noise: failed (its frontier run exited 1)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mnist_noise: failed (its frontier run exited 3)" in err
+    assert "mnist_1k: done in" in err
+    assert (tmp_path / "out" / "analyses" / "difficulty" / "mnist_noise.log").read_text() == \
+        "it broke\n"
     results = json.loads((tmp_path / "results.json").read_text())
     assert [t["task"] for t in results["tasks"]] == ["mnist_1k", "mnist_rotated"]
     assert results["tasks"][0]["fingerprint"] == "print-mnist_1k"
