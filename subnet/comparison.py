@@ -212,8 +212,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
             measure_latency: bool = True, latency_repeats: int = 20,
             models_dir: str | os.PathLike | None = None, dense_finetuned: bool = True,
-            dense_accuracy: float | None = None, progress: bool = True,
-            executor=None) -> Comparison:
+            dense_accuracy: float | None = None, callbacks: Sequence | None = None,
+            progress: bool = True, executor=None) -> Comparison:
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
@@ -257,6 +257,10 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             which have had that much more training than the model they came from.
         dense_accuracy: The whole model's accuracy on ``dataset``'s test set, if it was
             already measured (a fraction; None measures it).
+        callbacks: Keras callbacks given to every fine-tuning run here (the subnetworks', the
+            ``reinit`` networks' and the whole model's copies), as ``Model.fit`` takes them;
+            TFMOT's fine-tuning runs in its own process without them. With an executor of
+            other processes they travel there pickled.
         progress: Print one line per finished cell to stderr.
         executor: Where the cells run (:mod:`subnet.distributed`): None runs them here, one
             after another; a :class:`~subnet.distributed.ProcessExecutor` in worker
@@ -346,6 +350,7 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     settings = {"selection_examples": selection_examples, "n_masks": n_masks,
                 "steps_per_halving": steps_per_halving, "step_masks": step_masks,
                 "compensate": compensate, "rate": rate, "tune_examples": tune_examples,
+                "callbacks": list(callbacks or []),
                 "measure_seed": int(seeds[0]) if measure_latency else None,
                 "latency_repeats": int(latency_repeats),
                 "models_seed": int(seeds[0]) if models_dir is not None else None,
@@ -411,12 +416,14 @@ def run_cell(job: Mapping, kind: str, seed: int, *args):
     tune = settings["tune_examples"]
     if kind == "dense":
         tuned = finetune(copy_model(model), dataset, examples=tune, seed=seed, progress=False,
-                         accuracy_before=settings["dense_accuracy"])
+                         accuracy_before=settings["dense_accuracy"],
+                         callbacks=settings["callbacks"])
         return tuned["accuracy_after"]
     if kind == "structured":
         return _structured_rows(model, dataset, settings, seed, *args)
     if kind == "reinit":
-        return [_reinit_row(model, dataset, args[0], seed, args[1], tune)]
+        return [_reinit_row(model, dataset, args[0], seed, args[1], tune,
+                            settings["callbacks"])]
     budgets, nonzero = args
     pending = _start_tfmot(model, dataset, nonzero, seed, tune)
     try:
@@ -479,7 +486,8 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
                "accuracy_oneshot": accuracy(subnetwork, dataset.x_test, dataset.y_test)}
         if mismatch is not None:
             row["extraction_mismatch"] = mismatch
-        _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed)
+        _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed,
+                       settings["callbacks"])
         if settings["measure_seed"] == seed:
             row["measure"] = measure(subnetwork, repeats=settings["latency_repeats"])
         if settings["models_seed"] == seed:
@@ -518,7 +526,7 @@ def reinitialized(model, seed: int):
     return fresh
 
 
-def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
+def _reinit_row(model, dataset, budget, seed, widths, tune_examples, callbacks=()) -> dict:
     """A network of the reference subnetwork's widths, re-initialised and trained with the same
     budget: one-shot is its accuracy at initialisation."""
     whole = as_keep_set(model, {})
@@ -529,17 +537,18 @@ def _reinit_row(model, dataset, budget, seed, widths, tune_examples) -> dict:
            "params": keep.params, "flops": keep.flops, "widths": keep.widths,
            "allocation": "reference", "accuracy_oneshot": accuracy(fresh, dataset.x_test,
                                                                       dataset.y_test)}
-    _finetune_into(row, fresh, dataset, tune_examples, seed)
+    _finetune_into(row, fresh, dataset, tune_examples, seed, callbacks)
     return row
 
 
-def _finetune_into(row: dict, model, dataset, tune_examples: int, seed: int) -> None:
+def _finetune_into(row: dict, model, dataset, tune_examples: int, seed: int,
+                   callbacks=()) -> None:
     """Fine-tunes ``model`` (one-shot accuracy in ``row``) and records the result in ``row``;
     ``accuracy_finetuned`` is None when there is no fine-tuning budget."""
     row["accuracy_finetuned"] = None
     if tune_examples > 0:
         tuned = finetune(model, dataset, examples=tune_examples, seed=seed, progress=False,
-                         accuracy_before=row["accuracy_oneshot"])
+                         accuracy_before=row["accuracy_oneshot"], callbacks=list(callbacks))
         row["accuracy_finetuned"] = tuned["accuracy_after"]
         row["finetune_seconds"] = round(tuned["seconds"], 1)
 

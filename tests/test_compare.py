@@ -132,6 +132,24 @@ def test_a_measured_dense_accuracy_is_taken_and_latency_timed_as_asked(trained, 
     assert repeats == [3, 3]  # the whole model and the subnetwork
 
 
+def test_every_fine_tuning_calls_the_keras_callbacks_given(trained, mnist):
+    import keras
+
+    runs = []
+
+    class Runs(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            runs.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            runs[-1] += 1
+
+    compare(trained["conv"], mnist, ("random",), **{
+        **SETTINGS, "budgets": (0.5,), "seeds": (0,), "callbacks": [Runs()]})
+    assert len(runs) == 2 and all(steps > 0 for steps in runs)  # the whole model's copy, then
+    # the subnetwork
+
+
 def test_compare_bad_input(trained, mnist, tmp_path):
     model = trained["conv"]
     with pytest.raises(ValueError, match="Unknown comparison methods"):
