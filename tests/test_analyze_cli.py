@@ -46,6 +46,7 @@ def case(tmp_path):
     (["{model}", "--dataset", "mnist", "--data-dir", "{dir}/nowhere"], ["--data-dir"]),
     (["{model}", "--record", "{dir}/nowhere"], ["--record", "python -m subnet.record"]),
     (["{model}", "--ray", "bogus"], ["--ray", "bogus", "local"]),
+    (["{model}", "--ray", "processes:0"], ["--ray", "processes:0", "processes:N"]),
     (["{model}", "--formats", "html,docx"], ["--formats", "docx"]),
     (["{model}", "--out", "{model}"], ["--out", "not a folder"]),
     (["{model}", "--max-data-bytes", "0"], ["--max-data-bytes", "512M"]),

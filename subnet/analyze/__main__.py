@@ -137,7 +137,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run the record's chunks and the comparison's cells as Ray tasks: "
                              "'local' starts Ray on this machine, 'auto' joins the cluster this "
                              "machine belongs to, or a ray://HOST:PORT address (needs pip "
-                             "install 'subnet[ray]'); the results are the same")
+                             "install 'subnet[ray]'); 'processes' or 'processes:N' runs them "
+                             "in N worker processes here, without Ray; the results are the "
+                             "same")
     parser.add_argument("--protocol", choices=("quick", "thorough"), default="quick",
                         help="quick: cuts with a short fine-tune (minutes); thorough: gradual "
                              "prune-retrain, fine-tuned to saturation on a validation split, "

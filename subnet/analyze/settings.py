@@ -265,9 +265,16 @@ def _check_formats(formats) -> tuple:
 
 def _check_ray_address(address: str | None) -> None:
     """Refuses a ``--ray`` value that is no address, before Ray or TensorFlow start."""
-    if address is None or address in ("local", "auto"):
+    if address is None or address in ("local", "auto", "processes"):
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"Invalid value for --ray: expected local, auto, HOST:PORT or "
-                         f"ray://HOST:PORT. Received: {clean(address, limit=100)!r}")
+    if address.startswith("processes:"):
+        count = address.partition(":")[2]
+        if count.isdigit() and int(count) >= 1:
+            return
+    else:
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if host and port.isdigit():
+            return
+    raise InputError(f"Invalid value for --ray: expected local, auto, HOST:PORT, "
+                     f"ray://HOST:PORT, processes or processes:N. Received: "
+                     f"{clean(address, limit=100)!r}")

@@ -91,7 +91,8 @@ def _parse(argv):
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help="evaluate the chunks as Ray tasks: 'local' starts Ray on this "
                              "machine, 'auto' joins the cluster this machine belongs to, or a "
-                             "ray://HOST:PORT address (needs pip install 'subnet[ray]')")
+                             "ray://HOST:PORT address (needs pip install 'subnet[ray]'); "
+                             "'processes' or 'processes:N': N worker processes here")
     parser.add_argument("--chunk-size", type=int, default=64,
                         help="masks per chunk file (and per Ray task)")
     parser.add_argument("--trust-model", action="store_true",
