@@ -6,6 +6,7 @@ import pytest
 
 from subnet.engine import make_backend
 from subnet.engine.chain import analyse_chain
+from subnet.engine.reference import ReferenceBackend
 from subnet.keep import KeepProbabilities, calibrate_keep
 from subnet.masks import sample_masks
 from subnet.train import fit
@@ -94,3 +95,25 @@ def test_a_site_scale_equals_rescaling_built_in(trained, mnist, backend):
     np.testing.assert_allclose(engine.probabilities(x, masks), plain, atol=1e-6)
     with pytest.raises(ValueError, match="one per site"):
         engine.set_site_scale([1.0])
+
+
+@pytest.mark.parametrize("backend", ["fast", "graph", "reference"])
+def test_a_unit_scale_is_a_factor_per_unit_on_every_backend(trained, mnist, backend):
+    """set_unit_scale gives each unit a factor of its own (keep probabilities per unit); the
+    same factor for every unit of a site is exactly set_site_scale; every backend agrees."""
+    model = trained["conv"]
+    chain = analyse_chain(model, 0.5)
+    masks = sample_masks(chain.table.unit_keep(), 4, range(6))
+    x = mnist.x_test[:20]
+    factors = np.random.default_rng(0).uniform(0.5, 2.0, chain.table.n_units)
+    engine = make_backend(chain, backend, rescale=False)
+    engine.set_unit_scale(factors)
+    reference = ReferenceBackend(chain, rescale=False).probabilities_from_values(
+        x, (masks * factors).astype(np.float32))
+    np.testing.assert_allclose(engine.probabilities(x, masks), reference, atol=1e-5)
+    engine.set_unit_scale(np.repeat([2.0] * len(chain.table), chain.table.units))
+    by_unit = engine.probabilities(x, masks)
+    engine.set_site_scale([2.0] * len(chain.table))
+    np.testing.assert_array_equal(engine.probabilities(x, masks), by_unit)
+    with pytest.raises(ValueError, match="one per unit"):
+        engine.set_unit_scale([1.0] * len(chain.table))

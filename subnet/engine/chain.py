@@ -229,24 +229,27 @@ def layer_flops(layer) -> int:
     return 0
 
 
-def check_site_scale(scales, n_sites: int) -> np.ndarray:
+def check_site_scale(scales, n_sites: int, per: str = "site") -> np.ndarray:
     """One finite positive float32 factor per site (what a backend multiplies a site's kept
-    units by), or an InputError naming what was received."""
+    units by), or per unit (``per="unit"``, ``n_sites`` then counting units), or an InputError
+    naming what was received."""
     array = np.asarray(scales, dtype=np.float64).reshape(-1)
     if array.shape != (n_sites,) or not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise InputError(f"Invalid value for argument `scales`: expected {n_sites} finite "
-                         f"positive factors, one per site. Received: {np.asarray(scales)!r}")
+                         f"positive factors, one per {per}. Received: {np.asarray(scales)!r}")
     return array.astype(np.float32)
 
 
 class SiteScaled:
-    """What every backend shares: a factor per site that its kept units are multiplied by,
-    set at construction from ``rescale`` and replaceable (:meth:`set_site_scale`). A backend
-    has ``chain`` and implements ``_apply_site_scale(scales)``."""
+    """What every backend shares: a factor per unit that a kept unit's channels are multiplied
+    by where they are read, set at construction from ``rescale`` (1 / keep of the unit's site,
+    or 1) and replaceable per site (:meth:`set_site_scale`) or per unit
+    (:meth:`set_unit_scale`). A backend has ``chain`` and implements
+    ``_apply_unit_scale(scales)``."""
 
     chain: Chain
 
-    def _apply_site_scale(self, scales: np.ndarray) -> None:
+    def _apply_unit_scale(self, scales: np.ndarray) -> None:
         raise NotImplementedError
 
     def set_site_scale(self, scales) -> None:
@@ -259,7 +262,20 @@ class SiteScaled:
         Raises:
             InputError: If there is not one finite positive factor per site.
         """
-        self._apply_site_scale(check_site_scale(scales, len(self.chain.table)))
+        table = self.chain.table
+        self._apply_unit_scale(np.repeat(check_site_scale(scales, len(table)), table.units))
+
+    def set_unit_scale(self, scales) -> None:
+        """Sets the factor each unit is multiplied by when it is kept (e.g. 1 / its own keep
+        probability), replacing what ``rescale`` or :meth:`set_site_scale` chose.
+
+        Args:
+            scales: One positive float per unit, in global unit order.
+
+        Raises:
+            InputError: If there is not one finite positive factor per unit.
+        """
+        self._apply_unit_scale(check_site_scale(scales, self.chain.table.n_units, "unit"))
 
 
 def sites(model, rate: float | Mapping[str, float] | None = None) -> SiteTable:

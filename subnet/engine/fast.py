@@ -220,8 +220,9 @@ class FastBackend(SiteScaled):
         self._segments = [[_Op(layer) for layer in segment] for segment in chain.segments]
         for segment in self._segments:
             _defer_past_max_pooling(segment)
-        self._scales = np.array([1.0 / s.keep if rescale else 1.0 for s in self.table],
-                                dtype=np.float32)
+        self._unit_scale = np.repeat(np.array([1.0 / s.keep if rescale else 1.0
+                                               for s in self.table], np.float32),
+                                     self.table.units)
         self._offsets = self.table.offsets
         prefix_shape = tuple(int(d) for d in self._prefix_output.output.shape[1:])
         self._prefix_channels = prefix_shape[-1]
@@ -242,10 +243,10 @@ class FastBackend(SiteScaled):
             tf.TensorSpec((None, *prefix_shape), tf.float32),
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
             tuple(tf.TensorSpec((None,), tf.int32) for _ in self.table),
-            tf.TensorSpec((None, len(self.table)), tf.float32)])
+            tuple(tf.TensorSpec((None,), tf.float32) for _ in self.table)])
 
-    def _apply_site_scale(self, scales: np.ndarray) -> None:
-        self._scales = scales
+    def _apply_unit_scale(self, scales: np.ndarray) -> None:
+        self._unit_scale = np.asarray(scales, np.float32)
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Class probabilities of every example under every mask.
@@ -266,9 +267,10 @@ class FastBackend(SiteScaled):
                       for site in range(len(self.table)))
         splits = tuple(np.cumsum([0] + [len(k[site]) for k, _ in kept], dtype=np.int32)
                        for site in range(len(self.table)))
-        scales = np.stack([s for _, s in kept])
+        factors = tuple(np.concatenate([f[site] for _, f in kept])
+                        for site in range(len(self.table)))
         for (a, b), h0 in zip(self._batches(len(x)), self._prefix_outputs(x), strict=True):
-            out[:, a:b] = self._program(h0, units, splits, scales).numpy()
+            out[:, a:b] = self._program(h0, units, splits, factors).numpy()
         return out
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
@@ -330,22 +332,25 @@ class FastBackend(SiteScaled):
                         k_in, flattened = k_out, 1
         return int(n_examples) * per_example
 
-    def _kept(self, mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        """Kept channels per site (int32), and the factor each site's kept channels are
-        multiplied by at its mask point.
+    def _kept(self, mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """Kept channels per site (int32), and the factor each kept channel is multiplied by
+        at its mask point (float32, its unit's).
 
         A site with no kept unit keeps channel 0 with factor 0, which computes the same zeros
         without empty tensors.
         """
-        kept, scales = [], np.array(self._scales)
-        for k, (i, j) in enumerate(zip(self._offsets[:-1], self._offsets[1:], strict=True)):
+        kept, factors = [], []
+        for i, j in zip(self._offsets[:-1], self._offsets[1:], strict=True):
             units = np.flatnonzero(mask[i:j]).astype(np.int32)
-            if not len(units):
-                units, scales[k] = np.zeros(1, np.int32), 0.0
+            if len(units):
+                factors.append(self._unit_scale[i + units])
+            else:
+                units = np.zeros(1, np.int32)
+                factors.append(np.zeros(1, np.float32))
             kept.append(units)
-        return tuple(kept), scales
+        return tuple(kept), tuple(factors)
 
-    def _block(self, h0, units, splits, scales):
+    def _block(self, h0, units, splits, factors):
         """Runs :meth:`_masked` for a block of masks in one call of the compiled program.
 
         Args:
@@ -353,16 +358,17 @@ class FastBackend(SiteScaled):
             units: Per site, the kept channels of every mask, one after the other (int32).
             splits: Per site, where each mask's channels start in ``units`` and where the last
                 ends (int32, masks + 1).
-            scales: Per mask and site, the kept channels' factor (float32, masks x sites).
+            factors: Per site, the kept channels' factors, laid out as ``units`` (float32).
 
         Returns:
             The class probabilities, (masks, examples, classes).
         """
-        n_masks = tf.shape(scales)[0]
+        n_masks = tf.shape(splits[0])[0] - 1
 
         def one_mask(m, out):
             kept = tuple(u[s[m]:s[m + 1]] for u, s in zip(units, splits, strict=True))
-            return m + 1, out.write(m, self._masked(h0, kept, scales[m]))
+            scale = tuple(f[s[m]:s[m + 1]] for f, s in zip(factors, splits, strict=True))
+            return m + 1, out.write(m, self._masked(h0, kept, scale))
 
         _, out = tf.while_loop(lambda m, _: m < n_masks, one_mask,
                                (0, tf.TensorArray(tf.float32, size=n_masks)),
@@ -377,7 +383,8 @@ class FastBackend(SiteScaled):
         Args:
             h0: The prefix's output for a batch of examples.
             kept: Per site, the indices of its kept channels (int32 vectors).
-            scales: Per site, the factor its kept channels are multiplied by (float32).
+            scales: Per site, the factors its kept channels are multiplied by (float32, one
+                per kept channel).
 
         Returns:
             The class probabilities, (examples, classes).
@@ -385,7 +392,7 @@ class FastBackend(SiteScaled):
         n_sites = len(self.table)
         # Gathering channels as a product with a scaled selection matrix is much faster than
         # a gather along the last axis.
-        select = tf.transpose(tf.one_hot(kept[0], self._prefix_channels)) * scales[0]
+        select = tf.transpose(tf.one_hot(kept[0], self._prefix_channels)) * scales[0][None, :]
         h = tf.reshape(tf.matmul(tf.reshape(h0, (-1, self._prefix_channels)), select),
                        (-1, *self._prefix_shape[:-1], tf.size(kept[0])))
         for k, segment in enumerate(self._segments):

@@ -84,8 +84,7 @@ class GraphBackend(SiteScaled):
         self._reference: ReferenceBackend | None = None
         table = chain.table
         self._n_units = table.n_units
-        self._apply_site_scale(np.array([1.0 / site.keep if rescale else 1.0 for site in table],
-                                        np.float32))
+        self.set_site_scale([1.0 / site.keep if rescale else 1.0 for site in table])
         # Calls whose output no mask changes: every channel they read and write is fixed.
         fixed = {s.input_name}
         for call in s.calls:
@@ -149,10 +148,9 @@ class GraphBackend(SiteScaled):
             return (None, *self.structure.model.inputs[0].shape[1:])
         return (None, *call.node.outputs[0].shape[1:])
 
-    def _apply_site_scale(self, scales: np.ndarray) -> None:
+    def _apply_unit_scale(self, scales: np.ndarray) -> None:
         # Each unit's factor where it is read; the last entry is a fixed channel's (1).
-        self._factors = np.append(np.repeat(np.asarray(scales, np.float32),
-                                            self.chain.table.units), 1.0).astype(np.float32)
+        self._factors = np.append(np.asarray(scales, np.float32), 1.0).astype(np.float32)
         self._reference = None  # built with the old factors
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -184,14 +182,11 @@ class GraphBackend(SiteScaled):
                 from subnet.engine.reference import ReferenceBackend
 
                 self._reference = ReferenceBackend(self.chain, rescale=self._rescale)
-                self._reference.set_site_scale(self._site_scales())
+                self._reference.set_unit_scale(self._factors[:-1])
             out[empty] = self._reference.probabilities(x, masks[empty])
         return out
 
     # ---------------------------------------------------------------------------- internals
-
-    def _site_scales(self) -> np.ndarray:
-        return self._factors[self._offsets[:-1]]
 
     def _plans(self, masks: np.ndarray):
         """Per mask: keep bits and factors over the units and a last, fixed entry (kept, 1),

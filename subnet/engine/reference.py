@@ -68,8 +68,8 @@ class ReferenceBackend(SiteScaled):
         scales = [1.0 / site.keep if rescale else 1.0 for site in table]
         self._unit_scale = np.repeat(scales, table.units).astype(np.float32)
 
-    def _apply_site_scale(self, scales: np.ndarray) -> None:
-        self._unit_scale = np.repeat(scales, self.chain.table.units).astype(np.float32)
+    def _apply_unit_scale(self, scales: np.ndarray) -> None:
+        self._unit_scale = np.asarray(scales, np.float32)
 
     def probabilities(self, x: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Class probabilities of every example under every mask.
