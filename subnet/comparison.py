@@ -42,6 +42,7 @@ from subnet.keep import KeepProbabilities
 from subnet.methods import METHODS, accepted
 from subnet.models import model_bytes, model_from_bytes
 from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
+from subnet.validation import check_fraction, check_int
 
 __all__ = ["ALLOCATION", "Comparison", "compare", "run_cell"]
 
@@ -292,15 +293,9 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
             raise InputError(f"`{method}` is built on the subnetwork of `reference_method`="
                              f"{reference_method!r}, which is not among the structured methods "
                              f"{[m for m in methods if m in STRUCTURED]}.")
-    if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, (int, np.integer)) \
-            or latency_repeats < 1:
-        raise InputError("Invalid value received for argument `latency_repeats`. Expected an "
-                         f"int >= 1. Received: latency_repeats={latency_repeats!r}")
-    if dense_accuracy is not None and not (isinstance(dense_accuracy, (float, np.floating))
-                                           and 0.0 <= dense_accuracy <= 1.0):
-        raise InputError("Invalid value received for argument `dense_accuracy`. Expected a "
-                         f"fraction in [0, 1] or None. Received: dense_accuracy="
-                         f"{dense_accuracy!r}")
+    check_int("latency_repeats", latency_repeats, low=1)
+    if dense_accuracy is not None:
+        check_fraction("dense_accuracy", dense_accuracy)
     n_train = len(dataset.x_train)
     tune_examples = int(round(finetune_epochs * n_train))
     config = {"methods": list(methods), "budgets": budgets, "seeds": [int(s) for s in seeds],

@@ -25,6 +25,7 @@ import numpy as np
 
 from subnet.errors import InputError
 from subnet.extraction import as_keep_set, extract
+from subnet.validation import check_choice
 
 __all__ = ["rewound", "scratch", "scratch_epochs", "shaped"]
 
@@ -47,9 +48,7 @@ def scratch_epochs(kind: str, parent_epochs: float, parent_flops: int, flops: in
     Raises:
         InputError: If ``kind`` is unknown or a number is out of range.
     """
-    if kind not in ("E", "B"):
-        raise InputError(f"Invalid value for argument `kind`: expected 'E' or 'B'. Received: "
-                         f"kind={kind!r}")
+    check_choice("kind", kind, ("E", "B"))
     if not parent_epochs > 0 or not 0 < flops <= parent_flops or not cap >= 1:
         raise InputError(f"Scratch epochs need parent_epochs > 0, 0 < flops <= parent_flops and "
                          f"cap >= 1. Received: parent_epochs={parent_epochs!r}, flops={flops!r}, "

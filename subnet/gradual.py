@@ -48,6 +48,7 @@ from subnet.extraction import (
 )
 from subnet.importance import Importance, estimate
 from subnet.methods import accepted, method
+from subnet.validation import check_choice, check_fraction, check_number
 
 __all__ = ["Trajectory", "prune_gradually"]
 
@@ -145,16 +146,9 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
     if method not in MODEL_CRITERIA + RECORD_CRITERIA:
         raise InputError(f"Unknown criterion {method!r} for gradual pruning; known: "
                          f"{', '.join(MODEL_CRITERIA + RECORD_CRITERIA)}.")
-    if not 0 < step <= 1:
-        raise InputError(f"Invalid value for argument `step`: expected a fraction in (0, 1]. "
-                         f"Received: step={step!r}")
-    if not 0 <= retrain_epochs <= 1000:
-        raise InputError(f"Invalid value for argument `retrain_epochs`: expected epochs in "
-                         f"[0, 1000]. Received: retrain_epochs={retrain_epochs!r}")
-    if allocation not in ALLOCATIONS:
-        raise InputError(f"Invalid value for argument `allocation`: expected one of "
-                         f"{', '.join(map(repr, ALLOCATIONS))}. "
-                         f"Received: allocation={allocation!r}")
+    check_fraction("step", step, low_open=True)
+    check_number("retrain_epochs", retrain_epochs, low=0.0, high=1000.0)
+    check_choice("allocation", allocation, ALLOCATIONS)
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training split to retrain on.")
     if selection is None:

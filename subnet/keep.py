@@ -33,6 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from subnet.errors import InputError
+from subnet.validation import check_choice, check_int, check_number
 
 __all__ = ["KEEP_SOURCES", "KeepProbabilities", "calibrate_keep"]
 
@@ -62,9 +63,7 @@ class KeepProbabilities:
     calibration: Mapping | None = None
 
     def __post_init__(self):
-        if self.source not in KEEP_SOURCES:
-            raise InputError(f"Invalid value for argument `source`: expected one of "
-                             f"{list(KEEP_SOURCES)}. Received: source={self.source!r}")
+        check_choice("source", self.source, KEEP_SOURCES)
         keep = {str(k): float(v) for k, v in dict(self.keep).items()}
         if not keep or not all(0.0 < v <= 1.0 for v in keep.values()):
             raise InputError(f"Invalid value for argument `keep`: expected keep probabilities in "
@@ -131,16 +130,12 @@ def calibrate_keep(model, x, y, *, target: float = 0.5, n_masks: int = CALIBRATI
     from subnet.masks import sample_masks
     from subnet.models import check_examples
 
-    if not 0.0 < float(target) < 1.0:
-        raise InputError(f"Invalid value for argument `target`: expected a fraction in (0, 1) "
-                         f"of the way from chance to the whole model. Received: target={target!r}")
-    if not 0.0 < float(low) < 1.0:
-        raise InputError(f"Invalid value for argument `low`: expected a keep probability in "
-                         f"(0, 1). Received: low={low!r}")
-    for name, value, least in (("n_masks", n_masks, 2), ("steps", steps, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise InputError(f"Invalid value for argument `{name}`: expected an int >= {least}. "
-                             f"Received: {name}={value!r}")
+    check_number("target", target, low=0.0, high=1.0, low_open=True, high_open=True,
+                 expected="a fraction in (0, 1) of the way from chance to the whole model")
+    check_number("low", low, low=0.0, high=1.0, low_open=True, high_open=True,
+                 expected="a keep probability in (0, 1)")
+    check_int("n_masks", n_masks, low=2)
+    check_int("steps", steps, low=1)
     x, y, _ = check_examples(model, x, y)
     chain = analyse_chain(model, 0.5)  # structure only; the keep probabilities are chosen here
     table = chain.table

@@ -28,6 +28,7 @@ import dataclasses
 import numpy as np
 
 from subnet.errors import InputError, InputTypeError
+from subnet.validation import check_fraction, check_int
 
 __all__ = ["PairedTest", "holm", "mcnemar", "paired_bootstrap", "paired_over_parents"]
 
@@ -106,13 +107,8 @@ def _outcomes(a, b, *, binary: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_resampling(resamples, confidence, most: int) -> None:
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
-            not 100 <= resamples <= most:
-        raise InputError(f"Invalid value for argument `resamples`: expected an int in "
-                         f"[100, {most:,}]. Received: resamples={resamples!r}")
-    if not 0 < confidence < 1:
-        raise InputError(f"Invalid value for argument `confidence`: expected a fraction in "
-                         f"(0, 1). Received: confidence={confidence!r}")
+    check_int("resamples", resamples, low=100, high=most)
+    check_fraction("confidence", confidence, low_open=True, high_open=True)
 
 
 def mcnemar(a, b) -> PairedTest:

@@ -25,7 +25,7 @@ from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
 from subnet.errors import InputError, clean
 from subnet.models import check_examples, outputs_probabilities, seed_cnn
-from subnet.validation import check_choice, check_number
+from subnet.validation import check_choice, check_fraction, check_int, check_number
 
 __all__ = ["fit", "label_accuracy", "main", "teacher_probabilities"]
 
@@ -104,20 +104,12 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
         raise InputError(f"Training data must be non-empty with one label per image. Received "
                          f"{n} images and {len(y)} labels.")
     if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise InputError(f"Invalid value for argument `epochs`: expected an int >= 1. "
-                             f"Received: epochs={epochs!r}")
-        examples = int(epochs) * n
-    elif isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or examples < 1:
-        raise InputError(f"Invalid value for argument `examples`: expected an int >= 1. "
-                         f"Received: examples={examples!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"Invalid value for argument `batch_size`: expected an int >= 1. "
-                         f"Received: batch_size={batch_size!r}")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(
-            patience, (int, np.integer)) or patience < 1):
-        raise InputError(f"Invalid value for argument `patience`: expected an int >= 1 or None. "
-                         f"Received: patience={patience!r}")
+        examples = check_int("epochs", epochs, low=1) * n
+    else:
+        check_int("examples", examples, low=1)
+    check_int("batch_size", batch_size, low=1)
+    if patience is not None:
+        check_int("patience", patience, low=1)
     if patience is not None and validation is None:
         raise InputError("Early stopping (`patience`) decides on a validation split: give "
                          "`validation=(x_val, y_val)` too.")
@@ -219,9 +211,7 @@ def teacher_probabilities(model, x: np.ndarray, *, passes: int = 0, seed: int = 
     """
     from subnet.models import with_dropout
 
-    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 0:
-        raise InputError(f"Invalid value for argument `passes`: expected an int >= 0. Received: "
-                         f"passes={passes!r}")
+    check_int("passes", passes, low=0)
     if passes == 0:
         deterministic = with_dropout(model, on=False)
         out = np.concatenate([np.asarray(deterministic(x[i:i + batch_size], training=False))
@@ -247,19 +237,11 @@ def _check_teacher(teacher, n: int, classes: int) -> np.ndarray:
 
 
 def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
-            not np.isfinite(value) or value <= 0:
-        raise InputError(f"Invalid value for argument `{name}`: expected a number > 0. "
-                         f"Received: {name}={value!r}")
-    return float(value)
+    return check_number(name, value, low=0.0, low_open=True)
 
 
 def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
-            not 0 <= value <= 1:
-        raise InputError(f"Invalid value for argument `{name}`: expected a fraction in [0, 1]. "
-                         f"Received: {name}={value!r}")
-    return float(value)
+    return check_fraction(name, value)
 
 
 def _accuracy(model, x, y, batch_size: int = 1000) -> float:
