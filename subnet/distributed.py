@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from subnet.errors import InputError
+from subnet.validation import check_int, check_number
 
 __all__ = ["CommandResult", "LocalExecutor", "ProcessExecutor", "RayExecutor",
            "executor_from_address", "run_commands", "thread_env"]
@@ -100,10 +101,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def _check_count(name: str, value, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"Invalid value for argument `{name}`: expected "
-                         f"{'None or ' if allow_none else ''}an int >= 1. Received: "
-                         f"{name}={value!r}")
+    check_int(name, value, low=1, note="or None" if allow_none else "")
 
 
 class ProcessExecutor:
@@ -303,29 +301,16 @@ class RayExecutor:
             raise InputError(f"Invalid value for argument `address`: expected 'local', 'auto' "
                              f"or a Ray address such as 'ray://head:10001'. Received: "
                              f"address={address!r}")
-        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int)
-                                     or num_cpus < 1):
-            raise InputError(f"Invalid value for argument `num_cpus`: expected None or an int "
-                             f">= 1. Received: num_cpus={num_cpus!r}")
+        if num_cpus is not None:
+            check_int("num_cpus", num_cpus, low=1, note="or None")
         if num_cpus is not None and address != "local":
             raise InputError(f"`num_cpus` sizes a local Ray instance; a cluster at "
                              f"{address!r} has its own. Leave num_cpus=None.")
-        if isinstance(cpus_per_task, bool) or not isinstance(cpus_per_task, (int, float)) or \
-                not cpus_per_task > 0:
-            raise InputError(f"Invalid value for argument `cpus_per_task`: expected a number "
-                             f"> 0. Received: cpus_per_task={cpus_per_task!r}")
-        if isinstance(gpus_per_task, bool) or not isinstance(gpus_per_task, (int, float)) or \
-                not gpus_per_task >= 0:
-            raise InputError(f"Invalid value for argument `gpus_per_task`: expected a number "
-                             f">= 0. Received: gpus_per_task={gpus_per_task!r}")
-        if threads_per_task is not None and (isinstance(threads_per_task, bool) or
-                                             not isinstance(threads_per_task, int) or
-                                             threads_per_task < 1):
-            raise InputError(f"Invalid value for argument `threads_per_task`: expected None or "
-                             f"an int >= 1. Received: threads_per_task={threads_per_task!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InputError(f"Invalid value for argument `max_retries`: expected an int >= 0. "
-                             f"Received: max_retries={max_retries!r}")
+        check_number("cpus_per_task", cpus_per_task, low=0.0, low_open=True)
+        check_number("gpus_per_task", gpus_per_task, low=0.0)
+        if threads_per_task is not None:
+            check_int("threads_per_task", threads_per_task, low=1, note="or None")
+        check_int("max_retries", max_retries, low=0)
         self.address, self.num_cpus = address, num_cpus
         self.cpus_per_task, self.threads_per_task = cpus_per_task, threads_per_task
         self.gpus_per_task = gpus_per_task

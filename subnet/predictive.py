@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from subnet.errors import InputError, InputTypeError
-from subnet.validation import check_int
+from subnet.validation import check_fraction, check_int
 
 __all__ = ["SCORES", "Estimate", "Uncertainty", "auroc", "deterministic", "dropout_passes",
            "paired_difference", "uncertainty", "unit_subnetworks"]
@@ -345,9 +345,7 @@ def uncertainty(probabilities, labels, *, ood=None, bins: int = 15, resamples: i
                              "same predictor's passes on both.")
     check_int("bins", bins, low=1)
     check_int("resamples", resamples, low=0)
-    if not isinstance(confidence, (int, float)) or not 0.0 < float(confidence) < 1.0:
-        raise InputError(f"Invalid value received for argument `confidence`. Expected a float "
-                         f"in (0, 1). Received: confidence={confidence!r}")
+    check_fraction("confidence", confidence, low_open=True, high_open=True)
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
     mean = p.mean(axis=0)
     scores = _scores(p)

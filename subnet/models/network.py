@@ -25,6 +25,7 @@ from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models.architecture import _walk_layer_configs
 from subnet.models.loading import _ORIGINAL_NAMES, deserialization_scope
+from subnet.validation import check_fraction, check_int
 
 __all__ = [
     "AlwaysOnDropout",
@@ -75,9 +76,7 @@ def seed_cnn(
     """
     dense_units = _positive_int(dense_units, "dense_units")
     num_classes = _positive_int(num_classes, "num_classes")
-    if num_classes < 2:
-        raise InputError(f"Invalid value for argument `num_classes`: expected an int >= 2. "
-                         f"Received: num_classes={num_classes}")
+    check_int("num_classes", num_classes, low=2)
     rates = tuple(rates)
     if len(rates) != 3:
         raise InputError("Invalid value for argument `rates`: expected three dropout rates "
@@ -231,10 +230,7 @@ class AlwaysOnDropout(keras.layers.Layer):
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(rate) < 1.0:
-            raise InputError("Invalid value received for argument `rate`. Expected a float in "
-                             f"[0, 1). Received: rate={rate!r}")
-        self.rate = float(rate)
+        self.rate = check_fraction("rate", rate, high_open=True)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -354,7 +350,4 @@ def _flat_layers(model) -> list:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InputError(f"Invalid value for argument `{name}`: expected a positive int. "
-                         f"Received: {name}={value!r}")
-    return int(value)
+    return check_int(name, value, low=1)

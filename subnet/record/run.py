@@ -27,6 +27,7 @@ from subnet.keep import KeepProbabilities
 from subnet.masks import sample_masks
 from subnet.record.files import check_record_folder, claim_record_folder
 from subnet.record.storage import MaskRecord
+from subnet.validation import check_choice, check_int, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +55,10 @@ class AdaptiveStop:
     min_masks: int = 256
 
     def __post_init__(self):
-        if isinstance(self.keep_units, bool) or not isinstance(self.keep_units, int) or \
-                self.keep_units < 1:
-            raise InputError(f"Invalid value received for argument `keep_units`. Expected an "
-                             f"int >= 1. Received: keep_units={self.keep_units!r}")
-        if self.metric not in ("accuracy", "log_prob"):
-            raise InputError(f"Invalid value received for argument `metric`. Expected "
-                             f"'accuracy' or 'log_prob'. Received: metric={self.metric!r}")
-        if not self.tolerance >= 0:
-            raise InputError(f"Invalid value received for argument `tolerance`. Expected a "
-                             f"float >= 0. Received: tolerance={self.tolerance!r}")
-        if isinstance(self.min_masks, bool) or not isinstance(self.min_masks, int) or \
-                self.min_masks < 2:
-            raise InputError(f"Invalid value received for argument `min_masks`. Expected an "
-                             f"int >= 2. Received: min_masks={self.min_masks!r}")
+        check_int("keep_units", self.keep_units, low=1)
+        check_choice("metric", self.metric, ("accuracy", "log_prob"))
+        check_number("tolerance", self.tolerance, low=0.0)
+        check_int("min_masks", self.min_masks, low=2)
 
     def check(self, record) -> dict:
         """Whether the boundary is resolved in ``record``; a JSON-ready summary."""
@@ -200,9 +191,7 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
             folder a record may be written into or is in use by another record, or ``out``
             holds a record that does not match (or any record, without ``resume``).
     """
-    if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-        raise InputError(f"Invalid value received for argument `n_masks`. Expected an int >= 1. "
-                         f"Received: n_masks={n_masks!r}")
+    check_int("n_masks", n_masks, low=1)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or \
             chunk_size < 1:
         raise InputError(f"Invalid value received for argument `chunk_size`. Expected an int "
