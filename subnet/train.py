@@ -24,7 +24,7 @@ from subnet._io import atomic_path
 from subnet._tf import keras
 from subnet.engine.mc import mc_dropout
 from subnet.errors import InputError, clean
-from subnet.models import check_examples, outputs_probabilities, seed_cnn
+from subnet.models import check_examples, examples_of, outputs_probabilities, seed_cnn
 from subnet.validation import check_choice, check_fraction, check_int, check_number
 
 __all__ = ["fit", "label_accuracy", "main", "teacher_probabilities"]
@@ -59,7 +59,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
 
     Args:
         model: A ``keras.Model`` classifier (softmax or logits output); compiled here.
-        x: Training examples, float32 (n, *input shape).
+        x: Training examples, float32 (n, *input shape); or a ``tf.data.Dataset`` of
+            ``(examples, labels)`` with ``y`` None, as ``Model.fit`` takes it (read into memory:
+            the shuffling is subnet's own, from ``seed``).
         y: Integer labels, shape (n,).
         epochs: Passes over ``x``. Give this or ``examples``.
         examples: Number of training examples to show in total (may end mid-epoch).
@@ -96,6 +98,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
         InputError: If the budget, the data (labels outside the model's classes among them),
             the validation data, the teacher or a setting is invalid.
     """
+    x, y = examples_of(model, x, y)
     if (epochs is None) == (examples is None):
         raise InputError("Give exactly one training budget: `epochs` or `examples`. "
                          f"Received: epochs={epochs!r}, examples={examples!r}")

@@ -269,3 +269,36 @@ def test_a_softmax_classifier_followed_by_dropout_outputs_probabilities():
     logits = keras.Model(inputs, keras.layers.Dropout(0.2)(keras.layers.Dense(3)(inputs)))
     assert outputs_probabilities(with_dropout_after)
     assert not outputs_probabilities(logits)
+
+
+def test_a_tf_data_dataset_is_taken_where_x_and_y_are_as_keras_fit_takes_it(tmp_path):
+    """Every entry point that checks (x, y) against the model takes a tf.data.Dataset of
+    (examples, labels) with y=None, batched or not, and gives what the arrays give."""
+    import tensorflow as tf
+
+    import subnet
+    from subnet.models import examples_of
+    from subnet.train import fit
+
+    model = subnet.seed_cnn(8, conv_filters=(4, 4), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 40)
+    for dataset in (tf.data.Dataset.from_tensor_slices((x, y)),
+                    tf.data.Dataset.from_tensor_slices((x, y)).batch(16)):
+        got_x, got_y = examples_of(model, dataset, None)
+        np.testing.assert_array_equal(got_x, x)
+        np.testing.assert_array_equal(got_y, y)
+        masks = subnet.record_masks(model, dataset, None, 20, rate=0.5, progress=False)
+        arrays = subnet.record_masks(model, x, y, 20, rate=0.5, progress=False)
+        np.testing.assert_array_equal(masks.mask_accuracy(), arrays.mask_accuracy())
+        assert masks.meta["data_fingerprint"] == arrays.meta["data_fingerprint"]
+    fit(subnet.seed_cnn(8, conv_filters=(4, 4), seed=0), tf.data.Dataset.from_tensor_slices(
+        (x, y)).batch(8), None, examples=16, progress=False)
+    with pytest.raises(ValueError, match="give y=None"):
+        examples_of(model, tf.data.Dataset.from_tensor_slices((x, y)), y)
+    with pytest.raises(ValueError, match=r"not \(examples, labels\) pairs"):
+        examples_of(model, tf.data.Dataset.from_tensor_slices(x), None)
+    with pytest.raises(ValueError, match="is empty"):
+        examples_of(model, tf.data.Dataset.from_tensor_slices((x, y)).take(0), None)
+    assert examples_of(model, x, y) == (x, y)  # arrays pass as they are

@@ -33,6 +33,7 @@ __all__ = [
     "clone_layers",
     "DropoutInfo",
     "dropout_layers",
+    "examples_of",
     "outputs_probabilities",
     "seed_cnn",
     "with_dropout",
@@ -273,13 +274,55 @@ def outputs_probabilities(model) -> bool:
     return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
+#: The most bytes of examples a ``tf.data.Dataset`` given for ``x`` may hold (read into memory).
+MAX_DATASET_BYTES = 4 << 30
+
+
+def examples_of(model, x, y) -> tuple:
+    """``(x, y)`` as arrays: as given, or, where ``x`` is a ``tf.data.Dataset`` of
+    ``(examples, labels)`` and ``y`` is None (as ``Model.fit`` takes it), the dataset read into
+    memory, batched or not (up to :data:`MAX_DATASET_BYTES`).
+
+    Raises:
+        InputError: If ``y`` is given with a dataset, an element is not an (examples, labels)
+            pair of the model's input shape, or the dataset is larger than the limit.
+    """
+    if not hasattr(x, "as_numpy_iterator") or not hasattr(x, "element_spec"):
+        return x, y
+    if y is not None:
+        raise InputError("`x` is a tf.data.Dataset of (examples, labels): give y=None, as "
+                         "Model.fit takes it.")
+    rank = len(model.inputs[0].shape)  # with the batch axis
+    xs, ys, total = [], [], 0
+    for element in x.as_numpy_iterator():
+        if not isinstance(element, tuple) or len(element) != 2:
+            raise InputError("`x` is a tf.data.Dataset whose elements are not (examples, "
+                             "labels) pairs; map it to pairs (dataset.map(lambda e: (e['image'], "
+                             "e['label']))).")
+        examples, labels = np.asarray(element[0]), np.asarray(element[1])
+        if examples.ndim == rank - 1:  # unbatched
+            examples, labels = examples[None], labels.reshape(1)
+        total += examples.nbytes
+        if total > MAX_DATASET_BYTES:
+            raise InputError(f"`x` is a tf.data.Dataset of more than {MAX_DATASET_BYTES:,} bytes "
+                             "of examples, which subnet reads into memory: take() a part of it "
+                             "(subnet.models.network.MAX_DATASET_BYTES).")
+        xs.append(examples)
+        ys.append(labels.reshape(-1))
+    if not xs:
+        raise InputError("Received no examples: the tf.data.Dataset given for `x` is empty.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
     """Validates examples and labels against a classifier.
 
     Args:
         model: A ``keras.Model`` classifier with one input and one output.
         x: Examples of shape (n, *model input shape): floats, or integer token ids for a model
-            whose input is an integer tensor (an Embedding model's).
+            whose input is an integer tensor (an Embedding model's); or a ``tf.data.Dataset``
+            of ``(examples, labels)`` with ``y`` None, as ``Model.fit`` takes it
+            (:func:`examples_of`).
         y: True classes, int array of shape (n,), in [0, number of classes).
 
     Returns:
@@ -288,6 +331,7 @@ def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
     Raises:
         ValueError: If shapes, dtypes, lengths or label values do not fit the model.
     """
+    x, y = examples_of(model, x, y)
     x = np.asarray(x)
     y = np.asarray(y)
     expected = tuple(model.inputs[0].shape[1:])

@@ -139,7 +139,9 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
 
     Args:
         model: A ``keras.Model`` classifier (see :func:`subnet.sites` for what can be masked).
-        x: Examples, float array of shape (n_examples, *model input shape).
+        x: Examples, float array of shape (n_examples, *model input shape); or a
+            ``tf.data.Dataset`` of ``(examples, labels)`` with ``y`` None, as ``Model.fit``
+            takes it (read into memory).
         y: True classes, int array of shape (n_examples,).
         n_masks: Number of masks, >= 1.
         seed: Seeds the masks.
