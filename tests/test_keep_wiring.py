@@ -95,6 +95,8 @@ def test_choose_keep_calibrates_sites_without_dropout_and_keeps_given_rates(tiny
     assert given.source == "given" and given.keep == {"h": pytest.approx(0.7)} and given.rescale
     with pytest.raises(InputError, match="calibrate_keep"):
         choose_keep(model, "auto")  # no held-out examples to calibrate on
+    with pytest.raises(InputError, match="calibrate_keep"):
+        choose_keep(model, "AUTO")  # "auto" in any case (it used to fail as a rate)
 
 
 def test_choose_keep_uses_the_models_rates_unless_masks_sit_near_chance(tiny):

@@ -25,7 +25,7 @@ import os
 import stat
 import zipfile
 import zlib
-from typing import BinaryIO, NamedTuple
+from typing import IO, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -158,7 +158,7 @@ class NpyHeader(NamedTuple):
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_npy_header(stream: BinaryIO,
+def read_npy_header(stream: IO[bytes],
                     versions: tuple[tuple[int, int], ...] = NPY_VERSIONS) -> NpyHeader:
     """Reads a ``.npy`` header from the start of ``stream``, leaving it at the array's data.
 

@@ -103,7 +103,7 @@ def _check_meta(meta: Any) -> dict:
                      "the number of units of the site")
         q = site["keep"]
         if not (isinstance(q, numbers.Real) and not isinstance(q, bool)
-                and math.isfinite(q) and 0.0 < q <= 1.0):
+                and math.isfinite(float(q)) and 0.0 < float(q) <= 1.0):
             raise InputError(f"`{where}['keep']` must be a keep probability in (0, 1]. "
                              f"Received: {q!r}")
         site["keep"] = float(q)

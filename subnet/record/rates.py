@@ -126,9 +126,9 @@ def choose_keep(model, rate: str | float | None = "auto", x=None, y=None, *, see
     # structure (and the model's own rates) only
     table = analyse_chain(model if rates_from is None else rates_from, 0.5).table
     own = {site.name: float(site.dropout_rate) for site in table if site.dropout_rate > 0}
-    if rate is not None and rate != "auto":
-        rate = parse_rate(rate)
-        rates = {site.name: own.get(site.name, rate) for site in table}
+    given = None if rate is None else parse_rate(rate)  # "auto" in any case is "auto"
+    if isinstance(given, float):
+        rates = {site.name: own.get(site.name, given) for site in table}
         source = "model" if len(own) == len(table) else "given"
         return KeepProbabilities(keep={n: 1.0 - r for n, r in rates.items()}, source=source,
                                  rescale=True), None
@@ -158,7 +158,7 @@ def choose_keep(model, rate: str | float | None = "auto", x=None, y=None, *, see
             return model_keep(), check
     keep = calibrate_keep(model, x, y, n_masks=n_masks, seed=seed, steps=steps,
                           backend=backend)
-    calibration = dict(keep.calibration)
+    calibration = dict(keep.calibration or {})
     calibration["why"] = ("the model's own rates leave random subnetworks within "
                           f"{near_chance:.0%} of chance" if check is not None else
                           "sites without a Dropout layer after them: "

@@ -76,6 +76,8 @@ class _RecordReader:
         self.example_indices = _read_vector(path / _EXAMPLES, self.labels.size)
         self.labels.flags.writeable = False
         self.example_indices.flags.writeable = False
+        if self._info.num_classes is None:
+            raise RecordError(f"{path / 'meta.json'} names no num_classes; the record is damaged.")
         self.num_classes = int(self._info.num_classes)
         if self.labels.min() < 0 or self.labels.max() >= self.num_classes:
             raise RecordError(f"{path / _LABELS} holds labels outside [0, {self.num_classes}).")

@@ -72,6 +72,8 @@ class AdaptiveStop:
         scores = importance.scores
         k = self.keep_units
         threshold = float((scores[order[k - 1]] + scores[order[k]]) / 2)
+        if importance.ci_low is None or importance.ci_high is None:
+            raise RuntimeError("The Banzhaf estimator gave no intervals to stop on.")
         low = np.nan_to_num(importance.ci_low, nan=-np.inf)
         high = np.nan_to_num(importance.ci_high, nan=np.inf)
         unresolved = int(np.sum(low[order[:k]] < threshold - self.tolerance) +
@@ -223,7 +225,8 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
     x, y, n_classes = check_examples(model, x, y)
     keep_given = None
     if isinstance(rate, KeepProbabilities):
-        keep_given, rate, rescale = rate, rate.rates, rate.rescale
+        keep_given = rate
+        rate, rescale = keep_given.rates, keep_given.rescale
     try:
         chain = analyse_chain(model, rate)
     except InputError as err:

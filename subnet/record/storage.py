@@ -147,6 +147,8 @@ class RecordWriter:
         self.keep.flags.writeable = False
         self.n_units = int(self.keep.size)
         self.n_examples = int(labels.size)
+        if info.num_classes is None:
+            raise RecordError(f"{path / 'meta.json'} names no num_classes; the record is damaged.")
         self.num_classes = int(info.num_classes)
         self._pred_dtype = _predicted_dtype(self.num_classes)
         chunks = _scan_chunks(path)
