@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from subnet.errors import InputError
 from subnet.validation import check_int, check_number
@@ -104,7 +104,36 @@ def _check_count(name: str, value, allow_none: bool = True) -> None:
     check_int(name, value, low=1, note="or None" if allow_none else "")
 
 
-class ProcessExecutor:
+class _OtherProcesses:
+    """What the executors whose tasks run in other processes share: the thread count the tasks
+    compute with, and a context that starts them and shuts them down."""
+
+    threads_per_task: int | None
+
+    @property
+    def threads(self) -> int:
+        """TensorFlow's intra-op thread count the tasks compute with: ``threads_per_task``, or
+        this process's when it is None."""
+        if self.threads_per_task is not None:
+            return self.threads_per_task
+        from subnet._tf import intra_op_threads
+
+        return intra_op_threads()
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+class ProcessExecutor(_OtherProcesses):
     """Runs tasks in worker processes on this machine, ``workers`` at once.
 
     A pool of ``concurrent.futures`` worker processes, started with the "spawn" method (a fresh
@@ -143,23 +172,6 @@ class ProcessExecutor:
         self._pool = None
         self._folder = None
         self._stored = 0
-
-    @property
-    def threads(self) -> int:
-        """TensorFlow's intra-op thread count the tasks compute with: ``threads_per_task``, or
-        this process's when it is None."""
-        if self.threads_per_task is not None:
-            return self.threads_per_task
-        from subnet._tf import intra_op_threads
-
-        return intra_op_threads()
-
-    def __enter__(self) -> ProcessExecutor:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
 
     def start(self) -> ProcessExecutor:
         """Makes the pool (its processes start with the first tasks); a no-op when started."""
@@ -260,7 +272,7 @@ def _run_task(fn: Callable, args: tuple):
     return fn(*values)
 
 
-class RayExecutor:
+class RayExecutor(_OtherProcesses):
     """Runs tasks as Ray tasks, each in a worker process of its own.
 
     Use it as a context manager (or call :meth:`start` and :meth:`shutdown`); a Ray instance
@@ -317,23 +329,6 @@ class RayExecutor:
         self.max_retries = max_retries
         self._ray = None
         self._owned = False
-
-    @property
-    def threads(self) -> int:
-        """TensorFlow's intra-op thread count the tasks compute with: ``threads_per_task``, or
-        this process's when it is None."""
-        if self.threads_per_task is not None:
-            return self.threads_per_task
-        from subnet._tf import intra_op_threads
-
-        return intra_op_threads()
-
-    def __enter__(self) -> RayExecutor:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
 
     def start(self) -> RayExecutor:
         """Starts (``"local"``) or joins the Ray instance; a no-op when already started."""

@@ -249,13 +249,18 @@ def plan(values: dict, costs: Costs, seconds: float, *, grow: bool = True, **abo
             v["masks"] = int(max(FLOORS["masks"], room // v["examples"]))
     elif grow:  # a generous budget: more masks, narrower intervals
         v["masks"] = int(min(MOST_GROWTH * v["masks"], max(v["masks"], room // v["examples"])))
+    def shrink(stage, name):
+        """Scales ``name`` down (to its floor at least) so that ``stage`` fits its share, with
+        what does not depend on it held fixed."""
+        if cost(stage) > share(stage):
+            fixed = predict({**v, name: 0}, costs, **about)[stage]
+            scale = max(share(stage) - fixed, 0.0) / max(cost(stage) - fixed, 1e-12)
+            v[name] = int(max(FLOORS[name], min(v[name], v[name] * scale)))
+
     # selection: held-out examples, then masks per iterative step (both scale the evaluations;
     # the engines built per step do not shrink).
     for name in ("selection_examples", "step_masks"):
-        if cost("selection") > share("selection"):
-            fixed = predict({**v, name: 0}, costs, **about)["selection"]
-            scale = max(share("selection") - fixed, 0.0) / max(cost("selection") - fixed, 1e-12)
-            v[name] = int(max(FLOORS[name], min(v[name], v[name] * scale)))
+        shrink("selection", name)
     # fine-tuning epochs: at least one batch of 128 per subnetwork, or none at all where even
     # that does not fit (the comparison then measures the subnetworks as cut). Measuring the
     # subnetworks is done either way, so only fine-tuning itself is held to the share.
@@ -269,11 +274,7 @@ def plan(values: dict, costs: Costs, seconds: float, *, grow: bool = True, **abo
         epochs = room / per_epoch if per_epoch > 0 else asked_epochs
         v["finetune_epochs"] = float(min(asked_epochs, epochs)) if epochs >= floor else \
             (float(floor) if room > 0 else 0.0)
-    if cost("finetune") > share("finetune"):  # then fewer timed calls of the latency
-        fixed = predict({**v, "latency_repeats": 0}, costs, **about)["finetune"]
-        scale = max(share("finetune") - fixed, 0.0) / max(cost("finetune") - fixed, 1e-12)
-        v["latency_repeats"] = int(max(FLOORS["latency_repeats"],
-                                       min(v["latency_repeats"], v["latency_repeats"] * scale)))
+    shrink("finetune", "latency_repeats")  # then fewer timed calls of the latency
     for name in ("passes", "uncertainty_passes"):
         if cost("rest") > share("rest"):
             scale = share("rest") / cost("rest")

@@ -427,7 +427,7 @@ _UNKNOWN = Refused(
     "is not a layer subnet knows how channels flow through (it knows Conv, Dense, separable "
     "and depthwise convolutions, normalisation, activations, pooling, dropout, padding, "
     "merges, Concatenate, Flatten and Reshape); rebuild the model without it.")
-_ELEMENTWISE, _BINARY = ElementwiseOp(), BinaryOp()
+_ELEMENTWISE, _BINARY, _INPUT = ElementwiseOp(), BinaryOp(), Fixed()
 
 
 def rule_for(layer, arguments: list | None = None) -> Rule:
@@ -437,7 +437,7 @@ def rule_for(layer, arguments: list | None = None) -> Rule:
     Unknown layers get a rule that refuses them with the reason, which applies only where a
     channel could be dropped (see :attr:`Rule.known`)."""
     if isinstance(layer, keras.layers.InputLayer):
-        return Fixed()
+        return _INPUT
     if not isinstance(layer, keras.layers.Layer):
         if is_elementwise_op(layer, arguments or []):
             return _ELEMENTWISE
