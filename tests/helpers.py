@@ -41,6 +41,23 @@ def _init(i):
     return keras.initializers.GlorotUniform(seed=i)
 
 
+def tiny_dense_task():
+    """A 6-8-3 softmax classifier (its hidden layer named ``hidden``) and a random 3-class
+    Dataset for it: 120 training and 30 test examples."""
+    import numpy as np
+
+    from subnet.data import Dataset
+
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    rng = np.random.default_rng(0)
+    data = Dataset(name="tiny", x_train=rng.random((120, 6), dtype=np.float32),
+                   y_train=np.arange(120) % 3, x_test=rng.random((30, 6), dtype=np.float32),
+                   y_test=np.arange(30) % 3, num_classes=3)
+    return model, data
+
+
 def dense_only_model(logits=False):
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Flatten()(inputs)

@@ -9,7 +9,7 @@ from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
 from subnet.baselines.tfmot import magnitude_oneshot
 from subnet.comparison import Comparison, compare, reinitialized
-from tests.helpers import RATES
+from tests.helpers import RATES, tiny_dense_task
 
 SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.03,
                 selection_examples=300, n_masks=100, measure_latency=False, progress=False)
@@ -222,19 +222,11 @@ def test_mask_statistics_record_at_the_keep_probabilities_and_their_rescaling(re
                                                                             monkeypatch):
     # The record banzhaf_single chooses units on is made as the analysis' own record was:
     # at its keep probabilities, scaled by 1/q only where the calibration chose it.
-    import keras
 
     from subnet import record as record_module
-    from subnet.data import Dataset
     from subnet.keep import KeepProbabilities
 
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
-    rng = np.random.default_rng(0)
-    data = Dataset(name="tiny", x_train=rng.random((120, 6), dtype=np.float32),
-                   y_train=np.arange(120) % 3, x_test=rng.random((30, 6), dtype=np.float32),
-                   y_test=np.arange(30) % 3, num_classes=3)
+    model, data = tiny_dense_task()
     keep = KeepProbabilities(keep={"hidden": 0.8}, source="auto", rescale=rescale)
     seen = []
     real = record_module.temporary_record

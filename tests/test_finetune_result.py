@@ -3,14 +3,12 @@
 import dataclasses
 import json
 
-import keras
-import numpy as np
 import pytest
 
 import subnet
-from subnet.data import Dataset
 from subnet.errors import InputError
 from subnet.finetuning import FinetuneResult
+from tests.helpers import tiny_dense_task
 
 KEYS = ["accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"]
 
@@ -44,13 +42,7 @@ def test_to_dict_round_trips_through_json():
 
 
 def test_finetune_returns_it():
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
-    rng = np.random.default_rng(0)
-    data = Dataset(name="tiny", x_train=rng.random((120, 6), dtype=np.float32),
-                   y_train=np.arange(120) % 3, x_test=rng.random((30, 6), dtype=np.float32),
-                   y_test=np.arange(30) % 3, num_classes=3)
+    model, data = tiny_dense_task()
     result = subnet.finetune(model, data, examples=64, seed=0, progress=False,
                              accuracy_before=0.25)
     assert isinstance(result, FinetuneResult) and subnet.FinetuneResult is FinetuneResult
