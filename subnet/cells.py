@@ -72,7 +72,8 @@ class CellStore:
 
     def __init__(self, path: str | os.PathLike | None, *, key: Callable[[Mapping], Hashable],
                  order: Callable[[Mapping], Any] | None = None, config: Mapping | None = None,
-                 read: Callable[[Path], Any] | None = None, indent: int | None = None,
+                 read: Callable[[str | os.PathLike], Any] | None = None,
+                 indent: int | None = None,
                  files: str | os.PathLike | None = None, what: str = "comparison"):
         for name, value in (("key", key), ("order", order)):
             if value is not None and not callable(value):
@@ -81,7 +82,6 @@ class CellStore:
         if key is None:
             raise InputTypeError("`key` must be a function of a row. Received: None")
         self.path = None if path is None else Path(path)
-        self._given = path  # as the caller named it, in messages
         self.key, self.order, self.config = key, order, config
         self.indent = indent
         self.files = Path(files) if files is not None else \
@@ -90,19 +90,21 @@ class CellStore:
         self.fields: dict = {}
         self.resumed = False
         self._keys: dict = {}
-        if self.path is not None and self.path.exists():
-            self._resume(read, what)
+        if path is not None and Path(path).exists():
+            self._resume(path, read, what)
 
-    def _resume(self, read, what: str) -> None:
-        path = self._given
+    def _resume(self, path: str | os.PathLike,
+                read: Callable[[str | os.PathLike], Any] | None, what: str) -> None:
+        """Reads the rows of the existing file ``path`` (as the caller named it: so the
+        messages name it)."""
         if read is None:
             try:
-                data = json.loads(self.path.read_text())
+                data = json.loads(Path(path).read_text())
             except (OSError, ValueError) as err:
                 raise InputError(f"Could not read the rows in '{path}': {err}; delete it to "
                                  "start again.") from err
         else:
-            data = read(self._given)
+            data = read(path)
         if self.config is None:
             if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
                 raise InputError(f"'{path}' does not hold a list of rows; delete it to start "

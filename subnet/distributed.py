@@ -39,16 +39,21 @@ at a time, with the same thread settings, and reports how each ended.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Self
 
 from subnet.errors import InputError
 from subnet.validation import check_int, check_number
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["CommandResult", "LocalExecutor", "ProcessExecutor", "RayExecutor",
            "executor_from_address", "run_commands", "thread_env"]
@@ -69,14 +74,15 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
     def put(self, value: Any) -> Any:
         """The value itself (there is no object store to place it in)."""
         return value
 
-    def map_unordered(self, fn: Callable, calls: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]
+                      ) -> Iterator[tuple[int, Any]]:
         """Yields ``(i, fn(*calls[i]))`` for each call, as each finishes (here: in order)."""
         for i, args in enumerate(calls):
             yield i, fn(*args)
@@ -98,7 +104,7 @@ def thread_env(threads: int) -> dict[str, str]:
             "OMP_NUM_THREADS": str(threads)}
 
 
-def _check_count(name: str, value, allow_none: bool = True) -> None:
+def _check_count(name: str, value: object, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     check_int(name, value, low=1, note="or None" if allow_none else "")
@@ -129,7 +135,7 @@ class _OtherProcesses:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
 
@@ -169,8 +175,8 @@ class ProcessExecutor(_OtherProcesses):
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
                 (os.cpu_count() or 1)
         self.workers, self.threads_per_task = workers, threads_per_task
-        self._pool = None
-        self._folder = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._folder: Path | None = None  # where put() stores its values, while started
         self._stored = 0
 
     def start(self) -> ProcessExecutor:
@@ -197,18 +203,26 @@ class ProcessExecutor(_OtherProcesses):
             shutil.rmtree(self._folder, ignore_errors=True)
         self._pool, self._folder = None, None
 
+    def _started(self) -> tuple[ProcessPoolExecutor, Path]:
+        """The pool and the folder of stored values, starting the executor if need be."""
+        self.start()
+        pool, folder = self._pool, self._folder
+        assert pool is not None and folder is not None  # start() made both
+        return pool, folder
+
     def put(self, value: Any) -> Any:
         """Pickles ``value`` once to a temporary file; a task given what this returns as one
         of its arguments gets the value (read once per worker process)."""
         import pickle
 
-        self.start()
+        _, folder = self._started()
         self._stored += 1
-        path = self._folder / f"value_{self._stored}.pickle"
+        path = folder / f"value_{self._stored}.pickle"
         path.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         return _Stored(str(path))
 
-    def map_unordered(self, fn: Callable, calls: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]
+                      ) -> Iterator[tuple[int, Any]]:
         """Runs ``fn(*args)`` for each ``args`` of ``calls`` in the workers; yields ``(i,
         result)`` as each finishes. Tasks not yet started when the caller stops iterating (or
         one task raises) are cancelled.
@@ -218,8 +232,8 @@ class ProcessExecutor(_OtherProcesses):
         """
         import concurrent.futures
 
-        self.start()
-        pending = {self._pool.submit(_run_task, fn, args): i for i, args in enumerate(calls)}
+        pool, _ = self._started()
+        pending = {pool.submit(_run_task, fn, args): i for i, args in enumerate(calls)}
         try:
             while pending:
                 done, _ = concurrent.futures.wait(
@@ -240,14 +254,14 @@ class _Stored:
     def __init__(self, path: str):
         self.path = path
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Stored], tuple[str]]:
         return _Stored, (self.path,)
 
 
 _LOADED: dict[str, Any] = {}  # in a worker: the values put, by path, read once
 
 
-def _start_worker(env: dict) -> None:
+def _start_worker(env: dict[str, str]) -> None:
     """A worker's initializer: TensorFlow's thread count, before TensorFlow is imported."""
     os.environ.update(env)
     if "tensorflow" in sys.modules:  # imported already (by the main module): set it there
@@ -258,7 +272,7 @@ def _start_worker(env: dict) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _run_task(fn: Callable, args: tuple):
+def _run_task(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """In a worker: ``fn(*args)``, with the values :meth:`ProcessExecutor.put` stored read."""
     import pickle
 
@@ -327,7 +341,7 @@ class RayExecutor(_OtherProcesses):
         self.cpus_per_task, self.threads_per_task = cpus_per_task, threads_per_task
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
-        self._ray = None
+        self._ray: ModuleType | None = None  # the ray module, once started
         self._owned = False
 
     def start(self) -> RayExecutor:
@@ -347,10 +361,11 @@ class RayExecutor(_OtherProcesses):
                 # Ray lowers its workers' priority by 15 by default; on a busy machine that
                 # starves them (a TensorFlow import took 90 s instead of 13). The workers of a
                 # local instance do this process's work, so they run at its priority.
+                system: dict[str, Any] = \
+                    {"_system_config": {"worker_niceness": 0}} if local else {}
                 ray.init(address=None if local else self.address,
                          num_cpus=self.num_cpus if local else None, include_dashboard=False,
-                         logging_level="warning", log_to_driver=False,
-                         **({"_system_config": {"worker_niceness": 0}} if local else {}))
+                         logging_level=logging.WARNING, log_to_driver=False, **system)
             except ConnectionError as err:
                 raise InputError(f"No Ray cluster answered at address {self.address!r} "
                                  f"({str(err).splitlines()[0]}); start one with `ray start "
@@ -365,16 +380,19 @@ class RayExecutor(_OtherProcesses):
             self._ray.shutdown()
         self._ray, self._owned = None, False
 
-    def _started(self):
-        if self._ray is None:
-            self.start()
-        return self._ray
+    def _started(self) -> ModuleType:
+        """The ray module, starting the executor if need be."""
+        self.start()
+        ray = self._ray
+        assert ray is not None  # start() set it
+        return ray
 
     def put(self, value: Any) -> Any:
         """Places ``value`` in Ray's object store once; tasks given the reference get the value."""
         return self._started().put(value)
 
-    def map_unordered(self, fn: Callable, calls: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]]
+                      ) -> Iterator[tuple[int, Any]]:
         """Runs ``fn(*args)`` for each ``args`` of ``calls`` as a Ray task; yields ``(i, result)``
         as each finishes. Tasks not yet finished when the caller stops iterating (or one task
         raises) are cancelled.
@@ -417,7 +435,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
                          f"(address 'local').") from None
 
 
-def executor_from_address(address: str | None, *, num_cpus: int | None = None):
+def executor_from_address(address: str | None, *, num_cpus: int | None = None
+                          ) -> LocalExecutor | ProcessExecutor | RayExecutor:
     """The executor a ``--ray ADDRESS`` option asks for.
 
     Args:
@@ -458,7 +477,7 @@ class CommandResult:
         stderr: What it wrote to stderr ("" when it went to a log file).
     """
 
-    command: tuple
+    command: tuple[str, ...]
     returncode: int
     seconds: float
     stdout: str = ""
@@ -501,12 +520,12 @@ def run_commands(commands: Sequence[Sequence[str]], jobs: int = 1, *,
     """
     import concurrent.futures
 
-    commands = [tuple(str(part) for part in command) for command in commands]
+    lines = [tuple(str(part) for part in command) for command in commands]
     _check_count("jobs", jobs, allow_none=False)
     _check_count("threads", threads)
-    if logs is not None and len(logs) != len(commands):
+    if logs is not None and len(logs) != len(lines):
         raise InputError(f"Invalid value for argument `logs`: expected one file per command "
-                         f"({len(commands)}). Received: {len(logs)} files")
+                         f"({len(lines)}). Received: {len(logs)} files")
     env = None if threads is None else {**os.environ, **thread_env(threads)}
 
     def run(i: int) -> CommandResult:
@@ -514,19 +533,20 @@ def run_commands(commands: Sequence[Sequence[str]], jobs: int = 1, *,
             on_start(i)
         started = time.perf_counter()
         if logs is None:
-            done = subprocess.run(commands[i], cwd=cwd, env=env, capture_output=True, text=True)
-            out, err = done.stdout, done.stderr
+            captured = subprocess.run(lines[i], cwd=cwd, env=env, capture_output=True,
+                                      text=True)
+            returncode, out, err = captured.returncode, captured.stdout, captured.stderr
         else:
             Path(logs[i]).parent.mkdir(parents=True, exist_ok=True)
             with open(logs[i], "a") as log:
-                done = subprocess.run(commands[i], cwd=cwd, env=env, stdout=log, stderr=log)
+                returncode = subprocess.run(lines[i], cwd=cwd, env=env, stdout=log,
+                                            stderr=log).returncode
             out = err = ""
-        return CommandResult(commands[i], done.returncode, time.perf_counter() - started,
-                             out, err)
+        return CommandResult(lines[i], returncode, time.perf_counter() - started, out, err)
 
     pool = concurrent.futures.ThreadPoolExecutor(jobs)
     try:
-        pending = {pool.submit(run, i): i for i in range(len(commands))}
+        pending = {pool.submit(run, i): i for i in range(len(lines))}
         for future in concurrent.futures.as_completed(pending):
             yield pending[future], future.result()
     finally:
