@@ -8,13 +8,15 @@ inputs, which removing units or a short fine-tuning leaves out of date.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.measuring import accuracy
+from subnet.results import MappingResult
 
 __all__ = ["RECALIBRATION_EXAMPLES", "FinetuneResult", "finetune", "recalibrate_batchnorm"]
 
@@ -27,10 +29,11 @@ RECALIBRATION_EXAMPLES = 1000
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FinetuneResult(Mapping):
+class FinetuneResult(MappingResult):
     """What :func:`finetune` reports: a frozen result that also reads as the dict it used to
     be (``result["accuracy_after"]``, ``dict(result)``, ``**result``; equal to a dict of the
-    same keys and values).
+    same keys and values; :meth:`to_dict` and :meth:`from_dict` for JSON, see
+    :class:`~subnet.results.MappingResult`).
 
     Attributes:
         accuracy_before: Test accuracy before the fine-tuning, a fraction in [0, 1].
@@ -47,40 +50,10 @@ class FinetuneResult(Mapping):
     seconds: float
     loss: list[float]
 
-    def __getitem__(self, key: str):
-        if key not in _FINETUNE_KEYS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_FINETUNE_KEYS)
-
-    def __len__(self) -> int:
-        return len(_FINETUNE_KEYS)
-
-    def to_dict(self) -> dict:
-        """``{"accuracy_before", "accuracy_after", "examples_seen", "seconds", "loss"}``, JSON
-        ready (the dict :func:`finetune` returned before it returned this class)."""
-        return {key: list(self.loss) if key == "loss" else getattr(self, key)
-                for key in _FINETUNE_KEYS}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> FinetuneResult:
-        """Rebuilds a result from :meth:`to_dict`'s dict.
-
-        Raises:
-            InputError: If a key is missing.
-        """
-        missing = [key for key in _FINETUNE_KEYS if key not in data]
-        if missing:
-            raise InputError(f"finetune result[{missing[0]!r}] is required but missing.")
-        return cls(accuracy_before=float(data["accuracy_before"]),
-                   accuracy_after=float(data["accuracy_after"]),
-                   examples_seen=int(data["examples_seen"]), seconds=float(data["seconds"]),
-                   loss=[float(value) for value in data["loss"]])
-
-
-_FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(FinetuneResult))
+    _WHERE: ClassVar[str] = "finetune result"
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "accuracy_before": float, "accuracy_after": float, "examples_seen": int,
+        "seconds": float, "loss": lambda values: [float(value) for value in values]}
 
 
 def finetune(model, dataset, *, epochs: int | None = None, examples: int | None = None,

@@ -20,6 +20,10 @@ the order its keys were read in, so that ``to_dict()`` gives back what was read:
 the current version, exactly its contents; for an older one, its upgrade. ``to_frame()`` is the
 comparison's rows as a ``pandas.DataFrame`` (pandas is optional).
 
+:class:`MappingResult` is the base of the small results that still read as the dicts they
+replaced (:class:`~subnet.finetuning.FinetuneResult`, :class:`~subnet.measuring.Measurement`,
+:class:`~subnet.structure.cost.Cost`).
+
 Files are untrusted: :func:`load_results` reads at most :data:`MAX_RESULTS_BYTES`, parses JSON
 only, and refuses anything that is not a results file in one line naming the problem and the
 fix. Strings are kept as they were written (the report escapes what it shows).
@@ -31,7 +35,7 @@ import copy
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -50,9 +54,10 @@ from subnet.results_schema import (
 )
 
 __all__ = ["MAX_RESULTS_BYTES", "ROW_COLUMNS", "SCHEMA_PATH", "SCHEMA_VERSION", "Answer",
-           "ComparisonRow", "ComparisonSection", "Config", "Dense", "Keep", "Plan", "Results",
-           "Smallest", "check_schema", "describe_value", "import_pandas", "load_results",
-           "schema", "schema_version", "upgrade_results", "validate_results", "where_text"]
+           "ComparisonRow", "ComparisonSection", "Config", "Dense", "Keep", "MappingResult",
+           "Plan", "Results", "Smallest", "check_schema", "describe_value", "import_pandas",
+           "load_results", "schema", "schema_version", "upgrade_results", "validate_results",
+           "where_text"]
 
 MAX_RESULTS_BYTES = 256 * 2**20
 """The largest results file :func:`load_results` reads (bytes). A results.json with every image
@@ -84,6 +89,64 @@ def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _strings(value) -> tuple[str, ...]:
     return tuple(value)
+
+
+class MappingResult(Mapping[str, Any]):
+    """Base of a frozen dataclass result that also reads as the dict it replaced.
+
+    A subclass is declared ``@dataclasses.dataclass(frozen=True, eq=False)`` (so that equality
+    is :class:`~collections.abc.Mapping`'s: equal to a dict of the same keys and values). Its
+    keys are its fields in declaration order, less an optional field (one whose default is
+    None) that is None: ``result["params"]``, ``dict(result)``, ``{**result}``,
+    ``row.update(result)`` and ``"key" in result`` read as they did on the dict. ``json.dumps``
+    takes dicts only: give it :meth:`to_dict`.
+
+    Class attributes a subclass may set:
+        _WHERE: How error messages name the result (e.g. ``"measurement"``).
+        _DECODE: {field: function} turning a JSON value into the field's value in
+            :meth:`from_dict` (default: a deep copy).
+    """
+
+    _WHERE: ClassVar[str] = "result"
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def _present(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                     if not (f.default is None and getattr(self, f.name) is None))
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._present():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present())
+
+    def __len__(self) -> int:
+        return len(self._present())
+
+    def to_dict(self) -> dict:
+        """The result as the dict it replaced, JSON ready: the keys in order, lists copied."""
+        return {key: _to_json(getattr(self, key)) for key in self._present()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Self:
+        """Rebuilds a result from :meth:`to_dict`'s dict (keys it does not name are ignored).
+
+        Raises:
+            InputTypeError: If ``data`` is not a dict.
+            InputError: If a required key is missing.
+        """
+        if not isinstance(data, Mapping):
+            raise InputTypeError(f"`{cls._WHERE}` must be a dict. Received: "
+                                 f"{type(data).__name__}")
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING
+                   and f.name not in data]
+        if missing:
+            raise InputError(f"{cls._WHERE}[{missing[0]!r}] is required but missing.")
+        return cls(**{f.name: _optional(cls._DECODE.get(f.name, copy.deepcopy))(data[f.name])
+                      for f in fields if f.name in data})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

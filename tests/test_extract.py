@@ -1,4 +1,8 @@
-"""Budgets, keep-sets with exact accounting, extraction equal to masking, fine-tuning."""
+"""Budgets, keep-sets with exact accounting, extraction equal to masking, fine-tuning,
+measuring."""
+
+import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -8,6 +12,7 @@ import subnet
 from subnet.data import Dataset
 from subnet.engine.chain import analyse_chain
 from subnet.engine.reference import ReferenceBackend
+from subnet.errors import InputError
 from subnet.extraction import (
     Budget,
     KeepSet,
@@ -19,8 +24,14 @@ from subnet.extraction import (
     model_cost,
 )
 from subnet.importance import estimate
+from subnet.measuring import Measurement
 from subnet.models import seed_cnn
-from tests.helpers import RATES
+from subnet.structure import Cost
+from tests.helpers import RATES, tiny_dense_task
+
+#: The keys measure() returned, in order, when it returned a dict (and its JSON files hold).
+MEASURE_KEYS = ["params", "flops", "nonzero_params", "file_bytes", "gzip_bytes",
+                "latency_ms_per_example", "batch_size"]
 
 
 def _random_keep(model, seed, rate=None):
@@ -194,6 +205,42 @@ def test_measure_reports_sizes_and_latency(trained):
     assert abs(measure(bare, repeats=1)["file_bytes"] - result["file_bytes"]) < 64
 
 
+def test_measure_returns_a_frozen_measurement_that_reads_as_the_dict_it_was():
+    model, _ = tiny_dense_task()  # Dense 6 -> 8 -> 3, biases initialised to zero
+    result = measure(model, batch_size=4, repeats=1)
+    assert isinstance(result, Measurement) and subnet.Measurement is Measurement
+    # 6*8+8 + 8*3+3 parameters, of which the 6*8 + 8*3 kernel weights are nonzero;
+    # 2 FLOPs per multiply-accumulate.
+    assert (result.params, result.flops, result.nonzero_params) == (83, 144, 72)
+    assert result.batch_size == 4 and result.latency_ms_per_example > 0
+    assert result.reference_latency_ms_per_example is None and result.latency_ratio is None
+    assert list(result) == MEASURE_KEYS and len(result) == 7 and "latency_ratio" not in result
+    assert result["gzip_bytes"] == result.gzip_bytes and result.get("latency_ratio") is None
+    with pytest.raises(KeyError):
+        result["latency_ratio"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.params = 1
+    as_dict = result.to_dict()
+    assert type(as_dict) is dict and dict(result) == {**result} == as_dict == result
+    row = {"method": "random"}
+    row.update(result)
+    assert row == {"method": "random", **as_dict}
+    # What a JSON file holds: the same keys in the same order, and back again.
+    text = json.dumps(as_dict)
+    assert list(json.loads(text)) == MEASURE_KEYS
+    assert Measurement.from_dict(json.loads(text)) == result
+    with pytest.raises(InputError, match=r"measurement\['batch_size'\] is required"):
+        Measurement.from_dict({k: v for k, v in as_dict.items() if k != "batch_size"})
+
+
+def test_model_cost_is_a_cost_with_the_nonzero_parameters():
+    model, _ = tiny_dense_task()
+    cost = model_cost(model)
+    assert isinstance(cost, Cost) and list(cost) == ["params", "flops", "nonzero_params"]
+    assert cost == {"params": 83, "flops": 144, "nonzero_params": 72}
+    assert cost.nonzero_params == 72 and {**cost}["flops"] == 144
+
+
 def _half_width_cnn():
     model = seed_cnn(64, conv_filters=(8, 16), seed=3)
     table = subnet.sites(model)
@@ -256,6 +303,9 @@ def test_measure_against_a_reference_reports_a_latency_ratio():
     model, small = _half_width_cnn()
     result = measure(small, batch_size=16, repeats=3, reference=model)
     assert result["latency_ratio"] > 0 and result["reference_latency_ms_per_example"] > 0
+    assert list(result) == MEASURE_KEYS + ["reference_latency_ms_per_example", "latency_ratio"]
+    assert result.latency_ratio == result.to_dict()["latency_ratio"]
+    assert Measurement.from_dict(result.to_dict()) == result
     assert result["params"] == small.count_params()
     with pytest.raises(ValueError, match="`repeats`"):
         measure(small, repeats=0)

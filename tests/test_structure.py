@@ -1,5 +1,7 @@
 """Channel groups on every graph shape of the zoo: sites, masking, cost and extraction agree."""
 
+import dataclasses
+import json
 import warnings
 
 import numpy as np
@@ -11,8 +13,9 @@ from subnet.errors import InputError
 from subnet.extraction import Budget, as_keep_set, extract, keep_sets, model_cost
 from subnet.importance import estimate
 from subnet.models import AlwaysOnDropout
-from subnet.structure import channel_groups
+from subnet.structure import Cost, channel_groups
 from tests import zoo
+from tests.helpers import tiny_dense_task
 
 GRAPHS = ["merge_before_first_site", "text_conv1d", "resnet_identity", "resnet20_layout",
           "inception_block", "mobilenet_style", "squeeze_excite"]
@@ -67,6 +70,27 @@ def test_the_blog_networks_sites_and_cost_are_unchanged():
         ("dense", "dense", 500, "drop3")]
     assert s.cost() == {"params": 431_080, "flops": 4_586_000}
     assert s.is_chain
+
+
+def test_the_cost_is_a_frozen_cost_that_reads_as_the_dict_it_was():
+    model, _ = tiny_dense_task()  # Dense 6 -> 8 ("hidden") -> 3
+    s = channel_groups(model)
+    whole = s.cost()
+    assert isinstance(whole, Cost) and subnet.Cost is Cost
+    # 6*8+8 + 8*3+3 parameters; 2 FLOPs per multiply-accumulate, biases not counted.
+    assert (whole.params, whole.flops, whole.nonzero_params) == (83, 144, None)
+    assert whole == {"params": 83, "flops": 144} and list(whole) == ["params", "flops"]
+    assert len(whole) == 2 and "nonzero_params" not in whole and whole.get("flops") == 144
+    with pytest.raises(KeyError):
+        whole["nonzero_params"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        whole.flops = 0
+    five = s.cost({"hidden": np.arange(8) < 5})  # 5 hidden units kept
+    assert five == {"params": 6 * 5 + 5 + 5 * 3 + 3, "flops": 2 * (6 * 5 + 5 * 3)}
+    assert five.to_dict() == {"params": 53, "flops": 90} and type(five.to_dict()) is dict
+    assert Cost.from_dict(json.loads(json.dumps(five.to_dict()))) == five
+    with pytest.raises(InputError, match=r"cost\['flops'\] is required but missing"):
+        Cost.from_dict({"params": 53})
 
 
 def test_a_residual_streams_channel_is_one_unit_across_every_block(built):

@@ -39,14 +39,15 @@ extraction, criteria and the backends all look a layer up there, and teaching su
 type means adding one rule),
 :mod:`~subnet.structure.graph` (the layer calls in topological order),
 :mod:`~subnet.structure.groups` (channel groups, sites, masking and extraction) and
-:mod:`~subnet.structure.cost` (exact cost of any keep-set, and its incremental form). The
-backends' segments (:func:`subnet.engine.chain.analyse_chain`) are read from the structure.
+:mod:`~subnet.structure.cost` (exact cost of any keep-set as a :class:`Cost`, and its
+incremental form). The backends' segments (:func:`subnet.engine.chain.analyse_chain`) are read
+from the structure.
 """
 
-from subnet.structure.cost import CostModel, CostState
+from subnet.structure.cost import Cost, CostModel, CostState
 from subnet.structure.graph import Call, graph_calls
 from subnet.structure.groups import Group, Structure, StructureSite, channel_groups
 from subnet.structure.rules import TABLE, Rule, layer_weights, rule_for
 
-__all__ = ["TABLE", "Call", "CostModel", "CostState", "Group", "Rule", "Structure",
+__all__ = ["TABLE", "Call", "Cost", "CostModel", "CostState", "Group", "Rule", "Structure",
            "StructureSite", "channel_groups", "graph_calls", "layer_weights", "rule_for"]

@@ -1,9 +1,42 @@
 """Exact parameters and FLOPs of any subnetwork as a function of its keep bits, and the
-incremental view a greedy allocation grows a subnetwork with."""
+incremental view a greedy allocation grows a subnetwork with; :class:`Cost` is what they come
+to."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 import numpy as np
+
+from subnet.results import MappingResult
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cost(MappingResult):
+    """Parameters and FLOPs per example of a (sub)network: what
+    :meth:`Structure.cost <subnet.structure.Structure.cost>` and
+    :func:`subnet.extraction.model_cost` report. A frozen result that also reads as the dict
+    they used to return (``cost["flops"]``, ``{**cost}``; equal to a dict of the same keys and
+    values; :meth:`to_dict` for JSON, see :class:`~subnet.results.MappingResult`).
+
+    Attributes:
+        params: Parameters (every weight that remains, BatchNormalization's moving statistics
+            included, as ``model.count_params()`` counts them).
+        flops: FLOPs per example (2 per multiply-accumulate of Conv, Dense, depthwise and
+            separable layers).
+        nonzero_params: Weights that are not zero (:func:`~subnet.extraction.model_cost`
+            only; None, and not a key, for a keep-set's cost).
+    """
+
+    params: int
+    flops: int
+    nonzero_params: int | None = None
+
+    _WHERE: ClassVar[str] = "cost"
+    _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "params": int, "flops": int, "nonzero_params": int}
 
 
 class CostModel:

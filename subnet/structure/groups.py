@@ -11,7 +11,7 @@ import numpy as np
 
 from subnet._tf import keras
 from subnet.errors import InputError, clean
-from subnet.structure.cost import CostModel
+from subnet.structure.cost import Cost, CostModel
 from subnet.structure.graph import Call, graph_calls
 from subnet.structure.rules import (
     Dropout,
@@ -314,7 +314,7 @@ class Structure:
 
     # ------------------------------------------------------------------------------ cost
 
-    def cost(self, keep=None) -> dict:
+    def cost(self, keep=None) -> Cost:
         """Exact parameters and FLOPs per example of the subnetwork that keeps ``keep``.
 
         FLOPs count 2 per multiply-accumulate of Conv, Dense, depthwise and separable layers
@@ -326,10 +326,10 @@ class Structure:
             keep: As for :meth:`unit_bits`.
 
         Returns:
-            {"params": int, "flops": int}.
+            A :class:`Cost`: ``params`` and ``flops`` (reads as ``{"params", "flops"}``).
         """
         params, flops = self.cost_model()(self.unit_bits(keep))
-        return {"params": params, "flops": flops}
+        return Cost(params=params, flops=flops)
 
     def cost_model(self) -> CostModel:
         """The cost as a fast function of the keep bits (see :class:`CostModel`)."""
