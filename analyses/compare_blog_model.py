@@ -1,7 +1,7 @@
 """Subnetworks of the blog's model vs magnitude pruning, at equal FLOP budgets. Prints JSON.
 
     python analyses/compare_blog_model.py [--model out/demo/seed.keras] [--finetune-epochs 1]
-        [--methods banzhaf magnitude random taylor tfmot reinit] [--seeds 0 1 2]
+        [--methods banzhaf_iterative magnitude random taylor tfmot reinit] [--seeds 0 1 2]
         [--steps-per-halving 2] [--step-masks 500] [--out out/compare/comparison.json]
 
 Budgets are 1/2, 1/4, 1/8, 1/16 and 1/32 of the dense model's FLOPs. Each method chooses units on
@@ -26,6 +26,7 @@ import numpy as np
 
 import subnet
 from subnet.comparison import compare
+from subnet.methods import resolve
 
 BUDGETS = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
 KEYS = ("method", "budget_flops_fraction", "seed", "params", "flops", "accuracy_oneshot",
@@ -37,18 +38,21 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="out/demo/seed.keras")
     parser.add_argument("--finetune-epochs", type=float, default=1.0)
     parser.add_argument("--methods", nargs="+",
-                        default=["banzhaf", "magnitude", "random", "taylor", "tfmot", "reinit"])
+                        default=["banzhaf_iterative", "magnitude", "random", "taylor", "tfmot",
+                                 "reinit"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--masks", type=int, default=2000,
                         help="masks of the one-record ranking (banzhaf_single)")
     parser.add_argument("--steps-per-halving", type=int, default=2,
-                        help="steps per halving of the FLOPs of iterative pruning (banzhaf)")
+                        help="steps per halving of the FLOPs of iterative pruning "
+                        "(banzhaf_iterative)")
     parser.add_argument("--step-masks", type=int, default=500,
                         help="masks recorded at each of those steps")
     parser.add_argument("--selection-examples", type=int, default=2000,
                         help="held-out training examples the units are chosen on")
     parser.add_argument("--out", default="out/compare/comparison.json")
     args = parser.parse_args(argv)
+    args.methods = [resolve(m) for m in args.methods]  # an old key reads as the key it has now
     start = time.time()
     model_path = Path(args.model)
     if not model_path.exists():

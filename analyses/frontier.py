@@ -1,7 +1,7 @@
 """How far does the blog's network really trim? The frontier protocol on one data set.
 
     python analyses/frontier.py [--dataset mnist] [--parents 0,1,2] [--jobs 2] [--quick]
-        [--methods magnitude,taylor,banzhaf,random] [--allocations cost,uniform]
+        [--methods magnitude,taylor,banzhaf_iterative,random] [--allocations cost,uniform]
         [--budgets 0.5,0.25,0.125,0.1,0.0625,0.03125] [--out reports/frontier]
 
 Everything is decided on a validation split held out of the training images (never trained on by
@@ -55,7 +55,7 @@ import numpy as np
 # records which kernels it ran on: `onednn`). Set TF_ENABLE_ONEDNN_OPTS=0 to run without.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from subnet.methods import accepted  # noqa: E402  (a light module: no TensorFlow)
+from subnet.methods import RENAMED, accepted, resolve  # noqa: E402  (light: no TensorFlow)
 
 PUBLISHED = {  # conv1-conv2-dense widths of this network in the structured-pruning literature
     "Neklyudov et al. 2017 (SBP)": {"conv1": 3, "conv2": 18, "dense": 283},
@@ -79,7 +79,8 @@ def _parse(argv):
     arg("--parent-epochs", type=int, default=12)
     arg("--validation", type=int, default=5000)
     arg("--teacher-passes", type=int, default=16)
-    arg("--methods", default="magnitude,taylor,banzhaf,random")
+    arg("--methods", default="magnitude,taylor,banzhaf_iterative,random",
+        help="criteria (banzhaf, the old key of banzhaf_iterative, reads as it)")
     arg("--allocations", default="cost,uniform")
     arg("--budgets", default="0.5,0.25,0.125,0.1,0.0625,0.03125")
     arg("--step", type=float, default=0.25, help="fraction of the FLOPs removed per round")
@@ -171,6 +172,8 @@ def _check(args) -> None:
             raise InputError(f"--{name} is empty.")
         return values
 
+    for name in ("methods", "uniform_methods"):  # an old key reads as the key it has now
+        setattr(args, name, ",".join(dict.fromkeys(resolve(m) for m in _list(getattr(args, name)))))
     numbers("parents", int, 0, None)
     numbers("budgets", float, 0.0, 1.0, low_open=True)
     numbers("control-budgets", float, 0.0, 1.0, low_open=True)
@@ -374,9 +377,15 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None,
             "onednn": ONEDNN}  # TensorFlow's oneDNN kernels (subnet._tf): rounding differs
 
 
+#: Methods whose cells were made under their old key (subnet.methods.RENAMED) keep it in the
+#: cells' names and keys, so that the committed cells stay found.
+_CELL_NAMES = {new: old for old, new in RENAMED.items()}
+
+
 def _cell_path(args, kind: str, *parts) -> Path:
     """A cell's result: small JSON kept under ``--out/cells/`` (committed as cells finish, so a
     run on a fresh machine redoes only what is missing); its models stay under ``--work``."""
+    parts = tuple(_CELL_NAMES.get(p, p) if isinstance(p, str) else p for p in parts)
     return Path(args.out) / "cells" / f"{kind}_{'_'.join(map(str, parts))}_" \
         f"{_key(_settings(args), kind, parts)}.json"
 

@@ -2,7 +2,7 @@
 models at equal nonzero weights, with latency as a ratio to the dense model timed alongside.
 
     python analyses/size_latency_vs_tfmot.py [--model out/demo/seed.keras]
-        [--comparison out/compare/comparison.json] [--method banzhaf] [--seed 0]
+        [--comparison out/compare/comparison.json] [--method banzhaf_iterative] [--seed 0]
         [--budgets 0.5 0.25] [--repeats 50]
 
 The widths of each subnetwork are ``--method``'s in a finished comparison
@@ -34,6 +34,7 @@ import subnet
 from subnet.baselines.tfmot import kernel_sparsity, magnitude_oneshot
 from subnet.comparison import Comparison
 from subnet.extraction import as_keep_set
+from subnet.methods import resolve
 from subnet.train import fit
 
 
@@ -41,7 +42,7 @@ def _widths(model, args) -> list[tuple[float, dict[str, int]]]:
     whole = as_keep_set(model, {})
     if Path(args.comparison).is_file():
         rows = [r for r in Comparison.load(args.comparison).rows
-                if r["method"] == args.method and r["seed"] == args.seed]
+                if r["method"] == resolve(args.method) and r["seed"] == args.seed]
         return [(r["budget_flops_fraction"], r["widths"])
                 for r in sorted(rows, key=lambda r: -r["budget_flops_fraction"])]
     flat = subnet.Importance("flat", np.zeros(whole.sites.n_units), whole.sites)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="out/demo/seed.keras")
     parser.add_argument("--comparison", default="out/compare/comparison.json")
-    parser.add_argument("--method", default="banzhaf")
+    parser.add_argument("--method", default="banzhaf_iterative")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25],
                         help="FLOPs fractions, without a comparison")

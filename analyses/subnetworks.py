@@ -11,11 +11,11 @@ training to convergence is measured, not assumed: the same network is also train
 along the epochs (converged at A epochs: the longest training, B, gained less than 0.1 point
 over the next longest, A). Then the full
 ``subnet.analyze`` pipeline runs on it (record, importance, comparison, report) with the
-methods banzhaf (mask statistics, iterative), magnitude (L1, structured), random, tfmot
-(unstructured magnitude at the same nonzero weights) and reinit (banzhaf's widths, freshly
-initialised), each fine-tuned with the same budget, over ``--seeds``. Its report lands in
-``--out/DATASET/`` (the record and models stay in ``out/analyses/subnetworks/``, one folder
-per network and settings).
+methods banzhaf_iterative (mask statistics, iterative), magnitude (L1, structured), random,
+tfmot (unstructured magnitude at the same nonzero weights) and reinit (banzhaf_iterative's
+widths, freshly initialised), each fine-tuned with the same budget, over ``--seeds``. Its
+report lands in ``--out/DATASET/`` (the record and models stay in
+``out/analyses/subnetworks/``, one folder per network and settings).
 
 This script then reads the comparison and lists, per dataset and method, the smallest
 subnetwork within 0.1 and within 0.5 points of the whole network (mean over seeds), against two
@@ -41,7 +41,7 @@ from subnet import comparison
 from subnet.analyze import Settings, analyze
 from subnet.io import atomic_write_text
 
-METHODS = ("banzhaf", "magnitude", "random", "tfmot", "reinit")
+METHODS = ("banzhaf_iterative", "magnitude", "random", "tfmot", "reinit")
 # the methods that give a smaller network (tfmot keeps the dense shape, reinit is not cut out)
 STRUCTURED = tuple(m for m in METHODS if m in comparison.STRUCTURED)
 TOLERANCES = (0.001, 0.005)
@@ -180,7 +180,8 @@ def write_report(result: dict, out: Path) -> None:
                                reading="Mean ± std of fine-tuned test accuracy over seeds; "
                                        f"{method_name('tfmot')} keeps the dense shape (params "
                                        f"= nonzero weights); {method_name('reinit')} are the "
-                                       f"{method_name('banzhaf')} widths, trained from scratch."))
+                                       f"{method_name('banzhaf_iterative')} widths, trained "
+                                       "from scratch."))
             if ref == "whole_best_of_dropout_off_and_on":
                 parts = []
                 for tol in ("0.1_points", "0.5_points"):

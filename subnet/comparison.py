@@ -39,15 +39,17 @@ from subnet.extraction import (
     recalibrate_batchnorm,
 )
 from subnet.keep import KeepProbabilities
-from subnet.methods import METHODS, accepted
+from subnet.methods import METHODS, accepted, resolve
 from subnet.models import model_bytes, model_from_bytes
-from subnet.results import SCHEMA_VERSION, check_schema, import_pandas, schema_version
+from subnet.results import SCHEMA_VERSION, check_schema, import_pandas
+from subnet.results_schema import upgrade_comparison
 from subnet.validation import check_fraction, check_int
 
 __all__ = ["ALLOCATION", "Comparison", "compare", "run_cell"]
 
-# How each structured method spreads a budget over sites. ``banzhaf`` prunes in re-measured
-# steps (subnet.iterative), the same fraction of every site at each step; ``banzhaf_single``
+# How each structured method spreads a budget over sites. ``banzhaf_iterative`` prunes in
+# re-measured steps (subnet.iterative), the same fraction of every site at each step;
+# ``banzhaf_single``
 # keeps the top units of one record at keep 0.5 over all sites at once (scores of mask statistics
 # and of ablation are in the metric's units, comparable across layers); weight magnitudes,
 # activations and Taylor scores are not comparable across layers, so those methods keep the same
@@ -113,7 +115,9 @@ class Comparison:
         """Rebuilds a comparison from :meth:`to_dict`'s dict (or results.json's
         ``comparison``, whose ``summary`` is ignored: it is computed from the rows).
 
-        A dict without ``schema_version`` is version 1, the same fields.
+        A dict without ``schema_version`` is version 1; an older version is upgraded
+        (:func:`~subnet.results_schema.upgrade_comparison`: ``banzhaf`` rows are
+        ``banzhaf_iterative``).
 
         Raises:
             InputTypeError: If ``data`` is not a dict.
@@ -121,7 +125,7 @@ class Comparison:
                 the key path, e.g. ``comparison['rows'][3]['accuracy_oneshot']``), or
                 ``schema_version`` is newer than this subnet reads.
         """
-        schema_version(data, "comparison")
+        data = upgrade_comparison(data)
         check_schema(data, "comparison", "comparison")
         if "config" not in data:
             raise InputError("comparison['config'] is required but missing.")
@@ -205,12 +209,13 @@ def _read_comparison(path: Path) -> dict:
     return Comparison.load(path).to_dict()
 
 
-def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "random", "tfmot"),
+def compare(model, dataset,
+            methods: Sequence[str] = ("banzhaf_iterative", "magnitude", "random", "tfmot"),
             budgets: Sequence[float] = (1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32),
             seeds: Sequence[int] = (0, 1, 2), *, finetune_epochs: float = 1.0,
             selection_examples: int = 2000, n_masks: int = 2000, steps_per_halving: int = 4,
             step_masks: int = 1000, compensate: bool = True, rate=None,
-            reference_method: str = "banzhaf", out: str | os.PathLike | None = None,
+            reference_method: str = "banzhaf_iterative", out: str | os.PathLike | None = None,
             measure_latency: bool = True, latency_repeats: int = 20,
             models_dir: str | os.PathLike | None = None, dense_finetuned: bool = True,
             dense_accuracy: float | None = None, callbacks: Sequence | None = None,
@@ -218,8 +223,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     """Compares subnetworks chosen by several methods at several FLOP budgets and seeds.
 
     For each budget (a fraction of the dense model's FLOPs) and seed, every structured method
-    chooses units on the same held-out training examples (``banzhaf``: pruning in re-measured
-    steps, :func:`~subnet.iterative.iterative_keep_sets`; the others: scores, then
+    chooses units on the same held-out training examples (``banzhaf_iterative``: pruning in
+    re-measured steps, :func:`~subnet.iterative.iterative_keep_sets`; the others: scores, then
     :func:`~subnet.extraction.keep_sets`), the subnetwork is extracted (kept units rescaled by
     units/kept when ``compensate``, the same rule for every method), BatchNormalization
     statistics are re-estimated on the held-out examples, its test accuracy measured (one-shot),
@@ -230,24 +235,26 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     Args:
         model: The trained ``keras.Model``.
         dataset: A :class:`~subnet.data.Dataset` with training and test data.
-        methods: Any of ``banzhaf`` (iterative mask statistics), ``banzhaf_single`` (the top
-            units of one record at the sites' dropout rates, global allocation),
-            ``ablation``, ``magnitude``, ``random``, ``taylor``, ``apoz``, ``activation`` and
-            ``tfmot``.
+        methods: Any of ``banzhaf_iterative`` (iterative mask statistics), ``banzhaf_single``
+            (the top units of one record at the sites' dropout rates, global allocation),
+            ``ablation``, ``magnitude``, ``random``, ``taylor``, ``apoz``, ``activation``,
+            ``tfmot`` and ``reinit`` (:mod:`subnet.methods`); ``banzhaf``, the old key of
+            ``banzhaf_iterative``, still reads as it.
         budgets: FLOP fractions in (0, 1].
         seeds: Seeds (record, random scores, fine-tuning order).
         finetune_epochs: Fine-tuning budget in epochs of the training data (fractions allowed);
             0 skips fine-tuning.
         selection_examples: Training examples (the last ones) used to choose units.
         n_masks: Masks recorded for ``banzhaf_single``.
-        steps_per_halving: Steps per halving of the FLOPs for ``banzhaf``.
+        steps_per_halving: Steps per halving of the FLOPs for ``banzhaf_iterative``.
         step_masks: Masks recorded at each of those steps.
         compensate: Rescale kept units by units/kept at extraction (all methods alike).
         rate: Dropout rate(s) for masks, where the model's sites have no Dropout after them,
             or a :class:`~subnet.KeepProbabilities` (its keep probabilities and whether kept
             units are rescaled by 1/q, as :func:`subnet.record_masks` takes it).
         reference_method: The structured method whose parameter count TFMOT matches.
-        out: JSON file the results stream into; an existing one is resumed.
+        out: JSON file the results stream into; an existing one is resumed (one written by an
+            older subnet too: its rows are upgraded, :meth:`Comparison.from_dict`).
         measure_latency: Measure size and latency of each subnetwork (first seed only).
         latency_repeats: Timed calls of each model when measuring latency (the median is
             reported; fewer is faster and noisier).
@@ -276,6 +283,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     Raises:
         ValueError: If a method or budget is invalid, or the dataset has no training data.
     """
+    methods = list(dict.fromkeys(resolve(m) for m in methods))
+    reference_method = resolve(reference_method)
     unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
     if unknown:
         raise InputError(f"Unknown comparison methods {unknown}. Known: "
@@ -320,7 +329,8 @@ def compare(model, dataset, methods: Sequence[str] = ("banzhaf", "magnitude", "r
     dense = store.fields["dense"] if store.resumed else {
         "accuracy": float(accuracy(model, dataset.x_test, dataset.y_test)
                           if dense_accuracy is None else dense_accuracy), **model_cost(model),
-        **({"measure": measure(model, repeats=latency_repeats)} if measure_latency else {})}
+        **({"measure": measure(model, repeats=latency_repeats).to_dict()}
+           if measure_latency else {})}
     store.fields.update(schema_version=SCHEMA_VERSION, dense=dense)
     comparison = Comparison(rows=store.rows, dense=dense, config=config)
     store.save()
@@ -444,7 +454,7 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
     y_sel = dataset.y_train[-settings["selection_examples"]:]
     progress = settings["progress"]
     start = time.perf_counter()
-    if method == "banzhaf":
+    if method == "banzhaf_iterative":
         keeps = iterative_keep_sets(model, x_sel, y_sel, budgets,
                                     steps_per_halving=settings["steps_per_halving"],
                                     n_masks=settings["step_masks"], seed=seed, progress=progress)
@@ -484,7 +494,7 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
         _finetune_into(row, subnetwork, dataset, settings["tune_examples"], seed,
                        settings["callbacks"])
         if settings["measure_seed"] == seed:
-            row["measure"] = measure(subnetwork, repeats=settings["latency_repeats"])
+            row["measure"] = measure(subnetwork, repeats=settings["latency_repeats"]).to_dict()
         if settings["models_seed"] == seed:
             row["model_bytes"] = model_bytes(copy_model(subnetwork))  # no optimizer state
         rows.append(row)
@@ -578,5 +588,5 @@ def _tfmot_row(model, dataset, budget, seed, nonzero, tuned, latency_repeats) ->
         row["nonzero_params"] = info["nonzero_params"]
         row["finetune_seconds"] = round(info["seconds"], 1)
         if latency_repeats is not None:
-            row["measure"] = measure(pruned, repeats=latency_repeats)
+            row["measure"] = measure(pruned, repeats=latency_repeats).to_dict()
     return row

@@ -15,6 +15,7 @@ stopping.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from subnet._cli import progress_bar
 from subnet.cells import CellStore
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
-from subnet.methods import accepted
+from subnet.methods import RENAMED, accepted, resolve
 from subnet.models import model_bytes
 
 __all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "gradual_cell",
@@ -43,11 +44,13 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     Args:
         model: The parent, deterministic (dropout off), a ``keras.Model`` classifier.
         dataset: A :class:`~subnet.data.Dataset` with a training split.
-        methods: Criteria among :data:`METHODS`.
+        methods: Criteria among :data:`METHODS` (an old key, :data:`subnet.methods.RENAMED`,
+            reads as the key it has now).
         protocol: A :class:`~subnet.protocol.Protocol` (``Protocol.preset("thorough")``); its
             budgets, seeds, validation size, fine-tuning, distillation, allocation, step and
             retraining are used.
-        out: Folder for the trajectories and the resumable state (None: a temporary folder).
+        out: Folder for the trajectories and the resumable state (None: a temporary folder);
+            one written before a method's rename resumes.
         models_dir: Where the fine-tuned subnetworks are saved (as ``compare`` names them).
         teacher_model: The parent with its dropout, for the ensemble teacher (None: no
             distillation, or the deterministic parent when ``protocol.teacher_passes`` is 0).
@@ -75,6 +78,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     from subnet.protocol import validation_split
     from subnet.train import teacher_probabilities
 
+    methods = list(dict.fromkeys(resolve(m) for m in methods))
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise InputError(f"Methods {unknown or list(methods)} cannot run on the thorough "
@@ -105,7 +109,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     # The rows (work/rows.json, resumed), in one order whatever order the cells finish in:
     # methods as given, seeds, budgets from the largest.
     order = {m: i for i, m in enumerate(methods)}
-    store = CellStore(work / "rows.json", files=models_dir,
+    store = CellStore(work / "rows.json", files=models_dir, read=_read_rows,
                       key=lambda r: (r["method"], r["budget_flops_fraction"], r["seed"]),
                       order=lambda r: (order.get(r["method"], len(order)), r["seed"],
                                        -r["budget_flops_fraction"]))
@@ -140,6 +144,31 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     return Comparison(rows=store.rows, dense=dense, config=config)
 
 
+def _read_rows(path) -> list:
+    """The rows of a ``rows.json`` (a row written before the method's rename names it as it is
+    now, :data:`subnet.methods.RENAMED`)."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"Could not read the rows in '{path}': {err}; delete it to start "
+                         "again.") from err
+    if isinstance(rows, list):
+        rows = [{**row, "method": resolve(row["method"])}
+                if isinstance(row, Mapping) and isinstance(row.get("method"), str) else row
+                for row in rows]
+    return rows
+
+
+def _trajectory_folder(work: Path, method: str, seed: int) -> Path:
+    """``{method}_s{seed}`` under the work folder; one saved under the method's old key
+    (:data:`subnet.methods.RENAMED`) is resumed where it is."""
+    folder = work / f"{method}_s{seed}"
+    for old, new in RENAMED.items():
+        if new == method and not folder.exists() and (work / f"{old}_s{seed}").exists():
+            return work / f"{old}_s{seed}"
+    return folder
+
+
 def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float]) -> list:
     """One cell of :func:`compare_gradual` (an executor's task): one criterion's gradual
     prune-retrain trajectory for one seed, each of ``budgets``' checkpoints fine-tuned to
@@ -158,7 +187,7 @@ def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float])
         model = model_from_bytes(model)
     train, validation, test = job["train"], job["validation"], job["test"]
     protocol, saturation, teacher = job["protocol"], job["saturation"], job["teacher"]
-    folder = Path(job["work"]) / f"{method}_s{seed}"
+    folder = _trajectory_folder(Path(job["work"]), method, seed)
     trajectory = prune_gradually(
         model, train, method, budgets, step=protocol.step,
         retrain_epochs=protocol.retrain_epochs, allocation=protocol.allocation,

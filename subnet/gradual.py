@@ -10,7 +10,7 @@ serves every budget. Each checkpoint is then fine-tuned to saturation by the cal
 (:func:`subnet.train.fit` with a validation split and ``patience``).
 
 Criteria: every registered estimator that reads a model (``magnitude``, ``taylor``, ``apoz``,
-``activation``, ``random``) and mask statistics (``banzhaf``: a record of masks around the
+``activation``, ``random``) and mask statistics (``banzhaf_iterative``: a record of masks around the
 current subnetwork, as :func:`subnet.iterative_keep_sets` does). Scores of different sites are
 made comparable for the global allocations: mask statistics are already in accuracy units; the
 others are divided by their site's L2 norm (the layer-wise normalisation of Molchanov et al.
@@ -47,7 +47,7 @@ from subnet.extraction import (
     recalibrate_batchnorm,
 )
 from subnet.importance import Importance, estimate
-from subnet.methods import accepted, method
+from subnet.methods import accepted, method, resolve
 from subnet.validation import check_choice, check_fraction, check_number
 
 __all__ = ["Trajectory", "prune_gradually"]
@@ -87,8 +87,8 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, data: dict) -> Trajectory:
-        """The inverse of :meth:`to_dict`."""
-        return cls(method=data["method"], allocation=data["allocation"], seed=data["seed"],
+        """The inverse of :meth:`to_dict` (an old method key reads as the key it has now)."""
+        return cls(method=resolve(data["method"]), allocation=data["allocation"], seed=data["seed"],
                    dense_flops=data["dense_flops"], rounds=tuple(data["rounds"]),
                    checkpoints={float(b): c for b, c in data["checkpoints"].items()})
 
@@ -106,7 +106,8 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
     Args:
         model: The trained parent, a ``keras.Model`` classifier (deterministic: dropout off).
         dataset: A :class:`~subnet.data.Dataset`; its training split retrains the subnetworks.
-        method: The criterion: one of :data:`MODEL_CRITERIA` or ``"banzhaf"``.
+        method: The criterion: one of :data:`MODEL_CRITERIA` or ``"banzhaf_iterative"``
+            (``"banzhaf"``, its old key, still reads as it).
         budgets: FLOP fractions of the parent in (0, 1); a checkpoint is kept at each.
         step: Fraction of the current FLOPs each round removes, in (0, 1].
         retrain_epochs: Epochs of training after each round (0: none; fractions allowed).
@@ -121,7 +122,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
         temperature: Distillation temperature.
         distill_weight: Weight of the distillation term.
         learning_rate: Adam's initial learning rate of each retraining.
-        n_masks: Masks per round for ``banzhaf``.
+        n_masks: Masks per round for ``banzhaf_iterative``.
         min_units: Units every site keeps at least.
         seed: Seed of the run (criteria, masks, shuffling); round k uses ``seed * 1000 + k``.
         out: Folder for the checkpoints and the resumable state (None: kept in memory only,
@@ -140,6 +141,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
     from subnet.train import fit
 
     budgets = sorted({float(b) for b in budgets}, reverse=True)
+    method = resolve(method)
     if not budgets or not all(0 < b < 1 for b in budgets):
         raise InputError(f"Invalid value for argument `budgets`: expected FLOP fractions in "
                          f"(0, 1). Received: {budgets}")
@@ -215,7 +217,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
 def _choose(current, method, target_flops, allocation, selection, n_masks, min_units, seed):
     """The keep-set of one round: scores on the current subnetwork, then the allocation."""
     x, y = selection
-    if method == "banzhaf":
+    if method == "banzhaf_iterative":
         from subnet.record import temporary_record
 
         table = as_keep_set(current, {}).sites
@@ -271,6 +273,9 @@ class _State:
         if not path.exists():
             return
         saved = json.loads(path.read_text())
+        if isinstance(saved.get("settings"), dict) and "method" in saved["settings"]:
+            # a trajectory saved before the method's rename (subnet.methods.RENAMED)
+            saved["settings"]["method"] = resolve(saved["settings"]["method"])
         if saved.get("settings") != json.loads(json.dumps(settings)):
             raise InputError(f"{self.out} holds a trajectory made with other settings, model or "
                              "data; choose another folder.")

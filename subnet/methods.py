@@ -6,33 +6,39 @@ kind, the allocation the quick comparison (:func:`subnet.compare`) spreads its b
 the protocols that run it (``"quick"``: one-shot cuts and a short fine-tune; ``"thorough"``:
 gradual prune-retrain, :func:`subnet.compare_gradual`). A light module: no TensorFlow.
 
-==================  ================================  ==========  ==========  ===============
-key                 name                              kind        allocation  protocols
-==================  ================================  ==========  ==========  ===============
-``banzhaf``         mask statistics                   estimator   iterative   quick, thorough
-``banzhaf_single``  mask statistics (one record)      estimator   global      quick
-``ablation``        ablation                          criterion   global      quick
-``magnitude``       L1 magnitude                      criterion   uniform     quick, thorough
-``taylor``          Taylor                            criterion   uniform     quick, thorough
-``apoz``            APoZ                              criterion   uniform     quick, thorough
-``activation``      mean activation                   criterion   uniform     quick, thorough
-``random``          random units                      control     uniform     quick, thorough
-``tfmot``           TFMOT (unstructured)              baseline    —           quick
-``reinit``          reinitialised widths              control     —           quick
-==================  ================================  ==========  ==========  ===============
+=====================  ==============================  ==========  ==========  ===============
+key                    name                            kind        allocation  protocols
+=====================  ==============================  ==========  ==========  ===============
+``banzhaf_iterative``  mask statistics                 estimator   iterative   quick, thorough
+``banzhaf_single``     mask statistics (one record)    estimator   global      quick
+``ablation``           ablation                        criterion   global      quick
+``magnitude``          L1 magnitude                    criterion   uniform     quick, thorough
+``taylor``             Taylor                          criterion   uniform     quick, thorough
+``apoz``               APoZ                            criterion   uniform     quick, thorough
+``activation``         mean activation                 criterion   uniform     quick, thorough
+``random``             random units                    control     uniform     quick, thorough
+``tfmot``              TFMOT (unstructured)            baseline    —           quick
+``reinit``             reinitialised widths            control     —           quick
+=====================  ==============================  ==========  ==========  ===============
 
-``banzhaf`` is mask statistics measured again as the network shrinks (iterative in the quick
-comparison, a record per round in gradual pruning); ``banzhaf_single`` ranks the units of one
-record. ``tfmot`` and ``reinit`` are built on another method's subnetwork (its nonzero weights,
-its widths): they are *referenced*. Estimators that only score units (exact Banzhaf values,
-regression on masks) have display names and no protocol.
+``banzhaf_iterative`` is mask statistics measured again as the network shrinks (iterative in
+the quick comparison, a record per round in gradual pruning); ``banzhaf_single`` ranks the units
+of one record. ``tfmot`` and ``reinit`` are built on another method's subnetwork (its nonzero
+weights, its widths): they are *referenced*. Estimators that only score units (exact Banzhaf
+values, regression on masks) have display names and no protocol; ``banzhaf``, the estimate of
+:func:`subnet.importance.estimate` from one record, is shown as "mask statistics" too.
+
+Results and command lines written before the iterative method had its own key said ``banzhaf``
+for it: :func:`resolve` maps a method key to the key it has now (:data:`RENAMED`), and
+everything that reads saved rows or ``--methods`` goes through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["METHODS", "Method", "accepted", "display_names", "method", "method_name"]
+__all__ = ["METHODS", "RENAMED", "Method", "accepted", "display_names", "method", "method_name",
+           "resolve"]
 
 KINDS = ("estimator", "criterion", "control", "baseline")
 
@@ -65,7 +71,8 @@ class Method:
 _BOTH = ("quick", "thorough")
 #: Every method, in the order lists show them.
 METHODS: tuple[Method, ...] = (
-    Method("banzhaf", "mask statistics", "estimator", "iterative", _BOTH, default=_BOTH),
+    Method("banzhaf_iterative", "mask statistics", "estimator", "iterative", _BOTH,
+           default=_BOTH),
     Method("banzhaf_single", "mask statistics (one record)", "estimator", "global", ("quick",)),
     Method("magnitude", "L1 magnitude", "criterion", "uniform", _BOTH, default=_BOTH),
     Method("taylor", "Taylor", "criterion", "uniform", _BOTH, default=("thorough",)),
@@ -82,15 +89,24 @@ METHODS: tuple[Method, ...] = (
     Method("class_conditional", "class-conditional mask statistics", "estimator"),
 )
 _BY_KEY = {m.key: m for m in METHODS}
+#: {old key: key now} of comparison methods: ``banzhaf`` named iterative mask statistics in the
+#: comparisons and frontiers written before ``banzhaf_iterative``.
+RENAMED: dict[str, str] = {"banzhaf": "banzhaf_iterative"}
+
+
+def resolve(key: str) -> str:
+    """The key a comparison method has now (``"banzhaf"`` -> ``"banzhaf_iterative"``): old
+    results and command lines still read. Any other key is returned as it is."""
+    return RENAMED.get(key, key)
 
 
 def method(key: str) -> Method:
     """The :class:`Method` of ``key``.
 
     Raises:
-        KeyError: If no method has that key.
+        KeyError: If no method has that key (an old key finds its method as it is now).
     """
-    return _BY_KEY[key]
+    return _BY_KEY[resolve(key)]
 
 
 def accepted(protocol: str, *, default: bool = False, referenced: bool | None = None,
@@ -104,12 +120,16 @@ def accepted(protocol: str, *, default: bool = False, referenced: bool | None = 
 
 
 def display_names() -> dict[str, str]:
-    """{key: display name} of every method."""
-    return {m.key: m.name for m in METHODS}
+    """{key: display name} of every method, and of every old key (:data:`RENAMED`) as its
+    method is named now."""
+    return {**{m.key: m.name for m in METHODS},
+            **{old: _BY_KEY[new].name for old, new in RENAMED.items()}}
 
 
 def method_name(key: str) -> str:
-    """The display name of a method key (``"banzhaf"`` -> ``"mask statistics"``); an unknown key
-    is shown as it is."""
+    """The display name of a method key (``"banzhaf_iterative"`` -> ``"mask statistics"``); an
+    old key names its method as it is now (``"banzhaf"`` in a saved comparison is iterative mask
+    statistics) and an unknown key is shown as it is."""
+    key = resolve(key)
     found = _BY_KEY.get(key)
     return key if found is None else found.name

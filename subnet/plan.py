@@ -183,7 +183,7 @@ def predict(values: dict, costs: Costs, *, n_train: int, n_test: int, auto_keep:
     record = values["masks"] * values["examples"] * mask + build
     selection = 0.0
     if n_train:
-        if "banzhaf" in methods:  # iterative: a record on each step's subnetwork
+        if "banzhaf_iterative" in methods:  # iterative: a record on each step's subnetwork
             steps = max(1, math.ceil(math.log2(1 / min(budgets)))) * values["steps_per_halving"]
             selection += steps * (values["step_masks"] * values["selection_examples"] * mask
                                   + build)

@@ -5,8 +5,9 @@ checks, with one-line errors; the upgrade of older results; the optional pandas 
 One version number covers every result format subnet writes (``results.json``,
 :meth:`subnet.Importance.to_dict`, :meth:`subnet.Comparison.to_dict` and the files saved from
 them): :data:`SCHEMA_VERSION`. Data without ``schema_version`` is version 1, what subnet wrote
-before the formats were versioned; readers upgrade it (:func:`upgrade_results`). Data of a newer
-version is refused with a message that says to upgrade subnet.
+before the formats were versioned; readers upgrade older versions (:func:`upgrade_results`,
+:func:`upgrade_comparison`). Data of a newer version is refused with a message that says to
+upgrade subnet.
 
 The schema is the declarative file ``subnet/report/results.schema.json`` (JSON Schema, draft
 2020-12; it stays in ``subnet/report`` as package data), checked with the ``jsonschema``
@@ -34,11 +35,13 @@ from datetime import datetime
 from pathlib import Path
 
 from subnet.errors import InputError, InputTypeError
+from subnet.methods import RENAMED, resolve
 
 __all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "check_schema", "describe_value", "import_pandas",
-           "schema", "schema_version", "upgrade_results", "validate_results", "where_text"]
+           "schema", "schema_version", "upgrade_comparison", "upgrade_results", "validate_results",
+           "where_text"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the result formats this subnet writes; it reads this one and every older one."""
 
 SCHEMA_PATH = Path(__file__).parent / "report" / "results.schema.json"
@@ -131,10 +134,15 @@ _WHERE = "results"
 def upgrade_results(results: Mapping) -> dict:
     """Brings a results dict of an older schema version to the current one.
 
-    Version 1 (files without ``schema_version``, written before it existed) differs from
-    version 2 in one thing: size measurements carried ``raw_bytes``, an alias of
-    ``file_bytes``. The upgrade keeps ``file_bytes`` (taking ``raw_bytes``' value where only it
-    is there), drops ``raw_bytes`` everywhere and sets ``schema_version`` to 2.
+    - Version 1 (files without ``schema_version``, written before it existed) -> 2: size
+      measurements carried ``raw_bytes``, an alias of ``file_bytes``. The upgrade keeps
+      ``file_bytes`` (taking ``raw_bytes``' value where only it is there) and drops
+      ``raw_bytes`` everywhere.
+    - Version 2 -> 3: iterative mask statistics, the comparison method, was ``banzhaf``; it is
+      ``banzhaf_iterative`` (:data:`subnet.methods.RENAMED`). The upgrade renames it wherever a
+      key or value names a comparison method: ``config.methods``, the comparison
+      (:func:`upgrade_comparison`), the answer's methods and the uncertainty section's
+      subnetwork predictors. ``importance.method`` names an estimator and stays ``banzhaf``.
 
     Args:
         results: The contents of a results.json.
@@ -151,9 +159,86 @@ def upgrade_results(results: Mapping) -> dict:
     version = schema_version(results, _WHERE)
     if version == SCHEMA_VERSION:
         return results if isinstance(results, dict) else dict(results)
-    upgraded = _without_raw_bytes(results)  # version 1 -> 2
-    upgraded["schema_version"] = 2
+    upgraded = _without_raw_bytes(results) if version < 2 else dict(results)
+    if isinstance(upgraded.get("config"), Mapping):
+        upgraded["config"] = _renamed(upgraded["config"], values=("methods",))
+    if isinstance(upgraded.get("comparison"), Mapping):
+        # a comparison section without its own version has the file's
+        comparison = upgrade_comparison({"schema_version": version, **upgraded["comparison"]})
+        if "schema_version" not in upgraded["comparison"]:
+            comparison.pop("schema_version")
+        upgraded["comparison"] = comparison
+    answer = upgraded.get("answer")
+    if isinstance(answer, Mapping):
+        answer = dict(answer)
+        for key in ("smallest", "subnetwork"):
+            answer[key] = _renamed(answer.get(key), values=("method",))
+        if isinstance(answer.get("smallest_by_method"), Mapping):
+            answer["smallest_by_method"] = {
+                resolve(m): _renamed(entry, values=("method",))
+                for m, entry in answer["smallest_by_method"].items()}
+        upgraded["answer"] = answer
+    uncertainty = upgraded.get("uncertainty")
+    if isinstance(uncertainty, Mapping):
+        uncertainty = dict(uncertainty)
+        for key in ("predictors", "entropy_histograms"):
+            if isinstance(uncertainty.get(key), Mapping):
+                uncertainty[key] = {_renamed_predictor(name): value
+                                    for name, value in uncertainty[key].items()}
+        upgraded["uncertainty"] = uncertainty
+    upgraded["schema_version"] = SCHEMA_VERSION
     return upgraded
+
+
+def upgrade_comparison(comparison: Mapping) -> dict:
+    """Brings a comparison dict (:meth:`subnet.Comparison.to_dict`, results.json's
+    ``comparison``) of an older schema version to the current one: ``banzhaf`` ->
+    ``banzhaf_iterative`` in ``config.methods``, ``config.allocation``'s keys,
+    ``config.reference_method`` and each row's and summary entry's ``method`` (version 2 -> 3;
+    version 1 differs from 2 only in results.json). Returns a new dict.
+
+    Raises:
+        InputError: If ``schema_version`` is not an integer >= 1, or is newer than this subnet
+            reads.
+    """
+    version = schema_version(comparison, "comparison")
+    upgraded = dict(comparison)
+    if version >= 3:
+        return upgraded
+    config = upgraded.get("config")
+    if isinstance(config, Mapping):
+        config = _renamed(config, values=("methods", "reference_method"))
+        if isinstance(config.get("allocation"), Mapping):
+            config["allocation"] = {resolve(m): a for m, a in config["allocation"].items()}
+        upgraded["config"] = config
+    for key in ("rows", "summary"):
+        if isinstance(upgraded.get(key), list):
+            upgraded[key] = [_renamed(row, values=("method",)) for row in upgraded[key]]
+    upgraded["schema_version"] = SCHEMA_VERSION
+    return upgraded
+
+
+def _renamed(section, values: tuple[str, ...]):
+    """A copy of a dict with the method keys in ``values`` (a key each, or a list of them)
+    renamed (:func:`subnet.methods.resolve`); anything that is not a dict as it is."""
+    if not isinstance(section, Mapping):
+        return section
+    out = dict(section)
+    for key in values:
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = resolve(value)
+        elif isinstance(value, list):
+            out[key] = [resolve(v) if isinstance(v, str) else v for v in value]
+    return out
+
+
+def _renamed_predictor(name: str) -> str:
+    """``subnetwork_banzhaf@0.25`` -> ``subnetwork_banzhaf_iterative@0.25``."""
+    for old, new in RENAMED.items():
+        if name.startswith(f"subnetwork_{old}@"):
+            return f"subnetwork_{new}@{name.partition('@')[2]}"
+    return name
 
 
 def _without_raw_bytes(value):

@@ -64,7 +64,7 @@ def _entry(method, budget, accuracy, params=None):
 
 
 def test_smallest_within_tolerance_per_method_against_each_reference():
-    summary = [_entry("banzhaf", 0.5, 0.986), _entry("banzhaf", 0.25, 0.981),
+    summary = [_entry("banzhaf_iterative", 0.5, 0.986), _entry("banzhaf_iterative", 0.25, 0.981),
                _entry("magnitude", 0.5, 0.983), _entry("magnitude", 0.25, 0.95),
                _entry("random", 0.5, 0.90), _entry("tfmot", 0.5, 0.99, params=400),
                _entry("tfmot", 0.25, 0.985, params=260)]
@@ -72,16 +72,16 @@ def test_smallest_within_tolerance_per_method_against_each_reference():
     refs = found["references"]
     assert refs == {"whole_best_of_dropout_off_and_on": 0.985, "whole_finetuned_same_budget": 0.99}
     best = found["smallest"]["whole_best_of_dropout_off_and_on"]
-    assert best["0.1_points"]["banzhaf"]["budget_flops_fraction"] == 0.5
-    assert best["0.5_points"]["banzhaf"]["budget_flops_fraction"] == 0.25
-    assert best["0.5_points"]["banzhaf"]["flops_reduction"] == pytest.approx(4.0)
+    assert best["0.1_points"]["banzhaf_iterative"]["budget_flops_fraction"] == 0.5
+    assert best["0.5_points"]["banzhaf_iterative"]["budget_flops_fraction"] == 0.25
+    assert best["0.5_points"]["banzhaf_iterative"]["flops_reduction"] == pytest.approx(4.0)
     assert best["0.1_points"]["magnitude"] is None
     assert best["0.5_points"]["magnitude"]["budget_flops_fraction"] == 0.5
     assert best["0.5_points"]["random"] is None and best["0.5_points"]["reinit"] is None
     assert best["0.1_points"]["tfmot"]["params"] == 260  # tfmot: the fewest nonzero weights
     alike = found["smallest"]["whole_finetuned_same_budget"]
     assert alike["0.1_points"]["tfmot"]["params"] == 400
-    assert alike["0.5_points"]["banzhaf"]["budget_flops_fraction"] == 0.5
+    assert alike["0.5_points"]["banzhaf_iterative"]["budget_flops_fraction"] == 0.5
     assert "none of the budgets" == subnetworks._cell(None)
     assert "nonzero weights (dense shape" in subnetworks._cell(
         best["0.1_points"]["tfmot"], "tfmot")

@@ -14,7 +14,7 @@ from subnet import analyze as analyze_module
 from subnet.analyze import Settings, main, runner
 
 TINY = ["--dataset", "mnist", "--masks", "60", "--examples", "80", "--budgets", "0.5,0.25",
-        "--methods", "banzhaf,magnitude,random", "--repeats", "1",
+        "--methods", "banzhaf_iterative,magnitude,random", "--repeats", "1",
         "--finetune-epochs", "0.02", "--passes", "2", "--quiet"]
 
 
@@ -60,7 +60,7 @@ def test_outputs_are_present_and_consistent(analysis):
                                                       site["high"], strict=True))
     rows = results["comparison"]["rows"]
     assert {(r["method"], r["budget_flops_fraction"]) for r in rows} == {
-        (m, b) for m in ("banzhaf", "magnitude", "random") for b in (0.5, 0.25)}
+        (m, b) for m in ("banzhaf_iterative", "magnitude", "random") for b in (0.5, 0.25)}
     answer = results["answer"]
     assert answer["dense_accuracy"] == max(blog["accuracy_dropout_off"],
                                            blog["accuracy_dropout_on_mean"])
@@ -192,7 +192,8 @@ def test_settings_validate_and_quick_keeps_explicit_options():
     with pytest.raises(ValueError, match="--repeats"):
         Settings(repeats=0)
     for method in ("tfmot", "reinit"):
-        with pytest.raises(ValueError, match=f"{method} is built on the banzhaf subnetwork"):
+        with pytest.raises(ValueError,
+                           match=f"{method} is built on the banzhaf_iterative subnetwork"):
             Settings(methods=("magnitude", method))
     quick = analyze_module._settings(analyze_module._parse_args(["m.keras", "--quick",
                                                                  "--masks", "77"]),
@@ -226,15 +227,15 @@ def _comparison(entries, val=None):
 
 
 def test_the_answers_subnetwork_is_the_smallest_that_meets_the_tolerance_best_by_validation():
-    settings = Settings(methods=("banzhaf", "magnitude", "random"), budgets=(0.5, 0.25),
+    settings = Settings(methods=("banzhaf_iterative", "magnitude", "random"), budgets=(0.5, 0.25),
                         finetune_epochs=1)
     blog = {"accuracy_dropout_off": 0.99, "n_test": 1000}
-    entries = [("banzhaf", 0.5, 0.988), ("banzhaf", 0.25, 0.987),
+    entries = [("banzhaf_iterative", 0.5, 0.988), ("banzhaf_iterative", 0.25, 0.987),
                ("magnitude", 0.5, 0.989), ("magnitude", 0.25, 0.986), ("random", 0.25, 0.95)]
     answer = analyze_module._answer(_comparison(entries), settings, blog)
     # both meet 0.5 points at 1/4; the better there by the measured accuracy (no validation)
-    assert answer["smallest"]["method"] == "banzhaf"
-    assert answer["model_file"] == "models/banzhaf_0.25_0.keras"
+    assert answer["smallest"]["method"] == "banzhaf_iterative"
+    assert answer["model_file"] == "models/banzhaf_iterative_0.25_0.keras"
     assert answer["chosen_by"].startswith("test accuracy") and answer["most_accurate"] is None
     val = {(m, b): 0.9 for m, b, _ in entries}
     val[("magnitude", 0.25)] = 0.95
@@ -246,10 +247,10 @@ def test_the_answers_subnetwork_is_the_smallest_that_meets_the_tolerance_best_by
 def test_where_no_method_meets_the_tolerance_the_answer_keeps_the_most_accurate_one():
     """Not the first method's subnetwork at the largest budget (mask statistics at 77.8 %
     against L1 magnitude's 97.0 % on a text model): the most accurate one, and it says so."""
-    settings = Settings(methods=("banzhaf", "magnitude"), budgets=(0.5, 0.25),
+    settings = Settings(methods=("banzhaf_iterative", "magnitude"), budgets=(0.5, 0.25),
                         finetune_epochs=1)
     blog = {"accuracy_dropout_off": 0.99, "n_test": 1000}
-    entries = [("banzhaf", 0.5, 0.778), ("banzhaf", 0.25, 0.70),
+    entries = [("banzhaf_iterative", 0.5, 0.778), ("banzhaf_iterative", 0.25, 0.70),
                ("magnitude", 0.5, 0.95), ("magnitude", 0.25, 0.97)]
     answer = analyze_module._answer(_comparison(entries), settings, blog)
     assert answer["smallest"] is None

@@ -17,7 +17,8 @@ SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.03,
 
 @pytest.mark.slow
 def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
-    methods = ("banzhaf", "magnitude", "random") + (("tfmot",) if tfmot_available() else ())
+    methods = ("banzhaf_iterative", "magnitude", "random") + \
+        (("tfmot",) if tfmot_available() else ())
     model = trained["conv"]
     out = tmp_path / "comparison.json"
 
@@ -36,14 +37,15 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     with pytest.raises(KeyboardInterrupt):
         compare(model, mnist, methods, out=out, **SETTINGS)
-    # A cell is one method at every budget for one seed: the first (banzhaf of seed 0, two
+    # A cell is one method at every budget for one seed: the first (mask statistics of seed 0, two
     # budgets) survived; the second (magnitude) was interrupted in its second fine-tuning and
     # left nothing; TFMOT's cells come after the structured ones and had not started (no
     # child, no files). (TensorFlow's autograph caches the functions it converts in this
     # process as __autograph_generated_file*.py in the temporary folder: its files, not a
     # child's.)
     interrupted = Comparison.load(out)
-    assert [(r["method"], r["seed"]) for r in interrupted.rows] == [("banzhaf", 0)] * 2
+    assert [(r["method"], r["seed"]) for r in interrupted.rows] == \
+        [("banzhaf_iterative", 0)] * 2
     left = [p for p in scratch.iterdir() if not p.name.startswith("__autograph_generated_file")]
     assert left == []
     assert interrupted.dense["finetuned"]["seeds"] == [0, 1]
@@ -59,7 +61,7 @@ def test_compare_end_to_end_and_resume(trained, mnist, tmp_path, monkeypatch):
     if "tfmot" in methods:
         for row in result.rows:
             if row["method"] == "tfmot":
-                twin = next(r for r in result.rows if r["method"] == "banzhaf" and
+                twin = next(r for r in result.rows if r["method"] == "banzhaf_iterative" and
                             r["seed"] == row["seed"] and
                             r["budget_flops_fraction"] == row["budget_flops_fraction"])
                 assert row["params"] == twin["params"]

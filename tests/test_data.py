@@ -1722,7 +1722,8 @@ def test_cli_info_shows_the_layout_and_reads_3d_arrays_as_asked(tmp_path, capsys
 VOCABULARY, LENGTH = 20, 16
 # Small settings for a run of a few seconds (one budget, few masks, a sliver of fine-tuning).
 TOKEN_RUN = ["--masks", "40", "--examples", "32", "--budgets", "0.5", "--methods",
-             "banzhaf,magnitude", "--repeats", "1", "--finetune-epochs", "0.05", "--passes", "2",
+             "banzhaf_iterative,magnitude", "--repeats", "1", "--finetune-epochs", "0.05",
+             "--passes", "2",
              "--formats", "json", "--quiet"]
 
 
@@ -1775,7 +1776,8 @@ def test_analyze_runs_an_embedding_conv1d_model_on_a_tokens_npz(tmp_path, capsys
     assert [s["kind"] for s in results["model"]["sites"]] == ["conv1d", "dense"]
     assert results["blog"]["examples"] and all(
         ex["image"] is None for ex in results["blog"]["examples"])
-    assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf", "magnitude"}
+    assert {row["method"] for row in results["comparison"]["rows"]} >= {"banzhaf_iterative",
+                                                                         "magnitude"}
     document = build(results)
     notes = [item.text for section in document.sections for item in section.items
              if isinstance(item, Note)]

@@ -43,7 +43,7 @@ def parent():
 
 @pytest.mark.parametrize("method, allocation", [("magnitude", "uniform"),
                                                 ("taylor", "global"),
-                                                ("banzhaf", "uniform")])
+                                                ("banzhaf_iterative", "uniform")])
 def test_flops_fall_every_round_and_each_budget_gets_a_checkpoint(parent, method, allocation):
     data = _data()
     budgets = [0.5, 0.25]

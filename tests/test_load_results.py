@@ -80,11 +80,25 @@ def test_the_committed_results_files_load_or_are_refused_as_other_files():
     assert len(loaded) >= 2  # reports/subnetworks/{mnist,fashion_mnist}: schema version 1
 
 
+def _version_2(data: dict) -> dict:
+    """A version-1 results dict as version 2 wrote it: no ``raw_bytes``, methods unrenamed."""
+    def without(value):
+        if isinstance(value, dict):
+            out = {k: without(v) for k, v in value.items() if k != "raw_bytes"}
+            if "raw_bytes" in value and "file_bytes" not in value:
+                out["file_bytes"] = value["raw_bytes"]
+            return out
+        return [without(v) for v in value] if isinstance(value, list) else value
+    return {**without(data), "schema_version": 2}
+
+
 @pytest.mark.parametrize("optional", [True, False])
-@pytest.mark.parametrize("version", [1, 2])
-def test_the_example_results_of_both_versions_round_trip(tmp_path, optional, version):
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_the_example_results_of_every_version_round_trip(tmp_path, optional, version):
     data = example_results(optional=optional)  # version 1: no schema_version, raw_bytes
     if version == 2:
+        data = _version_2(data)
+    elif version == 3:
         data = validate_results(data)
     before = copy.deepcopy(data)
     results = load_results(_write(tmp_path / "results.json", data))
@@ -103,7 +117,9 @@ def test_the_example_results_of_both_versions_round_trip(tmp_path, optional, ver
     assert [row.accuracy_oneshot for row in results.comparison.rows] == \
         [row["accuracy_oneshot"] for row in rows]
     assert isinstance(results.comparison.dense, Dense)
-    assert results.answer.smallest.method == data["answer"]["smallest"]["method"]
+    assert results.answer.smallest.method == "banzhaf_iterative"  # "banzhaf" before version 3
+    assert {row.method for row in results.comparison.rows} == {
+        "banzhaf_iterative", "magnitude", "random", "tfmot"}
     measure = data["comparison"]["dense"]["measure"]
     assert results.comparison.dense.measure["file_bytes"] == measure.get(
         "file_bytes", measure.get("raw_bytes"))  # version 1 is upgraded
@@ -134,7 +150,8 @@ def test_results_of_a_tiny_analyze_run_round_trip(tmp_path):
     _check_round_trip(results, data)
     assert results.source_version == SCHEMA_VERSION
     assert results.keep is not None and results.keep.keep == data["keep"]["keep"]
-    assert {row.method for row in results.comparison.rows} == {"banzhaf", "random"}
+    # --methods banzhaf: the old key of iterative mask statistics reads as it
+    assert {row.method for row in results.comparison.rows} == {"banzhaf_iterative", "random"}
     assert len(results.to_frame()) == len(data["comparison"]["rows"])
 
 
@@ -237,8 +254,10 @@ def _deep(tmp_path):
     (lambda d: (d / "bad.json").write_text('{"model": ') and d / "bad.json",
      r"not valid JSON \(Expecting value: line 1"),
     (_deep, r"not valid JSON"),
-    (lambda d: _write(d / "new.json", {**example_results(), "schema_version": 3}),
-     r"results has schema_version 3: it was written by a newer subnet; upgrade subnet"),
+    (lambda d: _write(d / "new.json",
+                      {**example_results(), "schema_version": SCHEMA_VERSION + 1}),
+     rf"results has schema_version {SCHEMA_VERSION + 1}: it was written by a newer subnet; "
+     r"upgrade subnet"),
     (lambda d: _write(d / "edited.json", {**example_results(), "answer": {"tolerance": "x"}}),
      r"results\['answer'\]\['dense_accuracy'\] is required but missing; give the results"),
 ])

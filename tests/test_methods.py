@@ -3,7 +3,18 @@
 import pytest
 
 from subnet import analyze, comparison, frontier, gradual
-from subnet.methods import KINDS, METHODS, accepted, display_names, method, method_name
+from subnet.errors import InputError
+from subnet.methods import (
+    KINDS,
+    METHODS,
+    RENAMED,
+    accepted,
+    display_names,
+    method,
+    method_name,
+    resolve,
+)
+from subnet.results_schema import SCHEMA_VERSION, upgrade_comparison, upgrade_results
 
 
 def test_each_key_and_each_display_name_is_unique():
@@ -11,7 +22,8 @@ def test_each_key_and_each_display_name_is_unique():
     names = [m.name for m in METHODS]
     assert len(set(keys)) == len(keys) and len(set(names)) == len(names)
     assert all(m.kind in KINDS for m in METHODS)
-    assert display_names()["banzhaf"] == method_name("banzhaf") == "mask statistics"
+    assert display_names()["banzhaf_iterative"] == method_name("banzhaf_iterative") == \
+        "mask statistics"
     assert method_name("not_a_method") == "not_a_method"
     with pytest.raises(KeyError):
         method("not_a_method")
@@ -28,3 +40,68 @@ def test_what_each_entry_point_accepts_is_the_registry():
         assert comparison.ALLOCATION[key] == method(key).allocation
     # the defaults of the quick protocol are accepted by it
     assert set(analyze.Settings().methods) <= set(accepted("quick"))
+
+
+# ---- the iterative method's own key; the old one still reads ----
+
+def test_the_old_key_names_the_method_it_was():
+    assert RENAMED == {"banzhaf": "banzhaf_iterative"}
+    assert resolve("banzhaf") == "banzhaf_iterative" and resolve("magnitude") == "magnitude"
+    assert method("banzhaf") is method("banzhaf_iterative")
+    assert method_name("banzhaf") == display_names()["banzhaf"] == "mask statistics"
+    assert "banzhaf" not in {m.key for m in METHODS}  # no method has two keys
+    for protocol in ("quick", "thorough"):
+        assert "banzhaf_iterative" in accepted(protocol, default=True)
+        assert "banzhaf" not in accepted(protocol)
+
+
+def test_every_entry_point_reads_the_old_key():
+    old = analyze.Settings(methods=("banzhaf", "magnitude", "banzhaf_iterative"))
+    assert old.methods == ("banzhaf_iterative", "magnitude")  # resolved, once
+    assert analyze.Settings(methods=["banzhaf", "tfmot"]).methods == ("banzhaf_iterative",
+                                                                      "tfmot")
+    with pytest.raises(InputError, match="tfmot is built on the banzhaf_iterative subnetwork"):
+        analyze.Settings(methods=("magnitude", "tfmot"))
+    assert gradual.Trajectory.from_dict({"method": "banzhaf", "allocation": "cost", "seed": 0,
+                                         "dense_flops": 1, "rounds": [],
+                                         "checkpoints": {}}).method == "banzhaf_iterative"
+
+
+def test_results_of_version_2_are_renamed_where_a_method_is_named_and_only_there():
+    rows = [{"method": "banzhaf", "budget_flops_fraction": 0.5, "seed": 0},
+            {"method": "magnitude", "budget_flops_fraction": 0.5, "seed": 0}]
+    comparison = {"schema_version": 2, "rows": rows, "summary": [dict(rows[0])],
+                  "config": {"methods": ["banzhaf", "magnitude", "tfmot"],
+                             "reference_method": "banzhaf",
+                             "allocation": {"banzhaf": "iterative", "magnitude": "uniform"}}}
+    results = {"schema_version": 2, "config": {"methods": ["banzhaf", "magnitude"]},
+               "importance": {"method": "banzhaf"}, "comparison": comparison,
+               "answer": {"smallest": {"method": "banzhaf",
+                                       "model_file": "models/banzhaf_0.5_0.keras"},
+                          "subnetwork": {"method": "banzhaf"},
+                          "smallest_by_method": {"banzhaf": {"method": "banzhaf"},
+                                                 "magnitude": None}},
+               "uncertainty": {"predictors": {"deterministic": 1, "subnetwork_banzhaf@0.5": 2},
+                               "entropy_histograms": {"subnetwork_banzhaf@0.5": 3}}}
+    new = upgrade_results(results)
+    assert new["schema_version"] == new["comparison"]["schema_version"] == SCHEMA_VERSION
+    assert new["config"]["methods"] == ["banzhaf_iterative", "magnitude"]
+    assert new["importance"]["method"] == "banzhaf"  # an estimator, not a comparison method
+    config = new["comparison"]["config"]
+    assert config["methods"] == ["banzhaf_iterative", "magnitude", "tfmot"]
+    assert config["reference_method"] == "banzhaf_iterative"
+    assert config["allocation"] == {"banzhaf_iterative": "iterative", "magnitude": "uniform"}
+    assert [r["method"] for r in new["comparison"]["rows"]] == ["banzhaf_iterative", "magnitude"]
+    assert new["comparison"]["summary"][0]["method"] == "banzhaf_iterative"
+    answer = new["answer"]
+    assert answer["smallest"] == {"method": "banzhaf_iterative",
+                                  "model_file": "models/banzhaf_0.5_0.keras"}  # a file's name
+    assert answer["subnetwork"]["method"] == "banzhaf_iterative"
+    assert answer["smallest_by_method"] == {"banzhaf_iterative": {"method": "banzhaf_iterative"},
+                                            "magnitude": None}
+    assert list(new["uncertainty"]["predictors"]) == ["deterministic",
+                                                      "subnetwork_banzhaf_iterative@0.5"]
+    assert list(new["uncertainty"]["entropy_histograms"]) == ["subnetwork_banzhaf_iterative@0.5"]
+    assert results["comparison"]["rows"][0]["method"] == "banzhaf"  # the input is not changed
+    assert upgrade_results(new) is new and upgrade_comparison(new["comparison"]) == \
+        new["comparison"]

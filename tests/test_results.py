@@ -17,6 +17,7 @@ from subnet.comparison import ROW_COLUMNS, SUMMARY_COLUMNS, Comparison
 from subnet.engine.chain import Site, SiteTable
 from subnet.errors import InputError, InputTypeError
 from subnet.importance.core import Importance
+from subnet.methods import resolve
 from subnet.report.schema import upgrade_results, validate_results
 from subnet.results import SCHEMA_PATH, SCHEMA_VERSION, check_schema, schema
 from tests.report_example import example_results
@@ -198,7 +199,13 @@ def test_comparison_of_a_version_1_results_file_and_its_summary():
     section = example_results()["comparison"]  # no schema_version: version 1
     comparison = Comparison.from_dict(section)
     assert len(comparison.rows) == len(section["rows"])
-    key = lambda e: (e["method"], e["budget_flops_fraction"])  # noqa: E731
+    # iterative mask statistics was "banzhaf" before version 3
+    assert {r["method"] for r in section["rows"]} == {"banzhaf", "magnitude", "random", "tfmot"}
+    assert {r["method"] for r in comparison.rows} == {"banzhaf_iterative", "magnitude", "random",
+                                                      "tfmot"}
+    assert comparison.config["methods"][0] == "banzhaf_iterative"
+    assert comparison.to_dict()["schema_version"] == SCHEMA_VERSION
+    key = lambda e: (resolve(e["method"]), e["budget_flops_fraction"])  # noqa: E731
     written = {key(e): e for e in section["summary"]}
     for entry in comparison.summary():
         for name in ("seeds", "accuracy_oneshot_mean", "accuracy_finetuned_std"):
@@ -234,8 +241,8 @@ def test_upgrade_keeps_file_bytes_where_both_are_there():
 
 
 @pytest.mark.parametrize(("version", "message"), [
-    (SCHEMA_VERSION + 1, r"^results has schema_version 3: it was written by a newer subnet; "
-                         r"upgrade subnet"),
+    (SCHEMA_VERSION + 1, rf"^results has schema_version {SCHEMA_VERSION + 1}: it was written "
+                         r"by a newer subnet; upgrade subnet"),
     (0, r"results\['schema_version'\] must be an integer >= 1\. Received: int 0"),
     (2.0, r"results\['schema_version'\] must be an integer >= 1\. Received: float 2\.0"),
 ])

@@ -47,8 +47,8 @@ def _comma_list(kind, name: str):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes comma-separated {'numbers' if kind is float else 'names'} "
-                f"(e.g. {'0.5,0.25' if kind is float else 'banzhaf,magnitude'}); received "
-                f"{clean(text, limit=100)!r}") from None
+                f"(e.g. {'0.5,0.25' if kind is float else 'banzhaf_iterative,magnitude'}); "
+                f"received {clean(text, limit=100)!r}") from None
     parse.__name__ = name  # argparse names the type in its messages
     return parse
 
@@ -70,7 +70,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "random dropout subnetworks, estimates each unit's importance, extracts and "
                     "fine-tunes pruned subnetworks, compares them with magnitude pruning, and "
                     "writes results.json, report.html and report.pdf.",
-        epilog="Lists are comma-separated (--budgets 0.5,0.25 --methods banzhaf,magnitude). "
+        epilog="Lists are comma-separated (--budgets 0.5,0.25 --methods "
+               "banzhaf_iterative,magnitude). "
                "Exit codes: 0 done, 2 bad input (one line), 1 internal error (traceback saved), "
                "130 interrupted.",
         formatter_class=HelpFormatter)

@@ -186,8 +186,8 @@ def _sentences(reference, basis, n_test, smallest, by_method, settings: Settings
     if smallest is not None:
         verdict = (f"So, for this network: subnetworks with {smallest['flops_reduction']:.1f}x "
                    f"fewer FLOPs are as good as the whole, within {tol}")
-        mask, magnitude = by_method.get("banzhaf"), by_method.get("magnitude")
-        if "banzhaf" in by_method and "magnitude" in by_method:
+        mask, magnitude = by_method.get("banzhaf_iterative"), by_method.get("magnitude")
+        if "banzhaf_iterative" in by_method and "magnitude" in by_method:
             if mask is not None and (magnitude is None or mask["budget_flops_fraction"] <
                                      magnitude["budget_flops_fraction"]):
                 verdict += "; mask statistics found smaller ones than magnitude pruning did"

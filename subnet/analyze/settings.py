@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet.errors import DataError, InputError, ModelFileError, RecordError, clean
-from subnet.methods import accepted
+from subnet.methods import accepted, resolve
 
 DATASETS = ("mnist", "fashion_mnist")
 METHODS = accepted("quick")
@@ -54,7 +54,8 @@ class Settings:
         seed: Base seed; comparison seeds are ``seed, seed + 1, ...``.
         repeats: Seeds of the comparison.
         budgets: FLOP fractions of the comparison.
-        methods: Comparison methods.
+        methods: Comparison methods (:mod:`subnet.methods`; ``banzhaf``, the old key of
+            ``banzhaf_iterative``, reads as it).
         finetune_epochs: Fine-tuning budget of every subnetwork, in epochs.
         tolerance: Accuracy (a fraction) the answer's subnetwork may lose against the whole.
         passes: Passes with test-time dropout on, for the blog's experiment.
@@ -111,7 +112,8 @@ class Settings:
     def quick_settings(cls, **changes) -> Settings:
         """Small settings for a first look, sized to :data:`QUICK_SECONDS` of stages."""
         base = dict(masks=300, examples=500, repeats=1, budgets=(1 / 4, 1 / 16),
-                    methods=("banzhaf", "magnitude", "random"), finetune_epochs=0.1, passes=3,
+                    methods=("banzhaf_iterative", "magnitude", "random"), finetune_epochs=0.1,
+                    passes=3,
                     uncertainty_passes=5, selection_examples=500, steps_per_halving=1,
                     step_masks=150, quick=True, time_budget=QUICK_SECONDS)
         return cls(**{**base, **changes})
@@ -120,6 +122,9 @@ class Settings:
         for name in ("budgets", "methods", "sized"):  # lists welcome; stored as tuples
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.methods, tuple):  # an old key reads as the key it has now
+            object.__setattr__(self, "methods", tuple(dict.fromkeys(
+                resolve(m) if isinstance(m, str) else m for m in self.methods)))
 
         def check(name, ok, expected):
             if not ok:
@@ -182,10 +187,10 @@ class Settings:
             check("methods", set(self.methods) <= set(gradual),
                   f"names among {', '.join(gradual)} for --protocol thorough")
         for method in ("tfmot", "reinit"):
-            if method in self.methods and "banzhaf" not in self.methods:
-                raise InputError(f"Invalid value for --methods: {method} is built on the banzhaf "
-                                 "subnetwork (its nonzero weights or its widths), so it needs "
-                                 "banzhaf among the methods.")
+            if method in self.methods and "banzhaf_iterative" not in self.methods:
+                raise InputError(f"Invalid value for --methods: {method} is built on the "
+                                 "banzhaf_iterative subnetwork (its nonzero weights or its "
+                                 "widths), so it needs banzhaf_iterative among the methods.")
 
     @property
     def seeds(self) -> list[int]:

@@ -257,7 +257,8 @@ def _comparison(deterministic, data, settings: Settings, keep, out: Path,
                      selection_examples=settings.selection_examples, n_masks=settings.masks,
                      steps_per_halving=settings.steps_per_halving,
                      step_masks=settings.step_masks, rate=keep,
-                     reference_method="banzhaf" if "banzhaf" in methods else methods[0],
+                     reference_method="banzhaf_iterative" if "banzhaf_iterative" in methods
+                     else methods[0],
                      out=out / "comparison.json", models_dir=out / "models",
                      latency_repeats=settings.latency_repeats, dense_accuracy=dense_accuracy,
                      progress=progress, executor=executor)
