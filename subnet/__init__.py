@@ -9,6 +9,7 @@ The public API, one function or class per stage of the data flow::
     keep_sets(importance, Budget, model) ──► KeepSet ──extract──► smaller model ──finetune──►
     iterative_keep_sets(model, x, y, budgets) ──► {budget: KeepSet} (pruned in re-measured steps)
     compare(model, dataset, methods, budgets, seeds) ──► Comparison
+        (dataset: a Dataset or Keras's ((x_train, y_train), (x_test, y_test)): as_dataset)
     mc_dropout(model, x, y): the blog's experiment, element-wise dropout at test time
     uncertainty(probabilities, labels, ood=...): how good a predictor's uncertainty is
 
@@ -53,6 +54,7 @@ _EXPORTS = {
     "SiteTable": "subnet.engine.chain",
     "Uncertainty": "subnet.predictive",
     "UntrustedModelError": "subnet.errors",
+    "as_dataset": "subnet.data",
     "calibrate_keep": "subnet.keep",
     "channel_groups": "subnet.structure",
     "compare": "subnet.comparison",

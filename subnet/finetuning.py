@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from subnet._tf import keras
+from subnet.data import as_dataset
 from subnet.errors import InputError
 from subnet.measuring import accuracy
 from subnet.results import MappingResult
@@ -64,7 +65,10 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
 
     Args:
         model: The ``keras.Model`` to train (in place).
-        dataset: A :class:`~subnet.data.Dataset` with training and test data.
+        dataset: A :class:`~subnet.data.Dataset` with training and test data, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`).
         epochs: Budget in passes over the training data; or
         examples: Budget in training examples (exactly one of the two).
         batch_size: Examples per step.
@@ -91,6 +95,7 @@ def finetune(model, dataset, *, epochs: int | None = None, examples: int | None 
     """
     from subnet.train import fit
 
+    dataset = as_dataset(dataset)
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training examples to fine-tune on.")
     before = accuracy(model, dataset.x_test, dataset.y_test) if accuracy_before is None else \

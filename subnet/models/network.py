@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from subnet._tf import keras
+from subnet.data.inmemory import read_pairs
 from subnet.errors import InputError, InputTypeError
 from subnet.models.architecture import _walk_layer_configs
 from subnet.models.loading import _ORIGINAL_NAMES, deserialization_scope
@@ -292,26 +293,10 @@ def examples_of(model, x, y) -> tuple:
     if y is not None:
         raise InputError("`x` is a tf.data.Dataset of (examples, labels): give y=None, as "
                          "Model.fit takes it.")
-    rank = len(model.inputs[0].shape)  # with the batch axis
-    xs, ys, total = [], [], 0
-    for element in x.as_numpy_iterator():
-        if not isinstance(element, tuple) or len(element) != 2:
-            raise InputError("`x` is a tf.data.Dataset whose elements are not (examples, "
-                             "labels) pairs; map it to pairs (dataset.map(lambda e: (e['image'], "
-                             "e['label']))).")
-        examples, labels = np.asarray(element[0]), np.asarray(element[1])
-        if examples.ndim == rank - 1:  # unbatched
-            examples, labels = examples[None], labels.reshape(1)
-        total += examples.nbytes
-        if total > MAX_DATASET_BYTES:
-            raise InputError(f"`x` is a tf.data.Dataset of more than {MAX_DATASET_BYTES:,} bytes "
-                             "of examples, which subnet reads into memory: take() a part of it "
-                             "(subnet.models.network.MAX_DATASET_BYTES).")
-        xs.append(examples)
-        ys.append(labels.reshape(-1))
-    if not xs:
-        raise InputError("Received no examples: the tf.data.Dataset given for `x` is empty.")
-    return np.concatenate(xs), np.concatenate(ys)
+    x, y = read_pairs(x, "`x`", limit=MAX_DATASET_BYTES,
+                      limit_name="subnet.models.network.MAX_DATASET_BYTES",
+                      example_rank=len(model.inputs[0].shape) - 1)
+    return x, y.reshape(-1)
 
 
 def check_examples(model, x, y) -> tuple[np.ndarray, np.ndarray, int]:
