@@ -11,6 +11,7 @@ Results stream into a JSON file cell by cell, written atomically; a rerun skips 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ import numpy as np
 
 from subnet._io import atomic_write_text
 from subnet.cells import CellStore
+from subnet.data import as_dataset
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
 from subnet.extraction import (
@@ -41,7 +43,13 @@ from subnet.extraction import (
 from subnet.keep import KeepProbabilities
 from subnet.methods import METHODS, accepted, resolve
 from subnet.models import model_bytes, model_from_bytes
-from subnet.results import SCHEMA_VERSION, check_schema, import_pandas
+from subnet.results import (
+    SCHEMA_VERSION,
+    ComparisonRow,
+    Dense,
+    check_schema,
+    import_pandas,
+)
 from subnet.results_schema import upgrade_comparison
 from subnet.validation import check_fraction, check_int
 
@@ -75,12 +83,15 @@ SUMMARY_COLUMNS = ("method", "budget_flops_fraction", "seeds", "params", "flops"
 class Comparison:
     """The results of :func:`compare`: one row per (method, budget, seed).
 
-    The fields cannot be re-assigned; :func:`compare` appends rows to ``rows`` as cells finish.
-    The JSON form (:meth:`to_dict`, :meth:`save`) is described by ``$defs/comparison`` in
-    ``subnet/report/results.schema.json``.
+    Frozen: the rows are a tuple of typed :class:`~subnet.results.ComparisonRow` and the dense
+    model a :class:`~subnet.results.Dense`, the types :func:`subnet.load_results` reads a
+    results.json into; each also reads as the dict it is in JSON (``row["method"]``,
+    ``row.get("measure")``). Rows and ``dense`` may be given as dicts: they are checked and
+    typed. The JSON form (:meth:`to_dict`, :meth:`save`) is described by ``$defs/comparison``
+    in ``subnet/results.schema.json``.
 
     Attributes:
-        rows: Dicts with at least ``method``, ``budget_flops_fraction``, ``seed``, ``params``,
+        rows: Rows with ``method``, ``budget_flops_fraction``, ``seed``, ``params``,
             ``flops``, ``accuracy_oneshot`` and ``accuracy_finetuned`` (fractions; the last is
             None without fine-tuning); most also have ``widths`` and, for the first seed,
             ``measure`` (size and latency).
@@ -90,25 +101,33 @@ class Comparison:
     Raises:
         InputTypeError: If ``rows`` is not a list of dicts, or ``dense`` or ``config`` is not a
             dict.
+        InputError: If a row or ``dense`` lacks a field or has one of the wrong type (the
+            message names the key path).
     """
 
-    rows: list
-    dense: dict
-    config: dict
+    rows: tuple[ComparisonRow, ...]
+    dense: Dense
+    config: Mapping
 
     def __post_init__(self):
-        if not isinstance(self.rows, list) or not all(isinstance(r, Mapping) for r in self.rows):
+        if not isinstance(self.rows, (list, tuple)) or \
+                not all(isinstance(r, Mapping) for r in self.rows):
             raise InputTypeError(f"`rows` must be a list of dicts. Received: "
                                  f"{type(self.rows).__name__}")
         for name in ("dense", "config"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InputTypeError(f"`{name}` must be a dict. Received: "
                                      f"{type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "rows", tuple(
+            r if isinstance(r, ComparisonRow) else ComparisonRow.from_dict(r) for r in self.rows))
+        if not isinstance(self.dense, Dense):
+            object.__setattr__(self, "dense", Dense.from_dict(self.dense))
+        object.__setattr__(self, "config", dict(self.config))
 
     def to_dict(self) -> dict:
         """JSON-ready form, with ``schema_version``; :meth:`from_dict` reads it back."""
-        return {"schema_version": SCHEMA_VERSION, "dense": self.dense, "config": self.config,
-                "rows": self.rows}
+        return {"schema_version": SCHEMA_VERSION, "dense": self.dense.to_dict(),
+                "config": copy.deepcopy(self.config), "rows": [r.to_dict() for r in self.rows]}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Comparison:
@@ -129,8 +148,9 @@ class Comparison:
         check_schema(data, "comparison", "comparison")
         if "config" not in data:
             raise InputError("comparison['config'] is required but missing.")
-        return cls(rows=[dict(row) for row in data["rows"]], dense=dict(data["dense"]),
-                   config=dict(data["config"]))
+        # checked as a whole above: typed without checking each part again
+        return cls(rows=tuple(ComparisonRow._build(row) for row in data["rows"]),
+                   dense=Dense._build(data["dense"]), config=copy.deepcopy(data["config"]))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the comparison as JSON, atomically."""
@@ -173,7 +193,8 @@ class Comparison:
         pd = import_pandas()
         if summary:
             return pd.DataFrame(self.summary(), columns=list(SUMMARY_COLUMNS))
-        frame = pd.json_normalize(self.rows, sep=".") if self.rows else pd.DataFrame()
+        frame = pd.json_normalize([r.to_dict() for r in self.rows], sep=".") if self.rows \
+            else pd.DataFrame()
         rest = [c for c in frame.columns if c not in ROW_COLUMNS]
         return frame.reindex(columns=list(ROW_COLUMNS) + rest)
 
@@ -234,7 +255,10 @@ def compare(model, dataset,
 
     Args:
         model: The trained ``keras.Model``.
-        dataset: A :class:`~subnet.data.Dataset` with training and test data.
+        dataset: A :class:`~subnet.data.Dataset` with training and test data, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`).
         methods: Any of ``banzhaf_iterative`` (iterative mask statistics), ``banzhaf_single``
             (the top units of one record at the sites' dropout rates, global allocation),
             ``ablation``, ``magnitude``, ``random``, ``taylor``, ``apoz``, ``activation``,
@@ -283,6 +307,7 @@ def compare(model, dataset,
     Raises:
         ValueError: If a method or budget is invalid, or the dataset has no training data.
     """
+    dataset = as_dataset(dataset)
     methods = list(dict.fromkeys(resolve(m) for m in methods))
     reference_method = resolve(reference_method)
     unknown = sorted(set(methods) - set(STRUCTURED) - set(REFERENCED))
@@ -332,7 +357,6 @@ def compare(model, dataset,
         **({"measure": measure(model, repeats=latency_repeats).to_dict()}
            if measure_latency else {})}
     store.fields.update(schema_version=SCHEMA_VERSION, dense=dense)
-    comparison = Comparison(rows=store.rows, dense=dense, config=config)
     store.save()
 
     def log(message: str) -> None:
@@ -401,7 +425,7 @@ def compare(model, dataset,
                           [int(reference[b]["params"]) for b in todo["tfmot"]]))
     for _, result in executor.map_unordered(run_cell, [(job, *cell) for cell in cells]):
         add(result)
-    return comparison
+    return Comparison(rows=store.rows, dense=dense, config=config)
 
 
 def run_cell(job: Mapping, kind: str, seed: int, *args):

@@ -24,6 +24,7 @@ import numpy as np
 
 from subnet._cli import progress_bar
 from subnet.cells import CellStore
+from subnet.data import as_dataset
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
 from subnet.methods import RENAMED, accepted, resolve
@@ -43,7 +44,10 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
 
     Args:
         model: The parent, deterministic (dropout off), a ``keras.Model`` classifier.
-        dataset: A :class:`~subnet.data.Dataset` with a training split.
+        dataset: A :class:`~subnet.data.Dataset` with a training split, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`).
         methods: Criteria among :data:`METHODS` (an old key, :data:`subnet.methods.RENAMED`,
             reads as the key it has now).
         protocol: A :class:`~subnet.protocol.Protocol` (``Protocol.preset("thorough")``); its
@@ -78,6 +82,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     from subnet.protocol import validation_split
     from subnet.train import teacher_probabilities
 
+    dataset = as_dataset(dataset)
     methods = list(dict.fromkeys(resolve(m) for m in methods))
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:

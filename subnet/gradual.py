@@ -33,6 +33,7 @@ import numpy as np
 
 from subnet._cli import progress_bar
 from subnet._io import atomic_path, atomic_write_text
+from subnet.data import as_dataset
 from subnet.errors import InputError
 from subnet.extraction import (
     ALLOCATIONS,
@@ -105,7 +106,10 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
 
     Args:
         model: The trained parent, a ``keras.Model`` classifier (deterministic: dropout off).
-        dataset: A :class:`~subnet.data.Dataset`; its training split retrains the subnetworks.
+        dataset: A :class:`~subnet.data.Dataset`, or
+            ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets``' ``load_data()``
+            returns it, or ``(train, test)`` as ``tf.data.Dataset`` objects of (examples, labels)
+            (:func:`~subnet.data.as_dataset`). Its training split retrains the subnetworks.
         method: The criterion: one of :data:`MODEL_CRITERIA` or ``"banzhaf_iterative"``
             (``"banzhaf"``, its old key, still reads as it).
         budgets: FLOP fractions of the parent in (0, 1); a checkpoint is kept at each.
@@ -140,6 +144,7 @@ def prune_gradually(model, dataset, method: str, budgets: Sequence[float], *,
     """
     from subnet.train import fit
 
+    dataset = as_dataset(dataset)
     budgets = sorted({float(b) for b in budgets}, reverse=True)
     method = resolve(method)
     if not budgets or not all(0 < b < 1 for b in budgets):

@@ -204,26 +204,47 @@ class _Section:
         extra = {key: copy.deepcopy(value) for key, value in data.items() if key not in names}
         return cls(**values, extra=extra, key_order=tuple(data))
 
+    def _keys(self) -> list[str]:
+        """:meth:`to_dict`'s keys, in its order."""
+        names = self._names()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [key for key in dict.fromkeys([*self.key_order, *names, *self.extra])
+                if (key in names and not (getattr(self, key) is None and defaults[key] is None
+                                          and key not in self.key_order))
+                or (key not in names and key in self.extra)]
+
     def to_dict(self) -> dict:
         """The section as results.json holds it: its keys in the order they were read, then any
         other field that is set; an optional field that is None and was not read is left out."""
         names = self._names()
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        order = list(dict.fromkeys([*self.key_order, *names, *self.extra]))
-        out = {}
-        for key in order:
-            if key in names:
-                value = getattr(self, key)
-                if value is None and defaults[key] is None and key not in self.key_order:
-                    continue
-                out[key] = _to_json(value)
-            elif key in self.extra:
-                out[key] = copy.deepcopy(self.extra[key])
-        return out
+        return {key: _to_json(getattr(self, key)) if key in names else
+                copy.deepcopy(self.extra[key]) for key in self._keys()}
+
+
+class _ReadsAsDict(Mapping[str, Any]):
+    """A section that also reads as the dict results.json holds: a read-only
+    :class:`~collections.abc.Mapping` over :meth:`_Section.to_dict`'s keys, in that order, so
+    that ``row["method"]``, ``row.get("measure")`` and ``"val_accuracy" in row`` read as they
+    do on the dict. Equality stays the dataclass's (field by field). (Only for sections without
+    a field named like a Mapping method: :class:`Plan` has ``values``.)"""
+
+    def __getitem__(self, key: str) -> Any:
+        section: Any = self
+        if key in section._keys():
+            return getattr(self, key) if key in section._names() else section.extra[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        section: Any = self
+        return iter(section._keys())
+
+    def __len__(self) -> int:
+        section: Any = self
+        return len(section._keys())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ComparisonRow(_Section):
+class ComparisonRow(_Section, _ReadsAsDict):
     """One subnetwork of the comparison: a method at a budget and seed.
 
     Accuracies are fractions of the test set in [0, 1]; ``budget_flops_fraction`` is a fraction
@@ -261,7 +282,7 @@ class ComparisonRow(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Dense(_Section):
+class Dense(_Section, _ReadsAsDict):
     """The dense model the comparison is against: its test accuracy (a fraction), parameters,
     FLOPs per example, size and latency (``measure``) and, where the dense model was fine-tuned
     alike, its accuracies (``finetuned``)."""

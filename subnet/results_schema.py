@@ -9,8 +9,8 @@ before the formats were versioned; readers upgrade older versions (:func:`upgrad
 :func:`upgrade_comparison`). Data of a newer version is refused with a message that says to
 upgrade subnet.
 
-The schema is the declarative file ``subnet/report/results.schema.json`` (JSON Schema, draft
-2020-12; it stays in ``subnet/report`` as package data), checked with the ``jsonschema``
+The schema is the declarative file ``subnet/results.schema.json`` beside this module (JSON
+Schema, draft 2020-12; package data), checked with the ``jsonschema``
 package. Two things are stricter than plain JSON Schema: a ``number`` must be finite (NaN and
 infinities are refused; results write them as null), and an ``integer`` must be an integer, not
 a float such as ``3.0``. Keys the schema does not name are allowed and ignored, at the top level
@@ -44,7 +44,7 @@ __all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "check_schema", "describe_value", "i
 SCHEMA_VERSION = 3
 """The version of the result formats this subnet writes; it reads this one and every older one."""
 
-SCHEMA_PATH = Path(__file__).parent / "report" / "results.schema.json"
+SCHEMA_PATH = Path(__file__).parent / "results.schema.json"
 """The JSON Schema of results.json; its ``$defs`` also describe a comparison."""
 
 
@@ -258,7 +258,7 @@ def validate_results(results) -> dict:
 
     Args:
         results: The dict that ``python -m subnet.analyze`` writes as results.json (the schema:
-            ``subnet/report/results.schema.json``). A version-1 dict (without
+            ``subnet/results.schema.json``). A version-1 dict (without
             ``schema_version``) is upgraded first (:func:`upgrade_results`).
 
     Returns:

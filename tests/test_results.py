@@ -19,7 +19,14 @@ from subnet.errors import InputError, InputTypeError
 from subnet.importance.core import Importance
 from subnet.methods import resolve
 from subnet.report.schema import upgrade_results, validate_results
-from subnet.results import SCHEMA_PATH, SCHEMA_VERSION, check_schema, schema
+from subnet.results import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    ComparisonRow,
+    Dense,
+    check_schema,
+    schema,
+)
 from tests.report_example import example_results
 
 SITES = SiteTable([Site("a", "dense", 3, 0.5, "a"), Site("b", "conv2d", 2, 0.5, "b")])
@@ -148,12 +155,28 @@ def test_comparison_round_trips_through_json_and_files(tmp_path):
     assert Comparison.load(comparison.save(tmp_path / "c.json")) == comparison
 
 
-def test_comparison_is_frozen_but_collects_rows():
+def test_comparison_is_frozen_and_its_rows_are_typed_rows_that_read_as_dicts():
     comparison = _comparison()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        comparison.rows = []
-    comparison.rows.append(dict(comparison.rows[0], seed=2))
-    assert len(comparison.rows) == 5
+        comparison.rows = ()
+    with pytest.raises(AttributeError):
+        comparison.rows.append(comparison.rows[0])  # a tuple
+    row = comparison.rows[0]
+    assert isinstance(row, ComparisonRow) and isinstance(comparison.dense, Dense)
+    assert row.method == row["method"] == "banzhaf" and row.widths == {"a": 2, "b": 1}
+    assert row.get("sparsity") is None and "sparsity" not in row and "measure" in row
+    assert dict(comparison.rows[3]) == {
+        "method": "tfmot", "budget_flops_fraction": 0.25, "seed": 0, "params": 250,
+        "flops": 1250, "accuracy_oneshot": 0.7, "accuracy_finetuned": 0.9, "sparsity": 0.75}
+    assert comparison.dense["flops"] == comparison.dense.flops == 5000
+    with pytest.raises(KeyError):
+        row["nothing"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.method = "random"
+    bad = dict(comparison.rows[1])
+    del bad["params"]
+    with pytest.raises(InputError, match=r"row\['params'\] is required but missing"):
+        Comparison(rows=[bad], dense=comparison.dense, config={})
 
 
 def test_comparison_to_frame_rows_and_summary():
@@ -174,7 +197,8 @@ def test_comparison_to_frame_rows_and_summary():
 
 
 def test_an_empty_comparison_has_the_columns():
-    frame = Comparison(rows=[], dense={}, config={}).to_frame()
+    dense = {"accuracy": 0.9, "params": 10, "flops": 20}
+    frame = Comparison(rows=[], dense=dense, config={}).to_frame()
     assert len(frame) == 0 and tuple(frame.columns) == ROW_COLUMNS
 
 

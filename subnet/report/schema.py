@@ -2,7 +2,7 @@
 
 The checks moved beside the typed results (:mod:`subnet.results`); importing
 :func:`validate_results` and :func:`upgrade_results` from here still works, and the report
-validates what it reads as before. The schema itself is ``subnet/report/results.schema.json``.
+validates what it reads as before. The schema itself is ``subnet/results.schema.json``.
 """
 
 from __future__ import annotations
