@@ -53,8 +53,10 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         protocol: A :class:`~subnet.protocol.Protocol` (``Protocol.preset("thorough")``); its
             budgets, seeds, validation size, fine-tuning, distillation, allocation, step and
             retraining are used.
-        out: Folder for the trajectories and the resumable state (None: a temporary folder);
-            one written before a method's rename resumes.
+        out: Folder for the trajectories and the resumable state (None: a temporary folder).
+            A rerun resumes it if the protocol, parent, data and teacher are the same, and is
+            refused otherwise (its rows would mix with the new ones); one written before a
+            method's rename resumes.
         models_dir: Where the fine-tuned subnetworks are saved (as ``compare`` names them).
         teacher_model: The parent with its dropout, for the ensemble teacher (None: no
             distillation, or the deterministic parent when ``protocol.teacher_passes`` is 0).
@@ -72,14 +74,15 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
         ``scratch_accuracy`` (the Scratch-E control of the same widths).
 
     Raises:
-        InputError: If a method is unknown, the dataset has no training split, or the protocol
-            holds out no validation split.
+        InputError: If a method is unknown, the dataset has no training split, the protocol
+            holds out no validation split, or ``out`` holds rows made otherwise.
     """
     import tempfile
 
     from subnet.comparison import Comparison, model_file_name
     from subnet.extraction import accuracy, model_cost
     from subnet.protocol import validation_split
+    from subnet.record import model_fingerprint
     from subnet.train import teacher_probabilities
 
     dataset = as_dataset(dataset)
@@ -111,13 +114,21 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
                       distill_weight=protocol.distill_weight)
     dense = {"accuracy": accuracy(model, dataset.x_test, dataset.y_test), **model_cost(model),
              "val_accuracy": accuracy(model, *validation)}
-    # The rows (work/rows.json, resumed), in one order whatever order the cells finish in:
-    # methods as given, seeds, budgets from the largest.
+    # The rows (work/rows.json, resumed only if made by the same protocol, parent, data and
+    # teacher: a row's key is its method, budget and seed), in one order whatever order the
+    # cells finish in: methods as given, seeds, budgets from the largest.
+    made = json.loads(json.dumps({
+        "protocol": protocol.to_dict(), "model": model_fingerprint(model),
+        "data": dataset.fingerprint(),
+        "teacher": model_fingerprint(teacher_model) if teacher is not None and
+        teacher_model is not None and protocol.teacher_passes else None}))
     order = {m: i for i, m in enumerate(methods)}
-    store = CellStore(work / "rows.json", files=models_dir, read=_read_rows,
+    store = CellStore(work / "rows.json", files=models_dir, config=made,
+                      read=lambda path: _read_rows(path, made), what="thorough comparison",
                       key=lambda r: (r["method"], r["budget_flops_fraction"], r["seed"]),
                       order=lambda r: (order.get(r["method"], len(order)), r["seed"],
                                        -r["budget_flops_fraction"]))
+    store.save()  # what made the rows, from the start (an older file gets it now)
     budgets = sorted({float(b) for b in protocol.budgets if b < 1}, reverse=True)
     executor = LocalExecutor() if executor is None else executor
     remote = executor.name != "local"
@@ -149,19 +160,23 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     return Comparison(rows=store.rows, dense=dense, config=config)
 
 
-def _read_rows(path) -> list:
-    """The rows of a ``rows.json`` (a row written before the method's rename names it as it is
-    now, :data:`subnet.methods.RENAMED`)."""
+def _read_rows(path, made: Mapping) -> dict:
+    """What a ``rows.json`` holds: ``{"config": what made the rows, "rows": [...]}``. A file
+    written before the rows carried what made them (a list of rows) is taken as made by
+    ``made``, as it was then; a row written before the method's rename names it as it is now
+    (:data:`subnet.methods.RENAMED`)."""
     try:
-        rows = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"Could not read the rows in '{path}': {err}; delete it to start "
                          "again.") from err
-    if isinstance(rows, list):
-        rows = [{**row, "method": resolve(row["method"])}
-                if isinstance(row, Mapping) and isinstance(row.get("method"), str) else row
-                for row in rows]
-    return rows
+    if isinstance(data, list):
+        data = {"config": made, "rows": data}
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data["rows"] = [{**row, "method": resolve(row["method"])}
+                        if isinstance(row, Mapping) and isinstance(row.get("method"), str)
+                        else row for row in data["rows"]]
+    return data
 
 
 def _trajectory_folder(work: Path, method: str, seed: int) -> Path:

@@ -99,3 +99,49 @@ def test_bad_settings_are_one_line_errors(parent, changes, match):
     with pytest.raises(InputError, match=match):
         prune_gradually(parent, _data(), args.pop("method"), args.pop("budgets"), **args,
                         progress=False)
+
+
+def test_a_thorough_comparison_resumes_only_what_the_same_protocol_made(parent, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    import subnet.frontier
+    from subnet.frontier import compare_gradual
+    from subnet.protocol import Protocol
+
+    data = _data()
+    protocol = Protocol.preset("thorough", budgets=(0.5,), seeds=(1,), validation=60,
+                               finetune_epochs=1, patience=1, teacher_passes=None,
+                               retrain_epochs=0.2, step=0.5)
+    first = compare_gradual(parent, data, ("magnitude",), protocol, out=tmp_path / "w",
+                            progress=False)
+    saved = json.loads((tmp_path / "w" / "rows.json").read_text())
+    assert saved["rows"] == [row.to_dict() for row in first.rows]
+    assert saved["config"]["protocol"]["finetune_epochs"] == 1
+
+    def no_cell(*args):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(subnet.frontier, "gradual_cell", no_cell)
+    again = compare_gradual(parent, data, ["magnitude"], protocol, out=tmp_path / "w",
+                            progress=False)
+    assert again.rows == first.rows
+    # other settings would mix their rows with these: refused, in one line
+    longer = Protocol.preset("thorough", budgets=(0.5,), seeds=(1,), validation=60,
+                             finetune_epochs=2, patience=1, teacher_passes=None,
+                             retrain_epochs=0.2, step=0.5)
+    with pytest.raises(InputError, match=r"rows\.json holds a thorough comparison with other "
+                                         r"settings; choose another file or delete it"):
+        compare_gradual(parent, data, ("magnitude",), longer, out=tmp_path / "w",
+                        progress=False)
+    # rows written before they carried what made them (a list), under the old key of
+    # iterative mask statistics: resumed as they are, named as they are now
+    old = [{**row.to_dict(), "method": "banzhaf"} for row in first.rows]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "rows.json").write_text(json.dumps(old))
+    resumed = compare_gradual(parent, data, ("banzhaf",), protocol, out=tmp_path / "old",
+                              progress=False)
+    assert [row.method for row in resumed.rows] == ["banzhaf_iterative"]
+    assert resumed.rows[0].accuracy_finetuned == first.rows[0].accuracy_finetuned
+    rewritten = json.loads((tmp_path / "old" / "rows.json").read_text())
+    assert rewritten["rows"][0]["method"] == "banzhaf_iterative" and "config" in rewritten
