@@ -101,10 +101,11 @@ def zip_member_count(file: BinaryIO) -> int:
         zipfile.BadZipFile: If the file has no end of central directory record.
         OSError: If the file cannot be read.
     """
-    end = zipfile._EndRecData(file)  # the stdlib's reader of the (zip64) end record
+    # The stdlib's reader of the (zip64) end record; private, so typeshed does not declare it.
+    end = zipfile._EndRecData(file)  # type: ignore[attr-defined]
     if end is None:
         raise zipfile.BadZipFile("no end of central directory record")
-    return end[zipfile._ECD_ENTRIES_TOTAL]
+    return end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]  # private, as above
 
 
 def expands_beyond(declared: int, stored: int, ratio: float, floor: int = 0) -> bool:
@@ -200,7 +201,8 @@ def read_rows(stream, dtype: np.dtype, shape: tuple[int, ...], *, check_end: boo
     ``check_end``, more (``extra`` is 1).
     """
     arr = np.empty(shape, dtype=dtype)
-    buf = memoryview(arr.reshape(-1).view(np.uint8))
+    # .data is memoryview(...); numpy's stubs give ndarray __buffer__ only for Python 3.12+
+    buf = arr.reshape(-1).view(np.uint8).data
     got, extra = 0, 0
     while got < len(buf):
         n = stream.readinto(buf[got:got + READ_BLOCK])

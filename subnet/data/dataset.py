@@ -149,6 +149,7 @@ class Dataset:
 
     def _check_split(self, split: str, x: np.ndarray, y: np.ndarray) -> None:
         xn, yn, layout = f"x_{split}", f"y_{split}", self.layout
+        assert layout is not None, "__post_init__ sets the layout before checking the splits"
         if layout == "tokens":
             ok, want, fix = x.dtype in _TOKEN_DTYPES, "int32 or int64", "x.astype('int64')"
         else:
@@ -232,8 +233,9 @@ class Dataset:
             y = np.ascontiguousarray(self.y_test, dtype="<i8")
             digest = hashlib.sha256()
             digest.update(f"x_test{kind}{x.shape};y_test<i8{y.shape}\n".encode())
-            digest.update(memoryview(x).cast("B"))
-            digest.update(memoryview(y).cast("B"))
+            # x.data is memoryview(x); numpy's stubs give ndarray __buffer__ only for Python 3.12+
+            digest.update(x.data.cast("B"))
+            digest.update(y.data.cast("B"))
             cached = digest.hexdigest()
             object.__setattr__(self, "_fingerprint", cached)
         return cached
@@ -256,8 +258,8 @@ class Dataset:
             ValueError: If a count is not positive, exceeds the examples available, or
                 ``n_train`` is given for a data set without training data.
         """
-        changes: dict[str, object] = {}
-        notes = []
+        changes: dict[str, np.ndarray] = {}
+        notes: list[str] = []
         for split, n in (("test", n_test), ("train", n_train)):
             if n is None:
                 continue
@@ -280,7 +282,12 @@ class Dataset:
             notes.append(f"first {int(n)} {split}")
         if not changes:
             return self
-        return dataclasses.replace(self, source=f"{self.source} [{', '.join(notes)}]", **changes)
+        return dataclasses.replace(
+            self, source=f"{self.source} [{', '.join(notes)}]",
+            x_test=changes.get("x_test", self.x_test), y_test=changes.get("y_test", self.y_test),
+            x_train=changes.get("x_train", self.x_train),
+            y_train=changes.get("y_train", self.y_train),
+        )
 
 
 def _readonly_view(arr: np.ndarray) -> np.ndarray:

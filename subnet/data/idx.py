@@ -227,10 +227,11 @@ def _load_idx_dir(
 ) -> Dataset:
     """Loads the four IDX files in ``directory`` (raw or .gz) as a Dataset: the training split
     whole, the test split's first ``limits.n_test`` examples (see :func:`load_dataset`)."""
-    found = {base: _find_idx_file(directory, base) for base in IDX_FILES}
-    missing = [f"{base}[.gz]" for base, p in found.items() if p is None]
+    found_or_none = {base: _find_idx_file(directory, base) for base in IDX_FILES}
+    missing = [f"{base}[.gz]" for base, p in found_or_none.items() if p is None]
     if missing:
         raise DataError(f"Folder {directory} lacks the IDX file(s) {', '.join(missing)}.")
+    found = {base: p for base, p in found_or_none.items() if p is not None}
     # Shapes, pairing and sizes come from the headers alone: a folder that cannot be the data
     # set is refused before anything is decompressed or allocated.
     headers = {base: _idx_header(p, limits) for base, p in found.items()}

@@ -89,7 +89,9 @@ def _npz_members(path: Path, archive: zipfile.ZipFile, keys: Sequence[str],
     bytes (:func:`~subnet.data.archive.implausible_member`). Object arrays (which would need
     unpickling) are refused.
     """
-    archive_size = os.fstat(archive.fp.fileno()).st_size
+    fp = archive.fp
+    assert fp is not None, "the archive is open"
+    archive_size = os.fstat(fp.fileno()).st_size
     present = set(archive.namelist())
     members, total = {}, 0
     for key in keys:
@@ -238,10 +240,10 @@ def _npz_layout(path: Path, members: dict[str, _NpyMember],
                 f"{member.shape} and dtype {member.dtype}. Save it with numpy.savez(..., "
                 "layout='tokens')."
             )
-        value = get("layout")[()]
-        if isinstance(value, bytes):
-            value = value.decode("ascii", "backslashreplace")
-        value = str(value)
+        stored: object = get("layout")[()]
+        if isinstance(stored, bytes):
+            stored = stored.decode("ascii", "backslashreplace")
+        value = str(stored)
         if value not in LAYOUTS:
             raise DataError(f"{path}: key 'layout' must be one of {names}; got {value[:40]!r}.")
         return value, "from the file's key 'layout'"

@@ -264,10 +264,10 @@ def _load_named(name: str, data_dir: Path | None, limits: _Limits) -> Dataset:
         except _Unavailable as why:
             failures.append(why)
             continue
-        for why in failures:
-            if why.present:
+        for failure in failures:
+            if failure.present:
                 warnings.warn(
-                    f"Skipped a broken source of {name!r}: {why.reason}. Loaded it from "
+                    f"Skipped a broken source of {name!r}: {failure.reason}. Loaded it from "
                     f"{dataset.source} instead.",
                     UserWarning,
                     stacklevel=3,

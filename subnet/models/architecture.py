@@ -38,7 +38,8 @@ _VALID_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.-]*\Z")
 
 def _layer_label(layer: dict) -> str:
     cls = layer.get("class_name")
-    lcfg = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+    config = layer.get("config")
+    lcfg = config if isinstance(config, dict) else {}
     name = layer.get("name") or lcfg.get("name") or "?"
     return f"'{clean(name, 200)}' ({clean(cls, 100)})"
 
@@ -124,7 +125,8 @@ def _rename_invalid(config: dict) -> dict[str, str]:
             stack.extend((item, False) for item in reversed(node))
 
     def names_of(holder: dict) -> list[str]:
-        inner = holder.get("config") if isinstance(holder.get("config"), dict) else {}
+        holder_config = holder.get("config")
+        inner = holder_config if isinstance(holder_config, dict) else {}
         return [n for n in (holder.get("name"), inner.get("name")) if isinstance(n, str)]
 
     all_names = [n for holder in holders for n in names_of(holder)]

@@ -262,6 +262,8 @@ def _check_h5(f, path: Path, where: str = "") -> None:
     :data:`MAX_PARAMETERS` in all, and at most :data:`MAX_H5_OBJECTS` objects."""
     import h5py
 
+    count = 0
+
     def count_up(n: int) -> None:
         nonlocal count
         count += n
@@ -270,7 +272,6 @@ def _check_h5(f, path: Path, where: str = "") -> None:
                 f"Model file '{clean(path)}' holds more than {MAX_H5_OBJECTS:,} HDF5 objects "
                 "(subnet.models.files.MAX_H5_OBJECTS); no real Keras model does.")
 
-    count = 0
     total = 0
     seen = {f["/"].id}  # an object reached by two hard links (or a cycle) is visited once
     stack = [("/", f["/"])]

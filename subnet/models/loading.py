@@ -20,6 +20,7 @@ import weakref
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from subnet._tf import keras
 from subnet.errors import InputTypeError, ModelFileError, UntrustedModelError, clean
@@ -46,7 +47,8 @@ __all__ = [
 ]
 
 # Keras's loader of .keras archives, whose get_temp_dir() makes the folders it extracts into.
-_saving_lib = importlib.import_module("keras.src.saving.saving_lib")
+# A private module, reached and patched by name: Any, not ModuleType (which declares no members).
+_saving_lib: Any = importlib.import_module("keras.src.saving.saving_lib")
 _KERAS_TEMP_LOCK = threading.RLock()
 
 # {model: {internal name: original name}} for models whose names load_model changed.
