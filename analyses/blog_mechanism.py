@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 # TensorFlow's oneDNN kernels on, as when the committed results were made (subnet leaves them
-# off, see subnet._tf; the blog's network has none of the layers that makes unsafe).
+# off, see subnet.runtime; the blog's network has none of the layers that makes unsafe).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _pooled_loss(model, x, rate: float, seed: int) -> dict:
     """Share of the first pooling layer's nonzero outputs that dropout before it zeroes:
     element-wise (the blog's) and unit-wise (a unit mask), on the examples ``x``."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     pool = next(layer for layer in model.layers
                 if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.MaxPooling1D)))

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-# TensorFlow's oneDNN kernels on for this script (subnet leaves them off; see subnet._tf for the
+# TensorFlow's oneDNN kernels on for this script (subnet leaves them off; see subnet.runtime for the
 # heap corruption they cause training a 1x1 stride-2 convolution on one thread). The blog's
 # network has no such layer: they train it 1.3-1.7x faster here, deterministically, and the
 # committed cells since the Fashion-MNIST run's first half were made with them (each fine-tune
@@ -70,7 +70,7 @@ MAX_MODEL_BYTES = 500_000  # subnetworks larger than this are described, not com
 
 
 def _parse(argv):
-    from subnet._cli import ArgumentParser
+    from subnet.cli import ArgumentParser
 
     parser = ArgumentParser(prog="analyses/frontier.py", description=__doc__.split("\n\n")[0])
     arg = parser.add_argument
@@ -353,9 +353,9 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None,
     """Trains ``model`` to saturation (early stopping on validation after ``--patience``
     epochs without gain, or the whole budget with ``patience=None``; the best epoch on
     validation is kept either way), then measures it once."""
-    from subnet._tf import ONEDNN
     from subnet.extraction import model_cost
     from subnet.frontier import finetune_to_saturation
+    from subnet.runtime import ONEDNN
 
     start = time.perf_counter()
     history = finetune_to_saturation(model, train, validation,
@@ -374,7 +374,7 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None,
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "flops": int(cost["flops"]), "params": int(cost["params"]),
             "seconds": round(time.perf_counter() - start, 1),
-            "onednn": ONEDNN}  # TensorFlow's oneDNN kernels (subnet._tf): rounding differs
+            "onednn": ONEDNN}  # TensorFlow's oneDNN kernels (subnet.runtime): rounding differs
 
 
 #: Methods whose cells were made under their old key (subnet.methods.RENAMED) keep it in the
@@ -532,7 +532,7 @@ def _log(message: str) -> None:
 
 
 def main(argv=None) -> int:
-    from subnet._cli import run_main
+    from subnet.cli import run_main
 
     return run_main(lambda: _main(argv), "analyses/frontier.py")
 

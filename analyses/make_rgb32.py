@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._cli import ArgumentParser, run_main
+from subnet.cli import ArgumentParser, run_main
 from subnet.errors import DataError
 from subnet.io import atomic_path
 

@@ -606,7 +606,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         measured = run(config, Path(tmp))
     import subnet
-    from subnet._tf import intra_op_threads
+    from subnet.runtime import intra_op_threads
 
     result = _json_ready({"config": config, **measured, "threads": intra_op_threads(),
                           "versions": {"subnet": subnet.__version__},

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         fast_flops = sum(backend.flops(masks[a:a + chunk], len(x),
                                        prefix=a == 0 or args.backend == "graph")
                          for a in range(0, len(masks), chunk))
-    from subnet._tf import tf
+    from subnet.runtime import tf
 
     devices = [d.name for d in tf.config.list_physical_devices("GPU")]
 

@@ -95,13 +95,13 @@ def versions() -> dict:
 
     Returns:
         ``{"python", "tensorflow", "keras", "numpy", "subnet", "onednn"}`` as strings
-        (``onednn``: ``TF_ENABLE_ONEDNN_OPTS`` as TensorFlow saw it, see :mod:`subnet._tf`).
+        (``onednn``: ``TF_ENABLE_ONEDNN_OPTS`` as TensorFlow saw it, see :mod:`subnet.runtime`).
     """
     import platform
 
     import numpy as np
 
-    from subnet._tf import ONEDNN, keras, tf
+    from subnet.runtime import ONEDNN, keras, tf
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__, "subnet": __version__,

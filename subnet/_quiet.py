@@ -23,7 +23,7 @@ ONEDNN = "unknown"
 
 def _onednn_off_unless_set() -> None:
     """TensorFlow's oneDNN kernels off, unless the environment says otherwise (see
-    :mod:`subnet._tf` for why), before TensorFlow is first imported."""
+    :mod:`subnet.runtime` for why), before TensorFlow is first imported."""
     global ONEDNN
     if "tensorflow" in sys.modules:
         return

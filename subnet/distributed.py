@@ -26,7 +26,7 @@ threads one operation is split over. Measured on the blog's network (96 masks x 
 images, 2 cores): with 1 and with 2 threads, 3.3 % of the float32 true-class probabilities
 differ, by at most 1.4e-6, and 1 of the 96,000 values a record stores as float16. So an
 executor's tasks compute with one thread count, its ``threads``: by default the calling
-process's (:func:`subnet._tf.intra_op_threads`), so that a task computes what this process
+process's (:func:`subnet.runtime.intra_op_threads`), so that a task computes what this process
 would, to the last bit, on the same kind of machine. Each worker process is started with
 ``TF_NUM_INTRAOP_THREADS`` (and ``OMP_NUM_THREADS``) set to it and one inter-op thread
 (:func:`thread_env`), before it imports TensorFlow.
@@ -67,7 +67,7 @@ class LocalExecutor:
     @property
     def threads(self) -> int:
         """TensorFlow's intra-op thread count the tasks compute with: this process's."""
-        from subnet._tf import intra_op_threads
+        from subnet.runtime import intra_op_threads
 
         return intra_op_threads()
 
@@ -122,7 +122,7 @@ class _OtherProcesses:
         this process's when it is None."""
         if self.threads_per_task is not None:
             return self.threads_per_task
-        from subnet._tf import intra_op_threads
+        from subnet.runtime import intra_op_threads
 
         return intra_op_threads()
 

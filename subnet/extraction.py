@@ -18,13 +18,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.engine.chain import Chain, SiteTable, analyse_chain
 from subnet.engine.reference import ReferenceBackend
 from subnet.errors import InputError, InputTypeError
 from subnet.finetuning import RECALIBRATION_EXAMPLES, finetune, recalibrate_batchnorm
 from subnet.measuring import accuracy, copy_model, measure, model_cost
 from subnet.models import deserialization_scope
+from subnet.runtime import keras
 from subnet.validation import check_choice, check_int
 
 __all__ = ["ALLOCATIONS", "RECALIBRATION_EXAMPLES", "Budget", "ExtractionMismatch", "KeepSet",

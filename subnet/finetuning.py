@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.data import as_dataset
 from subnet.errors import InputError
 from subnet.measuring import accuracy
 from subnet.results import MappingResult
+from subnet.runtime import keras
 
 __all__ = ["RECALIBRATION_EXAMPLES", "FinetuneResult", "finetune", "recalibrate_batchnorm"]
 

@@ -10,9 +10,8 @@ the two compute the same function. :func:`subnet.load_model` flattens the models
 
 from __future__ import annotations
 
-import keras
-
 from subnet.errors import InputError, InputTypeError
+from subnet.runtime import keras
 
 __all__ = ["flatten_nested", "has_nested"]
 

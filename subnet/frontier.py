@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._cli import progress_bar
 from subnet.cells import CellStore
+from subnet.cli import progress_bar
 from subnet.data import as_dataset
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._cli import progress_bar
 from subnet._io import atomic_path, atomic_write_text
+from subnet.cli import progress_bar
 from subnet.data import as_dataset
 from subnet.errors import InputError
 from subnet.extraction import (

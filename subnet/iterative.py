@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from subnet._cli import progress_bar
+from subnet.cli import progress_bar
 from subnet.errors import InputError
 from subnet.extraction import (
     Budget,

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.engine.chain import layer_flops
 from subnet.errors import InputError
 from subnet.models import check_examples, deserialization_scope
 from subnet.results import MappingResult
+from subnet.runtime import keras
 from subnet.structure.cost import Cost
 from subnet.validation import check_int
 

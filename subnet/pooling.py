@@ -35,8 +35,8 @@ import itertools
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.runtime import keras
 from subnet.validation import check_choice, check_fraction, check_int
 
 __all__ = ["ExpectedMaxPooling", "expected_max", "expected_pooling", "expected_pooling_cost"]

@@ -437,8 +437,8 @@ def paired_difference(a: Uncertainty, b: Uncertainty, metric: str) -> Estimate:
 
 def deterministic(model, x, *, batch_size: int = 1000) -> np.ndarray:
     """The model's class probabilities with every dropout off, float32 (1, n, classes)."""
-    from subnet._tf import keras
     from subnet.models import check_examples, outputs_probabilities, with_dropout
+    from subnet.runtime import keras
 
     x, _, _ = check_examples(model, x, np.zeros(len(x), np.int64))
     off = with_dropout(model, on=False)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet._cli import ArgumentParser, HelpFormatter, progress_bar, run_main
 from subnet._io import atomic_path
-from subnet._tf import keras
+from subnet.cli import ArgumentParser, HelpFormatter, progress_bar, run_main
 from subnet.engine.mc import mc_dropout
 from subnet.errors import InputError, clean
 from subnet.models import check_examples, examples_of, outputs_probabilities, seed_cnn
+from subnet.runtime import keras
 from subnet.validation import check_choice, check_fraction, check_int, check_number
 
 __all__ = ["fit", "label_accuracy", "main", "teacher_probabilities"]

@@ -4,7 +4,7 @@ Every public entry point checks its arguments before it spends time or memory on
 what was wrong in one line: the argument, what was expected and what was received, as Keras
 does ("Invalid value received for argument `rate`. Expected a float in [0, 1). Received:
 rate=1.5"). The library's messages name its arguments (or a settings object's fields); the
-command lines name their flags (:mod:`subnet._cli`). Each check returns the value as the type
+command lines name their flags (:mod:`subnet.cli`). Each check returns the value as the type
 the caller computes with.
 
 Booleans are never numbers here: ``True`` is not a count of 1.

@@ -217,7 +217,7 @@ def test_frontier_keeps_the_smallest_subnetworks_by_both_targets_once_each():
 def test_frontier_summary_on_a_machine_without_the_trajectories_models(tmp_path, monkeypatch):
     """Resuming from committed cells on a fresh machine: the chosen subnetwork's fine-tuned
     model is not there; it is described, and saved once a machine that has it rewrites."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     monkeypatch.setattr(frontier, "write_report", lambda results, out: None)
     model_file = tmp_path / "work" / "finetuned_0.1.keras"
@@ -371,8 +371,8 @@ def test_blog_mechanism_compares_element_and_unit_dropout_and_writes_its_readme(
 def test_expected_max_pool_is_the_mean_of_dropout_then_max_pooling():
     """What blog_mechanism.py's intervention uses (now subnet.pooling), checked with dropout
     drawn by hand in numpy."""
-    from subnet._tf import keras
     from subnet.pooling import ExpectedMaxPooling
+    from subnet.runtime import keras
 
     rng = np.random.default_rng(0)
     h = rng.normal(size=(3, 4, 6, 2)).astype(np.float32)  # signed, as the blog's conv outputs

@@ -99,7 +99,7 @@ def test_a_warning_is_one_line_of_the_command():
     """A real warning still shows, as one line naming the command, without Python's file, line
     and source (and with control characters escaped)."""
     code = ("import warnings\n"
-            "from subnet._cli import run_main\n"
+            "from subnet.cli import run_main\n"
             "run_main(lambda: warnings.warn('3 scores are NaN\\x1b[2J', RuntimeWarning), 'prog')\n"
             "warnings.warn('outside the command', UserWarning)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -95,7 +95,7 @@ def test_training_a_strided_1x1_convolution_on_one_thread_does_not_crash():
                                               TF_NUM_INTEROP_THREADS="1")
     code = """
 import numpy as np
-from subnet._tf import keras
+from subnet.runtime import keras
 inputs = keras.Input((32, 32, 3))
 x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
 x = keras.layers.Conv2D(8, 1, strides=2, use_bias=False)(x)

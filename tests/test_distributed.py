@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import subnet
-from subnet._tf import intra_op_threads
 from subnet.distributed import (
     LocalExecutor,
     ProcessExecutor,
@@ -23,6 +22,7 @@ from subnet.distributed import (
     run_commands,
 )
 from subnet.record import AdaptiveStop, MaskRecord, RecordWriter, main, record_masks
+from subnet.runtime import intra_op_threads
 from tests.helpers import skip_or_fail
 
 N_MASKS, CHUNK = 40, 8
@@ -247,7 +247,7 @@ def test_a_record_computed_with_another_thread_count_is_not_mixed(model, data, r
                                                                    tmp_path):
     """Workers told to use another thread count record it, and the record refuses to be
     continued here with this process's count, naming how to continue it."""
-    from subnet._tf import intra_op_threads
+    from subnet.runtime import intra_op_threads
 
     other = 1 if intra_op_threads() > 1 else 2
     with RayExecutor("local", threads_per_task=other) as executor:  # joins ray_local's Ray

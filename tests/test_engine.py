@@ -308,7 +308,7 @@ def test_no_private_name_is_imported_from_another_module():
              for module, attribute in _imports(path)
              if module.startswith("subnet") and attribute and attribute.startswith("_")
              and not attribute.startswith("__") and module != name}
-    # subnet._tf, subnet._cli, subnet._io, ... are private *modules* of the package, shared
+    # subnet.runtime, subnet.cli, subnet._io, ... are private *modules* of the package, shared
     # on purpose; what must not cross is a module's own private name, except between the
     # modules of one sub-package (subnet.analyze.*, subnet.data.*, ...), which is its unit.
     found = {f for f in found if f"{f[1]}.{f[2]}" not in files

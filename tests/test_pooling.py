@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import subnet
-from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.pooling import ExpectedMaxPooling, expected_max, expected_pooling, expected_pooling_cost
+from subnet.runtime import keras
 
 
 def _enumerated(window, rate):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import subnet
-from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.extraction import Budget, as_keep_set, extract, keep_sets, model_cost
 from subnet.importance import estimate
 from subnet.models import AlwaysOnDropout
+from subnet.runtime import keras
 from subnet.structure import Cost, channel_groups
 from tests import zoo
 from tests.helpers import tiny_dense_task

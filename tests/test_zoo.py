@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import subnet
-from subnet._tf import keras
+from subnet.runtime import keras
 from tests.zoo import (
     ZOO,
     calibrate_batch_norm,

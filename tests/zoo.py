@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from subnet._tf import keras
+from subnet.runtime import keras
 
 __all__ = ["ZOO", "calibrate_batch_norm", "chain_cnn", "data_for", "inception_block",
            "layer_norm_model", "merge_before_first_site", "mobilenet_style", "mobilenetv2",

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import subnet
-from subnet._cli import ArgumentParser, HelpFormatter, byte_count, run_main
 from subnet._io import atomic_write_text
 from subnet._outdir import MARKER
 from subnet._quiet import quiet_tensorflow_warnings
@@ -30,6 +29,7 @@ from subnet.analyze.settings import (
     _check_paths,
     _check_ray_address,
 )
+from subnet.cli import ArgumentParser, HelpFormatter, byte_count, run_main
 from subnet.distributed import executor_from_address
 from subnet.errors import InputError, clean
 from subnet.plan import parse_duration

@@ -53,7 +53,7 @@ def _file_terms(message: str) -> str:
 def _check_outputs(model, model_path, data, settings: Settings) -> None:
     """Refuses a model whose outputs are not finite on the examples the analysis uses (NaN or
     infinite weights, or weights so large that they overflow), before any work."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     n = min(settings.examples, len(data.x_test))
     bad = 0
@@ -155,7 +155,7 @@ def _check_budgets(model, rate: dict, budgets: Sequence[float]) -> None:
 
 def _check_methods(model, methods: Sequence[str]) -> None:
     """Refuses, before any work, methods that cannot handle this model."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     code = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
     if "tfmot" in methods and code:
@@ -219,7 +219,7 @@ def _check_fits(model, data, name) -> None:
 
 def _check_token_ids(model, data, name) -> None:
     """Token ids go into an Embedding layer, and each must have a row in it."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     embeddings = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
     if not embeddings:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.data import as_dataset
 from subnet.errors import InputError, clean
 from subnet.extraction import copy_model
 from subnet.models import outputs_probabilities
+from subnet.runtime import keras
 from subnet.validation import check_fraction
 
 __all__ = ["PendingPrune", "kernel_sparsity", "magnitude_oneshot", "magnitude_prune",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from subnet._cli import ArgumentParser, byte_count, run_main
+from subnet.cli import ArgumentParser, byte_count, run_main
 from subnet.data.arrays import MAX_BYTES
 from subnet.data.dataset import Dataset
 from subnet.data.fetch import fetch_mnist

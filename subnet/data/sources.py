@@ -73,7 +73,7 @@ def _keras_download(
     name: str,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Calls Keras's downloader for ``name`` (imports Keras only now)."""
-    from subnet._tf import keras  # lazy: importing Keras starts TensorFlow
+    from subnet.runtime import keras  # lazy: importing Keras starts TensorFlow
 
     return getattr(keras.datasets, name).load_data()
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError
 from subnet.models import dropout_layers
+from subnet.runtime import keras
 from subnet.structure.rules import DROPOUT, FAST_LAYOUT, FAST_MIXING, FAST_PER_CHANNEL
 from subnet.validation import check_fraction
 

@@ -38,9 +38,9 @@ import hashlib
 
 import numpy as np
 
-from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, SiteScaled, layer_flops
 from subnet.errors import InputError
+from subnet.runtime import keras, tf
 
 __all__ = ["FastBackend", "PREFIX_CACHE_BYTES"]
 

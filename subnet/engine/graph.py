@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
+from subnet.runtime import keras, tf
 from subnet.structure import layer_weights
 
 if TYPE_CHECKING:

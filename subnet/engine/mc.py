@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.errors import InputError
 from subnet.models import check_examples, dropout_layers, outputs_probabilities, with_dropout
+from subnet.runtime import keras
 from subnet.validation import check_int
 
 __all__ = ["MCDropoutResult", "mc_dropout"]

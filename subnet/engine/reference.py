@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, SiteScaled
 from subnet.errors import InputError
+from subnet.runtime import keras, tf
 
 __all__ = ["ReferenceBackend"]
 

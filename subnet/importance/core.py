@@ -399,8 +399,8 @@ def check_record(source, estimator: str):
 
 def check_model_source(source, estimator: str):
     """Validates a ``(model, x, y)`` source; returns (model, x float32, y int64)."""
-    from subnet._tf import keras
     from subnet.models import check_examples
+    from subnet.runtime import keras
 
     if isinstance(source, Mapping):
         source = (source.get("model"), source.get("x"), source.get("y"))

@@ -31,10 +31,10 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from subnet._tf import keras, tf
 from subnet.engine.chain import Chain, analyse_chain
 from subnet.errors import InputTypeError
 from subnet.importance.core import Estimator, Importance, check_model_source, register
+from subnet.runtime import keras, tf
 from subnet.validation import check_bool, check_choice, check_fraction, check_int, check_number
 
 __all__ = ["Activation", "APoZ", "Magnitude", "RandomScores", "Taylor"]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.data.archive import expands_beyond, zip_member_count
 from subnet.errors import ModelFileError, clean
 from subnet.models.architecture import _walk_layer_configs
+from subnet.runtime import keras
 
 __all__ = [
     "EXPANSION_FLOOR_BYTES",
@@ -42,7 +42,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 def _keras_internal(module: str, name: str):
     """A Keras internal that ``keras`` does not export (Keras is imported by then, through
-    :mod:`subnet._tf`); looked up when this module is imported, so that a Keras version without
+    :mod:`subnet.runtime`); looked up when this module is imported, so that a Keras version without
     it fails here and not inside a check."""
     return getattr(importlib.import_module(module), name)
 

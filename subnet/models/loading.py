@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from subnet._tf import keras
 from subnet.errors import InputTypeError, ModelFileError, UntrustedModelError, clean
 from subnet.models.architecture import (
     _WRAPPED_LAYER_KEYS,
@@ -37,6 +36,7 @@ from subnet.models.files import (
     _read_config,
     _SafeModeScope,
 )
+from subnet.runtime import keras
 
 __all__ = [
     "deserialization_scope",

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.data.inmemory import read_pairs
 from subnet.errors import InputError, InputTypeError
 from subnet.models.architecture import _walk_layer_configs
 from subnet.models.loading import _ORIGINAL_NAMES, deserialization_scope
+from subnet.runtime import keras
 from subnet.validation import check_fraction, check_int
 
 __all__ = [

@@ -59,7 +59,7 @@ def shard_range(n_masks: int, shard: str) -> range:
 
 
 def _parse(argv):
-    from subnet._cli import ArgumentParser, HelpFormatter
+    from subnet.cli import ArgumentParser, HelpFormatter
 
     parser = ArgumentParser(
         prog="python -m subnet.record", formatter_class=HelpFormatter,
@@ -185,7 +185,7 @@ def _merge_command(argv) -> int:
 
 def main(argv=None) -> int:
     """Entry point of ``python -m subnet.record``; returns the exit code."""
-    from subnet._cli import run_main
+    from subnet.cli import run_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:

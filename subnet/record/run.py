@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import subnet
-from subnet._cli import progress_bar
+from subnet.cli import progress_bar
 from subnet.errors import InputError, InputTypeError, clean
 from subnet.keep import KeepProbabilities
 from subnet.masks import sample_masks
@@ -85,7 +85,7 @@ class AdaptiveStop:
 
 def model_fingerprint(model) -> str:
     """SHA-256 (hex) of a model's weights: their names' order, shapes, dtypes and bytes."""
-    from subnet._tf import keras
+    from subnet.runtime import keras
 
     digest = hashlib.sha256()
     for weight in model.weights:
@@ -217,10 +217,10 @@ def record_masks(model, x, y, n_masks: int, seed: int = 0,
                          "an executor, or give a fixed number of masks.")
     if out is not None:
         check_record_folder(out, resume=resume)  # before any work
-    from subnet._tf import intra_op_threads
     from subnet.engine import make_backend
     from subnet.engine.chain import analyse_chain
     from subnet.models import check_examples
+    from subnet.runtime import intra_op_threads
 
     x, y, n_classes = check_examples(model, x, y)
     keep_given = None
@@ -341,7 +341,7 @@ def record_chunk(job: Mapping, start: int, stop: int):
     Returns:
         ``(masks, predicted, true_prob)`` of the chunk, as the record stores them.
     """
-    from subnet._tf import intra_op_threads
+    from subnet.runtime import intra_op_threads
 
     if intra_op_threads() != job["threads"]:
         raise RuntimeError(f"A worker computes with {intra_op_threads()} TensorFlow intra-op "

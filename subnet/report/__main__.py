@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import subnet
-from subnet._cli import ArgumentParser, HelpFormatter, run_main
 from subnet._outdir import MARKER
+from subnet.cli import ArgumentParser, HelpFormatter, run_main
 from subnet.errors import InputError, clean
 from subnet.report import FORMATS, write_reports
 

@@ -2,8 +2,7 @@
 
 Every function here takes a ``matplotlib.figure.Figure`` (or ``SubFigure``) and plain numbers,
 and draws one figure; it never touches pyplot's global state. :func:`render_svg` turns a drawing
-into SVG for the HTML report (:func:`render_png` into PNG); the PDF report draws the same
-functions onto its pages.
+into SVG for the HTML report; the PDF report draws the same functions onto its pages.
 Text that came from a model or a file (site and unit names) is shown literally: drawing happens
 inside :func:`style`, where mathtext is off, so a ``$`` in a name is just a dollar sign. The
 functions that draw names of units and sites (unit labels, graph nodes and their legend) show
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -34,7 +32,7 @@ from subnet.report.names import shown as _shown
 from subnet.report.names import visible as _visible
 
 __all__ = ["accuracy_vs_cost", "class_heatmap", "class_probabilities", "hardest_examples",
-           "interaction_graph", "mask_accuracy_histogram", "method_colors", "render_png",
+           "interaction_graph", "mask_accuracy_histogram", "method_colors",
            "render_svg", "share_correct_histogram", "si", "style", "unit_importance"]
 
 ACCENT = "#1f5fa8"
@@ -77,27 +75,6 @@ def style() -> Iterator[None]:
     """
     with matplotlib.rc_context(_RC):
         yield
-
-
-def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 200) -> bytes:
-    """Draws a figure and returns it as PNG bytes.
-
-    Args:
-        draw: A function that draws onto the ``Figure`` it is given.
-        size: Figure (width, height) in inches.
-        dpi: Pixels per inch.
-
-    Returns:
-        The PNG file's bytes.
-    """
-    with style():
-        fig = Figure(figsize=size, dpi=dpi, layout="constrained")
-        FigureCanvasAgg(fig)
-        draw(fig)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None},
-                    pil_kwargs={"optimize": True})
-    return buffer.getvalue()
 
 
 def render_svg(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:

@@ -7,8 +7,8 @@ import dataclasses
 import functools
 from typing import Any
 
-from subnet._tf import keras
 from subnet.errors import InputError, InputTypeError, clean
+from subnet.runtime import keras
 from subnet.structure.rules import Rule, layer_error, rule_for
 
 

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.errors import InputError, clean
+from subnet.runtime import keras
 from subnet.structure.cost import Cost, CostModel
 from subnet.structure.graph import Call, graph_calls
 from subnet.structure.rules import (

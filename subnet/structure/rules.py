@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from subnet._tf import keras
 from subnet.errors import InputError, clean
 from subnet.models import AlwaysOnDropout
+from subnet.runtime import keras
 
 L = keras.layers
 

@@ -1,4 +1,6 @@
-"""Shared plumbing for subnet's command-line tools: one-line errors and exit codes.
+"""Plumbing for command-line tools, subnet's and scripts built on it (``analyses/``): an
+``ArgumentParser`` whose errors are one line, :func:`run_main` (exit 2 with one line for bad
+input, 1 with the traceback saved for an internal error, 130 when interrupted), progress bars.
 
 Kept free of TensorFlow (and of any subnet module that imports it), so that ``--help``,
 ``--version`` and argument errors answer at once.

@@ -1,4 +1,7 @@
-"""The one place subnet imports TensorFlow and Keras: quietly (see :mod:`subnet._quiet`), and
+"""TensorFlow and Keras as subnet runs them, for subnet and scripts built on it (import them from
+here, as ``from subnet.runtime import keras``, to run them as subnet does).
+
+The one place subnet imports TensorFlow and Keras: quietly (see :mod:`subnet._quiet`), and
 only when a module that computes is imported, so that ``import subnet``, ``--help`` and argument
 errors never start TensorFlow.
 
