@@ -82,8 +82,10 @@ def byte_count(text: str) -> int:
 byte_count.__name__ = "byte count"  # argparse names the type in its messages
 
 
-def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0):
-    """A tqdm progress bar on stderr: redrawn often on a terminal, every 30 s in a log file."""
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True,
+                 initial: int = 0):
+    """A tqdm progress bar on stderr: redrawn often on a terminal, every 30 s in a log file
+    (``total`` None: a count without an end)."""
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()

@@ -225,7 +225,15 @@ def _row_key(row: Mapping) -> str:
     return _cell_key(row["method"], row["budget_flops_fraction"], row["seed"])
 
 
-def _read_comparison(path: Path) -> dict:
+def _stored(store: CellStore, key: str) -> dict:
+    """A row ``store`` holds: the reference method's, whose cells ran before the cells built on
+    it."""
+    row = store.get(key)
+    assert row is not None, f"no row {key} to build on"
+    return row
+
+
+def _read_comparison(path: str | os.PathLike) -> dict:
     """A comparison file's dict, checked (:meth:`Comparison.load`'s errors)."""
     return Comparison.load(path).to_dict()
 
@@ -342,9 +350,9 @@ def compare(model, dataset,
     # The rows, resumed from `out` (refused if it was made with other settings), saved after
     # each cell, in one order whatever order the cells finished in: seeds, budgets, methods as
     # given.
-    order = {"seed": {int(s): i for i, s in enumerate(seeds)},
-             "budget": {b: i for i, b in enumerate(budgets)},
-             "method": {m: i for i, m in enumerate(methods)}}
+    order: dict[str, dict] = {"seed": {int(s): i for i, s in enumerate(seeds)},
+                              "budget": {b: i for i, b in enumerate(budgets)},
+                              "method": {m: i for i, m in enumerate(methods)}}
     store = CellStore(out, key=_row_key, config=config, read=_read_comparison, indent=1,
                       files=models_dir,
                       order=lambda r: (order["seed"].get(r["seed"], len(seeds)),
@@ -391,13 +399,13 @@ def compare(model, dataset,
     # First the whole model fine-tuned (each seed) and every structured method's rows (each
     # seed: its units chosen once for all budgets); then the methods built on the reference
     # method's subnetworks, which need its rows.
-    cells = [("dense", int(seed)) for seed in seeds
-             if tune_examples > 0 and dense_finetuned and "finetuned" not in dense]
+    cells: list[tuple] = [("dense", int(seed)) for seed in seeds
+                          if tune_examples > 0 and dense_finetuned and "finetuned" not in dense]
     for seed in seeds:
         for method in [m for m in methods if m in STRUCTURED]:
-            todo = [b for b in budgets if _cell_key(method, b, seed) not in store]
-            if todo:
-                cells.append(("structured", int(seed), method, todo))
+            missing = [b for b in budgets if _cell_key(method, b, seed) not in store]
+            if missing:
+                cells.append(("structured", int(seed), method, missing))
     log(f"compare: {len(cells)} cells on {executor.name}")
     tuned_dense = {}
     for i, result in executor.map_unordered(run_cell, [(job, *cell) for cell in cells]):
@@ -418,14 +426,15 @@ def compare(model, dataset,
                 for m in REFERENCED if m in methods}
         if not any(todo.values()):
             continue
-        reference = {b: store.get(_cell_key(reference_method, b, seed)) for b in budgets}
+        reference = {b: _stored(store, _cell_key(reference_method, b, seed)) for b in budgets}
         cells += [("reinit", int(seed), b, reference[b]["widths"]) for b in todo.get("reinit", [])]
         if todo.get("tfmot"):
             cells.append(("tfmot", int(seed), todo["tfmot"],
                           [int(reference[b]["params"]) for b in todo["tfmot"]]))
     for _, result in executor.map_unordered(run_cell, [(job, *cell) for cell in cells]):
         add(result)
-    return Comparison(rows=store.rows, dense=dense, config=config)
+    return Comparison(rows=tuple(map(ComparisonRow.from_dict, store.rows)),
+                      dense=Dense.from_dict(dense), config=config)
 
 
 def run_cell(job: Mapping, kind: str, seed: int, *args):

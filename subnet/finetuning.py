@@ -16,8 +16,8 @@ import numpy as np
 from subnet.data import as_dataset
 from subnet.errors import InputError
 from subnet.measuring import accuracy
-from subnet.results import MappingResult
 from subnet.runtime import keras
+from subnet.sections import MappingResult
 
 __all__ = ["RECALIBRATION_EXAMPLES", "FinetuneResult", "finetune", "recalibrate_batchnorm"]
 
@@ -34,7 +34,7 @@ class FinetuneResult(MappingResult):
     """What :func:`finetune` reports: a frozen result that also reads as the dict it used to
     be (``result["accuracy_after"]``, ``dict(result)``, ``**result``; equal to a dict of the
     same keys and values; :meth:`to_dict` and :meth:`from_dict` for JSON, see
-    :class:`~subnet.results.MappingResult`).
+    :class:`~subnet.sections.MappingResult`).
 
     Attributes:
         accuracy_before: Test accuracy before the fine-tuning, a fraction in [0, 1].
@@ -197,14 +197,16 @@ def _recalibrate_layer_by_layer(model, x, layers, batch_size: int) -> None:
     for layer in layers:
         probe = keras.Model(model.inputs[0], layer.input)
         axes = _reduced_axes(layer, len(layer.input.shape))
-        total, total_sq, count = 0.0, 0.0, 0
+        total: np.ndarray | float = 0.0
+        total_sq: np.ndarray | float = 0.0
+        count = 0
         for start in range(0, len(x), batch_size):
             h = keras.ops.convert_to_numpy(probe(x[start:start + batch_size], training=False))
             h = h.astype(np.float64)
             total = total + h.sum(axis=axes)
             total_sq = total_sq + (h * h).sum(axis=axes)
             count += h.size // h.shape[layer.axis]
-        mean = total / count
-        variance = np.maximum(total_sq / count - mean * mean, 0.0)
+        mean = np.asarray(total) / count
+        variance = np.maximum(np.asarray(total_sq) / count - mean * mean, 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(variance.astype(np.float32))

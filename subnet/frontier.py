@@ -83,6 +83,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     from subnet.extraction import accuracy, model_cost
     from subnet.protocol import validation_split
     from subnet.record import model_fingerprint
+    from subnet.results import ComparisonRow, Dense
     from subnet.train import teacher_probabilities
 
     dataset = as_dataset(dataset)
@@ -157,7 +158,8 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     config = {"protocol": protocol.to_dict(), "methods": list(methods), "validation": info,
               "budgets": budgets, "seeds": list(protocol.seeds),
               "finetune_epochs": protocol.finetune_epochs}
-    return Comparison(rows=store.rows, dense=dense, config=config)
+    return Comparison(rows=tuple(map(ComparisonRow.from_dict, store.rows)),
+                      dense=Dense.from_dict(dense), config=config)
 
 
 def _read_rows(path, made: Mapping) -> dict:

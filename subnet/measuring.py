@@ -21,8 +21,8 @@ import numpy as np
 from subnet.engine.chain import layer_flops
 from subnet.errors import InputError
 from subnet.models import check_examples, deserialization_scope
-from subnet.results import MappingResult
 from subnet.runtime import keras
+from subnet.sections import MappingResult
 from subnet.structure.cost import Cost
 from subnet.validation import check_int
 
@@ -96,7 +96,7 @@ class Measurement(MappingResult):
     """What :func:`measure` reports: a frozen result that also reads as the dict it used to be
     (``m["file_bytes"]``, ``dict(m)``, ``{**m}``, ``row.update(m)``; equal to a dict of the
     same keys and values). ``json.dumps`` takes :meth:`to_dict`'s dict, not the result (see
-    :class:`~subnet.results.MappingResult`).
+    :class:`~subnet.sections.MappingResult`).
 
     Attributes:
         params: Parameters (``model.count_params()``).

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from subnet.results import MappingResult
+from subnet.sections import MappingResult
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -19,7 +19,7 @@ class Cost(MappingResult):
     :meth:`Structure.cost <subnet.structure.Structure.cost>` and
     :func:`subnet.extraction.model_cost` report. A frozen result that also reads as the dict
     they used to return (``cost["flops"]``, ``{**cost}``; equal to a dict of the same keys and
-    values; :meth:`to_dict` for JSON, see :class:`~subnet.results.MappingResult`).
+    values; :meth:`to_dict` for JSON, see :class:`~subnet.sections.MappingResult`).
 
     Attributes:
         params: Parameters (every weight that remains, BatchNormalization's moving statistics
