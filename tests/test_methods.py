@@ -60,6 +60,9 @@ def test_every_entry_point_reads_the_old_key():
     assert old.methods == ("banzhaf_iterative", "magnitude")  # resolved, once
     assert analyze.Settings(methods=["banzhaf", "tfmot"]).methods == ("banzhaf_iterative",
                                                                       "tfmot")
+    with pytest.raises(InputError, match=r"--methods: expected names among banzhaf_iterative, .*"
+                                         r"Received: banzhaf,lottery$"):  # as it was typed
+        analyze.Settings(methods=("banzhaf", "lottery"))
     with pytest.raises(InputError, match="tfmot is built on the banzhaf_iterative subnetwork"):
         analyze.Settings(methods=("magnitude", "tfmot"))
     assert gradual.Trajectory.from_dict({"method": "banzhaf", "allocation": "cost", "seed": 0,

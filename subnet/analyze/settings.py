@@ -122,9 +122,6 @@ class Settings:
         for name in ("budgets", "methods", "sized"):  # lists welcome; stored as tuples
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        if isinstance(self.methods, tuple):  # an old key reads as the key it has now
-            object.__setattr__(self, "methods", tuple(dict.fromkeys(
-                resolve(m) if isinstance(m, str) else m for m in self.methods)))
 
         def check(name, ok, expected):
             if not ok:
@@ -163,8 +160,10 @@ class Settings:
             number(b) and 0 < b < 1 for b in self.budgets),
               "FLOP fractions in (0, 1), e.g. 0.5,0.25,0.125")
         check("methods", isinstance(self.methods, tuple) and len(self.methods) >= 1 and all(
-            isinstance(m, str) for m in self.methods) and set(self.methods) <= set(METHODS),
+            isinstance(m, str) and resolve(m) in METHODS for m in self.methods),
               f"names among {', '.join(METHODS)}")
+        # an old key reads as the key it has now (shown as given in the message above)
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(map(resolve, self.methods))))
         check("finetune_epochs", number(self.finetune_epochs) and
               0 <= self.finetune_epochs <= 100, "a number of epochs in [0, 100]")
         check("tolerance", number(self.tolerance) and 0 <= self.tolerance < 1,
