@@ -24,6 +24,7 @@ import numpy as np
 
 from subnet._io import atomic_write_text
 from subnet.cells import CellStore
+from subnet.controls import reinitialized
 from subnet.data import as_dataset
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError, InputTypeError
@@ -537,31 +538,6 @@ def _structured_rows(model, dataset, settings: Mapping, seed: int, method: str,
 def model_file_name(method: str, budget: float, seed: int) -> str:
     """The file name :func:`compare` saves a cell's subnetwork under in ``models_dir``."""
     return f"{method}_{budget:.6g}_{seed}.keras"
-
-
-def reinitialized(model, seed: int):
-    """A copy of ``model`` with fresh weights: Glorot-uniform kernels, zero biases,
-    BatchNormalization reset (gamma and moving variance 1, beta and moving mean 0), drawn from
-    ``numpy.random.default_rng(seed)``."""
-
-    rng = np.random.default_rng(seed)
-    fresh = copy_model(model)
-    for layer in fresh.layers:
-        values = []
-        for weight in layer.weights:
-            shape, name = tuple(weight.shape), weight.name.split("/")[-1]
-            if name in ("kernel", "depthwise_kernel") and len(shape) >= 2:
-                receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-                limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
-                values.append(rng.uniform(-limit, limit, shape))
-            elif name in ("gamma", "moving_variance"):
-                values.append(np.ones(shape))
-            else:
-                values.append(np.zeros(shape))
-        if values:
-            layer.set_weights([v.astype(w.dtype) for v, w in zip(values, layer.weights,
-                                                                  strict=True)])
-    return fresh
 
 
 def _reinit_row(model, dataset, budget, seed, widths, tune_examples, callbacks=()) -> dict:

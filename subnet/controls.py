@@ -24,10 +24,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from subnet.errors import InputError
-from subnet.extraction import as_keep_set, extract
+from subnet.extraction import as_keep_set, copy_model, extract
 from subnet.validation import check_choice
 
-__all__ = ["rewound", "scratch", "scratch_epochs", "shaped"]
+__all__ = ["reinitialized", "rewound", "scratch", "scratch_epochs", "shaped"]
 
 
 def scratch_epochs(kind: str, parent_epochs: float, parent_flops: int, flops: int, *,
@@ -88,8 +88,6 @@ def shaped(model, widths: Mapping[str, int], *, seed: int = 0):
     Raises:
         InputError: If a site is unknown or a width is outside [1, the site's units].
     """
-    from subnet.comparison import reinitialized
-
     small, _ = extract(model, _first_units(model, widths))
     return reinitialized(small, seed)
 
@@ -104,9 +102,32 @@ def scratch(subnetwork, *, seed: int = 0):
     Returns:
         A new, untrained ``keras.Model`` of the same shape.
     """
-    from subnet.comparison import reinitialized
-
     return reinitialized(subnetwork, seed)
+
+
+def reinitialized(model, seed: int):
+    """A copy of ``model`` with fresh weights: Glorot-uniform kernels, zero biases,
+    BatchNormalization reset (gamma and moving variance 1, beta and moving mean 0), drawn from
+    ``numpy.random.default_rng(seed)``. The initialisation of every control here and of the
+    quick comparison's ``reinit`` rows."""
+    rng = np.random.default_rng(seed)
+    fresh = copy_model(model)
+    for layer in fresh.layers:
+        values = []
+        for weight in layer.weights:
+            shape, name = tuple(weight.shape), weight.name.split("/")[-1]
+            if name in ("kernel", "depthwise_kernel") and len(shape) >= 2:
+                receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+                limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+                values.append(rng.uniform(-limit, limit, shape))
+            elif name in ("gamma", "moving_variance"):
+                values.append(np.ones(shape))
+            else:
+                values.append(np.zeros(shape))
+        if values:
+            layer.set_weights([v.astype(w.dtype) for v, w in zip(values, layer.weights,
+                                                                  strict=True)])
+    return fresh
 
 
 def rewound(model, early_weights, kept: Mapping[str, list]):

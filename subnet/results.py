@@ -53,7 +53,7 @@ from subnet.results_schema import (
     validate_results,
     where_text,
 )
-from subnet.sections import _optional, _ReadsAsDict, _Section, _strings
+from subnet.sections import ReadsAsDict, Section, optional, strings
 
 __all__ = ["MAX_RESULTS_BYTES", "ROW_COLUMNS", "SCHEMA_PATH", "SCHEMA_VERSION", "Answer",
            "ComparisonRow", "ComparisonSection", "Config", "Dense", "Keep", "Plan", "Results",
@@ -73,7 +73,7 @@ _HOW = "give the results.json that python -m subnet.analyze wrote (in its --out 
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ComparisonRow(_Section, _ReadsAsDict):
+class ComparisonRow(Section, ReadsAsDict):
     """One subnetwork of the comparison: a method at a budget and seed.
 
     Accuracies are fractions of the test set in [0, 1]; ``budget_flops_fraction`` is a fraction
@@ -111,7 +111,7 @@ class ComparisonRow(_Section, _ReadsAsDict):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Dense(_Section, _ReadsAsDict):
+class Dense(Section, ReadsAsDict):
     """The dense model the comparison is against: its test accuracy (a fraction), parameters,
     FLOPs per example, size and latency (``measure``) and, where the dense model was fine-tuned
     alike, its accuracies (``finetuned``)."""
@@ -130,7 +130,7 @@ def _rows(value) -> tuple[ComparisonRow, ...]:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ComparisonSection(_Section):
+class ComparisonSection(Section):
     """results.json's ``comparison``: :meth:`subnet.Comparison.to_dict` with the summary.
 
     Attributes:
@@ -150,7 +150,7 @@ class ComparisonSection(_Section):
 
     _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "dense": Dense._build, "rows": _rows,
-        "summary": _optional(lambda v: tuple(copy.deepcopy(e) for e in v))}
+        "summary": optional(lambda v: tuple(copy.deepcopy(e) for e in v))}
     _DEFINITION: ClassVar[str | None] = "comparison"
     _WHERE: ClassVar[str] = "comparison"
 
@@ -165,7 +165,7 @@ class ComparisonSection(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Smallest(_Section):
+class Smallest(Section):
     """The smallest subnetwork of a method within the answer's tolerance: its budget (fraction
     of the dense FLOPs), size, accuracy over seeds (mean and SD, fractions) and reductions
     (factors: dense / subnetwork)."""
@@ -185,11 +185,11 @@ class Smallest(_Section):
     _WHERE: ClassVar[str] = "smallest"
 
 
-_smallest = _optional(Smallest._build)
+_smallest = optional(Smallest._build)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Answer(_Section):
+class Answer(Section):
     """results.json's ``answer``: do equally good subnetworks exist?
 
     Attributes:
@@ -210,13 +210,13 @@ class Answer(_Section):
     subnetwork: dict[str, Any] | None = None
 
     _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "smallest": _smallest, "sentences": _strings,
+        "smallest": _smallest, "sentences": strings,
         "smallest_by_method": lambda v: {k: _smallest(e) for k, e in v.items()}}
     _WHERE: ClassVar[str] = "answer"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Keep(_Section):
+class Keep(Section):
     """results.json's ``keep``: the keep probability q of every site the masks were drawn with.
 
     Attributes:
@@ -244,7 +244,7 @@ class Keep(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Plan(_Section):
+class Plan(Section):
     """results.json's ``plan``: what --time-budget (or --quick) bought (:mod:`subnet.plan`).
 
     Attributes:
@@ -268,7 +268,7 @@ class Plan(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config(_Section):
+class Config(Section):
     """results.json's ``config``: the analysis settings (``python -m subnet.analyze``'s
     options) and how the run was made. The settings every version wrote are typed (None where
     a file lacks one); the others (``passes``, ``formats``, ``resume``, ...) are in ``extra``.
@@ -304,12 +304,12 @@ class Config(_Section):
     key: str | None = None
 
     _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "seeds": _optional(tuple), "budgets": _optional(tuple), "methods": _optional(tuple)}
+        "seeds": optional(tuple), "budgets": optional(tuple), "methods": optional(tuple)}
     _WHERE: ClassVar[str] = "config"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Results(_Section):
+class Results(Section):
     """A whole results.json, as :func:`load_results` reads it (always in the current schema
     version: an older file is upgraded).
 
@@ -358,9 +358,9 @@ class Results(_Section):
     source_version: int | None = dataclasses.field(default=None, compare=False)
 
     _DECODE: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "command": _strings, "config": Config._build, "answer": Answer._build,
-        "comparison": _optional(ComparisonSection._build), "keep": _optional(Keep._build),
-        "plan": _optional(Plan._build), "reused_stages": _optional(_strings)}
+        "command": strings, "config": Config._build, "answer": Answer._build,
+        "comparison": optional(ComparisonSection._build), "keep": optional(Keep._build),
+        "plan": optional(Plan._build), "reused_stages": optional(strings)}
     _WHERE: ClassVar[str] = "results"
 
     @classmethod

@@ -3,9 +3,9 @@ in JSON.
 
 - :class:`MappingResult`: a small result that replaced a dict (:class:`~subnet.FinetuneResult`,
   :class:`~subnet.Measurement`, :class:`~subnet.structure.Cost`) and still reads as one.
-- ``_Section``: a typed part of a results file (:mod:`subnet.results`) that keeps the keys it
+- :class:`Section`: a typed part of a results file (:mod:`subnet.results`) that keeps the keys it
   does not name and the order it read them in, so that ``to_dict()`` gives back what was read;
-  ``_ReadsAsDict`` makes one read as that dict too (the comparison's rows and dense model).
+  :class:`ReadsAsDict` makes one read as that dict too (the comparison's rows and dense model).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 from subnet.errors import InputError, InputTypeError
 from subnet.results_schema import check_schema, where_text
 
-__all__ = ["MappingResult"]
+__all__ = ["MappingResult", "ReadsAsDict", "Section", "optional", "strings"]
 
 #: Fields of a section that are bookkeeping, not keys of its JSON.
 _BOOKKEEPING = frozenset({"extra", "key_order", "source_version"})
@@ -26,7 +26,7 @@ _BOOKKEEPING = frozenset({"extra", "key_order", "source_version"})
 
 def _to_json(value):
     """A JSON-ready copy of a field's value: sections as dicts, tuples as lists."""
-    if isinstance(value, _Section):
+    if isinstance(value, Section):
         return value.to_dict()
     if isinstance(value, (tuple, list)):
         return [_to_json(item) for item in value]
@@ -35,11 +35,13 @@ def _to_json(value):
     return value
 
 
-def _optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A field's decoder that keeps None (a missing optional value) and decodes the rest."""
     return lambda value: None if value is None else decode(value)
 
 
-def _strings(value) -> tuple[str, ...]:
+def strings(value) -> tuple[str, ...]:
+    """A JSON list of strings as a field's tuple."""
     return tuple(value)
 
 
@@ -97,12 +99,12 @@ class MappingResult(Mapping[str, Any]):
                    and f.name not in data]
         if missing:
             raise InputError(f"{cls._WHERE}[{missing[0]!r}] is required but missing.")
-        return cls(**{f.name: _optional(cls._DECODE.get(f.name, copy.deepcopy))(data[f.name])
+        return cls(**{f.name: optional(cls._DECODE.get(f.name, copy.deepcopy))(data[f.name])
                       for f in fields if f.name in data})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _Section:
+class Section:
     """A typed part of results.json: its declared fields, the keys it does not name (``extra``)
     and the order its keys were read in (``key_order``, which :meth:`to_dict` keeps)."""
 
@@ -173,9 +175,9 @@ class _Section:
                 copy.deepcopy(self.extra[key]) for key in self._keys()}
 
 
-class _ReadsAsDict(Mapping[str, Any]):
+class ReadsAsDict(Mapping[str, Any]):
     """A section that also reads as the dict results.json holds: a read-only
-    :class:`~collections.abc.Mapping` over :meth:`_Section.to_dict`'s keys, in that order, so
+    :class:`~collections.abc.Mapping` over :meth:`Section.to_dict`'s keys, in that order, so
     that ``row["method"]``, ``row.get("measure")`` and ``"val_accuracy" in row`` read as they
     do on the dict. Equality stays the dataclass's (field by field). (Only for sections without
     a field named like a Mapping method: :class:`Plan` has ``values``.)"""

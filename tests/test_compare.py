@@ -8,7 +8,8 @@ import pytest
 from subnet import comparison as compare_module
 from subnet.baselines import tfmot_available
 from subnet.baselines.tfmot import magnitude_oneshot
-from subnet.comparison import Comparison, compare, reinitialized
+from subnet.comparison import Comparison, compare
+from subnet.controls import reinitialized
 from tests.helpers import RATES, tiny_dense_task
 
 SETTINGS = dict(budgets=(0.5, 0.25), seeds=(0, 1), finetune_epochs=0.03,
