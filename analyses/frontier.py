@@ -55,7 +55,7 @@ import numpy as np
 # records which kernels it ran on: `onednn`). Set TF_ENABLE_ONEDNN_OPTS=0 to run without.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from subnet.methods import RENAMED, accepted, resolve  # noqa: E402  (light: no TensorFlow)
+from subnet.methods import accepted, cache_name, resolve  # noqa: E402  (light: no TensorFlow)
 
 PUBLISHED = {  # conv1-conv2-dense widths of this network in the structured-pruning literature
     "Neklyudov et al. 2017 (SBP)": {"conv1": 3, "conv2": 18, "dense": 283},
@@ -377,15 +377,11 @@ def _finetuned(args, model, train, validation, teacher, seed, epochs=None,
             "onednn": ONEDNN}  # TensorFlow's oneDNN kernels (subnet.runtime): rounding differs
 
 
-#: Methods whose cells were made under their old key (subnet.methods.RENAMED) keep it in the
-#: cells' names and keys, so that the committed cells stay found.
-_CELL_NAMES = {new: old for old, new in RENAMED.items()}
-
-
 def _cell_path(args, kind: str, *parts) -> Path:
     """A cell's result: small JSON kept under ``--out/cells/`` (committed as cells finish, so a
     run on a fresh machine redoes only what is missing); its models stay under ``--work``."""
-    parts = tuple(_CELL_NAMES.get(p, p) if isinstance(p, str) else p for p in parts)
+    # a renamed method keeps its old key in the cells' names and keys: the committed cells
+    parts = tuple(cache_name(p) if isinstance(p, str) else p for p in parts)
     return Path(args.out) / "cells" / f"{kind}_{'_'.join(map(str, parts))}_" \
         f"{_key(_settings(args), kind, parts)}.json"
 
@@ -971,8 +967,9 @@ def _write(args, results, trajectories) -> None:
         point = trajectories[(results["settings"]["parents"][0], method, allocation)][
             "checkpoints"][repr(entry["budget"])]
         suffix = "_no_teacher" if args.teacher == "none" else ""
-        target = out / "models" / (f"{args.dataset}_{method}_{allocation}_{entry['budget']:g}"
-                                   f"{suffix}.keras")
+        # named as the committed models are (a renamed method by its old key)
+        target = out / "models" / (f"{args.dataset}_{cache_name(method)}_{allocation}_"
+                                   f"{entry['budget']:g}{suffix}.keras")
         about = {"method": method, "allocation": allocation, "budget": entry["budget"],
                  "widths": point["widths"], "flops": point["flops"], "params": point["params"],
                  "test_accuracy": point["test_accuracy"],
@@ -983,6 +980,7 @@ def _write(args, results, trajectories) -> None:
             before = json.loads(described.read_text())
             kept = target.exists() if before.get("model_file") else \
                 before.get("model_bytes") is not None  # too large to commit: described only
+            before["method"] = resolve(before.get("method") or "")  # written before a rename
             if {k: before.get(k) for k in about} == about and kept:
                 continue
         if not Path(point["model_file"]).exists():

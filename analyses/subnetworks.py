@@ -258,7 +258,7 @@ def main(argv=None) -> int:
         model_path = path_of(data, 500, epochs=args.epochs, seed=0)
         # One work folder per network and settings: a rerun resumes it, other settings start
         # their own.
-        digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
+        digest = hashlib.sha256(json.dumps(settings.cache_key(), sort_keys=True).encode())
         work = Path(args.work) / f"{model_path.stem}_{digest.hexdigest()[:8]}"
         command = ["python", "analyses/subnetworks.py", *(sys.argv[1:] if argv is None else argv)]
         results = analyze(model_path, work, settings, resume=True, command=command)

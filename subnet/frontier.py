@@ -82,7 +82,7 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     from subnet.comparison import Comparison, model_file_name
     from subnet.extraction import accuracy, model_cost
     from subnet.protocol import validation_split
-    from subnet.record import model_fingerprint
+    from subnet.record import data_fingerprint, model_fingerprint
     from subnet.results import ComparisonRow, Dense
     from subnet.train import teacher_probabilities
 
@@ -120,7 +120,8 @@ def compare_gradual(model, dataset, methods: Sequence[str], protocol, *, out=Non
     # cells finish in: methods as given, seeds, budgets from the largest.
     made = json.loads(json.dumps({
         "protocol": protocol.to_dict(), "model": model_fingerprint(model),
-        "data": dataset.fingerprint(),
+        "data": dataset.fingerprint(),  # the test set; the training set:
+        "train": data_fingerprint(dataset.x_train, dataset.y_train),
         "teacher": model_fingerprint(teacher_model) if teacher is not None and
         teacher_model is not None and protocol.teacher_passes else None}))
     order = {m: i for i, m in enumerate(methods)}

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["METHODS", "RENAMED", "Method", "accepted", "display_names", "method", "method_name",
-           "resolve"]
+__all__ = ["METHODS", "RENAMED", "Method", "accepted", "cache_name", "display_names", "method",
+           "method_name", "resolve"]
 
 KINDS = ("estimator", "criterion", "control", "baseline")
 
@@ -98,6 +98,17 @@ def resolve(key: str) -> str:
     """The key a comparison method has now (``"banzhaf"`` -> ``"banzhaf_iterative"``): old
     results and command lines still read. Any other key is returned as it is."""
     return RENAMED.get(key, key)
+
+
+def cache_name(key: str) -> str:
+    """The name a method has in cache keys and the file names made from them: its old key for a
+    renamed method (``"banzhaf_iterative"`` -> ``"banzhaf"``), so that work cached before the
+    rename (``--resume`` folders, the analysis scripts' cells and models) stays found; any other
+    key as it is."""
+    for old, new in RENAMED.items():
+        if key == new:
+            return old
+    return key
 
 
 def method(key: str) -> Method:

@@ -172,7 +172,8 @@ def upgrade_results(results: Mapping) -> dict:
     if isinstance(answer, Mapping):
         answer = dict(answer)
         for key in ("smallest", "subnetwork"):
-            answer[key] = _renamed(answer.get(key), values=("method",))
+            if key in answer:  # a missing key stays missing (and refused where required)
+                answer[key] = _renamed(answer[key], values=("method",))
         if isinstance(answer.get("smallest_by_method"), Mapping):
             answer["smallest_by_method"] = {
                 resolve(m): _renamed(entry, values=("method",))

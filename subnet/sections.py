@@ -35,6 +35,17 @@ def _to_json(value):
     return value
 
 
+_FIELDS: dict[type, tuple[tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """A section class's field names (its JSON keys) and their defaults, read once."""
+    if cls not in _FIELDS:
+        fields = [f for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING]
+        _FIELDS[cls] = tuple(f.name for f in fields), {f.name: f.default for f in fields}
+    return _FIELDS[cls]
+
+
 def optional(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A field's decoder that keeps None (a missing optional value) and decodes the rest."""
     return lambda value: None if value is None else decode(value)
@@ -118,8 +129,8 @@ class Section:
     _WHERE: ClassVar[str] = "section"
 
     @classmethod
-    def _names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name not in _BOOKKEEPING]
+    def _names(cls) -> tuple[str, ...]:
+        return _fields(cls)[0]
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Self:
@@ -160,8 +171,7 @@ class Section:
 
     def _keys(self) -> list[str]:
         """:meth:`to_dict`'s keys, in its order."""
-        names = self._names()
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        names, defaults = _fields(type(self))
         return [key for key in dict.fromkeys([*self.key_order, *names, *self.extra])
                 if (key in names and not (getattr(self, key) is None and defaults[key] is None
                                           and key not in self.key_order))
@@ -179,13 +189,21 @@ class ReadsAsDict(Mapping[str, Any]):
     """A section that also reads as the dict results.json holds: a read-only
     :class:`~collections.abc.Mapping` over :meth:`Section.to_dict`'s keys, in that order, so
     that ``row["method"]``, ``row.get("measure")`` and ``"val_accuracy" in row`` read as they
-    do on the dict. Equality stays the dataclass's (field by field). (Only for sections without
-    a field named like a Mapping method: :class:`Plan` has ``values``.)"""
+    do on the dict. Equality stays the dataclass's (field by field: a row is not equal to its
+    dict), ``json.dumps`` takes :meth:`Section.to_dict`, and a nested dict (``row["widths"]``)
+    is the stored one, not a copy. (Only for sections without a field named like a Mapping
+    method: :class:`Plan` has ``values``.)"""
 
     def __getitem__(self, key: str) -> Any:
         section: Any = self
-        if key in section._keys():
-            return getattr(self, key) if key in section._names() else section.extra[key]
+        names, defaults = _fields(type(self))
+        if key in names:  # a field: a key unless it is an optional None that was not read
+            value = getattr(self, key)
+            if value is None and defaults[key] is None and key not in section.key_order:
+                raise KeyError(key)
+            return value
+        if key in section.extra:
+            return section.extra[key]
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:

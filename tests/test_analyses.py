@@ -717,3 +717,18 @@ def test_the_answer_says_a_published_shape_needs_no_pruning_where_it_meets_the_t
     assert "SBP's shape (3-18-283) reaches 0.97 % error at 10.7x" in text
     f["controls"] = [{**c, "test_accuracy": 0.98} for c in f["controls"]]
     assert "needs no pruning" not in answer.published_note(f)
+
+
+def test_frontier_cells_of_a_renamed_method_keep_their_old_names(tmp_path):
+    """The committed cells of iterative mask statistics were made as ``banzhaf``: the method's
+    key now (``banzhaf_iterative``) and its old key find the same cell, and the command line
+    takes either."""
+    old = frontier._parse(["--methods", "banzhaf,magnitude", "--out", str(tmp_path)])
+    new = frontier._parse(["--methods", "banzhaf_iterative,magnitude", "--out", str(tmp_path)])
+    assert old.methods == new.methods == "banzhaf_iterative,magnitude"
+    path = frontier._cell_path(new, "trajectory", 0, "banzhaf_iterative", "cost")
+    assert path == frontier._cell_path(old, "trajectory", 0, "banzhaf", "cost")
+    assert path.name.startswith("trajectory_0_banzhaf_cost_")
+    committed = sorted((Path(__file__).parents[1] / "reports" / "frontier" / "cells").glob(
+        "trajectory_0_banzhaf_cost_*.json"))
+    assert committed, "the committed frontier cells of mask statistics"

@@ -134,6 +134,13 @@ def test_a_thorough_comparison_resumes_only_what_the_same_protocol_made(parent, 
                                          r"settings; choose another file or delete it"):
         compare_gradual(parent, data, ("magnitude",), longer, out=tmp_path / "w",
                         progress=False)
+    # nor other training data with the same test set
+    other = Dataset(name="rows", x_test=data.x_test, y_test=data.y_test, num_classes=3,
+                    x_train=data.x_train[::-1], y_train=data.y_train[::-1])
+    assert other.fingerprint() == data.fingerprint()  # the test set's
+    with pytest.raises(InputError, match=r"holds a thorough comparison with other settings"):
+        compare_gradual(parent, other, ("magnitude",), protocol, out=tmp_path / "w",
+                        progress=False)
     # rows written before they carried what made them (a list), under the old key of
     # iterative mask statistics: resumed as they are, named as they are now
     old = [{**row.to_dict(), "method": "banzhaf"} for row in first.rows]

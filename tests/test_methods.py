@@ -9,6 +9,7 @@ from subnet.methods import (
     METHODS,
     RENAMED,
     accepted,
+    cache_name,
     display_names,
     method,
     method_name,
@@ -53,6 +54,16 @@ def test_the_old_key_names_the_method_it_was():
     for protocol in ("quick", "thorough"):
         assert "banzhaf_iterative" in accepted(protocol, default=True)
         assert "banzhaf" not in accepted(protocol)
+
+
+def test_caches_made_before_the_rename_keep_their_keys():
+    assert cache_name("banzhaf_iterative") == "banzhaf" and cache_name("magnitude") == "magnitude"
+    old = analyze.Settings(methods=("banzhaf", "magnitude"))
+    new = analyze.Settings(methods=("banzhaf_iterative", "magnitude"))
+    assert old == new and old.cache_key() == new.cache_key()
+    assert new.cache_key()["methods"] == ["banzhaf", "magnitude"]  # as --resume folders have it
+    assert {k: v for k, v in new.cache_key().items() if k != "methods"} == \
+        {k: v for k, v in new.to_dict().items() if k != "methods"}
 
 
 def test_every_entry_point_reads_the_old_key():
@@ -106,5 +117,8 @@ def test_results_of_version_2_are_renamed_where_a_method_is_named_and_only_there
                                                       "subnetwork_banzhaf_iterative@0.5"]
     assert list(new["uncertainty"]["entropy_histograms"]) == ["subnetwork_banzhaf_iterative@0.5"]
     assert results["comparison"]["rows"][0]["method"] == "banzhaf"  # the input is not changed
+    # a key the file lacks stays missing (a damaged file stays refused)
+    partial = upgrade_results({"schema_version": 2, "answer": {"tolerance": 0.01}})
+    assert partial["answer"] == {"tolerance": 0.01}
     assert upgrade_results(new) is new and upgrade_comparison(new["comparison"]) == \
         new["comparison"]

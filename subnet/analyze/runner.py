@@ -200,7 +200,7 @@ def _run(model, model_path: Path, out: Path, settings: Settings, data, *, format
          ood_data=None, executor=None, plan=None) -> dict:
     """The stages of :func:`analyze`, in an output folder it has claimed and locked."""
     model_sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    key = hashlib.sha256(json.dumps([settings.to_dict(), model_sha, data.fingerprint()],
+    key = hashlib.sha256(json.dumps([settings.cache_key(), model_sha, data.fingerprint()],
                                     sort_keys=True).encode()).hexdigest()[:16]
     state = _State(out, key, resume)
     timings: dict = {}

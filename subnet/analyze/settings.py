@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from subnet.errors import DataError, InputError, ModelFileError, RecordError, clean
-from subnet.methods import accepted, resolve
+from subnet.methods import accepted, cache_name, resolve
 
 DATASETS = ("mnist", "fashion_mnist")
 METHODS = accepted("quick")
@@ -194,6 +194,12 @@ class Settings:
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.repeats)]
+
+    def cache_key(self) -> dict:
+        """:meth:`to_dict` as work made with these settings is keyed by it: a renamed method by
+        its old key (:func:`subnet.methods.cache_name`), so that folders made before the
+        rename resume."""
+        return {**self.to_dict(), "methods": [cache_name(m) for m in self.methods]}
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "budgets": list(self.budgets),

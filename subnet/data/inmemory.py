@@ -223,7 +223,9 @@ def _describe(value, depth: int = 0) -> str:
         items = ", ".join(_describe(v, depth + 1) for v in value[:3])
         more = ", ..." if len(value) > 3 else ("," if len(value) == 1 else "")
         return f"({items}{more})" if isinstance(value, tuple) else f"[{items}{more}]"
-    if value is None or isinstance(value, (bool, numbers.Number, str, bytes)):
+    if isinstance(value, (str, bytes)):  # only the start: a message never copies a large value
+        return clean(repr(value[:80]), 100) + (f" (of {len(value):,})" if len(value) > 80 else "")
+    if value is None or isinstance(value, (bool, numbers.Number)):
         return clean(repr(value), 80)
     return f"a {type(value).__name__}"
 
