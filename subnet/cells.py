@@ -17,7 +17,22 @@ from typing import Any
 from subnet._io import atomic_write_bytes, atomic_write_text
 from subnet.errors import InputError, InputTypeError
 
-__all__ = ["CellStore"]
+__all__ = ["CellStore", "read_json"]
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON a store's file holds: what :class:`CellStore` reads unless given ``read`` (a
+    ``read`` that upgrades older files calls it first).
+
+    Raises:
+        InputError: If the file cannot be read or is not JSON (the message names it and says
+            to delete it to start again).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"Could not read the rows in '{path}': {err}; delete it to start "
+                         "again.") from err
 
 
 class CellStore:
@@ -97,14 +112,7 @@ class CellStore:
                 read: Callable[[str | os.PathLike], Any] | None, what: str) -> None:
         """Reads the rows of the existing file ``path`` (as the caller named it: so the
         messages name it)."""
-        if read is None:
-            try:
-                data = json.loads(Path(path).read_text())
-            except (OSError, ValueError) as err:
-                raise InputError(f"Could not read the rows in '{path}': {err}; delete it to "
-                                 "start again.") from err
-        else:
-            data = read(path)
+        data = (read_json if read is None else read)(path)
         if self.config is None:
             if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
                 raise InputError(f"'{path}' does not hold a list of rows; delete it to start "

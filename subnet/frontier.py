@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from subnet.cells import CellStore
+from subnet.cells import CellStore, read_json
 from subnet.cli import progress_bar
 from subnet.data import as_dataset
 from subnet.distributed import LocalExecutor
 from subnet.errors import InputError
-from subnet.methods import RENAMED, accepted, resolve
+from subnet.methods import accepted, cache_name, resolve
 from subnet.models import model_bytes
 
 __all__ = ["METHODS", "compare_gradual", "finetune_to_saturation", "gradual_cell",
@@ -168,11 +168,7 @@ def _read_rows(path, made: Mapping) -> dict:
     written before the rows carried what made them (a list of rows) is taken as made by
     ``made``, as it was then; a row written before the method's rename names it as it is now
     (:data:`subnet.methods.RENAMED`)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"Could not read the rows in '{path}': {err}; delete it to start "
-                         "again.") from err
+    data = read_json(path)
     if isinstance(data, list):
         data = {"config": made, "rows": data}
     if isinstance(data, dict) and isinstance(data.get("rows"), list):
@@ -185,11 +181,8 @@ def _read_rows(path, made: Mapping) -> dict:
 def _trajectory_folder(work: Path, method: str, seed: int) -> Path:
     """``{method}_s{seed}`` under the work folder; one saved under the method's old key
     (:data:`subnet.methods.RENAMED`) is resumed where it is."""
-    folder = work / f"{method}_s{seed}"
-    for old, new in RENAMED.items():
-        if new == method and not folder.exists() and (work / f"{old}_s{seed}").exists():
-            return work / f"{old}_s{seed}"
-    return folder
+    folder, old = work / f"{method}_s{seed}", work / f"{cache_name(method)}_s{seed}"
+    return old if not folder.exists() and old.exists() else folder
 
 
 def gradual_cell(job: Mapping, method: str, seed: int, budgets: Sequence[float]) -> list:

@@ -43,8 +43,18 @@ def _is_number(value) -> bool:
         not isinstance(value, (bool, np.bool_))
 
 
-def _interval(low, high, low_open: bool, high_open: bool) -> str:
-    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+def _bounded(noun: str, low, high, low_open: bool = False, high_open: bool = False,
+             show: str = "g") -> str | None:
+    """``noun`` with its bounds in words (``"an int in [1, 5]"``, ``"a float > 0"``), numbers
+    formatted with ``show``; None without bounds."""
+    if low is not None and high is not None:
+        return (f"{noun} in {'(' if low_open else '['}{low:{show}}, {high:{show}}"
+                f"{')' if high_open else ']'}")
+    if low is not None:
+        return f"{noun} {'>' if low_open else '>='} {low:{show}}"
+    if high is not None:
+        return f"{noun} {'<' if high_open else '<='} {high:{show}}"
+    return None
 
 
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None,
@@ -57,14 +67,7 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
     Raises:
         InputError: If ``value`` is not an int (bools are not) or out of range.
     """
-    if low is not None and high is not None:
-        expected = f"an int in [{low}, {high}]"
-    elif low is not None:
-        expected = f"an int >= {low}"
-    elif high is not None:
-        expected = f"an int <= {high}"
-    else:
-        expected = "an int"
+    expected = _bounded("an int", low, high, show="") or "an int"
     if note:
         expected += f" ({note})"
     if not _is_int(value) or (low is not None and value < low) or \
@@ -86,14 +89,7 @@ def check_number(name: str, value, *, low: float | None = None, high: float | No
         InputError: If ``value`` is not a finite number (bools are not) or out of range.
     """
     if expected is None:
-        if low is not None and high is not None:
-            expected = f"a float in {_interval(low, high, low_open, high_open)}"
-        elif low is not None:
-            expected = f"a float {'>' if low_open else '>='} {low:g}"
-        elif high is not None:
-            expected = f"a float {'<' if high_open else '<='} {high:g}"
-        else:
-            expected = "a finite float"
+        expected = _bounded("a float", low, high, low_open, high_open) or "a finite float"
     ok = _is_number(value) and math.isfinite(float(value))
     if ok and low is not None:
         ok = float(value) > low if low_open else float(value) >= low

@@ -192,27 +192,27 @@ def _identity_difference(a_meta: Mapping, a_labels: np.ndarray, a_examples: np.n
             j = next(j for j, (x, y) in enumerate(zip(a_sites, b_sites, strict=True)) if x != y)
             detail = f"site {j}: (name, units, keep) {a_sites[j]} vs {b_sites[j]}"
         return ("sites", f"other sites ({detail})")
-    # How the probabilities were computed: another rescaling is another experiment; another
+    # How the probabilities were computed, each compared where both records say it (records
+    # without a key are older than its check): another rescaling is another experiment; another
     # backend, or oneDNN's kernels switched, rounds differently, so the record would no longer
-    # be the one an uninterrupted run makes, bit for bit. (Records without these keys are
-    # older than the check.)
-    a_rs, b_rs = a.rescale, b.rescale
-    if a_rs is not None and b_rs is not None and a_rs != b_rs:
-        return ("rescale", f"kept units scaled otherwise (rescale {a_rs} vs {b_rs})")
-    a_be, b_be = a.backend, b.backend
-    if a_be is not None and b_be is not None and a_be != b_be:
-        return ("backend", f"another backend ({a_be!r} vs {b_be!r})")
-    a_dnn, b_dnn = a.onednn, b.onednn
-    if a_dnn is not None and b_dnn is not None and a_dnn != b_dnn:
-        return ("versions.onednn", f"TensorFlow's oneDNN kernels {'on' if a_dnn else 'off'} (here "
-                            f"{'on' if b_dnn else 'off'})")
-    # TensorFlow's CPU matrix products sum in an order that depends on its intra-op thread count.
-    a_th, b_th = a.intra_op_threads, b.intra_op_threads
-    if a_th is not None and b_th is not None and a_th != b_th:
-        return ("intra_op_threads", f"{a_th} TensorFlow intra-op threads (here {b_th})")
-    a_nc, b_nc = a.num_classes, b.num_classes
-    if a_nc is not None and b_nc is not None and a_nc != b_nc:
-        return ("num_classes", f"another number of classes (num_classes {a_nc} vs {b_nc})")
+    # be the one an uninterrupted run makes, bit for bit; TensorFlow's CPU matrix products sum
+    # in an order that depends on its intra-op thread count.
+    def on(flag) -> str:
+        return "on" if flag else "off"
+
+    for attribute, field, says in (
+            ("rescale", "rescale",
+             lambda x, y: f"kept units scaled otherwise (rescale {x} vs {y})"),
+            ("backend", "backend", lambda x, y: f"another backend ({x!r} vs {y!r})"),
+            ("onednn", "versions.onednn",
+             lambda x, y: f"TensorFlow's oneDNN kernels {on(x)} (here {on(y)})"),
+            ("intra_op_threads", "intra_op_threads",
+             lambda x, y: f"{x} TensorFlow intra-op threads (here {y})"),
+            ("num_classes", "num_classes",
+             lambda x, y: f"another number of classes (num_classes {x} vs {y})")):
+        x, y = getattr(a, attribute), getattr(b, attribute)
+        if x is not None and y is not None and x != y:
+            return (field, says(x, y))
     for field, x, y in (("labels", a_labels, b_labels),
                         ("example_indices", a_examples, b_examples)):
         if x.shape != y.shape:

@@ -246,24 +246,15 @@ class RecordWriter:
             raise InputError(f"`masks` must end at most at mask {MAX_MASKS:,} "
                              f"(subnet.masks.MAX_MASKS). Received: {k} masks from start={start}")
         _check_chunk_bytes(k, self.n_units, self.n_examples, self._pred_dtype, "len(masks)")
-        if predicted.dtype == np.bool_ or not np.issubdtype(predicted.dtype, np.integer):
-            raise InputTypeError(f"`predicted` must be an int array. "
-                                 f"Received: predicted with dtype "
-                            f"{predicted.dtype}")
-        if predicted.shape != (k, self.n_examples):
-            raise InputError(f"`predicted` must have shape (k={k}, n_examples={self.n_examples})."
-                             f" Received: predicted with shape {predicted.shape}")
+        self._check_per_example("predicted", predicted, "an int", k,
+                                predicted.dtype != np.bool_
+                                and np.issubdtype(predicted.dtype, np.integer))
         if predicted.size and (predicted.min() < 0 or predicted.max() >= self.num_classes):
             bad = predicted.min() if predicted.min() < 0 else predicted.max()
             raise InputError(f"`predicted` must hold classes in [0, num_classes="
                              f"{self.num_classes}). Received: a value {int(bad)}")
-        if not np.issubdtype(true_prob.dtype, np.floating):
-            raise InputTypeError(f"`true_prob` must be a float array. "
-                                 f"Received: true_prob with dtype "
-                            f"{true_prob.dtype}")
-        if true_prob.shape != (k, self.n_examples):
-            raise InputError(f"`true_prob` must have shape (k={k}, n_examples={self.n_examples})."
-                             f" Received: true_prob with shape {true_prob.shape}")
+        self._check_per_example("true_prob", true_prob, "a float", k,
+                                np.issubdtype(true_prob.dtype, np.floating))
         bad = ~((true_prob >= 0.0) & (true_prob <= 1.0))  # also catches NaN
         if bad.any():
             j = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
@@ -282,6 +273,16 @@ class RecordWriter:
         self._covered.append((start, stop))
         self._covered.sort()
         return dest
+
+    def _check_per_example(self, name: str, array: np.ndarray, kind: str, k: int,
+                           kind_ok: bool) -> None:
+        """A chunk's per-mask, per-example array: of its kind (``kind_ok``), shape (k, examples)."""
+        if not kind_ok:
+            raise InputTypeError(f"`{name}` must be {kind} array. Received: {name} with dtype "
+                                 f"{array.dtype}")
+        if array.shape != (k, self.n_examples):
+            raise InputError(f"`{name}` must have shape (k={k}, n_examples={self.n_examples}). "
+                             f"Received: {name} with shape {array.shape}")
 
     def annotate(self, key: str, value: Any) -> None:
         """Adds or replaces one descriptive entry of ``meta.json`` (atomically).
